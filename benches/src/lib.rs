@@ -1,0 +1,1 @@
+//! Shared helpers of the benchmarks live in the bench files; this crate has no API.

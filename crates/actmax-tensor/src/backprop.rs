@@ -1,0 +1,137 @@
+//! Backprop modifiers: how ReLU-family ops pass gradients backwards.
+//!
+//! Guided backprop, deconvnet-style rectification and user hooks all act at one place:
+//! the backward of every ReLU-family op ([`ReluKind`]) asks the tape's [`BackpropMode`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use ndarray::{ArrayD, ArrayViewD, Zip};
+
+/// The ReLU family: piecewise activations whose gradient a backprop modifier may reshape.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReluKind {
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, 0), 6)`.
+    Relu6,
+    /// `min(max(x, lo), hi)`.
+    Clip {
+        /// Lower bound.
+        lo: f32,
+        /// Upper bound.
+        hi: f32,
+    },
+    /// `x` for `x > 0`, else `alpha·x`.
+    LeakyRelu {
+        /// Slope for negative inputs.
+        alpha: f32,
+    },
+    /// `x` for `x > 0`, else `alpha·(eˣ − 1)`.
+    Elu {
+        /// Scale of the negative part.
+        alpha: f32,
+    },
+}
+
+impl ReluKind {
+    /// The activation's value at `x`.
+    pub fn forward(self, x: f32) -> f32 {
+        match self {
+            Self::Relu => x.max(0.0),
+            Self::Relu6 => x.clamp(0.0, 6.0),
+            Self::Clip { lo, hi } => x.max(lo).min(hi),
+            Self::LeakyRelu { alpha } => {
+                if x > 0.0 {
+                    x
+                } else {
+                    alpha * x
+                }
+            }
+            Self::Elu { alpha } => {
+                if x > 0.0 {
+                    x
+                } else {
+                    alpha * x.exp_m1()
+                }
+            }
+        }
+    }
+
+    /// The true derivative at input `x` with output `y` (0 at the kinks, as PyTorch).
+    pub fn derivative(self, x: f32, y: f32) -> f32 {
+        let inside = |lo: f32, hi: f32| if x > lo && x < hi { 1.0 } else { 0.0 };
+        match self {
+            Self::Relu => inside(0.0, f32::INFINITY),
+            Self::Relu6 => inside(0.0, 6.0),
+            Self::Clip { lo, hi } => inside(lo, hi),
+            Self::LeakyRelu { alpha } => {
+                if x > 0.0 {
+                    1.0
+                } else {
+                    alpha
+                }
+            }
+            Self::Elu { alpha } => {
+                if x > 0.0 {
+                    1.0
+                } else {
+                    y + alpha
+                }
+            }
+        }
+    }
+}
+
+/// What a custom backprop hook sees: the op, the gradient arriving from above, and the op's
+/// input and output.
+pub struct ReluGrad<'a> {
+    /// Which activation this is.
+    pub kind: ReluKind,
+    /// dL/d(output).
+    pub grad: ArrayViewD<'a, f32>,
+    /// The op's input.
+    pub input: ArrayViewD<'a, f32>,
+    /// The op's output.
+    pub output: ArrayViewD<'a, f32>,
+}
+
+/// A user-supplied rule: returns dL/d(input), shaped like the input.
+pub type BackpropHook = Arc<dyn Fn(&ReluGrad<'_>) -> ArrayD<f32> + Send + Sync>;
+
+/// How ReLU-family ops pass gradients backwards.
+#[derive(Clone, Default)]
+pub enum BackpropMode {
+    /// The true derivative.
+    #[default]
+    Plain,
+    /// Guided backprop: `g·[g > 0]·[x > 0]`.
+    Guided,
+    /// Deconvnet-style rectification: `g·[g > 0]`.
+    Rectified,
+    /// A user closure.
+    Custom(BackpropHook),
+}
+
+impl fmt::Debug for BackpropMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Plain => f.write_str("Plain"),
+            Self::Guided => f.write_str("Guided"),
+            Self::Rectified => f.write_str("Rectified"),
+            Self::Custom(_) => f.write_str("Custom(..)"),
+        }
+    }
+}
+
+impl BackpropMode {
+    /// dL/d(input) of a ReLU-family op under this mode.
+    pub fn input_grad(&self, kind: ReluKind, g: &ArrayD<f32>, x: &ArrayD<f32>, y: &ArrayD<f32>) -> ArrayD<f32> {
+        match self {
+            Self::Plain => Zip::from(g).and(x).and(y).map_collect(|&g, &x, &y| g * kind.derivative(x, y)),
+            Self::Guided => Zip::from(g).and(x).map_collect(|&g, &x| if g > 0.0 && x > 0.0 { g } else { 0.0 }),
+            Self::Rectified => g.mapv(|g| if g > 0.0 { g } else { 0.0 }),
+            Self::Custom(hook) => hook(&ReluGrad { kind, grad: g.view(), input: x.view(), output: y.view() }),
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Reverse mode: one match over the ops. Each arm turns the output gradient `g` into the
+//! gradients of the op's inputs, skipping any input that needs none.
+
+use ndarray::{ArrayD, Axis, IxDyn, Slice, Zip};
+
+use crate::conv::{conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight};
+use crate::error::{param_err, Result};
+use crate::ops::{pad_source, roll_tensor, sum_to_shape};
+use crate::pool::{avg_pool2d_backward, max_pool2d_backward};
+use crate::tape::{Node, Op, PadMode, Tape, Tensor, Unary};
+
+fn slice(t: &Tensor) -> &[f32] {
+    t.as_slice().expect("tape values are in standard layout")
+}
+
+fn from_vec(shape: &[usize], v: Vec<f32>) -> Tensor {
+    ArrayD::from_shape_vec(IxDyn(shape), v).expect("gradient has the operand's size")
+}
+
+impl Tape {
+    pub(crate) fn backward_op(&self, node: &Node, g: Tensor, grads: &mut [Option<Tensor>]) -> Result<()> {
+        let y = &*node.value;
+        let needs = |v: crate::tape::Var| self.nodes[v.0].requires_grad;
+        match &node.op {
+            Op::Leaf => {}
+            Op::Add(a, b) => {
+                if needs(*b) {
+                    self.accumulate(grads, *b, sum_to_shape(g.clone(), self.val(*b).shape()));
+                }
+                self.accumulate(grads, *a, sum_to_shape(g, self.val(*a).shape()));
+            }
+            Op::Sub(a, b) => {
+                if needs(*b) {
+                    self.accumulate(grads, *b, sum_to_shape(-&g, self.val(*b).shape()));
+                }
+                self.accumulate(grads, *a, sum_to_shape(g, self.val(*a).shape()));
+            }
+            Op::Mul(a, b) => {
+                let (av, bv) = (self.val(*a), self.val(*b));
+                if needs(*a) {
+                    self.accumulate(grads, *a, sum_to_shape(&g * bv, av.shape()));
+                }
+                if needs(*b) {
+                    self.accumulate(grads, *b, sum_to_shape(&g * av, bv.shape()));
+                }
+            }
+            Op::Div(a, b) => {
+                let (av, bv) = (self.val(*a), self.val(*b));
+                if needs(*a) {
+                    self.accumulate(grads, *a, sum_to_shape(&g / bv, av.shape()));
+                }
+                if needs(*b) {
+                    // d(a/b)/db = −a/b² = −y/b.
+                    let gb = Zip::from(&g).and(y).and(&bv.broadcast(y.raw_dim()).expect("forward broadcast")).map_collect(|&g, &y, &b| -g * y / b);
+                    self.accumulate(grads, *b, sum_to_shape(gb, bv.shape()));
+                }
+            }
+            Op::AddScalar(x) => self.accumulate(grads, *x, g),
+            Op::MulScalar(x, c) => self.accumulate(grads, *x, g * *c),
+            Op::Unary(x, u) => {
+                let xv = self.val(*x);
+                let d: fn(f32, f32, f32) -> f32 = match u {
+                    Unary::Abs => |x, _, _| if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { 0.0 },
+                    Unary::Sqrt => |_, y, _| 0.5 / y,
+                    Unary::Exp => |_, y, _| y,
+                    Unary::Log => |x, _, _| 1.0 / x,
+                    Unary::Sigmoid => |_, y, _| y * (1.0 - y),
+                    Unary::Tanh => |_, y, _| 1.0 - y * y,
+                    Unary::Powf(_) => |x, _, p| p * x.powf(p - 1.0),
+                };
+                let p = if let Unary::Powf(p) = u { *p } else { 0.0 };
+                let gx = Zip::from(&g).and(xv).and(y).map_collect(|&g, &x, &y| g * d(x, y, p));
+                self.accumulate(grads, *x, gx);
+            }
+            Op::Relu(x, kind) => {
+                let xv = self.val(*x);
+                let gx = self.mode.input_grad(*kind, &g, xv, y);
+                if gx.shape() != xv.shape() {
+                    return Err(param_err("backprop hook", format!("returned shape {:?}, expected the input's {:?}", gx.shape(), xv.shape())));
+                }
+                self.accumulate(grads, *x, gx);
+            }
+            Op::Sum { x, kept, scale } => {
+                let gk = g.into_shape_with_order(IxDyn(kept)).expect("kept shape has the output's size");
+                let gx = gk.broadcast(self.val(*x).raw_dim()).expect("kept dims broadcast").mapv(|v| v * scale);
+                self.accumulate(grads, *x, gx);
+            }
+            Op::Softmax { x, axis } => {
+                // dx = y · (g − Σ g·y)
+                let mut gx = &g * y;
+                let s = gx.sum_axis(Axis(*axis)).insert_axis(Axis(*axis));
+                Zip::from(&mut gx).and(y).and(&s.broadcast(y.raw_dim()).expect("kept axis")).for_each(|gx, &y, &s| *gx -= y * s);
+                self.accumulate(grads, *x, gx);
+            }
+            Op::LogSoftmax { x, axis } => {
+                // dx = g − softmax · Σ g
+                let s = g.sum_axis(Axis(*axis)).insert_axis(Axis(*axis));
+                let gx = Zip::from(&g).and(y).and(&s.broadcast(y.raw_dim()).expect("kept axis")).map_collect(|&g, &y, &s| g - y.exp() * s);
+                self.accumulate(grads, *x, gx);
+            }
+            Op::CrossEntropy { logits, targets, probs } => {
+                let scale = g.iter().next().copied().unwrap_or(0.0) / targets.len() as f32;
+                let mut gx = probs.clone();
+                for (b, &t) in targets.iter().enumerate() {
+                    gx[[b, t]] -= 1.0;
+                }
+                gx.mapv_inplace(|v| v * scale);
+                self.accumulate(grads, *logits, gx);
+            }
+            Op::MatMul { a, b, trans_b } => {
+                let g2 = g.view().into_dimensionality::<ndarray::Ix2>().expect("2-D output");
+                let av = self.val(*a).view().into_dimensionality::<ndarray::Ix2>().expect("2-D");
+                let bv = self.val(*b).view().into_dimensionality::<ndarray::Ix2>().expect("2-D");
+                let bm = if *trans_b { bv.t() } else { bv };
+                if needs(*a) {
+                    self.accumulate(grads, *a, g2.dot(&bm.t()).into_dyn());
+                }
+                if needs(*b) {
+                    let gb = av.t().dot(&g2);
+                    let gb = if *trans_b { gb.reversed_axes().as_standard_layout().into_owned() } else { gb };
+                    self.accumulate(grads, *b, gb.into_dyn());
+                }
+            }
+            Op::Conv2d { x, w, b, g: geo } => {
+                let gs = slice(&g);
+                if needs(*x) {
+                    let mut dx = vec![0.0; geo.n * geo.c_in * geo.in_len()];
+                    conv2d_backward_input(gs, slice(self.val(*w)), geo, &mut dx, &self.scratch);
+                    self.accumulate(grads, *x, from_vec(self.val(*x).shape(), dx));
+                }
+                if needs(*w) {
+                    let mut dw = vec![0.0; geo.c_out * geo.k_col()];
+                    conv2d_backward_weight(slice(self.val(*x)), gs, geo, &mut dw, &self.scratch);
+                    self.accumulate(grads, *w, from_vec(self.val(*w).shape(), dw));
+                }
+                if let Some(b) = b.filter(|&b| needs(b)) {
+                    let mut db = vec![0.0; geo.c_out];
+                    conv2d_backward_bias(gs, geo, &mut db);
+                    self.accumulate(grads, b, from_vec(&[geo.c_out], db));
+                }
+            }
+            Op::MaxPool2d { x, g: geo, arg } => {
+                let dx = max_pool2d_backward(slice(&g), arg, geo);
+                self.accumulate(grads, *x, from_vec(self.val(*x).shape(), dx));
+            }
+            Op::AvgPool2d { x, g: geo } => {
+                let dx = avg_pool2d_backward(slice(&g), geo);
+                self.accumulate(grads, *x, from_vec(self.val(*x).shape(), dx));
+            }
+            Op::BatchNorm { x, gamma, beta, mean, var, eps } => self.batch_norm_backward(&g, [*x, *gamma, *beta, *mean, *var], *eps, grads),
+            Op::Pad { x, pads, mode } => {
+                let mut gx = g;
+                for (axis, &(before, after)) in pads.iter().enumerate().rev() {
+                    if before > 0 || after > 0 {
+                        gx = unpad_axis(&gx, axis, before, after, *mode);
+                    }
+                }
+                self.accumulate(grads, *x, gx);
+            }
+            Op::Slice { x, ranges } => {
+                let mut gx = Tensor::zeros(self.val(*x).raw_dim());
+                gx.slice_each_axis_mut(|ax| Slice::from(ranges[ax.axis.index()].0..ranges[ax.axis.index()].1)).assign(&g);
+                self.accumulate(grads, *x, gx);
+            }
+            Op::Reshape(x) => {
+                let gx = g.into_shape_with_order(self.val(*x).raw_dim()).expect("same size");
+                self.accumulate(grads, *x, gx);
+            }
+            Op::Concat { xs, axis } => {
+                let mut start = 0;
+                for &v in xs {
+                    let len = self.val(v).shape()[*axis];
+                    if needs(v) {
+                        let part = g.slice_axis(Axis(*axis), Slice::from(start..start + len)).to_owned();
+                        self.accumulate(grads, v, part);
+                    }
+                    start += len;
+                }
+            }
+            Op::Permute { x, perm } => {
+                let mut inv = vec![0; perm.len()];
+                for (i, &p) in perm.iter().enumerate() {
+                    inv[p] = i;
+                }
+                let gx = g.permuted_axes(IxDyn(&inv)).as_standard_layout().into_owned();
+                self.accumulate(grads, *x, gx);
+            }
+            Op::Roll { x, shifts } => {
+                let back: Vec<isize> = shifts.iter().map(|s| -s).collect();
+                self.accumulate(grads, *x, roll_tensor(&g, &back));
+            }
+        }
+        Ok(())
+    }
+
+    fn batch_norm_backward(&self, g: &Tensor, vars: [crate::tape::Var; 5], eps: f32, grads: &mut [Option<Tensor>]) {
+        let [x, gamma, beta, mean, var] = vars;
+        let xv = self.val(x);
+        let c = xv.shape()[1];
+        let inner: usize = xv.shape()[2..].iter().product::<usize>().max(1);
+        let (gm, mu, va) = (self.val(gamma), self.val(mean), self.val(var));
+        let inv: Vec<f32> = (0..c).map(|i| 1.0 / (va[i] + eps).sqrt()).collect();
+        // Per-channel Σg and Σg·(x − mean), accumulated in f64.
+        let (mut sg, mut sgx) = (vec![0.0f64; c], vec![0.0f64; c]);
+        for (j, (gc, xc)) in slice(g).chunks_exact(inner).zip(slice(xv).chunks_exact(inner)).enumerate() {
+            let ch = j % c;
+            for (&gi, &xi) in gc.iter().zip(xc) {
+                sg[ch] += gi as f64;
+                sgx[ch] += (gi * (xi - mu[ch])) as f64;
+            }
+        }
+        let param = |f: &dyn Fn(usize) -> f32| ArrayD::from_shape_fn(IxDyn(&[c]), |i| f(i[0]));
+        if self.requires_grad(x) {
+            let mut gx = g.clone();
+            for (j, chunk) in gx.as_slice_mut().expect("standard").chunks_exact_mut(inner).enumerate() {
+                let s = gm[j % c] * inv[j % c];
+                chunk.iter_mut().for_each(|v| *v *= s);
+            }
+            self.accumulate(grads, x, gx);
+        }
+        self.accumulate(grads, gamma, param(&|i| (sgx[i] as f32) * inv[i]));
+        self.accumulate(grads, beta, param(&|i| sg[i] as f32));
+        self.accumulate(grads, mean, param(&|i| -(sg[i] as f32) * gm[i] * inv[i]));
+        self.accumulate(grads, var, param(&|i| -0.5 * (sgx[i] as f32) * gm[i] * inv[i].powi(3)));
+    }
+}
+
+/// The adjoint of padding one axis: each padded position's gradient goes back to the
+/// input position that filled it.
+fn unpad_axis(g: &Tensor, axis: usize, before: usize, after: usize, mode: PadMode) -> Tensor {
+    let n = g.shape()[axis] - before - after;
+    let mut shape = g.shape().to_vec();
+    shape[axis] = n;
+    let mut gx = Tensor::zeros(IxDyn(&shape));
+    Zip::from(gx.lanes_mut(Axis(axis))).and(g.lanes(Axis(axis))).for_each(|mut out, inp| {
+        for (i, v) in inp.iter().enumerate() {
+            if let Some(src) = pad_source(i, before, n, mode) {
+                out[src] += v;
+            }
+        }
+    });
+    gx
+}

@@ -1,0 +1,589 @@
+//! conv2d kernels: forward, backward to the input, backward to the weights and bias.
+//!
+//! Layouts: input NCHW, weight OIHW (`[c_out, c_in / groups, kh, kw]`), output NCHW.
+//!
+//! # Kernel choice (see [`ConvKernel::choose`])
+//! - **Depthwise** (one input and one output channel per group): a direct loop per channel
+//!   plane. Its arithmetic intensity is `kh·kw` multiply-adds per loaded pixel — far too
+//!   little for a GEMM to pay for its packing, and im2col would copy every pixel `kh·kw`
+//!   times to save nothing.
+//! - **Pointwise** (1×1, stride 1, no padding): the input already *is* the im2col matrix,
+//!   so the conv is one GEMM per image and group, with no copy at all.
+//! - **Im2col** (everything else): the output positions are cut into tiles of whole output
+//!   rows; each tile's im2col block (bounded: at most [`COL_BUDGET`] floats) feeds one
+//!   `sgemm`. Tiles are the unit of parallelism; when there are too few of them for the
+//!   pool (small images, batch 1) the GEMM itself is split across threads instead.
+//! - Backward to the input is the transposed conv: `dcol = Wᵀ·dY` through the same GEMM,
+//!   then col2im scatters `dcol` into `dX`. Two tiles scatter into overlapping input rows
+//!   only when they are neighbours, so even tiles run in parallel, then odd tiles.
+//! - Backward to the weights: `dW += dY_tile · colᵀ`, one partial sum per rayon job,
+//!   added at the end.
+
+use rayon::prelude::*;
+
+use crate::gemm::{sgemm, sgemm_par, Mat, SendPtr};
+use crate::geometry::ConvGeometry;
+use crate::scratch::ScratchPool;
+
+/// Largest im2col block a tile may use, in floats (16 MiB): big enough that a tile holds
+/// at least one full GEMM column block (so A is not re-packed more often than inside
+/// one sgemm), small enough to stay bounded on 512-channel layers.
+pub const COL_BUDGET: usize = 4 << 20;
+
+/// Output columns a tile aims for: one matrixmultiply column block (it packs A once per
+/// block, so narrower tiles would re-pack A more often than a single big GEMM does).
+const TILE_COLS: usize = 1024;
+
+/// The kernel families a conv can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvKernel {
+    /// Direct per-channel loop (one input and one output channel per group).
+    Depthwise,
+    /// 1×1 stride-1 unpadded conv as a plain GEMM.
+    Pointwise,
+    /// Tiled im2col + GEMM: works for every geometry.
+    Im2col,
+}
+
+impl ConvKernel {
+    /// The fastest kernel for a geometry (the module docs say why).
+    pub fn choose(g: &ConvGeometry) -> Self {
+        if g.is_depthwise() {
+            Self::Depthwise
+        } else if g.is_pointwise() {
+            Self::Pointwise
+        } else {
+            Self::Im2col
+        }
+    }
+
+    /// Whether this kernel can run the geometry at all.
+    pub fn supports(self, g: &ConvGeometry) -> bool {
+        match self {
+            Self::Depthwise => g.is_depthwise(),
+            Self::Pointwise => g.is_pointwise(),
+            Self::Im2col => true,
+        }
+    }
+}
+
+fn check_lens(g: &ConvGeometry, x: usize, w: usize, y: usize) {
+    assert_eq!(x, g.n * g.c_in * g.in_len(), "conv kernel: input length does not match the geometry");
+    assert_eq!(w, g.c_out * g.k_col(), "conv kernel: weight length does not match the geometry");
+    assert_eq!(y, g.n * g.c_out * g.out_len(), "conv kernel: output length does not match the geometry");
+}
+
+/// Output rows per tile, and the number of tiles.
+fn row_tiles(g: &ConvGeometry, for_col2im: bool) -> (usize, usize) {
+    let ow = g.out_hw[1].max(1);
+    let col_rows = if g.is_pointwise() { 1 } else { g.k_col() };
+    let cols = TILE_COLS.min(COL_BUDGET / col_rows.max(1)).max(ow);
+    let mut r = (cols / ow).max(1);
+    if for_col2im {
+        // Tiles t and t+2 must not touch the same input rows: r·s + s > (kh−1)·d.
+        let (s, reach) = (g.p.stride[0], (g.k_hw[0] - 1) * g.p.dilation[0]);
+        while r * s + s <= reach {
+            r += 1;
+        }
+    }
+    let r = r.min(g.out_hw[0].max(1));
+    (r, g.out_hw[0].div_ceil(r))
+}
+
+/// Whether tasks alone keep the pool busy; otherwise the GEMM inside each is split.
+fn split_gemm(tasks: usize) -> bool {
+    tasks < 2 * rayon::current_num_threads()
+}
+
+/// `ow` range whose input column `ow·s + off` falls inside `[0, len)`.
+#[inline]
+fn valid_range(off: isize, s: usize, out_n: usize, len: usize) -> (usize, usize) {
+    let s = s as isize;
+    let lo = if off >= 0 { 0 } else { (-off + s - 1) / s };
+    let hi = if len as isize - off <= 0 { 0 } else { (len as isize - off + s - 1) / s };
+    let hi = (hi as usize).min(out_n);
+    ((lo as usize).min(hi), hi)
+}
+
+/// Fills `col` (`k_col × tile` row-major) with the windows of output rows `[oh0, oh1)`.
+/// `x` holds the group's `cin_g` input planes.
+pub fn im2col(x: &[f32], g: &ConvGeometry, oh0: usize, oh1: usize, col: &mut [f32]) {
+    let ([h, w], [kh_n, kw_n], ow_n) = (g.in_hw, g.k_hw, g.out_hw[1]);
+    let ([sh, sw], [dh, dw], pad) = (g.p.stride, g.p.dilation, g.p.padding);
+    let tl = (oh1 - oh0) * ow_n;
+    let mut rows = col.chunks_exact_mut(tl);
+    for plane in x.chunks_exact(g.in_len()).take(g.cin_g()) {
+        for kh in 0..kh_n {
+            for kw in 0..kw_n {
+                let row = rows.next().expect("im2col: col buffer too short");
+                let off = (kw * dw) as isize - pad.left as isize;
+                let (lo, hi) = valid_range(off, sw, ow_n, w);
+                for (dst, oh) in row.chunks_exact_mut(ow_n).zip(oh0..oh1) {
+                    let ih = (oh * sh + kh * dh) as isize - pad.top as isize;
+                    if ih < 0 || ih >= h as isize {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let src = &plane[ih as usize * w..(ih as usize + 1) * w];
+                    dst[..lo].fill(0.0);
+                    dst[hi..].fill(0.0);
+                    if sw == 1 {
+                        let s0 = (lo as isize + off) as usize;
+                        dst[lo..hi].copy_from_slice(&src[s0..s0 + hi - lo]);
+                    } else {
+                        for (ow, d) in dst[lo..hi].iter_mut().enumerate() {
+                            *d = src[(((ow + lo) * sw) as isize + off) as usize];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds `col` (`k_col × tile`, output rows `[oh0, oh1)`) back into the group's input
+/// planes: the adjoint of [`im2col`].
+///
+/// # Safety
+/// `dx` must point at `cin_g` writable planes, and no other thread may write the input
+/// rows these output rows reach.
+pub unsafe fn col2im(col: &[f32], g: &ConvGeometry, oh0: usize, oh1: usize, dx: *mut f32) {
+    let ([h, w], [kh_n, kw_n], ow_n) = (g.in_hw, g.k_hw, g.out_hw[1]);
+    let ([sh, sw], [dh, dw], pad) = (g.p.stride, g.p.dilation, g.p.padding);
+    let tl = (oh1 - oh0) * ow_n;
+    let mut rows = col.chunks_exact(tl);
+    for c in 0..g.cin_g() {
+        let plane = dx.add(c * g.in_len());
+        for kh in 0..kh_n {
+            for kw in 0..kw_n {
+                let row = rows.next().expect("col2im: col buffer too short");
+                let off = (kw * dw) as isize - pad.left as isize;
+                let (lo, hi) = valid_range(off, sw, ow_n, w);
+                for (src, oh) in row.chunks_exact(ow_n).zip(oh0..oh1) {
+                    let ih = (oh * sh + kh * dh) as isize - pad.top as isize;
+                    if ih < 0 || ih >= h as isize {
+                        continue;
+                    }
+                    let dst = std::slice::from_raw_parts_mut(plane.add(ih as usize * w), w);
+                    if sw == 1 {
+                        let s0 = (lo as isize + off) as usize;
+                        for (d, s) in dst[s0..s0 + hi - lo].iter_mut().zip(&src[lo..hi]) {
+                            *d += s;
+                        }
+                    } else {
+                        for (ow, s) in src[lo..hi].iter().enumerate() {
+                            dst[(((ow + lo) * sw) as isize + off) as usize] += s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+unsafe fn gemm(split: bool, m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: *mut f32, rsc: usize) {
+    if split {
+        sgemm_par(m, k, n, 1.0, a, b, beta, c, rsc)
+    } else {
+        sgemm(m, k, n, 1.0, a, b, beta, c, rsc)
+    }
+}
+
+/// One (image, group, row tile) unit of work.
+#[derive(Clone, Copy)]
+struct Task {
+    n: usize,
+    grp: usize,
+    oh0: usize,
+    oh1: usize,
+}
+
+fn tasks(g: &ConvGeometry, r: usize, tiles: usize, parity: Option<usize>) -> Vec<Task> {
+    let mut v = Vec::new();
+    for n in 0..g.n {
+        for grp in 0..g.p.groups {
+            for t in (0..tiles).filter(|t| parity.is_none_or(|p| t % 2 == p)) {
+                v.push(Task { n, grp, oh0: t * r, oh1: ((t + 1) * r).min(g.out_hw[0]) });
+            }
+        }
+    }
+    v
+}
+
+/// Runs `f(task, col)` on each task, where `col` is the task's `k_col × tile` im2col
+/// matrix (for a pointwise conv: a view of the input itself).
+fn with_col<R>(x: &[f32], g: &ConvGeometry, t: Task, scratch: &ScratchPool, f: impl FnOnce(Mat, usize) -> R) -> R {
+    let ow = g.out_hw[1];
+    let tl = (t.oh1 - t.oh0) * ow;
+    let xg = &x[(t.n * g.c_in + t.grp * g.cin_g()) * g.in_len()..][..g.cin_g() * g.in_len()];
+    if g.is_pointwise() {
+        let b = Mat { ptr: xg[t.oh0 * ow..].as_ptr(), rs: g.in_len() as isize, cs: 1 };
+        return f(b, tl);
+    }
+    let mut col = scratch.take(g.k_col() * tl);
+    im2col(xg, g, t.oh0, t.oh1, &mut col);
+    let r = f(Mat::row_major(&col, g.k_col(), tl), tl);
+    scratch.give(col);
+    r
+}
+
+/// Forward conv with the kernel [`ConvKernel::choose`] picks. `out` is overwritten.
+pub fn conv2d_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry, out: &mut [f32], scratch: &ScratchPool) {
+    conv2d_forward_with(ConvKernel::choose(g), x, w, bias, g, out, scratch)
+}
+
+/// Forward conv on a given kernel (panics if the kernel does not support the geometry).
+pub fn conv2d_forward_with(
+    kernel: ConvKernel,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    g: &ConvGeometry,
+    out: &mut [f32],
+    scratch: &ScratchPool,
+) {
+    check_lens(g, x.len(), w.len(), out.len());
+    assert!(kernel.supports(g), "conv2d_forward_with: {kernel:?} cannot run {g:?}");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), g.c_out, "conv kernel: bias length must equal out channels");
+    }
+    if kernel == ConvKernel::Depthwise {
+        return depthwise_forward(x, w, bias, g, out);
+    }
+    let (r, tiles) = row_tiles(g, false);
+    let ts = tasks(g, r, tiles, None);
+    let split = split_gemm(ts.len());
+    let (ol, cout_g, k_col) = (g.out_len(), g.cout_g(), g.k_col());
+    let op = SendPtr(out.as_mut_ptr());
+    ts.par_iter().for_each(|&t| {
+        with_col(x, g, t, scratch, |col, tl| unsafe {
+            let op = op;
+            // Safety: this task alone writes rows [grp·cout_g, +cout_g) × columns
+            // [oh0·ow, +tl) of image n.
+            let c = op.0.add((t.n * g.c_out + t.grp * cout_g) * ol + t.oh0 * g.out_hw[1]);
+            let beta = match bias {
+                Some(b) => {
+                    for (i, &bv) in b[t.grp * cout_g..][..cout_g].iter().enumerate() {
+                        std::slice::from_raw_parts_mut(c.add(i * ol), tl).fill(bv);
+                    }
+                    1.0
+                }
+                None => 0.0,
+            };
+            let a = Mat { ptr: w.as_ptr().add(t.grp * cout_g * k_col), rs: k_col as isize, cs: 1 };
+            gemm(split, cout_g, k_col, tl, a, col, beta, c, ol);
+        })
+    });
+}
+
+/// Gradient with respect to the input. `dx` is overwritten.
+pub fn conv2d_backward_input(dy: &[f32], w: &[f32], g: &ConvGeometry, dx: &mut [f32], scratch: &ScratchPool) {
+    conv2d_backward_input_with(ConvKernel::choose(g), dy, w, g, dx, scratch)
+}
+
+/// Gradient with respect to the input on a given kernel.
+pub fn conv2d_backward_input_with(kernel: ConvKernel, dy: &[f32], w: &[f32], g: &ConvGeometry, dx: &mut [f32], scratch: &ScratchPool) {
+    check_lens(g, dx.len(), w.len(), dy.len());
+    assert!(kernel.supports(g), "conv2d_backward_input_with: {kernel:?} cannot run {g:?}");
+    if kernel == ConvKernel::Depthwise {
+        return depthwise_backward_input(dy, w, g, dx);
+    }
+    let (r, tiles) = row_tiles(g, true);
+    let (ol, il, cout_g, cin_g, k_col, ow) = (g.out_len(), g.in_len(), g.cout_g(), g.cin_g(), g.k_col(), g.out_hw[1]);
+    let pointwise = kernel == ConvKernel::Pointwise;
+    if !pointwise {
+        dx.fill(0.0);
+    }
+    let dxp = SendPtr(dx.as_mut_ptr());
+    // Pointwise tiles write disjoint columns; im2col tiles scatter into overlapping rows,
+    // so even tiles go first, then odd ones.
+    let phases: &[Option<usize>] = if pointwise { &[None] } else { &[Some(0), Some(1)] };
+    for &parity in phases {
+        let ts = tasks(g, r, tiles, parity);
+        let split = split_gemm(ts.len());
+        ts.par_iter().for_each(|&t| unsafe {
+            let dxp = dxp;
+            let tl = (t.oh1 - t.oh0) * ow;
+            // Wᵀ of the group: k_col × cout_g.
+            let a = Mat { ptr: w.as_ptr().add(t.grp * cout_g * k_col), rs: 1, cs: k_col as isize };
+            let b = Mat { ptr: dy.as_ptr().add((t.n * g.c_out + t.grp * cout_g) * ol + t.oh0 * ow), rs: ol as isize, cs: 1 };
+            let planes = dxp.0.add((t.n * g.c_in + t.grp * cin_g) * il);
+            if pointwise {
+                // Safety: columns [oh0·ow, +tl) of this image and group belong to this task.
+                gemm(split, k_col, cout_g, tl, a, b, 0.0, planes.add(t.oh0 * ow), il);
+            } else {
+                let mut col = scratch.take(k_col * tl);
+                gemm(split, k_col, cout_g, tl, a, b, 0.0, col.as_mut_ptr(), tl);
+                // Safety: tiles of one parity never reach the same input rows (row_tiles).
+                col2im(&col, g, t.oh0, t.oh1, planes);
+                scratch.give(col);
+            }
+        });
+    }
+}
+
+/// Gradient with respect to the weights. `dw` is overwritten.
+pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry, dw: &mut [f32], scratch: &ScratchPool) {
+    conv2d_backward_weight_with(ConvKernel::choose(g), x, dy, g, dw, scratch)
+}
+
+/// Gradient with respect to the weights on a given kernel.
+pub fn conv2d_backward_weight_with(kernel: ConvKernel, x: &[f32], dy: &[f32], g: &ConvGeometry, dw: &mut [f32], scratch: &ScratchPool) {
+    check_lens(g, x.len(), dw.len(), dy.len());
+    assert!(kernel.supports(g), "conv2d_backward_weight_with: {kernel:?} cannot run {g:?}");
+    if kernel == ConvKernel::Depthwise {
+        return depthwise_backward_weight(x, dy, g, dw);
+    }
+    let (r, tiles) = row_tiles(g, false);
+    let ts = tasks(g, r, tiles, None);
+    let split = split_gemm(ts.len());
+    let (ol, cout_g, k_col, ow) = (g.out_len(), g.cout_g(), g.k_col(), g.out_hw[1]);
+    let len = dw.len();
+    let sum = ts
+        .par_iter()
+        .fold(
+            || vec![0.0f32; len],
+            |mut acc, &t| {
+                with_col(x, g, t, scratch, |col, tl| unsafe {
+                    let a = Mat { ptr: dy.as_ptr().add((t.n * g.c_out + t.grp * cout_g) * ol + t.oh0 * ow), rs: ol as isize, cs: 1 };
+                    let c = acc.as_mut_ptr().add(t.grp * cout_g * k_col);
+                    gemm(split, cout_g, tl, k_col, a, col.t(), 1.0, c, k_col);
+                });
+                acc
+            },
+        )
+        .reduce_with(|mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+            a
+        });
+    match sum {
+        Some(s) => dw.copy_from_slice(&s),
+        None => dw.fill(0.0),
+    }
+}
+
+/// Gradient with respect to the bias: the sum of `dy` over batch and positions.
+pub fn conv2d_backward_bias(dy: &[f32], g: &ConvGeometry, db: &mut [f32]) {
+    let ol = g.out_len();
+    db.fill(0.0);
+    for img in dy.chunks_exact(g.c_out * ol) {
+        for (d, plane) in db.iter_mut().zip(img.chunks_exact(ol)) {
+            *d += plane.iter().sum::<f32>();
+        }
+    }
+}
+
+// ---- depthwise: direct kernels, one channel plane per task -------------------------
+
+/// `dst[i] += a * src[i]`, vectorized by the compiler.
+#[inline(always)]
+fn axpy(a: f32, src: &[f32], dst: &mut [f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d += a * s;
+    }
+}
+
+/// Compiles `$body` (a call of an `#[inline(always)]` function) once for AVX2+FMA and
+/// once for the baseline, and picks at run time.
+macro_rules! simd_dispatch {
+    ($name:ident ( $($arg:ident : $ty:ty),* ) $body:expr) => {
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) { $body }
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    // Safety: the features were just detected.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body
+        }
+    };
+}
+
+#[inline(always)]
+fn dw_forward_plane(xp: &[f32], wk: &[f32], bias: f32, g: &ConvGeometry, out: &mut [f32]) {
+    let ([h, w], [kh_n, kw_n], [_, ow_n]) = (g.in_hw, g.k_hw, g.out_hw);
+    let ([sh, sw], [dh, dw], pad) = (g.p.stride, g.p.dilation, g.p.padding);
+    for (oh, dst) in out.chunks_exact_mut(ow_n).enumerate() {
+        dst.fill(bias);
+        for kh in 0..kh_n {
+            let ih = (oh * sh + kh * dh) as isize - pad.top as isize;
+            if ih < 0 || ih >= h as isize {
+                continue;
+            }
+            let src = &xp[ih as usize * w..(ih as usize + 1) * w];
+            for kw in 0..kw_n {
+                let wv = wk[kh * kw_n + kw];
+                let off = (kw * dw) as isize - pad.left as isize;
+                let (lo, hi) = valid_range(off, sw, ow_n, w);
+                if lo >= hi {
+                    continue;
+                }
+                let s0 = (lo as isize * sw as isize + off) as usize;
+                if sw == 1 {
+                    axpy(wv, &src[s0..s0 + hi - lo], &mut dst[lo..hi]);
+                } else {
+                    for (d, s) in dst[lo..hi].iter_mut().zip(src[s0..].iter().step_by(sw)) {
+                        *d += wv * s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+simd_dispatch!(dw_forward_plane_dispatch(xp: &[f32], wk: &[f32], bias: f32, g: &ConvGeometry, out: &mut [f32]) dw_forward_plane(xp, wk, bias, g, out));
+
+#[inline(always)]
+fn dw_backward_input_plane(dyp: &[f32], wk: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
+    let ([h, w], [kh_n, kw_n], [_, ow_n]) = (g.in_hw, g.k_hw, g.out_hw);
+    let ([sh, sw], [dh, dw], pad) = (g.p.stride, g.p.dilation, g.p.padding);
+    dx.fill(0.0);
+    for (oh, src) in dyp.chunks_exact(ow_n).enumerate() {
+        for kh in 0..kh_n {
+            let ih = (oh * sh + kh * dh) as isize - pad.top as isize;
+            if ih < 0 || ih >= h as isize {
+                continue;
+            }
+            let dst = &mut dx[ih as usize * w..(ih as usize + 1) * w];
+            for kw in 0..kw_n {
+                let wv = wk[kh * kw_n + kw];
+                let off = (kw * dw) as isize - pad.left as isize;
+                let (lo, hi) = valid_range(off, sw, ow_n, w);
+                if lo >= hi {
+                    continue;
+                }
+                let s0 = (lo as isize * sw as isize + off) as usize;
+                if sw == 1 {
+                    axpy(wv, &src[lo..hi], &mut dst[s0..s0 + hi - lo]);
+                } else {
+                    for (d, s) in dst[s0..].iter_mut().step_by(sw).zip(&src[lo..hi]) {
+                        *d += wv * s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+simd_dispatch!(dw_backward_input_plane_dispatch(dyp: &[f32], wk: &[f32], g: &ConvGeometry, dx: &mut [f32]) dw_backward_input_plane(dyp, wk, g, dx));
+
+#[inline(always)]
+fn dw_backward_weight_plane(xp: &[f32], dyp: &[f32], g: &ConvGeometry, dwk: &mut [f32]) {
+    let ([h, w], [kh_n, kw_n], [_, ow_n]) = (g.in_hw, g.k_hw, g.out_hw);
+    let ([sh, sw], [dh, dw], pad) = (g.p.stride, g.p.dilation, g.p.padding);
+    for (oh, src) in dyp.chunks_exact(ow_n).enumerate() {
+        for kh in 0..kh_n {
+            let ih = (oh * sh + kh * dh) as isize - pad.top as isize;
+            if ih < 0 || ih >= h as isize {
+                continue;
+            }
+            let xrow = &xp[ih as usize * w..(ih as usize + 1) * w];
+            for kw in 0..kw_n {
+                let off = (kw * dw) as isize - pad.left as isize;
+                let (lo, hi) = valid_range(off, sw, ow_n, w);
+                if lo >= hi {
+                    continue;
+                }
+                let s0 = (lo as isize * sw as isize + off) as usize;
+                let dot: f32 = if sw == 1 {
+                    src[lo..hi].iter().zip(&xrow[s0..s0 + hi - lo]).map(|(a, b)| a * b).sum()
+                } else {
+                    src[lo..hi].iter().zip(xrow[s0..].iter().step_by(sw)).map(|(a, b)| a * b).sum()
+                };
+                dwk[kh * kw_n + kw] += dot;
+            }
+        }
+    }
+}
+
+simd_dispatch!(dw_backward_weight_plane_dispatch(xp: &[f32], dyp: &[f32], g: &ConvGeometry, dwk: &mut [f32]) dw_backward_weight_plane(xp, dyp, g, dwk));
+
+fn depthwise_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry, out: &mut [f32]) {
+    let (il, kk, c) = (g.in_len(), g.k_hw[0] * g.k_hw[1], g.c_in);
+    out.par_chunks_mut(g.out_len()).enumerate().for_each(|(i, plane)| {
+        let ch = i % c;
+        let b = bias.map_or(0.0, |b| b[ch]);
+        dw_forward_plane_dispatch(&x[i * il..(i + 1) * il], &w[ch * kk..(ch + 1) * kk], b, g, plane);
+    });
+}
+
+fn depthwise_backward_input(dy: &[f32], w: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
+    let (ol, kk, c) = (g.out_len(), g.k_hw[0] * g.k_hw[1], g.c_in);
+    dx.par_chunks_mut(g.in_len()).enumerate().for_each(|(i, plane)| {
+        let ch = i % c;
+        dw_backward_input_plane_dispatch(&dy[i * ol..(i + 1) * ol], &w[ch * kk..(ch + 1) * kk], g, plane);
+    });
+}
+
+fn depthwise_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry, dw: &mut [f32]) {
+    let (il, ol, kk, c) = (g.in_len(), g.out_len(), g.k_hw[0] * g.k_hw[1], g.c_in);
+    dw.par_chunks_mut(kk).enumerate().for_each(|(ch, dwk)| {
+        dwk.fill(0.0);
+        for n in 0..g.n {
+            let i = n * c + ch;
+            dw_backward_weight_plane_dispatch(&x[i * il..(i + 1) * il], &dy[i * ol..(i + 1) * ol], g, dwk);
+        }
+    });
+}
+
+/// Straightforward loop references: the ground truth the fast kernels are tested and
+/// benchmarked against. Slow on purpose.
+pub mod naive {
+    use crate::geometry::ConvGeometry;
+
+    /// Calls `f(n, o, oh, ow, c_in_index, kh, kw, input_index)` for every in-bounds tap.
+    fn taps(g: &ConvGeometry, mut f: impl FnMut(usize, usize, usize, usize, usize)) {
+        let (cin_g, cout_g) = (g.cin_g(), g.cout_g());
+        let [kh_n, kw_n] = g.k_hw;
+        for n in 0..g.n {
+            for o in 0..g.c_out {
+                let grp = o / cout_g;
+                for oh in 0..g.out_hw[0] {
+                    for ow in 0..g.out_hw[1] {
+                        let yi = ((n * g.c_out + o) * g.out_hw[0] + oh) * g.out_hw[1] + ow;
+                        for ci in 0..cin_g {
+                            for kh in 0..kh_n {
+                                for kw in 0..kw_n {
+                                    let ih = (oh * g.p.stride[0] + kh * g.p.dilation[0]) as isize - g.p.padding.top as isize;
+                                    let iw = (ow * g.p.stride[1] + kw * g.p.dilation[1]) as isize - g.p.padding.left as isize;
+                                    if ih < 0 || iw < 0 || ih >= g.in_hw[0] as isize || iw >= g.in_hw[1] as isize {
+                                        continue;
+                                    }
+                                    let c = grp * cin_g + ci;
+                                    let xi = ((n * g.c_in + c) * g.in_hw[0] + ih as usize) * g.in_hw[1] + iw as usize;
+                                    let wi = ((o * cin_g + ci) * kh_n + kh) * kw_n + kw;
+                                    f(yi, xi, wi, o, n);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reference forward conv.
+    pub fn conv2d_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
+        let mut y = vec![0.0f64; g.n * g.c_out * g.out_len()];
+        taps(g, |yi, xi, wi, _, _| y[yi] += x[xi] as f64 * w[wi] as f64);
+        let ol = g.out_len();
+        y.iter().enumerate().map(|(i, &v)| (v + bias.map_or(0.0, |b| b[(i / ol) % g.c_out] as f64)) as f32).collect()
+    }
+
+    /// Reference gradient with respect to the input.
+    pub fn conv2d_backward_input(dy: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
+        let mut dx = vec![0.0f64; g.n * g.c_in * g.in_len()];
+        taps(g, |yi, xi, wi, _, _| dx[xi] += dy[yi] as f64 * w[wi] as f64);
+        dx.into_iter().map(|v| v as f32).collect()
+    }
+
+    /// Reference gradient with respect to the weights.
+    pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
+        let mut dw = vec![0.0f64; g.c_out * g.k_col()];
+        taps(g, |yi, xi, wi, _, _| dw[wi] += dy[yi] as f64 * x[xi] as f64);
+        dw.into_iter().map(|v| v as f32).collect()
+    }
+}

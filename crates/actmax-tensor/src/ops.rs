@@ -1,0 +1,534 @@
+//! Forward ops: each checks its operands, computes its value and records what its
+//! backward (in `backward.rs`) needs.
+
+use ndarray::{concatenate, ArrayD, Axis, IxDyn, Slice, Zip};
+
+use crate::backprop::ReluKind;
+use crate::conv::conv2d_forward;
+use crate::error::{param_err, shape_err, Result, TensorError};
+use crate::geometry::{Conv2dParams, ConvGeometry, Pool2dParams};
+use crate::pool::{avg_pool2d_forward, max_pool2d_forward, PoolGeometry};
+use crate::tape::{Op, PadMode, Tape, Tensor, Unary, Var};
+
+/// The numpy broadcast of two shapes.
+pub fn broadcast_shape(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let r = a.len().max(b.len());
+    let dim = |s: &[usize], i: usize| if i + s.len() >= r { s[i + s.len() - r] } else { 1 };
+    (0..r)
+        .map(|i| match (dim(a, i), dim(b, i)) {
+            (x, y) if x == y => Ok(x),
+            (1, y) => Ok(y),
+            (x, 1) => Ok(x),
+            _ => Err(TensorError::Broadcast { op, lhs: a.to_vec(), rhs: b.to_vec() }),
+        })
+        .collect()
+}
+
+/// Sums a broadcast gradient back to the operand's shape (the adjoint of broadcasting).
+pub(crate) fn sum_to_shape(g: Tensor, shape: &[usize]) -> Tensor {
+    if g.shape() == shape {
+        return g;
+    }
+    let mut g = g;
+    while g.ndim() > shape.len() {
+        g = g.sum_axis(Axis(0));
+    }
+    for (i, &d) in shape.iter().enumerate() {
+        if d == 1 && g.shape()[i] != 1 {
+            g = g.sum_axis(Axis(i)).insert_axis(Axis(i));
+        }
+    }
+    g
+}
+
+/// Numerically stable softmax along `axis`.
+pub(crate) fn softmax_along(x: &Tensor, axis: usize) -> Tensor {
+    let mut y = x.clone();
+    for mut lane in y.lanes_mut(Axis(axis)) {
+        let m = lane.fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        lane.mapv_inplace(|v| (v - m).exp());
+        let s = lane.sum();
+        lane.mapv_inplace(|v| v / s);
+    }
+    y
+}
+
+fn check_axis(op: &'static str, axis: usize, shape: &[usize]) -> Result<()> {
+    if axis >= shape.len() {
+        return Err(shape_err(op, format!("axis {axis} is out of range for rank {}", shape.len()), shape));
+    }
+    Ok(())
+}
+
+impl Tape {
+    fn binary(&mut self, op: &'static str, a: Var, b: Var, f: impl Fn(f32, f32) -> f32 + Sync, mk: fn(Var, Var) -> Op) -> Result<Var> {
+        let (av, bv) = (self.value(a)?, self.value(b)?);
+        let shape = broadcast_shape(op, av.shape(), bv.shape())?;
+        let out = {
+            let (av, bv) = (av.broadcast(IxDyn(&shape)).expect("checked"), bv.broadcast(IxDyn(&shape)).expect("checked"));
+            Zip::from(&av).and(&bv).map_collect(|&x, &y| f(x, y))
+        };
+        Ok(self.push(out, mk(a, b), &[a, b]))
+    }
+
+    /// `a + b` with numpy broadcasting.
+    pub fn add(&mut self, a: Var, b: Var) -> Result<Var> {
+        self.binary("add", a, b, |x, y| x + y, Op::Add)
+    }
+    /// `a − b` with numpy broadcasting.
+    pub fn sub(&mut self, a: Var, b: Var) -> Result<Var> {
+        self.binary("sub", a, b, |x, y| x - y, Op::Sub)
+    }
+    /// `a · b` element-wise, with numpy broadcasting.
+    pub fn mul(&mut self, a: Var, b: Var) -> Result<Var> {
+        self.binary("mul", a, b, |x, y| x * y, Op::Mul)
+    }
+    /// `a / b` element-wise, with numpy broadcasting.
+    pub fn div(&mut self, a: Var, b: Var) -> Result<Var> {
+        self.binary("div", a, b, |x, y| x / y, Op::Div)
+    }
+
+    /// `x + c`.
+    pub fn add_scalar(&mut self, x: Var, c: f32) -> Result<Var> {
+        let y = self.value(x)?.mapv(|v| v + c);
+        Ok(self.push(y, Op::AddScalar(x), &[x]))
+    }
+    /// `x · c`.
+    pub fn mul_scalar(&mut self, x: Var, c: f32) -> Result<Var> {
+        let y = self.value(x)?.mapv(|v| v * c);
+        Ok(self.push(y, Op::MulScalar(x, c), &[x]))
+    }
+    /// `−x`.
+    pub fn neg(&mut self, x: Var) -> Result<Var> {
+        self.mul_scalar(x, -1.0)
+    }
+
+    fn unary(&mut self, x: Var, u: Unary) -> Result<Var> {
+        let f: fn(f32, f32) -> f32 = match u {
+            Unary::Abs => |v, _| v.abs(),
+            Unary::Sqrt => |v, _| v.sqrt(),
+            Unary::Exp => |v, _| v.exp(),
+            Unary::Log => |v, _| v.ln(),
+            Unary::Sigmoid => |v, _| 1.0 / (1.0 + (-v).exp()),
+            Unary::Tanh => |v, _| v.tanh(),
+            Unary::Powf(_) => |v, p| v.powf(p),
+        };
+        let p = if let Unary::Powf(p) = u { p } else { 0.0 };
+        let y = self.value(x)?.mapv(|v| f(v, p));
+        Ok(self.push(y, Op::Unary(x, u), &[x]))
+    }
+    /// `|x|`.
+    pub fn abs(&mut self, x: Var) -> Result<Var> {
+        self.unary(x, Unary::Abs)
+    }
+    /// `√x`.
+    pub fn sqrt(&mut self, x: Var) -> Result<Var> {
+        self.unary(x, Unary::Sqrt)
+    }
+    /// `eˣ`.
+    pub fn exp(&mut self, x: Var) -> Result<Var> {
+        self.unary(x, Unary::Exp)
+    }
+    /// `ln x`.
+    pub fn log(&mut self, x: Var) -> Result<Var> {
+        self.unary(x, Unary::Log)
+    }
+    /// `1 / (1 + e⁻ˣ)`.
+    pub fn sigmoid(&mut self, x: Var) -> Result<Var> {
+        self.unary(x, Unary::Sigmoid)
+    }
+    /// `tanh x`.
+    pub fn tanh(&mut self, x: Var) -> Result<Var> {
+        self.unary(x, Unary::Tanh)
+    }
+    /// `xᵖ` element-wise.
+    pub fn powf(&mut self, x: Var, p: f32) -> Result<Var> {
+        self.unary(x, Unary::Powf(p))
+    }
+
+    /// Any ReLU-family activation; its backward follows the tape's backprop mode.
+    pub fn relu_family(&mut self, x: Var, kind: ReluKind) -> Result<Var> {
+        if let ReluKind::Clip { lo, hi } = kind {
+            if lo.is_nan() || hi.is_nan() || lo > hi {
+                return Err(param_err("clip", format!("needs lo <= hi, got lo = {lo}, hi = {hi}")));
+            }
+        }
+        let y = self.value(x)?.mapv(|v| kind.forward(v));
+        Ok(self.push(y, Op::Relu(x, kind), &[x]))
+    }
+    /// `max(x, 0)`.
+    pub fn relu(&mut self, x: Var) -> Result<Var> {
+        self.relu_family(x, ReluKind::Relu)
+    }
+    /// `min(max(x, 0), 6)`.
+    pub fn relu6(&mut self, x: Var) -> Result<Var> {
+        self.relu_family(x, ReluKind::Relu6)
+    }
+    /// `min(max(x, lo), hi)`.
+    pub fn clip(&mut self, x: Var, lo: f32, hi: f32) -> Result<Var> {
+        self.relu_family(x, ReluKind::Clip { lo, hi })
+    }
+    /// Leaky ReLU with slope `alpha` below zero.
+    pub fn leaky_relu(&mut self, x: Var, alpha: f32) -> Result<Var> {
+        self.relu_family(x, ReluKind::LeakyRelu { alpha })
+    }
+    /// ELU with scale `alpha`.
+    pub fn elu(&mut self, x: Var, alpha: f32) -> Result<Var> {
+        self.relu_family(x, ReluKind::Elu { alpha })
+    }
+
+    /// Sum over `axes` (each once), optionally keeping them as size 1.
+    pub fn sum(&mut self, x: Var, axes: &[usize], keepdims: bool) -> Result<Var> {
+        self.reduce("sum", x, axes, keepdims, false)
+    }
+    /// Mean over `axes`.
+    pub fn mean(&mut self, x: Var, axes: &[usize], keepdims: bool) -> Result<Var> {
+        self.reduce("mean", x, axes, keepdims, true)
+    }
+    /// Sum of every element, as a 1-element tensor of shape `[]`.
+    pub fn sum_all(&mut self, x: Var) -> Result<Var> {
+        let axes: Vec<usize> = (0..self.shape(x)?.len()).collect();
+        self.sum(x, &axes, false)
+    }
+    /// Mean of every element, shape `[]`.
+    pub fn mean_all(&mut self, x: Var) -> Result<Var> {
+        let axes: Vec<usize> = (0..self.shape(x)?.len()).collect();
+        self.mean(x, &axes, false)
+    }
+
+    fn reduce(&mut self, op: &'static str, x: Var, axes: &[usize], keepdims: bool, mean: bool) -> Result<Var> {
+        let xv = self.value(x)?;
+        let shape = xv.shape().to_vec();
+        let mut sorted = axes.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != axes.len() {
+            return Err(shape_err(op, format!("axes {axes:?} repeat an axis"), &shape));
+        }
+        for &a in &sorted {
+            check_axis(op, a, &shape)?;
+        }
+        let count: usize = sorted.iter().map(|&a| shape[a]).product();
+        if mean && count == 0 {
+            return Err(shape_err(op, "cannot average over an empty axis", &shape));
+        }
+        let scale = if mean { 1.0 / count as f32 } else { 1.0 };
+        let mut y = xv.clone();
+        for &a in sorted.iter().rev() {
+            y = y.sum_axis(Axis(a));
+        }
+        let mut kept = shape.clone();
+        for &a in &sorted {
+            kept[a] = 1;
+        }
+        if mean {
+            y.mapv_inplace(|v| v * scale);
+        }
+        let y = if keepdims { y.into_shape_with_order(IxDyn(&kept)).expect("same size") } else { y };
+        Ok(self.push(y, Op::Sum { x, kept, scale }, &[x]))
+    }
+
+    /// Softmax along `axis`.
+    pub fn softmax(&mut self, x: Var, axis: usize) -> Result<Var> {
+        check_axis("softmax", axis, self.shape(x)?)?;
+        let y = softmax_along(self.val(x), axis);
+        Ok(self.push(y, Op::Softmax { x, axis }, &[x]))
+    }
+
+    /// log-softmax along `axis` (stable).
+    pub fn log_softmax(&mut self, x: Var, axis: usize) -> Result<Var> {
+        check_axis("log_softmax", axis, self.shape(x)?)?;
+        let mut y = self.val(x).clone();
+        for mut lane in y.lanes_mut(Axis(axis)) {
+            let m = lane.fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let lse = m + lane.iter().map(|&v| (v - m).exp()).sum::<f32>().ln();
+            lane.mapv_inplace(|v| v - lse);
+        }
+        Ok(self.push(y, Op::LogSoftmax { x, axis }, &[x]))
+    }
+
+    /// Mean cross-entropy of `[B, C]` logits against one class index per row.
+    pub fn cross_entropy(&mut self, logits: Var, targets: &[usize]) -> Result<Var> {
+        let s = self.shape(logits)?;
+        if s.len() != 2 || s[0] != targets.len() || s[0] == 0 {
+            return Err(shape_err("cross_entropy", format!("expects [B, C] logits with B = {} targets", targets.len()), s));
+        }
+        if let Some(&t) = targets.iter().find(|&&t| t >= s[1]) {
+            return Err(param_err("cross_entropy", format!("target class {t} is out of range 0..{}", s[1])));
+        }
+        let probs = softmax_along(self.val(logits), 1);
+        let loss: f32 = targets.iter().enumerate().map(|(b, &t)| -probs[[b, t]].max(f32::MIN_POSITIVE).ln()).sum::<f32>() / targets.len() as f32;
+        let y = ArrayD::from_elem(IxDyn(&[]), loss);
+        Ok(self.push(y, Op::CrossEntropy { logits, targets: targets.to_vec(), probs }, &[logits]))
+    }
+
+    /// `a · b` (or `a · bᵀ` with `trans_b`) of 2-D operands, through sgemm.
+    pub fn matmul(&mut self, a: Var, b: Var, trans_b: bool) -> Result<Var> {
+        let (sa, sb) = (self.shape(a)?, self.shape(b)?);
+        let (bk, bn) = if sb.len() == 2 { if trans_b { (sb[1], sb[0]) } else { (sb[0], sb[1]) } } else { (0, 0) };
+        if sa.len() != 2 || sb.len() != 2 || sa[1] != bk {
+            return Err(TensorError::Shape {
+                op: "matmul",
+                msg: format!("inner dimensions differ: lhs {sa:?} · rhs {sb:?}{}", if trans_b { "ᵀ" } else { "" }),
+                shape: sb.to_vec(),
+            });
+        }
+        let (m, k, n) = (sa[0], sa[1], bn);
+        let mut y = vec![0.0; m * n];
+        let (av, bv) = (self.val(a), self.val(b));
+        let am = crate::gemm::Mat::row_major(av.as_slice().expect("standard layout"), m, k);
+        let bm = crate::gemm::Mat::row_major(bv.as_slice().expect("standard layout"), sb[0], sb[1]);
+        let bm = if trans_b { bm.t() } else { bm };
+        // Safety: the views cover exactly the checked shapes.
+        unsafe { crate::gemm::sgemm_par(m, k, n, 1.0, am, bm, 0.0, y.as_mut_ptr(), n) };
+        let y = ArrayD::from_shape_vec(IxDyn(&[m, n]), y).expect("m·n elements");
+        Ok(self.push(y, Op::MatMul { a, b, trans_b }, &[a, b]))
+    }
+
+    /// A dense layer with PyTorch's weight layout: `x · wᵀ + b` for `x: [B, in]`,
+    /// `w: [out, in]`, `b: [out]`.
+    pub fn linear(&mut self, x: Var, w: Var, b: Option<Var>) -> Result<Var> {
+        let y = self.matmul(x, w, true)?;
+        match b {
+            Some(b) => {
+                let (sb, sy) = (self.shape(b)?, self.shape(y)?);
+                if sb != [sy[1]] {
+                    return Err(shape_err("linear", format!("bias must have shape [{}]", sy[1]), sb));
+                }
+                self.add(y, b)
+            }
+            None => Ok(y),
+        }
+    }
+
+    /// 2-D convolution of an NCHW input with OIHW weights and an optional bias `[c_out]`.
+    pub fn conv2d(&mut self, x: Var, w: Var, b: Option<Var>, p: Conv2dParams) -> Result<Var> {
+        let g = ConvGeometry::new("conv2d", self.shape(x)?, self.shape(w)?, p)?;
+        if let Some(b) = b {
+            let sb = self.shape(b)?;
+            if sb != [g.c_out] {
+                return Err(shape_err("conv2d", format!("bias must have shape [{}]", g.c_out), sb));
+            }
+        }
+        let mut y = vec![0.0; g.n * g.c_out * g.out_len()];
+        let (xs, ws) = (self.val(x).as_slice().expect("standard"), self.val(w).as_slice().expect("standard"));
+        let bs = b.map(|b| self.val(b).as_slice().expect("standard"));
+        conv2d_forward(xs, ws, bs, &g, &mut y, &self.scratch);
+        let y = ArrayD::from_shape_vec(IxDyn(&g.out_shape()), y).expect("sized by geometry");
+        let mut inputs = vec![x, w];
+        inputs.extend(b);
+        Ok(self.push(y, Op::Conv2d { x, w, b, g }, &inputs))
+    }
+
+    fn pool_geometry(&self, op: &'static str, x: Var, p: Pool2dParams) -> Result<PoolGeometry> {
+        let s = self.shape(x)?;
+        let out_hw = p.out_hw(op, s)?;
+        Ok(PoolGeometry { planes: s[0] * s[1], in_hw: [s[2], s[3]], out_hw, p })
+    }
+
+    /// Max pooling of an NCHW input (padding never wins).
+    pub fn max_pool2d(&mut self, x: Var, p: Pool2dParams) -> Result<Var> {
+        let g = self.pool_geometry("max_pool2d", x, p)?;
+        let s = self.shape(x)?;
+        let shape = [s[0], s[1], g.out_hw[0], g.out_hw[1]];
+        let (y, arg) = max_pool2d_forward(self.val(x).as_slice().expect("standard"), &g);
+        let y = ArrayD::from_shape_vec(IxDyn(&shape), y).expect("sized");
+        Ok(self.push(y, Op::MaxPool2d { x, g, arg }, &[x]))
+    }
+
+    /// Average pooling of an NCHW input.
+    pub fn avg_pool2d(&mut self, x: Var, p: Pool2dParams) -> Result<Var> {
+        let g = self.pool_geometry("avg_pool2d", x, p)?;
+        let s = self.shape(x)?;
+        let shape = [s[0], s[1], g.out_hw[0], g.out_hw[1]];
+        let y = avg_pool2d_forward(self.val(x).as_slice().expect("standard"), &g);
+        let y = ArrayD::from_shape_vec(IxDyn(&shape), y).expect("sized");
+        Ok(self.push(y, Op::AvgPool2d { x, g }, &[x]))
+    }
+
+    /// Mean over the spatial axes: `[N, C, H, W] → [N, C]` (Keras GlobalAveragePooling2D).
+    pub fn global_avg_pool(&mut self, x: Var) -> Result<Var> {
+        let s = self.shape(x)?;
+        if s.len() != 4 {
+            return Err(shape_err("global_avg_pool", "expects a 4-D NCHW input", s));
+        }
+        self.mean(x, &[2, 3], false)
+    }
+
+    /// Inference batch norm over axis 1: `(x − mean) / √(var + eps) · gamma + beta`.
+    pub fn batch_norm(&mut self, x: Var, gamma: Var, beta: Var, mean: Var, var: Var, eps: f32) -> Result<Var> {
+        let s = self.shape(x)?.to_vec();
+        if s.len() < 2 {
+            return Err(shape_err("batch_norm", "expects at least [N, C]", &s));
+        }
+        for v in [gamma, beta, mean, var] {
+            let sv = self.shape(v)?;
+            if sv != [s[1]] {
+                return Err(shape_err("batch_norm", format!("each parameter must have shape [{}] (the channels)", s[1]), sv));
+            }
+        }
+        if !(eps >= 0.0) {
+            return Err(param_err("batch_norm", format!("eps must be >= 0, got {eps}")));
+        }
+        let c = s[1];
+        let inner: usize = s[2..].iter().product();
+        let scale: Vec<f32> = (0..c).map(|i| self.val(gamma)[i] / (self.val(var)[i] + eps).sqrt()).collect();
+        let shift: Vec<f32> = (0..c).map(|i| self.val(beta)[i] - self.val(mean)[i] * scale[i]).collect();
+        let mut y = self.val(x).clone();
+        for (j, chunk) in y.as_slice_mut().expect("standard").chunks_exact_mut(inner.max(1)).enumerate() {
+            let ch = j % c;
+            chunk.iter_mut().for_each(|v| *v = *v * scale[ch] + shift[ch]);
+        }
+        Ok(self.push(y, Op::BatchNorm { x, gamma, beta, mean, var, eps }, &[x, gamma, beta, mean, var]))
+    }
+
+    /// Pads each axis by `(before, after)`; `pads` may be shorter than the rank, and then
+    /// applies to the trailing axes.
+    pub fn pad(&mut self, x: Var, pads: &[(usize, usize)], mode: PadMode) -> Result<Var> {
+        let s = self.shape(x)?.to_vec();
+        if pads.len() > s.len() {
+            return Err(shape_err("pad", format!("{} (before, after) pairs for a rank-{} tensor", pads.len(), s.len()), &s));
+        }
+        let mut full = vec![(0, 0); s.len() - pads.len()];
+        full.extend_from_slice(pads);
+        if mode == PadMode::Reflect {
+            if let Some(i) = (0..s.len()).find(|&i| (full[i].0 > 0 || full[i].1 > 0) && (full[i].0 >= s[i] || full[i].1 >= s[i])) {
+                return Err(shape_err("pad", format!("reflect padding {:?} on axis {i} must be smaller than its size {}", full[i], s[i]), &s));
+            }
+        }
+        let mut y = self.val(x).clone();
+        for (axis, &(b, a)) in full.iter().enumerate() {
+            if b > 0 || a > 0 {
+                y = pad_axis(&y, axis, b, a, mode);
+            }
+        }
+        Ok(self.push(y, Op::Pad { x, pads: full, mode }, &[x]))
+    }
+
+    /// Keeps `[start, end)` of each axis (a crop); `ranges` may cover only leading axes.
+    pub fn slice(&mut self, x: Var, ranges: &[(usize, usize)]) -> Result<Var> {
+        let s = self.shape(x)?.to_vec();
+        if ranges.len() > s.len() {
+            return Err(shape_err("slice", format!("{} ranges for a rank-{} tensor", ranges.len(), s.len()), &s));
+        }
+        let mut full: Vec<(usize, usize)> = s.iter().map(|&d| (0, d)).collect();
+        for (i, &(a, b)) in ranges.iter().enumerate() {
+            if a > b || b > s[i] {
+                return Err(shape_err("slice", format!("range {a}..{b} does not fit axis {i} of size {}", s[i]), &s));
+            }
+            full[i] = (a, b);
+        }
+        let y = self.val(x).slice_each_axis(|ax| Slice::from(full[ax.axis.index()].0..full[ax.axis.index()].1)).to_owned();
+        Ok(self.push(y, Op::Slice { x, ranges: full }, &[x]))
+    }
+
+    /// Same elements, new shape (row-major order).
+    pub fn reshape(&mut self, x: Var, shape: &[usize]) -> Result<Var> {
+        let xv = self.value(x)?;
+        if shape.iter().product::<usize>() != xv.len() {
+            return Err(shape_err("reshape", format!("cannot reshape {} elements into {shape:?}", xv.len()), xv.shape()));
+        }
+        let y = xv.clone().into_shape_with_order(IxDyn(shape)).expect("checked size");
+        Ok(self.push(y, Op::Reshape(x), &[x]))
+    }
+
+    /// `[N, ...] → [N, prod(...)]`.
+    pub fn flatten(&mut self, x: Var) -> Result<Var> {
+        let s = self.shape(x)?;
+        if s.is_empty() {
+            return Err(shape_err("flatten", "needs at least one axis", s));
+        }
+        let shape = [s[0], s[1..].iter().product()];
+        self.reshape(x, &shape)
+    }
+
+    /// Joins tensors along `axis`; all other axes must agree.
+    pub fn concat(&mut self, xs: &[Var], axis: usize) -> Result<Var> {
+        let first = self.shape(*xs.first().ok_or_else(|| param_err("concat", "needs at least one tensor"))?)?.to_vec();
+        check_axis("concat", axis, &first)?;
+        for &v in xs {
+            let s = self.shape(v)?;
+            if s.len() != first.len() || s.iter().zip(&first).enumerate().any(|(i, (a, b))| i != axis && a != b) {
+                return Err(shape_err("concat", format!("all shapes must match {first:?} except on axis {axis}"), s));
+            }
+        }
+        let views: Vec<_> = xs.iter().map(|&v| self.val(v).view()).collect();
+        let y = concatenate(Axis(axis), &views).expect("checked shapes");
+        Ok(self.push(y, Op::Concat { xs: xs.to_vec(), axis }, xs))
+    }
+
+    /// Reorders axes: output axis `i` is input axis `perm[i]`.
+    pub fn permute(&mut self, x: Var, perm: &[usize]) -> Result<Var> {
+        let s = self.shape(x)?;
+        let mut seen = perm.to_vec();
+        seen.sort_unstable();
+        if seen != (0..s.len()).collect::<Vec<_>>() {
+            return Err(shape_err("permute", format!("{perm:?} is not a permutation of the {} axes", s.len()), s));
+        }
+        let y = self.val(x).clone().permuted_axes(IxDyn(perm)).as_standard_layout().into_owned();
+        Ok(self.push(y, Op::Permute { x, perm: perm.to_vec() }, &[x]))
+    }
+
+    /// Circular shift: element `i` of an axis moves to `i + shift` (mod size), per axis;
+    /// `shifts` may cover only leading axes.
+    pub fn roll(&mut self, x: Var, shifts: &[isize]) -> Result<Var> {
+        let s = self.shape(x)?.to_vec();
+        if shifts.len() > s.len() {
+            return Err(shape_err("roll", format!("{} shifts for a rank-{} tensor", shifts.len(), s.len()), &s));
+        }
+        let mut full = shifts.to_vec();
+        full.resize(s.len(), 0);
+        let y = roll_tensor(self.val(x), &full);
+        Ok(self.push(y, Op::Roll { x, shifts: full }, &[x]))
+    }
+}
+
+/// Pads one axis.
+pub(crate) fn pad_axis(x: &Tensor, axis: usize, before: usize, after: usize, mode: PadMode) -> Tensor {
+    let n = x.shape()[axis];
+    let mut shape = x.shape().to_vec();
+    shape[axis] = n + before + after;
+    let fill = if let PadMode::Constant(c) = mode { c } else { 0.0 };
+    let mut y = ArrayD::from_elem(IxDyn(&shape), fill);
+    Zip::from(y.lanes_mut(Axis(axis))).and(x.lanes(Axis(axis))).for_each(|mut out, inp| {
+        for (i, o) in out.iter_mut().enumerate() {
+            if let Some(src) = pad_source(i, before, n, mode) {
+                *o = inp[src];
+            }
+        }
+    });
+    y
+}
+
+/// Which input index fills padded position `i` (None: the constant).
+pub(crate) fn pad_source(i: usize, before: usize, n: usize, mode: PadMode) -> Option<usize> {
+    let j = i as isize - before as isize;
+    if j >= 0 && (j as usize) < n {
+        return Some(j as usize);
+    }
+    match mode {
+        PadMode::Constant(_) => None,
+        PadMode::Reflect => {
+            let last = n as isize - 1;
+            Some(if j < 0 { -j } else { 2 * last - j } as usize)
+        }
+    }
+}
+
+pub(crate) fn roll_tensor(x: &Tensor, shifts: &[isize]) -> Tensor {
+    let mut y = x.clone();
+    for (axis, &s) in shifts.iter().enumerate() {
+        let n = y.shape()[axis];
+        if n == 0 || s.rem_euclid(n as isize) == 0 {
+            continue;
+        }
+        let s = s.rem_euclid(n as isize) as usize;
+        let src = y.clone();
+        Zip::from(y.lanes_mut(Axis(axis))).and(src.lanes(Axis(axis))).for_each(|mut out, inp| {
+            for (i, v) in inp.iter().enumerate() {
+                out[(i + s) % n] = *v;
+            }
+        });
+    }
+    y
+}

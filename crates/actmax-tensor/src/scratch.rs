@@ -1,0 +1,63 @@
+//! Reusable scratch buffers, owned by whoever runs the kernels (normally a `Tape`).
+//!
+//! Activation maximization runs the same graph hundreds of times; the im2col buffers of
+//! one iteration are handed back here and reused by the next instead of re-allocated.
+//! There is no global pool: each tape owns one, so two models never share state.
+
+use std::sync::Mutex;
+
+/// A pool of `f32` buffers that kernels borrow and give back.
+#[derive(Debug, Default)]
+pub struct ScratchPool {
+    bufs: Mutex<Vec<Vec<f32>>>,
+}
+
+impl ScratchPool {
+    /// An empty pool.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A buffer of exactly `len` elements with unspecified (but initialized) contents:
+    /// callers overwrite every element they read.
+    pub fn take(&self, len: usize) -> Vec<f32> {
+        let reused = {
+            let mut bufs = self.bufs.lock().unwrap_or_else(|e| e.into_inner());
+            // Prefer the smallest buffer that is large enough.
+            let best = bufs
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.capacity() >= len)
+                .min_by_key(|(_, b)| b.capacity())
+                .map(|(i, _)| i);
+            match best {
+                Some(i) => Some(bufs.swap_remove(i)),
+                None => bufs.pop(),
+            }
+        };
+        let mut buf = reused.unwrap_or_default();
+        if buf.len() >= len {
+            buf.truncate(len);
+        } else {
+            buf.resize(len, 0.0);
+        }
+        buf
+    }
+
+    /// Returns a buffer to the pool.
+    pub fn give(&self, buf: Vec<f32>) {
+        if buf.capacity() > 0 {
+            self.bufs.lock().unwrap_or_else(|e| e.into_inner()).push(buf);
+        }
+    }
+
+    /// Number of buffers held (for tests).
+    pub fn len(&self) -> usize {
+        self.bufs.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// True when no buffer is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

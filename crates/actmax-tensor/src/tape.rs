@@ -1,0 +1,253 @@
+//! The tape: a Wengert list that owns every value, and reverse-mode differentiation.
+
+use std::sync::Arc;
+
+use ndarray::{ArrayD, IxDyn};
+
+use crate::backprop::{BackpropMode, ReluKind};
+use crate::error::{Result, TensorError};
+use crate::geometry::ConvGeometry;
+use crate::pool::PoolGeometry;
+use crate::scratch::ScratchPool;
+
+/// The tensor type of the engine: a dynamic-rank `f32` array, always in standard
+/// (row-major, contiguous) layout on the tape.
+pub type Tensor = ArrayD<f32>;
+
+/// A handle to a value on a [`Tape`]. Cheap to copy; only meaningful for the tape that
+/// made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Var(pub(crate) usize);
+
+impl Var {
+    /// Position on the tape (creation order).
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
+/// Element-wise functions with a closed-form derivative.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Unary {
+    Abs,
+    Sqrt,
+    Exp,
+    Log,
+    Sigmoid,
+    Tanh,
+    /// `x^p`.
+    Powf(f32),
+}
+
+/// Padding modes of [`Tape::pad`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PadMode {
+    /// Fill with a constant.
+    Constant(f32),
+    /// Mirror without repeating the edge (numpy/PyTorch "reflect").
+    Reflect,
+}
+
+/// What produced a node, with what its backward needs.
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    Leaf,
+    Add(Var, Var),
+    Sub(Var, Var),
+    Mul(Var, Var),
+    Div(Var, Var),
+    AddScalar(Var),
+    MulScalar(Var, f32),
+    Unary(Var, Unary),
+    Relu(Var, ReluKind),
+    /// Sum over `axes`; `kept` is the output shape with the reduced axes kept as 1.
+    Sum { x: Var, kept: Vec<usize>, scale: f32 },
+    Softmax { x: Var, axis: usize },
+    LogSoftmax { x: Var, axis: usize },
+    /// Mean cross-entropy of `[B, C]` logits against class indices; keeps the softmax.
+    CrossEntropy { logits: Var, targets: Vec<usize>, probs: Tensor },
+    /// `a · b` or `a · bᵀ` of 2-D operands.
+    MatMul { a: Var, b: Var, trans_b: bool },
+    Conv2d { x: Var, w: Var, b: Option<Var>, g: ConvGeometry },
+    MaxPool2d { x: Var, g: PoolGeometry, arg: Vec<u32> },
+    AvgPool2d { x: Var, g: PoolGeometry },
+    BatchNorm { x: Var, gamma: Var, beta: Var, mean: Var, var: Var, eps: f32 },
+    Pad { x: Var, pads: Vec<(usize, usize)>, mode: PadMode },
+    Slice { x: Var, ranges: Vec<(usize, usize)> },
+    Reshape(Var),
+    Concat { xs: Vec<Var>, axis: usize },
+    Permute { x: Var, perm: Vec<usize> },
+    Roll { x: Var, shifts: Vec<isize> },
+}
+
+#[derive(Debug)]
+pub(crate) struct Node {
+    pub(crate) value: Arc<Tensor>,
+    pub(crate) op: Op,
+    pub(crate) requires_grad: bool,
+}
+
+/// Owns every value of a computation, in creation order, and differentiates it.
+///
+/// ```
+/// use actmax_tensor::{Tape, Tensor};
+/// let mut tape = Tape::new();
+/// let x = tape.variable(Tensor::from_shape_vec(vec![2], vec![1.0, -2.0]).unwrap());
+/// let y = tape.relu(x).unwrap();
+/// let loss = tape.sum_all(y).unwrap();
+/// let grads = tape.backward(loss).unwrap();
+/// assert_eq!(grads.get(x).unwrap().as_slice().unwrap(), &[1.0, 0.0]);
+/// ```
+#[derive(Debug, Default)]
+pub struct Tape {
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) mode: BackpropMode,
+    pub(crate) scratch: ScratchPool,
+}
+
+/// Gradients of a loss with respect to the tape's leaves that require them.
+#[derive(Debug)]
+pub struct Gradients {
+    grads: Vec<Option<Tensor>>,
+}
+
+impl Gradients {
+    /// dL/dv, if `v` requires a gradient and the loss depends on it.
+    pub fn get(&self, v: Var) -> Option<&Tensor> {
+        self.grads.get(v.0).and_then(Option::as_ref)
+    }
+    /// Moves dL/dv out.
+    pub fn take(&mut self, v: Var) -> Option<Tensor> {
+        self.grads.get_mut(v.0).and_then(Option::take)
+    }
+}
+
+impl Tape {
+    /// An empty tape with plain backprop.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Forgets every node but keeps the scratch buffers, so the next iteration of the same
+    /// graph allocates no im2col memory. Old `Var`s become invalid.
+    pub fn reset(&mut self) {
+        self.nodes.clear();
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// True when the tape holds no node.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Sets how ReLU-family ops pass gradients backwards (see [`BackpropMode`]).
+    pub fn set_backprop_mode(&mut self, mode: BackpropMode) {
+        self.mode = mode;
+    }
+
+    /// The current backprop mode.
+    pub fn backprop_mode(&self) -> &BackpropMode {
+        &self.mode
+    }
+
+    /// The scratch buffers kernels borrow from.
+    pub fn scratch(&self) -> &ScratchPool {
+        &self.scratch
+    }
+
+    /// A value that needs no gradient (a parameter, a target, a constant).
+    pub fn constant(&mut self, t: Tensor) -> Var {
+        self.leaf(Arc::new(t), false)
+    }
+
+    /// A shared constant, e.g. a model weight reused every iteration without a copy.
+    pub fn constant_shared(&mut self, t: Arc<Tensor>) -> Var {
+        self.leaf(t, false)
+    }
+
+    /// A value whose gradient `backward` computes (the input image, or a weight being
+    /// trained).
+    pub fn variable(&mut self, t: Tensor) -> Var {
+        self.leaf(Arc::new(t), true)
+    }
+
+    /// A shared leaf that requires a gradient (trainable weights without a copy).
+    pub fn variable_shared(&mut self, t: Arc<Tensor>) -> Var {
+        self.leaf(t, true)
+    }
+
+    fn leaf(&mut self, t: Arc<Tensor>, requires_grad: bool) -> Var {
+        let t = if t.is_standard_layout() { t } else { Arc::new(t.as_standard_layout().into_owned()) };
+        self.nodes.push(Node { value: t, op: Op::Leaf, requires_grad });
+        Var(self.nodes.len() - 1)
+    }
+
+    /// The value of `v`.
+    pub fn value(&self, v: Var) -> Result<&Tensor> {
+        self.nodes.get(v.0).map(|n| &*n.value).ok_or(TensorError::UnknownVar(v.0))
+    }
+
+    /// The shared value of `v` (no copy).
+    pub fn value_shared(&self, v: Var) -> Result<Arc<Tensor>> {
+        self.nodes.get(v.0).map(|n| n.value.clone()).ok_or(TensorError::UnknownVar(v.0))
+    }
+
+    /// The shape of `v`.
+    pub fn shape(&self, v: Var) -> Result<&[usize]> {
+        self.value(v).map(|t| t.shape())
+    }
+
+    /// Whether `backward` will compute a gradient flowing through `v`.
+    pub fn requires_grad(&self, v: Var) -> bool {
+        self.nodes.get(v.0).is_some_and(|n| n.requires_grad)
+    }
+
+    /// Records a new node; it requires a gradient when any input does.
+    pub(crate) fn push(&mut self, value: Tensor, op: Op, inputs: &[Var]) -> Var {
+        let requires_grad = inputs.iter().any(|&v| self.requires_grad(v));
+        let value = if value.is_standard_layout() { value } else { value.as_standard_layout().into_owned() };
+        self.nodes.push(Node { value: Arc::new(value), op, requires_grad });
+        Var(self.nodes.len() - 1)
+    }
+
+    /// Reverse mode: dL/dv for every leaf `v` that requires a gradient. Walks the tape
+    /// once, backwards from `loss`; nodes that need no gradient cost nothing.
+    pub fn backward(&self, loss: Var) -> Result<Gradients> {
+        let l = self.value(loss)?;
+        if l.len() != 1 {
+            return Err(TensorError::NonScalarLoss(l.shape().to_vec()));
+        }
+        let mut grads: Vec<Option<Tensor>> = vec![None; self.nodes.len()];
+        if self.nodes[loss.0].requires_grad {
+            grads[loss.0] = Some(ArrayD::ones(IxDyn(l.shape())));
+        }
+        for i in (0..=loss.0).rev() {
+            let node = &self.nodes[i];
+            if matches!(node.op, Op::Leaf) {
+                continue;
+            }
+            let Some(g) = grads[i].take() else { continue };
+            self.backward_op(node, g, &mut grads)?;
+        }
+        Ok(Gradients { grads })
+    }
+
+    /// Adds `g` to the gradient of `v`, if `v` wants one.
+    pub(crate) fn accumulate(&self, grads: &mut [Option<Tensor>], v: Var, g: Tensor) {
+        if !self.nodes[v.0].requires_grad {
+            return;
+        }
+        match &mut grads[v.0] {
+            Some(acc) => *acc += &g,
+            slot => *slot = Some(g),
+        }
+    }
+
+    pub(crate) fn val(&self, v: Var) -> &Tensor {
+        &self.nodes[v.0].value
+    }
+}
