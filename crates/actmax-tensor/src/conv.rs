@@ -73,11 +73,32 @@ fn check_lens(g: &ConvGeometry, x: usize, w: usize, y: usize) {
     assert_eq!(y, g.n * g.c_out * g.out_len(), "conv kernel: output length does not match the geometry");
 }
 
+/// A kernel plus its tiling: what [`ConvPlan::choose`] decides for a geometry. Tests and
+/// benches build other plans to reach every path (e.g. many small tiles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvPlan {
+    /// The kernel family.
+    pub kernel: ConvKernel,
+    /// Output columns an im2col tile aims for (rounded to whole output rows).
+    pub tile_cols: usize,
+}
+
+impl ConvPlan {
+    /// The default plan for a geometry.
+    pub fn choose(g: &ConvGeometry) -> Self {
+        Self { kernel: ConvKernel::choose(g), tile_cols: TILE_COLS }
+    }
+    /// A given kernel with the default tiling.
+    pub fn with_kernel(kernel: ConvKernel) -> Self {
+        Self { kernel, tile_cols: TILE_COLS }
+    }
+}
+
 /// Output rows per tile, and the number of tiles.
-fn row_tiles(g: &ConvGeometry, for_col2im: bool) -> (usize, usize) {
+fn row_tiles(g: &ConvGeometry, tile_cols: usize, for_col2im: bool) -> (usize, usize) {
     let ow = g.out_hw[1].max(1);
     let col_rows = if g.is_pointwise() { 1 } else { g.k_col() };
-    let cols = TILE_COLS.min(COL_BUDGET / col_rows.max(1)).max(ow);
+    let cols = tile_cols.min(COL_BUDGET / col_rows.max(1)).max(ow);
     let mut r = (cols / ow).max(1);
     if for_col2im {
         // Tiles t and t+2 must not touch the same input rows: r·s + s > (kh−1)·d.
@@ -181,6 +202,7 @@ pub unsafe fn col2im(col: &[f32], g: &ConvGeometry, oh0: usize, oh1: usize, dx: 
     }
 }
 
+#[allow(clippy::too_many_arguments)] // BLAS-shaped on purpose
 unsafe fn gemm(split: bool, m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: *mut f32, rsc: usize) {
     if split {
         sgemm_par(m, k, n, 1.0, a, b, beta, c, rsc)
@@ -229,12 +251,12 @@ fn with_col<R>(x: &[f32], g: &ConvGeometry, t: Task, scratch: &ScratchPool, f: i
 
 /// Forward conv with the kernel [`ConvKernel::choose`] picks. `out` is overwritten.
 pub fn conv2d_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry, out: &mut [f32], scratch: &ScratchPool) {
-    conv2d_forward_with(ConvKernel::choose(g), x, w, bias, g, out, scratch)
+    conv2d_forward_with(ConvPlan::choose(g), x, w, bias, g, out, scratch)
 }
 
 /// Forward conv on a given kernel (panics if the kernel does not support the geometry).
 pub fn conv2d_forward_with(
-    kernel: ConvKernel,
+    plan: ConvPlan,
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
@@ -242,6 +264,7 @@ pub fn conv2d_forward_with(
     out: &mut [f32],
     scratch: &ScratchPool,
 ) {
+    let kernel = plan.kernel;
     check_lens(g, x.len(), w.len(), out.len());
     assert!(kernel.supports(g), "conv2d_forward_with: {kernel:?} cannot run {g:?}");
     if let Some(b) = bias {
@@ -250,17 +273,16 @@ pub fn conv2d_forward_with(
     if kernel == ConvKernel::Depthwise {
         return depthwise_forward(x, w, bias, g, out);
     }
-    let (r, tiles) = row_tiles(g, false);
+    let (r, tiles) = row_tiles(g, plan.tile_cols, false);
     let ts = tasks(g, r, tiles, None);
     let split = split_gemm(ts.len());
     let (ol, cout_g, k_col) = (g.out_len(), g.cout_g(), g.k_col());
     let op = SendPtr(out.as_mut_ptr());
     ts.par_iter().for_each(|&t| {
         with_col(x, g, t, scratch, |col, tl| unsafe {
-            let op = op;
             // Safety: this task alone writes rows [grp·cout_g, +cout_g) × columns
             // [oh0·ow, +tl) of image n.
-            let c = op.0.add((t.n * g.c_out + t.grp * cout_g) * ol + t.oh0 * g.out_hw[1]);
+            let c = op.get().add((t.n * g.c_out + t.grp * cout_g) * ol + t.oh0 * g.out_hw[1]);
             let beta = match bias {
                 Some(b) => {
                     for (i, &bv) in b[t.grp * cout_g..][..cout_g].iter().enumerate() {
@@ -278,17 +300,18 @@ pub fn conv2d_forward_with(
 
 /// Gradient with respect to the input. `dx` is overwritten.
 pub fn conv2d_backward_input(dy: &[f32], w: &[f32], g: &ConvGeometry, dx: &mut [f32], scratch: &ScratchPool) {
-    conv2d_backward_input_with(ConvKernel::choose(g), dy, w, g, dx, scratch)
+    conv2d_backward_input_with(ConvPlan::choose(g), dy, w, g, dx, scratch)
 }
 
 /// Gradient with respect to the input on a given kernel.
-pub fn conv2d_backward_input_with(kernel: ConvKernel, dy: &[f32], w: &[f32], g: &ConvGeometry, dx: &mut [f32], scratch: &ScratchPool) {
+pub fn conv2d_backward_input_with(plan: ConvPlan, dy: &[f32], w: &[f32], g: &ConvGeometry, dx: &mut [f32], scratch: &ScratchPool) {
+    let kernel = plan.kernel;
     check_lens(g, dx.len(), w.len(), dy.len());
     assert!(kernel.supports(g), "conv2d_backward_input_with: {kernel:?} cannot run {g:?}");
     if kernel == ConvKernel::Depthwise {
         return depthwise_backward_input(dy, w, g, dx);
     }
-    let (r, tiles) = row_tiles(g, true);
+    let (r, tiles) = row_tiles(g, plan.tile_cols, true);
     let (ol, il, cout_g, cin_g, k_col, ow) = (g.out_len(), g.in_len(), g.cout_g(), g.cin_g(), g.k_col(), g.out_hw[1]);
     let pointwise = kernel == ConvKernel::Pointwise;
     if !pointwise {
@@ -302,12 +325,11 @@ pub fn conv2d_backward_input_with(kernel: ConvKernel, dy: &[f32], w: &[f32], g: 
         let ts = tasks(g, r, tiles, parity);
         let split = split_gemm(ts.len());
         ts.par_iter().for_each(|&t| unsafe {
-            let dxp = dxp;
             let tl = (t.oh1 - t.oh0) * ow;
             // Wᵀ of the group: k_col × cout_g.
             let a = Mat { ptr: w.as_ptr().add(t.grp * cout_g * k_col), rs: 1, cs: k_col as isize };
             let b = Mat { ptr: dy.as_ptr().add((t.n * g.c_out + t.grp * cout_g) * ol + t.oh0 * ow), rs: ol as isize, cs: 1 };
-            let planes = dxp.0.add((t.n * g.c_in + t.grp * cin_g) * il);
+            let planes = dxp.get().add((t.n * g.c_in + t.grp * cin_g) * il);
             if pointwise {
                 // Safety: columns [oh0·ow, +tl) of this image and group belong to this task.
                 gemm(split, k_col, cout_g, tl, a, b, 0.0, planes.add(t.oh0 * ow), il);
@@ -324,17 +346,18 @@ pub fn conv2d_backward_input_with(kernel: ConvKernel, dy: &[f32], w: &[f32], g: 
 
 /// Gradient with respect to the weights. `dw` is overwritten.
 pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry, dw: &mut [f32], scratch: &ScratchPool) {
-    conv2d_backward_weight_with(ConvKernel::choose(g), x, dy, g, dw, scratch)
+    conv2d_backward_weight_with(ConvPlan::choose(g), x, dy, g, dw, scratch)
 }
 
 /// Gradient with respect to the weights on a given kernel.
-pub fn conv2d_backward_weight_with(kernel: ConvKernel, x: &[f32], dy: &[f32], g: &ConvGeometry, dw: &mut [f32], scratch: &ScratchPool) {
+pub fn conv2d_backward_weight_with(plan: ConvPlan, x: &[f32], dy: &[f32], g: &ConvGeometry, dw: &mut [f32], scratch: &ScratchPool) {
+    let kernel = plan.kernel;
     check_lens(g, x.len(), dw.len(), dy.len());
     assert!(kernel.supports(g), "conv2d_backward_weight_with: {kernel:?} cannot run {g:?}");
     if kernel == ConvKernel::Depthwise {
         return depthwise_backward_weight(x, dy, g, dw);
     }
-    let (r, tiles) = row_tiles(g, false);
+    let (r, tiles) = row_tiles(g, plan.tile_cols, false);
     let ts = tasks(g, r, tiles, None);
     let split = split_gemm(ts.len());
     let (ol, cout_g, k_col, ow) = (g.out_len(), g.cout_g(), g.k_col(), g.out_hw[1]);

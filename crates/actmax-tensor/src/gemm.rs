@@ -12,6 +12,14 @@ pub(crate) struct SendPtr(pub *mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
+impl SendPtr {
+    /// The pointer. A method, so closures capture the whole `SendPtr` (which is `Send`)
+    /// rather than its raw field.
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// A strided matrix operand: element `(i, j)` is `ptr[i * rs + j * cs]`.
 #[derive(Clone, Copy, Debug)]
 pub struct Mat {
@@ -49,6 +57,7 @@ impl Mat {
 ///
 /// # Safety
 /// All three views must be valid for the given sizes; C must not alias A or B.
+#[allow(clippy::too_many_arguments)] // BLAS-shaped on purpose
 pub unsafe fn sgemm(m: usize, k: usize, n: usize, alpha: f32, a: Mat, b: Mat, beta: f32, c: *mut f32, rsc: usize) {
     if m == 0 || n == 0 {
         return;
@@ -66,6 +75,7 @@ fn col_blocks(n: usize, threads: usize) -> usize {
 ///
 /// # Safety
 /// As [`sgemm`].
+#[allow(clippy::too_many_arguments)] // BLAS-shaped on purpose
 pub unsafe fn sgemm_par(m: usize, k: usize, n: usize, alpha: f32, a: Mat, b: Mat, beta: f32, c: *mut f32, rsc: usize) {
     let threads = rayon::current_num_threads();
     let cp = SendPtr(c);
@@ -79,8 +89,7 @@ pub unsafe fn sgemm_par(m: usize, k: usize, n: usize, alpha: f32, a: Mat, b: Mat
             let r0 = i * chunk;
             let rows = chunk.min(m - r0);
             // Safety: each task owns rows [r0, r0 + rows) of C.
-            let cp = cp;
-            sgemm(rows, k, n, alpha, a.offset(r0, 0), b, beta, cp.0.add(r0 * rsc), rsc);
+            sgemm(rows, k, n, alpha, a.offset(r0, 0), b, beta, cp.get().add(r0 * rsc), rsc);
         });
     } else {
         let blocks = col_blocks(n, threads);
@@ -89,8 +98,7 @@ pub unsafe fn sgemm_par(m: usize, k: usize, n: usize, alpha: f32, a: Mat, b: Mat
             let c0 = i * chunk;
             let cols = chunk.min(n - c0);
             // Safety: each task owns columns [c0, c0 + cols) of C.
-            let cp = cp;
-            sgemm(m, k, cols, alpha, a, b.offset(0, c0), beta, cp.0.add(c0), rsc);
+            sgemm(m, k, cols, alpha, a, b.offset(0, c0), beta, cp.get().add(c0), rsc);
         });
     }
 }

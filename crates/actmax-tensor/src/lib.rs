@@ -35,6 +35,7 @@ mod tape;
 
 pub use backprop::{BackpropHook, BackpropMode, ReluGrad, ReluKind};
 pub use error::{Result, TensorError};
+pub use conv::{ConvKernel, ConvPlan};
 pub use geometry::{Conv2dParams, ConvGeometry, Padding2d, Pool2dParams};
 pub use ops::broadcast_shape;
 pub use scratch::ScratchPool;

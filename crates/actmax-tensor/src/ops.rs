@@ -367,7 +367,7 @@ impl Tape {
                 return Err(shape_err("batch_norm", format!("each parameter must have shape [{}] (the channels)", s[1]), sv));
             }
         }
-        if !(eps >= 0.0) {
+        if eps.is_nan() || eps < 0.0 {
             return Err(param_err("batch_norm", format!("eps must be >= 0, got {eps}")));
         }
         let c = s[1];

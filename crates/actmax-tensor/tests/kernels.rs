@@ -1,0 +1,125 @@
+//! Every kernel variant against the naive loop references, on random shapes.
+
+mod common;
+
+use actmax_tensor::conv::{self, naive, ConvKernel, ConvPlan};
+use actmax_tensor::pool::{self, PoolGeometry};
+use actmax_tensor::{Conv2dParams, ConvGeometry, Padding2d, Pool2dParams, ScratchPool};
+use common::{assert_close, distinct, values};
+use proptest::prelude::*;
+
+/// A random valid conv geometry (stride, asymmetric padding, dilation, groups, batch).
+fn geometry() -> impl Strategy<Value = ConvGeometry> {
+    (1usize..=2, 1usize..=3, 1usize..=4, 1usize..=4, 1usize..=4, 1usize..=4, 1usize..=3, 1usize..=2, (0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2), 3usize..=14, 3usize..=14)
+        .prop_filter_map("window must fit", |(n, groups, cin_g, cout_g, kh, kw, stride, dil, (t, b, l, r), h, w)| {
+            let p = Conv2dParams {
+                stride: [stride, 1 + (stride + kh) % 2],
+                padding: Padding2d { top: t, bottom: b, left: l, right: r },
+                dilation: [dil, 1 + (dil + kw) % 2],
+                groups,
+            };
+            ConvGeometry::new("test", &[n, cin_g * groups, h, w], &[cout_g * groups, cin_g, kh, kw], p).ok()
+        })
+}
+
+fn run_all(g: &ConvGeometry, plan: ConvPlan, seed: u64, with_bias: bool) {
+    let scratch = ScratchPool::new();
+    let x = values(seed, g.n * g.c_in * g.in_len());
+    let w = values(seed ^ 1, g.c_out * g.k_col());
+    let dy = values(seed ^ 2, g.n * g.c_out * g.out_len());
+    let b = values(seed ^ 3, g.c_out);
+    let bias = with_bias.then_some(&b[..]);
+
+    let mut y = vec![f32::NAN; dy.len()];
+    conv::conv2d_forward_with(plan, &x, &w, bias, g, &mut y, &scratch);
+    assert_close(&y, &naive::conv2d_forward(&x, &w, bias, g), 1e-4, &format!("forward {plan:?} {g:?}"));
+
+    let mut dx = vec![f32::NAN; x.len()];
+    conv::conv2d_backward_input_with(plan, &dy, &w, g, &mut dx, &scratch);
+    assert_close(&dx, &naive::conv2d_backward_input(&dy, &w, g), 1e-4, &format!("backward-input {plan:?} {g:?}"));
+
+    let mut dw = vec![f32::NAN; w.len()];
+    conv::conv2d_backward_weight_with(plan, &x, &dy, g, &mut dw, &scratch);
+    assert_close(&dw, &naive::conv2d_backward_weight(&x, &dy, g), 1e-4, &format!("backward-weight {plan:?} {g:?}"));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Tiled im2col on any geometry, with default tiles and with one-row tiles (which
+    /// exercises the even/odd col2im phases and many parallel tasks).
+    #[test]
+    fn im2col_matches_naive(g in geometry(), seed in any::<u64>(), bias in any::<bool>(), tile in prop_oneof![Just(1usize), Just(7), Just(1024)]) {
+        run_all(&g, ConvPlan { kernel: ConvKernel::Im2col, tile_cols: tile }, seed, bias);
+    }
+
+    /// The 1×1 GEMM path.
+    #[test]
+    fn pointwise_matches_naive(n in 1usize..=3, groups in 1usize..=3, cin_g in 1usize..=9, cout_g in 1usize..=9, h in 1usize..=12, w in 1usize..=12, seed in any::<u64>(), tile in prop_oneof![Just(1usize), Just(1024)]) {
+        let g = ConvGeometry::new("test", &[n, cin_g * groups, h, w], &[cout_g * groups, cin_g, 1, 1], Conv2dParams::new().groups(groups)).unwrap();
+        prop_assert!(ConvKernel::Pointwise.supports(&g));
+        run_all(&g, ConvPlan { kernel: ConvKernel::Pointwise, tile_cols: tile }, seed, seed % 2 == 0);
+    }
+
+    /// The direct depthwise kernel (stride, asymmetric padding, dilation).
+    #[test]
+    fn depthwise_matches_naive(n in 1usize..=2, c in 1usize..=6, k in 1usize..=5, s in 1usize..=3, d in 1usize..=2, pads in (0usize..=3, 0usize..=3, 0usize..=3, 0usize..=3), h in 5usize..=16, w in 5usize..=16, seed in any::<u64>()) {
+        let p = Conv2dParams { stride: [s, s], padding: Padding2d { top: pads.0, bottom: pads.1, left: pads.2, right: pads.3 }, dilation: [d, d], groups: c };
+        let g = ConvGeometry::new("test", &[n, c, h, w], &[c, 1, k, k], p);
+        prop_assume!(g.is_ok());
+        let g = g.unwrap();
+        prop_assert_eq!(ConvKernel::choose(&g), ConvKernel::Depthwise);
+        run_all(&g, ConvPlan::with_kernel(ConvKernel::Depthwise), seed, seed % 2 == 1);
+    }
+
+    /// Max and average pooling, forward and backward, with padding.
+    #[test]
+    fn pooling_matches_naive(planes in 1usize..=5, k in 1usize..=4, s in 1usize..=3, pads in (0usize..=3, 0usize..=3, 0usize..=3, 0usize..=3), h in 4usize..=13, w in 4usize..=13, include in any::<bool>(), seed in any::<u64>()) {
+        let pad = Padding2d { top: pads.0.min(k - 1), bottom: pads.1.min(k - 1), left: pads.2.min(k - 1), right: pads.3.min(k - 1) };
+        let mut p = Pool2dParams::new(k, s).padding(pad);
+        p.count_include_pad = include;
+        let out_hw = [(h + pad.top + pad.bottom - k) / s + 1, (w + pad.left + pad.right - k) / s + 1];
+        let g = PoolGeometry { planes, in_hw: [h, w], out_hw, p };
+        let x = distinct(seed, planes * h * w, 0.01);
+        let dy = values(seed ^ 5, planes * out_hw[0] * out_hw[1]);
+        let (y, arg) = pool::max_pool2d_forward(&x, &g);
+        assert_close(&y, &pool::naive::max_pool2d(&x, &g), 1e-6, "max_pool forward");
+        assert_close(&pool::max_pool2d_backward(&dy, &arg, &g), &pool::naive::max_pool2d_backward(&x, &dy, &g), 1e-6, "max_pool backward");
+        assert_close(&pool::avg_pool2d_forward(&x, &g), &pool::naive::avg_pool2d(&x, &g), 1e-5, "avg_pool forward");
+        assert_close(&pool::avg_pool2d_backward(&dy, &g), &pool::naive::avg_pool2d_backward(&dy, &g), 1e-5, "avg_pool backward");
+    }
+}
+
+/// The shapes the benchmarks time, at reduced size, through the default plan.
+#[test]
+fn benchmark_like_shapes_match_naive() {
+    let cases: &[(usize, usize, usize, usize, usize, usize)] = &[
+        // (c_in, c_out, hw, k, stride, groups)
+        (3, 16, 33, 3, 1, 1),   // thin first layer (K = 27)
+        (3, 8, 31, 3, 2, 1),    // strided stem, TF-SAME below
+        (16, 16, 40, 3, 1, 1),  // several tiles
+        (12, 12, 29, 5, 2, 12), // depthwise 5×5 stride 2
+        (24, 40, 17, 1, 1, 1),  // pointwise
+    ];
+    for &(ci, co, hw, k, s, groups) in cases {
+        let p = Conv2dParams::new().stride(s).groups(groups).padding(Padding2d::tf_same([hw, hw], [k, k], [s, s], [1, 1]));
+        let g = ConvGeometry::new("test", &[1, ci, hw, hw], &[co, ci / groups, k, k], p).unwrap();
+        run_all(&g, ConvPlan::choose(&g), (ci * 1000 + hw) as u64, true);
+    }
+}
+
+/// A reused scratch pool gives the same answer as a fresh one, and keeps its buffers.
+#[test]
+fn scratch_is_reused_between_calls() {
+    let g = ConvGeometry::new("test", &[1, 4, 20, 20], &[6, 4, 3, 3], Conv2dParams::new()).unwrap();
+    let scratch = ScratchPool::new();
+    let x = values(1, g.n * g.c_in * g.in_len());
+    let w = values(2, g.c_out * g.k_col());
+    let (mut a, mut b) = (vec![0.0; g.n * g.c_out * g.out_len()], vec![0.0; g.n * g.c_out * g.out_len()]);
+    conv::conv2d_forward(&x, &w, None, &g, &mut a, &scratch);
+    let held = scratch.len();
+    assert!(held >= 1);
+    conv::conv2d_forward(&x, &w, None, &g, &mut b, &scratch);
+    assert_eq!(a, b);
+    assert_eq!(scratch.len(), held, "the second call allocated new scratch instead of reusing");
+}
