@@ -1,0 +1,147 @@
+//! Backprop modes on hand-computed cases, gradients only where asked, typed errors.
+
+use std::sync::Arc;
+
+use actmax_tensor::{BackpropMode, Conv2dParams, PadMode, Tape, Tensor, TensorError, Var};
+
+fn t(v: &[f32]) -> Tensor {
+    Tensor::from_shape_vec(vec![v.len()], v.to_vec()).unwrap()
+}
+
+/// dL/dx of `L = Σ r·act(x)` under a backprop mode.
+fn grad_under(mode: BackpropMode, x: &[f32], r: &[f32], act: impl Fn(&mut Tape, Var) -> Var) -> Vec<f32> {
+    let mut tape = Tape::new();
+    tape.set_backprop_mode(mode);
+    let xv = tape.variable(t(x));
+    let y = act(&mut tape, xv);
+    let rv = tape.constant(t(r));
+    let p = tape.mul(y, rv).unwrap();
+    let l = tape.sum_all(p).unwrap();
+    tape.backward(l).unwrap().get(xv).unwrap().iter().copied().collect()
+}
+
+#[test]
+fn relu6_under_each_mode() {
+    // x = [-1, 2, 3, 7]; upstream gradient g = r = [1, -1, 2, 1].
+    let (x, r) = ([-1.0, 2.0, 3.0, 7.0], [1.0, -1.0, 2.0, 1.0]);
+    let relu6 = |tp: &mut Tape, v| tp.relu6(v).unwrap();
+    // Plain: g·[0 < x < 6].
+    assert_eq!(grad_under(BackpropMode::Plain, &x, &r, relu6), [0.0, -1.0, 2.0, 0.0]);
+    // Guided: g·[g > 0]·[x > 0].
+    assert_eq!(grad_under(BackpropMode::Guided, &x, &r, relu6), [0.0, 0.0, 2.0, 1.0]);
+    // Rectified: g·[g > 0].
+    assert_eq!(grad_under(BackpropMode::Rectified, &x, &r, relu6), [1.0, 0.0, 2.0, 1.0]);
+}
+
+#[test]
+fn leaky_relu_elu_and_clip_under_each_mode() {
+    let (x, r) = ([-1.0, 2.0, -3.0, 7.0], [1.0, -1.0, 2.0, 1.0]);
+    let leaky = |tp: &mut Tape, v| tp.leaky_relu(v, 0.1).unwrap();
+    assert_eq!(grad_under(BackpropMode::Plain, &x, &r, leaky), [0.1, -1.0, 0.2, 1.0]);
+    assert_eq!(grad_under(BackpropMode::Guided, &x, &r, leaky), [0.0, 0.0, 0.0, 1.0]);
+    assert_eq!(grad_under(BackpropMode::Rectified, &x, &r, leaky), [1.0, 0.0, 2.0, 1.0]);
+    let clip = |tp: &mut Tape, v| tp.clip(v, -2.0, 5.0).unwrap();
+    assert_eq!(grad_under(BackpropMode::Plain, &x, &r, clip), [1.0, -1.0, 0.0, 0.0]);
+    assert_eq!(grad_under(BackpropMode::Guided, &x, &r, clip), [0.0, 0.0, 0.0, 1.0]);
+    let elu = |tp: &mut Tape, v| tp.elu(v, 1.0).unwrap();
+    // ELU'(−1) = e⁻¹, ELU'(−3) = e⁻³.
+    let plain = grad_under(BackpropMode::Plain, &x, &r, elu);
+    let want = [(-1.0f32).exp(), -1.0, 2.0 * (-3.0f32).exp(), 1.0];
+    for (a, b) in plain.iter().zip(want) {
+        assert!((a - b).abs() < 1e-6, "{plain:?} vs {want:?}");
+    }
+    assert_eq!(grad_under(BackpropMode::Guided, &x, &r, elu), [0.0, 0.0, 0.0, 1.0]);
+}
+
+#[test]
+fn custom_hook_sees_grad_input_and_output() {
+    let hook = BackpropMode::Custom(Arc::new(|a: &actmax_tensor::ReluGrad<'_>| {
+        // 2·g where the output is positive, g + x elsewhere.
+        let mut out = a.grad.to_owned();
+        for ((o, &x), &y) in out.iter_mut().zip(a.input.iter()).zip(a.output.iter()) {
+            *o = if y > 0.0 { 2.0 * *o } else { *o + x };
+        }
+        out
+    }));
+    let g = grad_under(hook, &[-1.0, 2.0, 3.0], &[1.0, -1.0, 2.0], |tp, v| tp.relu(v).unwrap());
+    assert_eq!(g, [0.0, -2.0, 4.0]);
+}
+
+#[test]
+fn custom_hook_with_wrong_shape_is_an_error() {
+    let mut tape = Tape::new();
+    tape.set_backprop_mode(BackpropMode::Custom(Arc::new(|_: &actmax_tensor::ReluGrad<'_>| Tensor::zeros(vec![7]))));
+    let x = tape.variable(t(&[1.0, 2.0]));
+    let y = tape.relu(x).unwrap();
+    let l = tape.sum_all(y).unwrap();
+    assert!(matches!(tape.backward(l), Err(TensorError::Param { op: "backprop hook", .. })));
+}
+
+#[test]
+fn modes_act_through_a_small_net() {
+    // x → conv(1×1, w = [1, −1]) → relu → sum. With x = [2] and w: y = [2, −2].
+    // Plain: dL/dx = 1·1 + 0·(−1) = 1. Rectified passes both branches: 1 − 1 = 0.
+    let run = |mode: BackpropMode| {
+        let mut tape = Tape::new();
+        tape.set_backprop_mode(mode);
+        let x = tape.variable(Tensor::from_elem(vec![1, 1, 1, 1], 2.0));
+        let w = tape.constant(Tensor::from_shape_vec(vec![2, 1, 1, 1], vec![1.0, -1.0]).unwrap());
+        let y = tape.conv2d(x, w, None, Conv2dParams::new()).unwrap();
+        let y = tape.relu(y).unwrap();
+        let l = tape.sum_all(y).unwrap();
+        tape.backward(l).unwrap().get(x).unwrap()[[0, 0, 0, 0]]
+    };
+    assert_eq!(run(BackpropMode::Plain), 1.0);
+    assert_eq!(run(BackpropMode::Guided), 1.0);
+    assert_eq!(run(BackpropMode::Rectified), 0.0);
+}
+
+#[test]
+fn constants_get_no_gradient_and_reset_keeps_scratch() {
+    let mut tape = Tape::new();
+    for _ in 0..3 {
+        tape.reset();
+        let x = tape.variable(Tensor::ones(vec![1, 3, 9, 9]));
+        let w = tape.constant(Tensor::ones(vec![4, 3, 3, 3]));
+        let y = tape.conv2d(x, w, None, Conv2dParams::new()).unwrap();
+        let l = tape.mean_all(y).unwrap();
+        assert!(!tape.requires_grad(w));
+        let g = tape.backward(l).unwrap();
+        assert!(g.get(w).is_none(), "a constant weight got a gradient");
+        // Corner pixel takes part in one window per output channel: 4 · 1 / (4·7·7).
+        assert!((g.get(x).unwrap()[[0, 0, 0, 0]] - 4.0 / 196.0).abs() < 1e-7);
+    }
+    assert!(!tape.scratch().is_empty(), "im2col buffers were not kept for the next iteration");
+}
+
+#[test]
+fn shape_errors_are_typed_and_name_the_op() {
+    let mut tape = Tape::new();
+    let a = tape.constant(Tensor::zeros(vec![2, 3]));
+    let b = tape.constant(Tensor::zeros(vec![4]));
+    let e = tape.add(a, b).unwrap_err();
+    assert_eq!(e, TensorError::Broadcast { op: "add", lhs: vec![2, 3], rhs: vec![4] });
+    assert!(e.to_string().contains("add"));
+    assert!(matches!(tape.matmul(a, a, false), Err(TensorError::Shape { op: "matmul", .. })));
+    let x = tape.constant(Tensor::zeros(vec![1, 3, 4, 4]));
+    let w = tape.constant(Tensor::zeros(vec![8, 2, 3, 3]));
+    assert!(matches!(tape.conv2d(x, w, None, Conv2dParams::new()), Err(TensorError::Param { op: "conv2d", .. })));
+    let w5 = tape.constant(Tensor::zeros(vec![8, 3, 5, 5]));
+    assert!(matches!(tape.conv2d(x, w5, None, Conv2dParams::new()), Err(TensorError::Param { op: "conv2d", .. })));
+    let w3 = tape.constant(Tensor::zeros(vec![8, 3, 3, 3]));
+    assert!(matches!(tape.conv2d(x, w3, None, Conv2dParams::new().stride(0)), Err(TensorError::Param { .. })));
+    assert!(matches!(tape.conv2d(x, w3, Some(b), Conv2dParams::new()), Err(TensorError::Shape { op: "conv2d", .. })));
+    assert!(matches!(tape.pad(x, &[(4, 0)], PadMode::Reflect), Err(TensorError::Shape { op: "pad", .. })));
+    assert!(matches!(tape.reshape(x, &[5, 5]), Err(TensorError::Shape { op: "reshape", .. })));
+    assert!(matches!(tape.permute(x, &[0, 0, 1, 2]), Err(TensorError::Shape { op: "permute", .. })));
+    assert!(matches!(tape.sum(x, &[4], false), Err(TensorError::Shape { op: "sum", .. })));
+    assert!(matches!(tape.softmax(x, 9), Err(TensorError::Shape { op: "softmax", .. })));
+    assert!(matches!(tape.clip(x, 2.0, 1.0), Err(TensorError::Param { op: "clip", .. })));
+    assert!(matches!(tape.slice(x, &[(0, 2)]), Err(TensorError::Shape { op: "slice", .. })));
+    let logits = tape.constant(Tensor::zeros(vec![2, 3]));
+    assert!(matches!(tape.cross_entropy(logits, &[0, 3]), Err(TensorError::Param { op: "cross_entropy", .. })));
+    assert!(matches!(tape.max_pool2d(x, actmax_tensor::Pool2dParams::new(5, 1)), Err(TensorError::Param { op: "max_pool2d", .. })));
+    assert!(matches!(tape.backward(a), Err(TensorError::NonScalarLoss(_))));
+    tape.reset();
+    assert_eq!(tape.value(a).unwrap_err(), TensorError::UnknownVar(0));
+}
