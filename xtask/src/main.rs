@@ -1,1 +1,30 @@
-fn main() {}
+//! `cargo xtask <task>`: project chores that are programs, not shell scripts.
+//!
+//! - `bench [FILTER] [--json FILE]`: run the criterion benchmarks whose id contains FILTER
+//!   (plus the reference each one is compared to) and print GFLOP/s and ratios.
+
+mod bench;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("bench") => bench::run(&args[1..]),
+        Some(other) => Err(format!("unknown task `{other}`\n\n{USAGE}")),
+        None => Err(USAGE.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  bench [FILTER] [--json FILE]   run benchmarks whose id contains FILTER; print GFLOP/s and
+                                 the ratio to each group's reference (sgemm or naive)";

@@ -127,34 +127,44 @@ fn valid_range(off: isize, s: usize, out_n: usize, len: usize) -> (usize, usize)
 }
 
 /// Fills `col` (`k_col × tile` row-major) with the windows of output rows `[oh0, oh1)`.
-/// `x` holds the group's `cin_g` input planes.
-pub fn im2col(x: &[f32], g: &ConvGeometry, oh0: usize, oh1: usize, col: &mut [f32]) {
+/// `x` holds the group's `cin_g` input planes. With `parallel`, channels are spread over
+/// the pool (used when there are too few tiles to keep it busy).
+pub fn im2col(x: &[f32], g: &ConvGeometry, oh0: usize, oh1: usize, col: &mut [f32], parallel: bool) {
+    let rows_per_plane = g.k_hw[0] * g.k_hw[1] * (oh1 - oh0) * g.out_hw[1];
+    let planes = x.chunks_exact(g.in_len()).take(g.cin_g());
+    let col = &mut col[..rows_per_plane * g.cin_g()];
+    if parallel {
+        col.par_chunks_mut(rows_per_plane).zip(planes.collect::<Vec<_>>()).for_each(|(rows, plane)| im2col_plane(plane, g, oh0, oh1, rows));
+    } else {
+        col.chunks_mut(rows_per_plane).zip(planes).for_each(|(rows, plane)| im2col_plane(plane, g, oh0, oh1, rows));
+    }
+}
+
+fn im2col_plane(plane: &[f32], g: &ConvGeometry, oh0: usize, oh1: usize, rows: &mut [f32]) {
     let ([h, w], [kh_n, kw_n], ow_n) = (g.in_hw, g.k_hw, g.out_hw[1]);
     let ([sh, sw], [dh, dw], pad) = (g.p.stride, g.p.dilation, g.p.padding);
     let tl = (oh1 - oh0) * ow_n;
-    let mut rows = col.chunks_exact_mut(tl);
-    for plane in x.chunks_exact(g.in_len()).take(g.cin_g()) {
-        for kh in 0..kh_n {
-            for kw in 0..kw_n {
-                let row = rows.next().expect("im2col: col buffer too short");
-                let off = (kw * dw) as isize - pad.left as isize;
-                let (lo, hi) = valid_range(off, sw, ow_n, w);
-                for (dst, oh) in row.chunks_exact_mut(ow_n).zip(oh0..oh1) {
-                    let ih = (oh * sh + kh * dh) as isize - pad.top as isize;
-                    if ih < 0 || ih >= h as isize {
-                        dst.fill(0.0);
-                        continue;
-                    }
-                    let src = &plane[ih as usize * w..(ih as usize + 1) * w];
-                    dst[..lo].fill(0.0);
-                    dst[hi..].fill(0.0);
-                    if sw == 1 {
-                        let s0 = (lo as isize + off) as usize;
-                        dst[lo..hi].copy_from_slice(&src[s0..s0 + hi - lo]);
-                    } else {
-                        for (ow, d) in dst[lo..hi].iter_mut().enumerate() {
-                            *d = src[(((ow + lo) * sw) as isize + off) as usize];
-                        }
+    let mut rows = rows.chunks_exact_mut(tl);
+    for kh in 0..kh_n {
+        for kw in 0..kw_n {
+            let row = rows.next().expect("im2col: col buffer too short");
+            let off = (kw * dw) as isize - pad.left as isize;
+            let (lo, hi) = valid_range(off, sw, ow_n, w);
+            for (dst, oh) in row.chunks_exact_mut(ow_n).zip(oh0..oh1) {
+                let ih = (oh * sh + kh * dh) as isize - pad.top as isize;
+                if ih < 0 || ih >= h as isize {
+                    dst.fill(0.0);
+                    continue;
+                }
+                let src = &plane[ih as usize * w..(ih as usize + 1) * w];
+                dst[..lo].fill(0.0);
+                dst[hi..].fill(0.0);
+                if sw == 1 {
+                    let s0 = (lo as isize + off) as usize;
+                    dst[lo..hi].copy_from_slice(&src[s0..s0 + hi - lo]);
+                } else {
+                    for (ow, d) in dst[lo..hi].iter_mut().enumerate() {
+                        *d = src[(((ow + lo) * sw) as isize + off) as usize];
                     }
                 }
             }
@@ -163,38 +173,52 @@ pub fn im2col(x: &[f32], g: &ConvGeometry, oh0: usize, oh1: usize, col: &mut [f3
 }
 
 /// Adds `col` (`k_col × tile`, output rows `[oh0, oh1)`) back into the group's input
-/// planes: the adjoint of [`im2col`].
+/// planes: the adjoint of [`im2col`]. With `parallel`, channels (which write disjoint
+/// planes) are spread over the pool.
 ///
 /// # Safety
 /// `dx` must point at `cin_g` writable planes, and no other thread may write the input
 /// rows these output rows reach.
-pub unsafe fn col2im(col: &[f32], g: &ConvGeometry, oh0: usize, oh1: usize, dx: *mut f32) {
+pub unsafe fn col2im(col: &[f32], g: &ConvGeometry, oh0: usize, oh1: usize, dx: *mut f32, parallel: bool) {
+    let rows_per_plane = g.k_hw[0] * g.k_hw[1] * (oh1 - oh0) * g.out_hw[1];
+    let dx = SendPtr(dx);
+    let one = |(c, rows): (usize, &[f32])| {
+        // Safety: channel c owns plane c; the caller vouches for the rows.
+        unsafe { col2im_plane(rows, g, oh0, oh1, dx.get().add(c * g.in_len())) }
+    };
+    let chunks = &col[..rows_per_plane * g.cin_g()];
+    if parallel {
+        chunks.par_chunks(rows_per_plane).enumerate().for_each(one);
+    } else {
+        chunks.chunks(rows_per_plane).enumerate().for_each(one);
+    }
+}
+
+unsafe fn col2im_plane(rows: &[f32], g: &ConvGeometry, oh0: usize, oh1: usize, plane: *mut f32) {
     let ([h, w], [kh_n, kw_n], ow_n) = (g.in_hw, g.k_hw, g.out_hw[1]);
     let ([sh, sw], [dh, dw], pad) = (g.p.stride, g.p.dilation, g.p.padding);
     let tl = (oh1 - oh0) * ow_n;
-    let mut rows = col.chunks_exact(tl);
-    for c in 0..g.cin_g() {
-        let plane = dx.add(c * g.in_len());
-        for kh in 0..kh_n {
-            for kw in 0..kw_n {
-                let row = rows.next().expect("col2im: col buffer too short");
-                let off = (kw * dw) as isize - pad.left as isize;
-                let (lo, hi) = valid_range(off, sw, ow_n, w);
-                for (src, oh) in row.chunks_exact(ow_n).zip(oh0..oh1) {
-                    let ih = (oh * sh + kh * dh) as isize - pad.top as isize;
-                    if ih < 0 || ih >= h as isize {
-                        continue;
+    let mut rows = rows.chunks_exact(tl);
+    for kh in 0..kh_n {
+        for kw in 0..kw_n {
+            let row = rows.next().expect("col2im: col buffer too short");
+            let off = (kw * dw) as isize - pad.left as isize;
+            let (lo, hi) = valid_range(off, sw, ow_n, w);
+            for (src, oh) in row.chunks_exact(ow_n).zip(oh0..oh1) {
+                let ih = (oh * sh + kh * dh) as isize - pad.top as isize;
+                if ih < 0 || ih >= h as isize {
+                    continue;
+                }
+                // Safety: one input row, written by this task only (see `col2im`).
+                let dst = std::slice::from_raw_parts_mut(plane.add(ih as usize * w), w);
+                if sw == 1 {
+                    let s0 = (lo as isize + off) as usize;
+                    for (d, s) in dst[s0..s0 + hi - lo].iter_mut().zip(&src[lo..hi]) {
+                        *d += s;
                     }
-                    let dst = std::slice::from_raw_parts_mut(plane.add(ih as usize * w), w);
-                    if sw == 1 {
-                        let s0 = (lo as isize + off) as usize;
-                        for (d, s) in dst[s0..s0 + hi - lo].iter_mut().zip(&src[lo..hi]) {
-                            *d += s;
-                        }
-                    } else {
-                        for (ow, s) in src[lo..hi].iter().enumerate() {
-                            dst[(((ow + lo) * sw) as isize + off) as usize] += s;
-                        }
+                } else {
+                    for (ow, s) in src[lo..hi].iter().enumerate() {
+                        dst[(((ow + lo) * sw) as isize + off) as usize] += s;
                     }
                 }
             }
@@ -234,7 +258,7 @@ fn tasks(g: &ConvGeometry, r: usize, tiles: usize, parity: Option<usize>) -> Vec
 
 /// Runs `f(task, col)` on each task, where `col` is the task's `k_col × tile` im2col
 /// matrix (for a pointwise conv: a view of the input itself).
-fn with_col<R>(x: &[f32], g: &ConvGeometry, t: Task, scratch: &ScratchPool, f: impl FnOnce(Mat, usize) -> R) -> R {
+fn with_col<R>(x: &[f32], g: &ConvGeometry, t: Task, split: bool, scratch: &ScratchPool, f: impl FnOnce(Mat, usize) -> R) -> R {
     let ow = g.out_hw[1];
     let tl = (t.oh1 - t.oh0) * ow;
     let xg = &x[(t.n * g.c_in + t.grp * g.cin_g()) * g.in_len()..][..g.cin_g() * g.in_len()];
@@ -243,7 +267,7 @@ fn with_col<R>(x: &[f32], g: &ConvGeometry, t: Task, scratch: &ScratchPool, f: i
         return f(b, tl);
     }
     let mut col = scratch.take(g.k_col() * tl);
-    im2col(xg, g, t.oh0, t.oh1, &mut col);
+    im2col(xg, g, t.oh0, t.oh1, &mut col, split);
     let r = f(Mat::row_major(&col, g.k_col(), tl), tl);
     scratch.give(col);
     r
@@ -279,7 +303,7 @@ pub fn conv2d_forward_with(
     let (ol, cout_g, k_col) = (g.out_len(), g.cout_g(), g.k_col());
     let op = SendPtr(out.as_mut_ptr());
     ts.par_iter().for_each(|&t| {
-        with_col(x, g, t, scratch, |col, tl| unsafe {
+        with_col(x, g, t, split, scratch, |col, tl| unsafe {
             // Safety: this task alone writes rows [grp·cout_g, +cout_g) × columns
             // [oh0·ow, +tl) of image n.
             let c = op.get().add((t.n * g.c_out + t.grp * cout_g) * ol + t.oh0 * g.out_hw[1]);
@@ -337,7 +361,7 @@ pub fn conv2d_backward_input_with(plan: ConvPlan, dy: &[f32], w: &[f32], g: &Con
                 let mut col = scratch.take(k_col * tl);
                 gemm(split, k_col, cout_g, tl, a, b, 0.0, col.as_mut_ptr(), tl);
                 // Safety: tiles of one parity never reach the same input rows (row_tiles).
-                col2im(&col, g, t.oh0, t.oh1, planes);
+                col2im(&col, g, t.oh0, t.oh1, planes, split);
                 scratch.give(col);
             }
         });
@@ -367,7 +391,7 @@ pub fn conv2d_backward_weight_with(plan: ConvPlan, x: &[f32], dy: &[f32], g: &Co
         .fold(
             || vec![0.0f32; len],
             |mut acc, &t| {
-                with_col(x, g, t, scratch, |col, tl| unsafe {
+                with_col(x, g, t, split, scratch, |col, tl| unsafe {
                     let a = Mat { ptr: dy.as_ptr().add((t.n * g.c_out + t.grp * cout_g) * ol + t.oh0 * ow), rs: ol as isize, cs: 1 };
                     let c = acc.as_mut_ptr().add(t.grp * cout_g * k_col);
                     gemm(split, cout_g, tl, k_col, a, col.t(), 1.0, c, k_col);
