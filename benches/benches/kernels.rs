@@ -17,7 +17,9 @@ use std::time::Duration;
 type Group<'a> = BenchmarkGroup<'a, criterion::measurement::WallTime>;
 
 fn fill(n: usize, seed: u32) -> Vec<f32> {
-    (0..n).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1u32 << 24) as f32 - 0.5).collect()
+    (0..n)
+        .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1u32 << 24) as f32 - 0.5)
+        .collect()
 }
 
 /// VGG16's 3×3 conv shapes: (name, c_in, c_out, size).
@@ -65,8 +67,14 @@ impl Case {
     fn new(c_in: usize, c_out: usize, size: usize, k: usize, stride: usize, groups: usize) -> Self {
         let pad = Padding2d::tf_same([size, size], [k, k], [stride, stride], [1, 1]);
         let p = Conv2dParams::new().stride(stride).groups(groups).padding(pad);
-        let g = ConvGeometry::new("bench", &[1, c_in, size, size], &[c_out, c_in / groups, k, k], p).expect("valid bench shape");
-        Self { x: fill(g.n * g.c_in * g.in_len(), 1), w: fill(g.c_out * g.k_col(), 2), dy: fill(g.n * g.c_out * g.out_len(), 3), g }
+        let g = ConvGeometry::new("bench", &[1, c_in, size, size], &[c_out, c_in / groups, k, k], p)
+            .expect("valid bench shape");
+        Self {
+            x: fill(g.n * g.c_in * g.in_len(), 1),
+            w: fill(g.c_out * g.k_col(), 2),
+            dy: fill(g.n * g.c_out * g.out_len(), 3),
+            g,
+        }
     }
 
     /// Runs one direction of the conv once.
@@ -107,7 +115,9 @@ fn group<'a>(c: &'a mut Criterion, name: &str) -> Group<'a> {
 fn bench_sgemm(g: &mut Group, name: &str, (m, k, n): (usize, usize, usize), pool: Option<&rayon::ThreadPool>) {
     let (a, b) = (fill(m * k, 4), fill(k * n, 5));
     let mut c = vec![0.0; m * n];
-    let mut run = || unsafe { sgemm_par(m, k, n, 1.0, Mat::row_major(&a, m, k), Mat::row_major(&b, k, n), 0.0, c.as_mut_ptr(), n) };
+    let mut run = || unsafe {
+        sgemm_par(m, k, n, 1.0, Mat::row_major(&a, m, k), Mat::row_major(&b, k, n), 0.0, c.as_mut_ptr(), n)
+    };
     g.throughput(Throughput::Elements((2 * m * k * n) as u64));
     g.bench_function(name, |bch| {
         bch.iter(|| match pool {

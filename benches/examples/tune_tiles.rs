@@ -6,7 +6,13 @@ use std::time::Instant;
 
 fn median(mut f: impl FnMut(), reps: usize) -> f64 {
     f();
-    let mut t: Vec<f64> = (0..reps).map(|_| { let s = Instant::now(); f(); s.elapsed().as_secs_f64() }).collect();
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
     t.sort_by(f64::total_cmp);
     t[reps / 2]
 }
@@ -14,7 +20,9 @@ fn median(mut f: impl FnMut(), reps: usize) -> f64 {
 fn main() {
     let tiles: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().unwrap()).collect();
     for &(ci, co, s) in &[(64, 64, 224), (128, 128, 112), (256, 256, 56), (512, 512, 28), (512, 512, 14)] {
-        let g = ConvGeometry::new("t", &[1, ci, s, s], &[co, ci, 3, 3], Conv2dParams::new().padding(Padding2d::uniform(1))).unwrap();
+        let g =
+            ConvGeometry::new("t", &[1, ci, s, s], &[co, ci, 3, 3], Conv2dParams::new().padding(Padding2d::uniform(1)))
+                .unwrap();
         let x = vec![0.5f32; ci * s * s];
         let w = vec![0.25f32; co * ci * 9];
         let mut y = vec![0.0f32; co * s * s];
@@ -25,11 +33,21 @@ fn main() {
         let a = vec![0.1f32; m * k];
         let b = vec![0.1f32; k * n];
         let mut c = vec![0.0f32; m * n];
-        let gemm = median(|| unsafe { sgemm_par(m, k, n, 1.0, Mat::row_major(&a, m, k), Mat::row_major(&b, k, n), 0.0, c.as_mut_ptr(), n) }, 9);
+        let gemm = median(
+            || unsafe {
+                sgemm_par(m, k, n, 1.0, Mat::row_major(&a, m, k), Mat::row_major(&b, k, n), 0.0, c.as_mut_ptr(), n)
+            },
+            9,
+        );
         let bt = vec![0.1f32; k * m];
         let bd = vec![0.1f32; m * n];
         let mut cd = vec![0.0f32; k * n];
-        let gemm_bi = median(|| unsafe { sgemm_par(k, m, n, 1.0, Mat::row_major(&bt, k, m), Mat::row_major(&bd, m, n), 0.0, cd.as_mut_ptr(), n) }, 9);
+        let gemm_bi = median(
+            || unsafe {
+                sgemm_par(k, m, n, 1.0, Mat::row_major(&bt, k, m), Mat::row_major(&bd, m, n), 0.0, cd.as_mut_ptr(), n)
+            },
+            9,
+        );
         print!("{ci}x{co}@{s}: sgemm {:.0} / {:.0} GF/s |", fl / gemm, fl / gemm_bi);
         for &t in &tiles {
             let plan = ConvPlan { kernel: ConvKernel::Im2col, tile_cols: t };

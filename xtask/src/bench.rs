@@ -45,11 +45,18 @@ fn cargo() -> Command {
 
 /// Every benchmark id of the benches package.
 fn list() -> Result<Vec<String>, String> {
-    let out = cargo().args(["bench", "-q", "-p", "actmax-benches", "--", "--list"]).output().map_err(|e| format!("cannot run cargo: {e}"))?;
+    let out = cargo()
+        .args(["bench", "-q", "-p", "actmax-benches", "--", "--list"])
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !out.status.success() {
         return Err(format!("listing benchmarks failed:\n{}", String::from_utf8_lossy(&out.stderr)));
     }
-    Ok(String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.strip_suffix(": benchmark")).map(str::to_string).collect())
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_suffix(": benchmark"))
+        .map(str::to_string)
+        .collect())
 }
 
 fn split(id: &str) -> (&str, &str) {
@@ -111,9 +118,14 @@ fn results(ids: &BTreeSet<String>) -> Result<BTreeMap<String, Measured>, String>
 pub fn run(args: &[String]) -> Result<(), String> {
     let o = parse(args)?;
     let all: BTreeSet<String> = list()?.into_iter().collect();
-    let wanted: BTreeSet<String> = all.iter().filter(|id| o.filter.as_ref().is_none_or(|f| id.contains(f.as_str()))).cloned().collect();
+    let wanted: BTreeSet<String> =
+        all.iter().filter(|id| o.filter.as_ref().is_none_or(|f| id.contains(f.as_str()))).cloned().collect();
     if wanted.is_empty() {
-        return Err(format!("no benchmark id contains {:?}; ids are:\n  {}", o.filter.unwrap_or_default(), all.iter().cloned().collect::<Vec<_>>().join("\n  ")));
+        return Err(format!(
+            "no benchmark id contains {:?}; ids are:\n  {}",
+            o.filter.unwrap_or_default(),
+            all.iter().cloned().collect::<Vec<_>>().join("\n  ")
+        ));
     }
     let mut run: BTreeSet<String> = wanted.clone();
     run.extend(wanted.iter().filter_map(|id| reference_of(id, &all)).cloned());
@@ -123,7 +135,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }));
     let pattern = format!("^({})$", run.iter().map(|s| regex_escape(s)).collect::<Vec<_>>().join("|"));
     eprintln!("xtask: running {} benchmark(s)", run.len());
-    let status = cargo().args(["bench", "-p", "actmax-benches", "--", &pattern]).status().map_err(|e| format!("cannot run cargo: {e}"))?;
+    let status = cargo()
+        .args(["bench", "-p", "actmax-benches", "--", &pattern])
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
         return Err("cargo bench failed".into());
     }
@@ -131,7 +146,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
     report(&run, &all, &res, o.json.as_deref())
 }
 
-fn report(run: &BTreeSet<String>, all: &BTreeSet<String>, res: &BTreeMap<String, Measured>, json_out: Option<&Path>) -> Result<(), String> {
+fn report(
+    run: &BTreeSet<String>,
+    all: &BTreeSet<String>,
+    res: &BTreeMap<String, Measured>,
+    json_out: Option<&Path>,
+) -> Result<(), String> {
     let mut rows = Vec::new();
     println!("\n{:<44} {:>10} {:>9} {:>8}  reference", "case", "ms", "GFLOP/s", "ratio");
     for id in run {
@@ -170,12 +190,14 @@ fn report(run: &BTreeSet<String>, all: &BTreeSet<String>, res: &BTreeMap<String,
     }
     if let Some(path) = json_out {
         let doc = json!({ "cases": rows, "speedups": speedups.iter().map(|(c, s)| json!({"case": c, "speedup": s})).collect::<Vec<_>>() });
-        std::fs::write(path, serde_json::to_string_pretty(&doc).expect("json")).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&doc).expect("json"))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         println!("\nwrote {}", path.display());
     }
     Ok(())
 }
 
 fn rayon_threads() -> String {
-    std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| std::thread::available_parallelism().map_or("all".into(), |n| n.to_string()))
+    std::env::var("RAYON_NUM_THREADS")
+        .unwrap_or_else(|_| std::thread::available_parallelism().map_or("all".into(), |n| n.to_string()))
 }

@@ -51,7 +51,10 @@ impl Tape {
                 }
                 if needs(*b) {
                     // d(a/b)/db = −a/b² = −y/b.
-                    let gb = Zip::from(&g).and(y).and(&bv.broadcast(y.raw_dim()).expect("forward broadcast")).map_collect(|&g, &y, &b| -g * y / b);
+                    let gb = Zip::from(&g)
+                        .and(y)
+                        .and(&bv.broadcast(y.raw_dim()).expect("forward broadcast"))
+                        .map_collect(|&g, &y, &b| -g * y / b);
                     self.accumulate(grads, *b, sum_to_shape(gb, bv.shape()));
                 }
             }
@@ -60,7 +63,15 @@ impl Tape {
             Op::Unary(x, u) => {
                 let xv = self.val(*x);
                 let d: fn(f32, f32, f32) -> f32 = match u {
-                    Unary::Abs => |x, _, _| if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { 0.0 },
+                    Unary::Abs => |x, _, _| {
+                        if x > 0.0 {
+                            1.0
+                        } else if x < 0.0 {
+                            -1.0
+                        } else {
+                            0.0
+                        }
+                    },
                     Unary::Sqrt => |_, y, _| 0.5 / y,
                     Unary::Exp => |_, y, _| y,
                     Unary::Log => |x, _, _| 1.0 / x,
@@ -76,7 +87,10 @@ impl Tape {
                 let xv = self.val(*x);
                 let gx = self.mode.input_grad(*kind, &g, xv, y);
                 if gx.shape() != xv.shape() {
-                    return Err(param_err("backprop hook", format!("returned shape {:?}, expected the input's {:?}", gx.shape(), xv.shape())));
+                    return Err(param_err(
+                        "backprop hook",
+                        format!("returned shape {:?}, expected the input's {:?}", gx.shape(), xv.shape()),
+                    ));
                 }
                 self.accumulate(grads, *x, gx);
             }
@@ -89,13 +103,19 @@ impl Tape {
                 // dx = y · (g − Σ g·y)
                 let mut gx = &g * y;
                 let s = gx.sum_axis(Axis(*axis)).insert_axis(Axis(*axis));
-                Zip::from(&mut gx).and(y).and(&s.broadcast(y.raw_dim()).expect("kept axis")).for_each(|gx, &y, &s| *gx -= y * s);
+                Zip::from(&mut gx)
+                    .and(y)
+                    .and(&s.broadcast(y.raw_dim()).expect("kept axis"))
+                    .for_each(|gx, &y, &s| *gx -= y * s);
                 self.accumulate(grads, *x, gx);
             }
             Op::LogSoftmax { x, axis } => {
                 // dx = g − softmax · Σ g
                 let s = g.sum_axis(Axis(*axis)).insert_axis(Axis(*axis));
-                let gx = Zip::from(&g).and(y).and(&s.broadcast(y.raw_dim()).expect("kept axis")).map_collect(|&g, &y, &s| g - y.exp() * s);
+                let gx = Zip::from(&g)
+                    .and(y)
+                    .and(&s.broadcast(y.raw_dim()).expect("kept axis"))
+                    .map_collect(|&g, &y, &s| g - y.exp() * s);
                 self.accumulate(grads, *x, gx);
             }
             Op::CrossEntropy { logits, targets, probs } => {
@@ -147,7 +167,9 @@ impl Tape {
                 let dx = avg_pool2d_backward(slice(&g), geo);
                 self.accumulate(grads, *x, from_vec(self.val(*x).shape(), dx));
             }
-            Op::BatchNorm { x, gamma, beta, mean, var, eps } => self.batch_norm_backward(&g, [*x, *gamma, *beta, *mean, *var], *eps, grads),
+            Op::BatchNorm { x, gamma, beta, mean, var, eps } => {
+                self.batch_norm_backward(&g, [*x, *gamma, *beta, *mean, *var], *eps, grads)
+            }
             Op::Pad { x, pads, mode } => {
                 let mut gx = g;
                 for (axis, &(before, after)) in pads.iter().enumerate().rev() {
@@ -159,7 +181,8 @@ impl Tape {
             }
             Op::Slice { x, ranges } => {
                 let mut gx = Tensor::zeros(self.val(*x).raw_dim());
-                gx.slice_each_axis_mut(|ax| Slice::from(ranges[ax.axis.index()].0..ranges[ax.axis.index()].1)).assign(&g);
+                gx.slice_each_axis_mut(|ax| Slice::from(ranges[ax.axis.index()].0..ranges[ax.axis.index()].1))
+                    .assign(&g);
                 self.accumulate(grads, *x, gx);
             }
             Op::Reshape(x) => {

@@ -134,7 +134,9 @@ pub fn im2col(x: &[f32], g: &ConvGeometry, oh0: usize, oh1: usize, col: &mut [f3
     let planes = x.chunks_exact(g.in_len()).take(g.cin_g());
     let col = &mut col[..rows_per_plane * g.cin_g()];
     if parallel {
-        col.par_chunks_mut(rows_per_plane).zip(planes.collect::<Vec<_>>()).for_each(|(rows, plane)| im2col_plane(plane, g, oh0, oh1, rows));
+        col.par_chunks_mut(rows_per_plane)
+            .zip(planes.collect::<Vec<_>>())
+            .for_each(|(rows, plane)| im2col_plane(plane, g, oh0, oh1, rows));
     } else {
         col.chunks_mut(rows_per_plane).zip(planes).for_each(|(rows, plane)| im2col_plane(plane, g, oh0, oh1, rows));
     }
@@ -258,7 +260,14 @@ fn tasks(g: &ConvGeometry, r: usize, tiles: usize, parity: Option<usize>) -> Vec
 
 /// Runs `f(task, col)` on each task, where `col` is the task's `k_col × tile` im2col
 /// matrix (for a pointwise conv: a view of the input itself).
-fn with_col<R>(x: &[f32], g: &ConvGeometry, t: Task, split: bool, scratch: &ScratchPool, f: impl FnOnce(Mat, usize) -> R) -> R {
+fn with_col<R>(
+    x: &[f32],
+    g: &ConvGeometry,
+    t: Task,
+    split: bool,
+    scratch: &ScratchPool,
+    f: impl FnOnce(Mat, usize) -> R,
+) -> R {
     let ow = g.out_hw[1];
     let tl = (t.oh1 - t.oh0) * ow;
     let xg = &x[(t.n * g.c_in + t.grp * g.cin_g()) * g.in_len()..][..g.cin_g() * g.in_len()];
@@ -274,7 +283,14 @@ fn with_col<R>(x: &[f32], g: &ConvGeometry, t: Task, split: bool, scratch: &Scra
 }
 
 /// Forward conv with the kernel [`ConvKernel::choose`] picks. `out` is overwritten.
-pub fn conv2d_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry, out: &mut [f32], scratch: &ScratchPool) {
+pub fn conv2d_forward(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    g: &ConvGeometry,
+    out: &mut [f32],
+    scratch: &ScratchPool,
+) {
     conv2d_forward_with(ConvPlan::choose(g), x, w, bias, g, out, scratch)
 }
 
@@ -328,7 +344,14 @@ pub fn conv2d_backward_input(dy: &[f32], w: &[f32], g: &ConvGeometry, dx: &mut [
 }
 
 /// Gradient with respect to the input on a given kernel.
-pub fn conv2d_backward_input_with(plan: ConvPlan, dy: &[f32], w: &[f32], g: &ConvGeometry, dx: &mut [f32], scratch: &ScratchPool) {
+pub fn conv2d_backward_input_with(
+    plan: ConvPlan,
+    dy: &[f32],
+    w: &[f32],
+    g: &ConvGeometry,
+    dx: &mut [f32],
+    scratch: &ScratchPool,
+) {
     let kernel = plan.kernel;
     check_lens(g, dx.len(), w.len(), dy.len());
     assert!(kernel.supports(g), "conv2d_backward_input_with: {kernel:?} cannot run {g:?}");
@@ -352,7 +375,11 @@ pub fn conv2d_backward_input_with(plan: ConvPlan, dy: &[f32], w: &[f32], g: &Con
             let tl = (t.oh1 - t.oh0) * ow;
             // Wᵀ of the group: k_col × cout_g.
             let a = Mat { ptr: w.as_ptr().add(t.grp * cout_g * k_col), rs: 1, cs: k_col as isize };
-            let b = Mat { ptr: dy.as_ptr().add((t.n * g.c_out + t.grp * cout_g) * ol + t.oh0 * ow), rs: ol as isize, cs: 1 };
+            let b = Mat {
+                ptr: dy.as_ptr().add((t.n * g.c_out + t.grp * cout_g) * ol + t.oh0 * ow),
+                rs: ol as isize,
+                cs: 1,
+            };
             let planes = dxp.get().add((t.n * g.c_in + t.grp * cin_g) * il);
             if pointwise {
                 // Safety: columns [oh0·ow, +tl) of this image and group belong to this task.
@@ -374,7 +401,14 @@ pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry, dw: &mut 
 }
 
 /// Gradient with respect to the weights on a given kernel.
-pub fn conv2d_backward_weight_with(plan: ConvPlan, x: &[f32], dy: &[f32], g: &ConvGeometry, dw: &mut [f32], scratch: &ScratchPool) {
+pub fn conv2d_backward_weight_with(
+    plan: ConvPlan,
+    x: &[f32],
+    dy: &[f32],
+    g: &ConvGeometry,
+    dw: &mut [f32],
+    scratch: &ScratchPool,
+) {
     let kernel = plan.kernel;
     check_lens(g, x.len(), dw.len(), dy.len());
     assert!(kernel.supports(g), "conv2d_backward_weight_with: {kernel:?} cannot run {g:?}");
@@ -392,7 +426,11 @@ pub fn conv2d_backward_weight_with(plan: ConvPlan, x: &[f32], dy: &[f32], g: &Co
             || vec![0.0f32; len],
             |mut acc, &t| {
                 with_col(x, g, t, split, scratch, |col, tl| unsafe {
-                    let a = Mat { ptr: dy.as_ptr().add((t.n * g.c_out + t.grp * cout_g) * ol + t.oh0 * ow), rs: ol as isize, cs: 1 };
+                    let a = Mat {
+                        ptr: dy.as_ptr().add((t.n * g.c_out + t.grp * cout_g) * ol + t.oh0 * ow),
+                        rs: ol as isize,
+                        cs: 1,
+                    };
                     let c = acc.as_mut_ptr().add(t.grp * cout_g * k_col);
                     gemm(split, cout_g, tl, k_col, a, col.t(), 1.0, c, k_col);
                 });
@@ -594,8 +632,10 @@ pub mod naive {
                         for ci in 0..cin_g {
                             for kh in 0..kh_n {
                                 for kw in 0..kw_n {
-                                    let ih = (oh * g.p.stride[0] + kh * g.p.dilation[0]) as isize - g.p.padding.top as isize;
-                                    let iw = (ow * g.p.stride[1] + kw * g.p.dilation[1]) as isize - g.p.padding.left as isize;
+                                    let ih =
+                                        (oh * g.p.stride[0] + kh * g.p.dilation[0]) as isize - g.p.padding.top as isize;
+                                    let iw = (ow * g.p.stride[1] + kw * g.p.dilation[1]) as isize
+                                        - g.p.padding.left as isize;
                                     if ih < 0 || iw < 0 || ih >= g.in_hw[0] as isize || iw >= g.in_hw[1] as isize {
                                         continue;
                                     }

@@ -46,16 +46,9 @@ pub enum TensorError {
 pub type Result<T, E = TensorError> = std::result::Result<T, E>;
 
 pub(crate) fn shape_err(op: &'static str, msg: impl Into<String>, shape: &[usize]) -> TensorError {
-    TensorError::Shape {
-        op,
-        msg: msg.into(),
-        shape: shape.to_vec(),
-    }
+    TensorError::Shape { op, msg: msg.into(), shape: shape.to_vec() }
 }
 
 pub(crate) fn param_err(op: &'static str, msg: impl Into<String>) -> TensorError {
-    TensorError::Param {
-        op,
-        msg: msg.into(),
-    }
+    TensorError::Param { op, msg: msg.into() }
 }

@@ -111,7 +111,10 @@ impl ConvGeometry {
     /// against the parameters and computes the output size.
     pub fn new(op: &'static str, x: &[usize], w: &[usize], p: Conv2dParams) -> Result<Self> {
         if x.len() != 4 || w.len() != 4 {
-            return Err(param_err(op, format!("expects a 4-D NCHW input and a 4-D OIHW weight, got input {x:?} and weight {w:?}")));
+            return Err(param_err(
+                op,
+                format!("expects a 4-D NCHW input and a 4-D OIHW weight, got input {x:?} and weight {w:?}"),
+            ));
         }
         if p.groups == 0 || p.stride.contains(&0) || p.dilation.contains(&0) {
             return Err(param_err(op, format!("groups, stride and dilation must be >= 1, got {p:?}")));
@@ -178,7 +181,10 @@ pub(crate) fn window_out_hw(
     let mut out = [0; 2];
     for i in 0..2 {
         if k[i] == 0 || stride[i] == 0 || dil[i] == 0 {
-            return Err(param_err(op, format!("kernel {k:?}, stride {stride:?} and dilation {dil:?} must all be >= 1")));
+            return Err(param_err(
+                op,
+                format!("kernel {k:?}, stride {stride:?} and dilation {dil:?} must all be >= 1"),
+            ));
         }
         let eff = (k[i] - 1) * dil[i] + 1;
         if eff > padded[i] {
@@ -222,8 +228,18 @@ impl Pool2dParams {
             return Err(param_err(op, format!("expects a 4-D NCHW input, got {x:?}")));
         }
         let p = self.padding;
-        if p.top >= self.kernel[0] || p.bottom >= self.kernel[0] || p.left >= self.kernel[1] || p.right >= self.kernel[1] {
-            return Err(param_err(op, format!("padding {p:?} must be smaller than the window {:?}, or a window could hold only padding", self.kernel)));
+        if p.top >= self.kernel[0]
+            || p.bottom >= self.kernel[0]
+            || p.left >= self.kernel[1]
+            || p.right >= self.kernel[1]
+        {
+            return Err(param_err(
+                op,
+                format!(
+                    "padding {p:?} must be smaller than the window {:?}, or a window could hold only padding",
+                    self.kernel
+                ),
+            ));
         }
         window_out_hw(op, [x[2], x[3]], self.kernel, self.stride, self.padding, [1, 1])
     }
@@ -241,7 +257,10 @@ mod tests {
         // 5x5 stride 1: need 4 -> (2, 2).
         assert_eq!(Padding2d::tf_same([14, 14], [5, 5], [1, 1], [1, 1]), Padding2d::uniform(2));
         // 5x5 stride 2 on 56: out 28, need 27*2+5-56 = 3 -> (1, 2).
-        assert_eq!(Padding2d::tf_same([56, 56], [5, 5], [2, 2], [1, 1]), Padding2d { top: 1, bottom: 2, left: 1, right: 2 });
+        assert_eq!(
+            Padding2d::tf_same([56, 56], [5, 5], [2, 2], [1, 1]),
+            Padding2d { top: 1, bottom: 2, left: 1, right: 2 }
+        );
     }
 
     #[test]

@@ -34,8 +34,8 @@ pub mod scratch;
 mod tape;
 
 pub use backprop::{BackpropHook, BackpropMode, ReluGrad, ReluKind};
-pub use error::{Result, TensorError};
 pub use conv::{ConvKernel, ConvPlan};
+pub use error::{Result, TensorError};
 pub use geometry::{Conv2dParams, ConvGeometry, Padding2d, Pool2dParams};
 pub use ops::broadcast_shape;
 pub use scratch::ScratchPool;

@@ -61,11 +61,19 @@ fn check_axis(op: &'static str, axis: usize, shape: &[usize]) -> Result<()> {
 }
 
 impl Tape {
-    fn binary(&mut self, op: &'static str, a: Var, b: Var, f: impl Fn(f32, f32) -> f32 + Sync, mk: fn(Var, Var) -> Op) -> Result<Var> {
+    fn binary(
+        &mut self,
+        op: &'static str,
+        a: Var,
+        b: Var,
+        f: impl Fn(f32, f32) -> f32 + Sync,
+        mk: fn(Var, Var) -> Op,
+    ) -> Result<Var> {
         let (av, bv) = (self.value(a)?, self.value(b)?);
         let shape = broadcast_shape(op, av.shape(), bv.shape())?;
         let out = {
-            let (av, bv) = (av.broadcast(IxDyn(&shape)).expect("checked"), bv.broadcast(IxDyn(&shape)).expect("checked"));
+            let (av, bv) =
+                (av.broadcast(IxDyn(&shape)).expect("checked"), bv.broadcast(IxDyn(&shape)).expect("checked"));
             Zip::from(&av).and(&bv).map_collect(|&x, &y| f(x, y))
         };
         Ok(self.push(out, mk(a, b), &[a, b]))
@@ -251,13 +259,19 @@ impl Tape {
     pub fn cross_entropy(&mut self, logits: Var, targets: &[usize]) -> Result<Var> {
         let s = self.shape(logits)?;
         if s.len() != 2 || s[0] != targets.len() || s[0] == 0 {
-            return Err(shape_err("cross_entropy", format!("expects [B, C] logits with B = {} targets", targets.len()), s));
+            return Err(shape_err(
+                "cross_entropy",
+                format!("expects [B, C] logits with B = {} targets", targets.len()),
+                s,
+            ));
         }
         if let Some(&t) = targets.iter().find(|&&t| t >= s[1]) {
             return Err(param_err("cross_entropy", format!("target class {t} is out of range 0..{}", s[1])));
         }
         let probs = softmax_along(self.val(logits), 1);
-        let loss: f32 = targets.iter().enumerate().map(|(b, &t)| -probs[[b, t]].max(f32::MIN_POSITIVE).ln()).sum::<f32>() / targets.len() as f32;
+        let loss: f32 =
+            targets.iter().enumerate().map(|(b, &t)| -probs[[b, t]].max(f32::MIN_POSITIVE).ln()).sum::<f32>()
+                / targets.len() as f32;
         let y = ArrayD::from_elem(IxDyn(&[]), loss);
         Ok(self.push(y, Op::CrossEntropy { logits, targets: targets.to_vec(), probs }, &[logits]))
     }
@@ -265,7 +279,15 @@ impl Tape {
     /// `a · b` (or `a · bᵀ` with `trans_b`) of 2-D operands, through sgemm.
     pub fn matmul(&mut self, a: Var, b: Var, trans_b: bool) -> Result<Var> {
         let (sa, sb) = (self.shape(a)?, self.shape(b)?);
-        let (bk, bn) = if sb.len() == 2 { if trans_b { (sb[1], sb[0]) } else { (sb[0], sb[1]) } } else { (0, 0) };
+        let (bk, bn) = if sb.len() == 2 {
+            if trans_b {
+                (sb[1], sb[0])
+            } else {
+                (sb[0], sb[1])
+            }
+        } else {
+            (0, 0)
+        };
         if sa.len() != 2 || sb.len() != 2 || sa[1] != bk {
             return Err(TensorError::Shape {
                 op: "matmul",
@@ -364,7 +386,11 @@ impl Tape {
         for v in [gamma, beta, mean, var] {
             let sv = self.shape(v)?;
             if sv != [s[1]] {
-                return Err(shape_err("batch_norm", format!("each parameter must have shape [{}] (the channels)", s[1]), sv));
+                return Err(shape_err(
+                    "batch_norm",
+                    format!("each parameter must have shape [{}] (the channels)", s[1]),
+                    sv,
+                ));
             }
         }
         if eps.is_nan() || eps < 0.0 {
@@ -387,13 +413,23 @@ impl Tape {
     pub fn pad(&mut self, x: Var, pads: &[(usize, usize)], mode: PadMode) -> Result<Var> {
         let s = self.shape(x)?.to_vec();
         if pads.len() > s.len() {
-            return Err(shape_err("pad", format!("{} (before, after) pairs for a rank-{} tensor", pads.len(), s.len()), &s));
+            return Err(shape_err(
+                "pad",
+                format!("{} (before, after) pairs for a rank-{} tensor", pads.len(), s.len()),
+                &s,
+            ));
         }
         let mut full = vec![(0, 0); s.len() - pads.len()];
         full.extend_from_slice(pads);
         if mode == PadMode::Reflect {
-            if let Some(i) = (0..s.len()).find(|&i| (full[i].0 > 0 || full[i].1 > 0) && (full[i].0 >= s[i] || full[i].1 >= s[i])) {
-                return Err(shape_err("pad", format!("reflect padding {:?} on axis {i} must be smaller than its size {}", full[i], s[i]), &s));
+            if let Some(i) =
+                (0..s.len()).find(|&i| (full[i].0 > 0 || full[i].1 > 0) && (full[i].0 >= s[i] || full[i].1 >= s[i]))
+            {
+                return Err(shape_err(
+                    "pad",
+                    format!("reflect padding {:?} on axis {i} must be smaller than its size {}", full[i], s[i]),
+                    &s,
+                ));
             }
         }
         let mut y = self.val(x).clone();
@@ -418,7 +454,8 @@ impl Tape {
             }
             full[i] = (a, b);
         }
-        let y = self.val(x).slice_each_axis(|ax| Slice::from(full[ax.axis.index()].0..full[ax.axis.index()].1)).to_owned();
+        let y =
+            self.val(x).slice_each_axis(|ax| Slice::from(full[ax.axis.index()].0..full[ax.axis.index()].1)).to_owned();
         Ok(self.push(y, Op::Slice { x, ranges: full }, &[x]))
     }
 
@@ -426,7 +463,11 @@ impl Tape {
     pub fn reshape(&mut self, x: Var, shape: &[usize]) -> Result<Var> {
         let xv = self.value(x)?;
         if shape.iter().product::<usize>() != xv.len() {
-            return Err(shape_err("reshape", format!("cannot reshape {} elements into {shape:?}", xv.len()), xv.shape()));
+            return Err(shape_err(
+                "reshape",
+                format!("cannot reshape {} elements into {shape:?}", xv.len()),
+                xv.shape(),
+            ));
         }
         let y = xv.clone().into_shape_with_order(IxDyn(shape)).expect("checked size");
         Ok(self.push(y, Op::Reshape(x), &[x]))

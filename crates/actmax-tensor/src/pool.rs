@@ -87,7 +87,8 @@ pub fn avg_pool2d_forward(x: &[f32], g: &PoolGeometry) -> Vec<f32> {
             let hr = window(oh, g.p.stride[0], g.p.padding.top, g.p.kernel[0], g.in_hw[0]);
             for ow in 0..g.out_hw[1] {
                 let wr = window(ow, g.p.stride[1], g.p.padding.left, g.p.kernel[1], g.in_hw[1]);
-                let s: f32 = (hr.0..hr.1).map(|ih| xp[ih * g.in_hw[1] + wr.0..ih * g.in_hw[1] + wr.1].iter().sum::<f32>()).sum();
+                let s: f32 =
+                    (hr.0..hr.1).map(|ih| xp[ih * g.in_hw[1] + wr.0..ih * g.in_hw[1] + wr.1].iter().sum::<f32>()).sum();
                 yp[oh * g.out_hw[1] + ow] = s / avg_divisor(g, hr, wr);
             }
         }

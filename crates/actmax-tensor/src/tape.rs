@@ -61,23 +61,76 @@ pub(crate) enum Op {
     Unary(Var, Unary),
     Relu(Var, ReluKind),
     /// Sum over `axes`; `kept` is the output shape with the reduced axes kept as 1.
-    Sum { x: Var, kept: Vec<usize>, scale: f32 },
-    Softmax { x: Var, axis: usize },
-    LogSoftmax { x: Var, axis: usize },
+    Sum {
+        x: Var,
+        kept: Vec<usize>,
+        scale: f32,
+    },
+    Softmax {
+        x: Var,
+        axis: usize,
+    },
+    LogSoftmax {
+        x: Var,
+        axis: usize,
+    },
     /// Mean cross-entropy of `[B, C]` logits against class indices; keeps the softmax.
-    CrossEntropy { logits: Var, targets: Vec<usize>, probs: Tensor },
+    CrossEntropy {
+        logits: Var,
+        targets: Vec<usize>,
+        probs: Tensor,
+    },
     /// `a · b` or `a · bᵀ` of 2-D operands.
-    MatMul { a: Var, b: Var, trans_b: bool },
-    Conv2d { x: Var, w: Var, b: Option<Var>, g: ConvGeometry },
-    MaxPool2d { x: Var, g: PoolGeometry, arg: Vec<u32> },
-    AvgPool2d { x: Var, g: PoolGeometry },
-    BatchNorm { x: Var, gamma: Var, beta: Var, mean: Var, var: Var, eps: f32 },
-    Pad { x: Var, pads: Vec<(usize, usize)>, mode: PadMode },
-    Slice { x: Var, ranges: Vec<(usize, usize)> },
+    MatMul {
+        a: Var,
+        b: Var,
+        trans_b: bool,
+    },
+    Conv2d {
+        x: Var,
+        w: Var,
+        b: Option<Var>,
+        g: ConvGeometry,
+    },
+    MaxPool2d {
+        x: Var,
+        g: PoolGeometry,
+        arg: Vec<u32>,
+    },
+    AvgPool2d {
+        x: Var,
+        g: PoolGeometry,
+    },
+    BatchNorm {
+        x: Var,
+        gamma: Var,
+        beta: Var,
+        mean: Var,
+        var: Var,
+        eps: f32,
+    },
+    Pad {
+        x: Var,
+        pads: Vec<(usize, usize)>,
+        mode: PadMode,
+    },
+    Slice {
+        x: Var,
+        ranges: Vec<(usize, usize)>,
+    },
     Reshape(Var),
-    Concat { xs: Vec<Var>, axis: usize },
-    Permute { x: Var, perm: Vec<usize> },
-    Roll { x: Var, shifts: Vec<isize> },
+    Concat {
+        xs: Vec<Var>,
+        axis: usize,
+    },
+    Permute {
+        x: Var,
+        perm: Vec<usize>,
+    },
+    Roll {
+        x: Var,
+        shifts: Vec<isize>,
+    },
 }
 
 #[derive(Debug)]

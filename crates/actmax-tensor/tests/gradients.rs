@@ -23,7 +23,7 @@ fn project(out: &Tensor) -> f64 {
 }
 
 /// Checks the analytic gradient of every input against central differences.
-fn check<F>(inputs: &[Tensor], build: F)
+fn check<F>(inputs: Vec<Tensor>, build: F)
 where
     F: Fn(&mut Tape, &[Var]) -> Result<Var>,
 {
@@ -97,69 +97,69 @@ proptest! {
         let a = tensor(seed, &sa);
         let b = tensor(seed ^ 9, &sb);
         let b_nonzero = b.mapv(|v| v.signum() * (0.5 + v.abs()));
-        check(&[a.clone(), b.clone()], |t, v| t.add(v[0], v[1]));
-        check(&[a.clone(), b.clone()], |t, v| t.sub(v[0], v[1]));
-        check(&[a.clone(), b.clone()], |t, v| t.mul(v[0], v[1]));
-        check(&[a, b_nonzero], |t, v| t.div(v[0], v[1]));
+        check(vec![a.clone(), b.clone()], |t, v| t.add(v[0], v[1]));
+        check(vec![a.clone(), b.clone()], |t, v| t.sub(v[0], v[1]));
+        check(vec![a.clone(), b.clone()], |t, v| t.mul(v[0], v[1]));
+        check(vec![a, b_nonzero], |t, v| t.div(v[0], v[1]));
     }
 
     #[test]
     fn scalar_and_unary(s in shape(3, 5), seed in any::<u64>(), c in -3.0f32..3.0, p in 0.5f32..3.0) {
         let x = tensor(seed, &s);
         let pos = x.mapv(|v| 0.5 + v.abs());
-        check(&[x.clone()], |t, v| t.add_scalar(v[0], c));
-        check(&[x.clone()], |t, v| t.mul_scalar(v[0], c));
-        check(&[x.clone()], |t, v| t.neg(v[0]));
-        check(&[pos.clone()], |t, v| t.powf(v[0], p));
-        check(&[away(x.clone(), &[0.0], 2.0 * H)], |t, v| t.abs(v[0]));
-        check(&[pos.clone()], |t, v| t.sqrt(v[0]));
-        check(&[x.clone()], |t, v| t.exp(v[0]));
-        check(&[pos], |t, v| t.log(v[0]));
-        check(&[x.clone() * 3.0], |t, v| t.sigmoid(v[0]));
-        check(&[x], |t, v| t.tanh(v[0]));
+        check(vec![x.clone()], |t, v| t.add_scalar(v[0], c));
+        check(vec![x.clone()], |t, v| t.mul_scalar(v[0], c));
+        check(vec![x.clone()], |t, v| t.neg(v[0]));
+        check(vec![pos.clone()], |t, v| t.powf(v[0], p));
+        check(vec![away(x.clone(), &[0.0], 2.0 * H)], |t, v| t.abs(v[0]));
+        check(vec![pos.clone()], |t, v| t.sqrt(v[0]));
+        check(vec![x.clone()], |t, v| t.exp(v[0]));
+        check(vec![pos], |t, v| t.log(v[0]));
+        check(vec![x.clone() * 3.0], |t, v| t.sigmoid(v[0]));
+        check(vec![x], |t, v| t.tanh(v[0]));
     }
 
     #[test]
     fn relu_family(s in shape(3, 5), seed in any::<u64>(), alpha in 0.01f32..1.5) {
         let x = tensor(seed, &s) * 8.0;
-        check(&[away(x.clone(), &[0.0], 2.0 * H)], |t, v| t.relu(v[0]));
-        check(&[away(x.clone(), &[0.0, 6.0], 2.0 * H)], |t, v| t.relu6(v[0]));
-        check(&[away(x.clone(), &[-2.0, 3.0], 2.0 * H)], |t, v| t.clip(v[0], -2.0, 3.0));
-        check(&[away(x.clone(), &[0.0], 2.0 * H)], |t, v| t.leaky_relu(v[0], alpha));
-        check(&[away(x, &[0.0], 2.0 * H)], |t, v| t.elu(v[0], alpha));
+        check(vec![away(x.clone(), &[0.0], 2.0 * H)], |t, v| t.relu(v[0]));
+        check(vec![away(x.clone(), &[0.0, 6.0], 2.0 * H)], |t, v| t.relu6(v[0]));
+        check(vec![away(x.clone(), &[-2.0, 3.0], 2.0 * H)], |t, v| t.clip(v[0], -2.0, 3.0));
+        check(vec![away(x.clone(), &[0.0], 2.0 * H)], |t, v| t.leaky_relu(v[0], alpha));
+        check(vec![away(x, &[0.0], 2.0 * H)], |t, v| t.elu(v[0], alpha));
     }
 
     #[test]
     fn reductions(s in shape(4, 4), seed in any::<u64>(), mask in any::<u8>(), keep in any::<bool>()) {
         let x = tensor(seed, &s);
         let axes: Vec<usize> = (0..s.len()).filter(|i| mask >> i & 1 == 1).collect();
-        check(&[x.clone()], |t, v| t.sum(v[0], &axes, keep));
-        check(&[x.clone()], |t, v| t.mean(v[0], &axes, keep));
-        check(&[x.clone()], |t, v| t.sum_all(v[0]));
-        check(&[x], |t, v| t.mean_all(v[0]));
+        check(vec![x.clone()], |t, v| t.sum(v[0], &axes, keep));
+        check(vec![x.clone()], |t, v| t.mean(v[0], &axes, keep));
+        check(vec![x.clone()], |t, v| t.sum_all(v[0]));
+        check(vec![x], |t, v| t.mean_all(v[0]));
     }
 
     #[test]
     fn softmax_family(s in shape(3, 5), seed in any::<u64>(), axis_pick in any::<usize>()) {
         let x = tensor(seed, &s) * 3.0;
         let axis = axis_pick % s.len();
-        check(&[x.clone()], |t, v| t.softmax(v[0], axis));
-        check(&[x], |t, v| t.log_softmax(v[0], axis));
+        check(vec![x.clone()], |t, v| t.softmax(v[0], axis));
+        check(vec![x], |t, v| t.log_softmax(v[0], axis));
     }
 
     #[test]
     fn cross_entropy(b in 1usize..=4, c in 2usize..=6, seed in any::<u64>()) {
         let x = tensor(seed, &[b, c]) * 3.0;
         let targets: Vec<usize> = (0..b).map(|i| (seed as usize >> i) % c).collect();
-        check(&[x], |t, v| t.cross_entropy(v[0], &targets));
+        check(vec![x], |t, v| t.cross_entropy(v[0], &targets));
     }
 
     #[test]
     fn matmul_and_linear(m in 1usize..=5, k in 1usize..=6, n in 1usize..=5, seed in any::<u64>()) {
         let a = tensor(seed, &[m, k]);
-        check(&[a.clone(), tensor(seed ^ 1, &[k, n])], |t, v| t.matmul(v[0], v[1], false));
-        check(&[a.clone(), tensor(seed ^ 2, &[n, k])], |t, v| t.matmul(v[0], v[1], true));
-        check(&[a, tensor(seed ^ 3, &[n, k]), tensor(seed ^ 4, &[n])], |t, v| t.linear(v[0], v[1], Some(v[2])));
+        check(vec![a.clone(), tensor(seed ^ 1, &[k, n])], |t, v| t.matmul(v[0], v[1], false));
+        check(vec![a.clone(), tensor(seed ^ 2, &[n, k])], |t, v| t.matmul(v[0], v[1], true));
+        check(vec![a, tensor(seed ^ 3, &[n, k]), tensor(seed ^ 4, &[n])], |t, v| t.linear(v[0], v[1], Some(v[2])));
     }
 
     #[test]
@@ -173,13 +173,13 @@ proptest! {
         if bias {
             ins.push(tensor(seed ^ 2, &[cout_g * groups]));
         }
-        check(&ins, |t, v| t.conv2d(v[0], v[1], v.get(2).copied(), p));
+        check(ins.to_vec(), |t, v| t.conv2d(v[0], v[1], v.get(2).copied(), p));
     }
 
     #[test]
     fn depthwise_conv2d(c in 1usize..=3, k in 2usize..=5, s in 1usize..=2, h in 5usize..=7, seed in any::<u64>()) {
         let p = Conv2dParams::new().stride(s).groups(c).padding(Padding2d::tf_same([h, h], [k, k], [s, s], [1, 1]));
-        check(&[tensor(seed, &[2, c, h, h]), tensor(seed ^ 1, &[c, 1, k, k]), tensor(seed ^ 2, &[c])], |t, v| t.conv2d(v[0], v[1], Some(v[2]), p));
+        check(vec![tensor(seed, &[2, c, h, h]), tensor(seed ^ 1, &[c, 1, k, k]), tensor(seed ^ 2, &[c])], |t, v| t.conv2d(v[0], v[1], Some(v[2]), p));
     }
 
     #[test]
@@ -189,44 +189,44 @@ proptest! {
         p.count_include_pad = include;
         // Distinct values 0.05 apart: a step of 0.01 never changes a window's winner.
         let x = Tensor::from_shape_vec(vec![n, c, h, w], distinct(seed, n * c * h * w, 0.05)).unwrap();
-        check(&[x.clone()], |t, v| t.max_pool2d(v[0], p));
-        check(&[x.clone()], |t, v| t.avg_pool2d(v[0], p));
-        check(&[x], |t, v| t.global_avg_pool(v[0]));
+        check(vec![x.clone()], |t, v| t.max_pool2d(v[0], p));
+        check(vec![x.clone()], |t, v| t.avg_pool2d(v[0], p));
+        check(vec![x], |t, v| t.global_avg_pool(v[0]));
     }
 
     #[test]
     fn batch_norm(n in 1usize..=2, c in 1usize..=3, hw in 1usize..=3, seed in any::<u64>()) {
         let var = tensor(seed ^ 4, &[c]).mapv(|v| 0.5 + v.abs());
         let ins = [tensor(seed, &[n, c, hw, hw]), tensor(seed ^ 1, &[c]), tensor(seed ^ 2, &[c]), tensor(seed ^ 3, &[c]), var];
-        check(&ins, |t, v| t.batch_norm(v[0], v[1], v[2], v[3], v[4], 1e-3));
+        check(ins.to_vec(), |t, v| t.batch_norm(v[0], v[1], v[2], v[3], v[4], 1e-3));
     }
 
     #[test]
     fn pad_and_slice(s in shape(3, 5), seed in any::<u64>(), pads in prop::collection::vec((0usize..=3, 0usize..=3), 1..=3), c in -1.0f32..1.0) {
         let x = tensor(seed, &s);
         let pads: Vec<(usize, usize)> = pads.into_iter().take(s.len()).collect();
-        check(&[x.clone()], |t, v| t.pad(v[0], &pads, PadMode::Constant(c)));
+        check(vec![x.clone()], |t, v| t.pad(v[0], &pads, PadMode::Constant(c)));
         let tail = &s[s.len() - pads.len()..];
         let reflect: Vec<(usize, usize)> = pads.iter().zip(tail).map(|(&(a, b), &d)| (a.min(d - 1), b.min(d - 1))).collect();
-        check(&[x.clone()], |t, v| t.pad(v[0], &reflect, PadMode::Reflect));
+        check(vec![x.clone()], |t, v| t.pad(v[0], &reflect, PadMode::Reflect));
         let ranges: Vec<(usize, usize)> = s.iter().map(|&d| (d / 3, d - d / 4)).collect();
-        check(&[x], |t, v| t.slice(v[0], &ranges));
+        check(vec![x], |t, v| t.slice(v[0], &ranges));
     }
 
     #[test]
     fn layout_ops(s in shape(4, 4), seed in any::<u64>(), shifts in prop::collection::vec(-7isize..=7, 1..=4), perm_seed in any::<u64>()) {
         let x = tensor(seed, &s);
         let total: usize = s.iter().product();
-        check(&[x.clone()], |t, v| t.reshape(v[0], &[total]));
-        check(&[x.clone()], |t, v| t.flatten(v[0]));
+        check(vec![x.clone()], |t, v| t.reshape(v[0], &[total]));
+        check(vec![x.clone()], |t, v| t.flatten(v[0]));
         let mut perm: Vec<usize> = (0..s.len()).collect();
         let keys = values(perm_seed, s.len());
         perm.sort_by(|&a, &b| keys[a].total_cmp(&keys[b]));
-        check(&[x.clone()], |t, v| t.permute(v[0], &perm));
+        check(vec![x.clone()], |t, v| t.permute(v[0], &perm));
         let shifts: Vec<isize> = shifts.into_iter().take(s.len()).collect();
-        check(&[x.clone()], |t, v| t.roll(v[0], &shifts));
+        check(vec![x.clone()], |t, v| t.roll(v[0], &shifts));
         let mut s2 = s.clone();
         s2[0] += 1;
-        check(&[x, tensor(seed ^ 1, &s2)], |t, v| t.concat(&[v[0], v[1], v[0]], 0));
+        check(vec![x, tensor(seed ^ 1, &s2)], |t, v| t.concat(&[v[0], v[1], v[0]], 0));
     }
 }

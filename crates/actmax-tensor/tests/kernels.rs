@@ -10,16 +10,31 @@ use proptest::prelude::*;
 
 /// A random valid conv geometry (stride, asymmetric padding, dilation, groups, batch).
 fn geometry() -> impl Strategy<Value = ConvGeometry> {
-    (1usize..=2, 1usize..=3, 1usize..=4, 1usize..=4, 1usize..=4, 1usize..=4, 1usize..=3, 1usize..=2, (0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2), 3usize..=14, 3usize..=14)
-        .prop_filter_map("window must fit", |(n, groups, cin_g, cout_g, kh, kw, stride, dil, (t, b, l, r), h, w)| {
-            let p = Conv2dParams {
-                stride: [stride, 1 + (stride + kh) % 2],
-                padding: Padding2d { top: t, bottom: b, left: l, right: r },
-                dilation: [dil, 1 + (dil + kw) % 2],
-                groups,
-            };
-            ConvGeometry::new("test", &[n, cin_g * groups, h, w], &[cout_g * groups, cin_g, kh, kw], p).ok()
-        })
+    (
+        1usize..=2,
+        1usize..=3,
+        1usize..=4,
+        1usize..=4,
+        1usize..=4,
+        1usize..=4,
+        1usize..=3,
+        1usize..=2,
+        (0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2),
+        3usize..=14,
+        3usize..=14,
+    )
+        .prop_filter_map(
+            "window must fit",
+            |(n, groups, cin_g, cout_g, kh, kw, stride, dil, (t, b, l, r), h, w)| {
+                let p = Conv2dParams {
+                    stride: [stride, 1 + (stride + kh) % 2],
+                    padding: Padding2d { top: t, bottom: b, left: l, right: r },
+                    dilation: [dil, 1 + (dil + kw) % 2],
+                    groups,
+                };
+                ConvGeometry::new("test", &[n, cin_g * groups, h, w], &[cout_g * groups, cin_g, kh, kw], p).ok()
+            },
+        )
 }
 
 fn run_all(g: &ConvGeometry, plan: ConvPlan, seed: u64, with_bias: bool) {
@@ -102,7 +117,8 @@ fn benchmark_like_shapes_match_naive() {
         (24, 40, 17, 1, 1, 1),  // pointwise
     ];
     for &(ci, co, hw, k, s, groups) in cases {
-        let p = Conv2dParams::new().stride(s).groups(groups).padding(Padding2d::tf_same([hw, hw], [k, k], [s, s], [1, 1]));
+        let p =
+            Conv2dParams::new().stride(s).groups(groups).padding(Padding2d::tf_same([hw, hw], [k, k], [s, s], [1, 1]));
         let g = ConvGeometry::new("test", &[1, ci, hw, hw], &[co, ci / groups, k, k], p).unwrap();
         run_all(&g, ConvPlan::choose(&g), (ci * 1000 + hw) as u64, true);
     }

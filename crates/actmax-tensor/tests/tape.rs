@@ -140,7 +140,10 @@ fn shape_errors_are_typed_and_name_the_op() {
     assert!(matches!(tape.slice(x, &[(0, 2)]), Err(TensorError::Shape { op: "slice", .. })));
     let logits = tape.constant(Tensor::zeros(vec![2, 3]));
     assert!(matches!(tape.cross_entropy(logits, &[0, 3]), Err(TensorError::Param { op: "cross_entropy", .. })));
-    assert!(matches!(tape.max_pool2d(x, actmax_tensor::Pool2dParams::new(5, 1)), Err(TensorError::Param { op: "max_pool2d", .. })));
+    assert!(matches!(
+        tape.max_pool2d(x, actmax_tensor::Pool2dParams::new(5, 1)),
+        Err(TensorError::Param { op: "max_pool2d", .. })
+    ));
     assert!(matches!(tape.backward(a), Err(TensorError::NonScalarLoss(_))));
     tape.reset();
     assert_eq!(tape.value(a).unwrap_err(), TensorError::UnknownVar(0));
