@@ -161,6 +161,9 @@ fn im2col_plane(plane: &[f32], g: &ConvGeometry, oh0: usize, oh1: usize, rows: &
                 let src = &plane[ih as usize * w..(ih as usize + 1) * w];
                 dst[..lo].fill(0.0);
                 dst[hi..].fill(0.0);
+                if lo == hi {
+                    continue;
+                }
                 if sw == 1 {
                     let s0 = (lo as isize + off) as usize;
                     dst[lo..hi].copy_from_slice(&src[s0..s0 + hi - lo]);
@@ -206,6 +209,9 @@ unsafe fn col2im_plane(rows: &[f32], g: &ConvGeometry, oh0: usize, oh1: usize, p
             let row = rows.next().expect("col2im: col buffer too short");
             let off = (kw * dw) as isize - pad.left as isize;
             let (lo, hi) = valid_range(off, sw, ow_n, w);
+            if lo == hi {
+                continue;
+            }
             for (src, oh) in row.chunks_exact(ow_n).zip(oh0..oh1) {
                 let ih = (oh * sh + kh * dh) as isize - pad.top as isize;
                 if ih < 0 || ih >= h as isize {
@@ -311,7 +317,7 @@ pub fn conv2d_forward_with(
         assert_eq!(b.len(), g.c_out, "conv kernel: bias length must equal out channels");
     }
     if kernel == ConvKernel::Depthwise {
-        return depthwise_forward(x, w, bias, g, out);
+        return depthwise_forward(x, w, bias, g, out, scratch);
     }
     let (r, tiles) = row_tiles(g, plan.tile_cols, false);
     let ts = tasks(g, r, tiles, None);
@@ -356,7 +362,7 @@ pub fn conv2d_backward_input_with(
     check_lens(g, dx.len(), w.len(), dy.len());
     assert!(kernel.supports(g), "conv2d_backward_input_with: {kernel:?} cannot run {g:?}");
     if kernel == ConvKernel::Depthwise {
-        return depthwise_backward_input(dy, w, g, dx);
+        return depthwise_backward_input(dy, w, g, dx, scratch);
     }
     let (r, tiles) = row_tiles(g, plan.tile_cols, true);
     let (ol, il, cout_g, cin_g, k_col, ow) = (g.out_len(), g.in_len(), g.cout_g(), g.cin_g(), g.k_col(), g.out_hw[1]);
@@ -413,7 +419,7 @@ pub fn conv2d_backward_weight_with(
     check_lens(g, x.len(), dw.len(), dy.len());
     assert!(kernel.supports(g), "conv2d_backward_weight_with: {kernel:?} cannot run {g:?}");
     if kernel == ConvKernel::Depthwise {
-        return depthwise_backward_weight(x, dy, g, dw);
+        return depthwise_backward_weight(x, dy, g, dw, scratch);
     }
     let (r, tiles) = row_tiles(g, plan.tile_cols, false);
     let ts = tasks(g, r, tiles, None);
@@ -459,159 +465,251 @@ pub fn conv2d_backward_bias(dy: &[f32], g: &ConvGeometry, db: &mut [f32]) {
 }
 
 // ---- depthwise: direct kernels, one channel plane per task -------------------------
+//
+// Each plane is first copied, zero-padded, into a scratch buffer and split into
+// `stride` column phases (phase p holds padded columns p, p + s, p + 2s, ...). Every
+// kernel tap then reads one contiguous run per output row, of a length rounded up to a
+// multiple of 8: no bounds checks and no scalar tails in the inner loops, which are plain
+// `axpy`s and dot products the compiler vectorizes (AVX2 + FMA when the CPU has them).
 
-/// `dst[i] += a * src[i]`, vectorized by the compiler.
-#[inline(always)]
-fn axpy(a: f32, src: &[f32], dst: &mut [f32]) {
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d += a * s;
+/// Lanes the output rows are rounded up to.
+const LANES: usize = 8;
+
+/// Where a depthwise plane lives inside its phase-split scratch buffer.
+#[derive(Clone, Copy)]
+struct PhaseLayout {
+    /// Padded rows.
+    rows: usize,
+    /// Entries per phase row.
+    pw: usize,
+    /// Output row length rounded up to [`LANES`].
+    owp: usize,
+    /// Column stride (= number of phases).
+    s: usize,
+}
+
+impl PhaseLayout {
+    fn new(g: &ConvGeometry) -> Self {
+        let (pad, s, d) = (g.p.padding, g.p.stride[1], g.p.dilation[1]);
+        let owp = g.out_hw[1].div_ceil(LANES) * LANES;
+        let pw = ((g.k_hw[1] - 1) * d / s + owp).max((g.in_hw[1] + pad.left + pad.right).div_ceil(s));
+        Self { rows: g.in_hw[0] + pad.top + pad.bottom, pw, owp, s }
+    }
+    fn len(&self) -> usize {
+        self.s * self.rows * self.pw
+    }
+    /// Offset of padded (row, col).
+    #[inline(always)]
+    fn at(&self, row: usize, col: usize) -> usize {
+        ((col % self.s) * self.rows + row) * self.pw + col / self.s
     }
 }
 
-/// Compiles `$body` (a call of an `#[inline(always)]` function) once for AVX2+FMA and
-/// once for the baseline, and picks at run time.
+/// Copies an input plane into the zero-padded phase layout.
+#[inline(always)]
+fn phase_split(plane: &[f32], g: &ConvGeometry, l: &PhaseLayout, out: &mut [f32]) {
+    out.fill(0.0);
+    let ([h, w], pad) = (g.in_hw, g.p.padding);
+    for ih in 0..h {
+        let src = &plane[ih * w..(ih + 1) * w];
+        if l.s == 1 {
+            let o = l.at(ih + pad.top, pad.left);
+            out[o..o + w].copy_from_slice(src);
+        } else {
+            for (iw, &v) in src.iter().enumerate() {
+                out[l.at(ih + pad.top, iw + pad.left)] = v;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// `dst += a · src`.
+#[inline(always)]
+fn axpy<const FMA: bool>(a: f32, src: &[f32], dst: &mut [f32]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = fmadd::<FMA>(a, s, *d);
+    }
+}
+
+/// `Σ aᵢ·bᵢ` with [`LANES`] independent sums, so it vectorizes without fast-math.
+#[inline(always)]
+fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    for (ca, cb) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+        for i in 0..LANES {
+            acc[i] = fmadd::<FMA>(ca[i], cb[i], acc[i]);
+        }
+    }
+    acc.iter().sum()
+}
+
+/// Defines `$name` to run `$inner::<true>` compiled for AVX2 + FMA when the CPU has them,
+/// else `$inner::<false>` for the baseline target.
 macro_rules! simd_dispatch {
-    ($name:ident ( $($arg:ident : $ty:ty),* ) $body:expr) => {
+    ($name:ident => $inner:ident ( $($arg:ident : $ty:ty),* )) => {
         fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) { $body }
+                unsafe fn avx2($($arg: $ty),*) { $inner::<true>($($arg),*) }
                 if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
                     // Safety: the features were just detected.
                     return unsafe { avx2($($arg),*) };
                 }
             }
-            $body
+            $inner::<false>($($arg),*)
         }
     };
 }
 
+/// Taps as (weight index, phase-row offset from the window's top row, column start).
 #[inline(always)]
-fn dw_forward_plane(xp: &[f32], wk: &[f32], bias: f32, g: &ConvGeometry, out: &mut [f32]) {
-    let ([h, w], [kh_n, kw_n], [_, ow_n]) = (g.in_hw, g.k_hw, g.out_hw);
-    let ([sh, sw], [dh, dw], pad) = (g.p.stride, g.p.dilation, g.p.padding);
-    for (oh, dst) in out.chunks_exact_mut(ow_n).enumerate() {
-        dst.fill(bias);
-        for kh in 0..kh_n {
-            let ih = (oh * sh + kh * dh) as isize - pad.top as isize;
-            if ih < 0 || ih >= h as isize {
-                continue;
-            }
-            let src = &xp[ih as usize * w..(ih as usize + 1) * w];
-            for kw in 0..kw_n {
-                let wv = wk[kh * kw_n + kw];
-                let off = (kw * dw) as isize - pad.left as isize;
-                let (lo, hi) = valid_range(off, sw, ow_n, w);
-                if lo >= hi {
-                    continue;
-                }
-                let s0 = (lo as isize * sw as isize + off) as usize;
-                if sw == 1 {
-                    axpy(wv, &src[s0..s0 + hi - lo], &mut dst[lo..hi]);
-                } else {
-                    for (d, s) in dst[lo..hi].iter_mut().zip(src[s0..].iter().step_by(sw)) {
-                        *d += wv * s;
-                    }
-                }
-            }
+fn taps(g: &ConvGeometry, l: &PhaseLayout) -> impl Iterator<Item = (usize, usize, usize)> {
+    let [kh_n, kw_n] = g.k_hw;
+    let [dh, dw] = g.p.dilation;
+    let l = *l;
+    (0..kh_n * kw_n).map(move |t| {
+        let (kh, kw) = (t / kw_n, t % kw_n);
+        (t, kh * dh, l.at(0, kw * dw))
+    })
+}
+
+#[inline(always)]
+fn dw_forward_plane<const FMA: bool>(
+    xp: &[f32],
+    wk: &[f32],
+    bias: f32,
+    g: &ConvGeometry,
+    out: &mut [f32],
+    buf: &mut [f32],
+) {
+    let l = PhaseLayout::new(g);
+    let (phases, acc) = buf.split_at_mut(l.len());
+    let acc = &mut acc[..l.owp];
+    phase_split(xp, g, &l, phases);
+    let ow = g.out_hw[1];
+    for (oh, dst) in out.chunks_exact_mut(ow).enumerate() {
+        acc.fill(bias);
+        let r0 = oh * g.p.stride[0];
+        for (t, dr, c0) in taps(g, &l) {
+            let src = &phases[c0 + (r0 + dr) * l.pw..][..l.owp];
+            axpy::<FMA>(wk[t], src, acc);
+        }
+        dst.copy_from_slice(&acc[..ow]);
+    }
+}
+simd_dispatch!(dw_forward_plane_dispatch => dw_forward_plane(xp: &[f32], wk: &[f32], bias: f32, g: &ConvGeometry, out: &mut [f32], buf: &mut [f32]));
+
+#[inline(always)]
+fn dw_backward_input_plane<const FMA: bool>(
+    dyp: &[f32],
+    wk: &[f32],
+    g: &ConvGeometry,
+    dx: &mut [f32],
+    buf: &mut [f32],
+) {
+    let l = PhaseLayout::new(g);
+    let (phases, row) = buf.split_at_mut(l.len());
+    let row = &mut row[..l.owp];
+    phases.fill(0.0);
+    // Lanes past the output row stay zero, so they scatter nothing.
+    row.fill(0.0);
+    let ow = g.out_hw[1];
+    for (oh, src) in dyp.chunks_exact(ow).enumerate() {
+        row[..ow].copy_from_slice(src);
+        let r0 = oh * g.p.stride[0];
+        for (t, dr, c0) in taps(g, &l) {
+            axpy::<FMA>(wk[t], row, &mut phases[c0 + (r0 + dr) * l.pw..][..l.owp]);
+        }
+    }
+    let ([h, w], pad) = (g.in_hw, g.p.padding);
+    for ih in 0..h {
+        for (iw, d) in dx[ih * w..(ih + 1) * w].iter_mut().enumerate() {
+            *d = phases[l.at(ih + pad.top, iw + pad.left)];
         }
     }
 }
-
-simd_dispatch!(dw_forward_plane_dispatch(xp: &[f32], wk: &[f32], bias: f32, g: &ConvGeometry, out: &mut [f32]) dw_forward_plane(xp, wk, bias, g, out));
+simd_dispatch!(dw_backward_input_plane_dispatch => dw_backward_input_plane(dyp: &[f32], wk: &[f32], g: &ConvGeometry, dx: &mut [f32], buf: &mut [f32]));
 
 #[inline(always)]
-fn dw_backward_input_plane(dyp: &[f32], wk: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
-    let ([h, w], [kh_n, kw_n], [_, ow_n]) = (g.in_hw, g.k_hw, g.out_hw);
-    let ([sh, sw], [dh, dw], pad) = (g.p.stride, g.p.dilation, g.p.padding);
-    dx.fill(0.0);
-    for (oh, src) in dyp.chunks_exact(ow_n).enumerate() {
-        for kh in 0..kh_n {
-            let ih = (oh * sh + kh * dh) as isize - pad.top as isize;
-            if ih < 0 || ih >= h as isize {
-                continue;
-            }
-            let dst = &mut dx[ih as usize * w..(ih as usize + 1) * w];
-            for kw in 0..kw_n {
-                let wv = wk[kh * kw_n + kw];
-                let off = (kw * dw) as isize - pad.left as isize;
-                let (lo, hi) = valid_range(off, sw, ow_n, w);
-                if lo >= hi {
-                    continue;
-                }
-                let s0 = (lo as isize * sw as isize + off) as usize;
-                if sw == 1 {
-                    axpy(wv, &src[lo..hi], &mut dst[s0..s0 + hi - lo]);
-                } else {
-                    for (d, s) in dst[s0..].iter_mut().step_by(sw).zip(&src[lo..hi]) {
-                        *d += wv * s;
-                    }
-                }
-            }
+fn dw_backward_weight_plane<const FMA: bool>(
+    xp: &[f32],
+    dyp: &[f32],
+    g: &ConvGeometry,
+    dwk: &mut [f32],
+    buf: &mut [f32],
+) {
+    let l = PhaseLayout::new(g);
+    let (phases, row) = buf.split_at_mut(l.len());
+    let row = &mut row[..l.owp];
+    phase_split(xp, g, &l, phases);
+    row.fill(0.0);
+    let ow = g.out_hw[1];
+    for (oh, src) in dyp.chunks_exact(ow).enumerate() {
+        row[..ow].copy_from_slice(src);
+        let r0 = oh * g.p.stride[0];
+        for (t, dr, c0) in taps(g, &l) {
+            dwk[t] += dot::<FMA>(row, &phases[c0 + (r0 + dr) * l.pw..][..l.owp]);
         }
     }
 }
+simd_dispatch!(dw_backward_weight_plane_dispatch => dw_backward_weight_plane(xp: &[f32], dyp: &[f32], g: &ConvGeometry, dwk: &mut [f32], buf: &mut [f32]));
 
-simd_dispatch!(dw_backward_input_plane_dispatch(dyp: &[f32], wk: &[f32], g: &ConvGeometry, dx: &mut [f32]) dw_backward_input_plane(dyp, wk, g, dx));
-
-#[inline(always)]
-fn dw_backward_weight_plane(xp: &[f32], dyp: &[f32], g: &ConvGeometry, dwk: &mut [f32]) {
-    let ([h, w], [kh_n, kw_n], [_, ow_n]) = (g.in_hw, g.k_hw, g.out_hw);
-    let ([sh, sw], [dh, dw], pad) = (g.p.stride, g.p.dilation, g.p.padding);
-    for (oh, src) in dyp.chunks_exact(ow_n).enumerate() {
-        for kh in 0..kh_n {
-            let ih = (oh * sh + kh * dh) as isize - pad.top as isize;
-            if ih < 0 || ih >= h as isize {
-                continue;
-            }
-            let xrow = &xp[ih as usize * w..(ih as usize + 1) * w];
-            for kw in 0..kw_n {
-                let off = (kw * dw) as isize - pad.left as isize;
-                let (lo, hi) = valid_range(off, sw, ow_n, w);
-                if lo >= hi {
-                    continue;
-                }
-                let s0 = (lo as isize * sw as isize + off) as usize;
-                let dot: f32 = if sw == 1 {
-                    src[lo..hi].iter().zip(&xrow[s0..s0 + hi - lo]).map(|(a, b)| a * b).sum()
-                } else {
-                    src[lo..hi].iter().zip(xrow[s0..].iter().step_by(sw)).map(|(a, b)| a * b).sum()
-                };
-                dwk[kh * kw_n + kw] += dot;
-            }
-        }
-    }
+fn dw_buf_len(g: &ConvGeometry) -> usize {
+    PhaseLayout::new(g).len() + g.out_hw[1].div_ceil(LANES) * LANES
 }
 
-simd_dispatch!(dw_backward_weight_plane_dispatch(xp: &[f32], dyp: &[f32], g: &ConvGeometry, dwk: &mut [f32]) dw_backward_weight_plane(xp, dyp, g, dwk));
-
-fn depthwise_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeometry, out: &mut [f32]) {
+fn depthwise_forward(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    g: &ConvGeometry,
+    out: &mut [f32],
+    scratch: &ScratchPool,
+) {
     let (il, kk, c) = (g.in_len(), g.k_hw[0] * g.k_hw[1], g.c_in);
-    out.par_chunks_mut(g.out_len()).enumerate().for_each(|(i, plane)| {
-        let ch = i % c;
-        let b = bias.map_or(0.0, |b| b[ch]);
-        dw_forward_plane_dispatch(&x[i * il..(i + 1) * il], &w[ch * kk..(ch + 1) * kk], b, g, plane);
-    });
+    out.par_chunks_mut(g.out_len()).enumerate().for_each_init(
+        || scratch.lease(dw_buf_len(g)),
+        |buf, (i, plane)| {
+            let ch = i % c;
+            let b = bias.map_or(0.0, |b| b[ch]);
+            dw_forward_plane_dispatch(&x[i * il..(i + 1) * il], &w[ch * kk..(ch + 1) * kk], b, g, plane, buf);
+        },
+    );
 }
 
-fn depthwise_backward_input(dy: &[f32], w: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
+fn depthwise_backward_input(dy: &[f32], w: &[f32], g: &ConvGeometry, dx: &mut [f32], scratch: &ScratchPool) {
     let (ol, kk, c) = (g.out_len(), g.k_hw[0] * g.k_hw[1], g.c_in);
-    dx.par_chunks_mut(g.in_len()).enumerate().for_each(|(i, plane)| {
-        let ch = i % c;
-        dw_backward_input_plane_dispatch(&dy[i * ol..(i + 1) * ol], &w[ch * kk..(ch + 1) * kk], g, plane);
-    });
+    dx.par_chunks_mut(g.in_len()).enumerate().for_each_init(
+        || scratch.lease(dw_buf_len(g)),
+        |buf, (i, plane)| {
+            let ch = i % c;
+            dw_backward_input_plane_dispatch(&dy[i * ol..(i + 1) * ol], &w[ch * kk..(ch + 1) * kk], g, plane, buf);
+        },
+    );
 }
 
-fn depthwise_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry, dw: &mut [f32]) {
+fn depthwise_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry, dw: &mut [f32], scratch: &ScratchPool) {
     let (il, ol, kk, c) = (g.in_len(), g.out_len(), g.k_hw[0] * g.k_hw[1], g.c_in);
-    dw.par_chunks_mut(kk).enumerate().for_each(|(ch, dwk)| {
-        dwk.fill(0.0);
-        for n in 0..g.n {
-            let i = n * c + ch;
-            dw_backward_weight_plane_dispatch(&x[i * il..(i + 1) * il], &dy[i * ol..(i + 1) * ol], g, dwk);
-        }
-    });
+    dw.par_chunks_mut(kk).enumerate().for_each_init(
+        || scratch.lease(dw_buf_len(g)),
+        |buf, (ch, dwk)| {
+            dwk.fill(0.0);
+            for n in 0..g.n {
+                let i = n * c + ch;
+                dw_backward_weight_plane_dispatch(&x[i * il..(i + 1) * il], &dy[i * ol..(i + 1) * ol], g, dwk, buf);
+            }
+        },
+    );
 }
 
 /// Straightforward loop references: the ground truth the fast kernels are tested and

@@ -61,3 +61,35 @@ impl ScratchPool {
         self.len() == 0
     }
 }
+
+/// A buffer borrowed from a [`ScratchPool`], handed back when dropped.
+pub struct Lease<'a> {
+    pool: &'a ScratchPool,
+    buf: Vec<f32>,
+}
+
+impl ScratchPool {
+    /// Borrows a buffer of `len` elements (contents unspecified) until the lease drops.
+    pub fn lease(&self, len: usize) -> Lease<'_> {
+        Lease { pool: self, buf: self.take(len) }
+    }
+}
+
+impl std::ops::Deref for Lease<'_> {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.buf
+    }
+}
+
+impl std::ops::DerefMut for Lease<'_> {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.buf
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        self.pool.give(std::mem::take(&mut self.buf));
+    }
+}
