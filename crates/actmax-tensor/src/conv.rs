@@ -493,6 +493,8 @@ impl PhaseLayout {
         let (pad, s, d) = (g.p.padding, g.p.stride[1], g.p.dilation[1]);
         let owp = g.out_hw[1].div_ceil(LANES) * LANES;
         let pw = ((g.k_hw[1] - 1) * d / s + owp).max((g.in_hw[1] + pad.left + pad.right).div_ceil(s));
+        // Whole blocks of lanes, so the backward gather writes full vectors.
+        let pw = pw.div_ceil(LANES) * LANES;
         Self { rows: g.in_hw[0] + pad.top + pad.bottom, pw, owp, s }
     }
     fn len(&self) -> usize {
@@ -505,6 +507,24 @@ impl PhaseLayout {
     }
 }
 
+/// Calls `f(phase_row_start, input_col_start)` for each phase: the input columns
+/// `iw₀, iw₀ + s, ...` land at `phase_row_start, +1, ...` of that phase's row `row`.
+#[inline(always)]
+fn for_each_phase(l: &PhaseLayout, row: usize, left: usize, mut f: impl FnMut(usize, usize)) {
+    for p in 0..l.s {
+        // The first padded column >= left that falls in phase p.
+        let col = left + (p + l.s - left % l.s) % l.s;
+        f((p * l.rows + row) * l.pw + col / l.s, col - left);
+    }
+}
+
+/// Stride 2: where input columns `0, 2, 4, ...` and `1, 3, 5, ...` of padded row `row`
+/// start in the phase layout.
+#[inline(always)]
+fn stride2_targets(l: &PhaseLayout, row: usize, left: usize) -> (usize, usize) {
+    (l.at(row, left), l.at(row, left + 1))
+}
+
 /// Copies an input plane into the zero-padded phase layout.
 #[inline(always)]
 fn phase_split(plane: &[f32], g: &ConvGeometry, l: &PhaseLayout, out: &mut [f32]) {
@@ -515,11 +535,57 @@ fn phase_split(plane: &[f32], g: &ConvGeometry, l: &PhaseLayout, out: &mut [f32]
         if l.s == 1 {
             let o = l.at(ih + pad.top, pad.left);
             out[o..o + w].copy_from_slice(src);
-        } else {
-            for (iw, &v) in src.iter().enumerate() {
-                out[l.at(ih + pad.top, iw + pad.left)] = v;
-            }
+            continue;
         }
+        if l.s == 2 {
+            // Pairs of input columns go one to each phase: a loop the compiler vectorizes.
+            let (first, second) = stride2_targets(l, ih + pad.top, pad.left);
+            let (lo, hi) = out.split_at_mut(first.max(second));
+            let (a, b) = if first < second { (&mut lo[first..], hi) } else { (hi, &mut lo[second..]) };
+            for ((pair, a), b) in src.chunks_exact(2).zip(a.iter_mut()).zip(b.iter_mut()) {
+                *a = pair[0];
+                *b = pair[1];
+            }
+            if w % 2 == 1 {
+                out[first + w / 2] = src[w - 1];
+            }
+            continue;
+        }
+        for_each_phase(l, ih + pad.top, pad.left, |o, iw0| {
+            for (d, &v) in out[o..].iter_mut().zip(src[iw0.min(w)..].iter().step_by(l.s)) {
+                *d = v;
+            }
+        });
+    }
+}
+
+/// The adjoint of [`phase_split`]: reads the input plane's entries back out.
+#[inline(always)]
+fn phase_gather(phases: &[f32], g: &ConvGeometry, l: &PhaseLayout, plane: &mut [f32]) {
+    let ([h, w], pad) = (g.in_hw, g.p.padding);
+    for ih in 0..h {
+        let dst = &mut plane[ih * w..(ih + 1) * w];
+        if l.s == 1 {
+            let o = l.at(ih + pad.top, pad.left);
+            dst.copy_from_slice(&phases[o..o + w]);
+            continue;
+        }
+        if l.s == 2 {
+            let (first, second) = stride2_targets(l, ih + pad.top, pad.left);
+            for ((pair, &a), &b) in dst.chunks_exact_mut(2).zip(&phases[first..]).zip(&phases[second..]) {
+                pair[0] = a;
+                pair[1] = b;
+            }
+            if w % 2 == 1 {
+                dst[w - 1] = phases[first + w / 2];
+            }
+            continue;
+        }
+        for_each_phase(l, ih + pad.top, pad.left, |o, iw0| {
+            for (d, &v) in dst[iw0.min(w)..].iter_mut().step_by(l.s).zip(&phases[o..]) {
+                *d = v;
+            }
+        });
     }
 }
 
@@ -530,26 +596,6 @@ fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     } else {
         a * b + c
     }
-}
-
-/// `dst += a · src`.
-#[inline(always)]
-fn axpy<const FMA: bool>(a: f32, src: &[f32], dst: &mut [f32]) {
-    for (d, &s) in dst.iter_mut().zip(src) {
-        *d = fmadd::<FMA>(a, s, *d);
-    }
-}
-
-/// `Σ aᵢ·bᵢ` with [`LANES`] independent sums, so it vectorizes without fast-math.
-#[inline(always)]
-fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; LANES];
-    for (ca, cb) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
-        for i in 0..LANES {
-            acc[i] = fmadd::<FMA>(ca[i], cb[i], acc[i]);
-        }
-    }
-    acc.iter().sum()
 }
 
 /// Defines `$name` to run `$inner::<true>` compiled for AVX2 + FMA when the CPU has them,
@@ -571,17 +617,143 @@ macro_rules! simd_dispatch {
     };
 }
 
-/// Taps as (weight index, phase-row offset from the window's top row, column start).
-#[inline(always)]
-fn taps(g: &ConvGeometry, l: &PhaseLayout) -> impl Iterator<Item = (usize, usize, usize)> {
-    let [kh_n, kw_n] = g.k_hw;
-    let [dh, dw] = g.p.dilation;
-    let l = *l;
-    (0..kh_n * kw_n).map(move |t| {
-        let (kh, kw) = (t / kw_n, t % kw_n);
-        (t, kh * dh, l.at(0, kw * dw))
-    })
+/// One kernel tap: its weight index, its row offset from the window's top row, and the
+/// offset of its first column in the phase layout.
+#[derive(Clone, Copy)]
+struct Tap {
+    w: usize,
+    dr: usize,
+    c0: usize,
 }
+
+/// Everything a depthwise call computes once rather than per plane or per row (the
+/// divisions would dominate small planes).
+struct DwPlan {
+    l: PhaseLayout,
+    taps: Vec<Tap>,
+    /// Per kernel column: (phase, kw, column offset within the phase).
+    cols: Vec<(usize, usize, usize)>,
+    /// Per padded input row: the (output row, kernel row) pairs that reach it.
+    reach: Vec<Vec<(usize, usize)>>,
+    /// Left zero margin of a padded gradient row in the backward gather.
+    margin: usize,
+    /// Length of a padded gradient row.
+    dyw: usize,
+    /// Kernel columns.
+    kw_n: usize,
+}
+
+/// Widest register block of output lanes.
+const BLOCK: usize = 4 * LANES;
+
+impl DwPlan {
+    fn new(g: &ConvGeometry) -> Self {
+        let l = PhaseLayout::new(g);
+        let ([kh_n, kw_n], [dh, dw], [sh, sw]) = (g.k_hw, g.p.dilation, g.p.stride);
+        let taps = (0..kh_n * kw_n).map(|t| Tap { w: t, dr: (t / kw_n) * dh, c0: l.at(0, (t % kw_n) * dw) }).collect();
+        let cols = (0..kw_n).map(|kw| ((kw * dw) % sw, kw, (kw * dw) / sw)).collect();
+        let reach = (0..l.rows)
+            .map(|r| {
+                (0..kh_n)
+                    .filter_map(|kh| {
+                        let t = r.checked_sub(kh * dh)?;
+                        (t % sh == 0 && t / sh < g.out_hw[0]).then_some((t / sh, kh))
+                    })
+                    .collect()
+            })
+            .collect();
+        let margin = (kw_n - 1) * dw / sw;
+        Self { l, taps, cols, reach, margin, dyw: margin + l.pw + BLOCK, kw_n }
+    }
+
+    /// Scratch floats one plane needs: the phase planes, a padded gradient plane (or row),
+    /// and per-tap accumulators.
+    fn buf_len(&self, g: &ConvGeometry) -> usize {
+        self.l.len() + g.out_hw[0].max(1) * self.dyw + self.taps.len() * LANES
+    }
+}
+
+/// Register blocks covering `len` (a multiple of [`LANES`]): as many [`BLOCK`]-wide ones
+/// as fit, then [`LANES`]-wide ones; `(offset, wide)`. Loops over it stay closure-free:
+/// a closure would be compiled without the caller's target features.
+#[inline(always)]
+fn blocks(len: usize) -> impl Iterator<Item = (usize, bool)> {
+    let wide = len / BLOCK;
+    (0..wide).map(|b| (b * BLOCK, true)).chain((wide * BLOCK..len).step_by(LANES).map(|j| (j, false)))
+}
+
+/// `R` output rows × `W` lanes: `bias + Σ_taps w·src`, accumulated in registers, so
+/// each tap's weight is loaded once for `R·W / 8` FMAs.
+#[inline(always)]
+fn fwd_block<const R: usize, const W: usize, const FMA: bool>(
+    c: &FwdRows,
+    at: usize,
+    out: &mut [f32],
+    ow: usize,
+    valid: usize,
+) {
+    let FwdRows { phases, plan, wk, bias, row_step } = *c;
+    let mut acc = [[bias; W]; R];
+    // One bounds check per block instead of one per tap and row.
+    let last = plan.taps.iter().map(|t| t.c0 + t.dr * plan.l.pw).max().unwrap_or(0);
+    assert!(last + at + (R - 1) * row_step + W <= phases.len() && wk.len() >= plan.taps.len());
+    for t in &plan.taps {
+        // Safety: t.w < taps.len() <= wk.len(), and the offsets are bounded by `last` above.
+        let w = unsafe { *wk.get_unchecked(t.w) };
+        let base = t.c0 + t.dr * plan.l.pw + at;
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let src = unsafe { phases.get_unchecked(base + r * row_step..base + r * row_step + W) };
+            for i in 0..W {
+                acc[i] = fmadd::<FMA>(w, src[i], acc[i]);
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        out[r * ow..r * ow + valid].copy_from_slice(&acc[..valid]);
+    }
+}
+
+/// What every forward register block reads.
+#[derive(Clone, Copy)]
+struct FwdRows<'a> {
+    phases: &'a [f32],
+    plan: &'a DwPlan,
+    wk: &'a [f32],
+    bias: f32,
+    /// Phase-layout distance between consecutive output rows.
+    row_step: usize,
+}
+
+/// Runs the lane blocks of `R` output rows starting at `oh`.
+#[inline(always)]
+fn fwd_rows<const R: usize, const FMA: bool>(
+    phases: &[f32],
+    oh: usize,
+    g: &ConvGeometry,
+    plan: &DwPlan,
+    wk: &[f32],
+    bias: f32,
+    out: &mut [f32],
+) {
+    let (l, ow) = (&plan.l, g.out_hw[1]);
+    let step = g.p.stride[0] * l.pw;
+    let c = FwdRows { phases, plan, wk, bias, row_step: step };
+    let mut j = 0;
+    while j < l.owp {
+        let at = oh * step + j;
+        let dst = &mut out[oh * ow + j..];
+        if j + 2 * LANES <= l.owp {
+            fwd_block::<R, { 2 * LANES }, FMA>(&c, at, dst, ow, (ow - j).min(2 * LANES));
+            j += 2 * LANES;
+        } else {
+            fwd_block::<R, LANES, FMA>(&c, at, dst, ow, (ow - j).min(LANES));
+            j += LANES;
+        }
+    }
+}
+
+/// Rows per register block in the forward kernel.
+const ROWS: usize = 4;
 
 #[inline(always)]
 fn dw_forward_plane<const FMA: bool>(
@@ -589,84 +761,126 @@ fn dw_forward_plane<const FMA: bool>(
     wk: &[f32],
     bias: f32,
     g: &ConvGeometry,
+    plan: &DwPlan,
     out: &mut [f32],
     buf: &mut [f32],
 ) {
-    let l = PhaseLayout::new(g);
-    let (phases, acc) = buf.split_at_mut(l.len());
-    let acc = &mut acc[..l.owp];
-    phase_split(xp, g, &l, phases);
-    let ow = g.out_hw[1];
-    for (oh, dst) in out.chunks_exact_mut(ow).enumerate() {
-        acc.fill(bias);
-        let r0 = oh * g.p.stride[0];
-        for (t, dr, c0) in taps(g, &l) {
-            let src = &phases[c0 + (r0 + dr) * l.pw..][..l.owp];
-            axpy::<FMA>(wk[t], src, acc);
-        }
-        dst.copy_from_slice(&acc[..ow]);
+    let phases = &mut buf[..plan.l.len()];
+    phase_split(xp, g, &plan.l, phases);
+    let oh_n = g.out_hw[0];
+    let mut oh = 0;
+    while oh + ROWS <= oh_n {
+        fwd_rows::<ROWS, FMA>(phases, oh, g, plan, wk, bias, out);
+        oh += ROWS;
+    }
+    while oh < oh_n {
+        fwd_rows::<1, FMA>(phases, oh, g, plan, wk, bias, out);
+        oh += 1;
     }
 }
-simd_dispatch!(dw_forward_plane_dispatch => dw_forward_plane(xp: &[f32], wk: &[f32], bias: f32, g: &ConvGeometry, out: &mut [f32], buf: &mut [f32]));
+simd_dispatch!(dw_forward_plane_dispatch => dw_forward_plane(xp: &[f32], wk: &[f32], bias: f32, g: &ConvGeometry, plan: &DwPlan, out: &mut [f32], buf: &mut [f32]));
+
+/// `W` lanes of padded input row `r`, phase `p`, of the input gradient: the transposed
+/// conv as a gather, `Σ_{(oh, kh) reaching r} Σ_{kw in phase p} w·dy[oh][q − q0]`.
+#[inline(always)]
+fn bwd_input_block<const W: usize, const FMA: bool>(
+    dypad: &[f32],
+    r: usize,
+    p: usize,
+    q: usize,
+    plan: &DwPlan,
+    wk: &[f32],
+    dst: &mut [f32],
+) {
+    let mut acc = [0.0f32; W];
+    for &(oh, kh) in &plan.reach[r] {
+        for &(phase, kw, q0) in &plan.cols {
+            if phase != p {
+                continue;
+            }
+            let src = &dypad[oh * plan.dyw + plan.margin + q - q0..][..W];
+            let w = wk[kh * plan.kw_n + kw];
+            for i in 0..W {
+                acc[i] = fmadd::<FMA>(w, src[i], acc[i]);
+            }
+        }
+    }
+    dst[..W].copy_from_slice(&acc);
+}
 
 #[inline(always)]
 fn dw_backward_input_plane<const FMA: bool>(
     dyp: &[f32],
     wk: &[f32],
     g: &ConvGeometry,
+    plan: &DwPlan,
     dx: &mut [f32],
     buf: &mut [f32],
 ) {
-    let l = PhaseLayout::new(g);
-    let (phases, row) = buf.split_at_mut(l.len());
-    let row = &mut row[..l.owp];
-    phases.fill(0.0);
-    // Lanes past the output row stay zero, so they scatter nothing.
-    row.fill(0.0);
+    let l = &plan.l;
+    let (phases, dypad) = buf.split_at_mut(l.len());
+    // Gradient rows with zero margins: reads left of column 0 or past the row add nothing.
     let ow = g.out_hw[1];
-    for (oh, src) in dyp.chunks_exact(ow).enumerate() {
-        row[..ow].copy_from_slice(src);
-        let r0 = oh * g.p.stride[0];
-        for (t, dr, c0) in taps(g, &l) {
-            axpy::<FMA>(wk[t], row, &mut phases[c0 + (r0 + dr) * l.pw..][..l.owp]);
+    let dypad = &mut dypad[..g.out_hw[0] * plan.dyw];
+    dypad.fill(0.0);
+    for (src, dst) in dyp.chunks_exact(ow).zip(dypad.chunks_exact_mut(plan.dyw)) {
+        dst[plan.margin..plan.margin + ow].copy_from_slice(src);
+    }
+    for r in 0..l.rows {
+        for p in 0..l.s {
+            let row = &mut phases[(p * l.rows + r) * l.pw..][..l.pw];
+            for (j, wide) in blocks(l.pw) {
+                if wide {
+                    bwd_input_block::<BLOCK, FMA>(dypad, r, p, j, plan, wk, &mut row[j..])
+                } else {
+                    bwd_input_block::<LANES, FMA>(dypad, r, p, j, plan, wk, &mut row[j..])
+                }
+            }
         }
     }
-    let ([h, w], pad) = (g.in_hw, g.p.padding);
-    for ih in 0..h {
-        for (iw, d) in dx[ih * w..(ih + 1) * w].iter_mut().enumerate() {
-            *d = phases[l.at(ih + pad.top, iw + pad.left)];
-        }
-    }
+    phase_gather(phases, g, l, dx);
 }
-simd_dispatch!(dw_backward_input_plane_dispatch => dw_backward_input_plane(dyp: &[f32], wk: &[f32], g: &ConvGeometry, dx: &mut [f32], buf: &mut [f32]));
+simd_dispatch!(dw_backward_input_plane_dispatch => dw_backward_input_plane(dyp: &[f32], wk: &[f32], g: &ConvGeometry, plan: &DwPlan, dx: &mut [f32], buf: &mut [f32]));
 
 #[inline(always)]
 fn dw_backward_weight_plane<const FMA: bool>(
     xp: &[f32],
     dyp: &[f32],
     g: &ConvGeometry,
+    plan: &DwPlan,
     dwk: &mut [f32],
     buf: &mut [f32],
 ) {
-    let l = PhaseLayout::new(g);
-    let (phases, row) = buf.split_at_mut(l.len());
-    let row = &mut row[..l.owp];
-    phase_split(xp, g, &l, phases);
+    let l = &plan.l;
+    let (phases, rest) = buf.split_at_mut(l.len());
+    let (row, accs) = rest.split_at_mut(l.owp);
+    let accs = &mut accs[..plan.taps.len() * LANES];
+    phase_split(xp, g, l, phases);
     row.fill(0.0);
+    accs.fill(0.0);
     let ow = g.out_hw[1];
+    // One vector accumulator per tap, summed across lanes only once, at the end.
     for (oh, src) in dyp.chunks_exact(ow).enumerate() {
         row[..ow].copy_from_slice(src);
-        let r0 = oh * g.p.stride[0];
-        for (t, dr, c0) in taps(g, &l) {
-            dwk[t] += dot::<FMA>(row, &phases[c0 + (r0 + dr) * l.pw..][..l.owp]);
+        let r0 = oh * g.p.stride[0] * l.pw;
+        for (t, acc_mem) in plan.taps.iter().zip(accs.chunks_exact_mut(LANES)) {
+            let xs = &phases[t.c0 + t.dr * l.pw + r0..][..l.owp];
+            // In registers across the row; memory only between rows.
+            let mut acc = [0.0f32; LANES];
+            acc.copy_from_slice(acc_mem);
+            for (rc, xc) in row.chunks_exact(LANES).zip(xs.chunks_exact(LANES)) {
+                for i in 0..LANES {
+                    acc[i] = fmadd::<FMA>(rc[i], xc[i], acc[i]);
+                }
+            }
+            acc_mem.copy_from_slice(&acc);
         }
     }
+    for (t, acc) in plan.taps.iter().zip(accs.chunks_exact(LANES)) {
+        dwk[t.w] += acc.iter().sum::<f32>();
+    }
 }
-simd_dispatch!(dw_backward_weight_plane_dispatch => dw_backward_weight_plane(xp: &[f32], dyp: &[f32], g: &ConvGeometry, dwk: &mut [f32], buf: &mut [f32]));
-
-fn dw_buf_len(g: &ConvGeometry) -> usize {
-    PhaseLayout::new(g).len() + g.out_hw[1].div_ceil(LANES) * LANES
-}
+simd_dispatch!(dw_backward_weight_plane_dispatch => dw_backward_weight_plane(xp: &[f32], dyp: &[f32], g: &ConvGeometry, plan: &DwPlan, dwk: &mut [f32], buf: &mut [f32]));
 
 fn depthwise_forward(
     x: &[f32],
@@ -676,37 +890,54 @@ fn depthwise_forward(
     out: &mut [f32],
     scratch: &ScratchPool,
 ) {
+    let plan = DwPlan::new(g);
     let (il, kk, c) = (g.in_len(), g.k_hw[0] * g.k_hw[1], g.c_in);
     out.par_chunks_mut(g.out_len()).enumerate().for_each_init(
-        || scratch.lease(dw_buf_len(g)),
+        || scratch.lease(plan.buf_len(g)),
         |buf, (i, plane)| {
             let ch = i % c;
             let b = bias.map_or(0.0, |b| b[ch]);
-            dw_forward_plane_dispatch(&x[i * il..(i + 1) * il], &w[ch * kk..(ch + 1) * kk], b, g, plane, buf);
+            dw_forward_plane_dispatch(&x[i * il..(i + 1) * il], &w[ch * kk..(ch + 1) * kk], b, g, &plan, plane, buf);
         },
     );
 }
 
 fn depthwise_backward_input(dy: &[f32], w: &[f32], g: &ConvGeometry, dx: &mut [f32], scratch: &ScratchPool) {
+    let plan = DwPlan::new(g);
     let (ol, kk, c) = (g.out_len(), g.k_hw[0] * g.k_hw[1], g.c_in);
     dx.par_chunks_mut(g.in_len()).enumerate().for_each_init(
-        || scratch.lease(dw_buf_len(g)),
+        || scratch.lease(plan.buf_len(g)),
         |buf, (i, plane)| {
             let ch = i % c;
-            dw_backward_input_plane_dispatch(&dy[i * ol..(i + 1) * ol], &w[ch * kk..(ch + 1) * kk], g, plane, buf);
+            dw_backward_input_plane_dispatch(
+                &dy[i * ol..(i + 1) * ol],
+                &w[ch * kk..(ch + 1) * kk],
+                g,
+                &plan,
+                plane,
+                buf,
+            );
         },
     );
 }
 
 fn depthwise_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry, dw: &mut [f32], scratch: &ScratchPool) {
+    let plan = DwPlan::new(g);
     let (il, ol, kk, c) = (g.in_len(), g.out_len(), g.k_hw[0] * g.k_hw[1], g.c_in);
     dw.par_chunks_mut(kk).enumerate().for_each_init(
-        || scratch.lease(dw_buf_len(g)),
+        || scratch.lease(plan.buf_len(g)),
         |buf, (ch, dwk)| {
             dwk.fill(0.0);
             for n in 0..g.n {
                 let i = n * c + ch;
-                dw_backward_weight_plane_dispatch(&x[i * il..(i + 1) * il], &dy[i * ol..(i + 1) * ol], g, dwk, buf);
+                dw_backward_weight_plane_dispatch(
+                    &x[i * il..(i + 1) * il],
+                    &dy[i * ol..(i + 1) * ol],
+                    g,
+                    &plan,
+                    dwk,
+                    buf,
+                );
             }
         },
     );

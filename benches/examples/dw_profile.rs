@@ -1,0 +1,19 @@
+//! Runs one depthwise shape in a loop, for a profiler.
+use actmax_tensor::conv;
+use actmax_tensor::{Conv2dParams, ConvGeometry, Padding2d, ScratchPool};
+fn main() {
+    let a: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().unwrap()).collect();
+    let (c, k, s, hw, reps) = (a[0], a[1], a[2], a[3], a[4]);
+    let p = Conv2dParams::new().stride(s).groups(c).padding(Padding2d::tf_same([hw, hw], [k, k], [s, s], [1, 1]));
+    let g = ConvGeometry::new("p", &[1, c, hw, hw], &[c, 1, k, k], p).unwrap();
+    let x = vec![0.5f32; c * hw * hw];
+    let w = vec![0.1f32; c * k * k];
+    let mut y = vec![0.0f32; g.n * g.c_out * g.out_len()];
+    let scratch = ScratchPool::new();
+    let t = std::time::Instant::now();
+    for _ in 0..reps {
+        conv::conv2d_forward(&x, &w, None, &g, &mut y, &scratch);
+    }
+    let dt = t.elapsed().as_secs_f64() / reps as f64;
+    println!("{:.3} ms, {:.1} GFLOP/s", dt * 1e3, g.flops() / dt / 1e9);
+}
