@@ -95,11 +95,29 @@ impl ConvPlan {
 }
 
 /// Output rows per tile, and the number of tiles.
+///
+/// Tiles aim at `tile_cols` output columns. When there are few of them, their count is
+/// rounded up so the pool's threads get equal shares (four tiles of 18, 18, 18 and 2 rows
+/// on two threads leave one idle for a quarter of the time); the even/odd phases of
+/// col2im each need that share. That holds only where the im2col side of the GEMM is the
+/// bigger operand (`out_len ≥ a_rows`, with `a_rows` the rows of the weight operand):
+/// every tile packs all of the weights, so with small images (512 channels at 14×14)
+/// one tile whose GEMM is split by rows packs less.
 fn row_tiles(g: &ConvGeometry, tile_cols: usize, for_col2im: bool) -> (usize, usize) {
-    let ow = g.out_hw[1].max(1);
+    let (ow, oh) = (g.out_hw[1].max(1), g.out_hw[0].max(1));
     let col_rows = if g.is_pointwise() { 1 } else { g.k_col() };
     let cols = tile_cols.min(COL_BUDGET / col_rows.max(1)).max(ow);
-    let mut r = (cols / ow).max(1);
+    let mut tiles = oh.div_ceil((cols / ow).max(1));
+    let threads = rayon::current_num_threads();
+    let share = if for_col2im { 2 * threads } else { threads };
+    let per_tile = g.n * g.p.groups;
+    let a_rows = if for_col2im { g.k_col() } else { g.cout_g() };
+    if per_tile * tiles < 4 * threads && g.out_len() >= a_rows {
+        while (per_tile * tiles) % share != 0 && tiles < oh {
+            tiles += 1;
+        }
+    }
+    let mut r = oh.div_ceil(tiles);
     if for_col2im {
         // Tiles t and t+2 must not touch the same input rows: r·s + s > (kh−1)·d.
         let (s, reach) = (g.p.stride[0], (g.k_hw[0] - 1) * g.p.dilation[0]);
@@ -107,13 +125,13 @@ fn row_tiles(g: &ConvGeometry, tile_cols: usize, for_col2im: bool) -> (usize, us
             r += 1;
         }
     }
-    let r = r.min(g.out_hw[0].max(1));
-    (r, g.out_hw[0].div_ceil(r))
+    let r = r.min(oh);
+    (r, oh.div_ceil(r))
 }
 
 /// Whether tasks alone keep the pool busy; otherwise the GEMM inside each is split.
 fn split_gemm(tasks: usize) -> bool {
-    tasks < 2 * rayon::current_num_threads()
+    tasks < rayon::current_num_threads()
 }
 
 /// `ow` range whose input column `ow·s + off` falls inside `[0, len)`.
