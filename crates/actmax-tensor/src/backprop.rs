@@ -6,7 +6,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use ndarray::{ArrayD, ArrayViewD, Zip};
+use ndarray::{ArrayD, ArrayViewD};
+
+use crate::elementwise::{map1, map2, map3};
 
 /// The ReLU family: piecewise activations whose gradient a backprop modifier may reshape.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -128,9 +130,9 @@ impl BackpropMode {
     /// dL/d(input) of a ReLU-family op under this mode.
     pub fn input_grad(&self, kind: ReluKind, g: &ArrayD<f32>, x: &ArrayD<f32>, y: &ArrayD<f32>) -> ArrayD<f32> {
         match self {
-            Self::Plain => Zip::from(g).and(x).and(y).map_collect(|&g, &x, &y| g * kind.derivative(x, y)),
-            Self::Guided => Zip::from(g).and(x).map_collect(|&g, &x| if g > 0.0 && x > 0.0 { g } else { 0.0 }),
-            Self::Rectified => g.mapv(|g| if g > 0.0 { g } else { 0.0 }),
+            Self::Plain => map3(g, x, y, |g, x, y| g * kind.derivative(x, y)),
+            Self::Guided => map2(g, x, |g, x| if g > 0.0 && x > 0.0 { g } else { 0.0 }),
+            Self::Rectified => map1(g, |g| if g > 0.0 { g } else { 0.0 }),
             Self::Custom(hook) => hook(&ReluGrad { kind, grad: g.view(), input: x.view(), output: y.view() }),
         }
     }

@@ -4,6 +4,7 @@
 use ndarray::{ArrayD, Axis, IxDyn, Slice, Zip};
 
 use crate::conv::{conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight};
+use crate::elementwise::{map1, map2, map3, map_channels};
 use crate::error::{param_err, Result};
 use crate::ops::{pad_source, roll_tensor, sum_to_shape};
 use crate::pool::{avg_pool2d_backward, max_pool2d_backward};
@@ -37,11 +38,12 @@ impl Tape {
             }
             Op::Mul(a, b) => {
                 let (av, bv) = (self.val(*a), self.val(*b));
+                let times = |o: &Tensor| if o.shape() == g.shape() { map2(&g, o, |g, o| g * o) } else { &g * o };
                 if needs(*a) {
-                    self.accumulate(grads, *a, sum_to_shape(&g * bv, av.shape()));
+                    self.accumulate(grads, *a, sum_to_shape(times(bv), av.shape()));
                 }
                 if needs(*b) {
-                    self.accumulate(grads, *b, sum_to_shape(&g * av, bv.shape()));
+                    self.accumulate(grads, *b, sum_to_shape(times(av), bv.shape()));
                 }
             }
             Op::Div(a, b) => {
@@ -59,7 +61,7 @@ impl Tape {
                 }
             }
             Op::AddScalar(x) => self.accumulate(grads, *x, g),
-            Op::MulScalar(x, c) => self.accumulate(grads, *x, g * *c),
+            Op::MulScalar(x, c) => self.accumulate(grads, *x, map1(&g, |v| v * c)),
             Op::Unary(x, u) => {
                 let xv = self.val(*x);
                 let d: fn(f32, f32, f32) -> f32 = match u {
@@ -80,7 +82,7 @@ impl Tape {
                     Unary::Powf(_) => |x, _, p| p * x.powf(p - 1.0),
                 };
                 let p = if let Unary::Powf(p) = u { *p } else { 0.0 };
-                let gx = Zip::from(&g).and(xv).and(y).map_collect(|&g, &x, &y| g * d(x, y, p));
+                let gx = map3(&g, xv, y, |g, x, y| g * d(x, y, p));
                 self.accumulate(grads, *x, gx);
             }
             Op::Relu(x, kind) => {
@@ -234,11 +236,7 @@ impl Tape {
         }
         let param = |f: &dyn Fn(usize) -> f32| ArrayD::from_shape_fn(IxDyn(&[c]), |i| f(i[0]));
         if self.requires_grad(x) {
-            let mut gx = g.clone();
-            for (j, chunk) in gx.as_slice_mut().expect("standard").chunks_exact_mut(inner).enumerate() {
-                let s = gm[j % c] * inv[j % c];
-                chunk.iter_mut().for_each(|v| *v *= s);
-            }
+            let gx = map_channels(g, |ch, v| v * gm[ch] * inv[ch]);
             self.accumulate(grads, x, gx);
         }
         self.accumulate(grads, gamma, param(&|i| (sgx[i] as f32) * inv[i]));

@@ -25,6 +25,7 @@
 pub mod backprop;
 mod backward;
 pub mod conv;
+mod elementwise;
 pub mod error;
 pub mod gemm;
 pub mod geometry;

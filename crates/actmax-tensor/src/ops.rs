@@ -5,6 +5,7 @@ use ndarray::{concatenate, ArrayD, Axis, IxDyn, Slice, Zip};
 
 use crate::backprop::ReluKind;
 use crate::conv::conv2d_forward;
+use crate::elementwise::{map1, map2, map_channels};
 use crate::error::{param_err, shape_err, Result, TensorError};
 use crate::geometry::{Conv2dParams, ConvGeometry, Pool2dParams};
 use crate::pool::{avg_pool2d_forward, max_pool2d_forward, PoolGeometry};
@@ -71,7 +72,9 @@ impl Tape {
     ) -> Result<Var> {
         let (av, bv) = (self.value(a)?, self.value(b)?);
         let shape = broadcast_shape(op, av.shape(), bv.shape())?;
-        let out = {
+        let out = if av.shape() == bv.shape() {
+            map2(av, bv, f)
+        } else {
             let (av, bv) =
                 (av.broadcast(IxDyn(&shape)).expect("checked"), bv.broadcast(IxDyn(&shape)).expect("checked"));
             Zip::from(&av).and(&bv).map_collect(|&x, &y| f(x, y))
@@ -98,12 +101,12 @@ impl Tape {
 
     /// `x + c`.
     pub fn add_scalar(&mut self, x: Var, c: f32) -> Result<Var> {
-        let y = self.value(x)?.mapv(|v| v + c);
+        let y = map1(self.value(x)?, |v| v + c);
         Ok(self.push(y, Op::AddScalar(x), &[x]))
     }
     /// `x · c`.
     pub fn mul_scalar(&mut self, x: Var, c: f32) -> Result<Var> {
-        let y = self.value(x)?.mapv(|v| v * c);
+        let y = map1(self.value(x)?, |v| v * c);
         Ok(self.push(y, Op::MulScalar(x, c), &[x]))
     }
     /// `−x`.
@@ -122,7 +125,7 @@ impl Tape {
             Unary::Powf(_) => |v, p| v.powf(p),
         };
         let p = if let Unary::Powf(p) = u { p } else { 0.0 };
-        let y = self.value(x)?.mapv(|v| f(v, p));
+        let y = map1(self.value(x)?, |v| f(v, p));
         Ok(self.push(y, Op::Unary(x, u), &[x]))
     }
     /// `|x|`.
@@ -161,7 +164,7 @@ impl Tape {
                 return Err(param_err("clip", format!("needs lo <= hi, got lo = {lo}, hi = {hi}")));
             }
         }
-        let y = self.value(x)?.mapv(|v| kind.forward(v));
+        let y = map1(self.value(x)?, |v| kind.forward(v));
         Ok(self.push(y, Op::Relu(x, kind), &[x]))
     }
     /// `max(x, 0)`.
@@ -397,14 +400,9 @@ impl Tape {
             return Err(param_err("batch_norm", format!("eps must be >= 0, got {eps}")));
         }
         let c = s[1];
-        let inner: usize = s[2..].iter().product();
         let scale: Vec<f32> = (0..c).map(|i| self.val(gamma)[i] / (self.val(var)[i] + eps).sqrt()).collect();
         let shift: Vec<f32> = (0..c).map(|i| self.val(beta)[i] - self.val(mean)[i] * scale[i]).collect();
-        let mut y = self.val(x).clone();
-        for (j, chunk) in y.as_slice_mut().expect("standard").chunks_exact_mut(inner.max(1)).enumerate() {
-            let ch = j % c;
-            chunk.iter_mut().for_each(|v| *v = *v * scale[ch] + shift[ch]);
-        }
+        let y = map_channels(self.val(x), |ch, v| v * scale[ch] + shift[ch]);
         Ok(self.push(y, Op::BatchNorm { x, gamma, beta, mean, var, eps }, &[x, gamma, beta, mean, var]))
     }
 

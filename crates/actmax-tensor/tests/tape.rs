@@ -148,3 +148,29 @@ fn shape_errors_are_typed_and_name_the_op() {
     tape.reset();
     assert_eq!(tape.value(a).unwrap_err(), TensorError::UnknownVar(0));
 }
+
+/// Tensors large enough for the parallel element-wise path give the scalar formulas.
+#[test]
+fn large_tensors_take_the_parallel_path_correctly() {
+    let n = 3 * 17 * 40 * 41; // > 2^15 elements, not a multiple of the chunk size
+    let xs: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+    let mut tape = Tape::new();
+    let x = tape.variable(Tensor::from_shape_vec(vec![3, 17, 40, 41], xs.clone()).unwrap());
+    let y = tape.relu6(x).unwrap();
+    let y2 = tape.mul(y, x).unwrap();
+    let y3 = tape.mul_scalar(y2, 0.5).unwrap();
+    let c = 17;
+    let ones = tape.constant(Tensor::ones(vec![c]));
+    let zeros = tape.constant(Tensor::zeros(vec![c]));
+    let bn = tape.batch_norm(y3, ones, zeros, zeros, ones, 0.0).unwrap();
+    let l = tape.sum_all(bn).unwrap();
+    let got = tape.value(y3).unwrap().iter().copied().collect::<Vec<_>>();
+    let g = tape.backward(l).unwrap().get(x).unwrap().iter().copied().collect::<Vec<_>>();
+    for (i, &v) in xs.iter().enumerate() {
+        let r6 = v.clamp(0.0, 6.0);
+        assert_eq!(got[i], 0.5 * r6 * v, "forward at {i}");
+        // d/dx (0.5·relu6(x)·x) = 0.5·(relu6'(x)·x + relu6(x)).
+        let d = if v > 0.0 && v < 6.0 { 1.0 } else { 0.0 };
+        assert!((g[i] - 0.5 * (d * v + r6)).abs() < 1e-5, "gradient at {i}: {} vs {}", g[i], 0.5 * (d * v + r6));
+    }
+}
