@@ -21,7 +21,7 @@ fn from_vec(shape: &[usize], v: Vec<f32>) -> Tensor {
 impl Tape {
     pub(crate) fn backward_op(&self, node: &Node, g: Tensor, grads: &mut [Option<Tensor>]) -> Result<()> {
         let y = &*node.value;
-        let needs = |v: crate::tape::Var| self.nodes[v.0].requires_grad;
+        let needs = |v: crate::tape::Var| self.nodes[v.index].requires_grad;
         match &node.op {
             Op::Leaf => {}
             Op::Add(a, b) => {

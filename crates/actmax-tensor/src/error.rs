@@ -34,8 +34,8 @@ pub enum TensorError {
         /// What is wrong and what would work.
         msg: String,
     },
-    /// A `Var` that does not belong to this tape (or was created before `reset`).
-    #[error("unknown variable #{0}: it does not belong to this tape (was the tape reset?)")]
+    /// A `Var` that does not belong to this tape, or was made before its last `reset`.
+    #[error("unknown variable #{0}: it belongs to another tape, or to this one before its last reset")]
     UnknownVar(usize),
     /// `backward` asked from a non-scalar value.
     #[error("backward: the loss must hold exactly one element, got shape {0:?}; reduce it with sum or mean first")]

@@ -1,5 +1,6 @@
 //! The tape: a Wengert list that owns every value, and reverse-mode differentiation.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ndarray::{ArrayD, IxDyn};
@@ -15,15 +16,27 @@ use crate::scratch::ScratchPool;
 pub type Tensor = ArrayD<f32>;
 
 /// A handle to a value on a [`Tape`]. Cheap to copy; only meaningful for the tape that
-/// made it.
+/// made it, until that tape is reset — using it elsewhere is an
+/// [`TensorError::UnknownVar`], never a silently wrong value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Var(pub(crate) usize);
+pub struct Var {
+    pub(crate) index: usize,
+    epoch: u64,
+}
 
 impl Var {
     /// Position on the tape (creation order).
     pub fn index(self) -> usize {
-        self.0
+        self.index
     }
+}
+
+/// Source of tape epochs: each new or reset tape takes a fresh one, so a `Var` can tell
+/// which tape and which iteration it belongs to. Only an identity counter, no shared data.
+static NEXT_EPOCH: AtomicU64 = AtomicU64::new(1);
+
+fn next_epoch() -> u64 {
+    NEXT_EPOCH.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Element-wise functions with a closed-form derivative.
@@ -151,27 +164,35 @@ pub(crate) struct Node {
 /// let grads = tape.backward(loss).unwrap();
 /// assert_eq!(grads.get(x).unwrap().as_slice().unwrap(), &[1.0, 0.0]);
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Tape {
     pub(crate) nodes: Vec<Node>,
     pub(crate) mode: BackpropMode,
     pub(crate) scratch: ScratchPool,
+    epoch: u64,
+}
+
+impl Default for Tape {
+    fn default() -> Self {
+        Self { nodes: Vec::new(), mode: BackpropMode::Plain, scratch: ScratchPool::new(), epoch: next_epoch() }
+    }
 }
 
 /// Gradients of a loss with respect to the tape's leaves that require them.
 #[derive(Debug)]
 pub struct Gradients {
     grads: Vec<Option<Tensor>>,
+    epoch: u64,
 }
 
 impl Gradients {
     /// dL/dv, if `v` requires a gradient and the loss depends on it.
     pub fn get(&self, v: Var) -> Option<&Tensor> {
-        self.grads.get(v.0).and_then(Option::as_ref)
+        self.grads.get(v.index).filter(|_| v.epoch == self.epoch).and_then(Option::as_ref)
     }
     /// Moves dL/dv out.
     pub fn take(&mut self, v: Var) -> Option<Tensor> {
-        self.grads.get_mut(v.0).and_then(Option::take)
+        self.grads.get_mut(v.index).filter(|_| v.epoch == self.epoch).and_then(Option::take)
     }
 }
 
@@ -185,6 +206,7 @@ impl Tape {
     /// graph allocates no im2col memory. Old `Var`s become invalid.
     pub fn reset(&mut self) {
         self.nodes.clear();
+        self.epoch = next_epoch();
     }
 
     /// Number of nodes.
@@ -236,17 +258,24 @@ impl Tape {
     fn leaf(&mut self, t: Arc<Tensor>, requires_grad: bool) -> Var {
         let t = if t.is_standard_layout() { t } else { Arc::new(t.as_standard_layout().into_owned()) };
         self.nodes.push(Node { value: t, op: Op::Leaf, requires_grad });
-        Var(self.nodes.len() - 1)
+        Var { index: self.nodes.len() - 1, epoch: self.epoch }
+    }
+
+    fn node(&self, v: Var) -> Result<&Node> {
+        match self.nodes.get(v.index) {
+            Some(n) if v.epoch == self.epoch => Ok(n),
+            _ => Err(TensorError::UnknownVar(v.index)),
+        }
     }
 
     /// The value of `v`.
     pub fn value(&self, v: Var) -> Result<&Tensor> {
-        self.nodes.get(v.0).map(|n| &*n.value).ok_or(TensorError::UnknownVar(v.0))
+        self.node(v).map(|n| &*n.value)
     }
 
     /// The shared value of `v` (no copy).
     pub fn value_shared(&self, v: Var) -> Result<Arc<Tensor>> {
-        self.nodes.get(v.0).map(|n| n.value.clone()).ok_or(TensorError::UnknownVar(v.0))
+        self.node(v).map(|n| n.value.clone())
     }
 
     /// The shape of `v`.
@@ -256,7 +285,7 @@ impl Tape {
 
     /// Whether `backward` will compute a gradient flowing through `v`.
     pub fn requires_grad(&self, v: Var) -> bool {
-        self.nodes.get(v.0).is_some_and(|n| n.requires_grad)
+        self.node(v).is_ok_and(|n| n.requires_grad)
     }
 
     /// Records a new node; it requires a gradient when any input does.
@@ -264,7 +293,7 @@ impl Tape {
         let requires_grad = inputs.iter().any(|&v| self.requires_grad(v));
         let value = if value.is_standard_layout() { value } else { value.as_standard_layout().into_owned() };
         self.nodes.push(Node { value: Arc::new(value), op, requires_grad });
-        Var(self.nodes.len() - 1)
+        Var { index: self.nodes.len() - 1, epoch: self.epoch }
     }
 
     /// Reverse mode: dL/dv for every leaf `v` that requires a gradient. Walks the tape
@@ -275,10 +304,10 @@ impl Tape {
             return Err(TensorError::NonScalarLoss(l.shape().to_vec()));
         }
         let mut grads: Vec<Option<Tensor>> = vec![None; self.nodes.len()];
-        if self.nodes[loss.0].requires_grad {
-            grads[loss.0] = Some(ArrayD::ones(IxDyn(l.shape())));
+        if self.nodes[loss.index].requires_grad {
+            grads[loss.index] = Some(ArrayD::ones(IxDyn(l.shape())));
         }
-        for i in (0..=loss.0).rev() {
+        for i in (0..=loss.index).rev() {
             let node = &self.nodes[i];
             if matches!(node.op, Op::Leaf) {
                 continue;
@@ -286,21 +315,21 @@ impl Tape {
             let Some(g) = grads[i].take() else { continue };
             self.backward_op(node, g, &mut grads)?;
         }
-        Ok(Gradients { grads })
+        Ok(Gradients { grads, epoch: self.epoch })
     }
 
     /// Adds `g` to the gradient of `v`, if `v` wants one.
     pub(crate) fn accumulate(&self, grads: &mut [Option<Tensor>], v: Var, g: Tensor) {
-        if !self.nodes[v.0].requires_grad {
+        if !self.nodes[v.index].requires_grad {
             return;
         }
-        match &mut grads[v.0] {
+        match &mut grads[v.index] {
             Some(acc) => *acc += &g,
             slot => *slot = Some(g),
         }
     }
 
     pub(crate) fn val(&self, v: Var) -> &Tensor {
-        &self.nodes[v.0].value
+        &self.nodes[v.index].value
     }
 }

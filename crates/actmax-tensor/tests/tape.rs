@@ -147,6 +147,11 @@ fn shape_errors_are_typed_and_name_the_op() {
     assert!(matches!(tape.backward(a), Err(TensorError::NonScalarLoss(_))));
     tape.reset();
     assert_eq!(tape.value(a).unwrap_err(), TensorError::UnknownVar(0));
+    // Same index after the reset, but a stale handle: still refused.
+    let _fresh = tape.constant(Tensor::zeros(vec![2, 3]));
+    assert_eq!(tape.value(a).unwrap_err(), TensorError::UnknownVar(0));
+    let other = Tape::new();
+    assert!(other.value(a).is_err());
 }
 
 /// Tensors large enough for the parallel element-wise path give the scalar formulas.
