@@ -69,12 +69,7 @@ impl Case {
         let p = Conv2dParams::new().stride(stride).groups(groups).padding(pad);
         let g = ConvGeometry::new("bench", &[1, c_in, size, size], &[c_out, c_in / groups, k, k], p)
             .expect("valid bench shape");
-        Self {
-            x: fill(g.n * g.c_in * g.in_len(), 1),
-            w: fill(g.c_out * g.k_col(), 2),
-            dy: fill(g.n * g.c_out * g.out_len(), 3),
-            g,
-        }
+        Self { x: fill(g.in_elems(), 1), w: fill(g.weight_elems(), 2), dy: fill(g.out_elems(), 3), g }
     }
 
     /// Runs one direction of the conv once.
@@ -96,7 +91,7 @@ impl Case {
 
     /// The (m, k, n) of the GEMM an im2col conv runs in this direction.
     fn gemm_shape(&self, dir: Dir) -> (usize, usize, usize) {
-        let (kc, co, hw) = (self.g.k_col(), self.g.c_out, self.g.out_len());
+        let (kc, co, hw) = (self.g.k_col(), self.g.c_out(), self.g.out_len());
         match dir {
             Dir::Fwd => (co, kc, hw),
             Dir::BwdInput => (kc, co, hw),

@@ -8,7 +8,7 @@ fn main() {
     let g = ConvGeometry::new("p", &[1, c, hw, hw], &[c, 1, k, k], p).unwrap();
     let x = vec![0.5f32; c * hw * hw];
     let w = vec![0.1f32; c * k * k];
-    let mut y = vec![0.0f32; g.n * g.c_out * g.out_len()];
+    let mut y = vec![0.0f32; g.out_elems()];
     let scratch = ScratchPool::new();
     let t = std::time::Instant::now();
     for _ in 0..reps {

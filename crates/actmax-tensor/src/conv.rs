@@ -886,10 +886,15 @@ fn dw_backward_weight_plane<const FMA: bool>(
             // In registers across the row; memory only between rows.
             let mut acc = [0.0f32; LANES];
             acc.copy_from_slice(acc_mem);
-            for (rc, xc) in row.chunks_exact(LANES).zip(xs.chunks_exact(LANES)) {
+            let full = ow - ow % LANES;
+            for (rc, xc) in row[..full].chunks_exact(LANES).zip(xs[..full].chunks_exact(LANES)) {
                 for i in 0..LANES {
                     acc[i] = fmadd::<FMA>(rc[i], xc[i], acc[i]);
                 }
+            }
+            // The tail stops at the row's end: padding lanes would compute 0·x, NaN for x = ∞.
+            for (i, (r, x)) in row[full..ow].iter().zip(&xs[full..ow]).enumerate() {
+                acc[i] = fmadd::<FMA>(*r, *x, acc[i]);
             }
             acc_mem.copy_from_slice(&acc);
         }

@@ -36,7 +36,7 @@ unsafe impl Sync for Mat {}
 impl Mat {
     /// A row-major `rows × cols` view of a slice (checked).
     pub fn row_major(data: &[f32], rows: usize, cols: usize) -> Self {
-        assert!(data.len() >= rows * cols, "Mat::row_major: slice too short");
+        assert!(rows.checked_mul(cols).is_some_and(|n| data.len() >= n), "Mat::row_major: slice too short");
         Self { ptr: data.as_ptr(), rs: cols as isize, cs: 1 }
     }
     /// The transpose of this view (no copy).
@@ -105,7 +105,8 @@ pub unsafe fn sgemm_par(m: usize, k: usize, n: usize, alpha: f32, a: Mat, b: Mat
 
 /// Safe row-major `C = A·B` (`A: m×k`, `B: k×n`) on rayon's pool; for benches and tests.
 pub fn matmul_row_major(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize) {
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "matmul_row_major: slices too short");
+    let fits = |len: usize, r: usize, c: usize| r.checked_mul(c).is_some_and(|need| len >= need);
+    assert!(fits(a.len(), m, k) && fits(b.len(), k, n) && fits(c.len(), m, n), "matmul_row_major: slices too short");
     // Safety: the asserts above bound every access.
     unsafe { sgemm_par(m, k, n, 1.0, Mat::row_major(a, m, k), Mat::row_major(b, k, n), 0.0, c.as_mut_ptr(), n) }
 }

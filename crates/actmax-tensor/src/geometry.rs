@@ -87,23 +87,29 @@ impl Conv2dParams {
     }
 }
 
-/// Fully resolved geometry of one conv: every size a kernel needs.
+/// Fully resolved geometry of one conv: every size a kernel needs. Only
+/// [`ConvGeometry::new`] makes one, so its sizes are consistent and their products fit in
+/// memory — the kernels rely on that.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvGeometry {
-    /// Batch size.
-    pub n: usize,
-    /// Input channels.
-    pub c_in: usize,
-    /// Input rows and columns.
-    pub in_hw: [usize; 2],
-    /// Output channels.
-    pub c_out: usize,
-    /// Kernel rows and columns.
-    pub k_hw: [usize; 2],
-    /// Output rows and columns.
-    pub out_hw: [usize; 2],
-    /// The parameters it was resolved from.
-    pub p: Conv2dParams,
+    pub(crate) n: usize,
+    pub(crate) c_in: usize,
+    pub(crate) in_hw: [usize; 2],
+    pub(crate) c_out: usize,
+    pub(crate) k_hw: [usize; 2],
+    pub(crate) out_hw: [usize; 2],
+    pub(crate) p: Conv2dParams,
+}
+
+/// The largest element count a tensor may have: its bytes must fit an `isize`.
+const MAX_ELEMS: usize = isize::MAX as usize / 8;
+
+/// The product of `dims`, or an error naming the op when it does not fit in memory.
+pub(crate) fn checked_elems(op: &'static str, dims: &[usize]) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMS)
+        .ok_or_else(|| param_err(op, format!("shape {dims:?} holds more elements than memory can")))
 }
 
 impl ConvGeometry {
@@ -120,14 +126,61 @@ impl ConvGeometry {
             return Err(param_err(op, format!("groups, stride and dilation must be >= 1, got {p:?}")));
         }
         let (c_in, c_out, g) = (x[1], w[0], p.groups);
-        if c_in % g != 0 || c_out % g != 0 || w[1] * g != c_in {
+        if c_in % g != 0 || c_out % g != 0 || w[1].checked_mul(g) != Some(c_in) {
             return Err(param_err(
                 op,
                 format!("input {x:?} and weight {w:?} do not fit groups = {g}: need in_channels = weight[1] * groups and out_channels divisible by groups"),
             ));
         }
+        if x.contains(&0) || w.contains(&0) {
+            return Err(param_err(op, format!("empty input {x:?} or weight {w:?}: every dimension must be >= 1")));
+        }
         let out_hw = window_out_hw(op, [x[2], x[3]], [w[2], w[3]], p.stride, p.padding, p.dilation)?;
+        checked_elems(op, x)?;
+        checked_elems(op, w)?;
+        checked_elems(op, &[x[0], c_out, out_hw[0], out_hw[1]])?;
         Ok(Self { n: x[0], c_in, in_hw: [x[2], x[3]], c_out, k_hw: [w[2], w[3]], out_hw, p })
+    }
+
+    /// Batch size.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+    /// Input channels.
+    pub fn c_in(&self) -> usize {
+        self.c_in
+    }
+    /// Output channels.
+    pub fn c_out(&self) -> usize {
+        self.c_out
+    }
+    /// Input rows and columns.
+    pub fn in_hw(&self) -> [usize; 2] {
+        self.in_hw
+    }
+    /// Kernel rows and columns.
+    pub fn k_hw(&self) -> [usize; 2] {
+        self.k_hw
+    }
+    /// Output rows and columns.
+    pub fn out_hw(&self) -> [usize; 2] {
+        self.out_hw
+    }
+    /// The parameters it was resolved from.
+    pub fn params(&self) -> Conv2dParams {
+        self.p
+    }
+    /// Elements of the input, `n·c_in·h·w`.
+    pub fn in_elems(&self) -> usize {
+        self.n * self.c_in * self.in_len()
+    }
+    /// Elements of the weight, `c_out·k_col`.
+    pub fn weight_elems(&self) -> usize {
+        self.c_out * self.k_col()
+    }
+    /// Elements of the output, `n·c_out·oh·ow`.
+    pub fn out_elems(&self) -> usize {
+        self.n * self.c_out * self.out_len()
     }
 
     /// Input channels per group.
@@ -177,7 +230,12 @@ pub(crate) fn window_out_hw(
     pad: Padding2d,
     dil: [usize; 2],
 ) -> Result<[usize; 2]> {
-    let padded = [in_hw[0] + pad.top + pad.bottom, in_hw[1] + pad.left + pad.right];
+    let too_big =
+        || param_err(op, format!("input {in_hw:?} with padding {pad:?} and window {k:?} (dilation {dil:?}) overflows"));
+    let padded = [
+        in_hw[0].checked_add(pad.top).and_then(|v| v.checked_add(pad.bottom)).ok_or_else(too_big)?,
+        in_hw[1].checked_add(pad.left).and_then(|v| v.checked_add(pad.right)).ok_or_else(too_big)?,
+    ];
     let mut out = [0; 2];
     for i in 0..2 {
         if k[i] == 0 || stride[i] == 0 || dil[i] == 0 {
@@ -186,7 +244,7 @@ pub(crate) fn window_out_hw(
                 format!("kernel {k:?}, stride {stride:?} and dilation {dil:?} must all be >= 1"),
             ));
         }
-        let eff = (k[i] - 1) * dil[i] + 1;
+        let eff = (k[i] - 1).checked_mul(dil[i]).and_then(|v| v.checked_add(1)).ok_or_else(too_big)?;
         if eff > padded[i] {
             return Err(param_err(
                 op,
@@ -224,8 +282,8 @@ impl Pool2dParams {
     }
 
     pub(crate) fn out_hw(&self, op: &'static str, x: &[usize]) -> Result<[usize; 2]> {
-        if x.len() != 4 {
-            return Err(param_err(op, format!("expects a 4-D NCHW input, got {x:?}")));
+        if x.len() != 4 || x.contains(&0) {
+            return Err(param_err(op, format!("expects a non-empty 4-D NCHW input, got {x:?}")));
         }
         let p = self.padding;
         if p.top >= self.kernel[0]

@@ -7,7 +7,7 @@ use crate::backprop::ReluKind;
 use crate::conv::conv2d_forward;
 use crate::elementwise::{map1, map2, map_channels};
 use crate::error::{param_err, shape_err, Result, TensorError};
-use crate::geometry::{Conv2dParams, ConvGeometry, Pool2dParams};
+use crate::geometry::{checked_elems, Conv2dParams, ConvGeometry, Pool2dParams};
 use crate::pool::{avg_pool2d_forward, max_pool2d_forward, PoolGeometry};
 use crate::tape::{Op, PadMode, Tape, Tensor, Unary, Var};
 
@@ -299,7 +299,7 @@ impl Tape {
             });
         }
         let (m, k, n) = (sa[0], sa[1], bn);
-        let mut y = vec![0.0; m * n];
+        let mut y = vec![0.0; checked_elems("matmul", &[m, n])?];
         let (av, bv) = (self.val(a), self.val(b));
         let am = crate::gemm::Mat::row_major(av.as_slice().expect("standard layout"), m, k);
         let bm = crate::gemm::Mat::row_major(bv.as_slice().expect("standard layout"), sb[0], sb[1]);
@@ -346,9 +346,7 @@ impl Tape {
     }
 
     fn pool_geometry(&self, op: &'static str, x: Var, p: Pool2dParams) -> Result<PoolGeometry> {
-        let s = self.shape(x)?;
-        let out_hw = p.out_hw(op, s)?;
-        Ok(PoolGeometry { planes: s[0] * s[1], in_hw: [s[2], s[3]], out_hw, p })
+        PoolGeometry::new(op, self.shape(x)?, p)
     }
 
     /// Max pooling of an NCHW input (padding never wins).
@@ -460,7 +458,7 @@ impl Tape {
     /// Same elements, new shape (row-major order).
     pub fn reshape(&mut self, x: Var, shape: &[usize]) -> Result<Var> {
         let xv = self.value(x)?;
-        if shape.iter().product::<usize>() != xv.len() {
+        if checked_elems("reshape", shape)? != xv.len() {
             return Err(shape_err(
                 "reshape",
                 format!("cannot reshape {} elements into {shape:?}", xv.len()),
@@ -515,7 +513,9 @@ impl Tape {
         if shifts.len() > s.len() {
             return Err(shape_err("roll", format!("{} shifts for a rank-{} tensor", shifts.len(), s.len()), &s));
         }
-        let mut full = shifts.to_vec();
+        // Shifts reduced mod each axis size, so the backward's negation cannot overflow.
+        let mut full: Vec<isize> =
+            shifts.iter().zip(&s).map(|(&sh, &n)| if n == 0 { 0 } else { sh.rem_euclid(n as isize) }).collect();
         full.resize(s.len(), 0);
         let y = roll_tensor(self.val(x), &full);
         Ok(self.push(y, Op::Roll { x, shifts: full }, &[x]))

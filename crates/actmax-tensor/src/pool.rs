@@ -2,19 +2,37 @@
 
 use rayon::prelude::*;
 
-use crate::geometry::Pool2dParams;
+use crate::error::Result;
+use crate::geometry::{checked_elems, Pool2dParams};
 
-/// Sizes a pooling kernel needs.
+/// Sizes a pooling kernel needs; made only by [`PoolGeometry::new`], so they agree.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolGeometry {
-    /// Number of `(n, c)` planes.
-    pub planes: usize,
-    /// Input rows and columns.
-    pub in_hw: [usize; 2],
+    pub(crate) planes: usize,
+    pub(crate) in_hw: [usize; 2],
+    pub(crate) out_hw: [usize; 2],
+    pub(crate) p: Pool2dParams,
+}
+
+impl PoolGeometry {
+    /// Checks an NCHW input shape against the window.
+    pub fn new(op: &'static str, x: &[usize], p: Pool2dParams) -> Result<Self> {
+        let out_hw = p.out_hw(op, x)?;
+        checked_elems(op, x)?;
+        Ok(Self { planes: x[0] * x[1], in_hw: [x[2], x[3]], out_hw, p })
+    }
+    /// Elements of the input.
+    pub fn in_elems(&self) -> usize {
+        self.planes * self.in_hw[0] * self.in_hw[1]
+    }
+    /// Elements of the output.
+    pub fn out_elems(&self) -> usize {
+        self.planes * self.out_hw[0] * self.out_hw[1]
+    }
     /// Output rows and columns.
-    pub out_hw: [usize; 2],
-    /// The parameters.
-    pub p: Pool2dParams,
+    pub fn out_hw(&self) -> [usize; 2] {
+        self.out_hw
+    }
 }
 
 /// Input row (or column) range a window starting at output index `o` covers.

@@ -323,6 +323,9 @@ impl Tape {
         if !self.nodes[v.index].requires_grad {
             return;
         }
+        // Kernels read gradients as contiguous slices (ndarray's `dot` may return
+        // column-major results, a hook anything).
+        let g = if g.is_standard_layout() { g } else { g.as_standard_layout().into_owned() };
         match &mut grads[v.index] {
             Some(acc) => *acc += &g,
             slot => *slot = Some(g),

@@ -39,10 +39,10 @@ fn geometry() -> impl Strategy<Value = ConvGeometry> {
 
 fn run_all(g: &ConvGeometry, plan: ConvPlan, seed: u64, with_bias: bool) {
     let scratch = ScratchPool::new();
-    let x = values(seed, g.n * g.c_in * g.in_len());
-    let w = values(seed ^ 1, g.c_out * g.k_col());
-    let dy = values(seed ^ 2, g.n * g.c_out * g.out_len());
-    let b = values(seed ^ 3, g.c_out);
+    let x = values(seed, g.in_elems());
+    let w = values(seed ^ 1, g.weight_elems());
+    let dy = values(seed ^ 2, g.out_elems());
+    let b = values(seed ^ 3, g.c_out());
     let bias = with_bias.then_some(&b[..]);
 
     let mut y = vec![f32::NAN; dy.len()];
@@ -93,10 +93,9 @@ proptest! {
         let pad = Padding2d { top: pads.0.min(k - 1), bottom: pads.1.min(k - 1), left: pads.2.min(k - 1), right: pads.3.min(k - 1) };
         let mut p = Pool2dParams::new(k, s).padding(pad);
         p.count_include_pad = include;
-        let out_hw = [(h + pad.top + pad.bottom - k) / s + 1, (w + pad.left + pad.right - k) / s + 1];
-        let g = PoolGeometry { planes, in_hw: [h, w], out_hw, p };
-        let x = distinct(seed, planes * h * w, 0.01);
-        let dy = values(seed ^ 5, planes * out_hw[0] * out_hw[1]);
+        let g = PoolGeometry::new("test", &[1, planes, h, w], p).unwrap();
+        let x = distinct(seed, g.in_elems(), 0.01);
+        let dy = values(seed ^ 5, g.out_elems());
         let (y, arg) = pool::max_pool2d_forward(&x, &g);
         assert_close(&y, &pool::naive::max_pool2d(&x, &g), 1e-6, "max_pool forward");
         assert_close(&pool::max_pool2d_backward(&dy, &arg, &g), &pool::naive::max_pool2d_backward(&x, &dy, &g), 1e-6, "max_pool backward");
@@ -129,9 +128,9 @@ fn benchmark_like_shapes_match_naive() {
 fn scratch_is_reused_between_calls() {
     let g = ConvGeometry::new("test", &[1, 4, 20, 20], &[6, 4, 3, 3], Conv2dParams::new()).unwrap();
     let scratch = ScratchPool::new();
-    let x = values(1, g.n * g.c_in * g.in_len());
-    let w = values(2, g.c_out * g.k_col());
-    let (mut a, mut b) = (vec![0.0; g.n * g.c_out * g.out_len()], vec![0.0; g.n * g.c_out * g.out_len()]);
+    let x = values(1, g.in_elems());
+    let w = values(2, g.weight_elems());
+    let (mut a, mut b) = (vec![0.0; g.out_elems()], vec![0.0; g.out_elems()]);
     conv::conv2d_forward(&x, &w, None, &g, &mut a, &scratch);
     let held = scratch.len();
     assert!(held >= 1);

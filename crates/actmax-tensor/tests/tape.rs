@@ -179,3 +179,54 @@ fn large_tensors_take_the_parallel_path_correctly() {
         assert!((g[i] - 0.5 * (d * v + r6)).abs() < 1e-5, "gradient at {i}: {} vs {}", g[i], 0.5 * (d * v + r6));
     }
 }
+
+/// Sizes that would overflow, empty dimensions and extreme parameters are errors.
+#[test]
+fn extreme_sizes_are_errors_not_panics() {
+    let mut tape = Tape::new();
+    let x = tape.constant(Tensor::zeros(vec![1, 1, 4, 4]));
+    let w = tape.constant(Tensor::zeros(vec![1, 1, 1, 2]));
+    assert!(tape.conv2d(x, w, None, Conv2dParams::new().dilation(usize::MAX)).is_err());
+    let big_pad = actmax_tensor::Padding2d { top: usize::MAX, bottom: 1, left: 0, right: 0 };
+    assert!(tape.conv2d(x, w, None, Conv2dParams::new().padding(big_pad)).is_err());
+    let empty = tape.constant(Tensor::zeros(vec![1, 2, 0, 4]));
+    let w2 = tape.constant(Tensor::zeros(vec![2, 2, 3, 3]));
+    let pad1 = Conv2dParams::new().padding(actmax_tensor::Padding2d::uniform(1));
+    assert!(tape.conv2d(empty, w2, None, pad1).is_err());
+    assert!(tape.max_pool2d(empty, actmax_tensor::Pool2dParams::new(2, 1)).is_err());
+    let no_out = tape.constant(Tensor::zeros(vec![0, 2, 3, 3]));
+    assert!(tape.conv2d(x, no_out, None, Conv2dParams::new()).is_err());
+    let wide = tape.constant(Tensor::zeros(vec![1 << 32, 0]));
+    let tall = tape.constant(Tensor::zeros(vec![0, 1 << 32]));
+    assert!(tape.matmul(wide, tall, false).is_err());
+    let nothing = tape.constant(Tensor::zeros(vec![0]));
+    assert!(tape.reshape(nothing, &[1 << 32, 1 << 32, 0]).is_err(), "the shape product overflows before the 0");
+}
+
+/// A matmul's gradient (column-major out of ndarray's `dot`) feeds the next op fine.
+#[test]
+fn matmul_gradient_layout_feeds_the_next_op() {
+    let mut tape = Tape::new();
+    let h = tape.variable(Tensor::from_shape_vec(vec![2, 3], vec![1.0, -2.0, 3.0, -4.0, 5.0, -6.0]).unwrap());
+    let r = tape.relu(h).unwrap();
+    let v = tape.constant(Tensor::ones(vec![3, 1]));
+    let y = tape.matmul(r, v, false).unwrap();
+    let l = tape.sum_all(y).unwrap();
+    let g = tape.backward(l).unwrap();
+    assert_eq!(g.get(h).unwrap().iter().copied().collect::<Vec<_>>(), [1.0, 0.0, 1.0, 0.0, 1.0, 0.0]);
+}
+
+/// Extreme roll shifts wrap like small ones, forwards and backwards.
+#[test]
+fn roll_with_extreme_shift() {
+    let mut tape = Tape::new();
+    let x = tape.variable(t(&[1.0, 2.0, 3.0]));
+    let y = tape.roll(x, &[isize::MIN]).unwrap();
+    // isize::MIN mod 3 = 1: every element moves one place right.
+    assert_eq!(tape.value(y).unwrap().iter().copied().collect::<Vec<_>>(), [3.0, 1.0, 2.0]);
+    let w = tape.constant(t(&[1.0, 10.0, 100.0]));
+    let p = tape.mul(y, w).unwrap();
+    let l = tape.sum_all(p).unwrap();
+    let g = tape.backward(l).unwrap();
+    assert_eq!(g.get(x).unwrap().iter().copied().collect::<Vec<_>>(), [10.0, 100.0, 1.0]);
+}
