@@ -11,6 +11,8 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
+use crate::workspace_root;
+
 const REFERENCES: &[&str] = &["sgemm", "naive"];
 const ONE_THREAD: &str = "_1thread";
 
@@ -31,10 +33,6 @@ fn parse(args: &[String]) -> Result<Options, String> {
         }
     }
     Ok(o)
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
 fn cargo() -> Command {

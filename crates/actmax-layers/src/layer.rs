@@ -1,0 +1,425 @@
+//! The layers: what each computes on the tape, its output shape and its parameters.
+
+use std::sync::Arc;
+
+use actmax_tensor::pool::PoolGeometry;
+use actmax_tensor::{Conv2dParams, ConvGeometry, Padding2d, Pool2dParams, ReluKind, Tape, Tensor, TensorError, Var};
+
+/// Element-wise activations (fused into Conv/Dense, or a layer of their own).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Activation {
+    /// Identity.
+    Linear,
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, 0), 6)`.
+    Relu6,
+    /// Leaky ReLU with the given negative slope.
+    LeakyRelu(f32),
+    /// ELU with the given scale.
+    Elu(f32),
+    /// Logistic sigmoid.
+    Sigmoid,
+    /// Hyperbolic tangent.
+    Tanh,
+    /// Softmax over the channel axis (axis 1).
+    Softmax,
+}
+
+impl Activation {
+    /// Applies the activation on the tape.
+    pub fn apply(self, tape: &mut Tape, x: Var) -> Result<Var, TensorError> {
+        match self {
+            Self::Linear => Ok(x),
+            Self::Relu => tape.relu(x),
+            Self::Relu6 => tape.relu6(x),
+            Self::LeakyRelu(a) => tape.relu_family(x, ReluKind::LeakyRelu { alpha: a }),
+            Self::Elu(a) => tape.relu_family(x, ReluKind::Elu { alpha: a }),
+            Self::Sigmoid => tape.sigmoid(x),
+            Self::Tanh => tape.tanh(x),
+            Self::Softmax => tape.softmax(x, 1),
+        }
+    }
+
+    /// Short name for listings.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Linear => "linear",
+            Self::Relu => "relu",
+            Self::Relu6 => "relu6",
+            Self::LeakyRelu(_) => "leaky_relu",
+            Self::Elu(_) => "elu",
+            Self::Sigmoid => "sigmoid",
+            Self::Tanh => "tanh",
+            Self::Softmax => "softmax",
+        }
+    }
+}
+
+/// How a window layer pads its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowPadding {
+    /// No padding (Keras "valid").
+    Valid,
+    /// TensorFlow/Keras "same": `ceil(in / stride)` outputs, the odd pixel bottom/right.
+    Same,
+    /// Explicit, possibly asymmetric padding (PyTorch, ONNX).
+    Explicit(Padding2d),
+}
+
+impl WindowPadding {
+    fn resolve(self, in_hw: [usize; 2], k: [usize; 2], stride: [usize; 2], dilation: [usize; 2]) -> Padding2d {
+        match self {
+            Self::Valid => Padding2d::default(),
+            Self::Same => Padding2d::tf_same(in_hw, k, stride, dilation),
+            Self::Explicit(p) => p,
+        }
+    }
+}
+
+/// A 2-D convolution's weights and settings (weights OIHW).
+#[derive(Debug, Clone)]
+pub struct Conv {
+    /// `[c_out, c_in / groups, kh, kw]`.
+    pub weight: Arc<Tensor>,
+    /// `[c_out]`, if any.
+    pub bias: Option<Arc<Tensor>>,
+    /// Step, (rows, cols).
+    pub stride: [usize; 2],
+    /// Padding rule.
+    pub padding: WindowPadding,
+    /// Tap spacing.
+    pub dilation: [usize; 2],
+    /// Channel groups.
+    pub groups: usize,
+}
+
+impl Conv {
+    /// A conv with zero weights of the given shape, stride 1, no bias, one group.
+    pub fn zeros(c_out: usize, c_in_per_group: usize, k: usize) -> Self {
+        Self {
+            weight: Arc::new(Tensor::zeros(vec![c_out, c_in_per_group, k, k])),
+            bias: None,
+            stride: [1, 1],
+            padding: WindowPadding::Valid,
+            dilation: [1, 1],
+            groups: 1,
+        }
+    }
+
+    fn params(&self, x: &[usize]) -> Result<Conv2dParams, TensorError> {
+        if x.len() != 4 {
+            return Err(TensorError::Shape { op: "conv2d", msg: "expects an NCHW input".into(), shape: x.to_vec() });
+        }
+        let w = self.weight.shape();
+        let padding = self.padding.resolve([x[2], x[3]], [w[2], w[3]], self.stride, self.dilation);
+        Ok(Conv2dParams { stride: self.stride, padding, dilation: self.dilation, groups: self.groups })
+    }
+
+    fn forward(&self, tape: &mut Tape, x: Var) -> Result<Var, TensorError> {
+        let p = self.params(tape.shape(x)?)?;
+        let w = tape.constant_shared(self.weight.clone());
+        let b = self.bias.clone().map(|b| tape.constant_shared(b));
+        tape.conv2d(x, w, b, p)
+    }
+
+    fn output_shape(&self, x: &[usize]) -> Result<Vec<usize>, TensorError> {
+        Ok(ConvGeometry::new("conv2d", x, self.weight.shape(), self.params(x)?)?.out_shape().to_vec())
+    }
+
+    fn param_count(&self) -> usize {
+        self.weight.len() + self.bias.as_ref().map_or(0, |b| b.len())
+    }
+}
+
+/// A pooling window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pool {
+    /// Window rows and columns.
+    pub kernel: [usize; 2],
+    /// Step.
+    pub stride: [usize; 2],
+    /// Padding rule.
+    pub padding: WindowPadding,
+    /// Average pooling: count padded pixels (PyTorch) or not (Keras).
+    pub count_include_pad: bool,
+}
+
+impl Pool {
+    /// A `k × k` window with stride `s`, no padding.
+    pub fn new(k: usize, s: usize) -> Self {
+        Self { kernel: [k, k], stride: [s, s], padding: WindowPadding::Valid, count_include_pad: false }
+    }
+
+    fn params(&self, x: &[usize]) -> Pool2dParams {
+        let in_hw = if x.len() == 4 { [x[2], x[3]] } else { [0, 0] };
+        let padding = self.padding.resolve(in_hw, self.kernel, self.stride, [1, 1]);
+        Pool2dParams { kernel: self.kernel, stride: self.stride, padding, count_include_pad: self.count_include_pad }
+    }
+}
+
+/// A layer of the zoo.
+#[derive(Debug, Clone)]
+pub enum Layer {
+    /// The model's input (after the input spec's preprocessing).
+    Input,
+    /// 2-D convolution, then an activation.
+    Conv2d(Conv, Activation),
+    /// Depthwise convolution (groups = channels), then an activation.
+    DepthwiseConv2d(Conv, Activation),
+    /// Depthwise then pointwise convolution (Keras SeparableConv2D), then an activation.
+    SeparableConv2d {
+        /// The per-channel spatial conv.
+        depthwise: Conv,
+        /// The 1×1 channel mix (carries the bias).
+        pointwise: Conv,
+        /// Applied last.
+        activation: Activation,
+    },
+    /// `x · Wᵀ + b` with `W: [out, in]`, then an activation.
+    Dense {
+        /// `[out, in]` (PyTorch layout).
+        weight: Arc<Tensor>,
+        /// `[out]`.
+        bias: Option<Arc<Tensor>>,
+        /// Applied last.
+        activation: Activation,
+    },
+    /// Inference batch norm over the channel axis.
+    BatchNorm {
+        /// Scale.
+        gamma: Arc<Tensor>,
+        /// Shift.
+        beta: Arc<Tensor>,
+        /// Running mean.
+        mean: Arc<Tensor>,
+        /// Running variance.
+        var: Arc<Tensor>,
+        /// Added to the variance.
+        eps: f32,
+    },
+    /// An activation of its own.
+    Activation(Activation),
+    /// Max pooling.
+    MaxPool(Pool),
+    /// Average pooling.
+    AvgPool(Pool),
+    /// Mean over the spatial axes: `[N, C, H, W] → [N, C]`.
+    GlobalAvgPool,
+    /// `[N, ...] → [N, prod(...)]`.
+    Flatten,
+    /// Identity at inference (the rate is kept for listings).
+    Dropout(f32),
+    /// Zero padding of the spatial axes.
+    ZeroPadding(Padding2d),
+    /// Sum of all inputs.
+    Add,
+    /// Concatenation along an axis.
+    Concat(usize),
+    /// Reshape to `[N, shape...]`.
+    Reshape(Vec<usize>),
+}
+
+impl Layer {
+    /// A short type name for listings.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Input => "Input",
+            Self::Conv2d(..) => "Conv2D",
+            Self::DepthwiseConv2d(..) => "DepthwiseConv2D",
+            Self::SeparableConv2d { .. } => "SeparableConv2D",
+            Self::Dense { .. } => "Dense",
+            Self::BatchNorm { .. } => "BatchNorm",
+            Self::Activation(_) => "Activation",
+            Self::MaxPool(_) => "MaxPool",
+            Self::AvgPool(_) => "AvgPool",
+            Self::GlobalAvgPool => "GlobalAvgPool",
+            Self::Flatten => "Flatten",
+            Self::Dropout(_) => "Dropout",
+            Self::ZeroPadding(_) => "ZeroPadding",
+            Self::Add => "Add",
+            Self::Concat(_) => "Concat",
+            Self::Reshape(_) => "Reshape",
+        }
+    }
+
+    /// The activation this layer ends with, if it has one that can be swapped.
+    pub fn activation(&self) -> Option<Activation> {
+        match self {
+            Self::Conv2d(_, a) | Self::DepthwiseConv2d(_, a) | Self::Activation(a) => Some(*a),
+            Self::SeparableConv2d { activation, .. } | Self::Dense { activation, .. } => Some(*activation),
+            _ => None,
+        }
+    }
+
+    /// Replaces the layer's activation (keras-vis's softmax → linear swap). Returns false
+    /// when the layer has none.
+    pub fn set_activation(&mut self, new: Activation) -> bool {
+        match self {
+            Self::Conv2d(_, a) | Self::DepthwiseConv2d(_, a) | Self::Activation(a) => *a = new,
+            Self::SeparableConv2d { activation, .. } | Self::Dense { activation, .. } => *activation = new,
+            _ => return false,
+        }
+        true
+    }
+
+    /// Number of parameters.
+    pub fn param_count(&self) -> usize {
+        match self {
+            Self::Conv2d(c, _) | Self::DepthwiseConv2d(c, _) => c.param_count(),
+            Self::SeparableConv2d { depthwise, pointwise, .. } => depthwise.param_count() + pointwise.param_count(),
+            Self::Dense { weight, bias, .. } => weight.len() + bias.as_ref().map_or(0, |b| b.len()),
+            Self::BatchNorm { gamma, .. } => 4 * gamma.len(),
+            _ => 0,
+        }
+    }
+
+    /// Filters (output channels or units) a loss can address, if the layer has them.
+    pub fn filters(&self, output_shape: &[usize]) -> Option<usize> {
+        match self {
+            Self::Input => None,
+            _ => output_shape.get(1).copied(),
+        }
+    }
+
+    /// Parameters by local name (`weight`, `bias`, `running_mean`, ...), PyTorch style.
+    pub fn params_mut(&mut self) -> Vec<(&'static str, &mut Arc<Tensor>)> {
+        fn conv<'a>(prefix: &'static str, c: &'a mut Conv, out: &mut Vec<(&'static str, &'a mut Arc<Tensor>)>) {
+            let (w, b) = match prefix {
+                "depthwise" => ("depthwise.weight", "depthwise.bias"),
+                "pointwise" => ("pointwise.weight", "pointwise.bias"),
+                _ => ("weight", "bias"),
+            };
+            out.push((w, &mut c.weight));
+            if let Some(bias) = c.bias.as_mut() {
+                out.push((b, bias));
+            }
+        }
+        let mut out = Vec::new();
+        match self {
+            Self::Conv2d(c, _) | Self::DepthwiseConv2d(c, _) => conv("", c, &mut out),
+            Self::SeparableConv2d { depthwise, pointwise, .. } => {
+                conv("depthwise", depthwise, &mut out);
+                conv("pointwise", pointwise, &mut out);
+            }
+            Self::Dense { weight, bias, .. } => {
+                out.push(("weight", weight));
+                if let Some(b) = bias.as_mut() {
+                    out.push(("bias", b));
+                }
+            }
+            Self::BatchNorm { gamma, beta, mean, var, .. } => {
+                out.extend([("weight", gamma), ("bias", beta), ("running_mean", mean), ("running_var", var)]);
+            }
+            _ => {}
+        }
+        out
+    }
+
+    /// The layer's output on the tape.
+    pub fn forward(&self, tape: &mut Tape, inputs: &[Var]) -> Result<Var, TensorError> {
+        let x = inputs[0];
+        match self {
+            Self::Input | Self::Dropout(_) => Ok(x),
+            Self::Conv2d(c, a) | Self::DepthwiseConv2d(c, a) => {
+                let y = c.forward(tape, x)?;
+                a.apply(tape, y)
+            }
+            Self::SeparableConv2d { depthwise, pointwise, activation } => {
+                let y = depthwise.forward(tape, x)?;
+                let y = pointwise.forward(tape, y)?;
+                activation.apply(tape, y)
+            }
+            Self::Dense { weight, bias, activation } => {
+                let w = tape.constant_shared(weight.clone());
+                let b = bias.clone().map(|b| tape.constant_shared(b));
+                let y = tape.linear(x, w, b)?;
+                activation.apply(tape, y)
+            }
+            Self::BatchNorm { gamma, beta, mean, var, eps } => {
+                let [g, b, m, v] = [gamma, beta, mean, var].map(|t| tape.constant_shared(t.clone()));
+                tape.batch_norm(x, g, b, m, v, *eps)
+            }
+            Self::Activation(a) => a.apply(tape, x),
+            Self::MaxPool(p) => {
+                let p = p.params(tape.shape(x)?);
+                tape.max_pool2d(x, p)
+            }
+            Self::AvgPool(p) => {
+                let p = p.params(tape.shape(x)?);
+                tape.avg_pool2d(x, p)
+            }
+            Self::GlobalAvgPool => tape.global_avg_pool(x),
+            Self::Flatten => tape.flatten(x),
+            Self::ZeroPadding(p) => {
+                tape.pad(x, &[(p.top, p.bottom), (p.left, p.right)], actmax_tensor::PadMode::Constant(0.0))
+            }
+            Self::Add => inputs[1..].iter().try_fold(x, |acc, &v| tape.add(acc, v)),
+            Self::Concat(axis) => tape.concat(inputs, *axis),
+            Self::Reshape(shape) => {
+                let n = tape.shape(x)?[0];
+                let full: Vec<usize> = std::iter::once(n).chain(shape.iter().copied()).collect();
+                tape.reshape(x, &full)
+            }
+        }
+    }
+
+    /// The output shape for the given input shapes (batch included), or why they do not fit.
+    pub fn output_shape(&self, inputs: &[Vec<usize>]) -> Result<Vec<usize>, TensorError> {
+        let x = &inputs[0];
+        let shape_err = |op: &'static str, msg: &str| TensorError::Shape { op, msg: msg.into(), shape: x.clone() };
+        match self {
+            Self::Input | Self::Dropout(_) | Self::Activation(_) | Self::BatchNorm { .. } => {
+                if let Self::BatchNorm { gamma, .. } = self {
+                    if x.get(1) != Some(&gamma.len()) {
+                        return Err(shape_err("batch_norm", &format!("expects {} channels", gamma.len())));
+                    }
+                }
+                Ok(x.clone())
+            }
+            Self::Conv2d(c, _) | Self::DepthwiseConv2d(c, _) => c.output_shape(x),
+            Self::SeparableConv2d { depthwise, pointwise, .. } => pointwise.output_shape(&depthwise.output_shape(x)?),
+            Self::Dense { weight, .. } => {
+                let [out, inp] = [weight.shape()[0], weight.shape()[1]];
+                if x.len() != 2 || x[1] != inp {
+                    return Err(shape_err("dense", &format!("expects [N, {inp}] (flatten first?)")));
+                }
+                Ok(vec![x[0], out])
+            }
+            Self::MaxPool(p) | Self::AvgPool(p) => {
+                let g = PoolGeometry::new("pool", x, p.params(x))?;
+                Ok(vec![x[0], x[1], g.out_hw()[0], g.out_hw()[1]])
+            }
+            Self::GlobalAvgPool if x.len() == 4 => Ok(vec![x[0], x[1]]),
+            Self::GlobalAvgPool => Err(shape_err("global_avg_pool", "expects NCHW")),
+            Self::Flatten => Ok(vec![x[0], x[1..].iter().product()]),
+            Self::ZeroPadding(p) if x.len() == 4 => {
+                Ok(vec![x[0], x[1], x[2] + p.top + p.bottom, x[3] + p.left + p.right])
+            }
+            Self::ZeroPadding(_) => Err(shape_err("zero_padding", "expects NCHW")),
+            Self::Add => match inputs.iter().find(|s| *s != x) {
+                Some(other) => Err(TensorError::Broadcast { op: "add", lhs: x.clone(), rhs: other.clone() }),
+                None => Ok(x.clone()),
+            },
+            Self::Concat(axis) => {
+                let mut out = x.clone();
+                if *axis >= out.len() {
+                    return Err(shape_err("concat", "axis out of range"));
+                }
+                for s in &inputs[1..] {
+                    if s.len() != x.len() || s.iter().zip(x).enumerate().any(|(i, (a, b))| i != *axis && a != b) {
+                        return Err(shape_err("concat", "shapes differ off the concat axis"));
+                    }
+                    out[*axis] += s[*axis];
+                }
+                Ok(out)
+            }
+            Self::Reshape(shape) => {
+                if shape.iter().product::<usize>() != x[1..].iter().product::<usize>() {
+                    return Err(shape_err("reshape", &format!("cannot reshape to [N, {shape:?}]")));
+                }
+                Ok(std::iter::once(x[0]).chain(shape.iter().copied()).collect())
+            }
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! The Model: a DAG of named layers in topological order, addressed by name or index.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use actmax_tensor::{Tape, Tensor, Var};
+
+use crate::error::{LayerError, LoadError, Result};
+use crate::layer::{Activation, Layer};
+
+/// Channel order of a model's input images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelOrder {
+    /// Red, green, blue.
+    Rgb,
+    /// Blue, green, red (Caffe-era models).
+    Bgr,
+    /// One grey channel.
+    Gray,
+}
+
+/// What a model expects as input: an image in `range`, which the model itself turns into
+/// network input by `(x − mean[c]) / std[c]` (so gradients reach the image).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputSpec {
+    /// Channels, rows, columns.
+    pub shape: [usize; 3],
+    /// Channel order.
+    pub channels: ChannelOrder,
+    /// Pixel value range of an image, e.g. (0, 255).
+    pub range: (f32, f32),
+    /// Per-channel (or one shared) mean subtracted first.
+    pub mean: Vec<f32>,
+    /// Per-channel (or one shared) divisor.
+    pub std: Vec<f32>,
+}
+
+impl InputSpec {
+    /// An image in 0..255 fed as is.
+    pub fn raw(shape: [usize; 3], channels: ChannelOrder) -> Self {
+        Self { shape, channels, range: (0.0, 255.0), mean: vec![0.0], std: vec![1.0] }
+    }
+
+    /// Network input from an image tensor `[N, C, H, W]` in `range`, on the tape.
+    pub fn preprocess(&self, tape: &mut Tape, image: Var) -> Result<Var> {
+        if self.mean.iter().all(|&m| m == 0.0) && self.std.iter().all(|&s| s == 1.0) {
+            return Ok(image);
+        }
+        let per_channel = |v: &[f32]| {
+            let c = self.shape[0];
+            let vals: Vec<f32> = (0..c).map(|i| if v.len() == 1 { v[0] } else { v[i] }).collect();
+            Tensor::from_shape_vec(vec![1, c, 1, 1], vals).expect("c values")
+        };
+        let mean = tape.constant(per_channel(&self.mean));
+        let inv = tape.constant(per_channel(&self.std).mapv(|s| 1.0 / s));
+        let centred = tape.sub(image, mean)?;
+        Ok(tape.mul(centred, inv)?)
+    }
+}
+
+/// One layer of a model and where its inputs come from.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Unique name (PyTorch module path for zoo models, Keras layer name for Keras ones).
+    pub name: String,
+    /// What it computes.
+    pub layer: Layer,
+    /// Indexes of the nodes it reads (all earlier in the list).
+    pub inputs: Vec<usize>,
+    /// Output shape for a batch of one.
+    pub output_shape: Vec<usize>,
+}
+
+/// A layer address: a name, or an index where negative values count from the end
+/// (`-1` is the last layer, as keras-vis's `layer_idx=-1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LayerRef {
+    /// By name.
+    Name(String),
+    /// By position.
+    Index(isize),
+}
+
+impl From<&str> for LayerRef {
+    fn from(s: &str) -> Self {
+        match s.parse::<isize>() {
+            Ok(i) => Self::Index(i),
+            Err(_) => Self::Name(s.to_string()),
+        }
+    }
+}
+
+impl From<isize> for LayerRef {
+    fn from(i: isize) -> Self {
+        Self::Index(i)
+    }
+}
+
+impl From<i32> for LayerRef {
+    fn from(i: i32) -> Self {
+        Self::Index(i as isize)
+    }
+}
+
+/// One row of [`Model::layers`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerInfo {
+    /// Position (topological).
+    pub index: usize,
+    /// Name.
+    pub name: String,
+    /// Type name.
+    pub kind: &'static str,
+    /// Output shape for a batch of one.
+    pub output_shape: Vec<usize>,
+    /// Addressable filters/units (output channels), if any.
+    pub filters: Option<usize>,
+    /// Parameter count.
+    pub params: usize,
+    /// Activation, for layers that carry one.
+    pub activation: Option<&'static str>,
+}
+
+/// A network: named layers in topological order, node 0 the input.
+#[derive(Debug, Clone)]
+pub struct Model {
+    nodes: Vec<Node>,
+    input: InputSpec,
+}
+
+/// Builds a [`Model`] layer by layer, checking shapes as it goes.
+#[derive(Debug)]
+pub struct ModelBuilder {
+    nodes: Vec<Node>,
+    input: InputSpec,
+}
+
+impl ModelBuilder {
+    /// A builder whose node 0 is the input described by `spec`.
+    pub fn new(spec: InputSpec) -> Self {
+        let shape = vec![1, spec.shape[0], spec.shape[1], spec.shape[2]];
+        Self {
+            nodes: vec![Node { name: "input".into(), layer: Layer::Input, inputs: vec![], output_shape: shape }],
+            input: spec,
+        }
+    }
+
+    /// The input node.
+    pub fn input(&self) -> usize {
+        0
+    }
+
+    /// Adds a layer reading `inputs`; returns its index.
+    pub fn add(&mut self, name: impl Into<String>, layer: Layer, inputs: &[usize]) -> Result<usize> {
+        let name = name.into();
+        if self.nodes.iter().any(|n| n.name == name) {
+            return Err(LayerError::DuplicateName(name));
+        }
+        if inputs.is_empty() || inputs.iter().any(|&i| i >= self.nodes.len()) {
+            return Err(LayerError::Build { layer: name, msg: format!("inputs {inputs:?} must name earlier layers") });
+        }
+        let shapes: Vec<Vec<usize>> = inputs.iter().map(|&i| self.nodes[i].output_shape.clone()).collect();
+        let output_shape =
+            layer.output_shape(&shapes).map_err(|e| LayerError::Build { layer: name.clone(), msg: e.to_string() })?;
+        self.nodes.push(Node { name, layer, inputs: inputs.to_vec(), output_shape });
+        Ok(self.nodes.len() - 1)
+    }
+
+    /// Adds a layer reading the most recent one.
+    pub fn push(&mut self, name: impl Into<String>, layer: Layer) -> Result<usize> {
+        let last = self.nodes.len() - 1;
+        self.add(name, layer, &[last])
+    }
+
+    /// The finished model.
+    pub fn build(self) -> Model {
+        Model { nodes: self.nodes, input: self.input }
+    }
+}
+
+/// Levenshtein distance, for "did you mean" suggestions.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+impl Model {
+    /// The input spec.
+    pub fn input_spec(&self) -> &InputSpec {
+        &self.input
+    }
+
+    /// All nodes, input first.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// Number of layers (the input included).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// True for a model with no layer besides its input.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.len() <= 1
+    }
+
+    /// One row per layer: index, name, type, output shape, filters, parameters.
+    pub fn layers(&self) -> Vec<LayerInfo> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(index, n)| LayerInfo {
+                index,
+                name: n.name.clone(),
+                kind: n.layer.type_name(),
+                output_shape: n.output_shape.clone(),
+                filters: n.layer.filters(&n.output_shape),
+                params: n.layer.param_count(),
+                activation: n.layer.activation().map(Activation::name),
+            })
+            .collect()
+    }
+
+    /// Total parameter count.
+    pub fn param_count(&self) -> usize {
+        self.nodes.iter().map(|n| n.layer.param_count()).sum()
+    }
+
+    /// The index of a layer by name or (possibly negative) index.
+    pub fn find(&self, r: impl Into<LayerRef>) -> Result<usize> {
+        match r.into() {
+            LayerRef::Index(i) => {
+                let n = self.nodes.len() as isize;
+                let j = if i < 0 { n + i } else { i };
+                if (0..n).contains(&j) {
+                    Ok(j as usize)
+                } else {
+                    Err(LayerError::IndexOutOfRange { index: i, count: self.nodes.len() })
+                }
+            }
+            LayerRef::Name(name) => self.nodes.iter().position(|n| n.name == name).ok_or_else(|| {
+                let mut by_distance: Vec<(usize, &str)> =
+                    self.nodes.iter().map(|n| (edit_distance(&name, &n.name), n.name.as_str())).collect();
+                by_distance.sort();
+                LayerError::UnknownLayer {
+                    name,
+                    suggestions: by_distance.iter().take(5).map(|(_, s)| s.to_string()).collect(),
+                }
+            }),
+        }
+    }
+
+    /// Replaces the activation of a layer (keras-vis's `swap_activation`, typically softmax
+    /// → linear before maximizing a class).
+    pub fn swap_activation(&mut self, r: impl Into<LayerRef>, activation: Activation) -> Result<()> {
+        let i = self.find(r)?;
+        let node = &mut self.nodes[i];
+        if node.layer.set_activation(activation) {
+            Ok(())
+        } else {
+            Err(LayerError::Build {
+                layer: node.name.clone(),
+                msg: format!("a {} layer has no activation to swap", node.layer.type_name()),
+            })
+        }
+    }
+
+    /// Runs the model on an image `[N, C, H, W]` in the input spec's range, stopping at the
+    /// deepest layer in `outputs`; returns those layers' values in the same order.
+    pub fn forward(&self, tape: &mut Tape, image: Var, outputs: &[usize]) -> Result<Vec<Var>> {
+        let last = outputs.iter().copied().max().unwrap_or(0);
+        if last >= self.nodes.len() {
+            return Err(LayerError::IndexOutOfRange { index: last as isize, count: self.nodes.len() });
+        }
+        let mut vals: Vec<Option<Var>> = vec![None; last + 1];
+        vals[0] = Some(self.input.preprocess(tape, image)?);
+        for i in 1..=last {
+            let node = &self.nodes[i];
+            let ins: Vec<Var> = node.inputs.iter().map(|&j| vals[j].expect("topological order")).collect();
+            vals[i] = Some(node.layer.forward(tape, &ins)?);
+        }
+        Ok(outputs.iter().map(|&i| vals[i].expect("computed")).collect())
+    }
+
+    /// The last layer's output for an image batch, without gradients.
+    pub fn predict(&self, image: &Tensor) -> Result<Tensor> {
+        let mut tape = Tape::new();
+        let x = tape.constant(image.clone());
+        let out = self.forward(&mut tape, x, &[self.nodes.len() - 1])?[0];
+        Ok(tape.value(out)?.clone())
+    }
+
+    /// Every parameter by its full name (`<layer>.<param>`).
+    pub fn parameter_shapes(&mut self) -> BTreeMap<String, Vec<usize>> {
+        let mut out = BTreeMap::new();
+        for n in &mut self.nodes {
+            for (p, t) in n.layer.params_mut() {
+                out.insert(format!("{}.{p}", n.name), t.shape().to_vec());
+            }
+        }
+        out
+    }
+
+    /// Loads named tensors onto the parameters of the same names. Every parameter must be
+    /// found with its shape, and every tensor must find a parameter — except PyTorch's
+    /// `num_batches_tracked` counters, which inference does not use. Nothing changes unless
+    /// everything fits.
+    pub fn load_state_dict(&mut self, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+        let shapes = self.parameter_shapes();
+        let mut missing = Vec::new();
+        let mut misshaped = Vec::new();
+        for (name, shape) in &shapes {
+            match tensors.get(name) {
+                None => missing.push(name.clone()),
+                Some(t) if t.shape() != shape.as_slice() => {
+                    misshaped.push(format!("{name}: file {:?} vs model {shape:?}", t.shape()))
+                }
+                Some(_) => {}
+            }
+        }
+        let known: BTreeSet<&String> = shapes.keys().collect();
+        let unexpected: Vec<String> =
+            tensors.keys().filter(|k| !known.contains(k) && !k.ends_with("num_batches_tracked")).cloned().collect();
+        if !missing.is_empty() || !unexpected.is_empty() || !misshaped.is_empty() {
+            return Err(LoadError::Mismatch { missing, unexpected, misshaped }.into());
+        }
+        for n in &mut self.nodes {
+            let name = n.name.clone();
+            for (p, t) in n.layer.params_mut() {
+                *t = Arc::new(tensors[&format!("{name}.{p}")].clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Every parameter by its full name, shared (no copy).
+    pub fn state_dict(&mut self) -> BTreeMap<String, Arc<Tensor>> {
+        let mut out = BTreeMap::new();
+        for n in &mut self.nodes {
+            let name = n.name.clone();
+            for (p, t) in n.layer.params_mut() {
+                out.insert(format!("{name}.{p}"), t.clone());
+            }
+        }
+        out
+    }
+}

