@@ -218,6 +218,8 @@ pub enum Layer {
     Concat(usize),
     /// Reshape to `[N, shape...]`.
     Reshape(Vec<usize>),
+    /// Passes its input through (a batch norm folded into the conv before it).
+    Identity,
 }
 
 impl Layer {
@@ -240,6 +242,7 @@ impl Layer {
             Self::Add => "Add",
             Self::Concat(_) => "Concat",
             Self::Reshape(_) => "Reshape",
+            Self::Identity => "Identity",
         }
     }
 
@@ -261,6 +264,21 @@ impl Layer {
             _ => return false,
         }
         true
+    }
+
+    /// Multiply-adds × 2 of one image through this layer, given its output shape.
+    pub fn flops(&self, output_shape: &[usize]) -> f64 {
+        let per_image: usize = output_shape.iter().skip(1).product();
+        let conv = |c: &Conv| 2.0 * per_image as f64 * (c.weight.len() / c.weight.shape()[0]) as f64;
+        match self {
+            Self::Conv2d(c, _) | Self::DepthwiseConv2d(c, _) => conv(c),
+            Self::SeparableConv2d { depthwise, pointwise, .. } => {
+                let dw_out = per_image / pointwise.weight.shape()[0] * depthwise.weight.shape()[0];
+                2.0 * dw_out as f64 * (depthwise.weight.len() / depthwise.weight.shape()[0]) as f64 + conv(pointwise)
+            }
+            Self::Dense { weight, .. } => 2.0 * weight.len() as f64,
+            _ => 0.0,
+        }
     }
 
     /// Number of parameters.
@@ -320,7 +338,7 @@ impl Layer {
     pub fn forward(&self, tape: &mut Tape, inputs: &[Var]) -> Result<Var, TensorError> {
         let x = inputs[0];
         match self {
-            Self::Input | Self::Dropout(_) => Ok(x),
+            Self::Input | Self::Dropout(_) | Self::Identity => Ok(x),
             Self::Conv2d(c, a) | Self::DepthwiseConv2d(c, a) => {
                 let y = c.forward(tape, x)?;
                 a.apply(tape, y)
@@ -369,7 +387,7 @@ impl Layer {
         let x = &inputs[0];
         let shape_err = |op: &'static str, msg: &str| TensorError::Shape { op, msg: msg.into(), shape: x.clone() };
         match self {
-            Self::Input | Self::Dropout(_) | Self::Activation(_) | Self::BatchNorm { .. } => {
+            Self::Input | Self::Dropout(_) | Self::Identity | Self::Activation(_) | Self::BatchNorm { .. } => {
                 if let Self::BatchNorm { gamma, .. } = self {
                     if x.get(1) != Some(&gamma.len()) {
                         return Err(shape_err("batch_norm", &format!("expects {} channels", gamma.len())));

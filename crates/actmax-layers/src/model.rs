@@ -232,6 +232,48 @@ impl Model {
             .collect()
     }
 
+    /// Forward FLOPs (multiply-adds × 2 of convs and dense layers) for one image.
+    pub fn flops(&self) -> f64 {
+        self.nodes.iter().map(|n| n.layer.flops(&n.output_shape)).sum()
+    }
+
+    /// A copy with every inference batch norm that directly follows a linear conv (and is
+    /// its only reader) folded into that conv's weights and bias; the batch norm becomes
+    /// [`Layer::Identity`], so names and indexes stay. Faster, and the same outputs —
+    /// except at the folded convs themselves, which now output the normalized values:
+    /// fold only when no loss reads a conv that gets folded.
+    pub fn fold_batch_norms(&self) -> Model {
+        let mut m = self.clone();
+        let readers = |m: &Model, j: usize| m.nodes.iter().filter(|n| n.inputs.contains(&j)).count();
+        for i in 0..m.nodes.len() {
+            let Layer::BatchNorm { gamma, beta, mean, var, eps } = &m.nodes[i].layer else { continue };
+            let j = m.nodes[i].inputs[0];
+            let foldable = matches!(
+                &m.nodes[j].layer,
+                Layer::Conv2d(_, Activation::Linear) | Layer::DepthwiseConv2d(_, Activation::Linear)
+            );
+            if !foldable || readers(&m, j) != 1 {
+                continue;
+            }
+            let scale: Vec<f32> = gamma.iter().zip(var.iter()).map(|(g, v)| g / (v + eps).sqrt()).collect();
+            let shift: Vec<f32> = (0..scale.len()).map(|c| beta[c] - mean[c] * scale[c]).collect();
+            let (Layer::Conv2d(conv, _) | Layer::DepthwiseConv2d(conv, _)) = &mut m.nodes[j].layer else {
+                unreachable!()
+            };
+            let per_out = conv.weight.len() / scale.len();
+            let mut w = (*conv.weight).clone();
+            for (k, v) in w.as_slice_mut().expect("standard layout").iter_mut().enumerate() {
+                *v *= scale[k / per_out];
+            }
+            let b: Vec<f32> =
+                (0..scale.len()).map(|c| conv.bias.as_ref().map_or(0.0, |b| b[c]) * scale[c] + shift[c]).collect();
+            conv.weight = Arc::new(w);
+            conv.bias = Some(Arc::new(Tensor::from_shape_vec(vec![scale.len()], b).expect("c values")));
+            m.nodes[i].layer = Layer::Identity;
+        }
+        m
+    }
+
     /// Total parameter count.
     pub fn param_count(&self) -> usize {
         self.nodes.iter().map(|n| n.layer.param_count()).sum()

@@ -112,3 +112,32 @@ fn zoo_architectures_have_their_published_sizes() {
     let f = zoo::vgg16_features(128).unwrap();
     assert_eq!(f.nodes().last().unwrap().output_shape, [1, 512, 4, 4]);
 }
+
+#[test]
+fn folded_batch_norms_give_the_same_outputs() {
+    let mut m = zoo::efficientnet_lite0();
+    zoo::init_he_uniform(&mut m, 3);
+    // Non-trivial batch-norm statistics, so folding has something to do.
+    let mut sd: BTreeMap<String, Tensor> = m.state_dict().into_iter().map(|(k, v)| (k, (*v).clone())).collect();
+    for (k, v) in sd.iter_mut() {
+        let seed = k.len() as f32;
+        if k.ends_with("running_mean") || k.ends_with("bias") {
+            v.iter_mut().enumerate().for_each(|(i, x)| *x = ((i as f32 * 0.37 + seed).sin()) * 0.1);
+        } else if k.ends_with("running_var") {
+            v.iter_mut().enumerate().for_each(|(i, x)| *x = 1.0 + ((i as f32 * 0.11 + seed).cos()).abs());
+        }
+    }
+    m.load_state_dict(&sd).unwrap();
+    let folded = m.fold_batch_norms();
+    let identities = folded.layers().iter().filter(|l| l.kind == "Identity").count();
+    assert_eq!(identities, 49, "every EfficientNet-Lite0 batch norm follows a conv");
+    assert_eq!(folded.len(), m.len());
+    let x = Tensor::from_shape_fn(vec![1, 3, 224, 224], |i| ((i[1] * 7 + i[2] * 3 + i[3]) % 255) as f32);
+    let (a, b) = (m.predict(&x).unwrap(), folded.predict(&x).unwrap());
+    let scale = a.iter().fold(0.0f32, |s, v| s.max(v.abs()));
+    for (p, q) in a.iter().zip(b.iter()) {
+        assert!((p - q).abs() <= 1e-4 * scale, "{p} vs {q} (scale {scale})");
+    }
+    let flops = m.flops();
+    assert!((0.7e9..0.9e9).contains(&flops), "EfficientNet-Lite0 is ~0.4 G multiply-adds, got {flops} FLOPs");
+}

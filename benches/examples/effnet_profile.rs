@@ -1,0 +1,23 @@
+//! Runs EfficientNet-Lite0 forward (and backward with `--backward`) in a loop, for a profiler.
+use actmax_layers::zoo;
+use actmax_tensor::{Tape, Tensor};
+
+fn main() {
+    let backward = std::env::args().any(|a| a == "--backward");
+    let model = zoo::load("efficientnet_lite0", None).unwrap();
+    let image = Tensor::from_shape_fn(vec![1, 3, 224, 224], |i| ((i[1] * 7 + i[2] * 3 + i[3]) % 255) as f32);
+    let last = model.len() - 1;
+    let mut tape = Tape::new();
+    let reps = 30;
+    let t = std::time::Instant::now();
+    for _ in 0..reps {
+        tape.reset();
+        let x = tape.variable(image.clone());
+        let out = model.forward(&mut tape, x, &[last]).unwrap()[0];
+        if backward {
+            let l = tape.sum_all(out).unwrap();
+            tape.backward(l).unwrap();
+        }
+    }
+    println!("{:.2} ms per iteration", t.elapsed().as_secs_f64() * 1e3 / reps as f64);
+}
