@@ -5,6 +5,7 @@ use actmax_tensor::{Tape, Tensor};
 fn main() {
     let backward = std::env::args().any(|a| a == "--backward");
     let model = zoo::load("efficientnet_lite0", None).unwrap();
+    let model = if std::env::args().any(|a| a == "--fold") { model.fold_batch_norms() } else { model };
     let image = Tensor::from_shape_fn(vec![1, 3, 224, 224], |i| ((i[1] * 7 + i[2] * 3 + i[3]) % 255) as f32);
     let last = model.len() - 1;
     let mut tape = Tape::new();

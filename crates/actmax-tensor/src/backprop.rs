@@ -130,7 +130,13 @@ impl BackpropMode {
     /// dL/d(input) of a ReLU-family op under this mode.
     pub fn input_grad(&self, kind: ReluKind, g: &ArrayD<f32>, x: &ArrayD<f32>, y: &ArrayD<f32>) -> ArrayD<f32> {
         match self {
-            Self::Plain => map3(g, x, y, |g, x, y| g * kind.derivative(x, y)),
+            // One monomorphic loop per kind, so the common ones vectorize.
+            Self::Plain => match kind {
+                ReluKind::Relu => map2(g, x, |g, x| if x > 0.0 { g } else { 0.0 }),
+                ReluKind::Relu6 => map2(g, x, |g, x| if x > 0.0 && x < 6.0 { g } else { 0.0 }),
+                ReluKind::Clip { lo, hi } => map2(g, x, |g, x| if x > lo && x < hi { g } else { 0.0 }),
+                _ => map3(g, x, y, |g, x, y| g * kind.derivative(x, y)),
+            },
             Self::Guided => map2(g, x, |g, x| if g > 0.0 && x > 0.0 { g } else { 0.0 }),
             Self::Rectified => map1(g, |g| if g > 0.0 { g } else { 0.0 }),
             Self::Custom(hook) => hook(&ReluGrad { kind, grad: g.view(), input: x.view(), output: y.view() }),

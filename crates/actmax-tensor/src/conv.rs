@@ -22,7 +22,7 @@
 use rayon::prelude::*;
 
 use crate::gemm::{sgemm, sgemm_par, Mat, SendPtr};
-use crate::geometry::ConvGeometry;
+use crate::geometry::{Conv2dParams, ConvGeometry, Padding2d};
 use crate::scratch::ScratchPool;
 
 /// Largest im2col block a tile may use, in floats (16 MiB): big enough that a tile holds
@@ -811,13 +811,17 @@ fn bwd_input_block<const W: usize, const FMA: bool>(
     dst: &mut [f32],
 ) {
     let mut acc = [0.0f32; W];
+    // Bounds, once per block: every read below starts at or before `last` and spans W.
+    let last = plan.reach[r].iter().map(|&(oh, _)| oh * plan.dyw + plan.margin + q).max().unwrap_or(0);
+    assert!(last + W <= dypad.len() && plan.margin <= plan.dyw && wk.len() >= plan.taps.len());
     for &(oh, kh) in &plan.reach[r] {
         for &(phase, kw, q0) in &plan.cols {
             if phase != p {
                 continue;
             }
-            let src = &dypad[oh * plan.dyw + plan.margin + q - q0..][..W];
-            let w = wk[kh * plan.kw_n + kw];
+            let at = oh * plan.dyw + plan.margin + q - q0;
+            // Safety: q0 <= margin, so `at` <= `last`, checked above; kh·kw_n + kw < taps.
+            let (src, w) = unsafe { (dypad.get_unchecked(at..at + W), *wk.get_unchecked(kh * plan.kw_n + kw)) };
             for i in 0..W {
                 acc[i] = fmadd::<FMA>(w, src[i], acc[i]);
             }
@@ -925,7 +929,38 @@ fn depthwise_forward(
     );
 }
 
+/// With stride 1 the input gradient is itself a depthwise conv: `dy`, padded by the
+/// kernel's reach minus the forward padding, correlated with the flipped kernel. That
+/// runs on the register-blocked forward kernel, which is faster than the general gather.
+fn transposed_as_forward(g: &ConvGeometry) -> Option<ConvGeometry> {
+    if g.p.stride != [1, 1] {
+        return None;
+    }
+    let reach = [(g.k_hw[0] - 1) * g.p.dilation[0], (g.k_hw[1] - 1) * g.p.dilation[1]];
+    let pad = g.p.padding;
+    let padding = Padding2d {
+        top: reach[0].checked_sub(pad.top)?,
+        bottom: reach[0].checked_sub(pad.bottom)?,
+        left: reach[1].checked_sub(pad.left)?,
+        right: reach[1].checked_sub(pad.right)?,
+    };
+    let p = Conv2dParams { padding, ..g.p };
+    let t = ConvGeometry::new(
+        "conv2d_backward_input",
+        &[g.n, g.c_out, g.out_hw[0], g.out_hw[1]],
+        &[g.c_in, 1, g.k_hw[0], g.k_hw[1]],
+        p,
+    )
+    .ok()?;
+    (t.out_hw == g.in_hw).then_some(t)
+}
+
 fn depthwise_backward_input(dy: &[f32], w: &[f32], g: &ConvGeometry, dx: &mut [f32], scratch: &ScratchPool) {
+    if let Some(t) = transposed_as_forward(g) {
+        let kk = g.k_hw[0] * g.k_hw[1];
+        let flipped: Vec<f32> = w.chunks_exact(kk).flat_map(|k| k.iter().rev().copied()).collect();
+        return depthwise_forward(dy, &flipped, None, &t, dx, scratch);
+    }
     let plan = DwPlan::new(g);
     let (ol, kk, c) = (g.out_len(), g.k_hw[0] * g.k_hw[1], g.c_in);
     dx.par_chunks_mut(g.in_len()).enumerate().for_each_init(

@@ -164,7 +164,14 @@ impl Tape {
                 return Err(param_err("clip", format!("needs lo <= hi, got lo = {lo}, hi = {hi}")));
             }
         }
-        let y = map1(self.value(x)?, |v| kind.forward(v));
+        let xv = self.value(x)?;
+        // One monomorphic loop per kind, so each vectorizes (a `match` per element would not).
+        let y = match kind {
+            ReluKind::Relu => map1(xv, |v| v.max(0.0)),
+            ReluKind::Relu6 => map1(xv, |v| v.clamp(0.0, 6.0)),
+            ReluKind::Clip { lo, hi } => map1(xv, |v| v.max(lo).min(hi)),
+            _ => map1(xv, |v| kind.forward(v)),
+        };
         Ok(self.push(y, Op::Relu(x, kind), &[x]))
     }
     /// `max(x, 0)`.
