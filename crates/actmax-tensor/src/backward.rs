@@ -210,6 +210,10 @@ impl Tape {
                 let gx = g.permuted_axes(IxDyn(&inv)).as_standard_layout().into_owned();
                 self.accumulate(grads, *x, gx);
             }
+            Op::AffineWarp { x, maps, out_hw, border } => {
+                let dx = crate::warp::warp_backward(slice(&g), self.val(*x).shape(), maps, *out_hw, *border);
+                self.accumulate(grads, *x, from_vec(self.val(*x).shape(), dx));
+            }
             Op::Roll { x, shifts } => {
                 let back: Vec<isize> = shifts.iter().map(|s| -s).collect();
                 self.accumulate(grads, *x, roll_tensor(&g, &back));

@@ -33,6 +33,7 @@ mod ops;
 pub mod pool;
 pub mod scratch;
 mod tape;
+pub mod warp;
 
 pub use backprop::{BackpropHook, BackpropMode, ReluGrad, ReluKind};
 pub use conv::{ConvKernel, ConvPlan};
@@ -41,3 +42,4 @@ pub use geometry::{Conv2dParams, ConvGeometry, Padding2d, Pool2dParams};
 pub use ops::broadcast_shape;
 pub use scratch::ScratchPool;
 pub use tape::{Gradients, PadMode, Tape, Tensor, Var};
+pub use warp::{Affine, WarpBorder};

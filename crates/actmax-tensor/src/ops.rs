@@ -513,6 +513,36 @@ impl Tape {
         Ok(self.push(y, Op::Permute { x, perm: perm.to_vec() }, &[x]))
     }
 
+    /// Resamples each image of an NCHW batch through its affine map (bilinear), e.g. a
+    /// random rotation and scale; `maps` holds one map per image.
+    pub fn affine_warp(
+        &mut self,
+        x: Var,
+        maps: &[crate::warp::Affine],
+        out_hw: [usize; 2],
+        border: crate::warp::WarpBorder,
+    ) -> Result<Var> {
+        let s = self.shape(x)?.to_vec();
+        if s.len() != 4 || s.contains(&0) || maps.len() != s[0] || out_hw.contains(&0) {
+            return Err(shape_err(
+                "affine_warp",
+                format!(
+                    "expects a non-empty NCHW input, one map per image ({} maps) and a non-empty output",
+                    maps.len()
+                ),
+                &s,
+            ));
+        }
+        if maps.iter().any(|m| m.row.iter().chain(&m.col).chain(&m.shift).any(|v| !v.is_finite())) {
+            return Err(param_err("affine_warp", "maps must be finite"));
+        }
+        let shape = [s[0], s[1], out_hw[0], out_hw[1]];
+        checked_elems("affine_warp", &shape)?;
+        let y = crate::warp::warp_forward(self.val(x), maps, out_hw, border);
+        let y = ArrayD::from_shape_vec(IxDyn(&shape), y).expect("sized");
+        Ok(self.push(y, Op::AffineWarp { x, maps: maps.to_vec(), out_hw, border }, &[x]))
+    }
+
     /// Circular shift: element `i` of an axis moves to `i + shift` (mod size), per axis;
     /// `shifts` may cover only leading axes.
     pub fn roll(&mut self, x: Var, shifts: &[isize]) -> Result<Var> {

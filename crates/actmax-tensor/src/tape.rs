@@ -144,6 +144,12 @@ pub(crate) enum Op {
         x: Var,
         shifts: Vec<isize>,
     },
+    AffineWarp {
+        x: Var,
+        maps: Vec<crate::warp::Affine>,
+        out_hw: [usize; 2],
+        border: crate::warp::WarpBorder,
+    },
 }
 
 #[derive(Debug)]

@@ -229,4 +229,14 @@ proptest! {
         s2[0] += 1;
         check(vec![x, tensor(seed ^ 1, &s2)], |t, v| t.concat(&[v[0], v[1], v[0]], 0));
     }
+
+    #[test]
+    fn affine_warp(n in 1usize..=2, c in 1usize..=2, h in 2usize..=6, w in 2usize..=6, deg in -40.0f32..40.0, scale in 0.7f32..1.4, ty in -1.3f32..1.3, reflect in any::<bool>(), seed in any::<u64>()) {
+        let mut map = actmax_tensor::Affine::rotate_scale(deg, scale);
+        map.shift = [ty, -ty * 0.5];
+        let maps = vec![map; n];
+        let border = if reflect { actmax_tensor::WarpBorder::Reflect } else { actmax_tensor::WarpBorder::Zeros };
+        // Linear in x for fixed maps: the finite differences are exact up to rounding.
+        check(vec![tensor(seed, &[n, c, h, w])], |t, v| t.affine_warp(v[0], &maps, [h, w + 1], border));
+    }
 }

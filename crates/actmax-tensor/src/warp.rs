@@ -1,0 +1,128 @@
+//! Affine warps with bilinear sampling: the differentiable rotate/scale/translate behind
+//! lucid-style robustness transforms.
+
+use crate::tape::Tensor;
+
+/// What a sample outside the image reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarpBorder {
+    /// Zero.
+    Zeros,
+    /// The mirror image (numpy "reflect": the edge is not repeated).
+    Reflect,
+}
+
+/// An affine map from output pixel `(row, col)` to input position: with `(r, c)` measured
+/// from the output centre, the source is `centre_in + [[a, b], [d, e]]·(r, c) + (ty, tx)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Affine {
+    /// Row of the 2×2 matrix for the source row: `(a, b)`.
+    pub row: [f32; 2],
+    /// Row of the 2×2 matrix for the source column: `(d, e)`.
+    pub col: [f32; 2],
+    /// Translation `(ty, tx)` in input pixels.
+    pub shift: [f32; 2],
+}
+
+impl Affine {
+    /// The identity map.
+    pub fn identity() -> Self {
+        Self { row: [1.0, 0.0], col: [0.0, 1.0], shift: [0.0, 0.0] }
+    }
+    /// Rotation of the content by `degrees` (counter-clockwise) and scaling by `scale`
+    /// about the centre: each output pixel samples the inverse map.
+    pub fn rotate_scale(degrees: f32, scale: f32) -> Self {
+        let (s, c) = degrees.to_radians().sin_cos();
+        let k = 1.0 / scale;
+        Self { row: [c * k, s * k], col: [-s * k, c * k], shift: [0.0, 0.0] }
+    }
+}
+
+fn reflect(i: isize, n: usize) -> Option<usize> {
+    if n == 1 {
+        return Some(0);
+    }
+    let period = 2 * (n as isize - 1);
+    let m = i.rem_euclid(period);
+    Some(if m < n as isize { m } else { period - m } as usize)
+}
+
+/// For each output pixel, its (up to) four input taps as (flat index, weight).
+pub(crate) fn taps(in_hw: [usize; 2], out_hw: [usize; 2], map: &Affine, border: WarpBorder) -> Vec<[(usize, f32); 4]> {
+    let [h, w] = in_hw;
+    let (ci, cj) = ((h as f32 - 1.0) / 2.0, (w as f32 - 1.0) / 2.0);
+    let (co, cp) = ((out_hw[0] as f32 - 1.0) / 2.0, (out_hw[1] as f32 - 1.0) / 2.0);
+    let mut out = Vec::with_capacity(out_hw[0] * out_hw[1]);
+    for i in 0..out_hw[0] {
+        for j in 0..out_hw[1] {
+            let (r, c) = (i as f32 - co, j as f32 - cp);
+            let sy = ci + map.row[0] * r + map.row[1] * c + map.shift[0];
+            let sx = cj + map.col[0] * r + map.col[1] * c + map.shift[1];
+            let (y0, x0) = (sy.floor(), sx.floor());
+            let (fy, fx) = (sy - y0, sx - x0);
+            let mut t = [(0usize, 0.0f32); 4];
+            for (k, (dy, dx, wgt)) in
+                [(0, 0, (1.0 - fy) * (1.0 - fx)), (0, 1, (1.0 - fy) * fx), (1, 0, fy * (1.0 - fx)), (1, 1, fy * fx)]
+                    .into_iter()
+                    .enumerate()
+            {
+                let (yy, xx) = (y0 as isize + dy, x0 as isize + dx);
+                let idx = match border {
+                    WarpBorder::Reflect => reflect(yy, h).zip(reflect(xx, w)),
+                    WarpBorder::Zeros => ((0..h as isize).contains(&yy) && (0..w as isize).contains(&xx))
+                        .then_some((yy as usize, xx as usize)),
+                };
+                t[k] = match idx {
+                    Some((y, x)) if wgt.is_finite() => (y * w + x, wgt),
+                    _ => (0, 0.0),
+                };
+            }
+            out.push(t);
+        }
+    }
+    out
+}
+
+/// Warps every `(n, c)` plane of `x` (`[N, C, H, W]`) with its image's map.
+pub(crate) fn warp_forward(x: &Tensor, maps: &[Affine], out_hw: [usize; 2], border: WarpBorder) -> Vec<f32> {
+    let s = x.shape();
+    let (c, il, ol) = (s[1], s[2] * s[3], out_hw[0] * out_hw[1]);
+    let xs = x.as_slice().expect("standard layout");
+    let mut y = vec![0.0; s[0] * c * ol];
+    for (n, map) in maps.iter().enumerate() {
+        let t = taps([s[2], s[3]], out_hw, map, border);
+        for ch in 0..c {
+            let plane = &xs[(n * c + ch) * il..][..il];
+            let out = &mut y[(n * c + ch) * ol..][..ol];
+            for (o, tp) in out.iter_mut().zip(&t) {
+                *o = tp.iter().map(|&(i, w)| w * plane[i]).sum();
+            }
+        }
+    }
+    y
+}
+
+/// The adjoint: each output gradient spreads back over its four taps.
+pub(crate) fn warp_backward(
+    g: &[f32],
+    in_shape: &[usize],
+    maps: &[Affine],
+    out_hw: [usize; 2],
+    border: WarpBorder,
+) -> Vec<f32> {
+    let (c, il, ol) = (in_shape[1], in_shape[2] * in_shape[3], out_hw[0] * out_hw[1]);
+    let mut dx = vec![0.0; in_shape[0] * c * il];
+    for (n, map) in maps.iter().enumerate() {
+        let t = taps([in_shape[2], in_shape[3]], out_hw, map, border);
+        for ch in 0..c {
+            let gp = &g[(n * c + ch) * ol..][..ol];
+            let dp = &mut dx[(n * c + ch) * il..][..il];
+            for (&gv, tp) in gp.iter().zip(&t) {
+                for &(i, w) in tp {
+                    dp[i] += w * gv;
+                }
+            }
+        }
+    }
+    dx
+}
