@@ -1,0 +1,45 @@
+//! # actmax-modifiers
+//!
+//! What happens around and inside each optimization step:
+//!
+//! - [`InputModifier`]s change the image before a step and undo it after (keras-vis's
+//!   `Jitter`, whose `post` really undoes the shift — keras-vis forgot, and the shifts
+//!   piled up).
+//! - [`Transform`]s are lucid's robustness transforms, applied *inside* the graph each
+//!   step (so gradients flow through them): jitter, scale, rotate, pad, and
+//!   [`TransformSet::lucid_standard`].
+//! - [`GradModifier`]s reshape dL/dinput (`negate` turns maximization into minimization).
+//! - [`backprop_mode`] names the tensor core's backprop modes (`guided`, `rectified`, ...).
+//!
+//! Randomness always comes from an RNG the caller passes: same seed, same run.
+
+mod grad;
+mod input;
+mod transform;
+
+pub use grad::{backprop_mode, GradModifier, BACKPROP_MODIFIERS, GRAD_MODIFIERS};
+pub use input::{InputModifier, Jitter};
+pub use transform::{Transform, TransformSet};
+
+use thiserror::Error;
+
+/// What a modifier can refuse.
+#[derive(Debug, Error)]
+pub enum ModifierError {
+    /// A name no modifier has.
+    #[error("unknown {kind} `{name}`; valid: {}", .valid.join(", "))]
+    UnknownName {
+        /// `gradient modifier` or `backprop modifier`.
+        kind: &'static str,
+        /// The name asked for.
+        name: String,
+        /// The valid names.
+        valid: Vec<&'static str>,
+    },
+    /// A parameter that cannot work.
+    #[error("{0}")]
+    Param(String),
+    /// An op refused its operands.
+    #[error(transparent)]
+    Tensor(#[from] actmax_tensor::TensorError),
+}

@@ -1,0 +1,79 @@
+//! lucid's robustness transforms, applied inside the graph each step: the model sees a
+//! randomly moved, scaled and rotated image, and the gradient flows back through the move.
+
+use actmax_tensor::{Affine, PadMode, Tape, Var, WarpBorder};
+use rand::{Rng, RngCore};
+
+use crate::ModifierError;
+
+/// One random, differentiable change of an NCHW image.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transform {
+    /// Translate by up to `d` pixels per axis (reflect-padded, same size out).
+    Jitter(usize),
+    /// Zoom about the centre by a factor drawn from `[lo, hi]` (same size out).
+    Scale(f32, f32),
+    /// Rotate about the centre by an angle drawn from `[-deg, deg]` (same size out).
+    Rotate(f32),
+    /// Pad every side by `n` pixels of `value` (the output grows: only for models that
+    /// take any input size).
+    Pad(usize, f32),
+}
+
+impl Transform {
+    /// Applies the transform on the tape.
+    pub fn apply(&self, tape: &mut Tape, x: Var, rng: &mut dyn RngCore) -> Result<Var, ModifierError> {
+        let s = tape.shape(x)?.to_vec();
+        if s.len() != 4 {
+            return Err(ModifierError::Param(format!("transforms expect an NCHW image, got {s:?}")));
+        }
+        let (n, h, w) = (s[0], s[2], s[3]);
+        Ok(match *self {
+            Self::Jitter(d) => {
+                let d = d.min(h - 1).min(w - 1);
+                if d == 0 {
+                    return Ok(x);
+                }
+                let (dy, dx) = (rng.random_range(0..=2 * d), rng.random_range(0..=2 * d));
+                let padded = tape.pad(x, &[(d, d), (d, d)], PadMode::Reflect)?;
+                tape.slice(padded, &[(0, n), (0, s[1]), (dy, dy + h), (dx, dx + w)])?
+            }
+            Self::Scale(lo, hi) => {
+                if !(lo > 0.0 && lo <= hi && hi.is_finite()) {
+                    return Err(ModifierError::Param(format!(
+                        "scale range must satisfy 0 < lo <= hi, got [{lo}, {hi}]"
+                    )));
+                }
+                let maps: Vec<Affine> = (0..n).map(|_| Affine::rotate_scale(0.0, rng.random_range(lo..=hi))).collect();
+                tape.affine_warp(x, &maps, [h, w], WarpBorder::Reflect)?
+            }
+            Self::Rotate(deg) => {
+                if !(deg.is_finite() && deg >= 0.0) {
+                    return Err(ModifierError::Param(format!("rotation must be >= 0 degrees, got {deg}")));
+                }
+                let maps: Vec<Affine> =
+                    (0..n).map(|_| Affine::rotate_scale(rng.random_range(-deg..=deg), 1.0)).collect();
+                tape.affine_warp(x, &maps, [h, w], WarpBorder::Reflect)?
+            }
+            Self::Pad(p, value) => tape.pad(x, &[(p, p), (p, p)], PadMode::Constant(value))?,
+        })
+    }
+}
+
+/// Transforms applied in order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TransformSet(pub Vec<Transform>);
+
+impl TransformSet {
+    /// lucid's `standard_transforms` made size-preserving (so models with a fixed input
+    /// size take it): jitter 8, scale 0.9–1.1, rotate ±10°, jitter 4. lucid also pads by
+    /// 12 first; add [`Transform::Pad`] for models that take any size.
+    pub fn lucid_standard() -> Self {
+        Self(vec![Transform::Jitter(8), Transform::Scale(0.9, 1.1), Transform::Rotate(10.0), Transform::Jitter(4)])
+    }
+
+    /// Applies every transform in order.
+    pub fn apply(&self, tape: &mut Tape, x: Var, rng: &mut dyn RngCore) -> Result<Var, ModifierError> {
+        self.0.iter().try_fold(x, |v, t| t.apply(tape, v, rng))
+    }
+}
