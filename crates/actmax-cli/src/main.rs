@@ -1,11 +1,13 @@
 //! `actmax`: activation maximization from the command line.
 //!
-//! - no arguments: the main job (today the engine check; see the README);
+//! - no arguments: the main job — five ImageNet classes visualized with the shipped
+//!   EfficientNet-Lite0, saved with a contact sheet, and checked by the model itself;
+//! - `visualize`: keras-vis's `visualize_activation` on any layer and filters;
 //! - `predict`: a model's top-k classes for an image — the check that a model loaded right;
 //! - `layers`: a model's layers with index, type, output shape and filter count.
 
-mod engine_check;
 mod image_input;
+mod visualize;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +28,66 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Generate the image that maximizes filters (classes) of a layer.
+    Visualize {
+        /// A zoo name (efficientnet_lite0, vgg16, mnist_cnn) or a weights file.
+        #[arg(long, default_value = "efficientnet_lite0")]
+        model: String,
+        /// Zoo architecture of a weights file.
+        #[arg(long)]
+        arch: Option<String>,
+        /// Layer name or index (negative counts from the end: -1 is the last layer).
+        #[arg(long, default_value = "-1", allow_hyphen_values = true)]
+        layer: String,
+        /// Filter (class) index; repeat to maximize several at once.
+        #[arg(long = "filter")]
+        filters: Vec<usize>,
+        /// One image per --filter, in one run (-o out.png writes out_<filter>.png).
+        #[arg(long)]
+        batch: bool,
+        /// Weight of the activation term.
+        #[arg(long, default_value_t = 1.0)]
+        act_max_weight: f32,
+        /// Weight of LPNorm(6).
+        #[arg(long, default_value_t = 10.0)]
+        lp_norm_weight: f32,
+        /// Weight of TotalVariation(2).
+        #[arg(long, default_value_t = 10.0)]
+        tv_weight: f32,
+        /// Optimization steps.
+        #[arg(long, default_value_t = 200)]
+        max_iter: usize,
+        /// Jitter each step by up to this many pixels (below 1: a fraction of the size).
+        #[arg(long)]
+        jitter: Option<f32>,
+        /// identity, negate, absolute, invert, relu, small_values.
+        #[arg(long, default_value = "identity")]
+        grad_modifier: String,
+        /// none, guided, rectified (deconv, relu).
+        #[arg(long, default_value = "none")]
+        backprop_modifier: String,
+        /// Start from this image instead of noise.
+        #[arg(long)]
+        seed_image: Option<PathBuf>,
+        /// Pixel range LOW,HIGH (default: the model's).
+        #[arg(long)]
+        input_range: Option<String>,
+        /// Random seed: same seed, same image.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Print every named loss each step.
+        #[arg(long)]
+        verbose: bool,
+        /// Print the per-step losses and the result as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Save keras-vis's contrast-stretched image instead of the one the model saw.
+        #[arg(long)]
+        deprocess: bool,
+        /// Output image.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// The model's top classes for an image.
     Predict {
         /// A zoo name (efficientnet_lite0, vgg16, mnist_cnn) or a weights file.
@@ -132,10 +194,111 @@ fn layers(model: &str, arch: Option<&str>, json_out: bool) -> Result<(), String>
     emit(&out)
 }
 
+/// The classes of the main job: goldfish, water ouzel, hummingbird, flamingo, bee.
+const MAIN_CLASSES: [usize; 5] = [1, 20, 94, 130, 309];
+
+/// The main job: five ImageNet classes with the shipped EfficientNet-Lite0, one batch, the
+/// PNGs and a contact sheet in `actmax-output/`, then what the model predicts on each PNG.
+fn main_job() -> Result<(), String> {
+    let model = load_model("efficientnet_lite0", None)?;
+    let labels = zoo::imagenet_labels();
+    let dir = PathBuf::from("actmax-output");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let paths: Vec<PathBuf> = MAIN_CLASSES
+        .iter()
+        .map(|&c| dir.join(format!("{c:03}_{}.png", labels[c].split(',').next().unwrap_or("class").replace(' ', "_"))))
+        .collect();
+    for p in &paths {
+        actmax::images::check_writable(p).map_err(|e| e.to_string())?;
+    }
+    eprintln!(
+        "actmax: visualizing {} ImageNet classes with EfficientNet-Lite0 (keras-vis defaults, 200 steps)...",
+        MAIN_CLASSES.len()
+    );
+    let start = std::time::Instant::now();
+    let targets = MAIN_CLASSES.iter().map(|&c| vec![c]).collect();
+    let vis = actmax::visualize_batch(&model, -1, targets, actmax::Options::default()).map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    let mut imgs = Vec::new();
+    for (k, (&class, path)) in MAIN_CLASSES.iter().zip(&paths).enumerate() {
+        let img = vis.image(k).map_err(|e| e.to_string())?;
+        actmax::images::save(&img, path).map_err(|e| e.to_string())?;
+        // Read back what was saved: the check is on the 8-bit PNG, as a user would see it.
+        let x = image_input::load(path, model.input_spec())?;
+        let logits = model.predict(&x).map_err(|e| e.to_string())?;
+        let top = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |t| t.0);
+        let mark = if top == class { "ok" } else { "MISS" };
+        let _ = writeln!(
+            out,
+            "{:<4} {:<40} → model says {:>3} {}",
+            mark,
+            format!("{class} {}", labels[class]),
+            top,
+            labels[top]
+        );
+        imgs.push(img);
+    }
+    let sheet = actmax::images::stitch_images(&imgs, 8, imgs.len()).map_err(|e| e.to_string())?;
+    let sheet_path = dir.join("contact_sheet.png");
+    actmax::images::save(&sheet, &sheet_path).map_err(|e| e.to_string())?;
+    let _ = writeln!(
+        out,
+        "wrote {} images and {} in {:.1} s",
+        paths.len(),
+        sheet_path.display(),
+        start.elapsed().as_secs_f64()
+    );
+    emit(&out)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        None => engine_check::run().map_err(|e| e.to_string()),
+        None => main_job(),
+        Some(Command::Visualize {
+            model,
+            arch,
+            layer,
+            filters,
+            batch,
+            act_max_weight,
+            lp_norm_weight,
+            tv_weight,
+            max_iter,
+            jitter,
+            grad_modifier,
+            backprop_modifier,
+            seed_image,
+            input_range,
+            seed,
+            verbose,
+            json,
+            deprocess,
+            output,
+        }) => {
+            let args = visualize::Args {
+                model,
+                arch,
+                layer,
+                filters,
+                batch,
+                act_max_weight,
+                lp_norm_weight,
+                tv_weight,
+                max_iter,
+                jitter,
+                grad_modifier,
+                backprop_modifier,
+                seed_image,
+                input_range,
+                seed,
+                verbose,
+                json,
+                deprocess,
+                output,
+            };
+            visualize::run(args, load_model).and_then(|t| emit(&t))
+        }
         Some(Command::Predict { model, arch, image, top, json }) => predict(&model, arch.as_deref(), &image, top, json),
         Some(Command::Layers { model, arch, json }) => layers(&model, arch.as_deref(), json),
     };

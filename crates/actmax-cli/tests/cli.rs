@@ -79,3 +79,68 @@ fn bad_input_is_one_line_and_a_failure() {
         assert!(err.starts_with("actmax: "), "{err}");
     }
 }
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("actmax-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+#[test]
+fn visualize_is_deterministic_per_seed() {
+    let run = |seed: &str, name: &str| {
+        let out = tmp(name);
+        let (ok, _, err) =
+            actmax(&["visualize", "--filter", "20", "--max-iter", "3", "--seed", seed, "-o", out.to_str().unwrap()]);
+        assert!(ok, "{err}");
+        std::fs::read(&out).unwrap()
+    };
+    let (a, b, c) = (run("5", "a.png"), run("5", "b.png"), run("6", "c.png"));
+    assert_eq!(a, b, "same seed, same bytes");
+    assert_ne!(a, c, "another seed, another image");
+}
+
+#[test]
+fn visualize_json_reports_every_step() {
+    let out = tmp("j.png");
+    let (ok, stdout, err) = actmax(&[
+        "visualize",
+        "--filter",
+        "1",
+        "--filter",
+        "7",
+        "--max-iter",
+        "2",
+        "--json",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["steps"].as_array().unwrap().len(), 2);
+    assert!(v["steps"][0]["terms"]["ActivationMaximization(_fc, [1, 7])"].is_number(), "{v}");
+    assert_eq!(v["outputs"][0], out.to_str().unwrap());
+}
+
+#[test]
+fn visualize_refuses_bad_requests_before_running() {
+    let out = tmp("never.png");
+    let o = out.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["visualize", "--layer", "_blocks.3._projct_conv", "--filter", "0", "-o", o], "_blocks.3._project_conv"),
+        (vec!["visualize", "--filter", "1000", "-o", o], "0..=999"),
+        (vec!["visualize", "--filter", "1", "--grad-modifier", "negative", "-o", o], "negate"),
+        (vec!["visualize", "--filter", "1", "--backprop-modifier", "guidde", "-o", o], "guided"),
+        (vec!["visualize", "--filter", "1", "--seed-image", "/no/such.png", "-o", o], "/no/such.png"),
+        (vec!["visualize", "--filter", "1", "-o", "/no/such/dir/out.png"], "cannot be written"),
+        (vec!["visualize", "--filter", "1", "--input-range", "5,1", "-o", o], "LOW must be below HIGH"),
+    ];
+    for (args, expect) in cases {
+        let (ok, stdout, err) = actmax(&args);
+        assert!(!ok, "{args:?} succeeded");
+        assert!(stdout.is_empty(), "{args:?} printed {stdout}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(expect), "{args:?}: `{err}` lacks `{expect}`");
+        assert!(!out.exists(), "{args:?} wrote {}", out.display());
+    }
+}

@@ -11,7 +11,8 @@ pub trait InputModifier: Send {
     fn name(&self) -> String;
     /// Before the step (`x` is `[N, C, H, W]`).
     fn pre(&mut self, x: &mut Tensor, rng: &mut dyn RngCore) -> Result<(), ModifierError>;
-    /// After the step: undoes `pre`.
+    /// After the step: undoes this step's `pre`. It may be applied to more than one tensor
+    /// of the image's shape (the image, and its gradient).
     fn post(&mut self, x: &mut Tensor) -> Result<(), ModifierError>;
 }
 
@@ -73,8 +74,6 @@ impl InputModifier for Jitter {
     }
 
     fn post(&mut self, x: &mut Tensor) -> Result<(), ModifierError> {
-        let back = [-self.last[0], -self.last[1]];
-        self.last = [0, 0];
-        roll_spatial(x, back)
+        roll_spatial(x, [-self.last[0], -self.last[1]])
     }
 }

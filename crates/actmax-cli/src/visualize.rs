@@ -1,0 +1,161 @@
+//! `actmax visualize`: the CLI face of `actmax::visualize_activation`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use actmax::{images, Options, Step};
+use actmax_layers::Model;
+use actmax_modifiers::{backprop_mode, GradModifier, InputModifier, Jitter};
+use serde_json::json;
+
+use crate::image_input;
+
+/// Parsed `visualize` arguments.
+pub struct Args {
+    pub model: String,
+    pub arch: Option<String>,
+    pub layer: String,
+    pub filters: Vec<usize>,
+    pub batch: bool,
+    pub act_max_weight: f32,
+    pub lp_norm_weight: f32,
+    pub tv_weight: f32,
+    pub max_iter: usize,
+    pub jitter: Option<f32>,
+    pub grad_modifier: String,
+    pub backprop_modifier: String,
+    pub seed_image: Option<PathBuf>,
+    pub input_range: Option<String>,
+    pub seed: u64,
+    pub verbose: bool,
+    pub json: bool,
+    pub deprocess: bool,
+    pub output: PathBuf,
+}
+
+fn parse_range(s: &str) -> Result<(f32, f32), String> {
+    let (a, b) = s.split_once(',').ok_or_else(|| format!("--input-range wants LOW,HIGH (e.g. 0,255), got `{s}`"))?;
+    let lo: f32 = a.trim().parse().map_err(|_| format!("--input-range: `{a}` is not a number"))?;
+    let hi: f32 = b.trim().parse().map_err(|_| format!("--input-range: `{b}` is not a number"))?;
+    if lo.is_nan() || hi.is_nan() || lo >= hi {
+        return Err(format!("--input-range: LOW must be below HIGH, got {lo},{hi}"));
+    }
+    Ok((lo, hi))
+}
+
+/// Output file of target `k` in a batch: `out.png` → `out_<filter>.png`.
+fn batch_path(out: &Path, filter: usize) -> PathBuf {
+    let stem = out.file_stem().and_then(|s| s.to_str()).unwrap_or("out");
+    let ext = out.extension().and_then(|s| s.to_str()).unwrap_or("png");
+    out.with_file_name(format!("{stem}_{filter}.{ext}"))
+}
+
+/// Runs `visualize`; returns the text to print on stdout.
+pub fn run(a: Args, load: impl Fn(&str, Option<&str>) -> Result<Model, String>) -> Result<String, String> {
+    // Everything that can be wrong with the request is checked before the long run.
+    let grad = GradModifier::from_name(&a.grad_modifier).map_err(|e| e.to_string())?;
+    let backprop = backprop_mode(&a.backprop_modifier).map_err(|e| e.to_string())?;
+    let range = a.input_range.as_deref().map(parse_range).transpose()?;
+    let model = load(&a.model, a.arch.as_deref())?;
+    let layer_idx = model.find(a.layer.as_str()).map_err(|e| e.to_string())?;
+    let node = &model.nodes()[layer_idx];
+    if let Some(count) = node.layer.filters(&node.output_shape) {
+        if let Some(&bad) = a.filters.iter().find(|&&f| f >= count) {
+            return Err(format!(
+                "filter {bad} is out of range for layer `{}`: valid filters are 0..={}",
+                node.name,
+                count - 1
+            ));
+        }
+    }
+    if a.batch && a.filters.is_empty() {
+        return Err("--batch needs at least one --filter".into());
+    }
+    let outputs: Vec<PathBuf> =
+        if a.batch { a.filters.iter().map(|&f| batch_path(&a.output, f)).collect() } else { vec![a.output.clone()] };
+    for o in &outputs {
+        images::check_writable(o).map_err(|e| e.to_string())?;
+    }
+    let seed_input = match &a.seed_image {
+        Some(p) => {
+            let mut spec = model.input_spec().clone();
+            if let Some(r) = range {
+                spec.range = r;
+            }
+            let t = image_input::load(p, &spec)?;
+            Some(if a.batch { ndarray_repeat(&t, a.filters.len()) } else { t })
+        }
+        None => None,
+    };
+    let mut mods: Vec<Box<dyn InputModifier>> = Vec::new();
+    if let Some(j) = a.jitter {
+        mods.push(Box::new(Jitter::new(j).map_err(|e| e.to_string())?));
+    }
+    let log = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let sink = log.clone();
+    let json_out = a.json;
+    let opts = Options {
+        seed_input,
+        input_range: range,
+        input_modifiers: mods,
+        grad_modifier: grad,
+        backprop_modifier: backprop,
+        max_iter: a.max_iter,
+        act_max_weight: a.act_max_weight,
+        lp_norm_weight: a.lp_norm_weight,
+        tv_weight: a.tv_weight,
+        verbose: a.verbose,
+        seed: a.seed,
+        callbacks: vec![Box::new(move |s: &Step<'_>| {
+            if json_out {
+                let terms: serde_json::Map<String, serde_json::Value> =
+                    s.terms.iter().map(|(n, v, _)| (n.clone(), json!(v))).collect();
+                sink.borrow_mut().push(json!({"step": s.step, "total": s.total, "terms": terms}));
+            }
+            Ok(())
+        })],
+        ..Options::default()
+    };
+    let layer = a.layer.as_str();
+    let vis = if a.batch {
+        actmax::visualize_batch(&model, layer, a.filters.iter().map(|&f| vec![f]).collect(), opts)
+    } else {
+        actmax::visualize_activation(&model, layer, (!a.filters.is_empty()).then(|| a.filters.clone()), opts)
+    }
+    .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    if vis.swapped_softmax {
+        eprintln!(
+            "actmax: layer `{}` ends in a softmax; maximizing its logits instead (softmax swapped to linear)",
+            node.name
+        );
+    }
+    let mut saved = Vec::new();
+    for (k, path) in outputs.iter().enumerate() {
+        let img = if a.deprocess {
+            let one = vis.images.index_axis(ndarray::Axis(0), k).to_owned();
+            images::to_image(&images::deprocess(&one, vis.range), vis.range)
+        } else {
+            vis.image(k)
+        }
+        .map_err(|e| e.to_string())?;
+        images::save(&img, path).map_err(|e| e.to_string())?;
+        saved.push(path.display().to_string());
+        if !a.json {
+            let _ = writeln!(text, "wrote {}", path.display());
+        }
+    }
+    if a.json {
+        let steps = log.borrow().clone();
+        let doc = json!({"outputs": saved, "best_step": vis.best_step, "best_loss": vis.best_loss, "steps": steps, "swapped_softmax": vis.swapped_softmax});
+        text = serde_json::to_string(&doc).expect("json") + "\n";
+    } else {
+        let _ = writeln!(text, "best loss {:.4} at step {}", vis.best_loss, vis.best_step);
+    }
+    Ok(text)
+}
+
+fn ndarray_repeat(t: &actmax_tensor::Tensor, n: usize) -> actmax_tensor::Tensor {
+    let views: Vec<_> = (0..n).map(|_| t.view()).collect();
+    ndarray::concatenate(ndarray::Axis(0), &views).expect("same shapes")
+}
