@@ -29,65 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Generate the image that maximizes filters (classes) of a layer.
-    Visualize {
-        /// A zoo name (efficientnet_lite0, vgg16, mnist_cnn) or a weights file.
-        #[arg(long, default_value = "efficientnet_lite0")]
-        model: String,
-        /// Zoo architecture of a weights file.
-        #[arg(long)]
-        arch: Option<String>,
-        /// Layer name or index (negative counts from the end: -1 is the last layer).
-        #[arg(long, default_value = "-1", allow_hyphen_values = true)]
-        layer: String,
-        /// Filter (class) index; repeat to maximize several at once.
-        #[arg(long = "filter")]
-        filters: Vec<usize>,
-        /// One image per --filter, in one run (-o out.png writes out_<filter>.png).
-        #[arg(long)]
-        batch: bool,
-        /// Weight of the activation term.
-        #[arg(long, default_value_t = 1.0)]
-        act_max_weight: f32,
-        /// Weight of LPNorm(6).
-        #[arg(long, default_value_t = 10.0)]
-        lp_norm_weight: f32,
-        /// Weight of TotalVariation(2).
-        #[arg(long, default_value_t = 10.0)]
-        tv_weight: f32,
-        /// Optimization steps.
-        #[arg(long, default_value_t = 200)]
-        max_iter: usize,
-        /// Jitter each step by up to this many pixels (below 1: a fraction of the size).
-        #[arg(long)]
-        jitter: Option<f32>,
-        /// identity, negate, absolute, invert, relu, small_values.
-        #[arg(long, default_value = "identity")]
-        grad_modifier: String,
-        /// none, guided, rectified (deconv, relu).
-        #[arg(long, default_value = "none")]
-        backprop_modifier: String,
-        /// Start from this image instead of noise.
-        #[arg(long)]
-        seed_image: Option<PathBuf>,
-        /// Pixel range LOW,HIGH (default: the model's).
-        #[arg(long)]
-        input_range: Option<String>,
-        /// Random seed: same seed, same image.
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// Print every named loss each step.
-        #[arg(long)]
-        verbose: bool,
-        /// Print the per-step losses and the result as JSON.
-        #[arg(long)]
-        json: bool,
-        /// Save keras-vis's contrast-stretched image instead of the one the model saw.
-        #[arg(long)]
-        deprocess: bool,
-        /// Output image.
-        #[arg(short, long)]
-        output: PathBuf,
-    },
+    Visualize(visualize::Args),
     /// The model's top classes for an image.
     Predict {
         /// A zoo name (efficientnet_lite0, vgg16, mnist_cnn) or a weights file.
@@ -255,50 +197,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         None => main_job(),
-        Some(Command::Visualize {
-            model,
-            arch,
-            layer,
-            filters,
-            batch,
-            act_max_weight,
-            lp_norm_weight,
-            tv_weight,
-            max_iter,
-            jitter,
-            grad_modifier,
-            backprop_modifier,
-            seed_image,
-            input_range,
-            seed,
-            verbose,
-            json,
-            deprocess,
-            output,
-        }) => {
-            let args = visualize::Args {
-                model,
-                arch,
-                layer,
-                filters,
-                batch,
-                act_max_weight,
-                lp_norm_weight,
-                tv_weight,
-                max_iter,
-                jitter,
-                grad_modifier,
-                backprop_modifier,
-                seed_image,
-                input_range,
-                seed,
-                verbose,
-                json,
-                deprocess,
-                output,
-            };
-            visualize::run(args, load_model).and_then(|t| emit(&t))
-        }
+        Some(Command::Visualize(args)) => visualize::run(args, load_model).and_then(|t| emit(&t)),
         Some(Command::Predict { model, arch, image, top, json }) => predict(&model, arch.as_deref(), &image, top, json),
         Some(Command::Layers { model, arch, json }) => layers(&model, arch.as_deref(), json),
     };

@@ -10,26 +10,65 @@ use serde_json::json;
 
 use crate::image_input;
 
-/// Parsed `visualize` arguments.
+/// `visualize` arguments.
+#[derive(clap::Args)]
 pub struct Args {
+    /// A zoo name (efficientnet_lite0, vgg16, mnist_cnn) or a weights file.
+    #[arg(long, default_value = "efficientnet_lite0")]
     pub model: String,
+    /// Zoo architecture of a weights file.
+    #[arg(long)]
     pub arch: Option<String>,
+    /// Layer name or index (negative counts from the end: -1 is the last layer).
+    #[arg(long, default_value = "-1", allow_hyphen_values = true)]
     pub layer: String,
+    /// Filter (class) index; repeat to maximize several at once.
+    #[arg(long = "filter")]
     pub filters: Vec<usize>,
+    /// One image per --filter, in one run (-o out.png writes out_<filter>.png).
+    #[arg(long)]
     pub batch: bool,
+    /// Weight of the activation term.
+    #[arg(long, default_value_t = 1.0)]
     pub act_max_weight: f32,
+    /// Weight of LPNorm(6).
+    #[arg(long, default_value_t = 10.0)]
     pub lp_norm_weight: f32,
+    /// Weight of TotalVariation(2).
+    #[arg(long, default_value_t = 10.0)]
     pub tv_weight: f32,
+    /// Optimization steps.
+    #[arg(long, default_value_t = 200)]
     pub max_iter: usize,
+    /// Jitter each step by up to this many pixels (below 1: a fraction of the size).
+    #[arg(long)]
     pub jitter: Option<f32>,
+    /// identity, negate, absolute, invert, relu, small_values.
+    #[arg(long, default_value = "identity")]
     pub grad_modifier: String,
+    /// none, guided, rectified (deconv, relu).
+    #[arg(long, default_value = "none")]
     pub backprop_modifier: String,
+    /// Start from this image instead of noise.
+    #[arg(long)]
     pub seed_image: Option<PathBuf>,
+    /// Pixel range LOW,HIGH (default: the model's).
+    #[arg(long)]
     pub input_range: Option<String>,
+    /// Random seed: same seed, same image.
+    #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Print every named loss each step.
+    #[arg(long)]
     pub verbose: bool,
+    /// Print the per-step losses and the result as JSON.
+    #[arg(long)]
     pub json: bool,
+    /// Save keras-vis's contrast-stretched image instead of the one the model saw.
+    #[arg(long)]
     pub deprocess: bool,
+    /// Output image.
+    #[arg(short, long)]
     pub output: PathBuf,
 }
 
