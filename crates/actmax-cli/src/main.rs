@@ -159,7 +159,8 @@ fn main_job() -> Result<(), String> {
     );
     let start = std::time::Instant::now();
     let targets = MAIN_CLASSES.iter().map(|&c| vec![c]).collect();
-    let vis = actmax::visualize_batch(&model, -1, targets, actmax::Options::default()).map_err(|e| e.to_string())?;
+    let opts = actmax::Options { callbacks: vec![Box::new(visualize::progress(200))], ..actmax::Options::default() };
+    let vis = actmax::visualize_batch(&model, -1, targets, opts).map_err(|e| e.to_string())?;
     let mut out = String::new();
     let mut imgs = Vec::new();
     for (k, (&class, path)) in MAIN_CLASSES.iter().zip(&paths).enumerate() {

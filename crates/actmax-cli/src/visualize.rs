@@ -67,6 +67,9 @@ pub struct Args {
     /// Save keras-vis's contrast-stretched image instead of the one the model saw.
     #[arg(long)]
     pub deprocess: bool,
+    /// Also write an animated GIF of the optimization (a frame every 5 steps).
+    #[arg(long)]
+    pub gif: Option<PathBuf>,
     /// Output image.
     #[arg(short, long)]
     pub output: PathBuf,
@@ -129,6 +132,14 @@ pub fn run(a: Args, load: impl Fn(&str, Option<&str>) -> Result<Model, String>) 
     let mut mods: Vec<Box<dyn InputModifier>> = Vec::new();
     if let Some(j) = a.jitter {
         mods.push(Box::new(Jitter::new(j).map_err(|e| e.to_string())?));
+    }
+    let mut callbacks: Vec<Box<dyn actmax::Callback>> = Vec::new();
+    if let Some(g) = &a.gif {
+        let r = range.unwrap_or(model.input_spec().range);
+        callbacks.push(Box::new(actmax::GifGenerator::new(g, 5, r).map_err(|e| e.to_string())?));
+    }
+    if !a.json && !a.verbose {
+        callbacks.push(Box::new(progress(a.max_iter)));
     }
     let log = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
     let sink = log.clone();
@@ -197,4 +208,21 @@ pub fn run(a: Args, load: impl Fn(&str, Option<&str>) -> Result<Model, String>) 
 fn ndarray_repeat(t: &actmax_tensor::Tensor, n: usize) -> actmax_tensor::Tensor {
     let views: Vec<_> = (0..n).map(|_| t.view()).collect();
     ndarray::concatenate(ndarray::Axis(0), &views).expect("same shapes")
+}
+
+/// A progress bar on stderr with the current loss and an ETA (hidden when stderr is not a
+/// terminal, as in scripts and tests).
+pub fn progress(steps: usize) -> impl actmax::Callback {
+    let bar = indicatif::ProgressBar::new(steps as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  loss {msg}  ETA {eta}") {
+        bar.set_style(style);
+    }
+    move |s: &Step<'_>| {
+        bar.set_message(format!("{:.4}", s.total));
+        bar.inc(1);
+        if s.step + 1 == steps {
+            bar.finish_and_clear();
+        }
+        Ok(())
+    }
 }

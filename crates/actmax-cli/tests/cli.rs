@@ -134,6 +134,7 @@ fn visualize_refuses_bad_requests_before_running() {
         (vec!["visualize", "--filter", "1", "--seed-image", "/no/such.png", "-o", o], "/no/such.png"),
         (vec!["visualize", "--filter", "1", "-o", "/no/such/dir/out.png"], "cannot be written"),
         (vec!["visualize", "--filter", "1", "--input-range", "5,1", "-o", o], "LOW must be below HIGH"),
+        (vec!["visualize", "--filter", "1", "--gif", "/no/such/dir/run.gif", "-o", o], "cannot be written"),
     ];
     for (args, expect) in cases {
         let (ok, stdout, err) = actmax(&args);

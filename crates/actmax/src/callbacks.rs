@@ -44,3 +44,84 @@ impl Callback for Print {
         Ok(())
     }
 }
+
+/// 3×5 pixel digits, one row per `u8` (3 low bits), for step numbers on GIF frames.
+const DIGITS: [[u8; 5]; 10] = [
+    [7, 5, 5, 5, 7],
+    [2, 6, 2, 2, 7],
+    [7, 1, 7, 4, 7],
+    [7, 1, 7, 1, 7],
+    [5, 5, 7, 1, 1],
+    [7, 4, 7, 1, 7],
+    [7, 4, 7, 5, 7],
+    [7, 1, 1, 1, 1],
+    [7, 5, 7, 5, 7],
+    [7, 5, 7, 1, 7],
+];
+
+/// Draws `n` in white on a black box at the top-left corner, digits `scale` pixels wide.
+pub fn draw_number(img: &mut image::RgbaImage, n: usize, scale: u32) {
+    let text = n.to_string();
+    let (w, h) = ((text.len() as u32 * 4 + 1) * scale, 7 * scale);
+    for y in 0..h.min(img.height()) {
+        for x in 0..w.min(img.width()) {
+            img.put_pixel(x, y, image::Rgba([0, 0, 0, 255]));
+        }
+    }
+    for (k, ch) in text.bytes().enumerate() {
+        let glyph = DIGITS[(ch - b'0') as usize];
+        for (row, bits) in glyph.iter().enumerate() {
+            for col in 0..3u32 {
+                if bits >> (2 - col) & 1 == 1 {
+                    for dy in 0..scale {
+                        for dx in 0..scale {
+                            let (x, y) = ((1 + k as u32 * 4 + col) * scale + dx, (1 + row as u32) * scale + dy);
+                            if x < img.width() && y < img.height() {
+                                img.put_pixel(x, y, image::Rgba([255, 255, 255, 255]));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// keras-vis's `GifGenerator`: an animated GIF of the first image of the batch, one frame
+/// every `every` steps, with the step number drawn on each frame.
+pub struct GifGenerator {
+    path: std::path::PathBuf,
+    every: usize,
+    range: (f32, f32),
+    frames: Vec<image::Frame>,
+}
+
+impl GifGenerator {
+    /// A GIF written to `path` when the run ends; fails now if `path` cannot be written.
+    pub fn new(path: impl Into<std::path::PathBuf>, every: usize, range: (f32, f32)) -> Result<Self> {
+        let path = path.into();
+        crate::images::check_writable(&path)?;
+        Ok(Self { path, every: every.max(1), range, frames: Vec::new() })
+    }
+}
+
+impl Callback for GifGenerator {
+    fn on_step(&mut self, s: &Step<'_>) -> Result<()> {
+        if s.step % self.every != 0 {
+            return Ok(());
+        }
+        let first = s.images.index_axis(ndarray::Axis(0), 0).to_owned();
+        let mut frame = crate::images::to_image(&first, self.range)?.to_rgba8();
+        draw_number(&mut frame, s.step, 2);
+        self.frames.push(image::Frame::from_parts(frame, 0, 0, image::Delay::from_numer_denom_ms(100, 1)));
+        Ok(())
+    }
+
+    fn on_end(&mut self) -> Result<()> {
+        let err = |e: String| crate::Error::Image { path: self.path.clone(), msg: e };
+        let file = std::fs::File::create(&self.path).map_err(|e| err(e.to_string()))?;
+        let mut enc = image::codecs::gif::GifEncoder::new(file);
+        enc.set_repeat(image::codecs::gif::Repeat::Infinite).map_err(|e| err(e.to_string()))?;
+        enc.encode_frames(std::mem::take(&mut self.frames)).map_err(|e| err(e.to_string()))
+    }
+}

@@ -32,7 +32,7 @@ use actmax_tensor::{BackpropMode, Tape, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-pub use callbacks::{Callback, Print, Step};
+pub use callbacks::{Callback, GifGenerator, Print, Step};
 pub use error::{Error, Result};
 
 /// How the image is updated from its gradient.

@@ -91,3 +91,23 @@ fn a_nan_loss_stops_the_run_naming_step_and_term() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn gif_generator_writes_numbered_frames() {
+    let m = mnist();
+    let path = std::env::temp_dir().join(format!("actmax-gif-{}.gif", std::process::id()));
+    let gif = actmax::GifGenerator::new(&path, 2, (0.0, 1.0)).unwrap();
+    let opts =
+        Options { max_iter: 7, callbacks: vec![Box::new(gif)], input_range: Some((0.0, 1.0)), ..Options::default() };
+    visualize_activation(&m, "dense_1", Some(vec![0]), opts).unwrap();
+    let decoder =
+        image::codecs::gif::GifDecoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap())).unwrap();
+    let frames = image::AnimationDecoder::into_frames(decoder).collect_frames().unwrap();
+    assert_eq!(frames.len(), 4, "steps 0, 2, 4, 6");
+    // The step number's box is black with white digit pixels in the corner.
+    let f = frames[3].buffer();
+    assert_eq!(f.get_pixel(0, 0).0[..3], [0, 0, 0]);
+    assert!((0..14).any(|y| (0..10).any(|x| f.get_pixel(x, y).0[..3] == [255, 255, 255])), "no digit drawn");
+    assert!(actmax::GifGenerator::new("/no/such/dir/x.gif", 1, (0.0, 1.0)).is_err());
+    std::fs::remove_file(&path).ok();
+}
