@@ -1,0 +1,26 @@
+//! Shared by the examples: the shipped model and a place for pictures.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use actmax_layers::{zoo, Model};
+
+/// The shipped EfficientNet-Lite0.
+pub fn efficientnet() -> Model {
+    zoo::load("efficientnet_lite0", None)
+        .expect("models/efficientnet_lite0.safetensors (cargo xtask import-efficientnet)")
+}
+
+/// `docs/images/<name>`, created if needed.
+pub fn out(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/images");
+    std::fs::create_dir_all(&dir).expect("docs/images");
+    dir.join(name)
+}
+
+/// What the model says about an image tensor `[1, 3, 224, 224]` in 0..255.
+pub fn top1(model: &Model, x: &actmax_tensor::Tensor) -> (usize, &'static str) {
+    let logits = model.predict(x).expect("predict");
+    let top = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |t| t.0);
+    (top, zoo::imagenet_labels()[top])
+}
