@@ -232,3 +232,16 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_storage_of_an_unknown_dtype_is_unsupported() {
+    let mut f = legacy_pth(&items());
+    // Same length, so every offset stays valid: only the dtype changes.
+    let (from, to) = (b"FloatStorage", b"QInt8Storage");
+    let at = f.windows(from.len()).position(|w| w == from).unwrap();
+    f[at..at + from.len()].copy_from_slice(to);
+    match pth::read(&f) {
+        Err(LoadError::Unsupported { msg, .. }) => assert!(msg.contains("QInt8Storage"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+}
