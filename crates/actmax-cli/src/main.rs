@@ -181,7 +181,9 @@ fn main_job() -> Result<(), String> {
         );
         imgs.push(img);
     }
-    let sheet = actmax::images::stitch_images(&imgs, 8, imgs.len()).map_err(|e| e.to_string())?;
+    let captions: Vec<String> =
+        MAIN_CLASSES.iter().map(|&c| format!("{c} {}", labels[c].split(',').next().unwrap_or(""))).collect();
+    let sheet = actmax::images::labelled_sheet(&imgs, &captions, 8, imgs.len()).map_err(|e| e.to_string())?;
     let sheet_path = dir.join("contact_sheet.png");
     actmax::images::save(&sheet, &sheet_path).map_err(|e| e.to_string())?;
     let _ = writeln!(

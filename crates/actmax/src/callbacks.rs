@@ -45,46 +45,16 @@ impl Callback for Print {
     }
 }
 
-/// 3×5 pixel digits, one row per `u8` (3 low bits), for step numbers on GIF frames.
-const DIGITS: [[u8; 5]; 10] = [
-    [7, 5, 5, 5, 7],
-    [2, 6, 2, 2, 7],
-    [7, 1, 7, 4, 7],
-    [7, 1, 7, 1, 7],
-    [5, 5, 7, 1, 1],
-    [7, 4, 7, 1, 7],
-    [7, 4, 7, 5, 7],
-    [7, 1, 1, 1, 1],
-    [7, 5, 7, 5, 7],
-    [7, 5, 7, 1, 7],
-];
-
 /// Draws `n` in white on a black box at the top-left corner, digits `scale` pixels wide.
 pub fn draw_number(img: &mut image::RgbaImage, n: usize, scale: u32) {
     let text = n.to_string();
-    let (w, h) = ((text.len() as u32 * 4 + 1) * scale, 7 * scale);
+    let (w, h) = (crate::font::text_width(&text, scale), 7 * scale);
     for y in 0..h.min(img.height()) {
         for x in 0..w.min(img.width()) {
             img.put_pixel(x, y, image::Rgba([0, 0, 0, 255]));
         }
     }
-    for (k, ch) in text.bytes().enumerate() {
-        let glyph = DIGITS[(ch - b'0') as usize];
-        for (row, bits) in glyph.iter().enumerate() {
-            for col in 0..3u32 {
-                if bits >> (2 - col) & 1 == 1 {
-                    for dy in 0..scale {
-                        for dx in 0..scale {
-                            let (x, y) = ((1 + k as u32 * 4 + col) * scale + dx, (1 + row as u32) * scale + dy);
-                            if x < img.width() && y < img.height() {
-                                img.put_pixel(x, y, image::Rgba([255, 255, 255, 255]));
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
+    crate::font::draw_text(img, 0, 0, &text, scale, image::Rgba([255, 255, 255, 255]));
 }
 
 /// keras-vis's `GifGenerator`: an animated GIF of the first image of the batch, one frame

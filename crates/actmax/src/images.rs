@@ -77,3 +77,23 @@ pub fn deprocess(x: &Tensor, range: (f32, f32)) -> Tensor {
     let std = (x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n).sqrt();
     x.mapv(|v| (((v - mean) / (std + 1e-7)) * 0.1 + 0.5).clamp(0.0, 1.0) * (range.1 - range.0) + range.0)
 }
+
+/// A contact sheet with a caption under each tile (white 3×5 capitals on black).
+pub fn labelled_sheet(images: &[DynamicImage], captions: &[String], margin: u32, cols: usize) -> Result<DynamicImage> {
+    if images.len() != captions.len() {
+        return Err(Error::Options(format!("{} images but {} captions", images.len(), captions.len())));
+    }
+    let scale = 2;
+    let strip = 7 * scale;
+    let tiles: Vec<DynamicImage> = images
+        .iter()
+        .zip(captions)
+        .map(|(img, cap)| {
+            let mut tile = image::RgbaImage::from_pixel(img.width(), img.height() + strip, image::Rgba([0, 0, 0, 255]));
+            image::imageops::overlay(&mut tile, &img.to_rgba8(), 0, 0);
+            crate::font::draw_text(&mut tile, 0, img.height(), cap, scale, image::Rgba([255, 255, 255, 255]));
+            DynamicImage::ImageRgba8(tile)
+        })
+        .collect();
+    stitch_images(&tiles, margin, cols)
+}

@@ -21,6 +21,7 @@
 
 pub mod callbacks;
 mod error;
+pub mod font;
 pub mod images;
 
 use std::collections::HashMap;

@@ -111,3 +111,18 @@ fn gif_generator_writes_numbered_frames() {
     assert!(actmax::GifGenerator::new("/no/such/dir/x.gif", 1, (0.0, 1.0)).is_err());
     std::fs::remove_file(&path).ok();
 }
+
+#[test]
+fn labelled_sheets_carry_their_captions() {
+    let grey = image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(40, 30, image::Rgb([128, 128, 128])));
+    let sheet =
+        actmax::images::labelled_sheet(&[grey.clone(), grey], &["20 OUZEL".into(), "1 FISH".into()], 4, 2).unwrap();
+    assert_eq!((sheet.width(), sheet.height()), (84, 44), "two 40-wide tiles, a 4 px margin, a 14 px caption strip");
+    let rgb = sheet.to_rgb8();
+    let white = (30..44)
+        .flat_map(|y| (0..40).map(move |x| (x, y)))
+        .filter(|&(x, y)| rgb.get_pixel(x, y).0 == [255, 255, 255])
+        .count();
+    assert!(white > 20, "the caption should be drawn ({white} white pixels)");
+    assert!(actmax::images::labelled_sheet(&[], &["x".into()], 4, 2).is_err());
+}
