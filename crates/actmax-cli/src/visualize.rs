@@ -142,8 +142,15 @@ pub fn run(a: Args, load: impl Fn(&str, Option<&str>) -> Result<Model, String>) 
         callbacks.push(Box::new(progress(a.max_iter)));
     }
     let log = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
-    let sink = log.clone();
-    let json_out = a.json;
+    if a.json {
+        let sink = log.clone();
+        callbacks.push(Box::new(move |s: &Step<'_>| {
+            let terms: serde_json::Map<String, serde_json::Value> =
+                s.terms.iter().map(|(n, v, _)| (n.clone(), json!(v))).collect();
+            sink.borrow_mut().push(json!({"step": s.step, "total": s.total, "terms": terms}));
+            Ok(())
+        }));
+    }
     let opts = Options {
         seed_input,
         input_range: range,
@@ -156,14 +163,7 @@ pub fn run(a: Args, load: impl Fn(&str, Option<&str>) -> Result<Model, String>) 
         tv_weight: a.tv_weight,
         verbose: a.verbose,
         seed: a.seed,
-        callbacks: vec![Box::new(move |s: &Step<'_>| {
-            if json_out {
-                let terms: serde_json::Map<String, serde_json::Value> =
-                    s.terms.iter().map(|(n, v, _)| (n.clone(), json!(v))).collect();
-                sink.borrow_mut().push(json!({"step": s.step, "total": s.total, "terms": terms}));
-            }
-            Ok(())
-        })],
+        callbacks,
         ..Options::default()
     };
     let layer = a.layer.as_str();

@@ -145,3 +145,22 @@ fn visualize_refuses_bad_requests_before_running() {
         assert!(!out.exists(), "{args:?} wrote {}", out.display());
     }
 }
+
+#[test]
+fn visualize_writes_a_gif_of_the_run() {
+    let (out, gif) = (tmp("with_gif.png"), tmp("run.gif"));
+    let (ok, _, err) = actmax(&[
+        "visualize",
+        "--filter",
+        "20",
+        "--max-iter",
+        "6",
+        "--gif",
+        gif.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let bytes = std::fs::read(&gif).expect("the GIF was written");
+    assert!(bytes.starts_with(b"GIF89a"), "not a GIF");
+}
