@@ -20,7 +20,6 @@ pub fn out(name: &str) -> PathBuf {
 
 /// What the model says about an image tensor `[1, 3, 224, 224]` in 0..255.
 pub fn top1(model: &Model, x: &actmax_tensor::Tensor) -> (usize, &'static str) {
-    let logits = model.predict(x).expect("predict");
-    let top = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |t| t.0);
+    let top = model.top_k(x, 1).expect("predict")[0].class;
     (top, zoo::imagenet_labels()[top])
 }

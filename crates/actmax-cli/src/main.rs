@@ -6,7 +6,6 @@
 //! - `predict`: a model's top-k classes for an image — the check that a model loaded right;
 //! - `layers`: a model's layers with index, type, output shape and filter count.
 
-mod image_input;
 mod visualize;
 
 use std::path::PathBuf;
@@ -76,20 +75,23 @@ fn emit(text: &str) -> Result<(), String> {
 
 fn predict(model: &str, arch: Option<&str>, image: &std::path::Path, top: usize, json_out: bool) -> Result<(), String> {
     let m = load_model(model, arch)?;
-    let x = image_input::load(image, m.input_spec())?;
-    let logits = m.predict(&x).map_err(|e| e.to_string())?;
-    let logits: Vec<f32> = logits.iter().copied().collect();
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = logits.iter().map(|v| (v - max).exp()).sum();
-    let mut order: Vec<usize> = (0..logits.len()).collect();
-    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-    let labels = if logits.len() == 1000 { zoo::imagenet_labels() } else { Vec::new() };
-    let rows: Vec<_> = order
-        .iter()
-        .take(top)
-        .map(|&i| {
-            let label = labels.get(i).map_or_else(|| format!("class {i}"), |s| s.to_string());
-            (i, label, logits[i], (logits[i] - max).exp() / sum)
+    let x = actmax::images::load(image, m.input_spec()).map_err(|e| e.to_string())?;
+    let labels = if m.nodes().last().map(|n| n.output_shape.as_slice()) == Some(&[1, 1000][..]) {
+        zoo::imagenet_labels()
+    } else {
+        Vec::new()
+    };
+    let rows: Vec<_> = m
+        .top_k(&x, top)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|p| {
+            (
+                p.class,
+                labels.get(p.class).map_or_else(|| format!("class {}", p.class), |s| s.to_string()),
+                p.output,
+                p.probability,
+            )
         })
         .collect();
     let mut out = String::new();
@@ -167,9 +169,8 @@ fn main_job() -> Result<(), String> {
         let img = vis.image(k).map_err(|e| e.to_string())?;
         actmax::images::save(&img, path).map_err(|e| e.to_string())?;
         // Read back what was saved: the check is on the 8-bit PNG, as a user would see it.
-        let x = image_input::load(path, model.input_spec())?;
-        let logits = model.predict(&x).map_err(|e| e.to_string())?;
-        let top = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |t| t.0);
+        let x = actmax::images::load(path, model.input_spec()).map_err(|e| e.to_string())?;
+        let top = model.top_k(&x, 1).map_err(|e| e.to_string())?[0].class;
         let mark = if top == class { "ok" } else { "MISS" };
         let _ = writeln!(
             out,

@@ -8,8 +8,6 @@ use actmax_layers::Model;
 use actmax_modifiers::{backprop_mode, GradModifier, InputModifier, Jitter};
 use serde_json::json;
 
-use crate::image_input;
-
 /// `visualize` arguments.
 #[derive(clap::Args)]
 pub struct Args {
@@ -124,7 +122,7 @@ pub fn run(a: Args, load: impl Fn(&str, Option<&str>) -> Result<Model, String>) 
             if let Some(r) = range {
                 spec.range = r;
             }
-            let t = image_input::load(p, &spec)?;
+            let t = images::load(p, &spec).map_err(|e| e.to_string())?;
             Some(if a.batch { ndarray_repeat(&t, a.filters.len()) } else { t })
         }
         None => None,

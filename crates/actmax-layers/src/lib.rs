@@ -13,4 +13,4 @@ pub mod zoo;
 
 pub use error::{LayerError, LoadError, Result};
 pub use layer::{Activation, Conv, Layer, Pool, WindowPadding};
-pub use model::{ChannelOrder, InputSpec, LayerInfo, LayerRef, Model, ModelBuilder, Node};
+pub use model::{ChannelOrder, InputSpec, LayerInfo, LayerRef, Model, ModelBuilder, Node, Prediction};

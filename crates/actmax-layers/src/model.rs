@@ -121,6 +121,17 @@ pub struct LayerInfo {
     pub activation: Option<&'static str>,
 }
 
+/// One row of [`Model::top_k`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prediction {
+    /// Class index.
+    pub class: usize,
+    /// The last layer's raw output (a logit for linear heads).
+    pub output: f32,
+    /// Its probability.
+    pub probability: f32,
+}
+
 /// A network: named layers in topological order, node 0 the input.
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -341,6 +352,28 @@ impl Model {
         let x = tape.constant(image.clone());
         let out = self.forward(&mut tape, x, &[self.nodes.len() - 1])?[0];
         Ok(tape.value(out)?.clone())
+    }
+
+    /// The `k` best classes of the first image: index, raw output and probability (a
+    /// softmax of the outputs, or the outputs themselves when the last layer is a softmax).
+    pub fn top_k(&self, image: &Tensor, k: usize) -> Result<Vec<Prediction>> {
+        let out = self.predict(image)?;
+        let width = out.shape().get(1).copied().unwrap_or(out.len());
+        let z: Vec<f32> = out.iter().take(width).copied().collect();
+        let is_softmax = self.nodes.last().and_then(|n| n.layer.activation()) == Some(Activation::Softmax);
+        let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f32 = z.iter().map(|v| (v - max).exp()).sum();
+        let mut order: Vec<usize> = (0..z.len()).collect();
+        order.sort_by(|&a, &b| z[b].total_cmp(&z[a]));
+        Ok(order
+            .into_iter()
+            .take(k)
+            .map(|i| Prediction {
+                class: i,
+                output: z[i],
+                probability: if is_softmax { z[i] } else { (z[i] - max).exp() / sum },
+            })
+            .collect())
     }
 
     /// Every parameter by its full name (`<layer>.<param>`).

@@ -242,9 +242,7 @@ fn run(model: &Model, losses: &WeightedLosses, mut opts: Options) -> Result<Visu
         None => seed_noise(&[1, c, h, w], range, opts.seed),
     };
     x.mapv_inplace(|v| v.clamp(range.0, range.1));
-    // Which layers the losses read, as model indexes.
-    let names: Vec<String> = losses.layers().into_iter().filter(|l| l != "input").collect();
-    let idx: Vec<usize> = names.iter().map(|n| model.find(n.as_str())).collect::<Result<_, _>>()?;
+    let (names, idx) = loss_layers(model, &losses.layers())?;
     // Fold batch norms unless a loss reads a conv that folding would change.
     let folded = model.fold_batch_norms();
     let reads_folded_conv = idx.iter().any(|&i| {
@@ -270,8 +268,7 @@ fn run(model: &Model, losses: &WeightedLosses, mut opts: Options) -> Result<Visu
         tape.reset();
         let xv = tape.variable(x.clone());
         let seen = opts.transforms.apply(&mut tape, xv, &mut rng)?;
-        let outs = net.forward(&mut tape, seen, &idx)?;
-        let acts: HashMap<String, actmax_tensor::Var> = names.iter().cloned().zip(outs).collect();
+        let acts = activations(net, &mut tape, seen, &names, &idx)?;
         let built = losses.build(&mut tape, &LossContext::new(xv, &acts))?;
         let total = scalar(&tape, built.total)?;
         let mut terms = Vec::with_capacity(built.terms.len());
@@ -340,18 +337,35 @@ fn run(model: &Model, losses: &WeightedLosses, mut opts: Options) -> Result<Visu
     Ok(Visualization { images: best_x, range, best_loss: best, best_step, history, swapped_softmax: false })
 }
 
+/// The model layers losses read (all but `"input"`): names and indexes.
+fn loss_layers(model: &Model, layers: &[String]) -> Result<(Vec<String>, Vec<usize>)> {
+    let names: Vec<String> = layers.iter().filter(|l| *l != "input").cloned().collect();
+    let idx = names.iter().map(|n| model.find(n.as_str())).collect::<Result<_, _>>()?;
+    Ok((names, idx))
+}
+
+/// Runs `model` on `x` up to the deepest of `idx` and names the activations for the losses.
+fn activations(
+    model: &Model,
+    tape: &mut Tape,
+    x: actmax_tensor::Var,
+    names: &[String],
+    idx: &[usize],
+) -> Result<HashMap<String, actmax_tensor::Var>> {
+    let outs = model.forward(tape, x, idx)?;
+    Ok(names.iter().cloned().zip(outs).collect())
+}
+
 fn scalar(tape: &Tape, v: actmax_tensor::Var) -> Result<f32> {
     Ok(tape.value(v)?.iter().next().copied().unwrap_or(f32::NAN))
 }
 
 /// The loss a [`Loss`] would report on an image, without optimizing (for checks).
 pub fn evaluate(model: &Model, loss: &dyn Loss, image: &Tensor) -> Result<f32> {
-    let names: Vec<String> = loss.layers().into_iter().filter(|l| l != "input").collect();
-    let idx: Vec<usize> = names.iter().map(|n| model.find(n.as_str())).collect::<Result<_, _>>()?;
+    let (names, idx) = loss_layers(model, &loss.layers())?;
     let mut tape = Tape::new();
     let x = tape.constant(image.clone());
-    let outs = model.forward(&mut tape, x, &idx)?;
-    let acts: HashMap<String, actmax_tensor::Var> = names.into_iter().zip(outs).collect();
+    let acts = activations(model, &mut tape, x, &names, &idx)?;
     let v = loss.build(&mut tape, &LossContext::new(x, &acts))?;
     Ok(tape.value(v)?.sum())
 }
