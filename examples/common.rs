@@ -23,3 +23,8 @@ pub fn top1(model: &Model, x: &actmax_tensor::Tensor) -> (usize, &'static str) {
     let top = model.top_k(x, 1).expect("predict")[0].class;
     (top, zoo::imagenet_labels()[top])
 }
+
+/// `img` scaled up `k` times with nearest neighbours (small MNIST-sized pictures).
+pub fn upscale(img: &image::DynamicImage, k: u32) -> image::DynamicImage {
+    img.resize(img.width() * k, img.height() * k, image::imageops::FilterType::Nearest)
+}

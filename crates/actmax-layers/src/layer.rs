@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use actmax_tensor::pool::PoolGeometry;
+
+use crate::train::Binding;
 use actmax_tensor::{Conv2dParams, ConvGeometry, Padding2d, Pool2dParams, ReluKind, Tape, Tensor, TensorError, Var};
 
 /// Element-wise activations (fused into Conv/Dense, or a layer of their own).
@@ -116,10 +118,11 @@ impl Conv {
         Ok(Conv2dParams { stride: self.stride, padding, dilation: self.dilation, groups: self.groups })
     }
 
-    fn forward(&self, tape: &mut Tape, x: Var) -> Result<Var, TensorError> {
+    /// `names` are the parameter names `params_mut` gives the weight and the bias.
+    fn forward(&self, tape: &mut Tape, x: Var, bind: &mut Binding, names: [&str; 2]) -> Result<Var, TensorError> {
         let p = self.params(tape.shape(x)?)?;
-        let w = tape.constant_shared(self.weight.clone());
-        let b = self.bias.clone().map(|b| tape.constant_shared(b));
+        let w = bind.param(tape, names[0], &self.weight);
+        let b = self.bias.as_ref().map(|b| bind.param(tape, names[1], b));
         tape.conv2d(x, w, b, p)
     }
 
@@ -334,28 +337,37 @@ impl Layer {
         out
     }
 
-    /// The layer's output on the tape.
+    /// The layer's output on the tape, parameters as constants (inference).
     pub fn forward(&self, tape: &mut Tape, inputs: &[Var]) -> Result<Var, TensorError> {
+        self.forward_bound(tape, inputs, &mut Binding::Inference)
+    }
+
+    /// The layer's output on the tape, parameters and dropout as `bind` says.
+    pub fn forward_bound(&self, tape: &mut Tape, inputs: &[Var], bind: &mut Binding) -> Result<Var, TensorError> {
         let x = inputs[0];
         match self {
-            Self::Input | Self::Dropout(_) | Self::Identity => Ok(x),
+            Self::Input | Self::Identity => Ok(x),
+            Self::Dropout(rate) => bind.dropout(tape, x, *rate),
             Self::Conv2d(c, a) | Self::DepthwiseConv2d(c, a) => {
-                let y = c.forward(tape, x)?;
+                let y = c.forward(tape, x, bind, ["weight", "bias"])?;
                 a.apply(tape, y)
             }
             Self::SeparableConv2d { depthwise, pointwise, activation } => {
-                let y = depthwise.forward(tape, x)?;
-                let y = pointwise.forward(tape, y)?;
+                let y = depthwise.forward(tape, x, bind, ["depthwise.weight", "depthwise.bias"])?;
+                let y = pointwise.forward(tape, y, bind, ["pointwise.weight", "pointwise.bias"])?;
                 activation.apply(tape, y)
             }
             Self::Dense { weight, bias, activation } => {
-                let w = tape.constant_shared(weight.clone());
-                let b = bias.clone().map(|b| tape.constant_shared(b));
+                let w = bind.param(tape, "weight", weight);
+                let b = bias.as_ref().map(|b| bind.param(tape, "bias", b));
                 let y = tape.linear(x, w, b)?;
                 activation.apply(tape, y)
             }
             Self::BatchNorm { gamma, beta, mean, var, eps } => {
-                let [g, b, m, v] = [gamma, beta, mean, var].map(|t| tape.constant_shared(t.clone()));
+                // Running statistics stay constants even in training (no batch statistics).
+                let g = bind.param(tape, "weight", gamma);
+                let b = bind.param(tape, "bias", beta);
+                let [m, v] = [mean, var].map(|t| tape.constant_shared(t.clone()));
                 tape.batch_norm(x, g, b, m, v, *eps)
             }
             Self::Activation(a) => a.apply(tape, x),

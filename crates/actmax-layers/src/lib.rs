@@ -9,8 +9,10 @@ pub mod error;
 pub mod layer;
 pub mod loaders;
 pub mod model;
+pub mod train;
 pub mod zoo;
 
 pub use error::{LayerError, LoadError, Result};
 pub use layer::{Activation, Conv, Layer, Pool, WindowPadding};
 pub use model::{ChannelOrder, InputSpec, LayerInfo, LayerRef, Model, ModelBuilder, Node, Prediction};
+pub use train::{Adam, TrainingPass};

@@ -7,6 +7,7 @@ use actmax_tensor::{Tape, Tensor, Var};
 
 use crate::error::{LayerError, LoadError, Result};
 use crate::layer::{Activation, Layer};
+use crate::train::{Binding, TrainingPass};
 
 /// Channel order of a model's input images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -332,6 +333,22 @@ impl Model {
     /// Runs the model on an image `[N, C, H, W]` in the input spec's range, stopping at the
     /// deepest layer in `outputs`; returns those layers' values in the same order.
     pub fn forward(&self, tape: &mut Tape, image: Var, outputs: &[usize]) -> Result<Vec<Var>> {
+        self.forward_bound(tape, image, outputs, &mut Binding::Inference)
+    }
+
+    /// [`Model::forward`] for training: every parameter becomes a tape variable (listed in
+    /// `pass.params`), dropout is live. Batch norms still use their running statistics.
+    pub fn forward_training(
+        &self,
+        tape: &mut Tape,
+        image: Var,
+        outputs: &[usize],
+        pass: &mut TrainingPass,
+    ) -> Result<Vec<Var>> {
+        self.forward_bound(tape, image, outputs, &mut Binding::Training(pass))
+    }
+
+    fn forward_bound(&self, tape: &mut Tape, image: Var, outputs: &[usize], bind: &mut Binding) -> Result<Vec<Var>> {
         let last = outputs.iter().copied().max().unwrap_or(0);
         if last >= self.nodes.len() {
             return Err(LayerError::IndexOutOfRange { index: last as isize, count: self.nodes.len() });
@@ -341,9 +358,21 @@ impl Model {
         for i in 1..=last {
             let node = &self.nodes[i];
             let ins: Vec<Var> = node.inputs.iter().map(|&j| vals[j].expect("topological order")).collect();
-            vals[i] = Some(node.layer.forward(tape, &ins)?);
+            if let Binding::Training(pass) = bind {
+                pass.layer.clone_from(&node.name);
+            }
+            vals[i] = Some(node.layer.forward_bound(tape, &ins, bind)?);
         }
         Ok(outputs.iter().map(|&i| vals[i].expect("computed")).collect())
+    }
+
+    /// Calls `f` with every parameter's full name and a mutable handle (for optimizers).
+    pub fn for_each_parameter_mut(&mut self, mut f: impl FnMut(&str, &mut Arc<Tensor>)) {
+        for n in &mut self.nodes {
+            for (p, t) in n.layer.params_mut() {
+                f(&format!("{}.{p}", n.name), t);
+            }
+        }
     }
 
     /// The last layer's output for an image batch, without gradients.

@@ -10,7 +10,7 @@ use crate::layer::{Activation, Conv, Layer, Pool, WindowPadding};
 use crate::model::{ChannelOrder, InputSpec, Model, ModelBuilder};
 
 /// Names [`by_name`] knows.
-pub const ZOO: &[&str] = &["efficientnet_lite0", "vgg16", "mnist_cnn"];
+pub const ZOO: &[&str] = &["efficientnet_lite0", "vgg16", "mnist_cnn", "apple_counter"];
 
 /// A zoo architecture by name (zero weights).
 pub fn by_name(name: &str) -> Option<Model> {
@@ -18,6 +18,7 @@ pub fn by_name(name: &str) -> Option<Model> {
         "efficientnet_lite0" => Some(efficientnet_lite0()),
         "vgg16" => Some(vgg16()),
         "mnist_cnn" => Some(mnist_cnn()),
+        "apple_counter" => Some(apple_counter()),
         _ => None,
     }
 }
@@ -178,6 +179,32 @@ fn build_mnist_cnn() -> Result<Model> {
     b.push("dense_1", dense(128, 64 * 12 * 12, Activation::Relu))?;
     b.push("dropout_2", Layer::Dropout(0.5))?;
     b.push("preds", dense(10, 128, Activation::Softmax))?;
+    Ok(b.build())
+}
+
+/// A small regression CNN: how many "apples" (MNIST digits shrunk to 14×14) lie on a
+/// 48×48 grey canvas in 0..1 — one linear output, the count. Trained by
+/// `cargo xtask train-apple-counter` for keras-vis's regression scenario.
+pub fn apple_counter() -> Model {
+    build_apple_counter().expect("the apple counter shapes are consistent")
+}
+
+fn build_apple_counter() -> Result<Model> {
+    let spec = InputSpec {
+        shape: [1, 48, 48],
+        channels: ChannelOrder::Gray,
+        range: (0.0, 1.0),
+        mean: vec![0.0],
+        std: vec![1.0],
+    };
+    let mut b = ModelBuilder::new(spec);
+    b.push("conv1", Layer::Conv2d(conv(16, 1, 3, 1, 1, true), Activation::Relu))?;
+    b.push("pool1", Layer::MaxPool(Pool::new(2, 2)))?;
+    b.push("conv2", Layer::Conv2d(conv(32, 16, 3, 1, 1, true), Activation::Relu))?;
+    b.push("pool2", Layer::MaxPool(Pool::new(2, 2)))?;
+    b.push("conv3", Layer::Conv2d(conv(32, 32, 3, 1, 1, true), Activation::Relu))?;
+    b.push("gap", Layer::GlobalAvgPool)?;
+    b.push("count", dense(1, 32, Activation::Linear))?;
     Ok(b.build())
 }
 

@@ -75,6 +75,19 @@ impl GradModifier {
         }
     }
 
+    /// Which way the steps move the loss: `Some(1.0)` when they descend it (identity),
+    /// `Some(-1.0)` when they ascend it (negate), `None` when the modified gradient is no
+    /// gradient of the loss at all (the other modifiers). The optimizer keeps the image
+    /// with the best `sign · loss`, or the last image when there is no sign — keras-vis
+    /// kept the lowest loss always, so `negate` returned (almost) its seed.
+    pub fn loss_sign(&self) -> Option<f32> {
+        match self {
+            Self::Identity => Some(1.0),
+            Self::Negate => Some(-1.0),
+            _ => None,
+        }
+    }
+
     /// The modified gradient.
     pub fn apply(&self, g: &Tensor) -> Result<Tensor, ModifierError> {
         let out = match self {

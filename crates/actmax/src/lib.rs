@@ -16,8 +16,9 @@
 //! The optimizer is keras-vis's: the gradient is L2-normalized over the whole input, then
 //! RMSProp without a learning rate (`cache = 0.95·cache + 0.05·g²`, `x −= g / √(cache +
 //! 1e-7)`). Unlike keras-vis, the image stays inside the input range during the run, the
-//! best-loss image is the one that had that loss (not the next one), and the image
-//! returned is the one the model saw.
+//! best-loss image is the one that had that loss (not the next one), under `negate` the
+//! kept image is the highest-loss one (keras-vis kept the lowest, i.e. its seed), and the
+//! image returned is the one the model saw.
 
 pub mod callbacks;
 mod error;
@@ -55,7 +56,9 @@ pub struct Options {
     pub input_modifiers: Vec<Box<dyn InputModifier>>,
     /// In-graph random transforms (lucid's robustness), applied each step.
     pub transforms: TransformSet,
-    /// Applied to dL/dinput.
+    /// Applied to dL/dinput. In [`visualize_activation`] and [`visualize_batch`],
+    /// `Negate` flips the activation term only (drive the output down, regularizers still
+    /// on); with [`visualize_activation_with_losses`] it flips the whole gradient.
     pub grad_modifier: GradModifier,
     /// How ReLU-family ops pass gradients back.
     pub backprop_modifier: BackpropMode,
@@ -110,7 +113,8 @@ pub struct Visualization {
     pub images: Tensor,
     /// The input range of `images`.
     pub range: (f32, f32),
-    /// The total loss of the best step.
+    /// The total loss of the kept step: the lowest (the highest under `negate`, whose
+    /// steps ascend the loss; the last step under other gradient modifiers).
     pub best_loss: f32,
     /// The step that reached it.
     pub best_step: usize,
@@ -167,7 +171,8 @@ pub fn visualize_activation(
         Some(f) => ActivationMaximization::new(name, f),
         None => ActivationMaximization::whole(name),
     };
-    let losses = default_losses(am, &opts);
+    let mut opts = opts;
+    let losses = default_losses(am, &mut opts);
     let mut vis = run(&model, &losses, opts)?;
     vis.swapped_softmax = swapped;
     Ok(vis)
@@ -190,15 +195,23 @@ pub fn visualize_batch(
         let range = opts.input_range.unwrap_or(model.input_spec().range);
         opts.seed_input = Some(seed_noise(&[targets.len(), c, h, w], range, opts.seed));
     }
-    let losses = default_losses(ActivationMaximization::per_sample(name, targets), &opts);
+    let losses = default_losses(ActivationMaximization::per_sample(name, targets), &mut opts);
     let mut vis = run(&model, &losses, opts)?;
     vis.swapped_softmax = swapped;
     Ok(vis)
 }
 
-fn default_losses(am: ActivationMaximization, opts: &Options) -> WeightedLosses {
+/// keras-vis's three terms. `negate` here means "drive the activation down": it flips the
+/// activation term only, so the regularizers still smooth the image — keras-vis flipped
+/// the whole gradient, which also maximized LP norm and total variation (noise).
+fn default_losses(am: ActivationMaximization, opts: &mut Options) -> WeightedLosses {
+    let mut act_weight = opts.act_max_weight;
+    if matches!(opts.grad_modifier, GradModifier::Negate) {
+        act_weight = -act_weight;
+        opts.grad_modifier = GradModifier::Identity;
+    }
     WeightedLosses::new()
-        .with(am, opts.act_max_weight)
+        .with(am, act_weight)
         .with(LpNorm::keras_default(), opts.lp_norm_weight)
         .with(TotalVariation::default(), opts.tv_weight)
 }
@@ -260,6 +273,11 @@ fn run(model: &Model, losses: &WeightedLosses, mut opts: Options) -> Result<Visu
     let (mut cache, mut m1, mut m2) =
         (Tensor::zeros(x.raw_dim()), Tensor::zeros(x.raw_dim()), Tensor::zeros(x.raw_dim()));
     let (mut best, mut best_step, mut best_x) = (f32::INFINITY, 0, x.clone());
+    let sign = opts.grad_modifier.loss_sign();
+    // keras-vis's RMSProp has no learning rate: its first steps move pixels by ~4.5, sized
+    // for 0..255. Scaled to the range, a 0..1 model takes the same relative steps instead
+    // of saturating every pixel at the first step.
+    let step_unit = (range.1 - range.0) / 255.0;
     let mut history = Vec::with_capacity(opts.max_iter);
     for step in 0..opts.max_iter {
         for m in opts.input_modifiers.iter_mut() {
@@ -288,7 +306,11 @@ fn run(model: &Model, losses: &WeightedLosses, mut opts: Options) -> Result<Visu
         for m in opts.input_modifiers.iter_mut().rev() {
             m.post(&mut seen_x)?;
         }
-        if total < best {
+        let better = match sign {
+            Some(sign) => sign * total < sign * best,
+            None => true,
+        };
+        if better || step == 0 {
             (best, best_step, best_x) = (total, step, seen_x.clone());
         }
         history.push(total);
@@ -306,7 +328,7 @@ fn run(model: &Model, losses: &WeightedLosses, mut opts: Options) -> Result<Visu
                 ndarray::Zip::from(&mut x).and(&g).and(&mut cache).for_each(|x, &g, c| {
                     let g = g / norm;
                     *c = 0.95 * *c + 0.05 * g * g;
-                    *x -= g / (*c + 1e-7).sqrt();
+                    *x -= step_unit * g / (*c + 1e-7).sqrt();
                 });
             }
             Optimizer::Adam(lr) => {

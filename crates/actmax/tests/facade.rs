@@ -126,3 +126,52 @@ fn labelled_sheets_carry_their_captions() {
     assert!(white > 20, "the caption should be drawn ({white} white pixels)");
     assert!(actmax::images::labelled_sheet(&[], &["x".into()], 4, 2).is_err());
 }
+
+/// The model's output on an image after the 8-bit PNG round trip.
+fn output_on_png(model: &actmax_layers::Model, img: &image::DynamicImage, unit: usize) -> f32 {
+    let x = actmax::images::from_image(img, model.input_spec());
+    model.predict(&x).unwrap()[[0, unit]]
+}
+
+#[test]
+fn regression_output_goes_up_plainly_and_down_under_negate() {
+    let model = zoo::load("apple_counter", None).unwrap();
+    let seed = actmax::seed_noise(&[1, 1, 48, 48], (0.0, 1.0), 42);
+    let on_seed = model.predict(&seed).unwrap()[[0, 0]];
+    let run = |modifier: &str| {
+        let opts = Options {
+            grad_modifier: actmax_modifiers::GradModifier::from_name(modifier).unwrap(),
+            ..Options::default()
+        };
+        visualize_activation(&model, "count", Some(vec![0]), opts).unwrap()
+    };
+    let (up, down) = (run("identity"), run("negate"));
+    let (up_count, down_count) =
+        (output_on_png(&model, &up.image(0).unwrap(), 0), output_on_png(&model, &down.image(0).unwrap(), 0));
+    assert!(up_count > on_seed + 1.0, "plain: {on_seed} → {up_count}");
+    assert!(down_count < on_seed - 0.5, "negate: {on_seed} → {down_count}");
+
+    // Negate on a hand-made loss flips the whole gradient: the steps ascend the loss, so
+    // the kept image is the highest-loss one (keras-vis kept the lowest: its seed).
+    let losses = WeightedLosses::new().with(ActivationMaximization::new("count", vec![0]), 1.0);
+    let opts = Options { grad_modifier: actmax_modifiers::GradModifier::Negate, max_iter: 30, ..Options::default() };
+    let vis = visualize_activation_with_losses(&model, &losses, opts).unwrap();
+    let max = vis.history.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    assert_eq!(vis.best_loss, max);
+    assert!(vis.best_step > 0 && vis.history[vis.best_step] > vis.history[0]);
+    assert!(model.predict(&vis.images).unwrap()[[0, 0]] < on_seed);
+}
+
+#[test]
+fn trained_mnist_classes_are_recognised() {
+    let model = zoo::load("mnist_cnn", None).unwrap();
+    let targets: Vec<Vec<usize>> = (0..10).map(|c| vec![c]).collect();
+    let vis = actmax::visualize_batch(&model, -1, targets, Options::default()).unwrap();
+    let right = (0..10)
+        .filter(|&c| {
+            let x = actmax::images::from_image(&vis.image(c).unwrap(), model.input_spec());
+            model.top_k(&x, 1).unwrap()[0].class == c
+        })
+        .count();
+    assert!(right >= 9, "{right}/10 classes recognised on the saved PNGs");
+}

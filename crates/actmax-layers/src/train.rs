@@ -1,0 +1,120 @@
+//! Training a model with the same tape: parameters become variables, dropout is live, and
+//! [`Adam`] updates the weights in place. Activation maximization never needs this (its
+//! weights are constants); the project uses it to train its own small models (MNIST, the
+//! regression example) without a Python framework.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use actmax_tensor::{Gradients, Tape, Tensor, TensorError, Var};
+
+use crate::Model;
+
+/// How a forward pass puts a layer's parameters on the tape.
+pub enum Binding<'a> {
+    /// Parameters are shared constants (no gradients); dropout is the identity.
+    Inference,
+    /// Parameters are variables recorded by name; dropout draws masks.
+    Training(&'a mut TrainingPass),
+}
+
+impl Binding<'_> {
+    /// The parameter `local` (e.g. `weight`) of the current layer on the tape.
+    pub(crate) fn param(&mut self, tape: &mut Tape, local: &str, t: &Arc<Tensor>) -> Var {
+        match self {
+            Self::Inference => tape.constant_shared(t.clone()),
+            Self::Training(pass) => {
+                let v = tape.variable_shared(t.clone());
+                pass.params.push((format!("{}.{local}", pass.layer), v));
+                v
+            }
+        }
+    }
+
+    /// Inverted dropout: keeps each value with probability `1 − rate`, scaled by
+    /// `1 / (1 − rate)`, so inference needs no rescaling.
+    pub(crate) fn dropout(&mut self, tape: &mut Tape, x: Var, rate: f32) -> Result<Var, TensorError> {
+        let Self::Training(pass) = self else { return Ok(x) };
+        if rate <= 0.0 {
+            return Ok(x);
+        }
+        let keep = 1.0 - rate.min(0.999);
+        let shape = tape.shape(x)?.to_vec();
+        let mask = Tensor::from_shape_fn(shape, |_| if pass.uniform() < keep { 1.0 / keep } else { 0.0 });
+        let m = tape.constant(mask);
+        tape.mul(x, m)
+    }
+}
+
+/// The state of one training forward pass: the parameter variables it put on the tape
+/// (full names, as [`crate::Model::state_dict`] spells them) and the dropout noise.
+pub struct TrainingPass {
+    /// `(full name, variable)` for every parameter the pass used.
+    pub params: Vec<(String, Var)>,
+    pub(crate) layer: String,
+    rng: u64,
+}
+
+impl TrainingPass {
+    /// A pass whose dropout masks follow from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self { params: Vec::new(), layer: String::new(), rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1 }
+    }
+
+    /// Uniform in [0, 1) (xorshift64: deterministic, no global state).
+    fn uniform(&mut self) -> f32 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng >> 40) as f32 / (1u64 << 24) as f32
+    }
+
+    /// The gradient of every recorded parameter, by full name.
+    pub fn gradients(&self, grads: &Gradients) -> BTreeMap<String, Tensor> {
+        self.params.iter().filter_map(|(name, v)| grads.get(*v).map(|g| (name.clone(), g.clone()))).collect()
+    }
+}
+
+/// Adam (Kingma & Ba) over named parameters, with PyTorch's defaults for β and ε.
+pub struct Adam {
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    step: i32,
+    moments: BTreeMap<String, (Tensor, Tensor)>,
+}
+
+impl Adam {
+    /// Adam with learning rate `lr`, β = (0.9, 0.999), ε = 1e-8.
+    pub fn new(lr: f32) -> Self {
+        Self { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 0, moments: BTreeMap::new() }
+    }
+
+    /// Changes the learning rate (for a schedule).
+    pub fn set_lr(&mut self, lr: f32) {
+        self.lr = lr;
+    }
+
+    /// One update of the model's parameters from `grads` (by full name); parameters
+    /// without a gradient are left alone. Reset the tape first, or each weight is copied.
+    pub fn step(&mut self, model: &mut Model, grads: &BTreeMap<String, Tensor>) {
+        self.step += 1;
+        let (b1, b2, lr, eps) = (self.beta1, self.beta2, self.lr, self.eps);
+        let c1 = 1.0 - b1.powi(self.step);
+        let c2 = 1.0 - b2.powi(self.step);
+        model.for_each_parameter_mut(|name, p| {
+            let Some(g) = grads.get(name) else { return };
+            let (m, v) = self
+                .moments
+                .entry(name.to_string())
+                .or_insert_with(|| (Tensor::zeros(g.raw_dim()), Tensor::zeros(g.raw_dim())));
+            let p = Arc::make_mut(p);
+            ndarray::Zip::from(p).and(m).and(v).and(g).for_each(|p, m, v, &g| {
+                *m = b1 * *m + (1.0 - b1) * g;
+                *v = b2 * *v + (1.0 - b2) * g * g;
+                *p -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
+            });
+        });
+    }
+}
