@@ -6,6 +6,7 @@
 
 mod acceptance;
 mod bench;
+mod codegen;
 mod fetch;
 mod import;
 mod reference;
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
         Some("acceptance-classes") => acceptance::run(&args[1..]),
         Some("import-efficientnet") => import::run(&args[1..]),
         Some("reference-efficientnet") => reference::run(&args[1..]),
+        Some("gen-onnx") => codegen::run(&args[1..]),
         Some("train-mnist") => train::mnist(&args[1..]),
         Some("train-apple-counter") => train::apple_counter(&args[1..]),
         Some(other) => Err(format!("unknown task `{other}`\n\n{USAGE}")),
@@ -52,6 +54,8 @@ tasks:
   train-apple-counter [--steps N]
                                  train the regression CNN (digits counted on a canvas);
                                  writes models/apple_counter.safetensors
+  gen-onnx                       regenerate the ONNX loader's prost types from the vendored
+                                 onnx.proto (needs: cargo run -p xtask --features codegen)
   acceptance-classes [N]         visualize N ImageNet classes (default 20) with keras-vis's
                                  defaults and report how many the model classifies right";
 

@@ -193,3 +193,18 @@ fn a_regression_model_is_driven_down_by_negate_and_predicts_one_number() {
     assert!(driven_down < 15.0, "negate drives the count down from the seed's 26.3: {driven_down}");
     assert!(on_photo.is_finite());
 }
+
+#[test]
+fn an_onnx_file_is_a_model_for_every_command() {
+    let onnx = repo().join("models/efficientnet_lite0.onnx");
+    let img = repo().join("testdata/coffee.png");
+    let (ok, out, err) =
+        actmax(&["predict", "--model", onnx.to_str().unwrap(), "--image", img.to_str().unwrap(), "--json"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["class"], 967, "espresso, labelled: {out}");
+    assert!(v[0]["label"].as_str().unwrap().contains("espresso"));
+    let (ok, out, err) = actmax(&["layers", "--model", onnx.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("_blocks.15._project_conv") && out.contains("relu6_head"), "{out}");
+}

@@ -26,6 +26,8 @@ pub enum Activation {
     Tanh,
     /// Softmax over the channel axis (axis 1).
     Softmax,
+    /// `min(max(x, lo), hi)` (ONNX Clip; ReLU6 is `Clip(0, 6)`).
+    Clip(f32, f32),
 }
 
 impl Activation {
@@ -40,6 +42,7 @@ impl Activation {
             Self::Sigmoid => tape.sigmoid(x),
             Self::Tanh => tape.tanh(x),
             Self::Softmax => tape.softmax(x, 1),
+            Self::Clip(lo, hi) => tape.clip(x, lo, hi),
         }
     }
 
@@ -54,6 +57,7 @@ impl Activation {
             Self::Sigmoid => "sigmoid",
             Self::Tanh => "tanh",
             Self::Softmax => "softmax",
+            Self::Clip(..) => "clip",
         }
     }
 }
@@ -161,6 +165,48 @@ impl Pool {
     }
 }
 
+/// A broadcasting element-wise operation of two tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryOp {
+    /// `a + b`.
+    Add,
+    /// `a − b`.
+    Sub,
+    /// `a · b`.
+    Mul,
+    /// `a / b`.
+    Div,
+}
+
+impl BinaryOp {
+    fn apply(self, tape: &mut Tape, a: Var, b: Var) -> Result<Var, TensorError> {
+        match self {
+            Self::Add => tape.add(a, b),
+            Self::Sub => tape.sub(a, b),
+            Self::Mul => tape.mul(a, b),
+            Self::Div => tape.div(a, b),
+        }
+    }
+
+    fn name_lower(self) -> &'static str {
+        match self {
+            Self::Add => "add",
+            Self::Sub => "sub",
+            Self::Mul => "mul",
+            Self::Div => "div",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Add => "Add",
+            Self::Sub => "Sub",
+            Self::Mul => "Mul",
+            Self::Div => "Div",
+        }
+    }
+}
+
 /// A layer of the zoo.
 #[derive(Debug, Clone)]
 pub enum Layer {
@@ -215,6 +261,21 @@ pub enum Layer {
     Dropout(f32),
     /// Zero padding of the spatial axes.
     ZeroPadding(Padding2d),
+    /// Constant padding of the spatial axes with the given value (ONNX Pad).
+    Pad(Padding2d, f32),
+    /// `inputs[0] op inputs[1]`, broadcasting (ONNX Sub/Mul/Div of two tensors).
+    Binary(BinaryOp),
+    /// `x op c` (or `c op x` when `constant_first`) with a constant that broadcasts.
+    BinaryConst {
+        /// The operation.
+        op: BinaryOp,
+        /// The constant operand.
+        constant: Arc<Tensor>,
+        /// Whether the constant is the left operand.
+        constant_first: bool,
+    },
+    /// Axis permutation of `[N, ...]`; `perm[0]` must be 0 (the batch stays first).
+    Permute(Vec<usize>),
     /// Sum of all inputs.
     Add,
     /// Concatenation along an axis.
@@ -242,6 +303,9 @@ impl Layer {
             Self::Flatten => "Flatten",
             Self::Dropout(_) => "Dropout",
             Self::ZeroPadding(_) => "ZeroPadding",
+            Self::Pad(..) => "Pad",
+            Self::Binary(op) | Self::BinaryConst { op, .. } => op.name(),
+            Self::Permute(_) => "Permute",
             Self::Add => "Add",
             Self::Concat(_) => "Concat",
             Self::Reshape(_) => "Reshape",
@@ -384,6 +448,19 @@ impl Layer {
             Self::ZeroPadding(p) => {
                 tape.pad(x, &[(p.top, p.bottom), (p.left, p.right)], actmax_tensor::PadMode::Constant(0.0))
             }
+            Self::Pad(p, v) => {
+                tape.pad(x, &[(p.top, p.bottom), (p.left, p.right)], actmax_tensor::PadMode::Constant(*v))
+            }
+            Self::Binary(op) => op.apply(tape, x, inputs[1]),
+            Self::BinaryConst { op, constant, constant_first } => {
+                let c = tape.constant_shared(constant.clone());
+                if *constant_first {
+                    op.apply(tape, c, x)
+                } else {
+                    op.apply(tape, x, c)
+                }
+            }
+            Self::Permute(perm) => tape.permute(x, perm),
             Self::Add => inputs[1..].iter().try_fold(x, |acc, &v| tape.add(acc, v)),
             Self::Concat(axis) => tape.concat(inputs, *axis),
             Self::Reshape(shape) => {
@@ -426,7 +503,28 @@ impl Layer {
             Self::ZeroPadding(p) if x.len() == 4 => {
                 Ok(vec![x[0], x[1], x[2] + p.top + p.bottom, x[3] + p.left + p.right])
             }
-            Self::ZeroPadding(_) => Err(shape_err("zero_padding", "expects NCHW")),
+            Self::Pad(p, _) if x.len() == 4 => Ok(vec![x[0], x[1], x[2] + p.top + p.bottom, x[3] + p.left + p.right]),
+            Self::ZeroPadding(_) | Self::Pad(..) => Err(shape_err("pad", "expects NCHW")),
+            Self::Binary(op) => {
+                let y = inputs.get(1).ok_or_else(|| shape_err("binary", "needs two inputs"))?;
+                actmax_tensor::broadcast_shape(op.name_lower(), x, y)
+            }
+            Self::BinaryConst { op, constant, .. } => {
+                let y = actmax_tensor::broadcast_shape(op.name_lower(), x, constant.shape())?;
+                if y.len() != x.len() || y[0] != x[0] {
+                    return Err(shape_err(op.name_lower(), "the constant would change the batch axis"));
+                }
+                Ok(y)
+            }
+            Self::Permute(perm) => {
+                let mut sorted = perm.clone();
+                sorted.sort_unstable();
+                if perm.len() != x.len() || perm.first() != Some(&0) || sorted.iter().enumerate().any(|(i, &p)| i != p)
+                {
+                    return Err(shape_err("permute", &format!("{perm:?} is not a permutation keeping axis 0 first")));
+                }
+                Ok(perm.iter().map(|&p| x[p]).collect())
+            }
             Self::Add => match inputs.iter().find(|s| *s != x) {
                 Some(other) => Err(TensorError::Broadcast { op: "add", lhs: x.clone(), rhs: other.clone() }),
                 None => Ok(x.clone()),

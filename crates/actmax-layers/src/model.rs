@@ -178,6 +178,26 @@ impl ModelBuilder {
         Ok(self.nodes.len() - 1)
     }
 
+    /// The output shape (batch 1) of node `idx`.
+    pub fn shape(&self, idx: usize) -> Option<&[usize]> {
+        self.nodes.get(idx).map(|n| n.output_shape.as_slice())
+    }
+
+    /// Number of nodes so far (the input included).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Always false: the input node is there from the start.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Whether a node has this name.
+    pub fn has_name(&self, name: &str) -> bool {
+        self.nodes.iter().any(|n| n.name == name)
+    }
+
     /// Adds a layer reading the most recent one.
     pub fn push(&mut self, name: impl Into<String>, layer: Layer) -> Result<usize> {
         let last = self.nodes.len() - 1;
@@ -210,6 +230,34 @@ impl Model {
     /// The input spec.
     pub fn input_spec(&self) -> &InputSpec {
         &self.input
+    }
+
+    /// Replaces how images become network input (range, mean, std, channel order) — for
+    /// imported models whose files do not say. The shape must stay the same.
+    pub fn set_input_spec(&mut self, spec: InputSpec) -> Result<()> {
+        if spec.shape != self.input.shape {
+            return Err(LayerError::Build {
+                layer: "input".into(),
+                msg: format!("the input shape is {:?}, not {:?}", self.input.shape, spec.shape),
+            });
+        }
+        let c = spec.shape[0];
+        for (what, v) in [("mean", &spec.mean), ("std", &spec.std)] {
+            if v.len() != 1 && v.len() != c {
+                return Err(LayerError::Build {
+                    layer: "input".into(),
+                    msg: format!("{what} needs 1 or {c} values, got {}", v.len()),
+                });
+            }
+        }
+        if spec.std.iter().any(|&s| s == 0.0 || !s.is_finite()) || spec.range.0.partial_cmp(&spec.range.1) != Some(std::cmp::Ordering::Less) {
+            return Err(LayerError::Build {
+                layer: "input".into(),
+                msg: "std must be non-zero, range low < high".into(),
+            });
+        }
+        self.input = spec;
+        Ok(())
     }
 
     /// All nodes, input first.

@@ -248,12 +248,16 @@ pub fn models_dir() -> std::path::PathBuf {
         .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models"))
 }
 
-/// A model from a zoo name (its shipped weights) or a weights file (`.safetensors`,
-/// `.pth`, `.npz`) for the zoo architecture `arch` — or, without `arch`, the zoo name the
-/// file's stem starts with.
+/// A model from a zoo name (its shipped weights), a whole-model file (`.onnx`), or a
+/// weights file (`.safetensors`, `.pth`, `.npz`) for the zoo architecture `arch` — or,
+/// without `arch`, the zoo name the file's stem starts with.
 pub fn load(model: &str, arch: Option<&str>) -> Result<Model> {
     use crate::error::{LayerError, LoadError};
     let path = std::path::Path::new(model);
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    if ext.as_deref() == Some("onnx") {
+        return crate::loaders::onnx::load(path);
+    }
     let (arch_name, file) = if ZOO.contains(&model) && !path.exists() {
         (model.to_string(), models_dir().join(format!("{model}.safetensors")))
     } else if path.exists() {

@@ -4,6 +4,7 @@
 //! claiming sizes it does not hold — and never allocates more than the file can back.
 
 pub mod npz;
+pub mod onnx;
 pub mod pickle;
 pub mod pth;
 pub mod safetensors;

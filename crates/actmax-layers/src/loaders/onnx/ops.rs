@@ -1,0 +1,632 @@
+//! ONNX nodes → layers (or constants folded at load time). One match over op types.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actmax_tensor::{Padding2d, Tensor};
+
+use super::proto::{AttributeProto, NodeProto};
+use super::{format_err, read_tensor, unsupported, Const, ExternalData, Value};
+use crate::error::Result;
+use crate::layer::{Activation, BinaryOp, Conv, Layer, Pool, WindowPadding};
+use crate::model::{Model, ModelBuilder};
+
+/// The ops the converter knows, for error messages.
+const SUPPORTED: &str = "Conv, Gemm, MatMul, Add, Sub, Mul, Div, Relu, Clip, LeakyRelu, Elu, Sigmoid, Tanh, \
+    Softmax, BatchNormalization, MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape, Concat, Pad, \
+    Identity, Dropout, Constant, Shape, Gather, Unsqueeze, Squeeze, Cast, Transpose";
+
+/// Builds the model node by node.
+pub(crate) struct Converter {
+    builder: ModelBuilder,
+    opset: i64,
+}
+
+/// One node's view: its name, inputs and attributes.
+struct Ctx<'a> {
+    node: &'a NodeProto,
+    name: String,
+    opset: i64,
+}
+
+impl Ctx<'_> {
+    fn attr(&self, name: &str) -> Option<&AttributeProto> {
+        self.node.attribute.iter().find(|a| a.name.as_deref() == Some(name))
+    }
+    fn int(&self, name: &str, default: i64) -> i64 {
+        self.attr(name).and_then(|a| a.i).unwrap_or(default)
+    }
+    fn float(&self, name: &str, default: f32) -> f32 {
+        self.attr(name).and_then(|a| a.f).unwrap_or(default)
+    }
+    fn ints(&self, name: &str) -> Option<Vec<i64>> {
+        self.attr(name).map(|a| a.ints.clone())
+    }
+    fn string(&self, name: &str) -> Option<String> {
+        self.attr(name).and_then(|a| a.s.as_ref()).map(|s| String::from_utf8_lossy(s).into_owned())
+    }
+    fn err(&self, msg: impl std::fmt::Display) -> crate::error::LayerError {
+        format_err(format!("node `{}` ({}): {msg}", self.name, self.node.op_type.as_deref().unwrap_or("?")))
+    }
+    fn unsupported(&self, msg: impl std::fmt::Display) -> crate::error::LayerError {
+        unsupported(format!(
+            "node `{}` ({}, opset {}): {msg}",
+            self.name,
+            self.node.op_type.as_deref().unwrap_or("?"),
+            self.opset
+        ))
+    }
+    /// Two spatial values from an attribute (`[a, b]`), or the default.
+    fn pair(&self, name: &str, default: usize) -> Result<[usize; 2]> {
+        match self.ints(name) {
+            None => Ok([default, default]),
+            Some(v) if v.len() == 2 && v.iter().all(|&x| x >= 0) => Ok([v[0] as usize, v[1] as usize]),
+            Some(v) => Err(self.unsupported(format!("{name} = {v:?}: only 2-D images are supported"))),
+        }
+    }
+}
+
+fn f32_const<'v>(ctx: &Ctx, v: &'v Value, what: &str) -> Result<&'v Tensor> {
+    match v {
+        Value::Const(Const::F32(t)) => Ok(t),
+        Value::Const(Const::I64(..)) => Err(ctx.err(format!("{what} must be a float tensor"))),
+        Value::Layer(_) => Err(ctx.unsupported(format!("{what} must be a constant (an initializer), not computed"))),
+    }
+}
+
+fn i64_const<'v>(ctx: &Ctx, v: &'v Value, what: &str) -> Result<&'v [i64]> {
+    match v {
+        Value::Const(Const::I64(d, _)) => Ok(d),
+        _ => Err(ctx.unsupported(format!("{what} must be a constant integer tensor"))),
+    }
+}
+
+impl Converter {
+    pub(crate) fn new(builder: ModelBuilder, opset: i64) -> Self {
+        Self { builder, opset }
+    }
+
+    /// The finished model, its last node being the graph output.
+    pub(crate) fn finish(mut self, output: usize, output_name: &str) -> Result<Model> {
+        if output + 1 != self.builder.len() {
+            let name = self.unique(output_name);
+            self.builder.add(name, Layer::Identity, &[output])?;
+        }
+        Ok(self.builder.build())
+    }
+
+    fn unique(&self, base: &str) -> String {
+        let mut name = base.to_string();
+        let mut k = 1;
+        while self.builder.has_name(&name) {
+            name = format!("{base}_{k}");
+            k += 1;
+        }
+        name
+    }
+
+    fn add(&mut self, name: &str, layer: Layer, inputs: &[usize]) -> Result<Value> {
+        let name = self.unique(name);
+        Ok(Value::Layer(self.builder.add(name, layer, inputs)?))
+    }
+
+    fn shape(&self, idx: usize) -> Vec<usize> {
+        self.builder.shape(idx).map(<[usize]>::to_vec).unwrap_or_default()
+    }
+
+    /// Converts one node, recording its outputs in `values`.
+    pub(crate) fn node(
+        &mut self,
+        node: &NodeProto,
+        index: usize,
+        values: &mut HashMap<String, Value>,
+        data: &mut ExternalData,
+    ) -> Result<()> {
+        let op = node.op_type.clone().unwrap_or_default();
+        if !matches!(node.domain.as_deref(), None | Some("") | Some("ai.onnx")) {
+            return Err(unsupported(format!(
+                "node `{}`: op `{op}` of domain `{}` (only the default ONNX domain is supported)",
+                node.name.as_deref().unwrap_or(""),
+                node.domain.as_deref().unwrap_or("")
+            )));
+        }
+        let name = match node.name.as_deref() {
+            Some(n) if !n.is_empty() => n.to_string(),
+            _ => format!("{}_{index}", op.to_ascii_lowercase()),
+        };
+        let ctx = Ctx { node, name, opset: self.opset };
+        let inputs: Vec<Option<Value>> = node
+            .input
+            .iter()
+            .map(|i| {
+                if i.is_empty() {
+                    Ok(None)
+                } else {
+                    values
+                        .get(i)
+                        .cloned()
+                        .map(Some)
+                        .ok_or_else(|| ctx.err(format!("input `{i}` is not defined before")))
+                }
+            })
+            .collect::<Result<_>>()?;
+        let out = self.convert(&ctx, &op, &inputs, data)?;
+        let first = node.output.first().ok_or_else(|| ctx.err("no output"))?;
+        values.insert(first.clone(), out);
+        Ok(())
+    }
+
+    fn convert(&mut self, ctx: &Ctx, op: &str, inputs: &[Option<Value>], data: &mut ExternalData) -> Result<Value> {
+        let input = |i: usize| inputs.get(i).and_then(Option::as_ref);
+        let x = input(0);
+        let layer_in = match x {
+            Some(Value::Layer(i)) => Some(*i),
+            _ => None,
+        };
+        let need_layer = || layer_in.ok_or_else(|| ctx.unsupported("the first input must be computed from the image"));
+        let name = ctx.name.clone();
+        match op {
+            "Identity" | "Dropout" => match x {
+                Some(Value::Layer(i)) if op == "Dropout" => {
+                    let rate = match input(1) {
+                        Some(Value::Const(Const::F32(t))) => t.iter().next().copied().unwrap_or(0.5),
+                        _ => ctx.float("ratio", 0.5),
+                    };
+                    self.add(&name, Layer::Dropout(rate), &[*i])
+                }
+                Some(Value::Layer(i)) => self.add(&name, Layer::Identity, &[*i]),
+                Some(c) => Ok(c.clone()),
+                None => Err(ctx.err("no input")),
+            },
+            "Relu" => self.act(ctx, need_layer()?, Activation::Relu),
+            "Sigmoid" => self.act(ctx, need_layer()?, Activation::Sigmoid),
+            "Tanh" => self.act(ctx, need_layer()?, Activation::Tanh),
+            "LeakyRelu" => self.act(ctx, need_layer()?, Activation::LeakyRelu(ctx.float("alpha", 0.01))),
+            "Elu" => self.act(ctx, need_layer()?, Activation::Elu(ctx.float("alpha", 1.0))),
+            "Clip" => {
+                let (lo, hi) = if ctx.opset < 11 {
+                    (ctx.float("min", f32::NEG_INFINITY), ctx.float("max", f32::INFINITY))
+                } else {
+                    let scalar = |i: usize, d: f32| -> Result<f32> {
+                        match input(i) {
+                            None => Ok(d),
+                            Some(v) => Ok(f32_const(ctx, v, "a Clip bound")?.iter().next().copied().unwrap_or(d)),
+                        }
+                    };
+                    (scalar(1, f32::NEG_INFINITY)?, scalar(2, f32::INFINITY)?)
+                };
+                let a = if (lo, hi) == (0.0, 6.0) { Activation::Relu6 } else { Activation::Clip(lo, hi) };
+                self.act(ctx, need_layer()?, a)
+            }
+            "Softmax" => {
+                let i = need_layer()?;
+                let rank = self.shape(i).len() as i64;
+                let axis = ctx.int("axis", if ctx.opset >= 13 { -1 } else { 1 });
+                let axis = if axis < 0 { axis + rank } else { axis };
+                if axis != 1 || (ctx.opset >= 13 && rank != 2) {
+                    return Err(ctx.unsupported(format!("softmax over axis {axis} of a rank-{rank} tensor")));
+                }
+                self.act(ctx, i, Activation::Softmax)
+            }
+            "Conv" => self.conv(ctx, need_layer()?, input(1), input(2)),
+            "Gemm" => {
+                let i = need_layer()?;
+                if ctx.int("transA", 0) != 0 {
+                    return Err(ctx.unsupported("transA = 1"));
+                }
+                let b = f32_const(ctx, input(1).ok_or_else(|| ctx.err("no B"))?, "B")?;
+                let (alpha, beta) = (ctx.float("alpha", 1.0), ctx.float("beta", 1.0));
+                let w = if ctx.int("transB", 0) != 0 { b.clone() } else { b.t().to_owned() };
+                let w = w.mapv(|v| v * alpha);
+                let bias = match input(2) {
+                    Some(c) => Some(f32_const(ctx, c, "C")?.mapv(|v| v * beta)),
+                    None => None,
+                };
+                self.dense(ctx, i, w, bias)
+            }
+            "MatMul" => {
+                let i = need_layer()?;
+                let b = f32_const(ctx, input(1).ok_or_else(|| ctx.err("no B"))?, "B")?;
+                self.dense(ctx, i, b.t().to_owned(), None)
+            }
+            "Add" | "Sub" | "Mul" | "Div" => {
+                let bop = match op {
+                    "Add" => BinaryOp::Add,
+                    "Sub" => BinaryOp::Sub,
+                    "Mul" => BinaryOp::Mul,
+                    _ => BinaryOp::Div,
+                };
+                match (x, input(1)) {
+                    (Some(Value::Layer(a)), Some(Value::Layer(b))) => {
+                        let layer = if bop == BinaryOp::Add && self.shape(*a) == self.shape(*b) {
+                            Layer::Add
+                        } else {
+                            Layer::Binary(bop)
+                        };
+                        self.add(&name, layer, &[*a, *b])
+                    }
+                    (Some(Value::Layer(a)), Some(c)) | (Some(c), Some(Value::Layer(a))) => {
+                        let constant_first = matches!(x, Some(Value::Const(_)));
+                        let constant = Arc::new(f32_const(ctx, c, "the constant operand")?.clone());
+                        self.add(&name, Layer::BinaryConst { op: bop, constant, constant_first }, &[*a])
+                    }
+                    (Some(Value::Const(a)), Some(Value::Const(b))) => fold_binary(ctx, bop, a, b),
+                    _ => Err(ctx.err("needs two inputs")),
+                }
+            }
+            "BatchNormalization" => {
+                let i = need_layer()?;
+                let get = |k: usize, what: &str| -> Result<Arc<Tensor>> {
+                    let v = input(k).ok_or_else(|| ctx.err(format!("no {what}")))?;
+                    Ok(Arc::new(f32_const(ctx, v, what)?.clone()))
+                };
+                let layer = Layer::BatchNorm {
+                    gamma: get(1, "scale")?,
+                    beta: get(2, "B")?,
+                    mean: get(3, "mean")?,
+                    var: get(4, "var")?,
+                    eps: ctx.float("epsilon", 1e-5),
+                };
+                self.add(&name, layer, &[i])
+            }
+            "MaxPool" | "AveragePool" => self.pool(ctx, need_layer()?, op == "MaxPool"),
+            "GlobalAveragePool" => {
+                let i = need_layer()?;
+                let c = self.shape(i).get(1).copied().unwrap_or(0);
+                let Value::Layer(gap) = self.add(&name, Layer::GlobalAvgPool, &[i])? else { unreachable!() };
+                // ONNX keeps [N, C, 1, 1]; the GAP layer (named after the node) gives [N, C].
+                self.add(&format!("{name}.keepdims"), Layer::Reshape(vec![c, 1, 1]), &[gap])
+            }
+            "Flatten" => {
+                let i = need_layer()?;
+                if ctx.int("axis", 1) != 1 {
+                    return Err(ctx.unsupported("Flatten with axis ≠ 1"));
+                }
+                self.add(&name, Layer::Flatten, &[i])
+            }
+            "Reshape" | "Squeeze" | "Unsqueeze" => self.reshape(ctx, op, x, input(1)),
+            "Transpose" => {
+                let perm = ctx.ints("perm");
+                match x {
+                    Some(Value::Layer(i)) => {
+                        let rank = self.shape(*i).len();
+                        let perm: Vec<usize> =
+                            perm.map(|p| p.iter().map(|&v| v as usize).collect()).unwrap_or((0..rank).rev().collect());
+                        self.add(&name, Layer::Permute(perm), &[*i])
+                    }
+                    _ => Err(ctx.unsupported("Transpose of a constant")),
+                }
+            }
+            "Concat" => {
+                let axis = ctx.int("axis", 1);
+                let all: Vec<&Value> = inputs.iter().flatten().collect();
+                if all.iter().all(|v| matches!(v, Value::Layer(_))) {
+                    let idx: Vec<usize> = all.iter().map(|v| if let Value::Layer(i) = v { *i } else { 0 }).collect();
+                    let rank = self.shape(idx[0]).len() as i64;
+                    let axis = if axis < 0 { axis + rank } else { axis };
+                    if axis < 1 || axis >= rank {
+                        return Err(ctx.unsupported(format!("Concat along axis {axis} (the batch axis)")));
+                    }
+                    self.add(&name, Layer::Concat(axis as usize), &idx)
+                } else {
+                    let mut out = Vec::new();
+                    for v in all {
+                        let d = i64_const(ctx, v, "every Concat input (a mix of constants and layers)")?;
+                        out.extend_from_slice(d);
+                    }
+                    let n = out.len();
+                    Ok(Value::Const(Const::I64(out, vec![n])))
+                }
+            }
+            "Pad" => self.pad(ctx, need_layer()?, input(1), input(2)),
+            "Constant" => {
+                if let Some(t) = ctx.attr("value").and_then(|a| a.t.as_ref()) {
+                    return Ok(Value::Const(read_tensor(t, data)?));
+                }
+                if let Some(f) = ctx.attr("value_float").and_then(|a| a.f) {
+                    return Ok(Value::Const(Const::F32(Tensor::from_elem(vec![], f))));
+                }
+                if let Some(a) = ctx.attr("value_floats") {
+                    let t = Tensor::from_shape_vec(vec![a.floats.len()], a.floats.clone()).expect("1-D");
+                    return Ok(Value::Const(Const::F32(t)));
+                }
+                if let Some(i) = ctx.attr("value_int").and_then(|a| a.i) {
+                    return Ok(Value::Const(Const::I64(vec![i], vec![])));
+                }
+                if let Some(a) = ctx.attr("value_ints") {
+                    return Ok(Value::Const(Const::I64(a.ints.clone(), vec![a.ints.len()])));
+                }
+                Err(ctx.unsupported("a Constant without a value, value_float(s) or value_int(s) attribute"))
+            }
+            "Shape" => {
+                let shape: Vec<usize> = match x {
+                    Some(Value::Layer(i)) => self.shape(*i),
+                    Some(Value::Const(c)) => c.shape().to_vec(),
+                    None => return Err(ctx.err("no input")),
+                };
+                let rank = shape.len() as i64;
+                let clamp = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank) as usize;
+                let (start, end) = (clamp(ctx.int("start", 0)), clamp(ctx.int("end", rank)));
+                let dims: Vec<i64> = shape[start..end.max(start)].iter().map(|&d| d as i64).collect();
+                let n = dims.len();
+                Ok(Value::Const(Const::I64(dims, vec![n])))
+            }
+            "Gather" => {
+                let data_v = i64_const(ctx, x.ok_or_else(|| ctx.err("no data"))?, "Gather data")?;
+                let idx_v = input(1).ok_or_else(|| ctx.err("no indices"))?;
+                let (idx, idx_shape) = match idx_v {
+                    Value::Const(Const::I64(d, s)) => (d.clone(), s.clone()),
+                    _ => return Err(ctx.unsupported("Gather indices must be constant integers")),
+                };
+                if ctx.int("axis", 0) != 0 {
+                    return Err(ctx.unsupported("Gather along an axis other than 0"));
+                }
+                let n = data_v.len() as i64;
+                let out = idx
+                    .iter()
+                    .map(|&k| {
+                        let k = if k < 0 { k + n } else { k };
+                        data_v.get(k as usize).copied().ok_or_else(|| ctx.err(format!("index {k} out of 0..{n}")))
+                    })
+                    .collect::<Result<Vec<i64>>>()?;
+                Ok(Value::Const(Const::I64(out, idx_shape)))
+            }
+            "Cast" => match x {
+                Some(Value::Const(Const::F32(t))) if ctx.int("to", 1) == 7 => {
+                    let shape = t.shape().to_vec();
+                    Ok(Value::Const(Const::I64(t.iter().map(|&v| v as i64).collect(), shape)))
+                }
+                Some(Value::Const(Const::I64(d, s))) if ctx.int("to", 7) == 1 => {
+                    let t = Tensor::from_shape_vec(s.clone(), d.iter().map(|&v| v as f32).collect()).expect("shape");
+                    Ok(Value::Const(Const::F32(t)))
+                }
+                Some(Value::Const(c)) => Ok(Value::Const(c.clone())),
+                Some(Value::Layer(i)) => self.add(&name, Layer::Identity, &[*i]),
+                None => Err(ctx.err("no input")),
+            },
+            other => Err(unsupported(format!(
+                "op `{other}` (node `{}`, opset {}) is not supported; actmax reads {SUPPORTED}",
+                ctx.name, ctx.opset
+            ))),
+        }
+    }
+
+    fn act(&mut self, ctx: &Ctx, x: usize, a: Activation) -> Result<Value> {
+        self.add(&ctx.name, Layer::Activation(a), &[x])
+    }
+
+    fn dense(&mut self, ctx: &Ctx, x: usize, weight: Tensor, bias: Option<Tensor>) -> Result<Value> {
+        if weight.ndim() != 2 || self.shape(x).len() != 2 {
+            return Err(ctx.unsupported(format!(
+                "a {}-D weight on a {:?} input: only [N, K] × [K, M] products are supported",
+                weight.ndim(),
+                self.shape(x)
+            )));
+        }
+        let out = weight.shape()[0];
+        let bias = match bias {
+            Some(b) if b.len() == out => Some(Arc::new(b.into_shape_with_order(vec![out]).expect("len checked"))),
+            Some(b) => return Err(ctx.err(format!("bias of shape {:?} for {out} outputs", b.shape()))),
+            None => None,
+        };
+        let weight = Arc::new(weight.as_standard_layout().into_owned());
+        self.add(&ctx.name, Layer::Dense { weight, bias, activation: Activation::Linear }, &[x])
+    }
+
+    /// Padding from `pads` ([top, left, bottom, right]) and `auto_pad`.
+    fn window_padding(
+        &self,
+        ctx: &Ctx,
+        x: usize,
+        k: [usize; 2],
+        stride: [usize; 2],
+        dil: [usize; 2],
+    ) -> Result<WindowPadding> {
+        let auto = ctx.string("auto_pad").unwrap_or_else(|| "NOTSET".into());
+        match auto.as_str() {
+            "NOTSET" => {
+                let p = ctx.ints("pads").unwrap_or_else(|| vec![0; 4]);
+                if p.len() != 4 || p.iter().any(|&v| v < 0) {
+                    return Err(ctx.unsupported(format!("pads {p:?}: only 2-D, non-negative")));
+                }
+                let p: Vec<usize> = p.iter().map(|&v| v as usize).collect();
+                Ok(WindowPadding::Explicit(Padding2d { top: p[0], left: p[1], bottom: p[2], right: p[3] }))
+            }
+            "VALID" => Ok(WindowPadding::Valid),
+            "SAME_UPPER" => Ok(WindowPadding::Same),
+            "SAME_LOWER" => {
+                let s = self.shape(x);
+                let p = Padding2d::tf_same([s[2], s[3]], k, stride, dil);
+                // SAME_LOWER puts the odd pixel first.
+                Ok(WindowPadding::Explicit(Padding2d { top: p.bottom, left: p.right, bottom: p.top, right: p.left }))
+            }
+            other => Err(ctx.err(format!("auto_pad `{other}`"))),
+        }
+    }
+
+    fn conv(&mut self, ctx: &Ctx, x: usize, w: Option<&Value>, b: Option<&Value>) -> Result<Value> {
+        let w = f32_const(ctx, w.ok_or_else(|| ctx.err("no weight"))?, "the weight")?;
+        if w.ndim() != 4 {
+            return Err(ctx.unsupported(format!("a weight of shape {:?}: only 2-D convolutions", w.shape())));
+        }
+        let k = [w.shape()[2], w.shape()[3]];
+        if let Some(ks) = ctx.ints("kernel_shape") {
+            if ks.iter().map(|&v| v as usize).collect::<Vec<_>>() != k {
+                return Err(ctx.err(format!("kernel_shape {ks:?} disagrees with the weight {:?}", w.shape())));
+            }
+        }
+        let stride = ctx.pair("strides", 1)?;
+        let dilation = ctx.pair("dilations", 1)?;
+        let groups =
+            usize::try_from(ctx.int("group", 1)).ok().filter(|&g| g >= 1).ok_or_else(|| ctx.err("group < 1"))?;
+        let padding = self.window_padding(ctx, x, k, stride, dilation)?;
+        let bias = match b {
+            Some(v) => Some(Arc::new(f32_const(ctx, v, "the bias")?.clone())),
+            None => None,
+        };
+        let c_in = self.shape(x).get(1).copied().unwrap_or(0);
+        let conv = Conv { weight: Arc::new(w.clone()), bias, stride, padding, dilation, groups };
+        let layer = if groups > 1 && groups == c_in && w.shape()[1] == 1 {
+            Layer::DepthwiseConv2d(conv, Activation::Linear)
+        } else {
+            Layer::Conv2d(conv, Activation::Linear)
+        };
+        self.add(&ctx.name, layer, &[x])
+    }
+
+    fn pool(&mut self, ctx: &Ctx, x: usize, max: bool) -> Result<Value> {
+        let kernel = ctx.pair("kernel_shape", 0)?;
+        if kernel.contains(&0) {
+            return Err(ctx.err("kernel_shape is required"));
+        }
+        if ctx.int("ceil_mode", 0) != 0 {
+            return Err(ctx.unsupported("ceil_mode = 1"));
+        }
+        if ctx.pair("dilations", 1)? != [1, 1] {
+            return Err(ctx.unsupported("dilated pooling"));
+        }
+        let stride = ctx.pair("strides", 1)?;
+        let padding = self.window_padding(ctx, x, kernel, stride, [1, 1])?;
+        let pool = Pool { kernel, stride, padding, count_include_pad: ctx.int("count_include_pad", 0) != 0 };
+        self.add(&ctx.name, if max { Layer::MaxPool(pool) } else { Layer::AvgPool(pool) }, &[x])
+    }
+
+    fn pad(&mut self, ctx: &Ctx, x: usize, pads: Option<&Value>, value: Option<&Value>) -> Result<Value> {
+        let mode = ctx.string("mode").unwrap_or_else(|| "constant".into());
+        if mode != "constant" {
+            return Err(ctx.unsupported(format!("Pad mode `{mode}` (only constant)")));
+        }
+        let (p, v) = if ctx.opset < 11 {
+            (ctx.ints("pads").ok_or_else(|| ctx.err("no pads"))?, ctx.float("value", 0.0))
+        } else {
+            let p = i64_const(ctx, pads.ok_or_else(|| ctx.err("no pads"))?, "pads")?.to_vec();
+            let v = match value {
+                Some(c) => f32_const(ctx, c, "constant_value")?.iter().next().copied().unwrap_or(0.0),
+                None => 0.0,
+            };
+            (p, v)
+        };
+        // [n_begin, c_begin, h_begin, w_begin, n_end, c_end, h_end, w_end]
+        if p.len() != 8 || p[0] != 0 || p[1] != 0 || p[4] != 0 || p[5] != 0 || p.iter().any(|&q| q < 0) {
+            return Err(ctx.unsupported(format!("pads {p:?}: only non-negative padding of the two spatial axes")));
+        }
+        let pad = Padding2d { top: p[2] as usize, left: p[3] as usize, bottom: p[6] as usize, right: p[7] as usize };
+        self.add(&ctx.name, Layer::Pad(pad, v), &[x])
+    }
+
+    fn reshape(&mut self, ctx: &Ctx, op: &str, x: Option<&Value>, arg: Option<&Value>) -> Result<Value> {
+        let axes = || -> Result<Vec<i64>> {
+            match arg {
+                Some(v) => Ok(i64_const(ctx, v, "axes")?.to_vec()),
+                None => Ok(ctx.ints("axes").unwrap_or_default()),
+            }
+        };
+        let (shape, layer_in) = match x {
+            Some(Value::Layer(i)) => (self.shape(*i), Some(*i)),
+            Some(Value::Const(c)) => (c.shape().to_vec(), None),
+            None => return Err(ctx.err("no input")),
+        };
+        let rank = shape.len() as i64;
+        let target: Vec<usize> = match op {
+            "Reshape" => {
+                let spec = i64_const(ctx, arg.ok_or_else(|| ctx.err("no shape"))?, "the shape")?;
+                let total: usize = shape.iter().product();
+                let mut out: Vec<usize> = Vec::with_capacity(spec.len());
+                let mut infer = None;
+                for (k, &d) in spec.iter().enumerate() {
+                    match d {
+                        0 => out.push(*shape.get(k).ok_or_else(|| ctx.err("0 copies a dimension that is not there"))?),
+                        -1 if infer.is_none() => {
+                            infer = Some(k);
+                            out.push(1);
+                        }
+                        d if d > 0 => out.push(d as usize),
+                        d => return Err(ctx.err(format!("shape entry {d}"))),
+                    }
+                }
+                if let Some(k) = infer {
+                    let known: usize = out.iter().product();
+                    if known == 0 || total % known != 0 {
+                        return Err(ctx.err(format!("cannot reshape {shape:?} to {spec:?}")));
+                    }
+                    out[k] = total / known;
+                }
+                out
+            }
+            "Squeeze" => {
+                let ax: Vec<i64> = axes()?.iter().map(|&a| if a < 0 { a + rank } else { a }).collect();
+                shape
+                    .iter()
+                    .enumerate()
+                    .filter(|(k, &d)| !(if ax.is_empty() { d == 1 } else { ax.contains(&(*k as i64)) }))
+                    .map(|(_, &d)| d)
+                    .collect()
+            }
+            _ => {
+                let out_rank = rank + axes()?.len() as i64;
+                let mut ax: Vec<i64> = axes()?.iter().map(|&a| if a < 0 { a + out_rank } else { a }).collect();
+                ax.sort_unstable();
+                let mut out = shape.clone();
+                for a in ax {
+                    if a < 0 || a as usize > out.len() {
+                        return Err(ctx.err(format!("axis {a} out of range")));
+                    }
+                    out.insert(a as usize, 1);
+                }
+                out
+            }
+        };
+        match (x, layer_in) {
+            (Some(Value::Const(c)), _) => Ok(Value::Const(match c {
+                Const::F32(t) => Const::F32(
+                    t.as_standard_layout().into_owned().into_shape_with_order(target).map_err(|e| ctx.err(e))?,
+                ),
+                Const::I64(d, _) => Const::I64(d.clone(), target),
+            })),
+            (_, Some(i)) => {
+                if target.first() != shape.first()
+                    || target.iter().product::<usize>() != shape.iter().product::<usize>()
+                {
+                    return Err(ctx.unsupported(format!("reshaping {shape:?} to {target:?} moves the batch axis")));
+                }
+                let layer = if target.len() == 2 { Layer::Flatten } else { Layer::Reshape(target[1..].to_vec()) };
+                self.add(&ctx.name, layer, &[i])
+            }
+            _ => Err(ctx.err("no input")),
+        }
+    }
+}
+
+/// Add/Sub/Mul/Div of two constants (integer shape arithmetic, or float constants).
+fn fold_binary(ctx: &Ctx, op: BinaryOp, a: &Const, b: &Const) -> Result<Value> {
+    match (a, b) {
+        (Const::I64(x, sx), Const::I64(y, sy)) if sx == sy || y.len() == 1 => {
+            let out = x
+                .iter()
+                .enumerate()
+                .map(|(k, &p)| {
+                    let q = if y.len() == 1 { y[0] } else { y[k] };
+                    match op {
+                        BinaryOp::Add => Ok(p.wrapping_add(q)),
+                        BinaryOp::Sub => Ok(p.wrapping_sub(q)),
+                        BinaryOp::Mul => Ok(p.wrapping_mul(q)),
+                        BinaryOp::Div => p.checked_div(q).ok_or_else(|| ctx.err("integer division by zero")),
+                    }
+                })
+                .collect::<Result<Vec<i64>>>()?;
+            Ok(Value::Const(Const::I64(out, sx.clone())))
+        }
+        (Const::F32(x), Const::F32(y)) => {
+            let mut tape = actmax_tensor::Tape::new();
+            let (xv, yv) = (tape.constant(x.clone()), tape.constant(y.clone()));
+            let r = match op {
+                BinaryOp::Add => tape.add(xv, yv),
+                BinaryOp::Sub => tape.sub(xv, yv),
+                BinaryOp::Mul => tape.mul(xv, yv),
+                BinaryOp::Div => tape.div(xv, yv),
+            }?;
+            Ok(Value::Const(Const::F32(tape.value(r)?.clone())))
+        }
+        _ => Err(ctx.unsupported("arithmetic on constants of different types or shapes")),
+    }
+}

@@ -1,0 +1,177 @@
+//! Whole models imported from ONNX files written by the official `onnx` package, checked
+//! against onnxruntime's outputs (`testdata/onnx_reference.json`, made by
+//! `xtask/python/onnx_models.py`).
+
+use std::path::{Path, PathBuf};
+
+use actmax::{visualize_activation, Options};
+use actmax_layers::loaders::onnx;
+use actmax_layers::{zoo, LayerError, LoadError, Model};
+use actmax_tensor::{Tape, Tensor};
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fixture(name: &str) -> Value {
+    let text = std::fs::read_to_string(repo().join("testdata/onnx_reference.json")).unwrap();
+    let all: Value = serde_json::from_str(&text).unwrap();
+    all["models"].as_array().unwrap().iter().find(|m| m["name"] == name).unwrap().clone()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+}
+
+fn shape(v: &Value) -> Vec<usize> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect()
+}
+
+/// The fixture's input tensor: inline values, or the crop of a PNG in 0..255 (the model's
+/// input spec, read from the file's `actmax.*` metadata, does the `(x − 127) / 128`).
+fn input(m: &Value) -> Tensor {
+    let inp = &m["input"];
+    let s = shape(&m["input_shape"]);
+    if inp["kind"] == "inline" {
+        return Tensor::from_shape_vec(s, floats(&inp["values"])).unwrap();
+    }
+    let img = image::open(repo().join(inp["png"].as_str().unwrap())).unwrap().to_rgb8();
+    let (top, left) = (inp["crop_top"].as_u64().unwrap() as u32, inp["crop_left"].as_u64().unwrap() as u32);
+    Tensor::from_shape_fn(s, |ix| {
+        let p = img.get_pixel(left + ix[3] as u32, top + ix[2] as u32);
+        p.0[ix[1]] as f32
+    })
+}
+
+/// Our outputs vs onnxruntime's: within `tol` relative to the largest magnitude.
+fn assert_close(ours: &[f32], theirs: &[f32], tol: f32, what: &str) {
+    assert_eq!(ours.len(), theirs.len(), "{what}: lengths");
+    let scale = theirs.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let worst = ours.iter().zip(theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst <= tol * scale, "{what}: max |diff| {worst} vs scale {scale}");
+}
+
+fn check_against_onnxruntime(name: &str, tol: f32) -> Model {
+    let m = fixture(name);
+    let model = onnx::load(&repo().join(m["path"].as_str().unwrap())).unwrap();
+    let x = input(&m);
+    let out = model.predict(&x).unwrap();
+    assert_eq!(out.len(), m["output"].as_array().unwrap().len());
+    assert_close(out.as_slice().unwrap(), &floats(&m["output"]), tol, name);
+    // Per-channel means of named intermediates localize a mismatch.
+    for inter in m["intermediates"].as_array().unwrap() {
+        let value = inter["value"].as_str().unwrap();
+        let Some(node) = value.strip_suffix(".out") else { continue };
+        let Ok(idx) = model.find(node) else { continue };
+        let mut tape = Tape::new();
+        let xv = tape.constant(x.clone());
+        let y = model.forward(&mut tape, xv, &[idx]).unwrap()[0];
+        let y = tape.value(y).unwrap();
+        let ours: Vec<f32> = if inter["reduction"] == "none" {
+            y.iter().copied().collect()
+        } else {
+            (0..y.shape()[1]).map(|c| y.index_axis(ndarray::Axis(1), c).mean().unwrap()).collect()
+        };
+        assert_close(&ours, &floats(&inter["values"]), 1e-4, &format!("{name}/{node}"));
+    }
+    model
+}
+
+#[test]
+fn efficientnet_onnx_matches_onnxruntime_and_the_numpy_reference() {
+    let model = check_against_onnxruntime("efficientnet_lite0", 1e-4);
+    assert_eq!(model.param_count(), zoo::efficientnet_lite0().param_count());
+    let top = model.top_k(&input(&fixture("efficientnet_lite0")), 1).unwrap()[0].class;
+    assert_eq!(top, 967, "espresso");
+}
+
+#[test]
+fn small_cnn_covers_the_other_ops() {
+    let model = check_against_onnxruntime("small_cnn", 1e-4);
+    // The unnamed Sigmoid node got a generated name.
+    assert!(model.nodes().iter().any(|n| n.name.starts_with("sigmoid_")), "generated name");
+    assert!(model.find("softmax").is_ok() && model.find("conv2").is_ok());
+}
+
+#[test]
+fn clip_in_its_attribute_form() {
+    check_against_onnxruntime("clip_opset6", 1e-4);
+}
+
+#[test]
+fn the_onnx_model_visualizes_like_the_zoo_model() {
+    let zoo_model = zoo::load("efficientnet_lite0", None).unwrap();
+    let imported = onnx::load(&repo().join("models/efficientnet_lite0.onnx")).unwrap();
+    // The file's metadata gives the zoo's preprocessing: 0..255, (x − 127) / 128.
+    let spec = imported.input_spec();
+    assert_eq!((spec.range, spec.mean.as_slice(), spec.std.as_slice()), ((0.0, 255.0), &[127.0][..], &[128.0][..]));
+    let run = |m: &Model, layer: &str| {
+        let opts = Options { max_iter: 12, ..Options::default() };
+        visualize_activation(m, layer, Some(vec![20]), opts).unwrap()
+    };
+    let (a, b) = (run(&zoo_model, "_fc"), run(&imported, "_fc"));
+    let differing = a.images.iter().zip(b.images.iter()).filter(|(x, y)| x != y).count();
+    let worst = a.images.iter().zip(b.images.iter()).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    // Same seed, same steps: the same image up to float rounding (one grey level at most).
+    assert!(worst <= 1.0 && differing * 100 < a.images.len(), "{differing} pixels differ, by up to {worst}");
+    assert!((a.best_loss - b.best_loss).abs() <= 1e-3 * a.best_loss.abs().max(1.0));
+}
+
+fn onnx_error(bytes: &[u8]) -> String {
+    match onnx::from_bytes(bytes, None) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("loaded"),
+    }
+}
+
+#[test]
+fn bad_onnx_files_are_typed_errors() {
+    let small = std::fs::read(repo().join("testdata/small_cnn.onnx")).unwrap();
+    // External data needs the file's folder, and may not leave it.
+    let effnet = std::fs::read(repo().join("models/efficientnet_lite0.onnx")).unwrap();
+    assert!(onnx_error(&effnet).contains("external data"), "{}", onnx_error(&effnet));
+    let escaped = replace(&effnet, b"efficientnet_lite0.safetensors", b"../../../../../../etc/passwd.x");
+    match onnx::from_bytes(&escaped, Some(&repo().join("models"))) {
+        Err(e) => assert!(e.to_string().contains("leaves the model's folder"), "{e}"),
+        Ok(_) => panic!("loaded"),
+    }
+    // An op actmax does not know: named with its node and opset.
+    let renamed = replace(&small, b"LeakyRelu", b"LeakyRelX");
+    let msg = onnx_error(&renamed);
+    assert!(msg.contains("LeakyRelX") && msg.contains("lrelu") && msg.contains("opset 13"), "{msg}");
+    // Not ONNX at all.
+    assert!(matches!(onnx::from_bytes(b"hello", None), Err(LayerError::Load(LoadError::Format { .. }))));
+}
+
+fn replace(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    assert_eq!(from.len(), to.len(), "same length keeps the protobuf valid");
+    let mut out = bytes.to_vec();
+    let pos = out.windows(from.len()).position(|w| w == from).expect("found");
+    out[pos..pos + to.len()].copy_from_slice(to);
+    out
+}
+
+#[test]
+fn truncated_and_corrupted_onnx_files_never_panic() {
+    let small = std::fs::read(repo().join("testdata/small_cnn.onnx")).unwrap();
+    let clip = std::fs::read(repo().join("testdata/clip_opset6.onnx")).unwrap();
+    for bytes in [&small, &clip] {
+        // A cut on a field boundary can still be a valid (smaller) message; most are not.
+        let cuts: Vec<usize> = (0..bytes.len()).step_by(7).collect();
+        let refused = cuts.iter().filter(|&&cut| onnx::from_bytes(&bytes[..cut], None).is_err()).count();
+        assert!(refused * 10 >= cuts.len() * 9, "{refused} of {} truncations refused", cuts.len());
+        let mut s = 0x9E37_79B9_u64;
+        for _ in 0..400 {
+            let mut b = bytes.to_vec();
+            for _ in 0..4 {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                let i = (s as usize) % b.len();
+                b[i] ^= 1 << ((s >> 60) % 8);
+            }
+            let _ = onnx::from_bytes(&b, None); // an error or a model, never a panic
+        }
+    }
+}
