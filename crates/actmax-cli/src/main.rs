@@ -6,12 +6,13 @@
 //! - `predict`: a model's top-k classes for an image — the check that a model loaded right;
 //! - `layers`: a model's layers with index, type, output shape and filter count.
 
+mod model_args;
 mod visualize;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use actmax_layers::{zoo, Model};
+use actmax_layers::zoo;
 use std::fmt::Write as _;
 use std::io::Write as _;
 
@@ -31,12 +32,8 @@ enum Command {
     Visualize(visualize::Args),
     /// The model's top classes for an image.
     Predict {
-        /// A zoo name (efficientnet_lite0, vgg16, mnist_cnn) or a weights file.
-        #[arg(long, default_value = "efficientnet_lite0")]
-        model: String,
-        /// Zoo architecture of a weights file (guessed from its name otherwise).
-        #[arg(long)]
-        arch: Option<String>,
+        #[command(flatten)]
+        model: model_args::ModelArgs,
         /// The image (any format the `image` crate reads).
         #[arg(long)]
         image: PathBuf,
@@ -49,20 +46,12 @@ enum Command {
     },
     /// The model's layers: index, name, type, output shape, filters.
     Layers {
-        /// A zoo name or a weights file.
-        #[arg(long, default_value = "efficientnet_lite0")]
-        model: String,
-        /// Zoo architecture of a weights file.
-        #[arg(long)]
-        arch: Option<String>,
+        #[command(flatten)]
+        model: model_args::ModelArgs,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
-}
-
-fn load_model(model: &str, arch: Option<&str>) -> Result<Model, String> {
-    zoo::load(model, arch).map_err(|e| e.to_string())
 }
 
 /// Prints to stdout; a closed pipe (`actmax layers | head`) is not an error.
@@ -73,8 +62,8 @@ fn emit(text: &str) -> Result<(), String> {
     }
 }
 
-fn predict(model: &str, arch: Option<&str>, image: &std::path::Path, top: usize, json_out: bool) -> Result<(), String> {
-    let m = load_model(model, arch)?;
+fn predict(model: &model_args::ModelArgs, image: &std::path::Path, top: usize, json_out: bool) -> Result<(), String> {
+    let m = model.load()?;
     let x = actmax::images::load(image, m.input_spec()).map_err(|e| e.to_string())?;
     let out_shape = m.nodes().last().map(|n| n.output_shape.clone()).unwrap_or_default();
     if out_shape == [1, 1] {
@@ -109,8 +98,8 @@ fn predict(model: &str, arch: Option<&str>, image: &std::path::Path, top: usize,
     emit(&out)
 }
 
-fn layers(model: &str, arch: Option<&str>, json_out: bool) -> Result<(), String> {
-    let m = load_model(model, arch)?;
+fn layers(model: &model_args::ModelArgs, json_out: bool) -> Result<(), String> {
+    let m = model.load()?;
     let rows = m.layers();
     if json_out {
         let v: Vec<_> = rows
@@ -146,7 +135,7 @@ const MAIN_CLASSES: [usize; 5] = [1, 20, 94, 130, 309];
 /// The main job: five ImageNet classes with the shipped EfficientNet-Lite0, one batch, the
 /// PNGs and a contact sheet in `actmax-output/`, then what the model predicts on each PNG.
 fn main_job() -> Result<(), String> {
-    let model = load_model("efficientnet_lite0", None)?;
+    let model = zoo::load("efficientnet_lite0", None).map_err(|e| e.to_string())?;
     let labels = zoo::imagenet_labels();
     let dir = PathBuf::from("actmax-output");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -203,9 +192,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         None => main_job(),
-        Some(Command::Visualize(args)) => visualize::run(args, load_model).and_then(|t| emit(&t)),
-        Some(Command::Predict { model, arch, image, top, json }) => predict(&model, arch.as_deref(), &image, top, json),
-        Some(Command::Layers { model, arch, json }) => layers(&model, arch.as_deref(), json),
+        Some(Command::Visualize(args)) => visualize::run(args).and_then(|t| emit(&t)),
+        Some(Command::Predict { model, image, top, json }) => predict(&model, &image, top, json),
+        Some(Command::Layers { model, json }) => layers(&model, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,19 +4,14 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use actmax::{images, Options, Step};
-use actmax_layers::Model;
 use actmax_modifiers::{backprop_mode, GradModifier, InputModifier, Jitter};
 use serde_json::json;
 
 /// `visualize` arguments.
 #[derive(clap::Args)]
 pub struct Args {
-    /// A zoo name (efficientnet_lite0, vgg16, mnist_cnn) or a weights file.
-    #[arg(long, default_value = "efficientnet_lite0")]
-    pub model: String,
-    /// Zoo architecture of a weights file.
-    #[arg(long)]
-    pub arch: Option<String>,
+    #[command(flatten)]
+    pub model: crate::model_args::ModelArgs,
     /// Layer name or index (negative counts from the end: -1 is the last layer).
     #[arg(long, default_value = "-1", allow_hyphen_values = true)]
     pub layer: String,
@@ -91,12 +86,12 @@ fn batch_path(out: &Path, filter: usize) -> PathBuf {
 }
 
 /// Runs `visualize`; returns the text to print on stdout.
-pub fn run(a: Args, load: impl Fn(&str, Option<&str>) -> Result<Model, String>) -> Result<String, String> {
+pub fn run(a: Args) -> Result<String, String> {
     // Everything that can be wrong with the request is checked before the long run.
     let grad = GradModifier::from_name(&a.grad_modifier).map_err(|e| e.to_string())?;
     let backprop = backprop_mode(&a.backprop_modifier).map_err(|e| e.to_string())?;
     let range = a.input_range.as_deref().map(parse_range).transpose()?;
-    let model = load(&a.model, a.arch.as_deref())?;
+    let model = a.model.load()?;
     let layer_idx = model.find(a.layer.as_str()).map_err(|e| e.to_string())?;
     let node = &model.nodes()[layer_idx];
     if let Some(count) = node.layer.filters(&node.output_shape) {

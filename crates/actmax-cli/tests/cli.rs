@@ -208,3 +208,20 @@ fn an_onnx_file_is_a_model_for_every_command() {
     assert!(ok, "{err}");
     assert!(out.contains("_blocks.15._project_conv") && out.contains("relu6_head"), "{out}");
 }
+
+#[test]
+fn a_keras_h5_model_loads_with_its_preprocessing_from_flags() {
+    let h5 = repo().join("testdata/emotion_model.hdf5");
+    let h5 = h5.to_str().unwrap();
+    let (ok, out, err) = actmax(&["layers", "--model", h5]);
+    assert!(ok, "{err}");
+    assert!(out.contains("separable_conv2d_8") && out.contains("46 layers, 58423 parameters"), "{out}");
+    let img = repo().join("testdata/astronaut.png");
+    let args = ["predict", "--model", h5, "--image", img.to_str().unwrap(), "--json", "--pixel-range", "0,255"];
+    let (ok, out, err) = actmax(&[&args[..], &["--mean", "127.5", "--std", "127.5"]].concat());
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["class"], 3, "happy (fer's label 3): {out}");
+    let (ok, _, err) = actmax(&[&args[..], &["--mean", "1,2"]].concat());
+    assert!(!ok && err.contains("mean needs one value, or one per channel (1); got 2"), "{err}");
+}

@@ -246,11 +246,13 @@ impl Model {
             if v.len() != 1 && v.len() != c {
                 return Err(LayerError::Build {
                     layer: "input".into(),
-                    msg: format!("{what} needs 1 or {c} values, got {}", v.len()),
+                    msg: format!("{what} needs one value, or one per channel ({c}); got {}", v.len()),
                 });
             }
         }
-        if spec.std.iter().any(|&s| s == 0.0 || !s.is_finite()) || spec.range.0.partial_cmp(&spec.range.1) != Some(std::cmp::Ordering::Less) {
+        if spec.std.iter().any(|&s| s == 0.0 || !s.is_finite())
+            || spec.range.0.partial_cmp(&spec.range.1) != Some(std::cmp::Ordering::Less)
+        {
             return Err(LayerError::Build {
                 layer: "input".into(),
                 msg: "std must be non-zero, range low < high".into(),

@@ -248,15 +248,17 @@ pub fn models_dir() -> std::path::PathBuf {
         .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models"))
 }
 
-/// A model from a zoo name (its shipped weights), a whole-model file (`.onnx`), or a
+/// A model from a zoo name (its shipped weights), a whole-model file (`.onnx`, Keras `.h5`), or a
 /// weights file (`.safetensors`, `.pth`, `.npz`) for the zoo architecture `arch` — or,
 /// without `arch`, the zoo name the file's stem starts with.
 pub fn load(model: &str, arch: Option<&str>) -> Result<Model> {
     use crate::error::{LayerError, LoadError};
     let path = std::path::Path::new(model);
     let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-    if ext.as_deref() == Some("onnx") {
-        return crate::loaders::onnx::load(path);
+    match ext.as_deref() {
+        Some("onnx") => return crate::loaders::onnx::load(path),
+        Some("h5" | "hdf5" | "keras") => return crate::loaders::keras::load(path),
+        _ => {}
     }
     let (arch_name, file) = if ZOO.contains(&model) && !path.exists() {
         (model.to_string(), models_dir().join(format!("{model}.safetensors")))

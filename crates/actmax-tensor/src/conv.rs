@@ -113,7 +113,7 @@ fn row_tiles(g: &ConvGeometry, tile_cols: usize, for_col2im: bool) -> (usize, us
     let per_tile = g.n * g.p.groups;
     let a_rows = if for_col2im { g.k_col() } else { g.cout_g() };
     if per_tile * tiles < 4 * threads && g.out_len() >= a_rows {
-        while (per_tile * tiles) % share != 0 && tiles < oh {
+        while !(per_tile * tiles).is_multiple_of(share) && tiles < oh {
             tiles += 1;
         }
     }

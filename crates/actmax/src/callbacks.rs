@@ -77,7 +77,7 @@ impl GifGenerator {
 
 impl Callback for GifGenerator {
     fn on_step(&mut self, s: &Step<'_>) -> Result<()> {
-        if s.step % self.every != 0 {
+        if !s.step.is_multiple_of(self.every) {
             return Ok(());
         }
         let first = s.images.index_axis(ndarray::Axis(0), 0).to_owned();

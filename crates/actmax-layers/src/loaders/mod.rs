@@ -3,6 +3,7 @@
 //! Every reader returns a typed [`LoadError`] on a malformed file — truncated, corrupt or
 //! claiming sizes it does not hold — and never allocates more than the file can back.
 
+pub mod keras;
 pub mod npz;
 pub mod onnx;
 pub mod pickle;

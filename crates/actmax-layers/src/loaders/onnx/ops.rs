@@ -546,7 +546,7 @@ impl Converter {
                 }
                 if let Some(k) = infer {
                     let known: usize = out.iter().product();
-                    if known == 0 || total % known != 0 {
+                    if known == 0 || !total.is_multiple_of(known) {
                         return Err(ctx.err(format!("cannot reshape {shape:?} to {spec:?}")));
                     }
                     out[k] = total / known;

@@ -1,0 +1,526 @@
+//! Keras 2 HDF5 models (`.h5`, `.hdf5`) → [`Model`]: the `model_config` JSON (Sequential
+//! or functional) and the weights under `model_weights`, read with the pure-Rust
+//! `hdf5-pure` (no C library).
+//!
+//! Keras works channels-last; actmax works NCHW. Kernels are transposed once here (HWIO →
+//! OIHW, a dense `[in, out]` → `[out, in]`), `padding='same'` is TensorFlow's (the odd
+//! pixel bottom/right, as [`WindowPadding::Same`]), and where Keras flattens or reshapes a
+//! feature map it does so in HWC order — the loader puts a [`Layer::Permute`] to NHWC
+//! first, so a Dense after a Flatten sees its inputs in the order it was trained on.
+//!
+//! Keras 3 `.keras` files (a zip of `config.json` and `model.weights.h5`) are refused with
+//! an error that says so.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use actmax_tensor::{Padding2d, Tensor};
+use hdf5_pure::{AttrValue, File, Group};
+use serde_json::Value as Json;
+
+use crate::error::{LayerError, LoadError, Result};
+use crate::layer::{Activation, Conv, Layer, Pool, WindowPadding};
+use crate::model::{ChannelOrder, InputSpec, Model, ModelBuilder};
+
+const FORMAT: &str = "keras h5";
+
+fn format_err(msg: impl Into<String>) -> LayerError {
+    LoadError::Format { format: FORMAT, msg: msg.into() }.into()
+}
+
+fn unsupported(msg: impl Into<String>) -> LayerError {
+    LoadError::Unsupported { format: FORMAT, msg: msg.into() }.into()
+}
+
+fn h5(e: hdf5_pure::Error) -> LayerError {
+    format_err(format!("not a readable HDF5 file: {e}"))
+}
+
+/// Loads a Keras 2 `.h5` model file.
+pub fn load(path: &Path) -> Result<Model> {
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
+    from_bytes(&bytes)
+}
+
+/// Reads a Keras 2 HDF5 model from bytes.
+pub fn from_bytes(bytes: &[u8]) -> Result<Model> {
+    if bytes.starts_with(b"PK\x03\x04") {
+        return Err(unsupported(
+            "this is a Keras 3 `.keras` archive; actmax reads Keras 2 HDF5 models: re-save with \
+             `model.save('model.h5')` (or export to ONNX)",
+        ));
+    }
+    if !hdf5_pure::is_hdf5_bytes(bytes) {
+        return Err(format_err("not an HDF5 file (no HDF5 signature)"));
+    }
+    let file = File::from_bytes(bytes.to_vec()).map_err(h5)?;
+    let root = file.root();
+    let attrs = root.attrs().map_err(h5)?;
+    let config = attrs
+        .get("model_config")
+        .and_then(attr_string)
+        .ok_or_else(|| format_err("no `model_config` attribute: a weights-only file? actmax needs a whole model"))?;
+    let config: Json = serde_json::from_str(&config).map_err(|e| format_err(format!("model_config: {e}")))?;
+    let weights = file.group("model_weights").map_err(|_| format_err("no `model_weights` group"))?;
+    Converter::new(weights).model(&config)
+}
+
+/// A string attribute, whatever its HDF5 string flavour.
+fn attr_string(v: &AttrValue) -> Option<String> {
+    match v {
+        AttrValue::String(s)
+        | AttrValue::AsciiString(s)
+        | AttrValue::VarLenString(s)
+        | AttrValue::VarLenAsciiString(s) => Some(s.clone()),
+        AttrValue::StringSized { value, .. } | AttrValue::AsciiStringSized { value, .. } => Some(value.clone()),
+        AttrValue::U8Array(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    }
+}
+
+/// A list-of-strings attribute (`weight_names`); a weightless layer's may be an empty
+/// float array (Keras 2.0).
+fn attr_strings(v: &AttrValue) -> Vec<String> {
+    match v {
+        AttrValue::StringArray(s)
+        | AttrValue::AsciiStringArray(s)
+        | AttrValue::VarLenStringArray(s)
+        | AttrValue::VarLenAsciiStringArray(s)
+        | AttrValue::VarLenAsciiCharArray(s) => s.clone(),
+        AttrValue::StringArraySized { values, .. } | AttrValue::AsciiStringArraySized { values, .. } => values.clone(),
+        other => attr_string(other).into_iter().collect(),
+    }
+}
+
+struct Converter {
+    weights: Group,
+    builder: Option<ModelBuilder>,
+    /// Keras layer name → model node (its output).
+    nodes: HashMap<String, usize>,
+}
+
+/// One Keras layer's view: its class, name and config.
+struct Ctx<'a> {
+    class: &'a str,
+    name: &'a str,
+    config: &'a Json,
+}
+
+impl Ctx<'_> {
+    fn err(&self, msg: impl std::fmt::Display) -> LayerError {
+        format_err(format!("layer `{}` ({}): {msg}", self.name, self.class))
+    }
+    fn unsupported(&self, msg: impl std::fmt::Display) -> LayerError {
+        unsupported(format!("layer `{}` ({}): {msg}", self.name, self.class))
+    }
+    fn str(&self, key: &str, default: &str) -> String {
+        self.config.get(key).and_then(Json::as_str).unwrap_or(default).to_string()
+    }
+    fn f32(&self, key: &str, default: f32) -> f32 {
+        self.config.get(key).and_then(Json::as_f64).map_or(default, |v| v as f32)
+    }
+    fn bool(&self, key: &str, default: bool) -> bool {
+        self.config.get(key).and_then(Json::as_bool).unwrap_or(default)
+    }
+    /// `[a, b]` from an int or a pair.
+    fn pair(&self, key: &str, default: usize) -> Result<[usize; 2]> {
+        match self.config.get(key) {
+            None | Some(Json::Null) => Ok([default, default]),
+            Some(Json::Number(n)) => {
+                n.as_u64().map(|v| [v as usize; 2]).ok_or_else(|| self.err(format!("{key} = {n}")))
+            }
+            Some(Json::Array(a)) if a.len() == 2 => {
+                let v: Vec<u64> = a.iter().filter_map(Json::as_u64).collect();
+                if v.len() == 2 {
+                    Ok([v[0] as usize, v[1] as usize])
+                } else {
+                    Err(self.err(format!("{key} = {a:?}")))
+                }
+            }
+            Some(other) => Err(self.unsupported(format!("{key} = {other} (only 2-D layers)"))),
+        }
+    }
+    fn padding(&self) -> Result<WindowPadding> {
+        match self.str("padding", "valid").as_str() {
+            "valid" => Ok(WindowPadding::Valid),
+            "same" => Ok(WindowPadding::Same),
+            other => Err(self.unsupported(format!("padding `{other}`"))),
+        }
+    }
+    fn activation(&self) -> Result<Activation> {
+        keras_activation(self, &self.str("activation", "linear"))
+    }
+}
+
+fn keras_activation(ctx: &Ctx, name: &str) -> Result<Activation> {
+    Ok(match name {
+        "linear" => Activation::Linear,
+        "relu" => Activation::Relu,
+        "relu6" => Activation::Relu6,
+        "sigmoid" => Activation::Sigmoid,
+        "tanh" => Activation::Tanh,
+        "softmax" => Activation::Softmax,
+        "elu" => Activation::Elu(1.0),
+        other => return Err(ctx.unsupported(format!("activation `{other}`"))),
+    })
+}
+
+impl Converter {
+    fn new(weights: Group) -> Self {
+        Self { weights, builder: None, nodes: HashMap::new() }
+    }
+
+    fn builder(&mut self) -> &mut ModelBuilder {
+        self.builder.as_mut().expect("the input layer comes first")
+    }
+
+    fn model(mut self, config: &Json) -> Result<Model> {
+        let class = config.get("class_name").and_then(Json::as_str).unwrap_or("");
+        let inner = config.get("config").ok_or_else(|| format_err("model_config has no `config`"))?;
+        // Sequential configs are a list of layers (Keras 2.0) or {"layers": [...]}.
+        let layers = inner.get("layers").unwrap_or(inner).as_array().ok_or_else(|| format_err("no layer list"))?;
+        let sequential = class == "Sequential";
+        if !sequential && class != "Model" && class != "Functional" {
+            return Err(unsupported(format!("model class `{class}` (Sequential or functional Model)")));
+        }
+        let mut previous: Option<String> = None;
+        let mut last = None;
+        for (k, layer) in layers.iter().enumerate() {
+            let lclass = layer.get("class_name").and_then(Json::as_str).unwrap_or("");
+            let lconfig = layer.get("config").unwrap_or(&Json::Null);
+            let generated = format!("{}_{k}", lclass.to_ascii_lowercase());
+            let name = layer
+                .get("name")
+                .or_else(|| lconfig.get("name"))
+                .and_then(Json::as_str)
+                .unwrap_or(&generated)
+                .to_string();
+            let ctx = Ctx { class: lclass, name: &name, config: lconfig };
+            if self.builder.is_none() {
+                self.start(&ctx, sequential)?;
+                if lclass == "InputLayer" {
+                    self.nodes.insert(name.clone(), 0);
+                    previous = Some(name);
+                    continue;
+                }
+                previous = Some("input".into());
+                self.nodes.insert("input".into(), 0);
+            }
+            let inputs = if sequential {
+                vec![self.nodes[previous.as_deref().expect("set above")]]
+            } else {
+                self.inbound(&ctx, layer)?
+            };
+            let idx = self.layer(&ctx, &inputs)?;
+            self.nodes.insert(name.clone(), idx);
+            last = Some(idx);
+            previous = Some(name);
+        }
+        if !sequential {
+            let out = config["config"]["output_layers"][0][0].as_str().unwrap_or("");
+            if let Some(&o) = self.nodes.get(out) {
+                if Some(o) != last {
+                    self.builder().add(format!("{out}_output"), Layer::Identity, &[o])?;
+                }
+            }
+        }
+        self.builder.take().map(ModelBuilder::build).ok_or_else(|| format_err("the model has no layers"))
+    }
+
+    /// The input spec from `batch_input_shape` `[null, H, W, C]`: images in 0..1 fed as
+    /// is (the file does not say how its images were scaled; see `Model::set_input_spec`).
+    fn start(&mut self, ctx: &Ctx, _sequential: bool) -> Result<()> {
+        let shape = ctx
+            .config
+            .get("batch_input_shape")
+            .and_then(Json::as_array)
+            .ok_or_else(|| ctx.err("the first layer has no batch_input_shape"))?;
+        let dims: Vec<Option<u64>> = shape.iter().map(Json::as_u64).collect();
+        let [_, Some(h), Some(w), Some(c)] = dims[..] else {
+            return Err(ctx.unsupported(format!("input shape {shape:?}: actmax needs a fixed [H, W, C] image")));
+        };
+        if ctx.str("data_format", "channels_last") != "channels_last" || h == 0 || w == 0 || c == 0 {
+            return Err(ctx.unsupported("channels_first or empty inputs"));
+        }
+        let channels = if c == 1 { ChannelOrder::Gray } else { ChannelOrder::Rgb };
+        let spec = InputSpec {
+            shape: [c as usize, h as usize, w as usize],
+            channels,
+            range: (0.0, 1.0),
+            mean: vec![0.0],
+            std: vec![1.0],
+        };
+        self.builder = Some(ModelBuilder::new(spec));
+        Ok(())
+    }
+
+    /// A functional layer's inputs: `inbound_nodes[0]` = `[[name, node, tensor, {}], ...]`.
+    fn inbound(&mut self, ctx: &Ctx, layer: &Json) -> Result<Vec<usize>> {
+        let nodes = layer.get("inbound_nodes").and_then(Json::as_array).ok_or_else(|| ctx.err("no inbound_nodes"))?;
+        if nodes.len() > 1 {
+            return Err(ctx.unsupported("a layer called more than once (shared layers)"));
+        }
+        let first = nodes.first().and_then(Json::as_array).ok_or_else(|| ctx.err("no inbound node"))?;
+        first
+            .iter()
+            .map(|t| {
+                let src = t.get(0).and_then(Json::as_str).ok_or_else(|| ctx.err("bad inbound entry"))?;
+                if t.get(2).and_then(Json::as_u64).unwrap_or(0) != 0 {
+                    return Err(ctx.unsupported("inputs from a multi-output layer"));
+                }
+                self.nodes.get(src).copied().ok_or_else(|| ctx.err(format!("input `{src}` comes before it is made")))
+            })
+            .collect()
+    }
+
+    /// The layer's weights by Keras name (`kernel`, `bias`, `gamma`, ...), with shapes.
+    fn weights(&self, ctx: &Ctx) -> Result<HashMap<String, Tensor>> {
+        let mut out = HashMap::new();
+        let Ok(group) = self.weights.group(ctx.name) else { return Ok(out) };
+        let names = group.attrs().map_err(h5)?.get("weight_names").map(attr_strings).unwrap_or_default();
+        for full in names {
+            let ds = group.dataset(&full).map_err(|e| ctx.err(format!("weight `{full}`: {e}")))?;
+            let shape: Vec<usize> = ds.shape().map_err(h5)?.iter().map(|&d| d as usize).collect();
+            let data = ds.read_f32().map_err(|e| ctx.err(format!("weight `{full}`: {e}")))?;
+            let t = Tensor::from_shape_vec(shape.clone(), data)
+                .map_err(|_| ctx.err(format!("weight `{full}` does not fill its shape {shape:?}")))?;
+            // `conv2d_1_1/kernel:0` → `kernel`
+            let short = full.rsplit('/').next().unwrap_or(&full).split(':').next().unwrap_or(&full).to_string();
+            out.insert(short, t);
+        }
+        Ok(out)
+    }
+
+    fn shape(&mut self, idx: usize) -> Vec<usize> {
+        self.builder().shape(idx).map(<[usize]>::to_vec).unwrap_or_default()
+    }
+
+    fn add(&mut self, name: &str, layer: Layer, inputs: &[usize]) -> Result<usize> {
+        self.builder().add(name, layer, inputs)
+    }
+
+    fn layer(&mut self, ctx: &Ctx, inputs: &[usize]) -> Result<usize> {
+        let x = inputs[0];
+        let w = self.weights(ctx)?;
+        let take = |k: &str| w.get(k).cloned().ok_or_else(|| ctx.err(format!("no `{k}` weight")));
+        let kernel4 = |k: &str| {
+            let t = take(k)?;
+            if t.ndim() == 4 {
+                Ok(t)
+            } else {
+                Err(ctx.err(format!("`{k}` has shape {:?}, not [kh, kw, in, out]", t.shape())))
+            }
+        };
+        let bias = || w.get("bias").cloned().map(Arc::new);
+        if let (Some(b), Some(k)) = (w.get("bias"), w.get("kernel").or(w.get("pointwise_kernel"))) {
+            if b.ndim() != 1 || k.shape().last() != Some(&b.len()) {
+                return Err(ctx.err(format!("bias {:?} does not fit kernel {:?}", b.shape(), k.shape())));
+            }
+        }
+        match ctx.class {
+            "Conv2D" | "Convolution2D" => {
+                if ctx.pair("dilation_rate", 1)? != [1, 1] && ctx.pair("strides", 1)? != [1, 1] {
+                    return Err(ctx.unsupported("dilation with strides"));
+                }
+                let conv = Conv {
+                    weight: Arc::new(hwio_to_oihw(&kernel4("kernel")?)),
+                    bias: bias(),
+                    stride: ctx.pair("strides", 1)?,
+                    padding: ctx.padding()?,
+                    dilation: ctx.pair("dilation_rate", 1)?,
+                    groups: 1,
+                };
+                self.add(ctx.name, Layer::Conv2d(conv, ctx.activation()?), &[x])
+            }
+            "DepthwiseConv2D" | "SeparableConv2D" => {
+                let c = self.shape(x).get(1).copied().unwrap_or(0);
+                let dk = kernel4("depthwise_kernel")?; // [kh, kw, in, multiplier]
+                let depthwise = Conv {
+                    weight: Arc::new(depthwise_to_oihw(&dk)),
+                    bias: None,
+                    stride: ctx.pair("strides", 1)?,
+                    padding: ctx.padding()?,
+                    dilation: ctx.pair("dilation_rate", 1)?,
+                    groups: c,
+                };
+                if ctx.class == "DepthwiseConv2D" {
+                    let conv = Conv { bias: bias(), ..depthwise };
+                    return self.add(ctx.name, Layer::DepthwiseConv2d(conv, ctx.activation()?), &[x]);
+                }
+                let pointwise = Conv {
+                    weight: Arc::new(hwio_to_oihw(&kernel4("pointwise_kernel")?)),
+                    bias: bias(),
+                    stride: [1, 1],
+                    padding: WindowPadding::Valid,
+                    dilation: [1, 1],
+                    groups: 1,
+                };
+                let activation = ctx.activation()?;
+                self.add(ctx.name, Layer::SeparableConv2d { depthwise, pointwise, activation }, &[x])
+            }
+            "Dense" => {
+                let k = take("kernel")?;
+                if k.ndim() != 2 || self.shape(x).len() != 2 {
+                    return Err(ctx.unsupported("Dense on a feature map (add a Flatten)"));
+                }
+                let weight = Arc::new(k.t().as_standard_layout().into_owned());
+                self.add(ctx.name, Layer::Dense { weight, bias: bias(), activation: ctx.activation()? }, &[x])
+            }
+            "BatchNormalization" => {
+                let c = self.shape(x).get(1).copied().unwrap_or(0);
+                let axis = ctx.config.get("axis").and_then(Json::as_i64).unwrap_or(-1);
+                if axis != -1 && axis != 3 {
+                    return Err(ctx.unsupported(format!("axis {axis} (only the channel axis)")));
+                }
+                let vector = |t: Tensor| {
+                    if t.shape() == [c] {
+                        Ok(Arc::new(t))
+                    } else {
+                        Err(ctx.err(format!("a parameter of shape {:?} for {c} channels", t.shape())))
+                    }
+                };
+                let layer = Layer::BatchNorm {
+                    gamma: vector(if ctx.bool("scale", true) {
+                        take("gamma")?
+                    } else {
+                        Tensor::from_elem(vec![c], 1.0)
+                    })?,
+                    beta: vector(if ctx.bool("center", true) { take("beta")? } else { Tensor::zeros(vec![c]) })?,
+                    mean: vector(take("moving_mean")?)?,
+                    var: vector(take("moving_variance")?)?,
+                    eps: ctx.f32("epsilon", 1e-3),
+                };
+                self.add(ctx.name, layer, &[x])
+            }
+            "Activation" => {
+                let a = ctx.activation()?;
+                self.add(ctx.name, Layer::Activation(a), &[x])
+            }
+            "ReLU" => {
+                let max = ctx.config.get("max_value").and_then(Json::as_f64);
+                let slope = ctx.f32("negative_slope", 0.0);
+                let threshold = ctx.f32("threshold", 0.0);
+                let a = match (max, slope, threshold) {
+                    (None, 0.0, 0.0) => Activation::Relu,
+                    (Some(6.0), 0.0, 0.0) => Activation::Relu6,
+                    (Some(m), 0.0, 0.0) => Activation::Clip(0.0, m as f32),
+                    (None, s, 0.0) => Activation::LeakyRelu(s),
+                    _ => return Err(ctx.unsupported("ReLU with a threshold, or a slope and a maximum")),
+                };
+                self.add(ctx.name, Layer::Activation(a), &[x])
+            }
+            "LeakyReLU" => {
+                let a = ctx.config.get("alpha").or(ctx.config.get("negative_slope")).and_then(Json::as_f64);
+                self.add(ctx.name, Layer::Activation(Activation::LeakyRelu(a.unwrap_or(0.3) as f32)), &[x])
+            }
+            "MaxPooling2D" | "AveragePooling2D" => {
+                let kernel = ctx.pair("pool_size", 2)?;
+                let stride = match ctx.config.get("strides") {
+                    None | Some(Json::Null) => kernel,
+                    _ => ctx.pair("strides", 1)?,
+                };
+                // Keras averages over the real pixels only.
+                let pool = Pool { kernel, stride, padding: ctx.padding()?, count_include_pad: false };
+                let layer = if ctx.class == "MaxPooling2D" { Layer::MaxPool(pool) } else { Layer::AvgPool(pool) };
+                self.add(ctx.name, layer, &[x])
+            }
+            "GlobalAveragePooling2D" => {
+                if ctx.bool("keepdims", false) {
+                    return Err(ctx.unsupported("keepdims = true"));
+                }
+                self.add(ctx.name, Layer::GlobalAvgPool, &[x])
+            }
+            "Flatten" | "Reshape" => self.flatten_or_reshape(ctx, x),
+            "Dropout" | "SpatialDropout2D" => {
+                self.add(ctx.name, Layer::Dropout(ctx.f32("rate", ctx.f32("p", 0.5))), &[x])
+            }
+            "ZeroPadding2D" => {
+                let p = match ctx.config.get("padding") {
+                    Some(Json::Number(n)) => [n.as_u64().unwrap_or(0) as usize; 4],
+                    Some(Json::Array(a)) if a.iter().all(Json::is_number) && a.len() == 2 => {
+                        let v: Vec<usize> = a.iter().map(|v| v.as_u64().unwrap_or(0) as usize).collect();
+                        [v[0], v[0], v[1], v[1]]
+                    }
+                    Some(Json::Array(a)) if a.len() == 2 => {
+                        let pair = |j: &Json| -> Vec<usize> {
+                            j.as_array()
+                                .map(|v| v.iter().map(|x| x.as_u64().unwrap_or(0) as usize).collect())
+                                .unwrap_or_default()
+                        };
+                        let (r, c) = (pair(&a[0]), pair(&a[1]));
+                        if r.len() != 2 || c.len() != 2 {
+                            return Err(ctx.err("padding must be ((top, bottom), (left, right))"));
+                        }
+                        [r[0], r[1], c[0], c[1]]
+                    }
+                    _ => [1; 4],
+                };
+                let pad = Padding2d { top: p[0], bottom: p[1], left: p[2], right: p[3] };
+                self.add(ctx.name, Layer::ZeroPadding(pad), &[x])
+            }
+            "Add" => self.add(ctx.name, Layer::Add, inputs),
+            "Concatenate" => {
+                let rank = self.shape(x).len() as i64;
+                let axis = ctx.config.get("axis").and_then(Json::as_i64).unwrap_or(-1);
+                let axis = if axis < 0 { axis + rank } else { axis };
+                // NHWC axis → NCHW axis (a 2-D [N, F] keeps its axis).
+                let axis = if rank == 4 { [0, 2, 3, 1][axis.clamp(0, 3) as usize] } else { axis as usize };
+                if axis == 0 {
+                    return Err(ctx.unsupported("concatenation along the batch axis"));
+                }
+                self.add(ctx.name, Layer::Concat(axis), inputs)
+            }
+            "InputLayer" => Err(ctx.unsupported("a second input (actmax models take one image)")),
+            other => Err(unsupported(format!(
+                "layer `{}`: class `{other}` is not supported; actmax reads InputLayer, Conv2D, DepthwiseConv2D, \
+                 SeparableConv2D, Dense, BatchNormalization, Activation, ReLU, LeakyReLU, MaxPooling2D, \
+                 AveragePooling2D, GlobalAveragePooling2D, Flatten, Dropout, ZeroPadding2D, Add, Concatenate, Reshape",
+                ctx.name
+            ))),
+        }
+    }
+
+    /// Keras flattens and reshapes in NHWC order: permute a feature map to NHWC first.
+    fn flatten_or_reshape(&mut self, ctx: &Ctx, x: usize) -> Result<usize> {
+        let shape = self.shape(x);
+        let mut src = x;
+        if shape.len() == 4 && shape[2] * shape[3] > 1 {
+            src = self.add(&format!("{}.to_nhwc", ctx.name), Layer::Permute(vec![0, 2, 3, 1]), &[x])?;
+        }
+        if ctx.class == "Flatten" {
+            return self.add(ctx.name, Layer::Flatten, &[src]);
+        }
+        let target: Vec<i64> = ctx
+            .config
+            .get("target_shape")
+            .and_then(Json::as_array)
+            .map(|a| a.iter().filter_map(Json::as_i64).collect())
+            .ok_or_else(|| ctx.err("no target_shape"))?;
+        let total: usize = shape[1..].iter().product();
+        let known: i64 = target.iter().filter(|&&d| d > 0).product();
+        let dims: Vec<usize> =
+            target.iter().map(|&d| if d < 0 { total / known.max(1) as usize } else { d as usize }).collect();
+        match dims.len() {
+            1 => self.add(ctx.name, Layer::Flatten, &[src]),
+            3 => {
+                // Keras's [H, W, C] → ours [C, H, W]: reshape in NHWC, then back to NCHW.
+                let nhwc = self.add(&format!("{}.nhwc", ctx.name), Layer::Reshape(dims), &[src])?;
+                self.add(ctx.name, Layer::Permute(vec![0, 3, 1, 2]), &[nhwc])
+            }
+            _ => self.add(ctx.name, Layer::Reshape(dims), &[src]),
+        }
+    }
+}
+
+/// `[kh, kw, in, out]` → `[out, in, kh, kw]`.
+fn hwio_to_oihw(k: &Tensor) -> Tensor {
+    k.view().permuted_axes(vec![3, 2, 0, 1]).as_standard_layout().into_owned()
+}
+
+/// A depthwise kernel `[kh, kw, in, mult]` → `[in · mult, 1, kh, kw]` (channel `i·mult + m`).
+fn depthwise_to_oihw(k: &Tensor) -> Tensor {
+    let s = k.shape();
+    let (kh, kw, cin, mult) = (s[0], s[1], s[2], s[3]);
+    Tensor::from_shape_fn(vec![cin * mult, 1, kh, kw], |ix| k[[ix[2], ix[3], ix[0] / mult, ix[0] % mult]])
+}
