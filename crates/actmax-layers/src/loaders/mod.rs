@@ -1,4 +1,5 @@
-//! Weight files → named tensors: PyTorch `.pth`/`.pt` (legacy and zip), safetensors, npz.
+//! Model and weight files: whole models from ONNX ([`onnx`]) and Keras 2 `.h5` ([`keras`]);
+//! named tensors from PyTorch `.pth`/`.pt` (legacy and zip), safetensors, npz.
 //!
 //! Every reader returns a typed [`LoadError`] on a malformed file — truncated, corrupt or
 //! claiming sizes it does not hold — and never allocates more than the file can back.
