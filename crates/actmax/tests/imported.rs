@@ -161,19 +161,26 @@ fn truncated_and_corrupted_onnx_files_never_panic() {
         let cuts: Vec<usize> = (0..bytes.len()).step_by(7).collect();
         let refused = cuts.iter().filter(|&&cut| onnx::from_bytes(&bytes[..cut], None).is_err()).count();
         assert!(refused * 10 >= cuts.len() * 9, "{refused} of {} truncations refused", cuts.len());
-        let mut s = 0x9E37_79B9_u64;
-        for _ in 0..400 {
-            let mut b = bytes.to_vec();
-            for _ in 0..4 {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                let i = (s as usize) % b.len();
-                b[i] ^= 1 << ((s >> 60) % 8);
-            }
+        for b in bit_flipped(bytes, 400, 4, 0x9E37_79B9) {
             let _ = onnx::from_bytes(&b, None); // an error or a model, never a panic
         }
     }
+}
+
+/// `copies` copies of `bytes`, each with `flips` random bits flipped (seeded xorshift).
+fn bit_flipped(bytes: &[u8], copies: usize, flips: usize, seed: u64) -> impl Iterator<Item = Vec<u8>> + '_ {
+    let mut s = seed | 1;
+    (0..copies).map(move |_| {
+        let mut b = bytes.to_vec();
+        for _ in 0..flips {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let i = (s as usize) % b.len();
+            b[i] ^= 1 << ((s >> 60) % 8);
+        }
+        b
+    })
 }
 
 // Keras 2 HDF5: fer's emotion model against `testdata/keras_reference.json`, an
@@ -270,16 +277,35 @@ fn bad_keras_files_are_typed_errors_and_never_panic() {
     }
     assert!(refused >= 40, "only {refused} cuts refused");
     // Bit flips anywhere: an error or a model, never a panic.
-    let mut s = 0x51_7CC1_B727_220A_u64;
-    for _ in 0..150 {
-        let mut b = good.clone();
-        for _ in 0..8 {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            let i = (s as usize) % b.len();
-            b[i] ^= 1 << ((s >> 60) % 8);
-        }
+    for b in bit_flipped(&good, 150, 8, 0x51_7CC1_B727_220A) {
         let _ = keras::from_bytes(&b);
+    }
+}
+
+/// The hand-laid Keras 2 files of `xtask/python/keras_small.py` (a functional graph with
+/// ZeroPadding2D, DepthwiseConv2D, SeparableConv2D with a depth multiplier, ReLU(6),
+/// LeakyReLU, Concatenate, Add, Flatten → Dense; a Sequential one with Reshape) against
+/// their numpy float64 reference.
+#[test]
+fn small_keras_files_cover_the_other_layers() {
+    let text = std::fs::read_to_string(repo().join("testdata/keras_small_reference.json")).unwrap();
+    let all: Value = serde_json::from_str(&text).unwrap();
+    for m in all["models"].as_array().unwrap() {
+        let name = m["name"].as_str().unwrap();
+        let model = keras::load(&repo().join(m["path"].as_str().unwrap())).unwrap();
+        let x = Tensor::from_shape_vec(shape(&m["input_shape_nchw"]), floats(&m["input"])).unwrap();
+        let out = model.predict(&x).unwrap();
+        assert_close(out.as_slice().unwrap(), &floats(&m["output"]), 1e-5, name);
+        let mut checked = 0;
+        for (layer, mean) in m["layer_means"].as_object().unwrap() {
+            let Ok(idx) = model.find(layer.as_str()) else { continue };
+            let mut tape = Tape::new();
+            let xv = tape.constant(x.clone());
+            let y = model.forward(&mut tape, xv, &[idx]).unwrap()[0];
+            let (ours, theirs) = (tape.value(y).unwrap().mean().unwrap(), mean.as_f64().unwrap() as f32);
+            assert!((ours - theirs).abs() <= 1e-5 * theirs.abs().max(1.0), "{name}/{layer}: {ours} vs {theirs}");
+            checked += 1;
+        }
+        assert!(checked + 1 >= m["layer_means"].as_object().unwrap().len(), "{name}: every layer found");
     }
 }
