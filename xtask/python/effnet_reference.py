@@ -42,7 +42,6 @@ import pickle  # noqa: E402
 import struct  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-import zlib  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -211,78 +210,7 @@ def load_legacy_state_dict(path):
 # PNG decoding (8-bit RGB, non-interlaced only)
 # --------------------------------------------------------------------------
 
-def _paeth(a, b, c):
-    p = a + b - c
-    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-    if pa <= pb and pa <= pc:
-        return a
-    if pb <= pc:
-        return b
-    return c
-
-
-def decode_png_rgb8(path):
-    """Decode an 8-bit RGB non-interlaced PNG into a uint8 [H, W, 3] array."""
-    with open(path, "rb") as f:
-        data = f.read()
-    if data[:8] != b"\x89PNG\r\n\x1a\n":
-        raise ValueError("not a PNG")
-    pos = 8
-    ihdr = None
-    idat = []
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        ctype = data[pos + 4:pos + 8]
-        body = data[pos + 8:pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
-        if zlib.crc32(ctype + body) & 0xFFFFFFFF != crc:
-            raise ValueError("bad CRC in %r chunk" % ctype)
-        pos += 12 + length
-        if ctype == b"IHDR":
-            ihdr = struct.unpack(">IIBBBBB", body)
-        elif ctype == b"IDAT":
-            idat.append(body)
-        elif ctype == b"IEND":
-            break
-    if ihdr is None:
-        raise ValueError("missing IHDR")
-    width, height, depth, colour, compression, filt, interlace = ihdr
-    if depth != 8 or colour != 2 or interlace != 0 or compression != 0 or filt != 0:
-        raise ValueError("unsupported PNG: depth=%d colour=%d interlace=%d" % (depth, colour, interlace))
-    raw = zlib.decompress(b"".join(idat))
-    bpp = 3
-    stride = width * bpp
-    if len(raw) != height * (stride + 1):
-        raise ValueError("unexpected decompressed size")
-    out = bytearray(height * stride)
-    prev = bytearray(stride)
-    for y in range(height):
-        ftype = raw[y * (stride + 1)]
-        line = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
-        if ftype == 0:
-            pass
-        elif ftype == 1:  # Sub
-            for i in range(bpp, stride):
-                line[i] = (line[i] + line[i - bpp]) & 0xFF
-        elif ftype == 2:  # Up
-            for i in range(stride):
-                line[i] = (line[i] + prev[i]) & 0xFF
-        elif ftype == 3:  # Average
-            for i in range(stride):
-                left = line[i - bpp] if i >= bpp else 0
-                line[i] = (line[i] + ((left + prev[i]) >> 1)) & 0xFF
-        elif ftype == 4:  # Paeth
-            for i in range(stride):
-                if i >= bpp:
-                    a, c = line[i - bpp], prev[i - bpp]
-                else:
-                    a, c = 0, 0
-                line[i] = (line[i] + _paeth(a, prev[i], c)) & 0xFF
-        else:
-            raise ValueError("bad filter type %d in row %d" % (ftype, y))
-        out[y * stride:(y + 1) * stride] = line
-        prev = line
-    return np.frombuffer(bytes(out), dtype=np.uint8).reshape(height, width, 3)
+from png_rgb8 import decode_png_rgb8  # noqa: E402  (shared with the other reference scripts)
 
 
 # --------------------------------------------------------------------------
