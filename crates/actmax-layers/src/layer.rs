@@ -477,7 +477,10 @@ impl Layer {
         let shape_err = |op: &'static str, msg: &str| TensorError::Shape { op, msg: msg.into(), shape: x.clone() };
         match self {
             Self::Input | Self::Dropout(_) | Self::Identity | Self::Activation(_) | Self::BatchNorm { .. } => {
-                if let Self::BatchNorm { gamma, .. } = self {
+                if let Self::BatchNorm { gamma, beta, mean, var, .. } = self {
+                    if [beta, mean, var].iter().any(|t| t.shape() != gamma.shape()) || gamma.ndim() != 1 {
+                        return Err(shape_err("batch_norm", "scale, shift, mean and variance must be [C] each"));
+                    }
                     if x.get(1) != Some(&gamma.len()) {
                         return Err(shape_err("batch_norm", &format!("expects {} channels", gamma.len())));
                     }

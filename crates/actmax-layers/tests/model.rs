@@ -141,3 +141,22 @@ fn folded_batch_norms_give_the_same_outputs() {
     let flops = m.flops();
     assert!((0.7e9..0.9e9).contains(&flops), "EfficientNet-Lite0 is ~0.4 G multiply-adds, got {flops} FLOPs");
 }
+
+#[test]
+fn layers_from_files_are_checked_when_added() {
+    use actmax_layers::{BinaryOp, ChannelOrder, InputSpec, Layer, ModelBuilder};
+    use std::sync::Arc;
+    let mut b = ModelBuilder::new(InputSpec::raw([3, 8, 8], ChannelOrder::Rgb));
+    let v = |n: usize| Arc::new(Tensor::ones(vec![n]));
+    // A batch norm whose shift is shorter than its scale (a corrupt file) is refused at
+    // load time, not when the facade folds it.
+    let bad = Layer::BatchNorm { gamma: v(3), beta: v(2), mean: v(3), var: v(3), eps: 1e-3 };
+    assert!(matches!(b.push("bn", bad), Err(LayerError::Build { .. })));
+    // A constant that would change the batch axis, and a permutation moving it.
+    let c = Arc::new(Tensor::ones(vec![2, 3, 1, 1]));
+    let bad = Layer::BinaryConst { op: BinaryOp::Mul, constant: c, constant_first: false };
+    assert!(matches!(b.push("mul", bad), Err(LayerError::Build { .. })));
+    assert!(matches!(b.push("perm", Layer::Permute(vec![1, 0, 2, 3])), Err(LayerError::Build { .. })));
+    let ok = b.push("perm", Layer::Permute(vec![0, 2, 3, 1])).unwrap();
+    assert_eq!(b.shape(ok), Some(&[1, 8, 8, 3][..]));
+}

@@ -436,6 +436,9 @@ impl Converter {
             "SAME_UPPER" => Ok(WindowPadding::Same),
             "SAME_LOWER" => {
                 let s = self.shape(x);
+                if s.len() != 4 {
+                    return Err(ctx.unsupported(format!("a window over a {s:?} input (NCHW only)")));
+                }
                 let p = Padding2d::tf_same([s[2], s[3]], k, stride, dil);
                 // SAME_LOWER puts the odd pixel first.
                 Ok(WindowPadding::Explicit(Padding2d { top: p.bottom, left: p.right, bottom: p.top, right: p.left }))
@@ -581,7 +584,8 @@ impl Converter {
                 Const::F32(t) => Const::F32(
                     t.as_standard_layout().into_owned().into_shape_with_order(target).map_err(|e| ctx.err(e))?,
                 ),
-                Const::I64(d, _) => Const::I64(d.clone(), target),
+                Const::I64(d, _) if d.len() == target.iter().product::<usize>() => Const::I64(d.clone(), target),
+                Const::I64(d, _) => return Err(ctx.err(format!("cannot reshape {} values to {target:?}", d.len()))),
             })),
             (_, Some(i)) => {
                 if target.first() != shape.first()
