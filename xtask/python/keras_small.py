@@ -319,7 +319,13 @@ def write_h5(rel, layers, config, training):
         for l in layers:
             g = mw.create_group(l.name)
             names = [("%s/%s:0" % (l.name, short)).encode("utf8") for short, _ in l.weights]
-            g.attrs["weight_names"] = np.array(names) if names else np.array([], dtype="S")
+            if l.name == "separable_conv2d_1":
+                # Keras splits attributes over 64 KB into name0, name1, ... (saving.py's
+                # save_attributes_to_hdf5_group); exercise that layout on one small layer.
+                for k, chunk in enumerate([names[:2], names[2:]]):
+                    g.attrs["weight_names%d" % k] = np.array(chunk)
+            else:
+                g.attrs["weight_names"] = np.array(names) if names else np.array([], dtype="S")
             for full, (_, value) in zip(names, l.weights):
                 ds = g.create_dataset(full.decode("utf8"), shape=value.shape, dtype=value.dtype, track_times=False)
                 ds[...] = value

@@ -278,7 +278,12 @@ impl Converter {
     fn weights(&self, ctx: &Ctx) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
         let Ok(group) = self.weights.group(ctx.name) else { return Ok(out) };
-        let names = group.attrs().map_err(h5)?.get("weight_names").map(attr_strings).unwrap_or_default();
+        let attrs = group.attrs().map_err(h5)?;
+        // Keras splits an attribute over 64 KB into `weight_names0`, `weight_names1`, ...
+        let names: Vec<String> = match attrs.get("weight_names") {
+            Some(v) => attr_strings(v),
+            None => (0..).map_while(|k| attrs.get(&format!("weight_names{k}"))).flat_map(attr_strings).collect(),
+        };
         for full in names {
             let ds = group.dataset(&full).map_err(|e| ctx.err(format!("weight `{full}`: {e}")))?;
             let shape: Vec<usize> = ds.shape().map_err(h5)?.iter().map(|&d| d as usize).collect();
