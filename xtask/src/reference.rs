@@ -52,8 +52,12 @@ const VENV_PACKAGES: &[&str] = &["numpy==2.4.6", "onnx==1.23.2", "onnxruntime==1
 fn venv_python() -> Result<std::path::PathBuf, String> {
     let venv = crate::fetch::cache().join("venv");
     let python = venv.join("bin/python");
-    let ready =
-        Command::new(&python).args(["-c", "import numpy, onnx, onnxruntime, h5py"]).status().is_ok_and(|s| s.success());
+    // Ready only with exactly the pinned versions: the fixtures name them.
+    let check = format!(
+        "import importlib.metadata as m, sys; sys.exit(any(m.version(p.split('==')[0]) != p.split('==')[1] for p in {:?}))",
+        VENV_PACKAGES
+    );
+    let ready = Command::new(&python).args(["-c", &check]).status().is_ok_and(|s| s.success());
     if ready {
         return Ok(python);
     }

@@ -14,7 +14,7 @@ pub struct ModelArgs {
     #[arg(long)]
     pub arch: Option<String>,
     /// Pixel range LOW,HIGH of the images the model takes (e.g. 0,255 for fer's model).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub pixel_range: Option<String>,
     /// Mean subtracted from the pixels, one value or one per channel (e.g. 127.5).
     #[arg(long, allow_hyphen_values = true)]

@@ -131,7 +131,17 @@ impl Conv {
     }
 
     fn output_shape(&self, x: &[usize]) -> Result<Vec<usize>, TensorError> {
-        Ok(ConvGeometry::new("conv2d", x, self.weight.shape(), self.params(x)?)?.out_shape().to_vec())
+        let g = ConvGeometry::new("conv2d", x, self.weight.shape(), self.params(x)?)?;
+        if let Some(b) = &self.bias {
+            if b.shape() != [self.weight.shape()[0]] {
+                return Err(TensorError::Shape {
+                    op: "conv2d",
+                    msg: format!("the bias must be [{}] (one per output channel)", self.weight.shape()[0]),
+                    shape: b.shape().to_vec(),
+                });
+            }
+        }
+        Ok(g.out_shape().to_vec())
     }
 
     fn param_count(&self) -> usize {
@@ -476,6 +486,9 @@ impl Layer {
         let x = &inputs[0];
         let shape_err = |op: &'static str, msg: &str| TensorError::Shape { op, msg: msg.into(), shape: x.clone() };
         match self {
+            Self::Dropout(rate) if !(0.0..1.0).contains(rate) => {
+                Err(shape_err("dropout", &format!("the rate must be in [0, 1), got {rate}")))
+            }
             Self::Input | Self::Dropout(_) | Self::Identity | Self::Activation(_) | Self::BatchNorm { .. } => {
                 if let Self::BatchNorm { gamma, beta, mean, var, .. } = self {
                     if [beta, mean, var].iter().any(|t| t.shape() != gamma.shape()) || gamma.ndim() != 1 {
@@ -503,14 +516,25 @@ impl Layer {
             Self::GlobalAvgPool if x.len() == 4 => Ok(vec![x[0], x[1]]),
             Self::GlobalAvgPool => Err(shape_err("global_avg_pool", "expects NCHW")),
             Self::Flatten => Ok(vec![x[0], x[1..].iter().product()]),
-            Self::ZeroPadding(p) if x.len() == 4 => {
-                Ok(vec![x[0], x[1], x[2] + p.top + p.bottom, x[3] + p.left + p.right])
+            Self::ZeroPadding(p) | Self::Pad(p, _) if x.len() == 4 => {
+                let grow = |n: usize, a: usize, b: usize| n.checked_add(a).and_then(|v| v.checked_add(b));
+                match (grow(x[2], p.top, p.bottom), grow(x[3], p.left, p.right)) {
+                    (Some(h), Some(w)) => Ok(vec![x[0], x[1], h, w]),
+                    _ => Err(shape_err("pad", "the padding is too large")),
+                }
             }
-            Self::Pad(p, _) if x.len() == 4 => Ok(vec![x[0], x[1], x[2] + p.top + p.bottom, x[3] + p.left + p.right]),
             Self::ZeroPadding(_) | Self::Pad(..) => Err(shape_err("pad", "expects NCHW")),
             Self::Binary(op) => {
                 let y = inputs.get(1).ok_or_else(|| shape_err("binary", "needs two inputs"))?;
-                actmax_tensor::broadcast_shape(op.name_lower(), x, y)
+                let out = actmax_tensor::broadcast_shape(op.name_lower(), x, y)?;
+                // Both operands are per image: broadcasting over the batch would only hold at batch 1.
+                if y.len() != x.len() || y[0] != x[0] || out.len() != x.len() {
+                    return Err(shape_err(
+                        op.name_lower(),
+                        &format!("operands {x:?} and {y:?} differ in rank or batch"),
+                    ));
+                }
+                Ok(out)
             }
             Self::BinaryConst { op, constant, .. } => {
                 let y = actmax_tensor::broadcast_shape(op.name_lower(), x, constant.shape())?;

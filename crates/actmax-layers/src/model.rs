@@ -1,6 +1,6 @@
 //! The Model: a DAG of named layers in topological order, addressed by name or index.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use actmax_tensor::{Tape, Tensor, Var};
@@ -40,6 +40,31 @@ impl InputSpec {
     /// An image in 0..255 fed as is.
     pub fn raw(shape: [usize; 3], channels: ChannelOrder) -> Self {
         Self { shape, channels, range: (0.0, 255.0), mean: vec![0.0], std: vec![1.0] }
+    }
+
+    /// Checks what a file or a user may get wrong: a non-empty image of at most
+    /// [`MAX_ACTIVATION_ELEMS`] values, mean/std with one value or one per channel, a
+    /// non-zero finite std, finite means and a range with low < high.
+    pub fn validate(&self) -> Result<()> {
+        let err = |msg: String| Err(LayerError::Build { layer: "input".into(), msg });
+        let c = self.shape[0];
+        let elems = self.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if self.shape.contains(&0) || elems.is_none_or(|n| n > MAX_ACTIVATION_ELEMS) {
+            return err(format!("an input image of shape {:?} is empty or too large", self.shape));
+        }
+        for (what, v) in [("mean", &self.mean), ("std", &self.std)] {
+            if v.len() != 1 && v.len() != c {
+                return err(format!("{what} needs one value, or one per channel ({c}); got {}", v.len()));
+            }
+            if v.iter().any(|x| !x.is_finite()) {
+                return err(format!("{what} must be finite"));
+            }
+        }
+        let (lo, hi) = self.range;
+        if self.std.contains(&0.0) || !(lo.is_finite() && hi.is_finite()) || lo >= hi {
+            return err("std must be non-zero, the range finite with low < high".into());
+        }
+        Ok(())
     }
 
     /// Network input from an image tensor `[N, C, H, W]` in `range`, on the tape.
@@ -144,8 +169,13 @@ pub struct Model {
 #[derive(Debug)]
 pub struct ModelBuilder {
     nodes: Vec<Node>,
+    names: HashSet<String>,
     input: InputSpec,
 }
+
+/// The most values one layer's output (for one image) may hold: 2²⁸ floats, 1 GiB. Files
+/// that declare more are refused when they load, not when the first image is run.
+pub const MAX_ACTIVATION_ELEMS: usize = 1 << 28;
 
 impl ModelBuilder {
     /// A builder whose node 0 is the input described by `spec`.
@@ -153,6 +183,7 @@ impl ModelBuilder {
         let shape = vec![1, spec.shape[0], spec.shape[1], spec.shape[2]];
         Self {
             nodes: vec![Node { name: "input".into(), layer: Layer::Input, inputs: vec![], output_shape: shape }],
+            names: HashSet::from(["input".to_string()]),
             input: spec,
         }
     }
@@ -165,7 +196,7 @@ impl ModelBuilder {
     /// Adds a layer reading `inputs`; returns its index.
     pub fn add(&mut self, name: impl Into<String>, layer: Layer, inputs: &[usize]) -> Result<usize> {
         let name = name.into();
-        if self.nodes.iter().any(|n| n.name == name) {
+        if self.names.contains(&name) {
             return Err(LayerError::DuplicateName(name));
         }
         if inputs.is_empty() || inputs.iter().any(|&i| i >= self.nodes.len()) {
@@ -174,6 +205,14 @@ impl ModelBuilder {
         let shapes: Vec<Vec<usize>> = inputs.iter().map(|&i| self.nodes[i].output_shape.clone()).collect();
         let output_shape =
             layer.output_shape(&shapes).map_err(|e| LayerError::Build { layer: name.clone(), msg: e.to_string() })?;
+        let elems = output_shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if elems.is_none_or(|n| n > MAX_ACTIVATION_ELEMS) {
+            return Err(LayerError::Build {
+                layer: name,
+                msg: format!("its output {output_shape:?} would hold more than 2^28 values"),
+            });
+        }
+        self.names.insert(name.clone());
         self.nodes.push(Node { name, layer, inputs: inputs.to_vec(), output_shape });
         Ok(self.nodes.len() - 1)
     }
@@ -195,7 +234,7 @@ impl ModelBuilder {
 
     /// Whether a node has this name.
     pub fn has_name(&self, name: &str) -> bool {
-        self.nodes.iter().any(|n| n.name == name)
+        self.names.contains(name)
     }
 
     /// Adds a layer reading the most recent one.
@@ -241,23 +280,7 @@ impl Model {
                 msg: format!("the input shape is {:?}, not {:?}", self.input.shape, spec.shape),
             });
         }
-        let c = spec.shape[0];
-        for (what, v) in [("mean", &spec.mean), ("std", &spec.std)] {
-            if v.len() != 1 && v.len() != c {
-                return Err(LayerError::Build {
-                    layer: "input".into(),
-                    msg: format!("{what} needs one value, or one per channel ({c}); got {}", v.len()),
-                });
-            }
-        }
-        if spec.std.iter().any(|&s| s == 0.0 || !s.is_finite())
-            || spec.range.0.partial_cmp(&spec.range.1) != Some(std::cmp::Ordering::Less)
-        {
-            return Err(LayerError::Build {
-                layer: "input".into(),
-                msg: "std must be non-zero, range low < high".into(),
-            });
-        }
+        spec.validate()?;
         self.input = spec;
         Ok(())
     }

@@ -19,7 +19,8 @@ pub enum Binding<'a> {
 }
 
 impl Binding<'_> {
-    /// The parameter `local` (e.g. `weight`) of the current layer on the tape.
+    /// The parameter `local` (e.g. `weight`) of the current layer on the tape. Training
+    /// names it `<layer>.<local>` from the node [`crate::Model::forward_training`] is at.
     pub(crate) fn param(&mut self, tape: &mut Tape, local: &str, t: &Arc<Tensor>) -> Var {
         match self {
             Self::Inference => tape.constant_shared(t.clone()),
@@ -69,9 +70,20 @@ impl TrainingPass {
         (self.rng >> 40) as f32 / (1u64 << 24) as f32
     }
 
-    /// The gradient of every recorded parameter, by full name.
+    /// The gradient of every recorded parameter, by full name; a parameter used more than
+    /// once in the pass (two forwards on one tape) gets the sum of its gradients.
     pub fn gradients(&self, grads: &Gradients) -> BTreeMap<String, Tensor> {
-        self.params.iter().filter_map(|(name, v)| grads.get(*v).map(|g| (name.clone(), g.clone()))).collect()
+        let mut out: BTreeMap<String, Tensor> = BTreeMap::new();
+        for (name, v) in &self.params {
+            let Some(g) = grads.get(*v) else { continue };
+            match out.get_mut(name) {
+                Some(sum) => *sum += g,
+                None => {
+                    out.insert(name.clone(), g.clone());
+                }
+            }
+        }
+        out
     }
 }
 

@@ -159,4 +159,27 @@ fn layers_from_files_are_checked_when_added() {
     assert!(matches!(b.push("perm", Layer::Permute(vec![1, 0, 2, 3])), Err(LayerError::Build { .. })));
     let ok = b.push("perm", Layer::Permute(vec![0, 2, 3, 1])).unwrap();
     assert_eq!(b.shape(ok), Some(&[1, 8, 8, 3][..]));
+
+    // A conv bias that is not one per output channel (folding would index past it).
+    let mut b = ModelBuilder::new(InputSpec::raw([3, 8, 8], ChannelOrder::Rgb));
+    let mut conv = actmax_layers::Conv::zeros(4, 3, 3);
+    conv.bias = Some(v(2));
+    assert!(matches!(b.push("conv", Layer::Conv2d(conv, Activation::Linear)), Err(LayerError::Build { .. })));
+    // Padding that overflows, outputs over 2^28 values, dropout rates outside [0, 1).
+    let huge = actmax_tensor::Padding2d { top: usize::MAX, bottom: 1, left: 0, right: 0 };
+    assert!(matches!(b.push("pad", Layer::ZeroPadding(huge)), Err(LayerError::Build { .. })));
+    let big = actmax_tensor::Padding2d::symmetric(20_000, 20_000);
+    match b.push("pad", Layer::Pad(big, 0.0)) {
+        Err(LayerError::Build { msg, .. }) => assert!(msg.contains("2^28"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+    for rate in [1.0, -0.1, f32::NAN] {
+        assert!(matches!(b.push("drop", Layer::Dropout(rate)), Err(LayerError::Build { .. })), "{rate}");
+    }
+    // Input specs from files are validated too.
+    let mut spec = InputSpec::raw([3, 8, 8], ChannelOrder::Rgb);
+    spec.mean = vec![1.0, 2.0];
+    assert!(spec.validate().is_err());
+    assert!(InputSpec::raw([3, 100_000, 100_000], ChannelOrder::Rgb).validate().is_err());
+    assert!(InputSpec::raw([3, 8, 8], ChannelOrder::Rgb).validate().is_ok());
 }

@@ -31,8 +31,10 @@ impl Padding2d {
     pub fn tf_same(in_hw: [usize; 2], kernel: [usize; 2], stride: [usize; 2], dilation: [usize; 2]) -> Self {
         let axis = |i: usize| {
             let out = in_hw[i].div_ceil(stride[i].max(1));
-            let eff_k = (kernel[i].max(1) - 1) * dilation[i].max(1) + 1;
-            let need = ((out.max(1) - 1) * stride[i] + eff_k).saturating_sub(in_hw[i]);
+            // Saturating: absurd sizes from a file then fail ConvGeometry's checks instead of
+            // overflowing here.
+            let eff_k = (kernel[i].max(1) - 1).saturating_mul(dilation[i].max(1)).saturating_add(1);
+            let need = (out.max(1) - 1).saturating_mul(stride[i]).saturating_add(eff_k).saturating_sub(in_hw[i]);
             (need / 2, need - need / 2)
         };
         let (top, bottom) = axis(0);

@@ -14,11 +14,13 @@
 //! ```
 //!
 //! The optimizer is keras-vis's: the gradient is L2-normalized over the whole input, then
-//! RMSProp without a learning rate (`cache = 0.95·cache + 0.05·g²`, `x −= g / √(cache +
-//! 1e-7)`). Unlike keras-vis, the image stays inside the input range during the run, the
-//! best-loss image is the one that had that loss (not the next one), under `negate` the
-//! kept image is the highest-loss one (keras-vis kept the lowest, i.e. its seed), and the
-//! image returned is the one the model saw.
+//! RMSProp without a learning rate (`cache = 0.95·cache + 0.05·g²`, `x −= u · g / √(cache +
+//! 1e-7)`, with `u = (high − low) / 255`: keras-vis's step was sized for 0..255, so `u = 1`
+//! there). Unlike keras-vis, the image stays inside the input range during the run, the
+//! best-loss image is the one that had that loss (not the next one), the image returned
+//! is the one the model saw, and `negate` drives the activation down with the
+//! regularizers still on (keras-vis flipped them too, and then kept its seed: see
+//! [`Options::grad_modifier`]).
 
 pub mod callbacks;
 mod error;
@@ -113,8 +115,9 @@ pub struct Visualization {
     pub images: Tensor,
     /// The input range of `images`.
     pub range: (f32, f32),
-    /// The total loss of the kept step: the lowest (the highest under `negate`, whose
-    /// steps ascend the loss; the last step under other gradient modifiers).
+    /// The total loss of the kept step: the lowest — but with
+    /// [`visualize_activation_with_losses`], the highest under `negate` (whose steps ascend
+    /// the loss) and the last step under the other gradient modifiers.
     pub best_loss: f32,
     /// The step that reached it.
     pub best_step: usize,
@@ -171,8 +174,8 @@ pub fn visualize_activation(
         Some(f) => ActivationMaximization::new(name, f),
         None => ActivationMaximization::whole(name),
     };
-    let mut opts = opts;
-    let losses = default_losses(am, &mut opts);
+    let (losses, grad_modifier) = default_losses(am, &opts);
+    let opts = Options { grad_modifier, ..opts };
     let mut vis = run(&model, &losses, opts)?;
     vis.swapped_softmax = swapped;
     Ok(vis)
@@ -195,25 +198,27 @@ pub fn visualize_batch(
         let range = opts.input_range.unwrap_or(model.input_spec().range);
         opts.seed_input = Some(seed_noise(&[targets.len(), c, h, w], range, opts.seed));
     }
-    let losses = default_losses(ActivationMaximization::per_sample(name, targets), &mut opts);
+    let (losses, grad_modifier) = default_losses(ActivationMaximization::per_sample(name, targets), &opts);
+    let opts = Options { grad_modifier, ..opts };
     let mut vis = run(&model, &losses, opts)?;
     vis.swapped_softmax = swapped;
     Ok(vis)
 }
 
-/// keras-vis's three terms. `negate` here means "drive the activation down": it flips the
-/// activation term only, so the regularizers still smooth the image — keras-vis flipped
-/// the whole gradient, which also maximized LP norm and total variation (noise).
-fn default_losses(am: ActivationMaximization, opts: &mut Options) -> WeightedLosses {
-    let mut act_weight = opts.act_max_weight;
-    if matches!(opts.grad_modifier, GradModifier::Negate) {
-        act_weight = -act_weight;
-        opts.grad_modifier = GradModifier::Identity;
-    }
-    WeightedLosses::new()
+/// keras-vis's three terms, and the gradient modifier left to apply. `negate` here means
+/// "drive the activation down": it flips the activation term only, so the regularizers
+/// still smooth the image — keras-vis flipped the whole gradient, which also maximized LP
+/// norm and total variation (noise).
+fn default_losses(am: ActivationMaximization, opts: &Options) -> (WeightedLosses, GradModifier) {
+    let (act_weight, grad) = match opts.grad_modifier {
+        GradModifier::Negate => (-opts.act_max_weight, GradModifier::Identity),
+        ref other => (opts.act_max_weight, other.clone()),
+    };
+    let losses = WeightedLosses::new()
         .with(am, act_weight)
         .with(LpNorm::keras_default(), opts.lp_norm_weight)
-        .with(TotalVariation::default(), opts.tv_weight)
+        .with(TotalVariation::default(), opts.tv_weight);
+    (losses, grad)
 }
 
 /// keras-vis's `visualize_activation_with_losses`: minimizes any weighted sum of losses.

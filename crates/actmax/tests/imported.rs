@@ -264,6 +264,11 @@ fn bad_keras_files_are_typed_errors_and_never_panic() {
     let renamed = replace(&good, b"\"class_name\": \"Add\"", b"\"class_name\": \"Mul\"");
     let msg = keras_error(&renamed);
     assert!(msg.contains("Mul") && msg.contains("add_1"), "{msg}");
+    // A functional layer with no inbound tensors (same byte length: spaces are valid JSON).
+    let from = br#"[[["input_1", 0, 0, {}]]]"#;
+    let to = format!("{:<width$}", "[[]]", width = from.len());
+    let msg = keras_error(&replace(&good, from, to.as_bytes()));
+    assert!(msg.contains("conv2d_1") && msg.contains("no inbound tensors"), "{msg}");
     // Truncated copies: an error — or, when the cut only loses what the model does not use
     // (the optimizer state at the end of the file), the very same model.
     let face = face(&keras_reference());

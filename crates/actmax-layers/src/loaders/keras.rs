@@ -40,21 +40,26 @@ fn h5(e: hdf5_pure::Error) -> LayerError {
 /// Loads a Keras 2 `.h5` model file.
 pub fn load(path: &Path) -> Result<Model> {
     let bytes = std::fs::read(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
-    from_bytes(&bytes)
+    from_vec(bytes)
 }
 
 /// Reads a Keras 2 HDF5 model from bytes.
 pub fn from_bytes(bytes: &[u8]) -> Result<Model> {
+    from_vec(bytes.to_vec())
+}
+
+/// The reader owns its buffer: no second copy of a file already read.
+fn from_vec(bytes: Vec<u8>) -> Result<Model> {
     if bytes.starts_with(b"PK\x03\x04") {
         return Err(unsupported(
             "this is a Keras 3 `.keras` archive; actmax reads Keras 2 HDF5 models: re-save with \
              `model.save('model.h5')` (or export to ONNX)",
         ));
     }
-    if !hdf5_pure::is_hdf5_bytes(bytes) {
+    if !hdf5_pure::is_hdf5_bytes(&bytes) {
         return Err(format_err("not an HDF5 file (no HDF5 signature)"));
     }
-    let file = File::from_bytes(bytes.to_vec()).map_err(h5)?;
+    let file = File::from_bytes(bytes).map_err(h5)?;
     let root = file.root();
     let attrs = root.attrs().map_err(h5)?;
     let config = attrs
@@ -198,7 +203,7 @@ impl Converter {
                 .to_string();
             let ctx = Ctx { class: lclass, name: &name, config: lconfig };
             if self.builder.is_none() {
-                self.start(&ctx, sequential)?;
+                self.start(&ctx)?;
                 if lclass == "InputLayer" {
                     self.nodes.insert(name.clone(), 0);
                     previous = Some(name);
@@ -230,7 +235,7 @@ impl Converter {
 
     /// The input spec from `batch_input_shape` `[null, H, W, C]`: images in 0..1 fed as
     /// is (the file does not say how its images were scaled; see `Model::set_input_spec`).
-    fn start(&mut self, ctx: &Ctx, _sequential: bool) -> Result<()> {
+    fn start(&mut self, ctx: &Ctx) -> Result<()> {
         let shape = ctx
             .config
             .get("batch_input_shape")
@@ -244,13 +249,15 @@ impl Converter {
             return Err(ctx.unsupported("channels_first or empty inputs"));
         }
         let channels = if c == 1 { ChannelOrder::Gray } else { ChannelOrder::Rgb };
+        let dim = |v: u64| usize::try_from(v).map_err(|_| ctx.err("input size out of range"));
         let spec = InputSpec {
-            shape: [c as usize, h as usize, w as usize],
+            shape: [dim(c)?, dim(h)?, dim(w)?],
             channels,
             range: (0.0, 1.0),
             mean: vec![0.0],
             std: vec![1.0],
         };
+        spec.validate()?;
         self.builder = Some(ModelBuilder::new(spec));
         Ok(())
     }
@@ -262,6 +269,9 @@ impl Converter {
             return Err(ctx.unsupported("a layer called more than once (shared layers)"));
         }
         let first = nodes.first().and_then(Json::as_array).ok_or_else(|| ctx.err("no inbound node"))?;
+        if first.is_empty() {
+            return Err(ctx.err("no inbound tensors"));
+        }
         first
             .iter()
             .map(|t| {
@@ -306,7 +316,10 @@ impl Converter {
     }
 
     fn layer(&mut self, ctx: &Ctx, inputs: &[usize]) -> Result<usize> {
-        let x = inputs[0];
+        let &x = inputs.first().ok_or_else(|| ctx.err("no inputs"))?;
+        if ctx.str("data_format", "channels_last") != "channels_last" {
+            return Err(ctx.unsupported("data_format channels_first (actmax reads channels_last Keras models)"));
+        }
         let w = self.weights(ctx)?;
         let take = |k: &str| w.get(k).cloned().ok_or_else(|| ctx.err(format!("no `{k}` weight")));
         let kernel4 = |k: &str| {
@@ -341,6 +354,9 @@ impl Converter {
             "DepthwiseConv2D" | "SeparableConv2D" => {
                 let c = self.shape(x).get(1).copied().unwrap_or(0);
                 let dk = kernel4("depthwise_kernel")?; // [kh, kw, in, multiplier]
+                if dk.shape()[2] != c {
+                    return Err(ctx.err(format!("depthwise kernel {:?} for {c} input channels", dk.shape())));
+                }
                 let depthwise = Conv {
                     weight: Arc::new(depthwise_to_oihw(&dk)),
                     bias: None,
@@ -374,9 +390,16 @@ impl Converter {
             }
             "BatchNormalization" => {
                 let c = self.shape(x).get(1).copied().unwrap_or(0);
-                let axis = ctx.config.get("axis").and_then(Json::as_i64).unwrap_or(-1);
-                if axis != -1 && axis != 3 {
-                    return Err(ctx.unsupported(format!("axis {axis} (only the channel axis)")));
+                let rank = self.shape(x).len() as i64;
+                // An int, or a one-element list (tf.keras); the channel axis is the last.
+                let axis = match ctx.config.get("axis") {
+                    Some(Json::Array(a)) if a.len() == 1 => a[0].as_i64(),
+                    Some(v) => v.as_i64(),
+                    None => Some(-1),
+                };
+                let axis = axis.map(|a| if a < 0 { a + rank } else { a });
+                if axis != Some(rank - 1) {
+                    return Err(ctx.unsupported(format!("axis {:?} (only the channel axis)", ctx.config.get("axis"))));
                 }
                 let vector = |t: Tensor| {
                     if t.shape() == [c] {
@@ -400,6 +423,11 @@ impl Converter {
             }
             "Activation" => {
                 let a = ctx.activation()?;
+                // Keras's softmax runs over the last axis: ours (axis 1) is the same for
+                // [N, F] and for NCHW feature maps (channels), not for other ranks.
+                if a == Activation::Softmax && ![2, 4].contains(&self.shape(x).len()) {
+                    return Err(ctx.unsupported(format!("softmax on a {:?} tensor", self.shape(x))));
+                }
                 self.add(ctx.name, Layer::Activation(a), &[x])
             }
             "ReLU" => {
@@ -469,8 +497,11 @@ impl Converter {
                 let rank = self.shape(x).len() as i64;
                 let axis = ctx.config.get("axis").and_then(Json::as_i64).unwrap_or(-1);
                 let axis = if axis < 0 { axis + rank } else { axis };
+                if axis < 0 || axis >= rank {
+                    return Err(ctx.err(format!("axis {axis} of a rank-{rank} tensor")));
+                }
                 // NHWC axis → NCHW axis (a 2-D [N, F] keeps its axis).
-                let axis = if rank == 4 { [0, 2, 3, 1][axis.clamp(0, 3) as usize] } else { axis as usize };
+                let axis = if rank == 4 { [0, 2, 3, 1][axis as usize] } else { axis as usize };
                 if axis == 0 {
                     return Err(ctx.unsupported("concatenation along the batch axis"));
                 }
@@ -503,9 +534,9 @@ impl Converter {
             .map(|a| a.iter().filter_map(Json::as_i64).collect())
             .ok_or_else(|| ctx.err("no target_shape"))?;
         let total: usize = shape[1..].iter().product();
-        let known: i64 = target.iter().filter(|&&d| d > 0).product();
-        let dims: Vec<usize> =
-            target.iter().map(|&d| if d < 0 { total / known.max(1) as usize } else { d as usize }).collect();
+        let known = target.iter().filter(|&&d| d > 0).try_fold(1usize, |a, &d| a.checked_mul(d as usize));
+        let known = known.filter(|&k| k > 0).ok_or_else(|| ctx.err(format!("target_shape {target:?}")))?;
+        let dims: Vec<usize> = target.iter().map(|&d| if d < 0 { total / known } else { d as usize }).collect();
         match dims.len() {
             1 => self.add(ctx.name, Layer::Flatten, &[src]),
             3 => {

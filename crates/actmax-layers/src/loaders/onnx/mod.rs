@@ -44,7 +44,7 @@ fn unsupported(msg: impl Into<String>) -> LayerError {
 /// A value known at load time.
 #[derive(Debug, Clone)]
 pub(crate) enum Const {
-    /// Floating-point data (float, double and float16 are read as f32).
+    /// Floating-point data (float, and double read as f32).
     F32(Tensor),
     /// Integer data (int64, int32, ...), with its shape.
     I64(Vec<i64>, Vec<usize>),
@@ -91,14 +91,8 @@ pub fn from_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<Model> {
         let name = init.name.clone().unwrap_or_default();
         values.insert(name, Value::Const(read_tensor(init, &mut data)?));
     }
-    let spec = input_spec(graph, &values, &model.metadata_props)?;
+    let (input_name, spec) = input_spec(graph, &values, &model.metadata_props)?;
     let mut conv = ops::Converter::new(ModelBuilder::new(spec), opset);
-    let input_name = graph
-        .input
-        .iter()
-        .filter_map(|i| i.name.clone())
-        .find(|n| !values.contains_key(n))
-        .ok_or_else(|| format_err("the graph has no image input"))?;
     values.insert(input_name, Value::Layer(0));
     for (i, node) in graph.node.iter().enumerate() {
         conv.node(node, i, &mut values, &mut data)?;
@@ -112,13 +106,14 @@ pub fn from_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<Model> {
     }
 }
 
-/// The image input: `[N, C, H, W]` from the graph's declared shape; range, mean, std and
-/// channel order from `actmax.*` metadata when the file carries it, else 0..1 fed as is.
+/// The image input's name and spec: `[N, C, H, W]` from the graph's declared shape; range,
+/// mean, std and channel order from `actmax.*` metadata when the file carries it, else
+/// 0..1 fed as is.
 fn input_spec(
     graph: &proto::GraphProto,
     values: &HashMap<String, Value>,
     meta: &[proto::StringStringEntryProto],
-) -> Result<InputSpec> {
+) -> Result<(String, InputSpec)> {
     let input = graph
         .input
         .iter()
@@ -168,13 +163,15 @@ fn input_spec(
     if range.len() != 2 {
         return Err(format_err("metadata actmax.input_range needs two numbers: low,high"));
     }
-    Ok(InputSpec {
+    let spec = InputSpec {
         shape: [chw[0], chw[1], chw[2]],
         channels,
         range: (range[0], range[1]),
         mean: floats("actmax.mean", vec![0.0])?,
         std: floats("actmax.std", vec![1.0])?,
-    })
+    };
+    spec.validate().map_err(|e| format_err(format!("input `{name}`: {e}")))?;
+    Ok((name, spec))
 }
 
 /// External data files, read once each.

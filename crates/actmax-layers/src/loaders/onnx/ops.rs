@@ -20,6 +20,8 @@ const SUPPORTED: &str = "Conv, Gemm, MatMul, Add, Sub, Mul, Div, Relu, Clip, Lea
 pub(crate) struct Converter {
     builder: ModelBuilder,
     opset: i64,
+    /// Next suffix to try per repeated name (keeps naming linear in the node count).
+    suffixes: HashMap<String, usize>,
 }
 
 /// One node's view: its name, inputs and attributes.
@@ -83,7 +85,7 @@ fn i64_const<'v>(ctx: &Ctx, v: &'v Value, what: &str) -> Result<&'v [i64]> {
 
 impl Converter {
     pub(crate) fn new(builder: ModelBuilder, opset: i64) -> Self {
-        Self { builder, opset }
+        Self { builder, opset, suffixes: HashMap::new() }
     }
 
     /// The finished model, its last node being the graph output.
@@ -95,12 +97,12 @@ impl Converter {
         Ok(self.builder.build())
     }
 
-    fn unique(&self, base: &str) -> String {
+    fn unique(&mut self, base: &str) -> String {
         let mut name = base.to_string();
-        let mut k = 1;
+        let k = self.suffixes.entry(base.to_string()).or_insert(1);
         while self.builder.has_name(&name) {
             name = format!("{base}_{k}");
-            k += 1;
+            *k += 1;
         }
         name
     }
@@ -195,16 +197,23 @@ impl Converter {
                     };
                     (scalar(1, f32::NEG_INFINITY)?, scalar(2, f32::INFINITY)?)
                 };
+                if lo.is_nan() || hi.is_nan() || lo > hi {
+                    return Err(ctx.unsupported(format!("Clip bounds {lo}, {hi} (min must not exceed max)")));
+                }
                 let a = if (lo, hi) == (0.0, 6.0) { Activation::Relu6 } else { Activation::Clip(lo, hi) };
                 self.act(ctx, need_layer()?, a)
             }
             "Softmax" => {
                 let i = need_layer()?;
-                let rank = self.shape(i).len() as i64;
+                let shape = self.shape(i);
+                let rank = shape.len() as i64;
                 let axis = ctx.int("axis", if ctx.opset >= 13 { -1 } else { 1 });
                 let axis = if axis < 0 { axis + rank } else { axis };
-                if axis != 1 || (ctx.opset >= 13 && rank != 2) {
-                    return Err(ctx.unsupported(format!("softmax over axis {axis} of a rank-{rank} tensor")));
+                // Before opset 13, Softmax flattens everything from `axis` on: over channels
+                // only when nothing follows them. From 13 on it is along `axis` alone.
+                let channels_only = ctx.opset >= 13 || shape.iter().skip(2).all(|&d| d == 1);
+                if axis != 1 || !channels_only {
+                    return Err(ctx.unsupported(format!("softmax over axis {axis} of a {shape:?} tensor")));
                 }
                 self.act(ctx, i, Activation::Softmax)
             }
@@ -300,6 +309,9 @@ impl Converter {
             "Concat" => {
                 let axis = ctx.int("axis", 1);
                 let all: Vec<&Value> = inputs.iter().flatten().collect();
+                if all.is_empty() {
+                    return Err(ctx.err("no inputs"));
+                }
                 if all.iter().all(|v| matches!(v, Value::Layer(_))) {
                     let idx: Vec<usize> = all.iter().map(|v| if let Value::Layer(i) = v { *i } else { 0 }).collect();
                     let rank = self.shape(idx[0]).len() as i64;
@@ -377,7 +389,8 @@ impl Converter {
                     Ok(Value::Const(Const::I64(t.iter().map(|&v| v as i64).collect(), shape)))
                 }
                 Some(Value::Const(Const::I64(d, s))) if ctx.int("to", 7) == 1 => {
-                    let t = Tensor::from_shape_vec(s.clone(), d.iter().map(|&v| v as f32).collect()).expect("shape");
+                    let t = Tensor::from_shape_vec(s.clone(), d.iter().map(|&v| v as f32).collect())
+                        .map_err(|e| ctx.err(e))?;
                     Ok(Value::Const(Const::F32(t)))
                 }
                 Some(Value::Const(c)) => Ok(Value::Const(c.clone())),
@@ -533,8 +546,11 @@ impl Converter {
         let target: Vec<usize> = match op {
             "Reshape" => {
                 let spec = i64_const(ctx, arg.ok_or_else(|| ctx.err("no shape"))?, "the shape")?;
+                if ctx.int("allowzero", 0) != 0 && spec.contains(&0) {
+                    return Err(ctx.unsupported("allowzero = 1 with a zero in the shape (an empty tensor)"));
+                }
                 let total: usize = shape.iter().product();
-                let mut out: Vec<usize> = Vec::with_capacity(spec.len());
+                let mut out: Vec<usize> = Vec::with_capacity(spec.len().min(16));
                 let mut infer = None;
                 for (k, &d) in spec.iter().enumerate() {
                     match d {
@@ -547,8 +563,9 @@ impl Converter {
                         d => return Err(ctx.err(format!("shape entry {d}"))),
                     }
                 }
+                let known = out.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+                let Some(known) = known else { return Err(ctx.err(format!("shape {spec:?} is too large"))) };
                 if let Some(k) = infer {
-                    let known: usize = out.iter().product();
                     if known == 0 || !total.is_multiple_of(known) {
                         return Err(ctx.err(format!("cannot reshape {shape:?} to {spec:?}")));
                     }
