@@ -158,250 +158,204 @@ impl Converter {
         Ok(())
     }
 
+    /// One node: layers for ops on values computed from the image, constants for ops on
+    /// constants only.
     fn convert(&mut self, ctx: &Ctx, op: &str, inputs: &[Option<Value>], data: &mut ExternalData) -> Result<Value> {
-        let input = |i: usize| inputs.get(i).and_then(Option::as_ref);
-        let x = input(0);
-        let layer_in = match x {
-            Some(Value::Layer(i)) => Some(*i),
-            _ => None,
-        };
-        let need_layer = || layer_in.ok_or_else(|| ctx.unsupported("the first input must be computed from the image"));
-        let name = ctx.name.clone();
+        let ins = Inputs(inputs);
         match op {
-            "Identity" | "Dropout" => match x {
-                Some(Value::Layer(i)) if op == "Dropout" => {
-                    let rate = match input(1) {
-                        Some(Value::Const(Const::F32(t))) => t.iter().next().copied().unwrap_or(0.5),
-                        _ => ctx.float("ratio", 0.5),
-                    };
-                    self.add(&name, Layer::Dropout(rate), &[*i])
-                }
-                Some(Value::Layer(i)) => self.add(&name, Layer::Identity, &[*i]),
-                Some(c) => Ok(c.clone()),
-                None => Err(ctx.err("no input")),
-            },
-            "Relu" => self.act(ctx, need_layer()?, Activation::Relu),
-            "Sigmoid" => self.act(ctx, need_layer()?, Activation::Sigmoid),
-            "Tanh" => self.act(ctx, need_layer()?, Activation::Tanh),
-            "LeakyRelu" => self.act(ctx, need_layer()?, Activation::LeakyRelu(ctx.float("alpha", 0.01))),
-            "Elu" => self.act(ctx, need_layer()?, Activation::Elu(ctx.float("alpha", 1.0))),
-            "Clip" => {
-                let (lo, hi) = if ctx.opset < 11 {
-                    (ctx.float("min", f32::NEG_INFINITY), ctx.float("max", f32::INFINITY))
-                } else {
-                    let scalar = |i: usize, d: f32| -> Result<f32> {
-                        match input(i) {
-                            None => Ok(d),
-                            Some(v) => Ok(f32_const(ctx, v, "a Clip bound")?.iter().next().copied().unwrap_or(d)),
-                        }
-                    };
-                    (scalar(1, f32::NEG_INFINITY)?, scalar(2, f32::INFINITY)?)
-                };
-                if lo.is_nan() || hi.is_nan() || lo > hi {
-                    return Err(ctx.unsupported(format!("Clip bounds {lo}, {hi} (min must not exceed max)")));
-                }
-                let a = if (lo, hi) == (0.0, 6.0) { Activation::Relu6 } else { Activation::Clip(lo, hi) };
-                self.act(ctx, need_layer()?, a)
-            }
-            "Softmax" => {
-                let i = need_layer()?;
-                let shape = self.shape(i);
-                let rank = shape.len() as i64;
-                let axis = ctx.int("axis", if ctx.opset >= 13 { -1 } else { 1 });
-                let axis = if axis < 0 { axis + rank } else { axis };
-                // Before opset 13, Softmax flattens everything from `axis` on: over channels
-                // only when nothing follows them. From 13 on it is along `axis` alone.
-                let channels_only = ctx.opset >= 13 || shape.iter().skip(2).all(|&d| d == 1);
-                if axis != 1 || !channels_only {
-                    return Err(ctx.unsupported(format!("softmax over axis {axis} of a {shape:?} tensor")));
-                }
-                self.act(ctx, i, Activation::Softmax)
-            }
-            "Conv" => self.conv(ctx, need_layer()?, input(1), input(2)),
-            "Gemm" => {
-                let i = need_layer()?;
-                if ctx.int("transA", 0) != 0 {
-                    return Err(ctx.unsupported("transA = 1"));
-                }
-                let b = f32_const(ctx, input(1).ok_or_else(|| ctx.err("no B"))?, "B")?;
-                let (alpha, beta) = (ctx.float("alpha", 1.0), ctx.float("beta", 1.0));
-                let w = if ctx.int("transB", 0) != 0 { b.clone() } else { b.t().to_owned() };
-                let w = w.mapv(|v| v * alpha);
-                let bias = match input(2) {
-                    Some(c) => Some(f32_const(ctx, c, "C")?.mapv(|v| v * beta)),
-                    None => None,
-                };
-                self.dense(ctx, i, w, bias)
-            }
-            "MatMul" => {
-                let i = need_layer()?;
-                let b = f32_const(ctx, input(1).ok_or_else(|| ctx.err("no B"))?, "B")?;
-                self.dense(ctx, i, b.t().to_owned(), None)
-            }
-            "Add" | "Sub" | "Mul" | "Div" => {
-                let bop = match op {
-                    "Add" => BinaryOp::Add,
-                    "Sub" => BinaryOp::Sub,
-                    "Mul" => BinaryOp::Mul,
-                    _ => BinaryOp::Div,
-                };
-                match (x, input(1)) {
-                    (Some(Value::Layer(a)), Some(Value::Layer(b))) => {
-                        let layer = if bop == BinaryOp::Add && self.shape(*a) == self.shape(*b) {
-                            Layer::Add
-                        } else {
-                            Layer::Binary(bop)
-                        };
-                        self.add(&name, layer, &[*a, *b])
-                    }
-                    (Some(Value::Layer(a)), Some(c)) | (Some(c), Some(Value::Layer(a))) => {
-                        let constant_first = matches!(x, Some(Value::Const(_)));
-                        let constant = Arc::new(f32_const(ctx, c, "the constant operand")?.clone());
-                        self.add(&name, Layer::BinaryConst { op: bop, constant, constant_first }, &[*a])
-                    }
-                    (Some(Value::Const(a)), Some(Value::Const(b))) => fold_binary(ctx, bop, a, b),
-                    _ => Err(ctx.err("needs two inputs")),
-                }
-            }
-            "BatchNormalization" => {
-                let i = need_layer()?;
-                let get = |k: usize, what: &str| -> Result<Arc<Tensor>> {
-                    let v = input(k).ok_or_else(|| ctx.err(format!("no {what}")))?;
-                    Ok(Arc::new(f32_const(ctx, v, what)?.clone()))
-                };
-                let layer = Layer::BatchNorm {
-                    gamma: get(1, "scale")?,
-                    beta: get(2, "B")?,
-                    mean: get(3, "mean")?,
-                    var: get(4, "var")?,
-                    eps: ctx.float("epsilon", 1e-5),
-                };
-                self.add(&name, layer, &[i])
-            }
-            "MaxPool" | "AveragePool" => self.pool(ctx, need_layer()?, op == "MaxPool"),
+            "Identity" | "Dropout" | "Cast" => self.pass_through(ctx, op, &ins),
+            "Relu" => self.act(ctx, ins.layer(ctx)?, Activation::Relu),
+            "Sigmoid" => self.act(ctx, ins.layer(ctx)?, Activation::Sigmoid),
+            "Tanh" => self.act(ctx, ins.layer(ctx)?, Activation::Tanh),
+            "LeakyRelu" => self.act(ctx, ins.layer(ctx)?, Activation::LeakyRelu(ctx.float("alpha", 0.01))),
+            "Elu" => self.act(ctx, ins.layer(ctx)?, Activation::Elu(ctx.float("alpha", 1.0))),
+            "Clip" => self.clip(ctx, &ins),
+            "Softmax" => self.softmax(ctx, ins.layer(ctx)?),
+            "Conv" => self.conv(ctx, ins.layer(ctx)?, ins.get(1), ins.get(2)),
+            "Gemm" | "MatMul" => self.gemm(ctx, op, &ins),
+            "Add" | "Sub" | "Mul" | "Div" => self.binary(ctx, op, &ins),
+            "BatchNormalization" => self.batch_norm(ctx, &ins),
+            "MaxPool" | "AveragePool" => self.pool(ctx, ins.layer(ctx)?, op == "MaxPool"),
             "GlobalAveragePool" => {
-                let i = need_layer()?;
-                let c = self.shape(i).get(1).copied().unwrap_or(0);
-                let Value::Layer(gap) = self.add(&name, Layer::GlobalAvgPool, &[i])? else { unreachable!() };
+                let x = ins.layer(ctx)?;
+                let c = self.shape(x).get(1).copied().unwrap_or(0);
+                let name = self.unique(&ctx.name);
+                let gap = self.builder.add(name, Layer::GlobalAvgPool, &[x])?;
                 // ONNX keeps [N, C, 1, 1]; the GAP layer (named after the node) gives [N, C].
-                self.add(&format!("{name}.keepdims"), Layer::Reshape(vec![c, 1, 1]), &[gap])
+                self.add(&format!("{}.keepdims", ctx.name), Layer::Reshape(vec![c, 1, 1]), &[gap])
             }
-            "Flatten" => {
-                let i = need_layer()?;
-                if ctx.int("axis", 1) != 1 {
-                    return Err(ctx.unsupported("Flatten with axis ≠ 1"));
-                }
-                self.add(&name, Layer::Flatten, &[i])
-            }
-            "Reshape" | "Squeeze" | "Unsqueeze" => self.reshape(ctx, op, x, input(1)),
+            "Flatten" if ctx.int("axis", 1) != 1 => Err(ctx.unsupported("Flatten with axis ≠ 1")),
+            "Flatten" => self.add(&ctx.name, Layer::Flatten, &[ins.layer(ctx)?]),
+            "Reshape" | "Squeeze" | "Unsqueeze" => self.reshape(ctx, op, ins.get(0), ins.get(1)),
             "Transpose" => {
-                let perm = ctx.ints("perm");
-                match x {
-                    Some(Value::Layer(i)) => {
-                        let rank = self.shape(*i).len();
-                        let perm: Vec<usize> =
-                            perm.map(|p| p.iter().map(|&v| v as usize).collect()).unwrap_or((0..rank).rev().collect());
-                        self.add(&name, Layer::Permute(perm), &[*i])
-                    }
-                    _ => Err(ctx.unsupported("Transpose of a constant")),
-                }
+                let x = ins.layer(ctx).map_err(|_| ctx.unsupported("Transpose of a constant"))?;
+                let rank = self.shape(x).len();
+                let perm =
+                    ctx.ints("perm").map_or((0..rank).rev().collect(), |p| p.iter().map(|&v| v as usize).collect());
+                self.add(&ctx.name, Layer::Permute(perm), &[x])
             }
-            "Concat" => {
-                let axis = ctx.int("axis", 1);
-                let all: Vec<&Value> = inputs.iter().flatten().collect();
-                if all.is_empty() {
-                    return Err(ctx.err("no inputs"));
-                }
-                if all.iter().all(|v| matches!(v, Value::Layer(_))) {
-                    let idx: Vec<usize> = all.iter().map(|v| if let Value::Layer(i) = v { *i } else { 0 }).collect();
-                    let rank = self.shape(idx[0]).len() as i64;
-                    let axis = if axis < 0 { axis + rank } else { axis };
-                    if axis < 1 || axis >= rank {
-                        return Err(ctx.unsupported(format!("Concat along axis {axis} (the batch axis)")));
-                    }
-                    self.add(&name, Layer::Concat(axis as usize), &idx)
-                } else {
-                    let mut out = Vec::new();
-                    for v in all {
-                        let d = i64_const(ctx, v, "every Concat input (a mix of constants and layers)")?;
-                        out.extend_from_slice(d);
-                    }
-                    let n = out.len();
-                    Ok(Value::Const(Const::I64(out, vec![n])))
-                }
-            }
-            "Pad" => self.pad(ctx, need_layer()?, input(1), input(2)),
-            "Constant" => {
-                if let Some(t) = ctx.attr("value").and_then(|a| a.t.as_ref()) {
-                    return Ok(Value::Const(read_tensor(t, data)?));
-                }
-                if let Some(f) = ctx.attr("value_float").and_then(|a| a.f) {
-                    return Ok(Value::Const(Const::F32(Tensor::from_elem(vec![], f))));
-                }
-                if let Some(a) = ctx.attr("value_floats") {
-                    let t = Tensor::from_shape_vec(vec![a.floats.len()], a.floats.clone()).expect("1-D");
-                    return Ok(Value::Const(Const::F32(t)));
-                }
-                if let Some(i) = ctx.attr("value_int").and_then(|a| a.i) {
-                    return Ok(Value::Const(Const::I64(vec![i], vec![])));
-                }
-                if let Some(a) = ctx.attr("value_ints") {
-                    return Ok(Value::Const(Const::I64(a.ints.clone(), vec![a.ints.len()])));
-                }
-                Err(ctx.unsupported("a Constant without a value, value_float(s) or value_int(s) attribute"))
-            }
+            "Concat" => self.concat(ctx, &ins),
+            "Pad" => self.pad(ctx, ins.layer(ctx)?, ins.get(1), ins.get(2)),
+            "Constant" => constant(ctx, data),
             "Shape" => {
-                let shape: Vec<usize> = match x {
+                let shape = match ins.get(0) {
                     Some(Value::Layer(i)) => self.shape(*i),
                     Some(Value::Const(c)) => c.shape().to_vec(),
                     None => return Err(ctx.err("no input")),
                 };
-                let rank = shape.len() as i64;
-                let clamp = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank) as usize;
-                let (start, end) = (clamp(ctx.int("start", 0)), clamp(ctx.int("end", rank)));
-                let dims: Vec<i64> = shape[start..end.max(start)].iter().map(|&d| d as i64).collect();
-                let n = dims.len();
-                Ok(Value::Const(Const::I64(dims, vec![n])))
+                Ok(shape_of(ctx, &shape))
             }
-            "Gather" => {
-                let data_v = i64_const(ctx, x.ok_or_else(|| ctx.err("no data"))?, "Gather data")?;
-                let idx_v = input(1).ok_or_else(|| ctx.err("no indices"))?;
-                let (idx, idx_shape) = match idx_v {
-                    Value::Const(Const::I64(d, s)) => (d.clone(), s.clone()),
-                    _ => return Err(ctx.unsupported("Gather indices must be constant integers")),
-                };
-                if ctx.int("axis", 0) != 0 {
-                    return Err(ctx.unsupported("Gather along an axis other than 0"));
-                }
-                let n = data_v.len() as i64;
-                let out = idx
-                    .iter()
-                    .map(|&k| {
-                        let k = if k < 0 { k + n } else { k };
-                        data_v.get(k as usize).copied().ok_or_else(|| ctx.err(format!("index {k} out of 0..{n}")))
-                    })
-                    .collect::<Result<Vec<i64>>>()?;
-                Ok(Value::Const(Const::I64(out, idx_shape)))
-            }
-            "Cast" => match x {
-                Some(Value::Const(Const::F32(t))) if ctx.int("to", 1) == 7 => {
-                    let shape = t.shape().to_vec();
-                    Ok(Value::Const(Const::I64(t.iter().map(|&v| v as i64).collect(), shape)))
-                }
-                Some(Value::Const(Const::I64(d, s))) if ctx.int("to", 7) == 1 => {
-                    let t = Tensor::from_shape_vec(s.clone(), d.iter().map(|&v| v as f32).collect())
-                        .map_err(|e| ctx.err(e))?;
-                    Ok(Value::Const(Const::F32(t)))
-                }
-                Some(Value::Const(c)) => Ok(Value::Const(c.clone())),
-                Some(Value::Layer(i)) => self.add(&name, Layer::Identity, &[*i]),
-                None => Err(ctx.err("no input")),
-            },
+            "Gather" => gather(ctx, &ins),
             other => Err(unsupported(format!(
                 "op `{other}` (node `{}`, opset {}) is not supported; actmax reads {SUPPORTED}",
                 ctx.name, ctx.opset
             ))),
         }
+    }
+
+    /// Identity, Dropout and Cast: a layer on image values, the constant itself (or cast)
+    /// on constants.
+    fn pass_through(&mut self, ctx: &Ctx, op: &str, ins: &Inputs) -> Result<Value> {
+        match (op, ins.get(0)) {
+            (_, None) => Err(ctx.err("no input")),
+            ("Dropout", Some(Value::Layer(i))) => {
+                let rate = match ins.get(1) {
+                    Some(Value::Const(Const::F32(t))) => t.iter().next().copied().unwrap_or(0.5),
+                    _ => ctx.float("ratio", 0.5),
+                };
+                self.add(&ctx.name, Layer::Dropout(rate), &[*i])
+            }
+            (_, Some(Value::Layer(i))) => self.add(&ctx.name, Layer::Identity, &[*i]),
+            ("Cast", Some(Value::Const(Const::F32(t)))) if ctx.int("to", 1) == 7 => {
+                let shape = t.shape().to_vec();
+                Ok(Value::Const(Const::I64(t.iter().map(|&v| v as i64).collect(), shape)))
+            }
+            ("Cast", Some(Value::Const(Const::I64(d, s)))) if ctx.int("to", 7) == 1 => {
+                let t =
+                    Tensor::from_shape_vec(s.clone(), d.iter().map(|&v| v as f32).collect()).map_err(|e| ctx.err(e))?;
+                Ok(Value::Const(Const::F32(t)))
+            }
+            (_, Some(c)) => Ok(c.clone()),
+        }
+    }
+
+    /// Clip: bounds as attributes before opset 11, as optional inputs after; (0, 6) is ReLU6.
+    fn clip(&mut self, ctx: &Ctx, ins: &Inputs) -> Result<Value> {
+        let (lo, hi) = if ctx.opset < 11 {
+            (ctx.float("min", f32::NEG_INFINITY), ctx.float("max", f32::INFINITY))
+        } else {
+            let bound = |i: usize, d: f32| -> Result<f32> {
+                match ins.get(i) {
+                    None => Ok(d),
+                    Some(v) => Ok(f32_const(ctx, v, "a Clip bound")?.iter().next().copied().unwrap_or(d)),
+                }
+            };
+            (bound(1, f32::NEG_INFINITY)?, bound(2, f32::INFINITY)?)
+        };
+        if lo.is_nan() || hi.is_nan() || lo > hi {
+            return Err(ctx.unsupported(format!("Clip bounds {lo}, {hi} (min must not exceed max)")));
+        }
+        let a = if (lo, hi) == (0.0, 6.0) { Activation::Relu6 } else { Activation::Clip(lo, hi) };
+        self.act(ctx, ins.layer(ctx)?, a)
+    }
+
+    /// Softmax over the channels. Before opset 13 it flattens everything from `axis` on, so
+    /// it is over channels only when nothing follows them; from 13 on it is along `axis`.
+    fn softmax(&mut self, ctx: &Ctx, x: usize) -> Result<Value> {
+        let shape = self.shape(x);
+        let rank = shape.len() as i64;
+        let axis = ctx.int("axis", if ctx.opset >= 13 { -1 } else { 1 });
+        let axis = if axis < 0 { axis + rank } else { axis };
+        let channels_only = ctx.opset >= 13 || shape.iter().skip(2).all(|&d| d == 1);
+        if axis != 1 || !channels_only {
+            return Err(ctx.unsupported(format!("softmax over axis {axis} of a {shape:?} tensor")));
+        }
+        self.act(ctx, x, Activation::Softmax)
+    }
+
+    /// Gemm (`alpha · A · B' + beta · C`, B' = B or Bᵀ) and MatMul with a constant B → Dense.
+    fn gemm(&mut self, ctx: &Ctx, op: &str, ins: &Inputs) -> Result<Value> {
+        let x = ins.layer(ctx)?;
+        let b = f32_const(ctx, ins.get(1).ok_or_else(|| ctx.err("no B"))?, "B")?;
+        if op == "MatMul" {
+            return self.dense(ctx, x, b.t().to_owned(), None);
+        }
+        if ctx.int("transA", 0) != 0 {
+            return Err(ctx.unsupported("transA = 1"));
+        }
+        let (alpha, beta) = (ctx.float("alpha", 1.0), ctx.float("beta", 1.0));
+        let w = if ctx.int("transB", 0) != 0 { b.clone() } else { b.t().to_owned() };
+        let bias = match ins.get(2) {
+            Some(c) => Some(f32_const(ctx, c, "C")?.mapv(|v| v * beta)),
+            None => None,
+        };
+        self.dense(ctx, x, w.mapv(|v| v * alpha), bias)
+    }
+
+    /// Add/Sub/Mul/Div: of two image values, of one and a constant (either side), or of two
+    /// constants (folded).
+    fn binary(&mut self, ctx: &Ctx, op: &str, ins: &Inputs) -> Result<Value> {
+        let bop = match op {
+            "Add" => BinaryOp::Add,
+            "Sub" => BinaryOp::Sub,
+            "Mul" => BinaryOp::Mul,
+            _ => BinaryOp::Div,
+        };
+        match (ins.get(0), ins.get(1)) {
+            (Some(Value::Layer(a)), Some(Value::Layer(b))) => {
+                let same = self.shape(*a) == self.shape(*b);
+                let layer = if bop == BinaryOp::Add && same { Layer::Add } else { Layer::Binary(bop) };
+                self.add(&ctx.name, layer, &[*a, *b])
+            }
+            (Some(Value::Layer(a)), Some(c)) | (Some(c), Some(Value::Layer(a))) => {
+                let constant_first = matches!(ins.get(0), Some(Value::Const(_)));
+                let constant = Arc::new(f32_const(ctx, c, "the constant operand")?.clone());
+                self.add(&ctx.name, Layer::BinaryConst { op: bop, constant, constant_first }, &[*a])
+            }
+            (Some(Value::Const(a)), Some(Value::Const(b))) => fold_binary(ctx, bop, a, b),
+            _ => Err(ctx.err("needs two inputs")),
+        }
+    }
+
+    fn batch_norm(&mut self, ctx: &Ctx, ins: &Inputs) -> Result<Value> {
+        let x = ins.layer(ctx)?;
+        let get = |k: usize, what: &str| -> Result<Arc<Tensor>> {
+            let v = ins.get(k).ok_or_else(|| ctx.err(format!("no {what}")))?;
+            Ok(Arc::new(f32_const(ctx, v, what)?.clone()))
+        };
+        let layer = Layer::BatchNorm {
+            gamma: get(1, "scale")?,
+            beta: get(2, "B")?,
+            mean: get(3, "mean")?,
+            var: get(4, "var")?,
+            eps: ctx.float("epsilon", 1e-5),
+        };
+        self.add(&ctx.name, layer, &[x])
+    }
+
+    /// Concat of image values (a layer), or of integer constants (a shape being built).
+    fn concat(&mut self, ctx: &Ctx, ins: &Inputs) -> Result<Value> {
+        let all = ins.all();
+        let layers: Vec<usize> =
+            all.iter().filter_map(|v| if let Value::Layer(i) = v { Some(*i) } else { None }).collect();
+        if layers.is_empty() {
+            let mut out = Vec::new();
+            for v in &all {
+                out.extend_from_slice(i64_const(ctx, v, "every Concat input")?);
+            }
+            let n = out.len();
+            return if n == 0 { Err(ctx.err("no inputs")) } else { Ok(Value::Const(Const::I64(out, vec![n]))) };
+        }
+        if layers.len() != all.len() {
+            return Err(ctx.unsupported("a Concat of image values and constants"));
+        }
+        let rank = self.shape(layers[0]).len() as i64;
+        let axis = ctx.int("axis", 1);
+        let axis = if axis < 0 { axis + rank } else { axis };
+        if axis < 1 || axis >= rank {
+            return Err(ctx.unsupported(format!("Concat along axis {axis} of a rank-{rank} tensor")));
+        }
+        self.add(&ctx.name, Layer::Concat(axis as usize), &layers)
     }
 
     fn act(&mut self, ctx: &Ctx, x: usize, a: Activation) -> Result<Value> {
@@ -616,6 +570,76 @@ impl Converter {
             _ => Err(ctx.err("no input")),
         }
     }
+}
+
+/// A node's inputs (`None` where ONNX leaves an optional input out with an empty name).
+struct Inputs<'a>(&'a [Option<Value>]);
+
+impl<'a> Inputs<'a> {
+    fn get(&self, i: usize) -> Option<&'a Value> {
+        self.0.get(i).and_then(Option::as_ref)
+    }
+    /// The first input, which must be computed from the image.
+    fn layer(&self, ctx: &Ctx) -> Result<usize> {
+        match self.get(0) {
+            Some(Value::Layer(i)) => Ok(*i),
+            _ => Err(ctx.unsupported("the first input must be computed from the image")),
+        }
+    }
+    fn all(&self) -> Vec<&'a Value> {
+        self.0.iter().flatten().collect()
+    }
+}
+
+/// A Constant node's value (`value` tensor, or the scalar/list attribute forms).
+fn constant(ctx: &Ctx, data: &mut ExternalData) -> Result<Value> {
+    if let Some(t) = ctx.attr("value").and_then(|a| a.t.as_ref()) {
+        return Ok(Value::Const(read_tensor(t, data)?));
+    }
+    if let Some(f) = ctx.attr("value_float").and_then(|a| a.f) {
+        return Ok(Value::Const(Const::F32(Tensor::from_elem(vec![], f))));
+    }
+    if let Some(a) = ctx.attr("value_floats") {
+        return Ok(Value::Const(Const::F32(ndarray::Array1::from(a.floats.clone()).into_dyn())));
+    }
+    if let Some(i) = ctx.attr("value_int").and_then(|a| a.i) {
+        return Ok(Value::Const(Const::I64(vec![i], vec![])));
+    }
+    if let Some(a) = ctx.attr("value_ints") {
+        return Ok(Value::Const(Const::I64(a.ints.clone(), vec![a.ints.len()])));
+    }
+    Err(ctx.unsupported("a Constant without a value, value_float(s) or value_int(s) attribute"))
+}
+
+/// Shape: the (static) shape as an integer constant, `start..end` of it from opset 15.
+fn shape_of(ctx: &Ctx, shape: &[usize]) -> Value {
+    let rank = shape.len() as i64;
+    let clamp = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank) as usize;
+    let (start, end) = (clamp(ctx.int("start", 0)), clamp(ctx.int("end", rank)));
+    let dims: Vec<i64> = shape[start..end.max(start)].iter().map(|&d| d as i64).collect();
+    let n = dims.len();
+    Value::Const(Const::I64(dims, vec![n]))
+}
+
+/// Gather along axis 0 of an integer constant (picking dimensions out of a shape).
+fn gather(ctx: &Ctx, ins: &Inputs) -> Result<Value> {
+    let data = i64_const(ctx, ins.get(0).ok_or_else(|| ctx.err("no data"))?, "Gather data")?;
+    let (idx, idx_shape) = match ins.get(1) {
+        Some(Value::Const(Const::I64(d, s))) => (d, s),
+        _ => return Err(ctx.unsupported("Gather indices must be constant integers")),
+    };
+    if ctx.int("axis", 0) != 0 {
+        return Err(ctx.unsupported("Gather along an axis other than 0"));
+    }
+    let n = data.len() as i64;
+    let out = idx
+        .iter()
+        .map(|&k| {
+            let k = if k < 0 { k + n } else { k };
+            data.get(k as usize).copied().ok_or_else(|| ctx.err(format!("index {k} out of 0..{n}")))
+        })
+        .collect::<Result<Vec<i64>>>()?;
+    Ok(Value::Const(Const::I64(out, idx_shape.clone())))
 }
 
 /// Add/Sub/Mul/Div of two constants (integer shape arithmetic, or float constants).
