@@ -315,35 +315,21 @@ impl Converter {
         self.builder().add(name, layer, inputs)
     }
 
+    /// One Keras layer → one model node (two for a Flatten/Reshape of a feature map).
     fn layer(&mut self, ctx: &Ctx, inputs: &[usize]) -> Result<usize> {
         let &x = inputs.first().ok_or_else(|| ctx.err("no inputs"))?;
         if ctx.str("data_format", "channels_last") != "channels_last" {
             return Err(ctx.unsupported("data_format channels_first (actmax reads channels_last Keras models)"));
         }
-        let w = self.weights(ctx)?;
-        let take = |k: &str| w.get(k).cloned().ok_or_else(|| ctx.err(format!("no `{k}` weight")));
-        let kernel4 = |k: &str| {
-            let t = take(k)?;
-            if t.ndim() == 4 {
-                Ok(t)
-            } else {
-                Err(ctx.err(format!("`{k}` has shape {:?}, not [kh, kw, in, out]", t.shape())))
-            }
-        };
-        let bias = || w.get("bias").cloned().map(Arc::new);
-        if let (Some(b), Some(k)) = (w.get("bias"), w.get("kernel").or(w.get("pointwise_kernel"))) {
-            if b.ndim() != 1 || k.shape().last() != Some(&b.len()) {
-                return Err(ctx.err(format!("bias {:?} does not fit kernel {:?}", b.shape(), k.shape())));
-            }
-        }
+        let w = Weights::new(ctx, self.weights(ctx)?)?;
         match ctx.class {
             "Conv2D" | "Convolution2D" => {
                 if ctx.pair("dilation_rate", 1)? != [1, 1] && ctx.pair("strides", 1)? != [1, 1] {
                     return Err(ctx.unsupported("dilation with strides"));
                 }
                 let conv = Conv {
-                    weight: Arc::new(hwio_to_oihw(&kernel4("kernel")?)),
-                    bias: bias(),
+                    weight: Arc::new(hwio_to_oihw(&w.kernel4(ctx, "kernel")?)),
+                    bias: w.bias(),
                     stride: ctx.pair("strides", 1)?,
                     padding: ctx.padding()?,
                     dilation: ctx.pair("dilation_rate", 1)?,
@@ -351,76 +337,16 @@ impl Converter {
                 };
                 self.add(ctx.name, Layer::Conv2d(conv, ctx.activation()?), &[x])
             }
-            "DepthwiseConv2D" | "SeparableConv2D" => {
-                let c = self.shape(x).get(1).copied().unwrap_or(0);
-                let dk = kernel4("depthwise_kernel")?; // [kh, kw, in, multiplier]
-                if dk.shape()[2] != c {
-                    return Err(ctx.err(format!("depthwise kernel {:?} for {c} input channels", dk.shape())));
-                }
-                let depthwise = Conv {
-                    weight: Arc::new(depthwise_to_oihw(&dk)),
-                    bias: None,
-                    stride: ctx.pair("strides", 1)?,
-                    padding: ctx.padding()?,
-                    dilation: ctx.pair("dilation_rate", 1)?,
-                    groups: c,
-                };
-                if ctx.class == "DepthwiseConv2D" {
-                    let conv = Conv { bias: bias(), ..depthwise };
-                    return self.add(ctx.name, Layer::DepthwiseConv2d(conv, ctx.activation()?), &[x]);
-                }
-                let pointwise = Conv {
-                    weight: Arc::new(hwio_to_oihw(&kernel4("pointwise_kernel")?)),
-                    bias: bias(),
-                    stride: [1, 1],
-                    padding: WindowPadding::Valid,
-                    dilation: [1, 1],
-                    groups: 1,
-                };
-                let activation = ctx.activation()?;
-                self.add(ctx.name, Layer::SeparableConv2d { depthwise, pointwise, activation }, &[x])
-            }
+            "DepthwiseConv2D" | "SeparableConv2D" => self.depthwise(ctx, x, &w),
             "Dense" => {
-                let k = take("kernel")?;
+                let k = w.take(ctx, "kernel")?;
                 if k.ndim() != 2 || self.shape(x).len() != 2 {
                     return Err(ctx.unsupported("Dense on a feature map (add a Flatten)"));
                 }
                 let weight = Arc::new(k.t().as_standard_layout().into_owned());
-                self.add(ctx.name, Layer::Dense { weight, bias: bias(), activation: ctx.activation()? }, &[x])
+                self.add(ctx.name, Layer::Dense { weight, bias: w.bias(), activation: ctx.activation()? }, &[x])
             }
-            "BatchNormalization" => {
-                let c = self.shape(x).get(1).copied().unwrap_or(0);
-                let rank = self.shape(x).len() as i64;
-                // An int, or a one-element list (tf.keras); the channel axis is the last.
-                let axis = match ctx.config.get("axis") {
-                    Some(Json::Array(a)) if a.len() == 1 => a[0].as_i64(),
-                    Some(v) => v.as_i64(),
-                    None => Some(-1),
-                };
-                let axis = axis.map(|a| if a < 0 { a + rank } else { a });
-                if axis != Some(rank - 1) {
-                    return Err(ctx.unsupported(format!("axis {:?} (only the channel axis)", ctx.config.get("axis"))));
-                }
-                let vector = |t: Tensor| {
-                    if t.shape() == [c] {
-                        Ok(Arc::new(t))
-                    } else {
-                        Err(ctx.err(format!("a parameter of shape {:?} for {c} channels", t.shape())))
-                    }
-                };
-                let layer = Layer::BatchNorm {
-                    gamma: vector(if ctx.bool("scale", true) {
-                        take("gamma")?
-                    } else {
-                        Tensor::from_elem(vec![c], 1.0)
-                    })?,
-                    beta: vector(if ctx.bool("center", true) { take("beta")? } else { Tensor::zeros(vec![c]) })?,
-                    mean: vector(take("moving_mean")?)?,
-                    var: vector(take("moving_variance")?)?,
-                    eps: ctx.f32("epsilon", 1e-3),
-                };
-                self.add(ctx.name, layer, &[x])
-            }
+            "BatchNormalization" => self.batch_norm(ctx, x, &w),
             "Activation" => {
                 let a = ctx.activation()?;
                 // Keras's softmax runs over the last axis: ours (axis 1) is the same for
@@ -430,19 +356,7 @@ impl Converter {
                 }
                 self.add(ctx.name, Layer::Activation(a), &[x])
             }
-            "ReLU" => {
-                let max = ctx.config.get("max_value").and_then(Json::as_f64);
-                let slope = ctx.f32("negative_slope", 0.0);
-                let threshold = ctx.f32("threshold", 0.0);
-                let a = match (max, slope, threshold) {
-                    (None, 0.0, 0.0) => Activation::Relu,
-                    (Some(6.0), 0.0, 0.0) => Activation::Relu6,
-                    (Some(m), 0.0, 0.0) => Activation::Clip(0.0, m as f32),
-                    (None, s, 0.0) => Activation::LeakyRelu(s),
-                    _ => return Err(ctx.unsupported("ReLU with a threshold, or a slope and a maximum")),
-                };
-                self.add(ctx.name, Layer::Activation(a), &[x])
-            }
+            "ReLU" => self.add(ctx.name, Layer::Activation(relu_activation(ctx)?), &[x]),
             "LeakyReLU" => {
                 let a = ctx.config.get("alpha").or(ctx.config.get("negative_slope")).and_then(Json::as_f64);
                 self.add(ctx.name, Layer::Activation(Activation::LeakyRelu(a.unwrap_or(0.3) as f32)), &[x])
@@ -458,40 +372,13 @@ impl Converter {
                 let layer = if ctx.class == "MaxPooling2D" { Layer::MaxPool(pool) } else { Layer::AvgPool(pool) };
                 self.add(ctx.name, layer, &[x])
             }
-            "GlobalAveragePooling2D" => {
-                if ctx.bool("keepdims", false) {
-                    return Err(ctx.unsupported("keepdims = true"));
-                }
-                self.add(ctx.name, Layer::GlobalAvgPool, &[x])
-            }
+            "GlobalAveragePooling2D" if ctx.bool("keepdims", false) => Err(ctx.unsupported("keepdims = true")),
+            "GlobalAveragePooling2D" => self.add(ctx.name, Layer::GlobalAvgPool, &[x]),
             "Flatten" | "Reshape" => self.flatten_or_reshape(ctx, x),
             "Dropout" | "SpatialDropout2D" => {
                 self.add(ctx.name, Layer::Dropout(ctx.f32("rate", ctx.f32("p", 0.5))), &[x])
             }
-            "ZeroPadding2D" => {
-                let p = match ctx.config.get("padding") {
-                    Some(Json::Number(n)) => [n.as_u64().unwrap_or(0) as usize; 4],
-                    Some(Json::Array(a)) if a.iter().all(Json::is_number) && a.len() == 2 => {
-                        let v: Vec<usize> = a.iter().map(|v| v.as_u64().unwrap_or(0) as usize).collect();
-                        [v[0], v[0], v[1], v[1]]
-                    }
-                    Some(Json::Array(a)) if a.len() == 2 => {
-                        let pair = |j: &Json| -> Vec<usize> {
-                            j.as_array()
-                                .map(|v| v.iter().map(|x| x.as_u64().unwrap_or(0) as usize).collect())
-                                .unwrap_or_default()
-                        };
-                        let (r, c) = (pair(&a[0]), pair(&a[1]));
-                        if r.len() != 2 || c.len() != 2 {
-                            return Err(ctx.err("padding must be ((top, bottom), (left, right))"));
-                        }
-                        [r[0], r[1], c[0], c[1]]
-                    }
-                    _ => [1; 4],
-                };
-                let pad = Padding2d { top: p[0], bottom: p[1], left: p[2], right: p[3] };
-                self.add(ctx.name, Layer::ZeroPadding(pad), &[x])
-            }
+            "ZeroPadding2D" => self.add(ctx.name, Layer::ZeroPadding(zero_padding(ctx)?), &[x]),
             "Add" => self.add(ctx.name, Layer::Add, inputs),
             "Concatenate" => {
                 let rank = self.shape(x).len() as i64;
@@ -515,6 +402,69 @@ impl Converter {
                 ctx.name
             ))),
         }
+    }
+
+    /// DepthwiseConv2D, or SeparableConv2D (the depthwise conv, then a 1×1 one).
+    fn depthwise(&mut self, ctx: &Ctx, x: usize, w: &Weights) -> Result<usize> {
+        let c = self.shape(x).get(1).copied().unwrap_or(0);
+        let dk = w.kernel4(ctx, "depthwise_kernel")?; // [kh, kw, in, multiplier]
+        if dk.shape()[2] != c {
+            return Err(ctx.err(format!("depthwise kernel {:?} for {c} input channels", dk.shape())));
+        }
+        let depthwise = Conv {
+            weight: Arc::new(depthwise_to_oihw(&dk)),
+            bias: None,
+            stride: ctx.pair("strides", 1)?,
+            padding: ctx.padding()?,
+            dilation: ctx.pair("dilation_rate", 1)?,
+            groups: c,
+        };
+        if ctx.class == "DepthwiseConv2D" {
+            let conv = Conv { bias: w.bias(), ..depthwise };
+            return self.add(ctx.name, Layer::DepthwiseConv2d(conv, ctx.activation()?), &[x]);
+        }
+        let pointwise = Conv {
+            weight: Arc::new(hwio_to_oihw(&w.kernel4(ctx, "pointwise_kernel")?)),
+            bias: w.bias(),
+            stride: [1, 1],
+            padding: WindowPadding::Valid,
+            dilation: [1, 1],
+            groups: 1,
+        };
+        let activation = ctx.activation()?;
+        self.add(ctx.name, Layer::SeparableConv2d { depthwise, pointwise, activation }, &[x])
+    }
+
+    /// BatchNormalization over the channel axis; `center`/`scale` off mean no beta/gamma.
+    fn batch_norm(&mut self, ctx: &Ctx, x: usize, w: &Weights) -> Result<usize> {
+        let c = self.shape(x).get(1).copied().unwrap_or(0);
+        let rank = self.shape(x).len() as i64;
+        // An int, or a one-element list (tf.keras); the channel axis is the last.
+        let axis = match ctx.config.get("axis") {
+            Some(Json::Array(a)) if a.len() == 1 => a[0].as_i64(),
+            Some(v) => v.as_i64(),
+            None => Some(-1),
+        };
+        if axis.map(|a| if a < 0 { a + rank } else { a }) != Some(rank - 1) {
+            return Err(ctx.unsupported(format!("axis {:?} (only the channel axis)", ctx.config.get("axis"))));
+        }
+        let vector = |t: Tensor| {
+            if t.shape() == [c] {
+                Ok(Arc::new(t))
+            } else {
+                Err(ctx.err(format!("a parameter of shape {:?} for {c} channels", t.shape())))
+            }
+        };
+        let gamma = if ctx.bool("scale", true) { w.take(ctx, "gamma")? } else { Tensor::from_elem(vec![c], 1.0) };
+        let beta = if ctx.bool("center", true) { w.take(ctx, "beta")? } else { Tensor::zeros(vec![c]) };
+        let layer = Layer::BatchNorm {
+            gamma: vector(gamma)?,
+            beta: vector(beta)?,
+            mean: vector(w.take(ctx, "moving_mean")?)?,
+            var: vector(w.take(ctx, "moving_variance")?)?,
+            eps: ctx.f32("epsilon", 1e-3),
+        };
+        self.add(ctx.name, layer, &[x])
     }
 
     /// Keras flattens and reshapes in NHWC order: permute a feature map to NHWC first.
@@ -547,6 +497,75 @@ impl Converter {
             _ => self.add(ctx.name, Layer::Reshape(dims), &[src]),
         }
     }
+}
+
+/// A layer's weights by Keras name (`kernel`, `bias`, `gamma`, ...).
+struct Weights(HashMap<String, Tensor>);
+
+impl Weights {
+    /// Checks that a bias fits its kernel's output channels.
+    fn new(ctx: &Ctx, w: HashMap<String, Tensor>) -> Result<Self> {
+        if let (Some(b), Some(k)) = (w.get("bias"), w.get("kernel").or(w.get("pointwise_kernel"))) {
+            if b.ndim() != 1 || k.shape().last() != Some(&b.len()) {
+                return Err(ctx.err(format!("bias {:?} does not fit kernel {:?}", b.shape(), k.shape())));
+            }
+        }
+        Ok(Self(w))
+    }
+    fn take(&self, ctx: &Ctx, k: &str) -> Result<Tensor> {
+        self.0.get(k).cloned().ok_or_else(|| ctx.err(format!("no `{k}` weight")))
+    }
+    /// A 4-D kernel `[kh, kw, in, out]`.
+    fn kernel4(&self, ctx: &Ctx, k: &str) -> Result<Tensor> {
+        let t = self.take(ctx, k)?;
+        if t.ndim() == 4 {
+            Ok(t)
+        } else {
+            Err(ctx.err(format!("`{k}` has shape {:?}, not [kh, kw, in, out]", t.shape())))
+        }
+    }
+    fn bias(&self) -> Option<Arc<Tensor>> {
+        self.0.get("bias").cloned().map(Arc::new)
+    }
+}
+
+/// The activation of a ReLU layer: `max_value` and `negative_slope` select ReLU, ReLU6,
+/// a clip or a leaky ReLU.
+fn relu_activation(ctx: &Ctx) -> Result<Activation> {
+    let max = ctx.config.get("max_value").and_then(Json::as_f64);
+    let slope = ctx.f32("negative_slope", 0.0);
+    Ok(match (max, slope, ctx.f32("threshold", 0.0)) {
+        (None, 0.0, 0.0) => Activation::Relu,
+        (Some(6.0), 0.0, 0.0) => Activation::Relu6,
+        (Some(m), 0.0, 0.0) => Activation::Clip(0.0, m as f32),
+        (None, s, 0.0) => Activation::LeakyRelu(s),
+        _ => return Err(ctx.unsupported("ReLU with a threshold, or a slope and a maximum")),
+    })
+}
+
+/// ZeroPadding2D's `padding`: `n`, `(rows, cols)` or `((top, bottom), (left, right))`.
+fn zero_padding(ctx: &Ctx) -> Result<Padding2d> {
+    let num = |j: &Json| j.as_u64().and_then(|v| usize::try_from(v).ok()).ok_or_else(|| ctx.err("padding"));
+    let p = match ctx.config.get("padding") {
+        None => [1; 4],
+        Some(n @ Json::Number(_)) => [num(n)?; 4],
+        Some(Json::Array(a)) if a.len() == 2 && a.iter().all(Json::is_number) => {
+            let (r, c) = (num(&a[0])?, num(&a[1])?);
+            [r, r, c, c]
+        }
+        Some(Json::Array(a)) if a.len() == 2 => {
+            let pair = |j: &Json| -> Result<[usize; 2]> {
+                match j.as_array().map(Vec::as_slice) {
+                    Some([x, y]) => Ok([num(x)?, num(y)?]),
+                    _ => Err(ctx.err("padding must be ((top, bottom), (left, right))")),
+                }
+            };
+            let ([t, b], [l, r]) = (pair(&a[0])?, pair(&a[1])?);
+            [t, b, l, r]
+        }
+        Some(other) => return Err(ctx.err(format!("padding {other}"))),
+    };
+    Ok(Padding2d { top: p[0], bottom: p[1], left: p[2], right: p[3] })
 }
 
 /// `[kh, kw, in, out]` → `[out, in, kh, kw]`.
