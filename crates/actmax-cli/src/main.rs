@@ -40,6 +40,9 @@ enum Command {
         /// How many classes to show.
         #[arg(long, default_value_t = 5)]
         top: usize,
+        /// Class names, one per line (default: ImageNet's for 1000-class models).
+        #[arg(long)]
+        labels: Option<PathBuf>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -62,8 +65,18 @@ fn emit(text: &str) -> Result<(), String> {
     }
 }
 
-fn predict(model: &model_args::ModelArgs, image: &std::path::Path, top: usize, json_out: bool) -> Result<(), String> {
+fn predict(
+    model: &model_args::ModelArgs,
+    image: &std::path::Path,
+    top: usize,
+    labels: Option<&std::path::Path>,
+    json_out: bool,
+) -> Result<(), String> {
     let m = model.load()?;
+    let names = match labels {
+        Some(p) => Some(std::fs::read_to_string(p).map_err(|e| format!("cannot read labels {}: {e}", p.display()))?),
+        None => None,
+    };
     let x = actmax::images::load(image, m.input_spec()).map_err(|e| e.to_string())?;
     let out_shape = m.nodes().last().map(|n| n.output_shape.clone()).unwrap_or_default();
     if out_shape == [1, 1] {
@@ -71,7 +84,11 @@ fn predict(model: &model_args::ModelArgs, image: &std::path::Path, top: usize, j
         let y = m.predict(&x).map_err(|e| e.to_string())?[[0, 0]];
         return emit(&if json_out { format!("{}\n", json!({ "output": y })) } else { format!("output {y:.4}\n") });
     }
-    let labels = if out_shape == [1, 1000] { zoo::imagenet_labels() } else { Vec::new() };
+    let labels = match &names {
+        Some(text) => text.lines().map(str::trim).collect(),
+        None if out_shape == [1, 1000] => zoo::imagenet_labels(),
+        None => Vec::new(),
+    };
     let rows: Vec<_> = m
         .top_k(&x, top)
         .map_err(|e| e.to_string())?
@@ -193,7 +210,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         None => main_job(),
         Some(Command::Visualize(args)) => visualize::run(args).and_then(|t| emit(&t)),
-        Some(Command::Predict { model, image, top, json }) => predict(&model, &image, top, json),
+        Some(Command::Predict { model, image, top, labels, json }) => {
+            predict(&model, &image, top, labels.as_deref(), json)
+        }
         Some(Command::Layers { model, json }) => layers(&model, json),
     };
     match result {

@@ -222,6 +222,13 @@ fn a_keras_h5_model_loads_with_its_preprocessing_from_flags() {
     assert!(ok, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v[0]["class"], 3, "happy (fer's label 3): {out}");
+    let labels = tmp("emotions.txt");
+    std::fs::write(&labels, "angry\ndisgust\nfear\nhappy\nsad\nsurprise\nneutral\n").unwrap();
+    let with_labels =
+        [&args[..], &["--mean", "127.5", "--std", "127.5", "--labels", labels.to_str().unwrap()]].concat();
+    let (ok, out, err) = actmax(&with_labels);
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()[0]["label"], "happy");
     let (ok, _, err) = actmax(&[&args[..], &["--mean", "1,2"]].concat());
     assert!(!ok && err.contains("mean needs one value, or one per channel (1); got 2"), "{err}");
 }
