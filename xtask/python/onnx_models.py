@@ -52,6 +52,7 @@ SAFETENSORS = "models/efficientnet_lite0.safetensors"
 EFFNET_ONNX = "models/efficientnet_lite0.onnx"
 SMALL_ONNX = "testdata/small_cnn.onnx"
 CLIP_ONNX = "testdata/clip_opset6.onnx"
+SE_ONNX = "testdata/se_block.onnx"
 COFFEE_PNG = "testdata/coffee.png"
 OUT_JSON = "testdata/onnx_reference.json"
 EFFNET_REFERENCE_JSON = "testdata/effnet_reference.json"  # float64 numpy fixture, for a cross-check
@@ -348,6 +349,47 @@ def build_clip_opset10():
     return model
 
 
+def build_se_block():
+    """Squeeze-excite and MobileNetV3 patterns: ReduceMean gates, HardSigmoid, HardSwish,
+    Sum, a broadcasting Mul of [N,C,H,W] by [N,C,1,1], and a Squeeze before the classifier."""
+    rng = np.random.default_rng(3)
+    f = lambda *s: (rng.standard_normal(s) * 0.4).astype(np.float32)  # noqa: E731
+    inits = [numpy_helper.from_array(a, n) for n, a in [
+        ("stem.weight", f(8, 3, 3, 3)), ("stem.bias", f(8)),
+        ("se.reduce.weight", f(4, 8, 1, 1)), ("se.reduce.bias", f(4)),
+        ("se.expand.weight", f(8, 4, 1, 1)), ("se.expand.bias", f(8)),
+        ("fc.weight", f(5, 8)), ("fc.bias", f(5)),
+    ]] + [numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "squeeze_axes")]
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["input", "stem.weight", "stem.bias"], ["stem.out"], name="stem", kernel_shape=[3, 3],
+          pads=[1, 1, 1, 1], strides=[2, 2]),
+        n("HardSwish", ["stem.out"], ["hswish.out"], name="hswish"),
+        n("ReduceMean", ["hswish.out"], ["se.squeeze.out"], name="se.squeeze", axes=[2, 3], keepdims=1),
+        n("Conv", ["se.squeeze.out", "se.reduce.weight", "se.reduce.bias"], ["se.reduce.out"], name="se.reduce",
+          kernel_shape=[1, 1]),
+        n("Relu", ["se.reduce.out"], ["se.relu.out"], name="se.relu"),
+        n("Conv", ["se.relu.out", "se.expand.weight", "se.expand.bias"], ["se.expand.out"], name="se.expand",
+          kernel_shape=[1, 1]),
+        n("HardSigmoid", ["se.expand.out"], ["se.gate.out"], name="se.gate", alpha=0.2, beta=0.5),
+        n("Mul", ["hswish.out", "se.gate.out"], ["se.excite.out"], name="se.excite"),
+        n("Sum", ["se.excite.out", "hswish.out", "stem.out"], ["residual.out"], name="residual"),
+        n("GlobalAveragePool", ["residual.out"], ["gap.out"], name="gap"),
+        n("Squeeze", ["gap.out", "squeeze_axes"], ["squeeze.out"], name="squeeze"),
+        n("Gemm", ["squeeze.out", "fc.weight", "fc.bias"], ["logits"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "se_block",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 5])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)],
+                              producer_name="actmax xtask/python/onnx_models.py", producer_version="1")
+    model.ir_version = 7
+    return model
+
+
 # --------------------------------------------------------------------------
 # onnxruntime
 # --------------------------------------------------------------------------
@@ -453,6 +495,9 @@ def main():
           ("pad.out", "channel_mean"), ("bn.out", "channel_mean"), ("gap.out", "none"), ("logits", "none")]),
         ("clip_opset6", build_clip_opset10, CLIP_ONNX, (1, 3, 8, 8), "output",
          [("conv.out", "none"), ("clip.out", "none")]),
+        ("se_block", build_se_block, SE_ONNX, (1, 3, 16, 16), "logits",
+         [("hswish.out", "channel_mean"), ("se.squeeze.out", "none"), ("se.gate.out", "none"),
+          ("se.excite.out", "channel_mean"), ("residual.out", "channel_mean")]),
     ]:
         model = builder()
         p = path(rel)
@@ -506,7 +551,7 @@ def main():
     with open(path(OUT_JSON), "w") as fh:
         json.dump(fixture, fh, separators=(",", ":"))
         fh.write("\n")
-    for rel in (EFFNET_ONNX, SMALL_ONNX, CLIP_ONNX, OUT_JSON):
+    for rel in (EFFNET_ONNX, SMALL_ONNX, CLIP_ONNX, SE_ONNX, OUT_JSON):
         print("wrote %s (%d bytes)" % (rel, os.path.getsize(path(rel))))
     print("effnet nodes:", len(eff.graph.node))
 

@@ -100,6 +100,15 @@ fn clip_in_its_attribute_form() {
 }
 
 #[test]
+fn squeeze_excite_and_hard_swish_patterns() {
+    // ReduceMean gates, HardSigmoid, HardSwish, Sum, a [N,C,H,W]·[N,C,1,1] Mul, Squeeze.
+    let model = check_against_onnxruntime("se_block", 1e-4);
+    for name in ["se.squeeze", "se.gate", "hswish", "residual", "se.excite"] {
+        assert!(model.find(name).is_ok(), "layer {name}");
+    }
+}
+
+#[test]
 fn the_onnx_model_visualizes_like_the_zoo_model() {
     let zoo_model = zoo::load("efficientnet_lite0", None).unwrap();
     let imported = onnx::load(&repo().join("models/efficientnet_lite0.onnx")).unwrap();

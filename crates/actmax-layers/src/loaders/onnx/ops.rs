@@ -12,9 +12,10 @@ use crate::layer::{Activation, BinaryOp, Conv, Layer, Pool, WindowPadding};
 use crate::model::{Model, ModelBuilder};
 
 /// The ops the converter knows, for error messages.
-const SUPPORTED: &str = "Conv, Gemm, MatMul, Add, Sub, Mul, Div, Relu, Clip, LeakyRelu, Elu, Sigmoid, Tanh, \
-    Softmax, BatchNormalization, MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape, Concat, Pad, \
-    Identity, Dropout, Constant, Shape, Gather, Unsqueeze, Squeeze, Cast, Transpose";
+const SUPPORTED: &str = "Conv, Gemm, MatMul, Add, Sub, Mul, Div, Sum, Relu, Clip, LeakyRelu, Elu, Sigmoid, Tanh, \
+    HardSigmoid, HardSwish, Softmax, BatchNormalization, MaxPool, AveragePool, GlobalAveragePool, \
+    ReduceMean (over H, W), Flatten, Reshape, Concat, Pad, Identity, Dropout, Constant, Shape, Gather, \
+    Unsqueeze, Squeeze, Cast, Transpose";
 
 /// Builds the model node by node.
 pub(crate) struct Converter {
@@ -170,20 +171,31 @@ impl Converter {
             "LeakyRelu" => self.act(ctx, ins.layer(ctx)?, Activation::LeakyRelu(ctx.float("alpha", 0.01))),
             "Elu" => self.act(ctx, ins.layer(ctx)?, Activation::Elu(ctx.float("alpha", 1.0))),
             "Clip" => self.clip(ctx, &ins),
+            "HardSigmoid" => self.hard_sigmoid(ctx, ins.layer(ctx)?, ctx.float("alpha", 0.2), ctx.float("beta", 0.5)),
+            "HardSwish" => {
+                // x · HardSigmoid(x) with α = 1/6, β = 1/2.
+                let x = ins.layer(ctx)?;
+                let gate_ctx = Ctx { name: format!("{}.gate", ctx.name), ..*ctx };
+                let Value::Layer(gate) = self.hard_sigmoid(&gate_ctx, x, 1.0 / 6.0, 0.5)? else { unreachable!() };
+                self.add(&ctx.name, Layer::Binary(BinaryOp::Mul), &[x, gate])
+            }
+            "Sum" => {
+                let layers = ins.layers(ctx)?;
+                let first = self.shape(layers[0]);
+                if layers.iter().any(|&l| self.shape(l) != first) {
+                    return Err(ctx.unsupported("Sum of tensors of different shapes"));
+                }
+                self.add(&ctx.name, Layer::Add, &layers)
+            }
+            "ReduceMean" => self.reduce_mean(ctx, &ins),
             "Softmax" => self.softmax(ctx, ins.layer(ctx)?),
             "Conv" => self.conv(ctx, ins.layer(ctx)?, ins.get(1), ins.get(2)),
             "Gemm" | "MatMul" => self.gemm(ctx, op, &ins),
             "Add" | "Sub" | "Mul" | "Div" => self.binary(ctx, op, &ins),
             "BatchNormalization" => self.batch_norm(ctx, &ins),
             "MaxPool" | "AveragePool" => self.pool(ctx, ins.layer(ctx)?, op == "MaxPool"),
-            "GlobalAveragePool" => {
-                let x = ins.layer(ctx)?;
-                let c = self.shape(x).get(1).copied().unwrap_or(0);
-                let name = self.unique(&ctx.name);
-                let gap = self.builder.add(name, Layer::GlobalAvgPool, &[x])?;
-                // ONNX keeps [N, C, 1, 1]; the GAP layer (named after the node) gives [N, C].
-                self.add(&format!("{}.keepdims", ctx.name), Layer::Reshape(vec![c, 1, 1]), &[gap])
-            }
+            // The GAP layer (named after the node) gives [N, C]; ONNX keeps [N, C, 1, 1].
+            "GlobalAveragePool" => self.mean_keepdims(ins.layer(ctx)?, &ctx.name, &format!("{}.keepdims", ctx.name)),
             "Flatten" if ctx.int("axis", 1) != 1 => Err(ctx.unsupported("Flatten with axis ≠ 1")),
             "Flatten" => self.add(&ctx.name, Layer::Flatten, &[ins.layer(ctx)?]),
             "Reshape" | "Squeeze" | "Unsqueeze" => self.reshape(ctx, op, ins.get(0), ins.get(1)),
@@ -257,6 +269,48 @@ impl Converter {
         }
         let a = if (lo, hi) == (0.0, 6.0) { Activation::Relu6 } else { Activation::Clip(lo, hi) };
         self.act(ctx, ins.layer(ctx)?, a)
+    }
+
+    /// `clip(α·x + β, 0, 1)` as three layers: `<name>.scale`, `<name>.shift`, `<name>`.
+    fn hard_sigmoid(&mut self, ctx: &Ctx, x: usize, alpha: f32, beta: f32) -> Result<Value> {
+        let scalar = |v: f32| Arc::new(Tensor::from_elem(vec![1], v));
+        let op = |op, c| Layer::BinaryConst { op, constant: scalar(c), constant_first: false };
+        let Value::Layer(scaled) = self.add(&format!("{}.scale", ctx.name), op(BinaryOp::Mul, alpha), &[x])? else {
+            unreachable!()
+        };
+        let Value::Layer(shifted) = self.add(&format!("{}.shift", ctx.name), op(BinaryOp::Add, beta), &[scaled])?
+        else {
+            unreachable!()
+        };
+        self.act(ctx, shifted, Activation::Clip(0.0, 1.0))
+    }
+
+    /// ReduceMean over the two spatial axes (squeeze-excite gates): a global average pool,
+    /// reshaped back to `[N, C, 1, 1]` when `keepdims` (the default).
+    fn reduce_mean(&mut self, ctx: &Ctx, ins: &Inputs) -> Result<Value> {
+        let x = ins.layer(ctx)?;
+        let rank = self.shape(x).len() as i64;
+        let axes = match ins.get(1) {
+            Some(v) => i64_const(ctx, v, "axes")?.to_vec(),
+            None => ctx.ints("axes").unwrap_or_default(),
+        };
+        let mut axes: Vec<i64> = axes.iter().map(|&a| if a < 0 { a + rank } else { a }).collect();
+        axes.sort_unstable();
+        if rank != 4 || axes != [2, 3] {
+            return Err(ctx.unsupported(format!("ReduceMean over axes {axes:?} of a rank-{rank} tensor (only H, W)")));
+        }
+        if ctx.int("keepdims", 1) == 0 {
+            return self.add(&ctx.name, Layer::GlobalAvgPool, &[x]);
+        }
+        self.mean_keepdims(x, &format!("{}.mean", ctx.name), &ctx.name)
+    }
+
+    /// A global average pool named `pool`, then its `[N, C, 1, 1]` view named `out`.
+    fn mean_keepdims(&mut self, x: usize, pool: &str, out: &str) -> Result<Value> {
+        let c = self.shape(x).get(1).copied().unwrap_or(0);
+        let name = self.unique(pool);
+        let gap = self.builder.add(name, Layer::GlobalAvgPool, &[x])?;
+        self.add(out, Layer::Reshape(vec![c, 1, 1]), &[gap])
     }
 
     /// Softmax over the channels. Before opset 13 it flattens everything from `axis` on, so
@@ -588,6 +642,19 @@ impl<'a> Inputs<'a> {
     }
     fn all(&self) -> Vec<&'a Value> {
         self.0.iter().flatten().collect()
+    }
+    /// Every input, each computed from the image.
+    fn layers(&self, ctx: &Ctx) -> Result<Vec<usize>> {
+        let all = self.all();
+        if all.is_empty() {
+            return Err(ctx.err("no inputs"));
+        }
+        all.iter()
+            .map(|v| match v {
+                Value::Layer(i) => Ok(*i),
+                Value::Const(_) => Err(ctx.unsupported("an input that is a constant")),
+            })
+            .collect()
     }
 }
 
