@@ -109,8 +109,13 @@ impl Converter {
     }
 
     fn add(&mut self, name: &str, layer: Layer, inputs: &[usize]) -> Result<Value> {
+        self.node_index(name, layer, inputs).map(Value::Layer)
+    }
+
+    /// Adds a layer under a unique name; returns its node.
+    fn node_index(&mut self, name: &str, layer: Layer, inputs: &[usize]) -> Result<usize> {
         let name = self.unique(name);
-        Ok(Value::Layer(self.builder.add(name, layer, inputs)?))
+        self.builder.add(name, layer, inputs)
     }
 
     fn shape(&self, idx: usize) -> Vec<usize> {
@@ -171,12 +176,15 @@ impl Converter {
             "LeakyRelu" => self.act(ctx, ins.layer(ctx)?, Activation::LeakyRelu(ctx.float("alpha", 0.01))),
             "Elu" => self.act(ctx, ins.layer(ctx)?, Activation::Elu(ctx.float("alpha", 1.0))),
             "Clip" => self.clip(ctx, &ins),
-            "HardSigmoid" => self.hard_sigmoid(ctx, ins.layer(ctx)?, ctx.float("alpha", 0.2), ctx.float("beta", 0.5)),
+            "HardSigmoid" => {
+                let (alpha, beta) = (ctx.float("alpha", 0.2), ctx.float("beta", 0.5));
+                self.hard_sigmoid(ctx, ins.layer(ctx)?, alpha, beta).map(Value::Layer)
+            }
             "HardSwish" => {
                 // x · HardSigmoid(x) with α = 1/6, β = 1/2.
                 let x = ins.layer(ctx)?;
                 let gate_ctx = Ctx { name: format!("{}.gate", ctx.name), ..*ctx };
-                let Value::Layer(gate) = self.hard_sigmoid(&gate_ctx, x, 1.0 / 6.0, 0.5)? else { unreachable!() };
+                let gate = self.hard_sigmoid(&gate_ctx, x, 1.0 / 6.0, 0.5)?;
                 self.add(&ctx.name, Layer::Binary(BinaryOp::Mul), &[x, gate])
             }
             "Sum" => {
@@ -272,17 +280,12 @@ impl Converter {
     }
 
     /// `clip(α·x + β, 0, 1)` as three layers: `<name>.scale`, `<name>.shift`, `<name>`.
-    fn hard_sigmoid(&mut self, ctx: &Ctx, x: usize, alpha: f32, beta: f32) -> Result<Value> {
+    fn hard_sigmoid(&mut self, ctx: &Ctx, x: usize, alpha: f32, beta: f32) -> Result<usize> {
         let scalar = |v: f32| Arc::new(Tensor::from_elem(vec![1], v));
         let op = |op, c| Layer::BinaryConst { op, constant: scalar(c), constant_first: false };
-        let Value::Layer(scaled) = self.add(&format!("{}.scale", ctx.name), op(BinaryOp::Mul, alpha), &[x])? else {
-            unreachable!()
-        };
-        let Value::Layer(shifted) = self.add(&format!("{}.shift", ctx.name), op(BinaryOp::Add, beta), &[scaled])?
-        else {
-            unreachable!()
-        };
-        self.act(ctx, shifted, Activation::Clip(0.0, 1.0))
+        let scaled = self.node_index(&format!("{}.scale", ctx.name), op(BinaryOp::Mul, alpha), &[x])?;
+        let shifted = self.node_index(&format!("{}.shift", ctx.name), op(BinaryOp::Add, beta), &[scaled])?;
+        self.node_index(&ctx.name, Layer::Activation(Activation::Clip(0.0, 1.0)), &[shifted])
     }
 
     /// ReduceMean over the two spatial axes (squeeze-excite gates): a global average pool,
@@ -308,8 +311,7 @@ impl Converter {
     /// A global average pool named `pool`, then its `[N, C, 1, 1]` view named `out`.
     fn mean_keepdims(&mut self, x: usize, pool: &str, out: &str) -> Result<Value> {
         let c = self.shape(x).get(1).copied().unwrap_or(0);
-        let name = self.unique(pool);
-        let gap = self.builder.add(name, Layer::GlobalAvgPool, &[x])?;
+        let gap = self.node_index(pool, Layer::GlobalAvgPool, &[x])?;
         self.add(out, Layer::Reshape(vec![c, 1, 1]), &[gap])
     }
 
