@@ -8,8 +8,8 @@ mod acceptance;
 mod bench;
 mod codegen;
 mod fetch;
-mod peer;
 mod import;
+mod peer;
 mod reference;
 mod train;
 

@@ -152,6 +152,11 @@ fn build_vgg16(size: usize, top: bool) -> Result<Model> {
     Ok(b.build())
 }
 
+/// A grey `h × w` image in 0..1, fed as is (the MNIST-style models).
+fn gray_unit(h: usize, w: usize) -> InputSpec {
+    InputSpec { shape: [1, h, w], channels: ChannelOrder::Gray, range: (0.0, 1.0), mean: vec![0.0], std: vec![1.0] }
+}
+
 /// keras-vis's MNIST example CNN: two 3×3 convs (32, 64, ReLU), max-pool, dropout, dense
 /// 128, dropout, dense 10 with softmax (`preds`); 28×28 grey images in 0..1.
 pub fn mnist_cnn() -> Model {
@@ -159,13 +164,7 @@ pub fn mnist_cnn() -> Model {
 }
 
 fn build_mnist_cnn() -> Result<Model> {
-    let spec = InputSpec {
-        shape: [1, 28, 28],
-        channels: ChannelOrder::Gray,
-        range: (0.0, 1.0),
-        mean: vec![0.0],
-        std: vec![1.0],
-    };
+    let spec = gray_unit(28, 28);
     let valid = |mut c: Conv| {
         c.padding = WindowPadding::Valid;
         c
@@ -190,13 +189,7 @@ pub fn apple_counter() -> Model {
 }
 
 fn build_apple_counter() -> Result<Model> {
-    let spec = InputSpec {
-        shape: [1, 48, 48],
-        channels: ChannelOrder::Gray,
-        range: (0.0, 1.0),
-        mean: vec![0.0],
-        std: vec![1.0],
-    };
+    let spec = gray_unit(48, 48);
     let mut b = ModelBuilder::new(spec);
     b.push("conv1", Layer::Conv2d(conv(16, 1, 3, 1, 1, true), Activation::Relu))?;
     b.push("pool1", Layer::MaxPool(Pool::new(2, 2)))?;
