@@ -1,7 +1,7 @@
 //! Reference fixtures from Python, independent of actmax's code:
 //!
 //! - `reference-efficientnet`: `testdata/effnet_reference.json` from the float64 numpy
-//!   implementation in `xtask/python/effnet_reference.py` (installs numpy if missing);
+//!   implementation in `xtask/python/effnet_reference.py`;
 //! - `reference-onnx`: `models/efficientnet_lite0.onnx`, `testdata/{small_cnn,clip_opset6}.onnx`
 //!   built with the official `onnx` package, checked, and run by onnxruntime
 //!   (`xtask/python/onnx_models.py` → `testdata/onnx_reference.json`);
@@ -9,7 +9,7 @@
 //!   (`xtask/python/keras_reference.py` → `testdata/keras_reference.json`), plus the
 //!   hand-laid Keras 2 files of `xtask/python/keras_small.py`.
 //!
-//! The last two run in a virtual environment `.cache/venv` with pinned packages.
+//! All run in one virtual environment, `.cache/venv`, with pinned packages.
 
 use std::process::Command;
 
@@ -19,30 +19,9 @@ use crate::workspace_root;
 /// `cargo xtask reference-efficientnet`.
 pub fn run(_args: &[String]) -> Result<(), String> {
     let pth = ensure(ARTIFACTS.iter().find(|a| a.cached.ends_with(".pth")).expect("the weights artifact"))?;
-    let has_numpy = Command::new("python3").args(["-c", "import numpy"]).status().is_ok_and(|s| s.success());
-    if !has_numpy {
-        eprintln!("xtask: pip install numpy");
-        let ok =
-            Command::new("python3").args(["-m", "pip", "install", "-q", "numpy"]).status().is_ok_and(|s| s.success());
-        if !ok {
-            return Err("numpy is missing and `python3 -m pip install numpy` failed".into());
-        }
-    }
     let root = workspace_root();
-    let status = Command::new("python3")
-        .arg(root.join("xtask/python/effnet_reference.py"))
-        .arg(&pth)
-        .arg(root.join("testdata/coffee.png"))
-        .arg(root.join("testdata/effnet_reference.json"))
-        .env("OMP_NUM_THREADS", "1")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .status()
-        .map_err(|e| format!("cannot run python3: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err("the numpy reference failed".into())
-    }
+    let args = [pth, root.join("testdata/coffee.png"), root.join("testdata/effnet_reference.json")];
+    run_script(&venv_python()?, "effnet_reference.py", &args)
 }
 
 /// The pinned Python packages of the ONNX and Keras references.
@@ -78,10 +57,11 @@ fn venv_python() -> Result<std::path::PathBuf, String> {
     }
 }
 
-fn run_script(python: &std::path::Path, script: &str) -> Result<(), String> {
+fn run_script(python: &std::path::Path, script: &str, args: &[std::path::PathBuf]) -> Result<(), String> {
     let root = workspace_root();
     let status = Command::new(python)
         .arg(root.join("xtask/python").join(script))
+        .args(args)
         .current_dir(&root)
         .env("OMP_NUM_THREADS", "1")
         .env("PYTHONDONTWRITEBYTECODE", "1")
@@ -96,7 +76,7 @@ fn run_script(python: &std::path::Path, script: &str) -> Result<(), String> {
 
 /// `cargo xtask reference-onnx`.
 pub fn onnx(_args: &[String]) -> Result<(), String> {
-    run_script(&venv_python()?, "onnx_models.py")
+    run_script(&venv_python()?, "onnx_models.py", &[])
 }
 
 /// `cargo xtask reference-keras`.
@@ -105,6 +85,6 @@ pub fn keras(_args: &[String]) -> Result<(), String> {
     let target = workspace_root().join("testdata/emotion_model.hdf5");
     std::fs::copy(&h5, &target).map_err(|e| format!("{}: {e}", target.display()))?;
     let python = venv_python()?;
-    run_script(&python, "keras_reference.py")?;
-    run_script(&python, "keras_small.py")
+    run_script(&python, "keras_reference.py", &[])?;
+    run_script(&python, "keras_small.py", &[])
 }

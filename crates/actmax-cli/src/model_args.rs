@@ -31,6 +31,14 @@ fn numbers(flag: &str, s: &str) -> Result<Vec<f32>, String> {
         .and_then(|v| if v.iter().all(|x| x.is_finite()) { Ok(v) } else { Err(format!("{flag}: not finite")) })
 }
 
+/// `LOW,HIGH` with LOW < HIGH, both finite (`--input-range`, `--pixel-range`).
+pub fn parse_range(flag: &str, s: &str) -> Result<(f32, f32), String> {
+    match numbers(flag, s)?[..] {
+        [lo, hi] if lo < hi => Ok((lo, hi)),
+        _ => Err(format!("{flag} wants LOW,HIGH (e.g. 0,255); LOW must be below HIGH, got `{s}`")),
+    }
+}
+
 impl ModelArgs {
     /// Loads the model and applies the preprocessing overrides.
     pub fn load(&self) -> Result<Model, String> {
@@ -40,10 +48,7 @@ impl ModelArgs {
         }
         let mut spec = model.input_spec().clone();
         if let Some(r) = &self.pixel_range {
-            match numbers("--pixel-range", r)?[..] {
-                [lo, hi] if lo < hi => spec.range = (lo, hi),
-                _ => return Err(format!("--pixel-range wants LOW,HIGH with LOW < HIGH, got `{r}`")),
-            }
+            spec.range = parse_range("--pixel-range", r)?;
         }
         if let Some(m) = &self.mean {
             spec.mean = numbers("--mean", m)?;

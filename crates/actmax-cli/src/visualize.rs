@@ -7,6 +7,8 @@ use actmax::{images, Options, Step};
 use actmax_modifiers::{backprop_mode, GradModifier, InputModifier, Jitter};
 use serde_json::json;
 
+use crate::model_args::parse_range;
+
 /// `visualize` arguments.
 #[derive(clap::Args)]
 pub struct Args {
@@ -68,16 +70,6 @@ pub struct Args {
     pub output: PathBuf,
 }
 
-fn parse_range(s: &str) -> Result<(f32, f32), String> {
-    let (a, b) = s.split_once(',').ok_or_else(|| format!("--input-range wants LOW,HIGH (e.g. 0,255), got `{s}`"))?;
-    let lo: f32 = a.trim().parse().map_err(|_| format!("--input-range: `{a}` is not a number"))?;
-    let hi: f32 = b.trim().parse().map_err(|_| format!("--input-range: `{b}` is not a number"))?;
-    if lo.is_nan() || hi.is_nan() || lo >= hi {
-        return Err(format!("--input-range: LOW must be below HIGH, got {lo},{hi}"));
-    }
-    Ok((lo, hi))
-}
-
 /// Output file of target `k` in a batch: `out.png` → `out_<filter>.png`.
 fn batch_path(out: &Path, filter: usize) -> PathBuf {
     let stem = out.file_stem().and_then(|s| s.to_str()).unwrap_or("out");
@@ -90,7 +82,7 @@ pub fn run(a: Args) -> Result<String, String> {
     // Everything that can be wrong with the request is checked before the long run.
     let grad = GradModifier::from_name(&a.grad_modifier).map_err(|e| e.to_string())?;
     let backprop = backprop_mode(&a.backprop_modifier).map_err(|e| e.to_string())?;
-    let range = a.input_range.as_deref().map(parse_range).transpose()?;
+    let range = a.input_range.as_deref().map(|r| parse_range("--input-range", r)).transpose()?;
     let model = a.model.load()?;
     let layer_idx = model.find(a.layer.as_str()).map_err(|e| e.to_string())?;
     let node = &model.nodes()[layer_idx];

@@ -269,9 +269,8 @@ pub enum Layer {
     Flatten,
     /// Identity at inference (the rate is kept for listings).
     Dropout(f32),
-    /// Zero padding of the spatial axes.
-    ZeroPadding(Padding2d),
-    /// Constant padding of the spatial axes with the given value (ONNX Pad).
+    /// Constant padding of the spatial axes with the given value (Keras ZeroPadding2D is
+    /// value 0, ONNX Pad any).
     Pad(Padding2d, f32),
     /// `inputs[0] op inputs[1]`, broadcasting (ONNX Sub/Mul/Div of two tensors).
     Binary(BinaryOp),
@@ -312,7 +311,7 @@ impl Layer {
             Self::GlobalAvgPool => "GlobalAvgPool",
             Self::Flatten => "Flatten",
             Self::Dropout(_) => "Dropout",
-            Self::ZeroPadding(_) => "ZeroPadding",
+            Self::Pad(_, v) if *v == 0.0 => "ZeroPadding",
             Self::Pad(..) => "Pad",
             Self::Binary(op) | Self::BinaryConst { op, .. } => op.name(),
             Self::Permute(_) => "Permute",
@@ -455,9 +454,6 @@ impl Layer {
             }
             Self::GlobalAvgPool => tape.global_avg_pool(x),
             Self::Flatten => tape.flatten(x),
-            Self::ZeroPadding(p) => {
-                tape.pad(x, &[(p.top, p.bottom), (p.left, p.right)], actmax_tensor::PadMode::Constant(0.0))
-            }
             Self::Pad(p, v) => {
                 tape.pad(x, &[(p.top, p.bottom), (p.left, p.right)], actmax_tensor::PadMode::Constant(*v))
             }
@@ -516,14 +512,14 @@ impl Layer {
             Self::GlobalAvgPool if x.len() == 4 => Ok(vec![x[0], x[1]]),
             Self::GlobalAvgPool => Err(shape_err("global_avg_pool", "expects NCHW")),
             Self::Flatten => Ok(vec![x[0], x[1..].iter().product()]),
-            Self::ZeroPadding(p) | Self::Pad(p, _) if x.len() == 4 => {
+            Self::Pad(p, _) if x.len() == 4 => {
                 let grow = |n: usize, a: usize, b: usize| n.checked_add(a).and_then(|v| v.checked_add(b));
                 match (grow(x[2], p.top, p.bottom), grow(x[3], p.left, p.right)) {
                     (Some(h), Some(w)) => Ok(vec![x[0], x[1], h, w]),
                     _ => Err(shape_err("pad", "the padding is too large")),
                 }
             }
-            Self::ZeroPadding(_) | Self::Pad(..) => Err(shape_err("pad", "expects NCHW")),
+            Self::Pad(..) => Err(shape_err("pad", "expects NCHW")),
             Self::Binary(op) => {
                 let y = inputs.get(1).ok_or_else(|| shape_err("binary", "needs two inputs"))?;
                 let out = actmax_tensor::broadcast_shape(op.name_lower(), x, y)?;

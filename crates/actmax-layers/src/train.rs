@@ -41,9 +41,26 @@ impl Binding<'_> {
         }
         let keep = 1.0 - rate.min(0.999);
         let shape = tape.shape(x)?.to_vec();
-        let mask = Tensor::from_shape_fn(shape, |_| if pass.uniform() < keep { 1.0 / keep } else { 0.0 });
+        let mask = Tensor::from_shape_fn(shape, |_| if pass.rng.uniform() < keep { 1.0 / keep } else { 0.0 });
         let m = tape.constant(mask);
         tape.mul(x, m)
+    }
+}
+
+/// Seeded xorshift64 noise: deterministic, no global state (dropout masks, weight init).
+pub(crate) struct XorShift(u64);
+
+impl XorShift {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// Uniform in [0, 1).
+    pub(crate) fn uniform(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 40) as f32 / (1u64 << 24) as f32
     }
 }
 
@@ -53,21 +70,13 @@ pub struct TrainingPass {
     /// `(full name, variable)` for every parameter the pass used.
     pub params: Vec<(String, Var)>,
     pub(crate) layer: String,
-    rng: u64,
+    rng: XorShift,
 }
 
 impl TrainingPass {
     /// A pass whose dropout masks follow from `seed`.
     pub fn new(seed: u64) -> Self {
-        Self { params: Vec::new(), layer: String::new(), rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1 }
-    }
-
-    /// Uniform in [0, 1) (xorshift64: deterministic, no global state).
-    fn uniform(&mut self) -> f32 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        (self.rng >> 40) as f32 / (1u64 << 24) as f32
+        Self { params: Vec::new(), layer: String::new(), rng: XorShift::new(seed) }
     }
 
     /// The gradient of every recorded parameter, by full name; a parameter used more than

@@ -204,13 +204,8 @@ fn build_apple_counter() -> Result<Model> {
 /// Fills every weight with He-uniform values (`±√(6 / fan_in)`) and biases with zero, from
 /// a seed: for benchmarks and tests of architectures without trained weights.
 pub fn init_he_uniform(model: &mut Model, seed: u64) {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    };
+    let mut noise = crate::train::XorShift::new(seed);
+    let mut next = move || noise.uniform() * 2.0 - 1.0;
     let shapes = model.parameter_shapes();
     let mut tensors = std::collections::BTreeMap::new();
     for (name, shape) in shapes {

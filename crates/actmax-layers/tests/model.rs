@@ -167,7 +167,7 @@ fn layers_from_files_are_checked_when_added() {
     assert!(matches!(b.push("conv", Layer::Conv2d(conv, Activation::Linear)), Err(LayerError::Build { .. })));
     // Padding that overflows, outputs over 2^28 values, dropout rates outside [0, 1).
     let huge = actmax_tensor::Padding2d { top: usize::MAX, bottom: 1, left: 0, right: 0 };
-    assert!(matches!(b.push("pad", Layer::ZeroPadding(huge)), Err(LayerError::Build { .. })));
+    assert!(matches!(b.push("pad", Layer::Pad(huge, 0.0)), Err(LayerError::Build { .. })));
     let big = actmax_tensor::Padding2d::symmetric(20_000, 20_000);
     match b.push("pad", Layer::Pad(big, 0.0)) {
         Err(LayerError::Build { msg, .. }) => assert!(msg.contains("2^28"), "{msg}"),

@@ -52,6 +52,21 @@ fn assert_close(ours: &[f32], theirs: &[f32], tol: f32, what: &str) {
     assert!(worst <= tol * scale, "{what}: max |diff| {worst} vs scale {scale}");
 }
 
+/// The outputs on `x` of the named layers the model has (one forward pass), by name.
+fn activations<'n>(model: &Model, x: &Tensor, names: impl IntoIterator<Item = &'n str>) -> Vec<(&'n str, Tensor)> {
+    let found: Vec<(&str, usize)> = names.into_iter().filter_map(|n| model.find(n).ok().map(|i| (n, i))).collect();
+    let mut tape = Tape::new();
+    let xv = tape.constant(x.clone());
+    let idx: Vec<usize> = found.iter().map(|&(_, i)| i).collect();
+    let ys = model.forward(&mut tape, xv, &idx).unwrap();
+    found.iter().zip(ys).map(|(&(n, _), y)| (n, tape.value(y).unwrap().clone())).collect()
+}
+
+/// The mean of each channel (axis 1) of `y`.
+fn channel_means(y: &Tensor) -> Vec<f32> {
+    (0..y.shape()[1]).map(|c| y.index_axis(ndarray::Axis(1), c).mean().unwrap()).collect()
+}
+
 fn check_against_onnxruntime(name: &str, tol: f32) -> Model {
     let m = fixture(name);
     let model = onnx::load(&repo().join(m["path"].as_str().unwrap())).unwrap();
@@ -60,19 +75,11 @@ fn check_against_onnxruntime(name: &str, tol: f32) -> Model {
     assert_eq!(out.len(), m["output"].as_array().unwrap().len());
     assert_close(out.as_slice().unwrap(), &floats(&m["output"]), tol, name);
     // Per-channel means of named intermediates localize a mismatch.
-    for inter in m["intermediates"].as_array().unwrap() {
-        let value = inter["value"].as_str().unwrap();
-        let Some(node) = value.strip_suffix(".out") else { continue };
-        let Ok(idx) = model.find(node) else { continue };
-        let mut tape = Tape::new();
-        let xv = tape.constant(x.clone());
-        let y = model.forward(&mut tape, xv, &[idx]).unwrap()[0];
-        let y = tape.value(y).unwrap();
-        let ours: Vec<f32> = if inter["reduction"] == "none" {
-            y.iter().copied().collect()
-        } else {
-            (0..y.shape()[1]).map(|c| y.index_axis(ndarray::Axis(1), c).mean().unwrap()).collect()
-        };
+    let inters = m["intermediates"].as_array().unwrap();
+    let nodes = inters.iter().filter_map(|i| i["value"].as_str().unwrap().strip_suffix(".out"));
+    for (node, y) in activations(&model, &x, nodes) {
+        let inter = inters.iter().find(|i| i["value"].as_str() == Some(&format!("{node}.out"))).unwrap();
+        let ours = if inter["reduction"] == "none" { y.iter().copied().collect() } else { channel_means(&y) };
         assert_close(&ours, &floats(&inter["values"]), 1e-4, &format!("{name}/{node}"));
     }
     model
@@ -223,19 +230,14 @@ fn fer_emotion_model_matches_the_numpy_reference_and_the_astronaut_is_happy() {
     let labels: Vec<&str> = r["labels"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
     assert_eq!(labels[top], "happy");
     // Every layer's mean (and per-channel means where the fixture has them), NHWC there.
-    for layer in r["layers"].as_array().unwrap() {
-        let name = layer["name"].as_str().unwrap();
-        let Ok(idx) = model.find(name) else { continue };
-        let mut tape = Tape::new();
-        let xv = tape.constant(x.clone());
-        let y = model.forward(&mut tape, xv, &[idx]).unwrap()[0];
-        let y = tape.value(y).unwrap();
+    let layers = r["layers"].as_array().unwrap();
+    for (name, y) in activations(&model, &x, layers.iter().map(|l| l["name"].as_str().unwrap())) {
+        let layer = layers.iter().find(|l| l["name"] == name).unwrap();
         let mean = layer["mean"].as_f64().unwrap() as f32;
         let ours = y.mean().unwrap();
         assert!((ours - mean).abs() <= 1e-4 * mean.abs().max(1.0), "{name}: mean {ours} vs {mean}");
         if let Some(ch) = layer.get("channel_means") {
-            let ours: Vec<f32> = (0..y.shape()[1]).map(|c| y.index_axis(ndarray::Axis(1), c).mean().unwrap()).collect();
-            assert_close(&ours, &floats(ch), 1e-4, name);
+            assert_close(&channel_means(&y), &floats(ch), 1e-4, name);
         }
     }
 }
@@ -310,16 +312,12 @@ fn small_keras_files_cover_the_other_layers() {
         let x = Tensor::from_shape_vec(shape(&m["input_shape_nchw"]), floats(&m["input"])).unwrap();
         let out = model.predict(&x).unwrap();
         assert_close(out.as_slice().unwrap(), &floats(&m["output"]), 1e-5, name);
-        let mut checked = 0;
-        for (layer, mean) in m["layer_means"].as_object().unwrap() {
-            let Ok(idx) = model.find(layer.as_str()) else { continue };
-            let mut tape = Tape::new();
-            let xv = tape.constant(x.clone());
-            let y = model.forward(&mut tape, xv, &[idx]).unwrap()[0];
-            let (ours, theirs) = (tape.value(y).unwrap().mean().unwrap(), mean.as_f64().unwrap() as f32);
+        let means = m["layer_means"].as_object().unwrap();
+        let found = activations(&model, &x, means.keys().map(String::as_str));
+        for (layer, y) in &found {
+            let (ours, theirs) = (y.mean().unwrap(), means[*layer].as_f64().unwrap() as f32);
             assert!((ours - theirs).abs() <= 1e-5 * theirs.abs().max(1.0), "{name}/{layer}: {ours} vs {theirs}");
-            checked += 1;
         }
-        assert!(checked + 1 >= m["layer_means"].as_object().unwrap().len(), "{name}: every layer found");
+        assert!(found.len() + 1 >= means.len(), "{name}: every layer found");
     }
 }

@@ -68,7 +68,7 @@ fn from_vec(bytes: Vec<u8>) -> Result<Model> {
         .ok_or_else(|| format_err("no `model_config` attribute: a weights-only file? actmax needs a whole model"))?;
     let config: Json = serde_json::from_str(&config).map_err(|e| format_err(format!("model_config: {e}")))?;
     let weights = file.group("model_weights").map_err(|_| format_err("no `model_weights` group"))?;
-    Converter::new(weights).model(&config)
+    convert(&config, weights)
 }
 
 /// A string attribute, whatever its HDF5 string flavour.
@@ -100,7 +100,7 @@ fn attr_strings(v: &AttrValue) -> Vec<String> {
 
 struct Converter {
     weights: Group,
-    builder: Option<ModelBuilder>,
+    builder: ModelBuilder,
     /// Keras layer name → model node (its output).
     nodes: HashMap<String, usize>,
 }
@@ -171,97 +171,77 @@ fn keras_activation(ctx: &Ctx, name: &str) -> Result<Activation> {
     })
 }
 
+/// A layer entry's class, name (generated when missing) and config.
+fn describe(layer: &Json, k: usize) -> (&str, String, &Json) {
+    let class = layer.get("class_name").and_then(Json::as_str).unwrap_or("");
+    let config = layer.get("config").unwrap_or(&Json::Null);
+    let name = layer.get("name").or_else(|| config.get("name")).and_then(Json::as_str);
+    (class, name.map_or_else(|| format!("{}_{k}", class.to_ascii_lowercase()), str::to_string), config)
+}
+
+/// `model_config` → Model: the input from the first layer (an InputLayer, or a Sequential
+/// model's first layer with its `batch_input_shape`), then one layer after the other.
+fn convert(config: &Json, weights: Group) -> Result<Model> {
+    let class = config.get("class_name").and_then(Json::as_str).unwrap_or("");
+    let inner = config.get("config").ok_or_else(|| format_err("model_config has no `config`"))?;
+    // Sequential configs are a list of layers (Keras 2.0) or {"layers": [...]}.
+    let layers = inner.get("layers").unwrap_or(inner).as_array().ok_or_else(|| format_err("no layer list"))?;
+    let sequential = class == "Sequential";
+    if !sequential && class != "Model" && class != "Functional" {
+        return Err(unsupported(format!("model class `{class}` (Sequential or functional Model)")));
+    }
+    let first = layers.first().ok_or_else(|| format_err("the model has no layers"))?;
+    let (first_class, first_name, first_config) = describe(first, 0);
+    let spec = input_spec(&Ctx { class: first_class, name: &first_name, config: first_config })?;
+    // An InputLayer is the model's input node; otherwise the first layer reads it.
+    let skip = usize::from(first_class == "InputLayer");
+    let mut previous = if skip == 1 { first_name } else { "input".to_string() };
+    let mut conv =
+        Converter { weights, builder: ModelBuilder::new(spec), nodes: HashMap::from([(previous.clone(), 0)]) };
+    let mut last = 0;
+    for (k, layer) in layers.iter().enumerate().skip(skip) {
+        let (lclass, name, lconfig) = describe(layer, k);
+        let ctx = Ctx { class: lclass, name: &name, config: lconfig };
+        let inputs = if sequential { vec![conv.nodes[&previous]] } else { conv.inbound(&ctx, layer)? };
+        last = conv.layer(&ctx, &inputs)?;
+        conv.nodes.insert(name.clone(), last);
+        previous = name;
+    }
+    if !sequential {
+        let out = inner["output_layers"][0][0].as_str().unwrap_or("");
+        if let Some(&o) = conv.nodes.get(out) {
+            if o != last {
+                conv.add(&format!("{out}_output"), Layer::Identity, &[o])?;
+            }
+        }
+    }
+    Ok(conv.builder.build())
+}
+
+/// The input spec from `batch_input_shape` `[null, H, W, C]`: images in 0..1 fed as
+/// is (the file does not say how its images were scaled; see `Model::set_input_spec`).
+fn input_spec(ctx: &Ctx) -> Result<InputSpec> {
+    let shape = ctx
+        .config
+        .get("batch_input_shape")
+        .and_then(Json::as_array)
+        .ok_or_else(|| ctx.err("the first layer has no batch_input_shape"))?;
+    let dims: Vec<Option<u64>> = shape.iter().map(Json::as_u64).collect();
+    let [_, Some(h), Some(w), Some(c)] = dims[..] else {
+        return Err(ctx.unsupported(format!("input shape {shape:?}: actmax needs a fixed [H, W, C] image")));
+    };
+    if ctx.str("data_format", "channels_last") != "channels_last" || h == 0 || w == 0 || c == 0 {
+        return Err(ctx.unsupported("channels_first or empty inputs"));
+    }
+    let channels = if c == 1 { ChannelOrder::Gray } else { ChannelOrder::Rgb };
+    let dim = |v: u64| usize::try_from(v).map_err(|_| ctx.err("input size out of range"));
+    let spec =
+        InputSpec { shape: [dim(c)?, dim(h)?, dim(w)?], channels, range: (0.0, 1.0), mean: vec![0.0], std: vec![1.0] };
+    spec.validate()?;
+    Ok(spec)
+}
+
 impl Converter {
-    fn new(weights: Group) -> Self {
-        Self { weights, builder: None, nodes: HashMap::new() }
-    }
-
-    fn builder(&mut self) -> &mut ModelBuilder {
-        self.builder.as_mut().expect("the input layer comes first")
-    }
-
-    fn model(mut self, config: &Json) -> Result<Model> {
-        let class = config.get("class_name").and_then(Json::as_str).unwrap_or("");
-        let inner = config.get("config").ok_or_else(|| format_err("model_config has no `config`"))?;
-        // Sequential configs are a list of layers (Keras 2.0) or {"layers": [...]}.
-        let layers = inner.get("layers").unwrap_or(inner).as_array().ok_or_else(|| format_err("no layer list"))?;
-        let sequential = class == "Sequential";
-        if !sequential && class != "Model" && class != "Functional" {
-            return Err(unsupported(format!("model class `{class}` (Sequential or functional Model)")));
-        }
-        let mut previous: Option<String> = None;
-        let mut last = None;
-        for (k, layer) in layers.iter().enumerate() {
-            let lclass = layer.get("class_name").and_then(Json::as_str).unwrap_or("");
-            let lconfig = layer.get("config").unwrap_or(&Json::Null);
-            let generated = format!("{}_{k}", lclass.to_ascii_lowercase());
-            let name = layer
-                .get("name")
-                .or_else(|| lconfig.get("name"))
-                .and_then(Json::as_str)
-                .unwrap_or(&generated)
-                .to_string();
-            let ctx = Ctx { class: lclass, name: &name, config: lconfig };
-            if self.builder.is_none() {
-                self.start(&ctx)?;
-                if lclass == "InputLayer" {
-                    self.nodes.insert(name.clone(), 0);
-                    previous = Some(name);
-                    continue;
-                }
-                previous = Some("input".into());
-                self.nodes.insert("input".into(), 0);
-            }
-            let inputs = if sequential {
-                vec![self.nodes[previous.as_deref().expect("set above")]]
-            } else {
-                self.inbound(&ctx, layer)?
-            };
-            let idx = self.layer(&ctx, &inputs)?;
-            self.nodes.insert(name.clone(), idx);
-            last = Some(idx);
-            previous = Some(name);
-        }
-        if !sequential {
-            let out = config["config"]["output_layers"][0][0].as_str().unwrap_or("");
-            if let Some(&o) = self.nodes.get(out) {
-                if Some(o) != last {
-                    self.builder().add(format!("{out}_output"), Layer::Identity, &[o])?;
-                }
-            }
-        }
-        self.builder.take().map(ModelBuilder::build).ok_or_else(|| format_err("the model has no layers"))
-    }
-
-    /// The input spec from `batch_input_shape` `[null, H, W, C]`: images in 0..1 fed as
-    /// is (the file does not say how its images were scaled; see `Model::set_input_spec`).
-    fn start(&mut self, ctx: &Ctx) -> Result<()> {
-        let shape = ctx
-            .config
-            .get("batch_input_shape")
-            .and_then(Json::as_array)
-            .ok_or_else(|| ctx.err("the first layer has no batch_input_shape"))?;
-        let dims: Vec<Option<u64>> = shape.iter().map(Json::as_u64).collect();
-        let [_, Some(h), Some(w), Some(c)] = dims[..] else {
-            return Err(ctx.unsupported(format!("input shape {shape:?}: actmax needs a fixed [H, W, C] image")));
-        };
-        if ctx.str("data_format", "channels_last") != "channels_last" || h == 0 || w == 0 || c == 0 {
-            return Err(ctx.unsupported("channels_first or empty inputs"));
-        }
-        let channels = if c == 1 { ChannelOrder::Gray } else { ChannelOrder::Rgb };
-        let dim = |v: u64| usize::try_from(v).map_err(|_| ctx.err("input size out of range"));
-        let spec = InputSpec {
-            shape: [dim(c)?, dim(h)?, dim(w)?],
-            channels,
-            range: (0.0, 1.0),
-            mean: vec![0.0],
-            std: vec![1.0],
-        };
-        spec.validate()?;
-        self.builder = Some(ModelBuilder::new(spec));
-        Ok(())
-    }
-
     /// A functional layer's inputs: `inbound_nodes[0]` = `[[name, node, tensor, {}], ...]`.
     fn inbound(&mut self, ctx: &Ctx, layer: &Json) -> Result<Vec<usize>> {
         let nodes = layer.get("inbound_nodes").and_then(Json::as_array).ok_or_else(|| ctx.err("no inbound_nodes"))?;
@@ -307,12 +287,12 @@ impl Converter {
         Ok(out)
     }
 
-    fn shape(&mut self, idx: usize) -> Vec<usize> {
-        self.builder().shape(idx).map(<[usize]>::to_vec).unwrap_or_default()
+    fn shape(&self, idx: usize) -> Vec<usize> {
+        self.builder.shape(idx).map(<[usize]>::to_vec).unwrap_or_default()
     }
 
     fn add(&mut self, name: &str, layer: Layer, inputs: &[usize]) -> Result<usize> {
-        self.builder().add(name, layer, inputs)
+        self.builder.add(name, layer, inputs)
     }
 
     /// One Keras layer → one model node (two for a Flatten/Reshape of a feature map).
@@ -378,7 +358,7 @@ impl Converter {
             "Dropout" | "SpatialDropout2D" => {
                 self.add(ctx.name, Layer::Dropout(ctx.f32("rate", ctx.f32("p", 0.5))), &[x])
             }
-            "ZeroPadding2D" => self.add(ctx.name, Layer::ZeroPadding(zero_padding(ctx)?), &[x]),
+            "ZeroPadding2D" => self.add(ctx.name, Layer::Pad(zero_padding(ctx)?, 0.0), &[x]),
             "Add" => self.add(ctx.name, Layer::Add, inputs),
             "Concatenate" => {
                 let rank = self.shape(x).len() as i64;
