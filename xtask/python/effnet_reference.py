@@ -45,7 +45,6 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-REPO_ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 DEFAULT_PTH = ".cache/efficientnet-lite0-57934424.pth"
 DEFAULT_PNG = "testdata/coffee.png"
 DEFAULT_OUT = "testdata/effnet_reference.json"
@@ -77,16 +76,6 @@ GRAD_COUNT = 8
 # sits on the same linear piece and must get the same gradient.
 ROBUST_STEP = 1e-2
 
-# Stages: (repeats, kernel, stride, expand, in_channels, out_channels).
-STAGES = [
-    (1, 3, 1, 1, 32, 16),
-    (2, 3, 2, 6, 16, 24),
-    (2, 5, 2, 6, 24, 40),
-    (3, 3, 2, 6, 40, 80),
-    (3, 5, 1, 6, 80, 112),
-    (4, 5, 2, 6, 112, 192),
-    (1, 3, 1, 6, 192, 320),
-]
 
 
 # --------------------------------------------------------------------------
@@ -210,7 +199,7 @@ def load_legacy_state_dict(path):
 # PNG decoding (8-bit RGB, non-interlaced only)
 # --------------------------------------------------------------------------
 
-from png_rgb8 import decode_png_rgb8  # noqa: E402  (shared with the other reference scripts)
+from refcommon import REPO_ROOT, decode_png_rgb8, effnet_blocks as block_specs  # noqa: E402
 
 
 # --------------------------------------------------------------------------
@@ -278,15 +267,6 @@ def batch_norm(x, p, prefix):
 
 def relu6(x):
     return np.clip(x, 0.0, 6.0)
-
-
-def block_specs():
-    """Yield (index, kernel, stride, expand, in, out) for the 16 MBConv blocks."""
-    idx = 0
-    for repeats, k, s, e, cin, cout in STAGES:
-        for r in range(repeats):
-            yield idx, k, (s if r == 0 else 1), e, (cin if r == 0 else cout), cout
-            idx += 1
 
 
 def forward(p, img):

@@ -34,7 +34,6 @@ import sys  # noqa: E402
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 
-REPO_ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 MODEL = "testdata/emotion_model.hdf5"
 PNG = "testdata/astronaut.png"
 OUT = "testdata/keras_reference.json"
@@ -57,23 +56,11 @@ SCAN_CROPS = [
 ]
 
 
-def path(rel):
-    return os.path.join(REPO_ROOT, rel)
-
-
-def r7(x):
-    return float("%.7g" % x)
-
-
-def r7list(a):
-    return [r7(v) for v in np.asarray(a, dtype=np.float64).ravel()]
-
-
 # --------------------------------------------------------------------------
 # PNG decoding (8-bit RGB, non-interlaced)
 # --------------------------------------------------------------------------
 
-from png_rgb8 import decode_png_rgb8  # noqa: E402  (shared with the other reference scripts)
+from refcommon import decode_png_rgb8, path, r7, r7list  # noqa: E402
 
 
 # --------------------------------------------------------------------------

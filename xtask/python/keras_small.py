@@ -52,7 +52,8 @@ import sys
 import h5py
 import numpy as np
 
-REPO_ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+from refcommon import path
+
 FUNCTIONAL = "testdata/keras_small_functional.h5"
 SEQUENTIAL = "testdata/keras_small_sequential.h5"
 OUT = "testdata/keras_small_reference.json"
@@ -60,10 +61,6 @@ KERAS_VERSION = "2.2.4"
 BACKEND = "tensorflow"
 INPUT_SEED = 7
 WEIGHT_SEEDS = {"small_functional": 20240601, "small_sequential": 20240602}
-
-
-def path(rel):
-    return os.path.join(REPO_ROOT, rel)
 
 
 def r8(x):

@@ -34,7 +34,6 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import hashlib  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
@@ -47,7 +46,6 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-REPO_ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 SAFETENSORS = "models/efficientnet_lite0.safetensors"
 EFFNET_ONNX = "models/efficientnet_lite0.onnx"
 SMALL_ONNX = "testdata/small_cnn.onnx"
@@ -59,34 +57,6 @@ EFFNET_REFERENCE_JSON = "testdata/effnet_reference.json"  # float64 numpy fixtur
 
 BN_EPS = 1e-3
 CROP = 224
-# Stages: (repeats, kernel, stride, expand, in_channels, out_channels).
-STAGES = [
-    (1, 3, 1, 1, 32, 16),
-    (2, 3, 2, 6, 16, 24),
-    (2, 5, 2, 6, 24, 40),
-    (3, 3, 2, 6, 40, 80),
-    (3, 5, 1, 6, 80, 112),
-    (4, 5, 2, 6, 112, 192),
-    (1, 3, 1, 6, 192, 320),
-]
-
-
-def path(rel):
-    return os.path.join(REPO_ROOT, rel)
-
-
-def sha256(p):
-    with open(p, "rb") as fh:
-        return hashlib.sha256(fh.read()).hexdigest()
-
-
-def r7(x):
-    """Round to 7 significant digits (as a Python float) for the JSON."""
-    return float("%.7g" % x)
-
-
-def r7list(a):
-    return [r7(v) for v in np.asarray(a, dtype=np.float64).ravel()]
 
 
 # --------------------------------------------------------------------------
@@ -120,20 +90,12 @@ def read_safetensors_array(p, data_start, entry):
 # PNG decoding (8-bit RGB, non-interlaced), same approach as effnet_reference.py
 # --------------------------------------------------------------------------
 
-from png_rgb8 import decode_png_rgb8  # noqa: E402  (shared with the other reference scripts)
+from refcommon import decode_png_rgb8, effnet_blocks as block_specs, path, r7, r7list, sha256  # noqa: E402
 
 
 # --------------------------------------------------------------------------
 # EfficientNet-Lite0 with external data into the safetensors file
 # --------------------------------------------------------------------------
-
-def block_specs():
-    idx = 0
-    for repeats, k, s, e, cin, cout in STAGES:
-        for r in range(repeats):
-            yield idx, k, (s if r == 0 else 1), e, (cin if r == 0 else cout), cout
-            idx += 1
-
 
 def tf_same_pads(size, k, stride):
     """ONNX pads [top, left, bottom, right] for TF-SAME on a square input; returns (pads, out)."""
