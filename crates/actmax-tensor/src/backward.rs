@@ -80,6 +80,8 @@ impl Tape {
                     Unary::Sigmoid => |_, y, _| y * (1.0 - y),
                     Unary::Tanh => |_, y, _| 1.0 - y * y,
                     Unary::Powf(_) => |x, _, p| p * x.powf(p - 1.0),
+                    Unary::Sin => |x, _, _| x.cos(),
+                    Unary::Cos => |x, _, _| -x.sin(),
                 };
                 let p = if let Unary::Powf(p) = u { *p } else { 0.0 };
                 let gx = map3(&g, xv, y, |g, x, y| g * d(x, y, p));
@@ -213,6 +215,25 @@ impl Tape {
             Op::AffineWarp { x, maps, out_hw, border } => {
                 let dx = crate::warp::warp_backward(slice(&g), self.val(*x).shape(), maps, *out_hw, *border);
                 self.accumulate(grads, *x, from_vec(self.val(*x).shape(), dx));
+            }
+            Op::Rfft2 { x, w } => {
+                // rfft2ᵀ(G) = irfft2(D⁻¹ ⊙ G) (see fft.rs).
+                let xs = self.val(*x).shape();
+                let (r, h) = (xs.len(), xs[xs.len() - 2]);
+                let mut gz = slice(&g).to_vec();
+                crate::fft::scale_pair_columns(&mut gz, *w, 0.5);
+                let planes = xs[..r - 2].iter().product();
+                let dx = crate::fft::irfft2(&gz, planes, h, *w);
+                self.accumulate(grads, *x, from_vec(xs, dx));
+            }
+            Op::Irfft2 { z, w } => {
+                // irfft2ᵀ(g) = D ⊙ rfft2(g).
+                let zs = self.val(*z).shape();
+                let (r, h) = (zs.len(), zs[zs.len() - 3]);
+                let planes = zs[..r - 3].iter().product();
+                let mut dz = crate::fft::rfft2(slice(&g), planes, h, *w);
+                crate::fft::scale_pair_columns(&mut dz, *w, 2.0);
+                self.accumulate(grads, *z, from_vec(zs, dz));
             }
             Op::Roll { x, shifts } => {
                 let back: Vec<isize> = shifts.iter().map(|s| -s).collect();

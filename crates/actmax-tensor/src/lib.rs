@@ -27,6 +27,7 @@ mod backward;
 pub mod conv;
 mod elementwise;
 pub mod error;
+pub mod fft;
 pub mod gemm;
 pub mod geometry;
 mod ops;

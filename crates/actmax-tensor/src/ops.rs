@@ -123,10 +123,20 @@ impl Tape {
             Unary::Sigmoid => |v, _| 1.0 / (1.0 + (-v).exp()),
             Unary::Tanh => |v, _| v.tanh(),
             Unary::Powf(_) => |v, p| v.powf(p),
+            Unary::Sin => |v, _| v.sin(),
+            Unary::Cos => |v, _| v.cos(),
         };
         let p = if let Unary::Powf(p) = u { p } else { 0.0 };
         let y = map1(self.value(x)?, |v| f(v, p));
         Ok(self.push(y, Op::Unary(x, u), &[x]))
+    }
+    /// `sin x`.
+    pub fn sin(&mut self, x: Var) -> Result<Var> {
+        self.unary(x, Unary::Sin)
+    }
+    /// `cos x`.
+    pub fn cos(&mut self, x: Var) -> Result<Var> {
+        self.unary(x, Unary::Cos)
     }
     /// `|x|`.
     pub fn abs(&mut self, x: Var) -> Result<Var> {
@@ -541,6 +551,47 @@ impl Tape {
         let y = crate::warp::warp_forward(self.val(x), maps, out_hw, border);
         let y = ArrayD::from_shape_vec(IxDyn(&shape), y).expect("sized");
         Ok(self.push(y, Op::AffineWarp { x, maps: maps.to_vec(), out_hw, border }, &[x]))
+    }
+
+    /// The 2-D FFT of a real tensor over its last two axes `[..., H, W]`, numpy's
+    /// `rfft2(x, norm="ortho")`: `[..., H, W/2 + 1, 2]`, (re, im) on the last axis.
+    pub fn rfft2(&mut self, x: Var) -> Result<Var> {
+        let s = self.shape(x)?.to_vec();
+        if s.len() < 2 || s[s.len() - 2..].contains(&0) {
+            return Err(shape_err("rfft2", "expects at least two non-empty axes [..., H, W]", &s));
+        }
+        let (h, w) = (s[s.len() - 2], s[s.len() - 1]);
+        let mut shape = s.clone();
+        *shape.last_mut().expect("rank >= 2") = crate::fft::half_width(w);
+        shape.push(2);
+        checked_elems("rfft2", &shape)?;
+        let planes = s[..s.len() - 2].iter().product();
+        let y = crate::fft::rfft2(self.val(x).as_slice().expect("standard layout"), planes, h, w);
+        let y = ArrayD::from_shape_vec(IxDyn(&shape), y).expect("sized");
+        Ok(self.push(y, Op::Rfft2 { x, w }, &[x]))
+    }
+
+    /// The inverse of [`Tape::rfft2`]: a half spectrum `[..., H, W/2 + 1, 2]` to the real
+    /// `[..., H, W]` (numpy's `irfft2(z, s=(H, W), norm="ortho")`); `w` picks between the
+    /// two widths a half spectrum can stand for.
+    pub fn irfft2(&mut self, z: Var, w: usize) -> Result<Var> {
+        let s = self.shape(z)?.to_vec();
+        let r = s.len();
+        if r < 3 || s[r - 1] != 2 || s[r - 3] == 0 || w == 0 || s[r - 2] != crate::fft::half_width(w) {
+            return Err(shape_err(
+                "irfft2",
+                format!("expects a half spectrum [..., H, {}, 2] for width {w}", crate::fft::half_width(w)),
+                &s,
+            ));
+        }
+        let h = s[r - 3];
+        let mut shape = s[..r - 1].to_vec();
+        shape[r - 2] = w;
+        checked_elems("irfft2", &shape)?;
+        let planes = s[..r - 3].iter().product();
+        let y = crate::fft::irfft2(self.val(z).as_slice().expect("standard layout"), planes, h, w);
+        let y = ArrayD::from_shape_vec(IxDyn(&shape), y).expect("sized");
+        Ok(self.push(y, Op::Irfft2 { z, w }, &[z]))
     }
 
     /// Circular shift: element `i` of an axis moves to `i + shift` (mod size), per axis;

@@ -50,6 +50,8 @@ pub(crate) enum Unary {
     Tanh,
     /// `x^p`.
     Powf(f32),
+    Sin,
+    Cos,
 }
 
 /// Padding modes of [`Tape::pad`].
@@ -143,6 +145,16 @@ pub(crate) enum Op {
     Roll {
         x: Var,
         shifts: Vec<isize>,
+    },
+    /// `rfft2` over the last two axes; `w` is the input width.
+    Rfft2 {
+        x: Var,
+        w: usize,
+    },
+    /// `irfft2` over the spectrum axes `[..., H, W/2+1, 2]`; `w` is the output width.
+    Irfft2 {
+        z: Var,
+        w: usize,
     },
     AffineWarp {
         x: Var,

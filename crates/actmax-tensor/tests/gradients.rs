@@ -116,7 +116,20 @@ proptest! {
         check(vec![x.clone()], |t, v| t.exp(v[0]));
         check(vec![pos], |t, v| t.log(v[0]));
         check(vec![x.clone() * 3.0], |t, v| t.sigmoid(v[0]));
-        check(vec![x], |t, v| t.tanh(v[0]));
+        check(vec![x.clone()], |t, v| t.tanh(v[0]));
+        check(vec![x.clone() * 3.0], |t, v| t.sin(v[0]));
+        check(vec![x * 3.0], |t, v| t.cos(v[0]));
+    }
+
+    #[test]
+    fn real_ffts(lead in prop::collection::vec(1usize..=2, 0..=2), h in 1usize..=6, w in 1usize..=7, seed in any::<u64>()) {
+        let mut xs = lead.clone();
+        xs.extend([h, w]);
+        check(vec![tensor(seed, &xs)], |t, v| t.rfft2(v[0]));
+        let mut zs = lead;
+        zs.extend([h, w / 2 + 1, 2]);
+        // Every free value of the spectrum, the ignored DC/Nyquist imaginary parts included.
+        check(vec![tensor(seed ^ 1, &zs)], |t, v| t.irfft2(v[0], w));
     }
 
     #[test]

@@ -138,3 +138,42 @@ fn scratch_is_reused_between_calls() {
     assert_eq!(a, b);
     assert_eq!(scratch.len(), held, "the second call allocated new scratch instead of reusing");
 }
+
+/// numpy's `rfft2(x, norm="ortho")` written as the double sum, in f64.
+fn naive_rfft2(x: &[f32], h: usize, w: usize) -> Vec<f32> {
+    let wc = w / 2 + 1;
+    let mut out = vec![0.0f32; h * wc * 2];
+    let norm = ((h * w) as f64).sqrt();
+    for u in 0..h {
+        for k in 0..wc {
+            let (mut re, mut im) = (0.0f64, 0.0f64);
+            for r in 0..h {
+                for c in 0..w {
+                    let a = -2.0 * std::f64::consts::PI * ((u * r) as f64 / h as f64 + (k * c) as f64 / w as f64);
+                    re += x[r * w + c] as f64 * a.cos();
+                    im += x[r * w + c] as f64 * a.sin();
+                }
+            }
+            out[(u * wc + k) * 2] = (re / norm) as f32;
+            out[(u * wc + k) * 2 + 1] = (im / norm) as f32;
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn rfft2_matches_the_dft_and_irfft2_inverts_it(planes in 1usize..=3, h in 1usize..=17, w in 1usize..=17, seed in any::<u64>()) {
+        use actmax_tensor::fft;
+        let x = values(seed, planes * h * w);
+        let z = fft::rfft2(&x, planes, h, w);
+        let wc = fft::half_width(w);
+        for p in 0..planes {
+            let want = naive_rfft2(&x[p * h * w..][..h * w], h, w);
+            assert_close(&z[p * h * wc * 2..][..h * wc * 2], &want, 1e-5, "rfft2 vs the DFT");
+        }
+        assert_close(&fft::irfft2(&z, planes, h, w), &x, 1e-5, "irfft2(rfft2(x))");
+    }
+}
