@@ -199,3 +199,22 @@ fn rayon_threads() -> String {
     std::env::var("RAYON_NUM_THREADS")
         .unwrap_or_else(|_| std::thread::available_parallelism().map_or("all".into(), |n| n.to_string()))
 }
+
+/// The SIMD features this CPU has, detected at run time (quoted next to every figure: the
+/// machines change between sessions).
+pub fn cpu_features() -> Vec<&'static str> {
+    let mut f = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            f.push("avx2");
+        }
+        if std::arch::is_x86_feature_detected!("fma") {
+            f.push("fma");
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            f.push("avx512f");
+        }
+    }
+    f
+}

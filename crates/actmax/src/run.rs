@@ -1,0 +1,213 @@
+//! The optimization loop shared by every entry point: parameters → image (on the tape) →
+//! transforms and crops → model → losses → gradient of the parameters → update.
+
+use std::collections::HashMap;
+
+use actmax_layers::Model;
+use actmax_losses::{Loss, LossContext, WeightedLosses};
+use actmax_modifiers::resize_to;
+use actmax_tensor::{Tape, Tensor, Var};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use crate::optim::OptimizerState;
+use crate::{Error, Keep, Options, Parameterization, Result, Step, Visualization};
+
+/// What a run checks before its first step; returns the input range.
+fn validate(model: &Model, opts: &Options) -> Result<(f32, f32)> {
+    let range = opts.input_range.unwrap_or(model.input_spec().range);
+    if !(range.0.is_finite() && range.1.is_finite() && range.0 < range.1) {
+        return Err(Error::Options(format!("input range must be finite with low < high, got {range:?}")));
+    }
+    if opts.max_iter == 0 {
+        return Err(Error::Options("max_iter must be at least 1".into()));
+    }
+    if opts.image_size.is_some_and(|s| s.contains(&0)) {
+        return Err(Error::Options("the image size must be at least 1×1".into()));
+    }
+    if !matches!(opts.param, Parameterization::Pixel) && !opts.input_modifiers.is_empty() {
+        return Err(Error::Options(
+            "input modifiers (keras-vis Jitter) move pixels; with a Fourier or MaCo image use transforms instead".into(),
+        ));
+    }
+    opts.param.validate()?;
+    opts.optimizer.validate()?;
+    if let Some(c) = &opts.crops {
+        c.validate()?;
+    }
+    Ok(range)
+}
+
+/// The seed image `[B, C, H, W]`, checked against the image shape, clamped to the range.
+fn seed_image(opts: &mut Options, shape: [usize; 4], range: (f32, f32)) -> Result<Option<Tensor>> {
+    let [b, c, h, w] = shape;
+    let seed = match opts.seed_input.take() {
+        None => return Ok(None),
+        Some(s) if s.ndim() == 4 && s.shape() == [b, c, h, w] => s,
+        Some(s) if s.ndim() == 3 && s.shape() == [c, h, w] => {
+            let one = s.insert_axis(ndarray::Axis(0));
+            let views: Vec<_> = (0..b).map(|_| one.view()).collect();
+            ndarray::concatenate(ndarray::Axis(0), &views).expect("same shapes")
+        }
+        Some(s) => {
+            return Err(Error::Options(format!(
+                "seed input {:?} does not fit the images [{b}, {c}, {h}, {w}]",
+                s.shape()
+            )))
+        }
+    };
+    Ok(Some(seed.mapv(|v| v.clamp(range.0, range.1))))
+}
+
+/// Runs the optimization for `batch` images.
+pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts: Options) -> Result<Visualization> {
+    let range = validate(model, &opts)?;
+    let [c, mh, mw] = model.input_spec().shape;
+    let [h, w] = opts.image_size.unwrap_or([mh, mw]);
+    let shape = [batch.max(1), c, h, w];
+    let mut seed = seed_image(&mut opts, shape, range)?;
+    if seed.is_none() && matches!(opts.param, Parameterization::Pixel) {
+        seed = Some(crate::seed_noise(&shape, range, opts.seed));
+    }
+    let mut rng = StdRng::seed_from_u64(opts.seed ^ 0x5eed);
+    let mut params = opts.param.init(shape, range, seed.as_ref(), &mut rng);
+    let (names, idx) = loss_layers(model, &losses.layers())?;
+    let net = folded_unless_read(model, &idx);
+
+    let mut tape = Tape::new();
+    tape.set_backprop_mode(opts.backprop_modifier.clone());
+    if opts.verbose {
+        opts.callbacks.push(Box::new(crate::Print));
+    }
+    let weights: Vec<f32> = losses.active().map(|(_, w)| w).collect();
+    let mut optimizer = OptimizerState::new(opts.optimizer, params.shape(), (range.1 - range.0) / 255.0);
+    let pixel = matches!(opts.param, Parameterization::Pixel);
+    let (mut best, mut best_step, mut best_x) = (f32::INFINITY, 0, Tensor::zeros(vec![0]));
+    let sign = match opts.keep {
+        Keep::BestLoss => opts.grad_modifier.loss_sign(),
+        Keep::Last => None,
+    };
+    let mut history = Vec::with_capacity(opts.max_iter);
+    for step in 0..opts.max_iter {
+        if pixel {
+            for m in opts.input_modifiers.iter_mut() {
+                m.pre(&mut params, &mut rng)?;
+            }
+        }
+        tape.reset();
+        let pv = tape.variable(params.clone());
+        let image = opts.param.image(&mut tape, pv, range, [h, w])?;
+        let moved = opts.transforms.apply(&mut tape, image, &mut rng)?;
+        let seen = match &opts.crops {
+            Some(crops) => crops.apply(&mut tape, moved, [mh, mw], range.1 - range.0, &mut rng)?,
+            None => resize_to(&mut tape, moved, [mh, mw])?,
+        };
+        let acts = activations(&net, &mut tape, seen, &names, &idx)?;
+        let built = losses.build(&mut tape, &LossContext::new(image, &acts))?;
+        let total = scalar(&tape, built.total)?;
+        let mut terms = Vec::with_capacity(built.terms.len());
+        for ((name, v), w) in built.terms.iter().zip(&weights) {
+            let value = tape.value(*v)?.sum();
+            if !value.is_finite() {
+                return Err(Error::NonFinite { step, term: name.clone(), value });
+            }
+            terms.push((name.clone(), value, *w));
+        }
+        if !total.is_finite() {
+            return Err(Error::NonFinite { step, term: "total".into(), value: total });
+        }
+        let g = tape.backward(built.total)?.take(pv).unwrap_or_else(|| Tensor::zeros(params.raw_dim()));
+        let mut g = opts.grad_modifier.apply(&g)?;
+        if pixel {
+            // The gradient was taken on the modified image: map it back the same way
+            // (Jitter's roll is a permutation, so `post` moves gradients like pixels).
+            for m in opts.input_modifiers.iter_mut().rev() {
+                m.post(&mut params)?;
+                m.post(&mut g)?;
+            }
+        }
+        // The image that had this loss: before the update, with the modifiers undone.
+        let better = sign.is_none_or(|s| s * total < s * best);
+        if (better || step == 0) && opts.keep == Keep::BestLoss {
+            let seen_x = if pixel { params.clone() } else { tape.value(image)?.clone() };
+            (best, best_step, best_x) = (total, step, seen_x);
+        }
+        history.push(total);
+        optimizer.step(&mut params, &g)?;
+        if pixel {
+            params.mapv_inplace(|v| v.clamp(range.0, range.1));
+        }
+        let now = if pixel || opts.callbacks.is_empty() { None } else { Some(render(&opts.param, &params, range, [h, w])?) };
+        for cb in opts.callbacks.iter_mut() {
+            cb.on_step(&Step { step, terms: &terms, total, images: now.as_ref().unwrap_or(&params) })?;
+        }
+    }
+    for cb in opts.callbacks.iter_mut() {
+        cb.on_end()?;
+    }
+    if opts.keep == Keep::Last {
+        (best, best_step, best_x) = (history[history.len() - 1], history.len() - 1, render(&opts.param, &params, range, [h, w])?);
+    }
+    // Byte-like ranges (integer ends, at least 16 levels, e.g. 0..255) hold integer
+    // pixels; (0, 1) or (-1, 1) are continuous.
+    let integer = range.0.fract() == 0.0 && range.1.fract() == 0.0 && range.1 - range.0 >= 15.0;
+    if integer {
+        best_x.mapv_inplace(f32::round);
+    }
+    Ok(Visualization { images: best_x, range, best_loss: best, best_step, history, swapped_softmax: false })
+}
+
+/// The image the parameters stand for, off the tape.
+fn render(param: &Parameterization, params: &Tensor, range: (f32, f32), hw: [usize; 2]) -> Result<Tensor> {
+    let mut tape = Tape::new();
+    let p = tape.constant(params.clone());
+    let img = param.image(&mut tape, p, range, hw)?;
+    Ok(tape.value(img)?.clone())
+}
+
+/// The model with batch norms folded, unless a loss reads a conv output that folding
+/// would change.
+fn folded_unless_read<'a>(model: &'a Model, idx: &[usize]) -> std::borrow::Cow<'a, Model> {
+    let folded = model.fold_batch_norms();
+    let reads_folded_conv = idx.iter().any(|&i| {
+        folded.nodes().get(i + 1).is_some_and(|n| matches!(n.layer, actmax_layers::Layer::Identity) && n.inputs == [i])
+    });
+    if reads_folded_conv {
+        std::borrow::Cow::Borrowed(model)
+    } else {
+        std::borrow::Cow::Owned(folded)
+    }
+}
+
+/// The model layers losses read (all but `"input"`): names and indexes.
+fn loss_layers(model: &Model, layers: &[String]) -> Result<(Vec<String>, Vec<usize>)> {
+    let names: Vec<String> = layers.iter().filter(|l| *l != "input").cloned().collect();
+    let idx = names.iter().map(|n| model.find(n.as_str())).collect::<Result<_, _>>()?;
+    Ok((names, idx))
+}
+
+/// Runs `model` on `x` up to the deepest of `idx` and names the activations for the losses.
+fn activations(
+    model: &Model,
+    tape: &mut Tape,
+    x: Var,
+    names: &[String],
+    idx: &[usize],
+) -> Result<HashMap<String, Var>> {
+    let outs = model.forward(tape, x, idx)?;
+    Ok(names.iter().cloned().zip(outs).collect())
+}
+
+fn scalar(tape: &Tape, v: Var) -> Result<f32> {
+    Ok(tape.value(v)?.iter().next().copied().unwrap_or(f32::NAN))
+}
+
+/// The loss a [`Loss`] would report on an image, without optimizing (for checks).
+pub fn evaluate(model: &Model, loss: &dyn Loss, image: &Tensor) -> Result<f32> {
+    let (names, idx) = loss_layers(model, &loss.layers())?;
+    let mut tape = Tape::new();
+    let x = tape.constant(image.clone());
+    let acts = activations(model, &mut tape, x, &names, &idx)?;
+    let v = loss.build(&mut tape, &LossContext::new(x, &acts))?;
+    Ok(tape.value(v)?.sum())
+}

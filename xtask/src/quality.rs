@@ -1,0 +1,219 @@
+//! `cargo xtask quality`: how readable each preset's class images are, judged the way a
+//! user would — on the saved 8-bit PNGs, by the model they were made on *under small
+//! perturbations*, and by a model that took no part in the optimization
+//! (EfficientNet-Lite1, loaded from its `.pth` by actmax's own loader).
+//!
+//! Per preset: Lite0 top-1 on the image and under four perturbations (2× down- and
+//! up-scale, Gaussian blur σ 1, an 80 % centre crop resized back, a roll by 16 px);
+//! Lite1 on the image resized to 240 (top-1, top-5, mean target probability) and on the
+//! 80 % centre crop (the class must survive zooming in); seconds per image. PNGs and a
+//! labelled sheet per preset land in `.cache/quality/`, a summary in `summary.json`.
+
+use std::path::Path;
+
+use actmax_layers::{zoo, Model};
+use image::imageops::FilterType;
+use image::DynamicImage;
+use serde_json::json;
+
+use crate::fetch::{ensure, ARTIFACTS};
+use crate::workspace_root;
+
+/// The 20 classes of the issue: animals, objects and scenes spread over ImageNet.
+pub const CLASSES: [usize; 20] = [1, 9, 20, 94, 130, 207, 285, 309, 323, 340, 386, 417, 430, 471, 504, 530, 817, 933, 949, 980];
+
+struct Args {
+    presets: Vec<String>,
+    classes: Vec<usize>,
+    steps: Option<usize>,
+    lr: Option<f32>,
+    batch: usize,
+}
+
+fn parse(args: &[String]) -> Result<Args, String> {
+    let mut a = Args {
+        presets: actmax::PRESETS.iter().map(|s| s.to_string()).collect(),
+        classes: CLASSES.to_vec(),
+        steps: None,
+        lr: None,
+        batch: 5,
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--presets" => a.presets = value()?.split(',').map(str::to_string).collect(),
+            "--classes" => {
+                a.classes = value()?
+                    .split(',')
+                    .map(|c| c.parse().map_err(|_| format!("--classes: `{c}` is not a class index")))
+                    .collect::<Result<_, _>>()?
+            }
+            "--steps" => a.steps = Some(value()?.parse().map_err(|_| "--steps wants a number".to_string())?),
+            "--lr" => a.lr = Some(value()?.parse().map_err(|_| "--lr wants a number".to_string())?),
+            "--batch" => a.batch = value()?.parse().map_err(|_| "--batch wants a number".to_string())?,
+            other => return Err(format!("unknown flag `{other}` (--presets, --classes, --steps, --lr, --batch)")),
+        }
+    }
+    for p in &a.presets {
+        actmax::Options::preset(p).map_err(|e| e.to_string())?;
+    }
+    if a.batch == 0 || a.classes.iter().any(|&c| c >= 1000) {
+        return Err("--batch must be >= 1 and classes below 1000".into());
+    }
+    Ok(a)
+}
+
+/// The held-out judge.
+pub fn lite1() -> Result<Model, String> {
+    let a = ARTIFACTS.iter().find(|a| a.cached.starts_with("efficientnet-lite1")).expect("listed in fetch.rs");
+    let path = ensure(a)?;
+    zoo::load(path.to_str().ok_or("non-UTF-8 cache path")?, Some("efficientnet_lite1")).map_err(|e| e.to_string())
+}
+
+/// The four perturbations of the issue, by name.
+fn perturbations(img: &DynamicImage) -> Vec<(&'static str, DynamicImage)> {
+    let (w, h) = (img.width(), img.height());
+    let down_up = img.resize_exact(w / 2, h / 2, FilterType::Triangle).resize_exact(w, h, FilterType::Triangle);
+    let blur = DynamicImage::ImageRgb8(image::imageops::blur(&img.to_rgb8(), 1.0));
+    let rgb = img.to_rgb8();
+    let roll = DynamicImage::ImageRgb8(image::RgbImage::from_fn(w, h, |x, y| *rgb.get_pixel((x + w - 16) % w, (y + h - 16) % h)));
+    vec![("down-up 2x", down_up), ("blur 1", blur), ("crop 80%", centre_crop(img, 0.8)), ("roll 16", roll)]
+}
+
+fn centre_crop(img: &DynamicImage, frac: f32) -> DynamicImage {
+    let (w, h) = (img.width(), img.height());
+    let (cw, ch) = ((w as f32 * frac).round() as u32, (h as f32 * frac).round() as u32);
+    img.crop_imm((w - cw) / 2, (h - ch) / 2, cw, ch).resize_exact(w, h, FilterType::CatmullRom)
+}
+
+/// Rank (0 = top-1) and probability of `class` for `img` resized exactly to the model's input.
+fn judge(model: &Model, img: &DynamicImage, class: usize) -> Result<(usize, f32), String> {
+    let [_, h, w] = model.input_spec().shape;
+    let sized = img.resize_exact(w as u32, h as u32, FilterType::CatmullRom);
+    let x = actmax::images::from_image(&sized, model.input_spec());
+    let all = model.top_k(&x, 1000).map_err(|e| e.to_string())?;
+    let rank = all.iter().position(|p| p.class == class).unwrap_or(all.len());
+    Ok((rank, all.get(rank).map_or(0.0, |p| p.probability)))
+}
+
+#[derive(Default)]
+struct Score {
+    n: usize,
+    white_top1: usize,
+    perturbed_top1: usize,
+    perturbed_n: usize,
+    held_top1: usize,
+    held_top5: usize,
+    held_prob: f64,
+    held_zoom_top1: usize,
+    seconds: f64,
+}
+
+/// `cargo xtask quality`.
+pub fn run(args: &[String]) -> Result<(), String> {
+    let a = parse(args)?;
+    let lite0 = zoo::load("efficientnet_lite0", None).map_err(|e| e.to_string())?;
+    let judge_model = lite1()?;
+    let labels = zoo::imagenet_labels();
+    let root = workspace_root().join(".cache/quality");
+    let mut summary = Vec::new();
+    for preset in &a.presets {
+        let dir = root.join(preset);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut s = Score::default();
+        let mut sheet = Vec::new();
+        for chunk in a.classes.chunks(a.batch) {
+            let mut opts = actmax::Options::preset(preset).map_err(|e| e.to_string())?;
+            if let Some(n) = a.steps {
+                opts.max_iter = n;
+            }
+            if let Some(lr) = a.lr {
+                opts.optimizer = actmax::Optimizer::Adam(lr);
+            }
+            let start = std::time::Instant::now();
+            let vis = actmax::visualize_batch(&lite0, -1, chunk.iter().map(|&c| vec![c]).collect(), opts)
+                .map_err(|e| e.to_string())?;
+            s.seconds += start.elapsed().as_secs_f64();
+            for (k, &class) in chunk.iter().enumerate() {
+                let path = dir.join(format!("{class:03}.png"));
+                actmax::images::save(&vis.image(k).map_err(|e| e.to_string())?, &path).map_err(|e| e.to_string())?;
+                let img = image::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let line = score_one(&lite0, &judge_model, &img, class, &mut s)?;
+                println!("{preset:<9} {class:>3} {:<28} {line}", short(labels[class]));
+                sheet.push((img, format!("{class} {}", short(labels[class]))));
+            }
+        }
+        write_sheet(&root.join(format!("{preset}_sheet.png")), sheet)?;
+        let n = s.n.max(1) as f64;
+        let row = json!({
+            "preset": preset,
+            "images": s.n,
+            "whitebox_top1": s.white_top1 as f64 / n,
+            "whitebox_perturbed_top1": s.perturbed_top1 as f64 / s.perturbed_n.max(1) as f64,
+            "heldout_top1": s.held_top1 as f64 / n,
+            "heldout_top5": s.held_top5 as f64 / n,
+            "heldout_mean_prob": s.held_prob / n,
+            "heldout_zoomed_top1": s.held_zoom_top1 as f64 / n,
+            "seconds_per_image": s.seconds / n,
+        });
+        println!("{preset}: {row}");
+        summary.push(row);
+    }
+    println!("\n{:<10} {:>7} {:>10} {:>9} {:>9} {:>9} {:>11} {:>8}", "preset", "white", "perturbed", "held top1", "top5", "mean p", "held zoom", "s/image");
+    for r in &summary {
+        println!(
+            "{:<10} {:>7.2} {:>10.2} {:>9.2} {:>9.2} {:>9.3} {:>11.2} {:>8.1}",
+            r["preset"].as_str().unwrap_or(""),
+            r["whitebox_top1"].as_f64().unwrap_or(0.0),
+            r["whitebox_perturbed_top1"].as_f64().unwrap_or(0.0),
+            r["heldout_top1"].as_f64().unwrap_or(0.0),
+            r["heldout_top5"].as_f64().unwrap_or(0.0),
+            r["heldout_mean_prob"].as_f64().unwrap_or(0.0),
+            r["heldout_zoomed_top1"].as_f64().unwrap_or(0.0),
+            r["seconds_per_image"].as_f64().unwrap_or(0.0),
+        );
+    }
+    let out = root.join("summary.json");
+    let doc = json!({"classes": a.classes, "steps": a.steps, "lr": a.lr, "presets": summary, "cpu": crate::bench::cpu_features()});
+    std::fs::write(&out, serde_json::to_string_pretty(&doc).expect("json")).map_err(|e| e.to_string())?;
+    println!("images and sheets in {}; summary in {}", root.display(), out.display());
+    Ok(())
+}
+
+/// Scores one saved image; returns its report line.
+fn score_one(lite0: &Model, lite1: &Model, img: &DynamicImage, class: usize, s: &mut Score) -> Result<String, String> {
+    let (rank, p0) = judge(lite0, img, class)?;
+    s.n += 1;
+    s.white_top1 += usize::from(rank == 0);
+    let mut kept = Vec::new();
+    for (name, p) in perturbations(img) {
+        let (r, _) = judge(lite0, &p, class)?;
+        s.perturbed_n += 1;
+        s.perturbed_top1 += usize::from(r == 0);
+        if r != 0 {
+            kept.push(name);
+        }
+    }
+    let (hr, hp) = judge(lite1, img, class)?;
+    let (zr, _) = judge(lite1, &centre_crop(img, 0.8), class)?;
+    s.held_top1 += usize::from(hr == 0);
+    s.held_top5 += usize::from(hr < 5);
+    s.held_prob += hp as f64;
+    s.held_zoom_top1 += usize::from(zr == 0);
+    Ok(format!(
+        "lite0 p {p0:.2}{} | lite1 rank {hr} p {hp:.2}, zoomed rank {zr}",
+        if kept.is_empty() { String::new() } else { format!(" (lost under {})", kept.join(", ")) }
+    ))
+}
+
+fn short(label: &str) -> &str {
+    label.split(',').next().unwrap_or(label)
+}
+
+fn write_sheet(path: &Path, tiles: Vec<(DynamicImage, String)>) -> Result<(), String> {
+    let (imgs, caps): (Vec<_>, Vec<_>) = tiles.into_iter().unzip();
+    let sheet = actmax::images::labelled_sheet(&imgs, &caps, 6, 5).map_err(|e| e.to_string())?;
+    actmax::images::save(&sheet, path).map_err(|e| e.to_string())
+}
+
