@@ -9,8 +9,9 @@ use crate::ModifierError;
 /// One random, differentiable change of an NCHW image.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transform {
-    /// Translate by up to `d` pixels per axis (reflect-padded, same size out).
-    Jitter(usize),
+    /// Translate by up to `d` per axis (reflect-padded, same size out): pixels when
+    /// `d >= 1`, a fraction of the axis when `d < 1` (keras-vis's `Jitter` convention).
+    Jitter(f32),
     /// Zoom about the centre by a factor drawn from `[lo, hi]` (same size out).
     Scale(f32, f32),
     /// Rotate about the centre by an angle drawn from `[-deg, deg]` (same size out).
@@ -29,13 +30,17 @@ impl Transform {
         }
         let (n, h, w) = (s[0], s[2], s[3]);
         Ok(match *self {
-            Self::Jitter(d) => {
-                let d = d.min(h - 1).min(w - 1);
-                if d == 0 {
+            Self::Jitter(j) => {
+                if !(j.is_finite() && j >= 0.0) {
+                    return Err(ModifierError::Param(format!("jitter must be >= 0 and finite, got {j}")));
+                }
+                let pixels = |size: usize| (if j < 1.0 { j * size as f32 } else { j }).round() as usize;
+                let (jy, jx) = (pixels(h).min(h - 1), pixels(w).min(w - 1));
+                if jy == 0 && jx == 0 {
                     return Ok(x);
                 }
-                let (dy, dx) = (rng.random_range(0..=2 * d), rng.random_range(0..=2 * d));
-                let padded = tape.pad(x, &[(d, d), (d, d)], PadMode::Reflect)?;
+                let (dy, dx) = (rng.random_range(0..=2 * jy), rng.random_range(0..=2 * jx));
+                let padded = tape.pad(x, &[(jy, jy), (jx, jx)], PadMode::Reflect)?;
                 tape.slice(padded, &[(0, n), (0, s[1]), (dy, dy + h), (dx, dx + w)])?
             }
             Self::Scale(lo, hi) => {
@@ -66,10 +71,17 @@ pub struct TransformSet(pub Vec<Transform>);
 
 impl TransformSet {
     /// lucid's `standard_transforms` made size-preserving (so models with a fixed input
-    /// size take it): jitter 8, scale 0.9–1.1, rotate ±10°, jitter 4. lucid also pads by
-    /// 12 first; add [`Transform::Pad`] for models that take any size.
+    /// size take it): jitter 8 px, scale 0.9–1.1, rotate ±10°, jitter 4 px — at 224 px;
+    /// the jitters are fractions of the side (8/224, 4/224), so a 28 px MNIST image moves
+    /// by 1 px, not by a third of itself. lucid also pads by 12 first; add
+    /// [`Transform::Pad`] for models that take any size.
     pub fn lucid_standard() -> Self {
-        Self(vec![Transform::Jitter(8), Transform::Scale(0.9, 1.1), Transform::Rotate(10.0), Transform::Jitter(4)])
+        Self(vec![
+            Transform::Jitter(8.0 / 224.0),
+            Transform::Scale(0.9, 1.1),
+            Transform::Rotate(10.0),
+            Transform::Jitter(4.0 / 224.0),
+        ])
     }
 
     /// Applies every transform in order.

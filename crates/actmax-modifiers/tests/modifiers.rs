@@ -65,7 +65,7 @@ fn identity_transforms_are_exact() {
     let mut tape = Tape::new();
     let v = tape.constant(x.clone());
     let mut rng = StdRng::seed_from_u64(1);
-    for t in [Transform::Rotate(0.0), Transform::Scale(1.0, 1.0), Transform::Jitter(0)] {
+    for t in [Transform::Rotate(0.0), Transform::Scale(1.0, 1.0), Transform::Jitter(0.0)] {
         let y = t.apply(&mut tape, v, &mut rng).unwrap();
         assert_eq!(tape.value(y).unwrap(), &x, "{t:?}");
     }
@@ -120,7 +120,7 @@ proptest! {
     #[test]
     fn transforms_have_checked_gradients(h in 3usize..8, w in 3usize..8, seed in any::<u64>()) {
         let x = image(seed, &[2, 2, h, w]);
-        check_transform(&TransformSet(vec![Transform::Jitter(2)]), x.clone(), seed);
+        check_transform(&TransformSet(vec![Transform::Jitter(2.0)]), x.clone(), seed);
         check_transform(&TransformSet(vec![Transform::Scale(0.8, 1.25)]), x.clone(), seed);
         check_transform(&TransformSet(vec![Transform::Rotate(30.0)]), x.clone(), seed);
         check_transform(&TransformSet::lucid_standard(), x, seed);
