@@ -28,17 +28,3 @@ pub fn top1(model: &Model, x: &actmax_tensor::Tensor) -> (usize, &'static str) {
 pub fn upscale(img: &image::DynamicImage, k: u32) -> image::DynamicImage {
     img.resize(img.width() * k, img.height() * k, image::imageops::FilterType::Nearest)
 }
-
-/// EfficientNet-Lite1 from the fetched `.pth` (`cargo xtask fetch`), if it is there: a
-/// judge that took no part in an optimization.
-pub fn lite1() -> Option<Model> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/efficientnet-lite1-77cc7160.pth");
-    zoo::load(path.to_str()?, Some("efficientnet_lite1")).ok()
-}
-
-/// The judge's top-1 class for a saved image, resized to its input.
-pub fn held_out_top1(judge: &Model, img: &image::DynamicImage) -> usize {
-    let [_, h, w] = judge.input_spec().shape;
-    let sized = img.resize_exact(w as u32, h as u32, image::imageops::FilterType::CatmullRom);
-    judge.top_k(&actmax::images::from_image(&sized, judge.input_spec()), 1).expect("predict")[0].class
-}

@@ -1,6 +1,7 @@
 //! keras-vis's MNIST walkthrough on the project's own MNIST CNN (trained by
 //! `cargo xtask train-mnist`): the 10 classes, two classes in one image
-//! (`filter_indices = [1, 7]`), and a sweep of the total-variation weight.
+//! (`filter_indices = [1, 7]`), a sweep of the total-variation weight, and the 10 classes
+//! in the quality preset, read by a second classifier (the MLP) that never saw them made.
 //! `cargo run --release -p actmax --example mnist`
 #[path = "common.rs"]
 mod common;
@@ -41,5 +42,19 @@ fn main() -> actmax::Result<()> {
         println!("class 7, tv_weight {tv}: top-1 {top}");
         sweep.push(img);
     }
-    images::save(&images::stitch_images(&sweep, 4, weights.len())?, &common::out("mnist_tv_sweep.png"))
+    images::save(&images::stitch_images(&sweep, 4, weights.len())?, &common::out("mnist_tv_sweep.png"))?;
+
+    // The quality preset (a 28×28 digit is cheap: 300 steps), judged by the MLP.
+    let judge = zoo::load("mnist_mlp", None)?;
+    let targets = (0..10).map(|c| vec![c]).collect();
+    let vis = actmax::visualize_batch(&model, -1, targets, Options { max_iter: 300, ..Options::actmax() })?;
+    let (mut tiles, mut read) = (Vec::new(), 0);
+    for class in 0..10 {
+        let img = vis.image(class)?;
+        let top = judge.top_k(&images::from_image(&img, judge.input_spec()), 1)?[0].class;
+        read += usize::from(top == class);
+        tiles.push(common::upscale(&img, 4));
+    }
+    println!("quality preset: the MLP reads {read}/10 of the digits as their class");
+    images::save(&images::stitch_images(&tiles, 4, 10)?, &common::out("mnist_quality.png"))
 }

@@ -20,7 +20,8 @@ use crate::fetch::{ensure, ARTIFACTS};
 use crate::workspace_root;
 
 /// The 20 classes of the issue: animals, objects and scenes spread over ImageNet.
-pub const CLASSES: [usize; 20] = [1, 9, 20, 94, 130, 207, 285, 309, 323, 340, 386, 417, 430, 471, 504, 530, 817, 933, 949, 980];
+pub const CLASSES: [usize; 20] =
+    [1, 9, 20, 94, 130, 207, 285, 309, 323, 340, 386, 417, 430, 471, 504, 530, 817, 933, 949, 980];
 
 struct Args {
     presets: Vec<String>,
@@ -55,7 +56,9 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--lr" => a.lr = Some(value()?.parse().map_err(|_| "--lr wants a number".to_string())?),
             "--crops" => a.crops = Some(value()?.parse().map_err(|_| "--crops wants a number".to_string())?),
             "--batch" => a.batch = value()?.parse().map_err(|_| "--batch wants a number".to_string())?,
-            other => return Err(format!("unknown flag `{other}` (--presets, --classes, --steps, --lr, --crops, --batch)")),
+            other => {
+                return Err(format!("unknown flag `{other}` (--presets, --classes, --steps, --lr, --crops, --batch)"))
+            }
         }
     }
     for p in &a.presets {
@@ -80,7 +83,9 @@ fn perturbations(img: &DynamicImage) -> Vec<(&'static str, DynamicImage)> {
     let down_up = img.resize_exact(w / 2, h / 2, FilterType::Triangle).resize_exact(w, h, FilterType::Triangle);
     let blur = DynamicImage::ImageRgb8(image::imageops::blur(&img.to_rgb8(), 1.0));
     let rgb = img.to_rgb8();
-    let roll = DynamicImage::ImageRgb8(image::RgbImage::from_fn(w, h, |x, y| *rgb.get_pixel((x + w - 16) % w, (y + h - 16) % h)));
+    let roll = DynamicImage::ImageRgb8(image::RgbImage::from_fn(w, h, |x, y| {
+        *rgb.get_pixel((x + w - 16) % w, (y + h - 16) % h)
+    }));
     vec![("down-up 2x", down_up), ("blur 1", blur), ("crop 80%", centre_crop(img, 0.8)), ("roll 16", roll)]
 }
 
@@ -168,7 +173,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
         println!("{preset}: {row}");
         summary.push(row);
     }
-    println!("\n{:<10} {:>7} {:>10} {:>9} {:>9} {:>9} {:>11} {:>8}", "preset", "white", "perturbed", "held top1", "top5", "mean p", "held zoom", "s/image");
+    println!(
+        "\n{:<10} {:>7} {:>10} {:>9} {:>9} {:>9} {:>11} {:>8}",
+        "preset", "white", "perturbed", "held top1", "top5", "mean p", "held zoom", "s/image"
+    );
     for r in &summary {
         println!(
             "{:<10} {:>7.2} {:>10.2} {:>9.2} {:>9.2} {:>9.3} {:>11.2} {:>8.1}",
@@ -224,4 +232,3 @@ fn write_sheet(path: &Path, tiles: Vec<(DynamicImage, String)>) -> Result<(), St
     let sheet = actmax::images::labelled_sheet(&imgs, &caps, 6, 5).map_err(|e| e.to_string())?;
     actmax::images::save(&sheet, path).map_err(|e| e.to_string())
 }
-

@@ -20,7 +20,8 @@ const COLOR: [[f32; 3]; 3] = [[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0
 
 fn photos() -> Result<Vec<std::path::PathBuf>, String> {
     let root = workspace_root();
-    let mut out: Vec<_> = ["coffee.png", "chelsea.png", "astronaut.png"].iter().map(|f| root.join("testdata").join(f)).collect();
+    let mut out: Vec<_> =
+        ["coffee.png", "chelsea.png", "astronaut.png"].iter().map(|f| root.join("testdata").join(f)).collect();
     for cached in ["china.jpg", "flower.jpg"] {
         let a = ARTIFACTS.iter().find(|a| a.cached == cached).expect("listed in fetch.rs");
         out.push(ensure(a)?);
@@ -29,36 +30,14 @@ fn photos() -> Result<Vec<std::path::PathBuf>, String> {
 }
 
 fn inverse_color() -> [[f32; 3]; 3] {
-    let m = COLOR.map(|r| r.map(|v| v / 0.461_952_4));
-    // Gauss–Jordan on the 3×3.
-    let mut a = [[0.0f64; 6]; 3];
-    for i in 0..3 {
-        for j in 0..3 {
-            a[i][j] = m[i][j] as f64;
-        }
-        a[i][3 + i] = 1.0;
-    }
-    for col in 0..3 {
-        let piv = (col..3).max_by(|&x, &y| a[x][col].abs().total_cmp(&a[y][col].abs())).expect("rows");
-        a.swap(col, piv);
-        let p = a[col][col];
-        a[col].iter_mut().for_each(|v| *v /= p);
-        for r in 0..3 {
-            if r != col {
-                let f = a[r][col];
-                for c in 0..6 {
-                    a[r][c] -= f * a[col][c];
-                }
-            }
-        }
-    }
-    let mut inv = [[0.0f32; 3]; 3];
-    for i in 0..3 {
-        for j in 0..3 {
-            inv[i][j] = a[i][3 + j] as f32;
-        }
-    }
-    inv
+    let m = COLOR.map(|r| r.map(|v| v as f64 / 0.461_952_4));
+    // The adjugate over the determinant; cofactor (r, c) from the cyclic minors.
+    let cof = |r: usize, c: usize| {
+        let (r1, r2, c1, c2) = ((r + 1) % 3, (r + 2) % 3, (c + 1) % 3, (c + 2) % 3);
+        m[r1][c1] * m[r2][c2] - m[r1][c2] * m[r2][c1]
+    };
+    let det: f64 = (0..3).map(|c| m[0][c] * cof(0, c)).sum();
+    std::array::from_fn(|r| std::array::from_fn(|c| (cof(c, r) / det) as f32))
 }
 
 /// `cargo xtask maco-template`.

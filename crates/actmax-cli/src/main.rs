@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Generate the image that maximizes filters (classes) of a layer.
-    Visualize(visualize::Args),
+    Visualize(Box<visualize::Args>),
     /// The model's top classes for an image.
     Predict {
         #[command(flatten)]
@@ -214,7 +214,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         None => main_job(),
-        Some(Command::Visualize(args)) => visualize::run(args).and_then(|t| emit(&t)),
+        Some(Command::Visualize(args)) => visualize::run(*args).and_then(|t| emit(&t)),
         Some(Command::Predict { model, image, top, labels, json }) => {
             predict(&model, &image, top, labels.as_deref(), json)
         }

@@ -78,9 +78,10 @@ pub struct Args {
     /// identity, negate, absolute, invert, relu, small_values.
     #[arg(long, default_value = "identity")]
     pub grad_modifier: String,
-    /// none, guided, rectified (deconv, relu).
-    #[arg(long, default_value = "none")]
-    pub backprop_modifier: String,
+    /// none, guided, rectified (deconv, relu), redirected (default: the preset's —
+    /// redirected for lucid, maco and actmax, none for keras-vis).
+    #[arg(long)]
+    pub backprop_modifier: Option<String>,
     /// Start from this image instead of noise.
     #[arg(long)]
     pub seed_image: Option<PathBuf>,
@@ -114,7 +115,13 @@ pub const DEFAULT_PRESET: &str = "actmax";
 /// The preset with the single flags applied over it; checked before any model is loaded.
 pub fn options(a: &Args) -> Result<Options, String> {
     let mut o = Options::preset(&a.preset).map_err(|e| e.to_string())?;
-    let finite = |flag: &str, v: f32| if v.is_finite() { Ok(v) } else { Err(format!("{flag} must be a finite number, got {v}")) };
+    let finite = |flag: &str, v: f32| {
+        if v.is_finite() {
+            Ok(v)
+        } else {
+            Err(format!("{flag} must be a finite number, got {v}"))
+        }
+    };
     if let Some(p) = &a.param {
         o.param = actmax::Parameterization::from_name(p).map_err(|e| e.to_string())?;
     }
@@ -198,7 +205,10 @@ pub fn run(a: Args) -> Result<String, String> {
     // Everything that can be wrong with the request is checked before the long run.
     let preset = options(&a)?;
     let grad = GradModifier::from_name(&a.grad_modifier).map_err(|e| e.to_string())?;
-    let backprop = backprop_mode(&a.backprop_modifier).map_err(|e| e.to_string())?;
+    let backprop = match &a.backprop_modifier {
+        Some(name) => backprop_mode(name).map_err(|e| e.to_string())?,
+        None => preset.backprop_modifier.clone(),
+    };
     let range = a.input_range.as_deref().map(|r| parse_range("--input-range", r)).transpose()?;
     let model = a.model.load()?;
     let layer_idx = model.find(a.layer.as_str()).map_err(|e| e.to_string())?;

@@ -10,7 +10,8 @@ use crate::layer::{Activation, Conv, Layer, Pool, WindowPadding};
 use crate::model::{ChannelOrder, InputSpec, Model, ModelBuilder};
 
 /// Names [`by_name`] knows.
-pub const ZOO: &[&str] = &["efficientnet_lite0", "efficientnet_lite1", "vgg16", "mnist_cnn", "mnist_mlp", "apple_counter"];
+pub const ZOO: &[&str] =
+    &["efficientnet_lite0", "efficientnet_lite1", "vgg16", "mnist_cnn", "mnist_mlp", "apple_counter"];
 
 /// A zoo architecture by name (zero weights).
 pub fn by_name(name: &str) -> Option<Model> {

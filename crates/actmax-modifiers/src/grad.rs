@@ -14,7 +14,7 @@ const EPS: f32 = 1e-7;
 pub const GRAD_MODIFIERS: &[&str] = &["identity", "negate", "absolute", "invert", "relu", "small_values"];
 
 /// Names [`backprop_mode`] accepts.
-pub const BACKPROP_MODIFIERS: &[&str] = &["none", "guided", "rectified", "deconv", "relu"];
+pub const BACKPROP_MODIFIERS: &[&str] = &["none", "guided", "rectified", "deconv", "relu", "redirected"];
 
 /// A function applied to dL/dinput before the optimizer step.
 #[derive(Clone, Default)]
@@ -117,6 +117,7 @@ pub fn backprop_mode(name: &str) -> Result<BackpropMode, ModifierError> {
         "none" | "plain" => BackpropMode::Plain,
         "guided" => BackpropMode::Guided,
         "rectified" | "deconv" | "relu" => BackpropMode::Rectified,
+        "redirected" => BackpropMode::Redirected,
         _ => {
             return Err(ModifierError::UnknownName {
                 kind: "backprop modifier",

@@ -149,7 +149,11 @@ fn crops_are_view_major_batches_and_refuse_bad_settings() {
     assert_eq!(y.shape(), &[12, 1, 4, 4]);
     for r in 0..12 {
         let want = (r % 2) as f32 * 100.0;
-        assert!(y.index_axis(ndarray::Axis(0), r).iter().all(|&p| (p - want).abs() < 1e-3), "row {r} is a view of image {}", r % 2);
+        assert!(
+            y.index_axis(ndarray::Axis(0), r).iter().all(|&p| (p - want).abs() < 1e-3),
+            "row {r} is a view of image {}",
+            r % 2
+        );
     }
     for bad in [
         RandomCrops { count: 0, ..RandomCrops::maco() },

@@ -111,6 +111,13 @@ pub enum BackpropMode {
     Guided,
     /// Deconvnet-style rectification: `g·[g > 0]`.
     Rectified,
+    /// lucid's redirected ReLU (`relu_gradient_override`): the true derivative, except
+    /// for a sample whose gradient would be zero everywhere — a dead unit that no step
+    /// could revive. There the gradient passes as through the identity, but never where it
+    /// would push an input further into a flat side (below the lower kink, or above
+    /// ReLU6's/Clip's upper one). Activation maximization starts from a flat grey image,
+    /// where a deep ReLU6 channel is often dead; this lets it come alive.
+    Redirected,
     /// A user closure.
     Custom(BackpropHook),
 }
@@ -121,6 +128,7 @@ impl fmt::Debug for BackpropMode {
             Self::Plain => f.write_str("Plain"),
             Self::Guided => f.write_str("Guided"),
             Self::Rectified => f.write_str("Rectified"),
+            Self::Redirected => f.write_str("Redirected"),
             Self::Custom(_) => f.write_str("Custom(..)"),
         }
     }
@@ -139,7 +147,38 @@ impl BackpropMode {
             },
             Self::Guided => map2(g, x, |g, x| if g > 0.0 && x > 0.0 { g } else { 0.0 }),
             Self::Rectified => map1(g, |g| if g > 0.0 { g } else { 0.0 }),
+            Self::Redirected => redirected(kind, g, x, y),
             Self::Custom(hook) => hook(&ReluGrad { kind, grad: g.view(), input: x.view(), output: y.view() }),
         }
     }
+}
+
+/// [`BackpropMode::Redirected`]: per sample (axis 0), the plain gradient, or the redirected
+/// one where the plain one is all zero. The loss is minimized, so `g > 0` pushes the
+/// input down and `g < 0` pushes it up.
+fn redirected(kind: ReluKind, g: &ArrayD<f32>, x: &ArrayD<f32>, y: &ArrayD<f32>) -> ArrayD<f32> {
+    let mut out = BackpropMode::Plain.input_grad(kind, g, x, y);
+    let (lo, hi) = match kind {
+        ReluKind::Relu => (0.0, f32::INFINITY),
+        ReluKind::Relu6 => (0.0, 6.0),
+        ReluKind::Clip { lo, hi } => (lo, hi),
+        // Leaky ReLU and ELU pass some gradient everywhere: nothing to redirect.
+        ReluKind::LeakyRelu { .. } | ReluKind::Elu { .. } => return out,
+    };
+    if out.ndim() == 0 {
+        return out;
+    }
+    let b = out.shape()[0];
+    for i in 0..b {
+        let mut o = out.index_axis_mut(ndarray::Axis(0), i);
+        if o.iter().any(|&v| v != 0.0) {
+            continue;
+        }
+        let (gi, xi) = (g.index_axis(ndarray::Axis(0), i), x.index_axis(ndarray::Axis(0), i));
+        ndarray::Zip::from(&mut o).and(&gi).and(&xi).for_each(|o, &g, &x| {
+            let deeper = (x <= lo && g > 0.0) || (x >= hi && g < 0.0);
+            *o = if deeper { 0.0 } else { g };
+        });
+    }
+    out
 }

@@ -24,7 +24,7 @@ pub fn half_width(w: usize) -> usize {
 /// Whether column `k` of a width-`w` half spectrum stands for a conjugate pair (counted
 /// twice by the inverse), rather than the self-conjugate DC or Nyquist column.
 pub(crate) fn is_pair_column(k: usize, w: usize) -> bool {
-    k > 0 && !(w % 2 == 0 && k == w / 2)
+    k > 0 && !(w.is_multiple_of(2) && k == w / 2)
 }
 
 /// `rfft2` of `planes` real `h × w` planes (row-major, back to back): `planes × h × (w/2+1)`
@@ -75,7 +75,7 @@ pub fn irfft2(z: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
             }
             // A real signal's DC and Nyquist bins are real: drop what cannot be represented.
             row_in[0].im = 0.0;
-            if w % 2 == 0 {
+            if w.is_multiple_of(2) {
                 row_in[wc - 1].im = 0.0;
             }
             rows.process_with_scratch(&mut row_in, orow, &mut row_scratch).expect("imaginary parts cleared");

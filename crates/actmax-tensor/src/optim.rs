@@ -41,7 +41,11 @@ impl AdamState {
     /// One bias-corrected Adam update of `p` from its gradient `g`.
     pub fn update(&mut self, p: &mut Tensor, g: &Tensor, cfg: &AdamConfig) -> Result<()> {
         if p.shape() != self.m.shape() || g.shape() != self.m.shape() {
-            return Err(shape_err("adam", format!("parameter and gradient must have shape {:?}", self.m.shape()), g.shape()));
+            return Err(shape_err(
+                "adam",
+                format!("parameter and gradient must have shape {:?}", self.m.shape()),
+                g.shape(),
+            ));
         }
         self.step += 1;
         let (b1, b2) = (cfg.beta1, cfg.beta2);

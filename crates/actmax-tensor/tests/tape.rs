@@ -34,6 +34,29 @@ fn relu6_under_each_mode() {
 }
 
 #[test]
+fn redirected_relu_revives_dead_samples_only() {
+    let relu6 = |tp: &mut Tape, v| tp.relu6(v).unwrap();
+    // Some gradient gets through: the plain derivative.
+    let (x, r) = ([-1.0, 2.0, 3.0, 7.0], [1.0, -1.0, 2.0, 1.0]);
+    assert_eq!(grad_under(BackpropMode::Redirected, &x, &r, relu6), [0.0, -1.0, 2.0, 0.0]);
+    // All dead: the gradient passes, except where a step would push deeper into a flat
+    // side (x <= 0 with g > 0: down; x >= 6 with g < 0: up).
+    let (x, r) = ([-1.0, -2.0, 7.0, 8.0], [-1.0, 2.0, 1.0, -3.0]);
+    assert_eq!(grad_under(BackpropMode::Plain, &x, &r, relu6), [0.0, 0.0, 0.0, 0.0]);
+    assert_eq!(grad_under(BackpropMode::Redirected, &x, &r, relu6), [-1.0, 0.0, 1.0, 0.0]);
+    // Per sample: row 0 is alive and keeps its plain gradient, row 1 is dead and is redirected.
+    let mut tape = Tape::new();
+    tape.set_backprop_mode(BackpropMode::Redirected);
+    let xv = tape.variable(Tensor::from_shape_vec(vec![2, 2], vec![1.0, -1.0, -1.0, -2.0]).unwrap());
+    let y = tape.relu(xv).unwrap();
+    let rv = tape.constant(Tensor::from_shape_vec(vec![2, 2], vec![-1.0, -1.0, -1.0, 1.0]).unwrap());
+    let p = tape.mul(y, rv).unwrap();
+    let l = tape.sum_all(p).unwrap();
+    let g: Vec<f32> = tape.backward(l).unwrap().get(xv).unwrap().iter().copied().collect();
+    assert_eq!(g, [-1.0, 0.0, -1.0, 0.0]);
+}
+
+#[test]
 fn leaky_relu_elu_and_clip_under_each_mode() {
     let (x, r) = ([-1.0, 2.0, -3.0, 7.0], [1.0, -1.0, 2.0, 1.0]);
     let leaky = |tp: &mut Tape, v| tp.leaky_relu(v, 0.1).unwrap();

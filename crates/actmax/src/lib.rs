@@ -149,10 +149,11 @@ impl Options {
 
     /// lucid's recipe: the decorrelated Fourier parameterization, lucid's standard
     /// transforms (jitter 8, scale 0.9–1.1, rotate ±10°, jitter 4), Adam 0.05, 512 steps,
-    /// no pixel regularizers, the last image.
+    /// lucid's redirected ReLU gradients, no pixel regularizers, the last image.
     pub fn lucid() -> Self {
         Self {
             param: Parameterization::fourier(),
+            backprop_modifier: BackpropMode::Redirected,
             transforms: TransformSet::lucid_standard(),
             optimizer: Optimizer::Adam(0.05),
             max_iter: 512,
@@ -170,6 +171,7 @@ impl Options {
     pub fn maco() -> Self {
         Self {
             param: Parameterization::maco(),
+            backprop_modifier: BackpropMode::Redirected,
             crops: Some(RandomCrops { count: 4, ..RandomCrops::maco() }),
             optimizer: Optimizer::Adam(0.5),
             max_iter: 100,
@@ -294,7 +296,8 @@ pub fn visualize_batch(
     let mut model = model.clone();
     let (idx, name, swapped) = target_layer(&mut model, layer.into(), opts.swap_softmax)?;
     let b = targets.len();
-    let (losses, grad_modifier) = default_losses(ActivationMaximization::per_sample(name, targets), &model, idx, &opts)?;
+    let (losses, grad_modifier) =
+        default_losses(ActivationMaximization::per_sample(name, targets), &model, idx, &opts)?;
     let opts = Options { grad_modifier, ..opts };
     let mut vis = run::run(&model, &losses, b, opts)?;
     vis.swapped_softmax = swapped;

@@ -109,7 +109,8 @@ impl Parameterization {
             (Self::Maco { .. }, Some(s)) => {
                 // The photo's phase; its magnitude is replaced by the template's.
                 let spec = spectrum_of(&pre_sigmoid(s, range, c), h, w);
-                let phase: Vec<f32> = spec.as_slice().expect("standard").chunks_exact(2).map(|p| p[1].atan2(p[0])).collect();
+                let phase: Vec<f32> =
+                    spec.as_slice().expect("standard").chunks_exact(2).map(|p| p[1].atan2(p[0])).collect();
                 Tensor::from_shape_vec(vec![b, c, h, wc], phase).expect("sized")
             }
         }
@@ -269,7 +270,8 @@ impl MagnitudeTemplate {
     /// The shipped natural-image template (see `models/README.md`).
     pub fn natural() -> Self {
         let wc = TEMPLATE_SIZE / 2 + 1;
-        let v: Vec<f32> = NATURAL_TEMPLATE.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let v: Vec<f32> =
+            NATURAL_TEMPLATE.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         match Tensor::from_shape_vec(vec![3, TEMPLATE_SIZE, wc], v) {
             Ok(magnitude) => Self { magnitude, source: "natural photos (models/maco_magnitude_224.f32)" },
             Err(_) => Self::one_over_f(3, TEMPLATE_SIZE),

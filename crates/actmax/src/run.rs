@@ -27,7 +27,8 @@ fn validate(model: &Model, opts: &Options) -> Result<(f32, f32)> {
     }
     if !matches!(opts.param, Parameterization::Pixel) && !opts.input_modifiers.is_empty() {
         return Err(Error::Options(
-            "input modifiers (keras-vis Jitter) move pixels; with a Fourier or MaCo image use transforms instead".into(),
+            "input modifiers (keras-vis Jitter) move pixels; with a Fourier or MaCo image use transforms instead"
+                .into(),
         ));
     }
     opts.param.validate()?;
@@ -137,7 +138,8 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
         if pixel {
             params.mapv_inplace(|v| v.clamp(range.0, range.1));
         }
-        let now = if pixel || opts.callbacks.is_empty() { None } else { Some(render(&opts.param, &params, range, [h, w])?) };
+        let now =
+            if pixel || opts.callbacks.is_empty() { None } else { Some(render(&opts.param, &params, range, [h, w])?) };
         for cb in opts.callbacks.iter_mut() {
             cb.on_step(&Step { step, terms: &terms, total, images: now.as_ref().unwrap_or(&params) })?;
         }
@@ -146,7 +148,8 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
         cb.on_end()?;
     }
     if opts.keep == Keep::Last {
-        (best, best_step, best_x) = (history[history.len() - 1], history.len() - 1, render(&opts.param, &params, range, [h, w])?);
+        (best, best_step, best_x) =
+            (history[history.len() - 1], history.len() - 1, render(&opts.param, &params, range, [h, w])?);
     }
     // Byte-like ranges (integer ends, at least 16 levels, e.g. 0..255) hold integer
     // pixels; (0, 1) or (-1, 1) are continuous.

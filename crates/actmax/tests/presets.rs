@@ -47,7 +47,8 @@ fn maco_keeps_the_magnitude_and_moves_the_phase() {
     let (h, w) = (16, 16);
     let param = Parameterization::maco();
     let mut rng = StdRng::seed_from_u64(3);
-    let (a, b) = (param.init([1, 1, h, w], (0.0, 1.0), None, &mut rng), param.init([1, 1, h, w], (0.0, 1.0), None, &mut rng));
+    let (a, b) =
+        (param.init([1, 1, h, w], (0.0, 1.0), None, &mut rng), param.init([1, 1, h, w], (0.0, 1.0), None, &mut rng));
     let (ia, ib) = (render(&param, &a, (0.0, 1.0), [h, w]), render(&param, &b, (0.0, 1.0), [h, w]));
     assert!(ia.iter().zip(ib.iter()).any(|(x, y)| (x - y).abs() > 0.05), "two phases, two images");
     // Undo the sigmoid: what is left is a standardized irfft2 of template·e^{iφ}, so on the
@@ -111,7 +112,12 @@ fn a_seed_image_starts_the_fourier_and_maco_runs() {
     let m = mnist();
     let seed = Tensor::from_shape_fn(vec![1, 1, 28, 28], |i| if (i[2] / 4 + i[3] / 4) % 2 == 0 { 0.2 } else { 0.8 });
     // A tiny Adam step: one update barely moves the image away from its seed.
-    let opts = Options { max_iter: 1, seed_input: Some(seed.clone()), optimizer: actmax::Optimizer::Adam(1e-4), ..Options::lucid() };
+    let opts = Options {
+        max_iter: 1,
+        seed_input: Some(seed.clone()),
+        optimizer: actmax::Optimizer::Adam(1e-4),
+        ..Options::lucid()
+    };
     let vis = visualize_activation(&m, "preds", Some(vec![2]), opts).unwrap();
     let off = vis.images.iter().zip(seed.iter()).map(|(a, b)| (a - b).abs()).sum::<f32>() / seed.len() as f32;
     assert!(off < 0.05, "the first image is {off} off its seed");
@@ -130,15 +136,21 @@ fn diversity_makes_the_images_of_one_target_differ() {
 fn bad_settings_are_refused_before_the_run() {
     let m = mnist();
     let refuse = |opts: Options| match visualize_activation(&m, "preds", Some(vec![1]), opts) {
-        Err(actmax::Error::Options(msg)) | Err(actmax::Error::Modifier(actmax_modifiers::ModifierError::Param(msg))) => msg,
+        Err(actmax::Error::Options(msg))
+        | Err(actmax::Error::Modifier(actmax_modifiers::ModifierError::Param(msg))) => msg,
         other => panic!("{:?}", other.map(|v| v.best_loss)),
     };
     assert!(refuse(Options { optimizer: actmax::Optimizer::Adam(-1.0), ..Options::lucid() }).contains("learning rate"));
-    assert!(refuse(Options { optimizer: actmax::Optimizer::Adam(f32::NAN), ..Options::lucid() }).contains("learning rate"));
+    assert!(
+        refuse(Options { optimizer: actmax::Optimizer::Adam(f32::NAN), ..Options::lucid() }).contains("learning rate")
+    );
     let mut crops = actmax_modifiers::RandomCrops::maco();
     crops.count = 0;
     assert!(refuse(Options { crops: Some(crops), ..Options::maco() }).contains("at least 1"));
-    let jitter: Vec<Box<dyn actmax_modifiers::InputModifier>> = vec![Box::new(actmax_modifiers::Jitter::new(2.0).unwrap())];
+    let jitter: Vec<Box<dyn actmax_modifiers::InputModifier>> =
+        vec![Box::new(actmax_modifiers::Jitter::new(2.0).unwrap())];
     assert!(refuse(Options { input_modifiers: jitter, ..Options::lucid() }).contains("transforms"));
-    assert!(matches!(Options::preset("lucent"), Err(actmax::Error::Options(m)) if m.contains("keras-vis, lucid, maco, actmax")));
+    assert!(
+        matches!(Options::preset("lucent"), Err(actmax::Error::Options(m)) if m.contains("keras-vis, lucid, maco, actmax"))
+    );
 }
