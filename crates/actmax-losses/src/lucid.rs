@@ -80,7 +80,9 @@ pub fn direction(layer: &str, vec: Vec<f32>, cossim_pow: f32) -> Objective {
 }
 
 /// `+Σ_{a≠b} cos(vec G_a, vec G_b) / B` over the batch's per-sample Gram matrices of
-/// `layer`: minimizing it makes the images of a batch differ (lucid's `diversity`).
+/// `layer`: minimizing it makes the images of a batch differ (lucid's `diversity`). With
+/// several views per image (a batch of `k·B` rows, view-major, `B` the input's batch),
+/// only views of different images are compared: a crop need not differ from its sibling.
 pub fn diversity(layer: &str) -> Objective {
     let l = layer.to_string();
     Objective::new(format!("diversity({l})"), vec![l.clone()], move |tape, ctx| {
@@ -89,9 +91,10 @@ pub fn diversity(layer: &str) -> Objective {
         if s.len() < 3 || s[0] < 2 {
             return Err(LossError::Param(format!("diversity needs a batch of >= 2 feature maps, `{l}` gives {s:?}")));
         }
-        let (b, c, pos) = (s[0], s[1], s[2..].iter().product::<usize>());
-        let mut grams = Vec::with_capacity(b);
-        for i in 0..b {
+        let (rows, c, pos) = (s[0], s[1], s[2..].iter().product::<usize>());
+        let images = tape.shape(ctx.input)?.first().copied().filter(|&b| b > 1 && rows % b == 0).unwrap_or(rows);
+        let mut grams = Vec::with_capacity(rows);
+        for i in 0..rows {
             let xi = tape.slice(x, &[(i, i + 1)])?;
             let f = tape.reshape(xi, &[c, pos])?;
             let g = tape.matmul(f, f, true)?;
@@ -103,9 +106,9 @@ pub fn diversity(layer: &str) -> Objective {
             grams.push(tape.div(g, n)?);
         }
         let mut total: Option<Var> = None;
-        for i in 0..b {
-            for j in 0..b {
-                if i == j {
+        for i in 0..rows {
+            for j in 0..rows {
+                if i % images == j % images {
                     continue;
                 }
                 let p = tape.mul(grams[i], grams[j])?;
@@ -116,7 +119,7 @@ pub fn diversity(layer: &str) -> Objective {
                 });
             }
         }
-        Ok(tape.mul_scalar(total.expect("b >= 2"), 1.0 / b as f32)?)
+        Ok(tape.mul_scalar(total.expect("rows >= 2 images"), 1.0 / rows as f32)?)
     })
 }
 

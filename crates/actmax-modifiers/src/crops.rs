@@ -7,11 +7,10 @@ use rand::{Rng, RngCore};
 
 use crate::ModifierError;
 
-/// A standard Gaussian draw (Box–Muller) from the caller's RNG.
+/// A standard Gaussian draw from the caller's RNG (ziggurat: the crops draw millions of
+/// noise values per step).
 pub fn standard_normal(rng: &mut dyn RngCore) -> f32 {
-    let u1: f32 = rng.random_range(f32::EPSILON..1.0);
-    let u2: f32 = rng.random();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+    rng.sample(rand_distr::StandardNormal)
 }
 
 /// Random crops of an NCHW batch, resized to the model's input: `count` views per image,
@@ -77,8 +76,7 @@ impl RandomCrops {
             let (cy, cx) = (centre(), centre());
             boxes.push(CropBox { centre: [cy * h, cx * w], side: [side * h, side * w] });
         }
-        let tiled = tape.concat(&vec![x; self.count], 0)?;
-        let views = crop_resize(tape, tiled, &boxes, out_hw)?;
+        let views = crop_resize(tape, x, &boxes, out_hw)?;
         if self.noise == 0.0 {
             return Ok(views);
         }
@@ -116,8 +114,8 @@ struct CropBox {
     side: [f32; 2],
 }
 
-/// Bilinear crop-and-resize of image `i` of `x` to `boxes[i]`. A crop shrunk by 2× or more
-/// is average-pooled first, so the bilinear taps do not alias.
+/// Bilinear crop-and-resize: view `i` is image `i mod N` of `x` cut to `boxes[i]`. A crop
+/// shrunk by 2× or more is average-pooled first, so the bilinear taps do not alias.
 fn crop_resize(tape: &mut Tape, x: Var, boxes: &[CropBox], out_hw: [usize; 2]) -> Result<Var, ModifierError> {
     let s = tape.shape(x)?.to_vec();
     let shrink = boxes

@@ -153,8 +153,8 @@ impl BackpropMode {
     }
 }
 
-/// [`BackpropMode::Redirected`]: per sample (axis 0), the plain gradient, or the redirected
-/// one where the plain one is all zero. The loss is minimized, so `g > 0` pushes the
+/// [`BackpropMode::Redirected`]: per sample (axis 0 of a rank ≥ 2 tensor), the plain
+/// gradient, or the redirected one where the plain one is all zero. The loss is minimized, so `g > 0` pushes the
 /// input down and `g < 0` pushes it up.
 fn redirected(kind: ReluKind, g: &ArrayD<f32>, x: &ArrayD<f32>, y: &ArrayD<f32>) -> ArrayD<f32> {
     let mut out = BackpropMode::Plain.input_grad(kind, g, x, y);
@@ -165,20 +165,23 @@ fn redirected(kind: ReluKind, g: &ArrayD<f32>, x: &ArrayD<f32>, y: &ArrayD<f32>)
         // Leaky ReLU and ELU pass some gradient everywhere: nothing to redirect.
         ReluKind::LeakyRelu { .. } | ReluKind::Elu { .. } => return out,
     };
-    if out.ndim() == 0 {
-        return out;
-    }
-    let b = out.shape()[0];
-    for i in 0..b {
-        let mut o = out.index_axis_mut(ndarray::Axis(0), i);
+    let redirect = |o: ndarray::ArrayViewMutD<'_, f32>, g: ArrayViewD<'_, f32>, x: ArrayViewD<'_, f32>| {
         if o.iter().any(|&v| v != 0.0) {
-            continue;
+            return;
         }
-        let (gi, xi) = (g.index_axis(ndarray::Axis(0), i), x.index_axis(ndarray::Axis(0), i));
-        ndarray::Zip::from(&mut o).and(&gi).and(&xi).for_each(|o, &g, &x| {
+        ndarray::Zip::from(o).and(g).and(x).for_each(|o, &g, &x| {
             let deeper = (x <= lo && g > 0.0) || (x >= hi && g < 0.0);
             *o = if deeper { 0.0 } else { g };
         });
+    };
+    // A tensor of rank < 2 has no batch axis: it is one sample.
+    if out.ndim() < 2 {
+        redirect(out.view_mut(), g.view(), x.view());
+        return out;
+    }
+    for i in 0..out.shape()[0] {
+        let ax = ndarray::Axis(0);
+        redirect(out.index_axis_mut(ax, i), g.index_axis(ax, i), x.index_axis(ax, i));
     }
     out
 }

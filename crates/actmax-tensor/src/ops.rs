@@ -524,7 +524,9 @@ impl Tape {
     }
 
     /// Resamples each image of an NCHW batch through its affine map (bilinear), e.g. a
-    /// random rotation and scale; `maps` holds one map per image.
+    /// random rotation and scale. `maps` holds one map per output image: as many as the
+    /// batch, or `k` times as many for `k` views of each image (output `i` reads image
+    /// `i mod N`, view-major).
     pub fn affine_warp(
         &mut self,
         x: Var,
@@ -533,11 +535,11 @@ impl Tape {
         border: crate::warp::WarpBorder,
     ) -> Result<Var> {
         let s = self.shape(x)?.to_vec();
-        if s.len() != 4 || s.contains(&0) || maps.len() != s[0] || out_hw.contains(&0) {
+        if s.len() != 4 || s.contains(&0) || maps.is_empty() || maps.len() % s[0] != 0 || out_hw.contains(&0) {
             return Err(shape_err(
                 "affine_warp",
                 format!(
-                    "expects a non-empty NCHW input, one map per image ({} maps) and a non-empty output",
+                    "expects a non-empty NCHW input, a multiple of its batch in maps ({} maps) and a non-empty output",
                     maps.len()
                 ),
                 &s,
@@ -546,7 +548,7 @@ impl Tape {
         if maps.iter().any(|m| m.row.iter().chain(&m.col).chain(&m.shift).any(|v| !v.is_finite())) {
             return Err(param_err("affine_warp", "maps must be finite"));
         }
-        let shape = [s[0], s[1], out_hw[0], out_hw[1]];
+        let shape = [maps.len(), s[1], out_hw[0], out_hw[1]];
         checked_elems("affine_warp", &shape)?;
         let y = crate::warp::warp_forward(self.val(x), maps, out_hw, border);
         let y = ArrayD::from_shape_vec(IxDyn(&shape), y).expect("sized");

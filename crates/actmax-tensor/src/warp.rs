@@ -85,15 +85,17 @@ pub(crate) fn taps(in_hw: [usize; 2], out_hw: [usize; 2], map: &Affine, border: 
     out
 }
 
-/// Warps every `(n, c)` plane of `x` (`[N, C, H, W]`) with its image's map; images in
-/// parallel (each writes its own output planes).
+/// Warps the images of `x` (`[N, C, H, W]`): output image `i` is image `i mod N` through
+/// `maps[i]` (so `k·N` maps make `k` views of each image, view-major). Output images in
+/// parallel (each writes its own planes).
 pub(crate) fn warp_forward(x: &Tensor, maps: &[Affine], out_hw: [usize; 2], border: WarpBorder) -> Vec<f32> {
     let s = x.shape();
-    let (c, il, ol) = (s[1], s[2] * s[3], out_hw[0] * out_hw[1]);
+    let (n, c, il, ol) = (s[0], s[1], s[2] * s[3], out_hw[0] * out_hw[1]);
     let xs = x.as_slice().expect("standard layout");
-    let mut y = vec![0.0; s[0] * c * ol];
-    y.par_chunks_mut(c * ol).zip(xs.par_chunks(c * il)).zip(maps.par_iter()).for_each(|((yn, xn), map)| {
+    let mut y = vec![0.0; maps.len() * c * ol];
+    y.par_chunks_mut(c * ol).zip(maps.par_iter()).enumerate().for_each(|(i, (yn, map))| {
         let t = taps([s[2], s[3]], out_hw, map, border);
+        let xn = &xs[(i % n) * c * il..][..c * il];
         for (plane, out) in xn.chunks_exact(il).zip(yn.chunks_exact_mut(ol)) {
             for (o, tp) in out.iter_mut().zip(&t) {
                 *o = tp.iter().map(|&(i, w)| w * plane[i]).sum();
@@ -103,8 +105,8 @@ pub(crate) fn warp_forward(x: &Tensor, maps: &[Affine], out_hw: [usize; 2], bord
     y
 }
 
-/// The adjoint: each output gradient spreads back over its four taps (images in
-/// parallel: each accumulates into its own input planes, so the sums keep their order).
+/// The adjoint: each output gradient spreads back over its four taps. Source images in
+/// parallel, each summing its views in order, so the result does not depend on threads.
 pub(crate) fn warp_backward(
     g: &[f32],
     in_shape: &[usize],
@@ -112,14 +114,17 @@ pub(crate) fn warp_backward(
     out_hw: [usize; 2],
     border: WarpBorder,
 ) -> Vec<f32> {
-    let (c, il, ol) = (in_shape[1], in_shape[2] * in_shape[3], out_hw[0] * out_hw[1]);
-    let mut dx = vec![0.0; in_shape[0] * c * il];
-    dx.par_chunks_mut(c * il).zip(g.par_chunks(c * ol)).zip(maps.par_iter()).for_each(|((dn, gn), map)| {
-        let t = taps([in_shape[2], in_shape[3]], out_hw, map, border);
-        for (gp, dp) in gn.chunks_exact(ol).zip(dn.chunks_exact_mut(il)) {
-            for (&gv, tp) in gp.iter().zip(&t) {
-                for &(i, w) in tp {
-                    dp[i] += w * gv;
+    let (n, c, il, ol) = (in_shape[0], in_shape[1], in_shape[2] * in_shape[3], out_hw[0] * out_hw[1]);
+    let mut dx = vec![0.0; n * c * il];
+    dx.par_chunks_mut(c * il).enumerate().for_each(|(src, dn)| {
+        for i in (src..maps.len()).step_by(n) {
+            let t = taps([in_shape[2], in_shape[3]], out_hw, &maps[i], border);
+            let gn = &g[i * c * ol..][..c * ol];
+            for (gp, dp) in gn.chunks_exact(ol).zip(dn.chunks_exact_mut(il)) {
+                for (&gv, tp) in gp.iter().zip(&t) {
+                    for &(i, w) in tp {
+                        dp[i] += w * gv;
+                    }
                 }
             }
         }

@@ -251,5 +251,8 @@ proptest! {
         let border = if reflect { actmax_tensor::WarpBorder::Reflect } else { actmax_tensor::WarpBorder::Zeros };
         // Linear in x for fixed maps: the finite differences are exact up to rounding.
         check(vec![tensor(seed, &[n, c, h, w])], |t, v| t.affine_warp(v[0], &maps, [h, w + 1], border));
+        // Three views of each image, each through its own map.
+        let views: Vec<_> = (0..3 * n).map(|i| { let mut m = map; m.shift[1] += i as f32 * 0.37; m }).collect();
+        check(vec![tensor(seed, &[n, c, h, w])], |t, v| t.affine_warp(v[0], &views, [h + 1, w], border));
     }
 }

@@ -13,7 +13,8 @@ pub struct Step<'a> {
     pub terms: &'a [(String, f32, f32)],
     /// The weighted total being minimized.
     pub total: f32,
-    /// The current images `[B, C, H, W]`, in the input range.
+    /// The images `[B, C, H, W]` this step's loss was measured on (before its update), in
+    /// the input range.
     pub images: &'a Tensor,
 }
 

@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+use actmax_modifiers::standard_normal;
 use actmax_tensor::{Conv2dParams, Tape, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -317,11 +318,4 @@ impl MagnitudeTemplate {
             at(ch, fy, i[2] as f32 / w as f32)
         }))
     }
-}
-
-/// A standard Gaussian draw (Box–Muller) from the caller's RNG.
-pub(crate) fn standard_normal(rng: &mut impl Rng) -> f32 {
-    let u1: f32 = rng.random_range(f32::EPSILON..1.0);
-    let u2: f32 = rng.random();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
 }

@@ -134,14 +134,18 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
             (best, best_step, best_x) = (total, step, seen_x);
         }
         history.push(total);
+        // Callbacks see the image this step's loss was measured on.
+        let shown = if pixel && !opts.callbacks.is_empty() { Some(params.clone()) } else { None };
         optimizer.step(&mut params, &g)?;
         if pixel {
             params.mapv_inplace(|v| v.clamp(range.0, range.1));
         }
-        let now =
-            if pixel || opts.callbacks.is_empty() { None } else { Some(render(&opts.param, &params, range, [h, w])?) };
+        let images = match &shown {
+            Some(x) => x,
+            None => tape.value(image)?,
+        };
         for cb in opts.callbacks.iter_mut() {
-            cb.on_step(&Step { step, terms: &terms, total, images: now.as_ref().unwrap_or(&params) })?;
+            cb.on_step(&Step { step, terms: &terms, total, images })?;
         }
     }
     for cb in opts.callbacks.iter_mut() {
