@@ -115,7 +115,7 @@ impl Loss for ActivationMaximization {
                 // A batch of views (e.g. random crops) holds `views` rows per image,
                 // view-major: row v·B + b is a view of image b; its loss is their mean.
                 let b_count = targets.len();
-                if b_count == 0 || shape[0] % b_count != 0 {
+                if b_count == 0 || !shape[0].is_multiple_of(b_count) {
                     return Err(LossError::Param(format!(
                         "{b_count} per-sample targets for a batch of {} (it must be a multiple)",
                         shape[0]
