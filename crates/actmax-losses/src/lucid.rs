@@ -92,7 +92,8 @@ pub fn diversity(layer: &str) -> Objective {
             return Err(LossError::Param(format!("diversity needs a batch of >= 2 feature maps, `{l}` gives {s:?}")));
         }
         let (rows, c, pos) = (s[0], s[1], s[2..].iter().product::<usize>());
-        let images = tape.shape(ctx.input)?.first().copied().filter(|&b| b > 1 && rows.is_multiple_of(b)).unwrap_or(rows);
+        let images =
+            tape.shape(ctx.input)?.first().copied().filter(|&b| b > 1 && rows.is_multiple_of(b)).unwrap_or(rows);
         let mut grams = Vec::with_capacity(rows);
         for i in 0..rows {
             let xi = tape.slice(x, &[(i, i + 1)])?;

@@ -535,7 +535,8 @@ impl Tape {
         border: crate::warp::WarpBorder,
     ) -> Result<Var> {
         let s = self.shape(x)?.to_vec();
-        if s.len() != 4 || s.contains(&0) || maps.is_empty() || !maps.len().is_multiple_of(s[0]) || out_hw.contains(&0) {
+        if s.len() != 4 || s.contains(&0) || maps.is_empty() || !maps.len().is_multiple_of(s[0]) || out_hw.contains(&0)
+        {
             return Err(shape_err(
                 "affine_warp",
                 format!(
