@@ -6,8 +6,9 @@
 //! Per preset: Lite0 top-1 on the image and under four perturbations (2× down- and
 //! up-scale, Gaussian blur σ 1, an 80 % centre crop resized back, a roll by 16 px);
 //! Lite1 on the image resized to 240 (top-1, top-5, mean target probability) and on the
-//! 80 % centre crop (the class must survive zooming in); seconds per image. PNGs and a
-//! labelled sheet per preset land in `.cache/quality/`, a summary in `summary.json`.
+//! 80 % centre crop (the class must survive zooming in); seconds per image. PNGs, a
+//! labelled sheet per preset and the first five classes of every preset side by side
+//! land in `.cache/quality/`, a summary in `summary.json`.
 
 use std::path::Path;
 
@@ -126,6 +127,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let labels = zoo::imagenet_labels();
     let root = workspace_root().join(".cache/quality");
     let mut summary = Vec::new();
+    // The first five classes of every preset, one row per preset.
+    let mut side_by_side = Vec::new();
     for preset in &a.presets {
         let dir = root.join(preset);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -154,10 +157,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 let img = image::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
                 let line = score_one(&lite0, &judge_model, &img, class, &mut s)?;
                 println!("{preset:<9} {class:>3} {:<28} {line}", short(labels[class]));
+                if sheet.len() < 5 {
+                    side_by_side.push((img.clone(), format!("{preset} {class}")));
+                }
                 sheet.push((img, format!("{class} {}", short(labels[class]))));
             }
         }
-        write_sheet(&root.join(format!("{preset}_sheet.png")), sheet)?;
+        write_sheet(&root.join(format!("{preset}_sheet.png")), sheet, 5)?;
         let n = s.n.max(1) as f64;
         let row = json!({
             "preset": preset,
@@ -190,6 +196,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
             r["seconds_per_image"].as_f64().unwrap_or(0.0),
         );
     }
+    let row = side_by_side.len() / a.presets.len().max(1);
+    write_sheet(&root.join("side_by_side.png"), side_by_side, row.max(1))?;
     let out = root.join("summary.json");
     let doc = json!({"classes": a.classes, "steps": a.steps, "lr": a.lr, "crops": a.crops, "presets": summary, "cpu": crate::bench::cpu_features()});
     std::fs::write(&out, serde_json::to_string_pretty(&doc).expect("json")).map_err(|e| e.to_string())?;
@@ -227,8 +235,8 @@ fn short(label: &str) -> &str {
     label.split(',').next().unwrap_or(label)
 }
 
-fn write_sheet(path: &Path, tiles: Vec<(DynamicImage, String)>) -> Result<(), String> {
+fn write_sheet(path: &Path, tiles: Vec<(DynamicImage, String)>, cols: usize) -> Result<(), String> {
     let (imgs, caps): (Vec<_>, Vec<_>) = tiles.into_iter().unzip();
-    let sheet = actmax::images::labelled_sheet(&imgs, &caps, 6, 5).map_err(|e| e.to_string())?;
+    let sheet = actmax::images::labelled_sheet(&imgs, &caps, 6, cols).map_err(|e| e.to_string())?;
     actmax::images::save(&sheet, path).map_err(|e| e.to_string())
 }

@@ -106,6 +106,18 @@ fn zoo_architectures_have_their_published_sizes() {
     let e = zoo::efficientnet_lite0();
     assert_eq!(e.param_count(), 4_694_024);
     assert_eq!(e.nodes().last().unwrap().output_shape, [1, 1000]);
+    // The PyPI package's efficientnet-lite1 .pth holds 5,470,344 parameters (checked when
+    // `cargo xtask fetch` brought it: it loads with no missing or unexpected keys).
+    let l1 = zoo::efficientnet_lite1();
+    assert_eq!(l1.param_count(), 5_470_344);
+    assert_eq!(l1.input_spec().shape, [3, 240, 240]);
+    assert_eq!(
+        l1.find("_blocks.20._project_conv").map(|i| l1.nodes()[i].output_shape.clone()).unwrap(),
+        [1, 320, 8, 8]
+    );
+    assert!(l1.find("_blocks.21._project_conv").is_err(), "Lite1 has 21 blocks");
+    let mlp = zoo::mnist_mlp();
+    assert_eq!(mlp.param_count(), 203_530);
     let v = zoo::vgg16();
     assert_eq!(v.param_count(), 138_357_544, "Keras VGG16 parameter count");
     assert_eq!(v.find("block5_conv3").map(|i| v.nodes()[i].output_shape.clone()).unwrap(), [1, 512, 14, 14]);

@@ -65,18 +65,39 @@ impl RandomCrops {
         width: f32,
         rng: &mut dyn RngCore,
     ) -> Result<Var, ModifierError> {
+        self.apply_after(tape, x, &[], out_hw, width, rng)
+    }
+
+    /// [`RandomCrops::apply`] of the images moved by `moves` (one sampling map per image,
+    /// e.g. [`crate::TransformSet::draw_maps`]; empty: unmoved), in one warp per view.
+    pub fn apply_after(
+        &self,
+        tape: &mut Tape,
+        x: Var,
+        moves: &[Affine],
+        out_hw: [usize; 2],
+        width: f32,
+        rng: &mut dyn RngCore,
+    ) -> Result<Var, ModifierError> {
         self.validate()?;
         let s = nchw(tape, x)?;
         let (b, h, w) = (s[0], s[2] as f32, s[3] as f32);
+        if !moves.is_empty() && moves.len() != b {
+            return Err(ModifierError::Param(format!("{} moves for a batch of {b}", moves.len())));
+        }
         let mut boxes = Vec::with_capacity(self.count * b);
-        for _ in 0..self.count * b {
+        for i in 0..self.count * b {
             let side = rng.random_range(self.size.0..=self.size.1);
             let half = side / 2.0;
             let mut centre = || (0.5 + self.spread * standard_normal(rng)).clamp(half, 1.0 - half);
             let (cy, cx) = (centre(), centre());
-            boxes.push(CropBox { centre: [cy * h, cx * w], side: [side * h, side * w] });
+            let crop = CropBox { centre: [cy * h, cx * w], side: [side * h, side * w] }.map([s[2], s[3]], out_hw);
+            boxes.push(match moves.get(i % b) {
+                Some(m) => crate::transform::compose(m, &crop),
+                None => crop,
+            });
         }
-        let views = crop_resize(tape, x, &boxes, out_hw)?;
+        let views = warp_views(tape, x, &boxes, out_hw)?;
         if self.noise == 0.0 {
             return Ok(views);
         }
@@ -95,8 +116,8 @@ pub fn resize_to(tape: &mut Tape, x: Var, out_hw: [usize; 2]) -> Result<Var, Mod
         return Ok(x);
     }
     let (h, w) = (s[2] as f32, s[3] as f32);
-    let boxes = vec![CropBox { centre: [h / 2.0, w / 2.0], side: [h, w] }; s[0]];
-    crop_resize(tape, x, &boxes, out_hw)
+    let whole = CropBox { centre: [h / 2.0, w / 2.0], side: [h, w] }.map([s[2], s[3]], out_hw);
+    warp_views(tape, x, &vec![whole; s[0]], out_hw)
 }
 
 fn nchw(tape: &Tape, x: Var) -> Result<Vec<usize>, ModifierError> {
@@ -114,26 +135,37 @@ struct CropBox {
     side: [f32; 2],
 }
 
-/// Bilinear crop-and-resize: view `i` is image `i mod N` of `x` cut to `boxes[i]`. A crop
-/// shrunk by 2× or more is average-pooled first, so the bilinear taps do not alias.
-fn crop_resize(tape: &mut Tape, x: Var, boxes: &[CropBox], out_hw: [usize; 2]) -> Result<Var, ModifierError> {
+impl CropBox {
+    /// The sampling map from a view's pixels (centred) to the image's (centred).
+    fn map(&self, in_hw: [usize; 2], out_hw: [usize; 2]) -> Affine {
+        let k = [self.side[0] / out_hw[0] as f32, self.side[1] / out_hw[1] as f32];
+        // Pixel i's centre sits at i + 0.5 in box coordinates.
+        let shift = [self.centre[0] - in_hw[0] as f32 / 2.0, self.centre[1] - in_hw[1] as f32 / 2.0];
+        Affine { row: [k[0], 0.0], col: [0.0, k[1]], shift }
+    }
+}
+
+/// View `i` is image `i mod N` of `x` through `maps[i]` (bilinear, reflected borders). A
+/// map that shrinks by 2× or more is average-pooled first by that factor (its scale and
+/// shift divided by it: pooled pixel j covers j·f .. j·f + f − 1), so the taps do not
+/// alias.
+fn warp_views(tape: &mut Tape, x: Var, maps: &[Affine], out_hw: [usize; 2]) -> Result<Var, ModifierError> {
     let s = tape.shape(x)?.to_vec();
-    let shrink = boxes
-        .iter()
-        .map(|b| (b.side[0] / out_hw[0] as f32).min(b.side[1] / out_hw[1] as f32))
-        .fold(f32::INFINITY, f32::min);
+    let shrink =
+        maps.iter().map(|m| m.row[0].hypot(m.col[0]).min(m.row[1].hypot(m.col[1]))).fold(f32::INFINITY, f32::min);
     let f = (shrink.floor() as usize).clamp(1, s[2].min(s[3]));
-    let src = if f > 1 { tape.avg_pool2d(x, Pool2dParams::new(f, f))? } else { x };
-    let ps = tape.shape(src)?.to_vec();
-    // Pixel centres: pooled pixel j covers source pixels j·f .. j·f + f − 1.
-    let centre_in = [(ps[2] as f32 - 1.0) / 2.0, (ps[3] as f32 - 1.0) / 2.0];
-    let maps: Vec<Affine> = boxes
+    if f == 1 {
+        return Ok(tape.affine_warp(x, maps, out_hw, WarpBorder::Reflect)?);
+    }
+    let src = tape.avg_pool2d(x, Pool2dParams::new(f, f))?;
+    let ff = f as f32;
+    let scaled: Vec<Affine> = maps
         .iter()
-        .map(|b| {
-            let k = [b.side[0] / f as f32 / out_hw[0] as f32, b.side[1] / f as f32 / out_hw[1] as f32];
-            let c = [b.centre[0] / f as f32 - 0.5, b.centre[1] / f as f32 - 0.5];
-            Affine { row: [k[0], 0.0], col: [0.0, k[1]], shift: [c[0] - centre_in[0], c[1] - centre_in[1]] }
+        .map(|m| Affine {
+            row: [m.row[0] / ff, m.row[1] / ff],
+            col: [m.col[0] / ff, m.col[1] / ff],
+            shift: [m.shift[0] / ff, m.shift[1] / ff],
         })
         .collect();
-    Ok(tape.affine_warp(src, &maps, out_hw, WarpBorder::Reflect)?)
+    Ok(tape.affine_warp(src, &scaled, out_hw, WarpBorder::Reflect)?)
 }

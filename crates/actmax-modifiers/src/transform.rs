@@ -88,4 +88,74 @@ impl TransformSet {
     pub fn apply(&self, tape: &mut Tape, x: Var, rng: &mut dyn RngCore) -> Result<Var, ModifierError> {
         self.0.iter().try_fold(x, |v, t| t.apply(tape, v, rng))
     }
+
+    /// The set as one sampling map per image, when every transform is a move of the plane
+    /// (jitter, scale, rotate: not pad), drawn for `n` images of `h × w`: output pixel `q`
+    /// (from the centre) samples the input at `centre + A·q + t`. One warp then does what
+    /// the chain does in several (one bilinear resampling instead of three, and less
+    /// blur), and random crops can fold it into their own warp. `None` (nothing drawn)
+    /// when a transform is not a move.
+    pub fn draw_maps(
+        &self,
+        n: usize,
+        [h, w]: [usize; 2],
+        rng: &mut dyn RngCore,
+    ) -> Result<Option<Vec<Affine>>, ModifierError> {
+        if self.0.iter().any(|t| matches!(t, Transform::Pad(..))) {
+            return Ok(None);
+        }
+        let mut maps = vec![Affine::identity(); n];
+        for t in &self.0 {
+            for m in maps.iter_mut() {
+                // The chain x → T1 → … → Tk samples x at T1(T2(…Tk(q))): compose on the right.
+                *m = compose(m, &t.draw_map([h, w], rng)?);
+            }
+        }
+        Ok(Some(maps))
+    }
+}
+
+/// `a ∘ b`: first `b`, then `a` (both sampling maps in centred coordinates).
+pub fn compose(a: &Affine, b: &Affine) -> Affine {
+    let mul = |r: [f32; 2], m: &Affine| [r[0] * m.row[0] + r[1] * m.col[0], r[0] * m.row[1] + r[1] * m.col[1]];
+    Affine {
+        row: mul(a.row, b),
+        col: mul(a.col, b),
+        shift: [
+            a.row[0] * b.shift[0] + a.row[1] * b.shift[1] + a.shift[0],
+            a.col[0] * b.shift[0] + a.col[1] * b.shift[1] + a.shift[1],
+        ],
+    }
+}
+
+impl Transform {
+    /// This transform's random draw as a sampling map (same-size moves only).
+    fn draw_map(&self, [h, w]: [usize; 2], rng: &mut dyn RngCore) -> Result<Affine, ModifierError> {
+        Ok(match *self {
+            Self::Jitter(j) => {
+                if !(j.is_finite() && j >= 0.0) {
+                    return Err(ModifierError::Param(format!("jitter must be >= 0 and finite, got {j}")));
+                }
+                let pixels = |size: usize| (if j < 1.0 { j * size as f32 } else { j }).round() as usize;
+                let (jy, jx) = (pixels(h).min(h - 1), pixels(w).min(w - 1));
+                let (dy, dx) = (rng.random_range(0..=2 * jy), rng.random_range(0..=2 * jx));
+                Affine { shift: [dy as f32 - jy as f32, dx as f32 - jx as f32], ..Affine::identity() }
+            }
+            Self::Scale(lo, hi) => {
+                if !(lo > 0.0 && lo <= hi && hi.is_finite()) {
+                    return Err(ModifierError::Param(format!(
+                        "scale range must satisfy 0 < lo <= hi, got [{lo}, {hi}]"
+                    )));
+                }
+                Affine::rotate_scale(0.0, rng.random_range(lo..=hi))
+            }
+            Self::Rotate(deg) => {
+                if !(deg.is_finite() && deg >= 0.0) {
+                    return Err(ModifierError::Param(format!("rotation must be >= 0 degrees, got {deg}")));
+                }
+                Affine::rotate_scale(rng.random_range(-deg..=deg), 1.0)
+            }
+            Self::Pad(..) => return Err(ModifierError::Param("pad is not a move of the plane".into())),
+        })
+    }
 }

@@ -134,7 +134,12 @@ proptest! {
         let out = if big { [2, 3] } else { [4, 5] };
         let x = image(seed, &[2, 2, h, w]);
         check_linear("crops", |tape, v, rng| crops.apply(tape, v, out, 255.0, rng).unwrap(), x.clone(), seed);
-        check_linear("resize", |tape, v, _| resize_to(tape, v, out).unwrap(), x, seed);
+        check_linear("resize", |tape, v, _| resize_to(tape, v, out).unwrap(), x.clone(), seed);
+        let moved = |tape: &mut Tape, v: Var, rng: &mut StdRng| {
+            let moves = TransformSet::lucid_standard().draw_maps(2, [h, w], rng).unwrap().unwrap();
+            crops.apply_after(tape, v, &moves, out, 255.0, rng).unwrap()
+        };
+        check_linear("crops after fused moves", moved, x, seed);
     }
 }
 
@@ -218,4 +223,29 @@ fn backprop_modifiers_on_a_net_with_leaky_relu_and_relu6() {
     assert_eq!(run("rectified"), [1.0, 0.0, 0.0, 1.0]);
     assert_eq!(run("deconv"), run("rectified"));
     assert!(backprop_mode("guidde").unwrap_err().to_string().contains("guided"));
+}
+
+#[test]
+fn fused_moves_sample_where_the_chain_does() {
+    // Bilinear sampling reproduces a linear ramp exactly, so away from the borders one
+    // fused warp and the chain of jitter/scale/rotate/jitter must agree (batch of one:
+    // both draw in the same order).
+    let (h, w) = (40, 48);
+    let ramp = Tensor::from_shape_fn(vec![1, 1, h, w], |i| 2.0 * i[2] as f32 - 0.5 * i[3] as f32 + 10.0);
+    let set = TransformSet::lucid_standard();
+    let mut tape = Tape::new();
+    let x = tape.variable(ramp);
+    let chain = set.apply(&mut tape, x, &mut StdRng::seed_from_u64(9)).unwrap();
+    let maps = set.draw_maps(1, [h, w], &mut StdRng::seed_from_u64(9)).unwrap().expect("all moves");
+    let fused = tape.affine_warp(x, &maps, [h, w], actmax_tensor::WarpBorder::Reflect).unwrap();
+    let (a, b) = (tape.value(chain).unwrap(), tape.value(fused).unwrap());
+    for i in 10..h - 10 {
+        for j in 10..w - 10 {
+            let (p, q) = (a[[0, 0, i, j]], b[[0, 0, i, j]]);
+            assert!((p - q).abs() < 1e-3, "({i}, {j}): chain {p}, fused {q}");
+        }
+    }
+    // A set with a pad is not a move of the plane: nothing is drawn.
+    let padded = TransformSet(vec![Transform::Pad(2, 0.0)]);
+    assert!(padded.draw_maps(1, [h, w], &mut StdRng::seed_from_u64(9)).unwrap().is_none());
 }

@@ -49,56 +49,74 @@ fn reflect(i: isize, n: usize) -> Option<usize> {
     Some(if m < n as isize { m } else { period - m } as usize)
 }
 
-/// For each output pixel, its (up to) four input taps as (flat index, weight).
-pub(crate) fn taps(in_hw: [usize; 2], out_hw: [usize; 2], map: &Affine, border: WarpBorder) -> Vec<[(usize, f32); 4]> {
-    let [h, w] = in_hw;
-    let (ci, cj) = ((h as f32 - 1.0) / 2.0, (w as f32 - 1.0) / 2.0);
-    let (co, cp) = ((out_hw[0] as f32 - 1.0) / 2.0, (out_hw[1] as f32 - 1.0) / 2.0);
-    let mut out = Vec::with_capacity(out_hw[0] * out_hw[1]);
-    for i in 0..out_hw[0] {
-        for j in 0..out_hw[1] {
-            let (r, c) = (i as f32 - co, j as f32 - cp);
-            let sy = ci + map.row[0] * r + map.row[1] * c + map.shift[0];
-            let sx = cj + map.col[0] * r + map.col[1] * c + map.shift[1];
-            let (y0, x0) = (sy.floor(), sx.floor());
-            let (fy, fx) = (sy - y0, sx - x0);
-            let mut t = [(0usize, 0.0f32); 4];
-            for (k, (dy, dx, wgt)) in
-                [(0, 0, (1.0 - fy) * (1.0 - fx)), (0, 1, (1.0 - fy) * fx), (1, 0, fy * (1.0 - fx)), (1, 1, fy * fx)]
-                    .into_iter()
-                    .enumerate()
-            {
-                let (yy, xx) = (y0 as isize + dy, x0 as isize + dx);
-                let idx = match border {
-                    WarpBorder::Reflect => reflect(yy, h).zip(reflect(xx, w)),
-                    WarpBorder::Zeros => ((0..h as isize).contains(&yy) && (0..w as isize).contains(&xx))
-                        .then_some((yy as usize, xx as usize)),
-                };
-                t[k] = match idx {
-                    Some((y, x)) if wgt.is_finite() => (y * w + x, wgt),
-                    _ => (0, 0.0),
-                };
-            }
-            out.push(t);
-        }
+/// Where an output pixel samples its input: the map with both centres folded in.
+struct Sampler {
+    in_hw: [usize; 2],
+    map: Affine,
+    /// Input centre minus the map applied to the output centre.
+    origin: [f32; 2],
+    border: WarpBorder,
+}
+
+impl Sampler {
+    fn new(in_hw: [usize; 2], out_hw: [usize; 2], map: &Affine, border: WarpBorder) -> Self {
+        let (ci, cj) = ((in_hw[0] as f32 - 1.0) / 2.0, (in_hw[1] as f32 - 1.0) / 2.0);
+        let (co, cp) = ((out_hw[0] as f32 - 1.0) / 2.0, (out_hw[1] as f32 - 1.0) / 2.0);
+        let origin = [
+            ci + map.shift[0] - map.row[0] * co - map.row[1] * cp,
+            cj + map.shift[1] - map.col[0] * co - map.col[1] * cp,
+        ];
+        Self { in_hw, map: *map, origin, border }
     }
-    out
+
+    /// The (up to) four input taps of output pixel `(i, j)` as (flat index, weight); taps
+    /// outside a zero border get weight 0.
+    #[inline]
+    fn taps(&self, i: usize, j: usize) -> [(usize, f32); 4] {
+        let [h, w] = self.in_hw;
+        let (r, c) = (i as f32, j as f32);
+        let sy = self.origin[0] + self.map.row[0] * r + self.map.row[1] * c;
+        let sx = self.origin[1] + self.map.col[0] * r + self.map.col[1] * c;
+        let (y0, x0) = (sy.floor(), sx.floor());
+        let (fy, fx) = (sy - y0, sx - x0);
+        let mut t = [(0usize, 0.0f32); 4];
+        for (k, (dy, dx, wgt)) in
+            [(0, 0, (1.0 - fy) * (1.0 - fx)), (0, 1, (1.0 - fy) * fx), (1, 0, fy * (1.0 - fx)), (1, 1, fy * fx)]
+                .into_iter()
+                .enumerate()
+        {
+            let (yy, xx) = (y0 as isize + dy, x0 as isize + dx);
+            let idx = match self.border {
+                WarpBorder::Reflect => reflect(yy, h).zip(reflect(xx, w)),
+                WarpBorder::Zeros => ((0..h as isize).contains(&yy) && (0..w as isize).contains(&xx))
+                    .then_some((yy as usize, xx as usize)),
+            };
+            t[k] = match idx {
+                Some((y, x)) if wgt.is_finite() => (y * w + x, wgt),
+                _ => (0, 0.0),
+            };
+        }
+        t
+    }
 }
 
 /// Warps the images of `x` (`[N, C, H, W]`): output image `i` is image `i mod N` through
 /// `maps[i]` (so `k·N` maps make `k` views of each image, view-major). Output images in
-/// parallel (each writes its own planes).
+/// parallel (each writes its own planes); taps are computed per pixel, once for all
+/// channels, and never stored.
 pub(crate) fn warp_forward(x: &Tensor, maps: &[Affine], out_hw: [usize; 2], border: WarpBorder) -> Vec<f32> {
     let s = x.shape();
     let (n, c, il, ol) = (s[0], s[1], s[2] * s[3], out_hw[0] * out_hw[1]);
     let xs = x.as_slice().expect("standard layout");
     let mut y = vec![0.0; maps.len() * c * ol];
     y.par_chunks_mut(c * ol).zip(maps.par_iter()).enumerate().for_each(|(i, (yn, map))| {
-        let t = taps([s[2], s[3]], out_hw, map, border);
+        let sampler = Sampler::new([s[2], s[3]], out_hw, map, border);
         let xn = &xs[(i % n) * c * il..][..c * il];
-        for (plane, out) in xn.chunks_exact(il).zip(yn.chunks_exact_mut(ol)) {
-            for (o, tp) in out.iter_mut().zip(&t) {
-                *o = tp.iter().map(|&(i, w)| w * plane[i]).sum();
+        for p in 0..ol {
+            let t = sampler.taps(p / out_hw[1], p % out_hw[1]);
+            for ch in 0..c {
+                let plane = &xn[ch * il..][..il];
+                yn[ch * ol + p] = t.iter().map(|&(i, w)| w * plane[i]).sum();
             }
         }
     });
@@ -117,12 +135,15 @@ pub(crate) fn warp_backward(
     let (n, c, il, ol) = (in_shape[0], in_shape[1], in_shape[2] * in_shape[3], out_hw[0] * out_hw[1]);
     let mut dx = vec![0.0; n * c * il];
     dx.par_chunks_mut(c * il).enumerate().for_each(|(src, dn)| {
-        for i in (src..maps.len()).step_by(n) {
-            let t = taps([in_shape[2], in_shape[3]], out_hw, &maps[i], border);
-            let gn = &g[i * c * ol..][..c * ol];
-            for (gp, dp) in gn.chunks_exact(ol).zip(dn.chunks_exact_mut(il)) {
-                for (&gv, tp) in gp.iter().zip(&t) {
-                    for &(i, w) in tp {
+        for v in (src..maps.len()).step_by(n) {
+            let sampler = Sampler::new([in_shape[2], in_shape[3]], out_hw, &maps[v], border);
+            let gn = &g[v * c * ol..][..c * ol];
+            for p in 0..ol {
+                let t = sampler.taps(p / out_hw[1], p % out_hw[1]);
+                for ch in 0..c {
+                    let gv = gn[ch * ol + p];
+                    let dp = &mut dn[ch * il..][..il];
+                    for &(i, w) in &t {
                         dp[i] += w * gv;
                     }
                 }

@@ -98,11 +98,7 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
         tape.reset();
         let pv = tape.variable(params.clone());
         let image = opts.param.image(&mut tape, pv, range, [h, w])?;
-        let moved = opts.transforms.apply(&mut tape, image, &mut rng)?;
-        let seen = match &opts.crops {
-            Some(crops) => crops.apply(&mut tape, moved, [mh, mw], range.1 - range.0, &mut rng)?,
-            None => resize_to(&mut tape, moved, [mh, mw])?,
-        };
+        let seen = views(&opts, &mut tape, image, [mh, mw], range, &mut rng)?;
         let acts = activations(&net, &mut tape, seen, &names, &idx)?;
         let built = losses.build(&mut tape, &LossContext::new(image, &acts))?;
         let total = scalar(&tape, built.total)?;
@@ -162,6 +158,34 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
         best_x.mapv_inplace(f32::round);
     }
     Ok(Visualization { images: best_x, range, best_loss: best, best_step, history, swapped_softmax: false })
+}
+
+/// What the model sees of the image this step: lucid's transforms, then MaCo's crops —
+/// fused into one warp per view when the transforms are all moves of the plane — or
+/// one resize when the image is not the model's size.
+fn views(
+    opts: &Options,
+    tape: &mut Tape,
+    image: Var,
+    input: [usize; 2],
+    range: (f32, f32),
+    rng: &mut StdRng,
+) -> Result<Var> {
+    let width = range.1 - range.0;
+    let hw = {
+        let s = tape.shape(image)?;
+        [s[2], s[3]]
+    };
+    if let Some(crops) = &opts.crops {
+        let b = tape.shape(image)?[0];
+        if let Some(moves) = opts.transforms.draw_maps(b, hw, rng)? {
+            return Ok(crops.apply_after(tape, image, &moves, input, width, rng)?);
+        }
+        let moved = opts.transforms.apply(tape, image, rng)?;
+        return Ok(crops.apply(tape, moved, input, width, rng)?);
+    }
+    let moved = opts.transforms.apply(tape, image, rng)?;
+    Ok(resize_to(tape, moved, input)?)
 }
 
 /// The image the parameters stand for, off the tape.
