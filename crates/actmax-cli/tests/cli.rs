@@ -242,3 +242,28 @@ fn a_keras_h5_model_loads_with_its_preprocessing_from_flags() {
     let (ok, _, err) = actmax(&[&args[..], &["--mean", "1,2"]].concat());
     assert!(!ok && err.contains("mean needs one value, or one per channel (1); got 2"), "{err}");
 }
+
+#[test]
+fn visualize_makes_several_different_images_of_one_class_with_diversity() {
+    let out = tmp("div.png");
+    let (ok, stdout, err) = actmax(&[
+        "visualize",
+        "--filter",
+        "130",
+        "--diversity",
+        "10",
+        "--images",
+        "2",
+        "--steps",
+        "2",
+        "--json",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["outputs"].as_array().unwrap().len(), 2, "{v}");
+    let terms = v["steps"][0]["terms"].as_object().unwrap();
+    assert!(terms.keys().any(|k| k.starts_with("diversity(")), "no diversity term in {terms:?}");
+    assert!(tmp("div_0.png").exists() && tmp("div_1.png").exists());
+}

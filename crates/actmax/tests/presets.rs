@@ -126,10 +126,20 @@ fn a_seed_image_starts_the_fourier_and_maco_runs() {
 #[test]
 fn diversity_makes_the_images_of_one_target_differ() {
     let m = mnist();
-    let opts = Options { max_iter: 3, batch: Some(3), diversity_weight: 1.0, ..Options::lucid() };
-    let vis = visualize_activation(&m, "preds", Some(vec![4]), opts).unwrap();
-    assert_eq!(vis.images.shape()[0], 3);
-    assert!(png_bytes(&vis, 0) != png_bytes(&vis, 1));
+    let run = |weight: f32| {
+        let opts = Options { max_iter: 30, batch: Some(3), diversity_weight: weight, ..Options::lucid() };
+        visualize_activation(&m, "preds", Some(vec![4]), opts).unwrap().images
+    };
+    // The default diversity layer of a dense target: the deepest feature map before it.
+    let similarity = |images: &Tensor| actmax::evaluate(&m, &actmax_losses::lucid::diversity("dropout_1"), images).unwrap();
+    let (with, without) = (run(10.0), run(0.0));
+    assert_eq!(with.shape()[0], 3);
+    assert!(
+        similarity(&with) < similarity(&without),
+        "Gram cosines with diversity {} vs without {}",
+        similarity(&with),
+        similarity(&without)
+    );
 }
 
 #[test]
