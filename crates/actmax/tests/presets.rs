@@ -131,7 +131,8 @@ fn diversity_makes_the_images_of_one_target_differ() {
         visualize_activation(&m, "preds", Some(vec![4]), opts).unwrap().images
     };
     // The default diversity layer of a dense target: the deepest feature map before it.
-    let similarity = |images: &Tensor| actmax::evaluate(&m, &actmax_losses::lucid::diversity("dropout_1"), images).unwrap();
+    let similarity =
+        |images: &Tensor| actmax::evaluate(&m, &actmax_losses::lucid::diversity("dropout_1"), images).unwrap();
     let (with, without) = (run(10.0), run(0.0));
     assert_eq!(with.shape()[0], 3);
     assert!(
