@@ -31,11 +31,7 @@ impl Transform {
         let (n, h, w) = (s[0], s[2], s[3]);
         Ok(match *self {
             Self::Jitter(j) => {
-                if !(j.is_finite() && j >= 0.0) {
-                    return Err(ModifierError::Param(format!("jitter must be >= 0 and finite, got {j}")));
-                }
-                let pixels = |size: usize| (if j < 1.0 { j * size as f32 } else { j }).round() as usize;
-                let (jy, jx) = (pixels(h).min(h - 1), pixels(w).min(w - 1));
+                let (jy, jx) = jitter_pixels(j, h, w)?;
                 if jy == 0 && jx == 0 {
                     return Ok(x);
                 }
@@ -115,6 +111,16 @@ impl TransformSet {
     }
 }
 
+/// The largest shift per axis of a jitter `j` (pixels, or a fraction of the side when
+/// `j < 1`), kept below the side.
+fn jitter_pixels(j: f32, h: usize, w: usize) -> Result<(usize, usize), ModifierError> {
+    if !(j.is_finite() && j >= 0.0) {
+        return Err(ModifierError::Param(format!("jitter must be >= 0 and finite, got {j}")));
+    }
+    let pixels = |size: usize| (if j < 1.0 { j * size as f32 } else { j }).round() as usize;
+    Ok((pixels(h).min(h - 1), pixels(w).min(w - 1)))
+}
+
 /// `a ∘ b`: first `b`, then `a` (both sampling maps in centred coordinates).
 pub fn compose(a: &Affine, b: &Affine) -> Affine {
     let mul = |r: [f32; 2], m: &Affine| [r[0] * m.row[0] + r[1] * m.col[0], r[0] * m.row[1] + r[1] * m.col[1]];
@@ -133,11 +139,7 @@ impl Transform {
     fn draw_map(&self, [h, w]: [usize; 2], rng: &mut dyn RngCore) -> Result<Affine, ModifierError> {
         Ok(match *self {
             Self::Jitter(j) => {
-                if !(j.is_finite() && j >= 0.0) {
-                    return Err(ModifierError::Param(format!("jitter must be >= 0 and finite, got {j}")));
-                }
-                let pixels = |size: usize| (if j < 1.0 { j * size as f32 } else { j }).round() as usize;
-                let (jy, jx) = (pixels(h).min(h - 1), pixels(w).min(w - 1));
+                let (jy, jx) = jitter_pixels(j, h, w)?;
                 let (dy, dx) = (rng.random_range(0..=2 * jy), rng.random_range(0..=2 * jx));
                 Affine { shift: [dy as f32 - jy as f32, dx as f32 - jx as f32], ..Affine::identity() }
             }
