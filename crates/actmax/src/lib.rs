@@ -54,7 +54,7 @@ use rand::{Rng, SeedableRng};
 pub use callbacks::{Callback, GifGenerator, Print, Step};
 pub use error::{Error, Result};
 pub use optim::Optimizer;
-pub use param::{MagnitudeTemplate, Parameterization};
+pub use param::{MagnitudeTemplate, Parameterization, PreparedImage};
 pub use run::evaluate;
 
 /// Which image a run returns.

@@ -58,15 +58,6 @@ impl Parameterization {
         Self::Maco { template: Arc::new(MagnitudeTemplate::natural()) }
     }
 
-    /// The name the CLI uses (`pixel`, `fourier`, `maco`).
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Pixel => "pixel",
-            Self::Fourier { .. } => "fourier",
-            Self::Maco { .. } => "maco",
-        }
-    }
-
     /// A parameterization by its CLI name, with its defaults.
     pub fn from_name(name: &str) -> Result<Self> {
         match name {
@@ -117,38 +108,79 @@ impl Parameterization {
         }
     }
 
-    /// Makes the image `[B, C, H, W]` in `range` from the parameters on the tape.
+    /// Makes the image `[B, C, H, W]` in `range` from the parameters on the tape (a
+    /// one-off: a run prepares once with [`Parameterization::prepare`]).
     pub fn image(&self, tape: &mut Tape, p: Var, range: (f32, f32), hw: [usize; 2]) -> Result<Var> {
+        let channels = tape.shape(p)?.get(1).copied().unwrap_or(1);
+        self.prepare(channels, hw, range)?.image(tape, p)
+    }
+
+    /// The constants of this parameterization for `channels × H × W` images in `range`
+    /// (spectrum scale, resampled magnitude, colour matrix), made once for a whole run.
+    pub fn prepare(&self, channels: usize, hw: [usize; 2], range: (f32, f32)) -> Result<PreparedImage> {
         let [h, w] = hw;
-        let spatial = match self {
-            Self::Pixel => return Ok(p),
+        let wc = w / 2 + 1;
+        let spectrum = match self {
+            Self::Pixel => None,
             Self::Fourier { decay, .. } => {
-                let wc = w / 2 + 1;
-                let scale = Tensor::from_shape_vec(vec![h, wc, 1], fourier_scale(h, w, *decay)).expect("sized");
-                let scale = tape.constant(scale);
-                let spec = tape.mul(p, scale)?;
-                let img = tape.irfft2(spec, w)?;
-                let img = tape.mul_scalar(img, 0.25)?;
-                decorrelated_to_rgb(tape, img)?
+                Some(Tensor::from_shape_vec(vec![h, wc, 1], fourier_scale(h, w, *decay)).expect("sized"))
             }
-            Self::Maco { template } => {
-                let s = tape.shape(p)?.to_vec();
-                let mag = tape.constant(template.resized(s[1], h, w)?);
+            Self::Maco { template } => Some(template.resized(channels, h, w)?),
+        };
+        let m = color_matrix();
+        let colour = (channels == 3).then(|| Arc::new(Tensor::from_shape_fn(vec![3, 3, 1, 1], |i| m[i[0]][i[1]])));
+        Ok(PreparedImage { param: self.clone(), w, range, spectrum: spectrum.map(Arc::new), colour })
+    }
+}
+
+/// A [`Parameterization`] with its constants made for one image size and range.
+#[derive(Debug, Clone)]
+pub struct PreparedImage {
+    param: Parameterization,
+    w: usize,
+    range: (f32, f32),
+    /// Fourier: the `1/f` scale `[H, W/2+1, 1]`; MaCo: the magnitude `[C, H, W/2+1]`.
+    spectrum: Option<Arc<Tensor>>,
+    /// The colour matrix as a 1×1 conv weight (three-channel images only).
+    colour: Option<Arc<Tensor>>,
+}
+
+impl PreparedImage {
+    /// Makes the image `[B, C, H, W]` in the range from the parameters on the tape.
+    pub fn image(&self, tape: &mut Tape, p: Var) -> Result<Var> {
+        let spectrum = match &self.spectrum {
+            Some(s) => tape.constant_shared(s.clone()),
+            None => return Ok(p),
+        };
+        let spatial = match &self.param {
+            Parameterization::Pixel => return Ok(p),
+            Parameterization::Fourier { .. } => {
+                let spec = tape.mul(p, spectrum)?;
+                let img = tape.irfft2(spec, self.w)?;
+                tape.mul_scalar(img, 0.25)?
+            }
+            Parameterization::Maco { .. } => {
                 let phase = standardize(tape, p)?;
                 let (cos, sin) = (tape.cos(phase)?, tape.sin(phase)?);
-                let (re, im) = (tape.mul(cos, mag)?, tape.mul(sin, mag)?);
-                let mut one = s.clone();
+                let (re, im) = (tape.mul(cos, spectrum)?, tape.mul(sin, spectrum)?);
+                let mut one = tape.shape(p)?.to_vec();
                 one.push(1);
                 let (re, im) = (tape.reshape(re, &one)?, tape.reshape(im, &one)?);
                 let spec = tape.concat(&[re, im], 4)?;
-                let img = tape.irfft2(spec, w)?;
-                let img = standardize(tape, img)?;
-                decorrelated_to_rgb(tape, img)?
+                let img = tape.irfft2(spec, self.w)?;
+                standardize(tape, img)?
             }
         };
+        let spatial = match &self.colour {
+            Some(c) => {
+                let wgt = tape.constant_shared(c.clone());
+                tape.conv2d(spatial, wgt, None, Conv2dParams::new())?
+            }
+            None => spatial,
+        };
         let unit = tape.sigmoid(spatial)?;
-        let scaled = tape.mul_scalar(unit, range.1 - range.0)?;
-        Ok(tape.add_scalar(scaled, range.0)?)
+        let scaled = tape.mul_scalar(unit, self.range.1 - self.range.0)?;
+        Ok(tape.add_scalar(scaled, self.range.0)?)
     }
 }
 
@@ -165,17 +197,6 @@ fn standardize(tape: &mut Tape, x: Var) -> Result<Var> {
     let sd = tape.sqrt(var)?;
     let sd = tape.add_scalar(sd, 1e-4)?;
     Ok(tape.div(d, sd)?)
-}
-
-/// Colour decorrelation as a 1×1 convolution (three-channel images; grey ones pass).
-fn decorrelated_to_rgb(tape: &mut Tape, x: Var) -> Result<Var> {
-    if tape.shape(x)?[1] != 3 {
-        return Ok(x);
-    }
-    let m = color_matrix();
-    let wgt = Tensor::from_shape_fn(vec![3, 3, 1, 1], |i| m[i[0]][i[1]]);
-    let wgt = tape.constant(wgt);
-    Ok(tape.conv2d(x, wgt, None, Conv2dParams::new())?)
 }
 
 /// lucid's spectrum scale `1 / max(f, 1/max(H, W))^decay` on the `H × (W/2 + 1)` grid.

@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use crate::optim::OptimizerState;
-use crate::{Error, Keep, Options, Parameterization, Result, Step, Visualization};
+use crate::{Error, Keep, Options, Parameterization, PreparedImage, Result, Step, Visualization};
 
 /// What a run checks before its first step; returns the input range.
 fn validate(model: &Model, opts: &Options) -> Result<(f32, f32)> {
@@ -74,6 +74,7 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
     let mut params = opts.param.init(shape, range, seed.as_ref(), &mut rng);
     let (names, idx) = loss_layers(model, &losses.layers())?;
     let net = folded_unless_read(model, &idx);
+    let maker = opts.param.prepare(c, [h, w], range)?;
 
     let mut tape = Tape::new();
     tape.set_backprop_mode(opts.backprop_modifier.clone());
@@ -97,7 +98,7 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
         }
         tape.reset();
         let pv = tape.variable(params.clone());
-        let image = opts.param.image(&mut tape, pv, range, [h, w])?;
+        let image = maker.image(&mut tape, pv)?;
         let seen = views(&opts, &mut tape, image, [mh, mw], range, &mut rng)?;
         let acts = activations(&net, &mut tape, seen, &names, &idx)?;
         let built = losses.build(&mut tape, &LossContext::new(image, &acts))?;
@@ -148,8 +149,7 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
         cb.on_end()?;
     }
     if opts.keep == Keep::Last {
-        (best, best_step, best_x) =
-            (history[history.len() - 1], history.len() - 1, render(&opts.param, &params, range, [h, w])?);
+        (best, best_step, best_x) = (history[history.len() - 1], history.len() - 1, render(&maker, &params)?);
     }
     // Byte-like ranges (integer ends, at least 16 levels, e.g. 0..255) hold integer
     // pixels; (0, 1) or (-1, 1) are continuous.
@@ -189,10 +189,10 @@ fn views(
 }
 
 /// The image the parameters stand for, off the tape.
-fn render(param: &Parameterization, params: &Tensor, range: (f32, f32), hw: [usize; 2]) -> Result<Tensor> {
+fn render(maker: &PreparedImage, params: &Tensor) -> Result<Tensor> {
     let mut tape = Tape::new();
     let p = tape.constant(params.clone());
-    let img = param.image(&mut tape, p, range, hw)?;
+    let img = maker.image(&mut tape, p)?;
     Ok(tape.value(img)?.clone())
 }
 
