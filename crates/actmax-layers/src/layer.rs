@@ -46,6 +46,17 @@ impl Activation {
         }
     }
 
+    /// The ReLU-family kind a conv can apply in its own store, if this is one.
+    pub fn fusable(self) -> Option<ReluKind> {
+        match self {
+            Self::Relu => Some(ReluKind::Relu),
+            Self::Relu6 => Some(ReluKind::Relu6),
+            // ONNX spells ReLU6 as Clip(0, 6).
+            Self::Clip(lo, hi) if lo == 0.0 && hi == 6.0 => Some(ReluKind::Relu6),
+            _ => None,
+        }
+    }
+
     /// Short name for listings.
     pub fn name(self) -> &'static str {
         match self {
@@ -124,10 +135,29 @@ impl Conv {
 
     /// `names` are the parameter names `params_mut` gives the weight and the bias.
     fn forward(&self, tape: &mut Tape, x: Var, bind: &mut Binding, names: [&str; 2]) -> Result<Var, TensorError> {
+        self.forward_then(tape, x, bind, names, Activation::Linear)
+    }
+
+    /// The conv then `act`; a ReLU or ReLU6 runs inside the conv's store
+    /// ([`Tape::conv2d_activated`]), any other activation as its own op.
+    fn forward_then(
+        &self,
+        tape: &mut Tape,
+        x: Var,
+        bind: &mut Binding,
+        names: [&str; 2],
+        act: Activation,
+    ) -> Result<Var, TensorError> {
         let p = self.params(tape.shape(x)?)?;
         let w = bind.param(tape, names[0], &self.weight);
         let b = self.bias.as_ref().map(|b| bind.param(tape, names[1], b));
-        tape.conv2d(x, w, b, p)
+        match act.fusable() {
+            Some(kind) => tape.conv2d_activated(x, w, b, p, kind),
+            None => {
+                let y = tape.conv2d(x, w, b, p)?;
+                act.apply(tape, y)
+            }
+        }
     }
 
     fn output_shape(&self, x: &[usize]) -> Result<Vec<usize>, TensorError> {
@@ -415,16 +445,30 @@ impl Layer {
         self.forward_bound(tape, inputs, &mut Binding::Inference)
     }
 
+    /// A conv layer (2-D or depthwise) with no activation of its own, followed by `act`,
+    /// in one op; `None` when this layer is not such a conv.
+    pub(crate) fn forward_fused(
+        &self,
+        tape: &mut Tape,
+        x: Var,
+        bind: &mut Binding,
+        act: Activation,
+    ) -> Option<Result<Var, TensorError>> {
+        match self {
+            Self::Conv2d(c, Activation::Linear) | Self::DepthwiseConv2d(c, Activation::Linear) => {
+                Some(c.forward_then(tape, x, bind, ["weight", "bias"], act))
+            }
+            _ => None,
+        }
+    }
+
     /// The layer's output on the tape, parameters and dropout as `bind` says.
     pub fn forward_bound(&self, tape: &mut Tape, inputs: &[Var], bind: &mut Binding) -> Result<Var, TensorError> {
         let x = inputs[0];
         match self {
             Self::Input | Self::Identity => Ok(x),
             Self::Dropout(rate) => bind.dropout(tape, x, *rate),
-            Self::Conv2d(c, a) | Self::DepthwiseConv2d(c, a) => {
-                let y = c.forward(tape, x, bind, ["weight", "bias"])?;
-                a.apply(tape, y)
-            }
+            Self::Conv2d(c, a) | Self::DepthwiseConv2d(c, a) => c.forward_then(tape, x, bind, ["weight", "bias"], *a),
             Self::SeparableConv2d { depthwise, pointwise, activation } => {
                 let y = depthwise.forward(tape, x, bind, ["depthwise.weight", "depthwise.bias"])?;
                 let y = pointwise.forward(tape, y, bind, ["pointwise.weight", "pointwise.bias"])?;

@@ -428,15 +428,71 @@ impl Model {
         }
         let mut vals: Vec<Option<Var>> = vec![None; last + 1];
         vals[0] = Some(self.input.preprocess(tape, image)?);
-        for i in 1..=last {
+        let fusions = match bind {
+            Binding::Inference => self.activation_fusions(outputs, last),
+            Binding::Training(_) => Vec::new(),
+        };
+        let mut i = 1;
+        while i <= last {
             let node = &self.nodes[i];
             let ins: Vec<Var> = node.inputs.iter().map(|&j| vals[j].expect("topological order")).collect();
+            if let Some(&(_, j, act)) = fusions.iter().find(|f| f.0 == i) {
+                // Layers i+1 ..= j are identities and the activation: their one value is
+                // computed here, and nobody reads the values in between.
+                if let Some(y) = node.layer.forward_fused(tape, ins[0], bind, act) {
+                    vals[j] = Some(y?);
+                    i = j + 1;
+                    continue;
+                }
+            }
             if let Binding::Training(pass) = bind {
                 pass.layer.clone_from(&node.name);
             }
             vals[i] = Some(node.layer.forward_bound(tape, &ins, bind)?);
+            i += 1;
         }
         Ok(outputs.iter().map(|&i| vals[i].expect("computed")).collect())
+    }
+
+    /// Convs whose activation can run in their own store: `(conv, activation, kind)` for
+    /// each conv with no activation of its own, followed only by identities (folded batch
+    /// norms, dropout at inference) and then a ReLU or ReLU6, where nothing but the next
+    /// layer reads any value in between and none of them is an output asked for. The
+    /// layer list stays as it is: names, indexes and every requested value are unchanged.
+    fn activation_fusions(&self, outputs: &[usize], last: usize) -> Vec<(usize, usize, Activation)> {
+        let mut readers = vec![0usize; self.nodes.len()];
+        for n in &self.nodes[..=last] {
+            for &j in &n.inputs {
+                readers[j] += 1;
+            }
+        }
+        let private = |k: usize| readers[k] == 1 && !outputs.contains(&k);
+        let chained = |k: usize| self.nodes[k].inputs == [k - 1];
+        let mut out = Vec::new();
+        for i in 1..=last {
+            if !matches!(
+                self.nodes[i].layer,
+                Layer::Conv2d(_, Activation::Linear) | Layer::DepthwiseConv2d(_, Activation::Linear)
+            ) {
+                continue;
+            }
+            let mut j = i + 1;
+            while j <= last
+                && chained(j)
+                && private(j - 1)
+                && matches!(self.nodes[j].layer, Layer::Identity | Layer::Dropout(_))
+            {
+                j += 1;
+            }
+            if j <= last && chained(j) && private(j - 1) {
+                if let Layer::Activation(act) = self.nodes[j].layer {
+                    if act.fusable().is_some() {
+                        out.push((i, j, act));
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Calls `f` with every parameter's full name and a mutable handle (for optimizers).

@@ -195,3 +195,38 @@ fn layers_from_files_are_checked_when_added() {
     assert!(InputSpec::raw([3, 100_000, 100_000], ChannelOrder::Rgb).validate().is_err());
     assert!(InputSpec::raw([3, 8, 8], ChannelOrder::Rgb).validate().is_ok());
 }
+
+/// Logits and the input gradient of one logit; asking for every layer's value keeps the
+/// conv → activation fusion off (each intermediate is an output).
+fn logit_and_grad(m: &Model, image: &Tensor, every_layer: bool) -> (Vec<f32>, Vec<f32>, usize) {
+    let last = m.len() - 1;
+    let outputs: Vec<usize> = if every_layer { (0..=last).collect() } else { vec![last] };
+    let mut tape = Tape::new();
+    tape.set_backprop_mode(actmax_tensor::BackpropMode::Redirected);
+    let x = tape.variable(image.clone());
+    let out = *m.forward(&mut tape, x, &outputs).unwrap().last().unwrap();
+    let logits: Vec<f32> = tape.value(out).unwrap().iter().copied().collect();
+    let l = tape.slice(out, &[(0, 1), (3, 4)]).unwrap();
+    let l = tape.sum_all(l).unwrap();
+    let g = tape.backward(l).unwrap();
+    (logits, g.get(x).unwrap().iter().copied().collect(), tape.len())
+}
+
+#[test]
+fn fused_activations_change_no_value_or_gradient_of_a_real_model() {
+    let m = zoo::load("efficientnet_lite0", None).unwrap().fold_batch_norms();
+    let image = Tensor::from_shape_fn(vec![1, 3, 224, 224], |i| ((i[1] * 7 + i[2] * 3 + i[3] * 5) % 255) as f32);
+    let (fused, gf, fused_ops) = logit_and_grad(&m, &image, false);
+    let (plain, gp, plain_ops) = logit_and_grad(&m, &image, true);
+    // Lite0 has 33 conv → ReLU6 pairs: each fused one records one op fewer.
+    assert_eq!(plain_ops - fused_ops, 33, "the fusion did not run");
+    let scale = plain.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+    for (a, b) in fused.iter().zip(&plain) {
+        assert!((a - b).abs() <= 1e-5 * scale, "logit {a} vs {b}");
+    }
+    let gscale = gp.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+    assert!(gscale > 0.0);
+    for (a, b) in gf.iter().zip(&gp) {
+        assert!((a - b).abs() <= 1e-5 * gscale, "gradient {a} vs {b}");
+    }
+}

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use ndarray::{ArrayD, ArrayViewD};
 
 use crate::elementwise::{map1, map2, map3};
+use crate::scratch::ScratchPool;
 
 /// The ReLU family: piecewise activations whose gradient a backprop modifier may reshape.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -137,17 +138,29 @@ impl fmt::Debug for BackpropMode {
 impl BackpropMode {
     /// dL/d(input) of a ReLU-family op under this mode.
     pub fn input_grad(&self, kind: ReluKind, g: &ArrayD<f32>, x: &ArrayD<f32>, y: &ArrayD<f32>) -> ArrayD<f32> {
+        self.input_grad_pooled(&ScratchPool::new(), kind, g, x, y)
+    }
+
+    /// [`BackpropMode::input_grad`] with its output drawn from a tape's pool.
+    pub(crate) fn input_grad_pooled(
+        &self,
+        pool: &ScratchPool,
+        kind: ReluKind,
+        g: &ArrayD<f32>,
+        x: &ArrayD<f32>,
+        y: &ArrayD<f32>,
+    ) -> ArrayD<f32> {
         match self {
             // One monomorphic loop per kind, so the common ones vectorize.
             Self::Plain => match kind {
-                ReluKind::Relu => map2(g, x, |g, x| if x > 0.0 { g } else { 0.0 }),
-                ReluKind::Relu6 => map2(g, x, |g, x| if x > 0.0 && x < 6.0 { g } else { 0.0 }),
-                ReluKind::Clip { lo, hi } => map2(g, x, |g, x| if x > lo && x < hi { g } else { 0.0 }),
-                _ => map3(g, x, y, |g, x, y| g * kind.derivative(x, y)),
+                ReluKind::Relu => map2(pool, g, x, |g, x| if x > 0.0 { g } else { 0.0 }),
+                ReluKind::Relu6 => map2(pool, g, x, |g, x| if x > 0.0 && x < 6.0 { g } else { 0.0 }),
+                ReluKind::Clip { lo, hi } => map2(pool, g, x, |g, x| if x > lo && x < hi { g } else { 0.0 }),
+                _ => map3(pool, g, x, y, |g, x, y| g * kind.derivative(x, y)),
             },
-            Self::Guided => map2(g, x, |g, x| if g > 0.0 && x > 0.0 { g } else { 0.0 }),
-            Self::Rectified => map1(g, |g| if g > 0.0 { g } else { 0.0 }),
-            Self::Redirected => redirected(kind, g, x, y),
+            Self::Guided => map2(pool, g, x, |g, x| if g > 0.0 && x > 0.0 { g } else { 0.0 }),
+            Self::Rectified => map1(pool, g, |g| if g > 0.0 { g } else { 0.0 }),
+            Self::Redirected => redirected(pool, kind, g, x, y),
             Self::Custom(hook) => hook(&ReluGrad { kind, grad: g.view(), input: x.view(), output: y.view() }),
         }
     }
@@ -156,8 +169,8 @@ impl BackpropMode {
 /// [`BackpropMode::Redirected`]: per sample (axis 0 of a rank ≥ 2 tensor), the plain
 /// gradient, or the redirected one where the plain one is all zero. The loss is minimized, so `g > 0` pushes the
 /// input down and `g < 0` pushes it up.
-fn redirected(kind: ReluKind, g: &ArrayD<f32>, x: &ArrayD<f32>, y: &ArrayD<f32>) -> ArrayD<f32> {
-    let mut out = BackpropMode::Plain.input_grad(kind, g, x, y);
+fn redirected(pool: &ScratchPool, kind: ReluKind, g: &ArrayD<f32>, x: &ArrayD<f32>, y: &ArrayD<f32>) -> ArrayD<f32> {
+    let mut out = BackpropMode::Plain.input_grad_pooled(pool, kind, g, x, y);
     let (lo, hi) = match kind {
         ReluKind::Relu => (0.0, f32::INFINITY),
         ReluKind::Relu6 => (0.0, 6.0),

@@ -3,10 +3,13 @@
 
 use ndarray::{ArrayD, Axis, IxDyn, Slice, Zip};
 
-use crate::conv::{conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight};
+use std::sync::Arc;
+
+use crate::conv::{conv2d_backward_bias, conv2d_backward_input_prepacked, conv2d_backward_weight, ConvPack, ConvPlan};
 use crate::elementwise::{map1, map2, map3, map_channels};
 use crate::error::{param_err, Result};
 use crate::ops::{pad_source, roll_tensor, sum_to_shape};
+use crate::packs::PackDirection;
 use crate::pool::{avg_pool2d_backward, max_pool2d_backward};
 use crate::tape::{Node, Op, PadMode, Tape, Tensor, Unary};
 
@@ -20,6 +23,9 @@ fn from_vec(shape: &[usize], v: Vec<f32>) -> Tensor {
 
 impl Tape {
     pub(crate) fn backward_op(&self, node: &Node, g: Tensor, grads: &mut [Option<Tensor>]) -> Result<()> {
+        // The output gradient goes back to the pool once this op is done with it (unless
+        // an arm moves it on), so the next iteration's backward allocates nothing.
+        let g = Pooled::new(g, &self.scratch);
         let y = &*node.value;
         let needs = |v: crate::tape::Var| self.nodes[v.index].requires_grad;
         match &node.op {
@@ -28,17 +34,23 @@ impl Tape {
                 if needs(*b) {
                     self.accumulate(grads, *b, sum_to_shape(g.clone(), self.val(*b).shape()));
                 }
-                self.accumulate(grads, *a, sum_to_shape(g, self.val(*a).shape()));
+                self.accumulate(grads, *a, sum_to_shape(g.take(), self.val(*a).shape()));
             }
             Op::Sub(a, b) => {
                 if needs(*b) {
-                    self.accumulate(grads, *b, sum_to_shape(-&g, self.val(*b).shape()));
+                    self.accumulate(grads, *b, sum_to_shape(-&*g, self.val(*b).shape()));
                 }
-                self.accumulate(grads, *a, sum_to_shape(g, self.val(*a).shape()));
+                self.accumulate(grads, *a, sum_to_shape(g.take(), self.val(*a).shape()));
             }
             Op::Mul(a, b) => {
                 let (av, bv) = (self.val(*a), self.val(*b));
-                let times = |o: &Tensor| if o.shape() == g.shape() { map2(&g, o, |g, o| g * o) } else { &g * o };
+                let times = |o: &Tensor| {
+                    if o.shape() == g.shape() {
+                        map2(&self.scratch, &g, o, |g, o| g * o)
+                    } else {
+                        &*g * o
+                    }
+                };
                 if needs(*a) {
                     self.accumulate(grads, *a, sum_to_shape(times(bv), av.shape()));
                 }
@@ -49,19 +61,19 @@ impl Tape {
             Op::Div(a, b) => {
                 let (av, bv) = (self.val(*a), self.val(*b));
                 if needs(*a) {
-                    self.accumulate(grads, *a, sum_to_shape(&g / bv, av.shape()));
+                    self.accumulate(grads, *a, sum_to_shape(&*g / bv, av.shape()));
                 }
                 if needs(*b) {
                     // d(a/b)/db = −a/b² = −y/b.
-                    let gb = Zip::from(&g)
+                    let gb = Zip::from(&*g)
                         .and(y)
                         .and(&bv.broadcast(y.raw_dim()).expect("forward broadcast"))
                         .map_collect(|&g, &y, &b| -g * y / b);
                     self.accumulate(grads, *b, sum_to_shape(gb, bv.shape()));
                 }
             }
-            Op::AddScalar(x) => self.accumulate(grads, *x, g),
-            Op::MulScalar(x, c) => self.accumulate(grads, *x, map1(&g, |v| v * c)),
+            Op::AddScalar(x) => self.accumulate(grads, *x, g.take()),
+            Op::MulScalar(x, c) => self.accumulate(grads, *x, map1(&self.scratch, &g, |v| v * c)),
             Op::Unary(x, u) => {
                 let xv = self.val(*x);
                 let d: fn(f32, f32, f32) -> f32 = match u {
@@ -84,12 +96,12 @@ impl Tape {
                     Unary::Cos => |x, _, _| -x.sin(),
                 };
                 let p = if let Unary::Powf(p) = u { *p } else { 0.0 };
-                let gx = map3(&g, xv, y, |g, x, y| g * d(x, y, p));
+                let gx = map3(&self.scratch, &g, xv, y, |g, x, y| g * d(x, y, p));
                 self.accumulate(grads, *x, gx);
             }
             Op::Relu(x, kind) => {
                 let xv = self.val(*x);
-                let gx = self.mode.input_grad(*kind, &g, xv, y);
+                let gx = self.mode.input_grad_pooled(&self.scratch, *kind, &g, xv, y);
                 if gx.shape() != xv.shape() {
                     return Err(param_err(
                         "backprop hook",
@@ -99,13 +111,13 @@ impl Tape {
                 self.accumulate(grads, *x, gx);
             }
             Op::Sum { x, kept, scale } => {
-                let gk = g.into_shape_with_order(IxDyn(kept)).expect("kept shape has the output's size");
+                let gk = g.take().into_shape_with_order(IxDyn(kept)).expect("kept shape has the output's size");
                 let gx = gk.broadcast(self.val(*x).raw_dim()).expect("kept dims broadcast").mapv(|v| v * scale);
                 self.accumulate(grads, *x, gx);
             }
             Op::Softmax { x, axis } => {
                 // dx = y · (g − Σ g·y)
-                let mut gx = &g * y;
+                let mut gx = &*g * y;
                 let s = gx.sum_axis(Axis(*axis)).insert_axis(Axis(*axis));
                 Zip::from(&mut gx)
                     .and(y)
@@ -116,7 +128,7 @@ impl Tape {
             Op::LogSoftmax { x, axis } => {
                 // dx = g − softmax · Σ g
                 let s = g.sum_axis(Axis(*axis)).insert_axis(Axis(*axis));
-                let gx = Zip::from(&g)
+                let gx = Zip::from(&*g)
                     .and(y)
                     .and(&s.broadcast(y.raw_dim()).expect("kept axis"))
                     .map_collect(|&g, &y, &s| g - y.exp() * s);
@@ -145,11 +157,26 @@ impl Tape {
                     self.accumulate(grads, *b, gb.into_dyn());
                 }
             }
-            Op::Conv2d { x, w, b, g: geo } => {
+            Op::Conv2d { x, w, b, g: geo, act } => {
+                // A fused activation first: its gradient depends on the output alone.
+                let g = match act {
+                    Some(kind) => {
+                        Pooled::new(self.mode.input_grad_pooled(&self.scratch, *kind, &g, y, y), &self.scratch)
+                    }
+                    None => g,
+                };
                 let gs = slice(&g);
                 if needs(*x) {
-                    let mut dx = vec![0.0; geo.n * geo.c_in * geo.in_len()];
-                    conv2d_backward_input(gs, slice(self.val(*w)), geo, &mut dx, &self.scratch);
+                    let plan = ConvPlan::choose(geo);
+                    let ws = slice(self.val(*w));
+                    let pack = if needs(*w) {
+                        Arc::new(ConvPack::backward_input(plan, ws, geo))
+                    } else {
+                        self.packs.get(&self.nodes[w.index].value, geo, PackDirection::BackwardInput)
+                    };
+                    // Fully overwritten by the kernel.
+                    let mut dx = self.scratch.take(geo.n * geo.c_in * geo.in_len());
+                    conv2d_backward_input_prepacked(plan, gs, ws, &pack, geo, &mut dx, &self.scratch);
                     self.accumulate(grads, *x, from_vec(self.val(*x).shape(), dx));
                 }
                 if needs(*w) {
@@ -175,7 +202,7 @@ impl Tape {
                 self.batch_norm_backward(&g, [*x, *gamma, *beta, *mean, *var], *eps, grads)
             }
             Op::Pad { x, pads, mode } => {
-                let mut gx = g;
+                let mut gx = g.take();
                 for (axis, &(before, after)) in pads.iter().enumerate().rev() {
                     if before > 0 || after > 0 {
                         gx = unpad_axis(&gx, axis, before, after, *mode);
@@ -190,7 +217,7 @@ impl Tape {
                 self.accumulate(grads, *x, gx);
             }
             Op::Reshape(x) => {
-                let gx = g.into_shape_with_order(self.val(*x).raw_dim()).expect("same size");
+                let gx = g.take().into_shape_with_order(self.val(*x).raw_dim()).expect("same size");
                 self.accumulate(grads, *x, gx);
             }
             Op::Concat { xs, axis } => {
@@ -209,7 +236,7 @@ impl Tape {
                 for (i, &p) in perm.iter().enumerate() {
                     inv[p] = i;
                 }
-                let gx = g.permuted_axes(IxDyn(&inv)).as_standard_layout().into_owned();
+                let gx = g.take().permuted_axes(IxDyn(&inv)).as_standard_layout().into_owned();
                 self.accumulate(grads, *x, gx);
             }
             Op::AffineWarp { x, maps, out_hw, border } => {
@@ -261,7 +288,7 @@ impl Tape {
         }
         let param = |f: &dyn Fn(usize) -> f32| ArrayD::from_shape_fn(IxDyn(&[c]), |i| f(i[0]));
         if self.requires_grad(x) {
-            let gx = map_channels(g, |ch, v| v * gm[ch] * inv[ch]);
+            let gx = map_channels(&self.scratch, g, |ch, v| v * gm[ch] * inv[ch]);
             self.accumulate(grads, x, gx);
         }
         self.accumulate(grads, gamma, param(&|i| (sgx[i] as f32) * inv[i]));
@@ -286,4 +313,35 @@ fn unpad_axis(g: &Tensor, axis: usize, before: usize, after: usize, mode: PadMod
         }
     });
     gx
+}
+
+/// A gradient that returns its buffer to the tape's pool when dropped.
+struct Pooled<'a> {
+    t: Option<Tensor>,
+    pool: &'a crate::scratch::ScratchPool,
+}
+
+impl<'a> Pooled<'a> {
+    fn new(t: Tensor, pool: &'a crate::scratch::ScratchPool) -> Self {
+        Self { t: Some(t), pool }
+    }
+    /// The tensor itself, moved on (no longer returned to the pool here).
+    fn take(mut self) -> Tensor {
+        self.t.take().expect("taken once")
+    }
+}
+
+impl std::ops::Deref for Pooled<'_> {
+    type Target = Tensor;
+    fn deref(&self) -> &Tensor {
+        self.t.as_ref().expect("not taken")
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        if let Some(t) = self.t.take() {
+            crate::tape::recycle(self.pool, t);
+        }
+    }
 }

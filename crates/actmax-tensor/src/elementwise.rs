@@ -1,10 +1,13 @@
 //! Element-wise maps over tape values, parallel on rayon's pool once a tensor is big
 //! enough to pay for it (EfficientNet's activations hold millions of elements; its ReLU6s
-//! and batch norms would otherwise run on one core next to parallel convs).
+//! and batch norms would otherwise run on one core next to parallel convs). Outputs come
+//! from the tape's [`ScratchPool`]: every element is written, so a recycled buffer needs
+//! no zeroing.
 
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
+use crate::scratch::ScratchPool;
 use crate::tape::Tensor;
 
 /// Below this many elements a map runs on the calling thread.
@@ -21,9 +24,9 @@ fn build(shape: &[usize], v: Vec<f32>) -> Tensor {
 }
 
 /// `f(x)` for every element.
-pub(crate) fn map1(x: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> Tensor {
+pub(crate) fn map1(pool: &ScratchPool, x: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> Tensor {
     let xs = slice(x);
-    let mut out = vec![0.0; xs.len()];
+    let mut out = pool.take(xs.len());
     if xs.len() < PARALLEL_MIN {
         out.iter_mut().zip(xs).for_each(|(o, &a)| *o = f(a));
     } else {
@@ -35,10 +38,10 @@ pub(crate) fn map1(x: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> Tensor {
 }
 
 /// `f(a, b)` for every pair of elements of two same-shaped tensors.
-pub(crate) fn map2(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Tensor {
+pub(crate) fn map2(pool: &ScratchPool, a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Tensor {
     debug_assert_eq!(a.shape(), b.shape());
     let (xa, xb) = (slice(a), slice(b));
-    let mut out = vec![0.0; xa.len()];
+    let mut out = pool.take(xa.len());
     let run = |o: &mut [f32], a: &[f32], b: &[f32]| o.iter_mut().zip(a).zip(b).for_each(|((o, &a), &b)| *o = f(a, b));
     if xa.len() < PARALLEL_MIN {
         run(&mut out, xa, xb);
@@ -52,10 +55,16 @@ pub(crate) fn map2(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) -
 }
 
 /// `f(a, b, c)` for every triple of elements of three same-shaped tensors.
-pub(crate) fn map3(a: &Tensor, b: &Tensor, c: &Tensor, f: impl Fn(f32, f32, f32) -> f32 + Sync) -> Tensor {
+pub(crate) fn map3(
+    pool: &ScratchPool,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    f: impl Fn(f32, f32, f32) -> f32 + Sync,
+) -> Tensor {
     debug_assert!(a.shape() == b.shape() && b.shape() == c.shape());
     let (xa, xb, xc) = (slice(a), slice(b), slice(c));
-    let mut out = vec![0.0; xa.len()];
+    let mut out = pool.take(xa.len());
     let run = |o: &mut [f32], a: &[f32], b: &[f32], c: &[f32]| {
         o.iter_mut().zip(a).zip(b).zip(c).for_each(|(((o, &a), &b), &c)| *o = f(a, b, c))
     };
@@ -72,10 +81,10 @@ pub(crate) fn map3(a: &Tensor, b: &Tensor, c: &Tensor, f: impl Fn(f32, f32, f32)
 }
 
 /// `f(channel, x)` over an `[N, C, ...]` tensor, one `(n, c)` plane per task.
-pub(crate) fn map_channels(x: &Tensor, f: impl Fn(usize, f32) -> f32 + Sync) -> Tensor {
+pub(crate) fn map_channels(pool: &ScratchPool, x: &Tensor, f: impl Fn(usize, f32) -> f32 + Sync) -> Tensor {
     let (c, inner) = (x.shape()[1], x.shape()[2..].iter().product::<usize>().max(1));
     let xs = slice(x);
-    let mut out = vec![0.0; xs.len()];
+    let mut out = pool.take(xs.len());
     let run = |(i, (o, a)): (usize, (&mut [f32], &[f32]))| o.iter_mut().zip(a).for_each(|(o, &a)| *o = f(i % c, a));
     if xs.len() < PARALLEL_MIN {
         out.chunks_mut(inner).zip(xs.chunks(inner)).enumerate().for_each(run);

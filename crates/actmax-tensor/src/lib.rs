@@ -32,6 +32,7 @@ pub mod gemm;
 pub mod geometry;
 mod ops;
 pub mod optim;
+mod packs;
 pub mod pool;
 pub mod scratch;
 mod tape;

@@ -4,10 +4,13 @@
 use ndarray::{concatenate, ArrayD, Axis, IxDyn, Slice, Zip};
 
 use crate::backprop::ReluKind;
-use crate::conv::conv2d_forward;
+use std::sync::Arc;
+
+use crate::conv::{conv2d_forward_prepacked, ConvPack, ConvPlan};
 use crate::elementwise::{map1, map2, map_channels};
 use crate::error::{param_err, shape_err, Result, TensorError};
 use crate::geometry::{checked_elems, Conv2dParams, ConvGeometry, Pool2dParams};
+use crate::packs::PackDirection;
 use crate::pool::{avg_pool2d_forward, max_pool2d_forward, PoolGeometry};
 use crate::tape::{Op, PadMode, Tape, Tensor, Unary, Var};
 
@@ -73,7 +76,7 @@ impl Tape {
         let (av, bv) = (self.value(a)?, self.value(b)?);
         let shape = broadcast_shape(op, av.shape(), bv.shape())?;
         let out = if av.shape() == bv.shape() {
-            map2(av, bv, f)
+            map2(&self.scratch, av, bv, f)
         } else {
             let (av, bv) =
                 (av.broadcast(IxDyn(&shape)).expect("checked"), bv.broadcast(IxDyn(&shape)).expect("checked"));
@@ -101,12 +104,12 @@ impl Tape {
 
     /// `x + c`.
     pub fn add_scalar(&mut self, x: Var, c: f32) -> Result<Var> {
-        let y = map1(self.value(x)?, |v| v + c);
+        let y = map1(&self.scratch, self.value(x)?, |v| v + c);
         Ok(self.push(y, Op::AddScalar(x), &[x]))
     }
     /// `x · c`.
     pub fn mul_scalar(&mut self, x: Var, c: f32) -> Result<Var> {
-        let y = map1(self.value(x)?, |v| v * c);
+        let y = map1(&self.scratch, self.value(x)?, |v| v * c);
         Ok(self.push(y, Op::MulScalar(x, c), &[x]))
     }
     /// `−x`.
@@ -127,7 +130,7 @@ impl Tape {
             Unary::Cos => |v, _| v.cos(),
         };
         let p = if let Unary::Powf(p) = u { p } else { 0.0 };
-        let y = map1(self.value(x)?, |v| f(v, p));
+        let y = map1(&self.scratch, self.value(x)?, |v| f(v, p));
         Ok(self.push(y, Op::Unary(x, u), &[x]))
     }
     /// `sin x`.
@@ -177,10 +180,10 @@ impl Tape {
         let xv = self.value(x)?;
         // One monomorphic loop per kind, so each vectorizes (a `match` per element would not).
         let y = match kind {
-            ReluKind::Relu => map1(xv, |v| v.max(0.0)),
-            ReluKind::Relu6 => map1(xv, |v| v.clamp(0.0, 6.0)),
-            ReluKind::Clip { lo, hi } => map1(xv, |v| v.max(lo).min(hi)),
-            _ => map1(xv, |v| kind.forward(v)),
+            ReluKind::Relu => map1(&self.scratch, xv, |v| v.max(0.0)),
+            ReluKind::Relu6 => map1(&self.scratch, xv, |v| v.clamp(0.0, 6.0)),
+            ReluKind::Clip { lo, hi } => map1(&self.scratch, xv, |v| v.max(lo).min(hi)),
+            _ => map1(&self.scratch, xv, |v| kind.forward(v)),
         };
         Ok(self.push(y, Op::Relu(x, kind), &[x]))
     }
@@ -345,6 +348,25 @@ impl Tape {
 
     /// 2-D convolution of an NCHW input with OIHW weights and an optional bias `[c_out]`.
     pub fn conv2d(&mut self, x: Var, w: Var, b: Option<Var>, p: Conv2dParams) -> Result<Var> {
+        self.conv2d_op(x, w, b, p, None)
+    }
+
+    /// [`Tape::conv2d`] followed by a ReLU or ReLU6, computed in one pass (the kernel's
+    /// store clamps). The same values and gradients as the two ops, in every backprop mode
+    /// (each decides from the output alone); under [`crate::BackpropMode::Custom`], whose
+    /// hook may read the pre-activation, it records the two ops.
+    pub fn conv2d_activated(&mut self, x: Var, w: Var, b: Option<Var>, p: Conv2dParams, kind: ReluKind) -> Result<Var> {
+        if !matches!(kind, ReluKind::Relu | ReluKind::Relu6) {
+            return Err(param_err("conv2d_activated", format!("fuses ReLU and ReLU6 only, not {kind:?}")));
+        }
+        if matches!(self.mode, crate::BackpropMode::Custom(_)) {
+            let y = self.conv2d(x, w, b, p)?;
+            return self.relu_family(y, kind);
+        }
+        self.conv2d_op(x, w, b, p, Some(kind))
+    }
+
+    fn conv2d_op(&mut self, x: Var, w: Var, b: Option<Var>, p: Conv2dParams, act: Option<ReluKind>) -> Result<Var> {
         let g = ConvGeometry::new("conv2d", self.shape(x)?, self.shape(w)?, p)?;
         if let Some(b) = b {
             let sb = self.shape(b)?;
@@ -352,14 +374,26 @@ impl Tape {
                 return Err(shape_err("conv2d", format!("bias must have shape [{}]", g.c_out), sb));
             }
         }
-        let mut y = vec![0.0; g.n * g.c_out * g.out_len()];
+        let plan = ConvPlan::choose(&g);
+        // Constant weights are packed once per tape; trained ones change every step.
+        let pack = if self.requires_grad(w) {
+            Arc::new(ConvPack::forward(plan, self.val(w).as_slice().expect("standard"), &g))
+        } else {
+            self.packs.get(&self.nodes[w.index].value, &g, PackDirection::Forward)
+        };
+        // Every element is written by the kernel: a recycled buffer needs no zeroing.
+        let mut y = self.scratch.take(g.n * g.c_out * g.out_len());
         let (xs, ws) = (self.val(x).as_slice().expect("standard"), self.val(w).as_slice().expect("standard"));
         let bs = b.map(|b| self.val(b).as_slice().expect("standard"));
-        conv2d_forward(xs, ws, bs, &g, &mut y, &self.scratch);
+        let clamp = act.map(|k| match k {
+            ReluKind::Relu6 => (0.0, 6.0),
+            _ => (0.0, f32::INFINITY),
+        });
+        conv2d_forward_prepacked(plan, xs, ws, &pack, bs, clamp, &g, &mut y, &self.scratch);
         let y = ArrayD::from_shape_vec(IxDyn(&g.out_shape()), y).expect("sized by geometry");
         let mut inputs = vec![x, w];
         inputs.extend(b);
-        Ok(self.push(y, Op::Conv2d { x, w, b, g }, &inputs))
+        Ok(self.push(y, Op::Conv2d { x, w, b, g, act }, &inputs))
     }
 
     fn pool_geometry(&self, op: &'static str, x: Var, p: Pool2dParams) -> Result<PoolGeometry> {
@@ -417,7 +451,7 @@ impl Tape {
         let c = s[1];
         let scale: Vec<f32> = (0..c).map(|i| self.val(gamma)[i] / (self.val(var)[i] + eps).sqrt()).collect();
         let shift: Vec<f32> = (0..c).map(|i| self.val(beta)[i] - self.val(mean)[i] * scale[i]).collect();
-        let y = map_channels(self.val(x), |ch, v| v * scale[ch] + shift[ch]);
+        let y = map_channels(&self.scratch, self.val(x), |ch, v| v * scale[ch] + shift[ch]);
         Ok(self.push(y, Op::BatchNorm { x, gamma, beta, mean, var, eps }, &[x, gamma, beta, mean, var]))
     }
 

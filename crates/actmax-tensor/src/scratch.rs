@@ -4,12 +4,15 @@
 //! one iteration are handed back here and reused by the next instead of re-allocated.
 //! There is no global pool: each tape owns one, so two models never share state.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// A pool of `f32` buffers that kernels borrow and give back.
 #[derive(Debug, Default)]
 pub struct ScratchPool {
     bufs: Mutex<Vec<Vec<f32>>>,
+    /// Buffers taken since the last [`ScratchPool::trim_to_demand`].
+    takes: AtomicUsize,
 }
 
 impl ScratchPool {
@@ -21,6 +24,7 @@ impl ScratchPool {
     /// A buffer of exactly `len` elements with unspecified (but initialized) contents:
     /// callers overwrite every element they read.
     pub fn take(&self, len: usize) -> Vec<f32> {
+        self.takes.fetch_add(1, Ordering::Relaxed);
         let reused = {
             let mut bufs = self.bufs.lock().unwrap_or_else(|e| e.into_inner());
             // Prefer the smallest buffer that is large enough.
@@ -49,6 +53,24 @@ impl ScratchPool {
         if buf.capacity() > 0 {
             self.bufs.lock().unwrap_or_else(|e| e.into_inner()).push(buf);
         }
+    }
+
+    /// Keeps at most as many buffers as were taken since the last call (the largest
+    /// ones), and starts counting again. Called once per iteration, it bounds the pool by
+    /// what one iteration uses even when more buffers are given back than are taken (a
+    /// tape recycles every value, including those its ops did not draw from the pool).
+    pub fn trim_to_demand(&self) {
+        let demand = self.takes.swap(0, Ordering::Relaxed);
+        let mut bufs = self.bufs.lock().unwrap_or_else(|e| e.into_inner());
+        if bufs.len() > demand {
+            bufs.sort_unstable_by_key(|b| std::cmp::Reverse(b.capacity()));
+            bufs.truncate(demand);
+        }
+    }
+
+    /// Floats held in the pool's buffers (for tests and memory accounting).
+    pub fn floats(&self) -> usize {
+        self.bufs.lock().unwrap_or_else(|e| e.into_inner()).iter().map(Vec::capacity).sum()
     }
 
     /// Number of buffers held (for tests).

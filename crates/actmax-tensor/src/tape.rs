@@ -8,6 +8,7 @@ use ndarray::{ArrayD, IxDyn};
 use crate::backprop::{BackpropMode, ReluKind};
 use crate::error::{Result, TensorError};
 use crate::geometry::ConvGeometry;
+use crate::packs::PackCache;
 use crate::pool::PoolGeometry;
 use crate::scratch::ScratchPool;
 
@@ -101,11 +102,13 @@ pub(crate) enum Op {
         b: Var,
         trans_b: bool,
     },
+    /// A conv, its bias, and (when fused) a ReLU or ReLU6 applied in the same store.
     Conv2d {
         x: Var,
         w: Var,
         b: Option<Var>,
         g: ConvGeometry,
+        act: Option<ReluKind>,
     },
     MaxPool2d {
         x: Var,
@@ -187,12 +190,19 @@ pub struct Tape {
     pub(crate) nodes: Vec<Node>,
     pub(crate) mode: BackpropMode,
     pub(crate) scratch: ScratchPool,
+    pub(crate) packs: PackCache,
     epoch: u64,
 }
 
 impl Default for Tape {
     fn default() -> Self {
-        Self { nodes: Vec::new(), mode: BackpropMode::Plain, scratch: ScratchPool::new(), epoch: next_epoch() }
+        Self {
+            nodes: Vec::new(),
+            mode: BackpropMode::Plain,
+            scratch: ScratchPool::new(),
+            packs: PackCache::default(),
+            epoch: next_epoch(),
+        }
     }
 }
 
@@ -220,11 +230,30 @@ impl Tape {
         Self::default()
     }
 
-    /// Forgets every node but keeps the scratch buffers, so the next iteration of the same
-    /// graph allocates no im2col memory. Old `Var`s become invalid.
+    /// Forgets every node but keeps their buffers and the packed conv weights, so the next
+    /// iteration of the same graph neither allocates nor re-packs. Old `Var`s become
+    /// invalid.
     pub fn reset(&mut self) {
-        self.nodes.clear();
+        for node in self.nodes.drain(..) {
+            // A value nobody else holds goes back to the pool; the next iteration's ops
+            // take their outputs from there (already faulted in, never zeroed).
+            if let Ok(t) = Arc::try_unwrap(node.value) {
+                recycle(&self.scratch, t);
+            }
+        }
+        self.scratch.trim_to_demand();
         self.epoch = next_epoch();
+    }
+
+    /// Number of conv weights the tape holds packed for its GEMMs (kept across
+    /// [`Tape::reset`] for constant weights).
+    pub fn packed_weights(&self) -> usize {
+        self.packs.len()
+    }
+
+    /// Drops the packed conv weights (they are rebuilt on next use).
+    pub fn forget_packed_weights(&self) {
+        self.packs.clear();
     }
 
     /// Number of nodes.
@@ -345,12 +374,22 @@ impl Tape {
         // column-major results, a hook anything).
         let g = if g.is_standard_layout() { g } else { g.as_standard_layout().into_owned() };
         match &mut grads[v.index] {
-            Some(acc) => *acc += &g,
+            Some(acc) => {
+                *acc += &g;
+                recycle(&self.scratch, g);
+            }
             slot => *slot = Some(g),
         }
     }
 
     pub(crate) fn val(&self, v: Var) -> &Tensor {
         &self.nodes[v.index].value
+    }
+}
+
+/// Gives a tensor's buffer back to a pool (when it starts at the buffer's start).
+pub(crate) fn recycle(pool: &ScratchPool, t: Tensor) {
+    if let (v, Some(0) | None) = t.into_raw_vec_and_offset() {
+        pool.give(v);
     }
 }

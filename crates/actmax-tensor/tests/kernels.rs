@@ -46,8 +46,14 @@ fn run_all(g: &ConvGeometry, plan: ConvPlan, seed: u64, with_bias: bool) {
     let bias = with_bias.then_some(&b[..]);
 
     let mut y = vec![f32::NAN; dy.len()];
-    conv::conv2d_forward_with(plan, &x, &w, bias, g, &mut y, &scratch);
-    assert_close(&y, &naive::conv2d_forward(&x, &w, bias, g), 1e-4, &format!("forward {plan:?} {g:?}"));
+    conv::conv2d_forward_with(plan, &x, &w, bias, None, g, &mut y, &scratch);
+    let want = naive::conv2d_forward(&x, &w, bias, g);
+    assert_close(&y, &want, 1e-4, &format!("forward {plan:?} {g:?}"));
+    // The fused ReLU6 store equals the reference followed by the clamp.
+    let mut y6 = vec![f32::NAN; dy.len()];
+    conv::conv2d_forward_with(plan, &x, &w, bias, Some((0.0, 6.0)), g, &mut y6, &scratch);
+    let want6: Vec<f32> = want.iter().map(|v| v.clamp(0.0, 6.0)).collect();
+    assert_close(&y6, &want6, 1e-4, &format!("forward+relu6 {plan:?} {g:?}"));
 
     let mut dx = vec![f32::NAN; x.len()];
     conv::conv2d_backward_input_with(plan, &dy, &w, g, &mut dx, &scratch);

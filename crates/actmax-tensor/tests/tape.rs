@@ -253,3 +253,81 @@ fn roll_with_extreme_shift() {
     let g = tape.backward(l).unwrap();
     assert_eq!(g.get(x).unwrap().iter().copied().collect::<Vec<_>>(), [10.0, 100.0, 1.0]);
 }
+
+/// A conv + ReLU6 net's loss and input gradient, the activation fused or as its own op.
+fn conv_relu_net(mode: &BackpropMode, fused: bool, kind: actmax_tensor::ReluKind) -> (f32, Vec<f32>) {
+    let mut tape = Tape::new();
+    tape.set_backprop_mode(mode.clone());
+    let x = tape.variable(Tensor::from_shape_fn(vec![2, 3, 9, 7], |i| {
+        ((i[1] * 31 + i[2] * 7 + i[3] * 3 + i[0]) % 17) as f32 - 8.0
+    }));
+    let w = tape.constant(Tensor::from_shape_fn(vec![5, 3, 3, 3], |i| {
+        ((i[0] * 5 + i[1] * 3 + i[2] + i[3] * 2) % 7) as f32 / 7.0 - 0.4
+    }));
+    let b = tape.constant(Tensor::from_shape_fn(vec![5], |i| i[0] as f32 - 2.0));
+    let p = Conv2dParams::new().padding(actmax_tensor::Padding2d::uniform(1));
+    let y = if fused {
+        tape.conv2d_activated(x, w, Some(b), p, kind).unwrap()
+    } else {
+        let y = tape.conv2d(x, w, Some(b), p).unwrap();
+        tape.relu_family(y, kind).unwrap()
+    };
+    // A loss whose gradient has both signs, so every mode's rule matters.
+    let r = tape
+        .constant(Tensor::from_shape_fn(tape.shape(y).unwrap().to_vec(), |i| ((i[1] + i[2] + i[3]) % 3) as f32 - 1.0));
+    let l = tape.mul(y, r).unwrap();
+    let l = tape.sum_all(l).unwrap();
+    let loss = tape.value(l).unwrap().iter().next().copied().unwrap();
+    let g = tape.backward(l).unwrap();
+    (loss, g.get(x).unwrap().iter().copied().collect())
+}
+
+#[test]
+fn fused_conv_activation_equals_the_two_ops_in_every_mode() {
+    use actmax_tensor::ReluKind;
+    for mode in [BackpropMode::Plain, BackpropMode::Guided, BackpropMode::Rectified, BackpropMode::Redirected] {
+        for kind in [ReluKind::Relu, ReluKind::Relu6] {
+            let (l1, g1) = conv_relu_net(&mode, true, kind);
+            let (l2, g2) = conv_relu_net(&mode, false, kind);
+            assert!((l1 - l2).abs() <= 1e-4 * (1.0 + l2.abs()), "{mode:?} {kind:?}: loss {l1} vs {l2}");
+            assert!(g2.iter().any(|&v| v != 0.0), "{mode:?} {kind:?}: the check needs a gradient");
+            for (a, b) in g1.iter().zip(&g2) {
+                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{mode:?} {kind:?}: {a} vs {b}");
+            }
+        }
+    }
+    let mut tape = Tape::new();
+    let x = tape.variable(Tensor::ones(vec![1, 1, 3, 3]));
+    let w = tape.constant(Tensor::ones(vec![1, 1, 1, 1]));
+    let err = tape.conv2d_activated(x, w, None, Conv2dParams::new(), ReluKind::Elu { alpha: 1.0 }).unwrap_err();
+    assert!(matches!(err, TensorError::Param { .. }), "{err}");
+}
+
+#[test]
+fn packed_weights_follow_a_changed_weight_and_buffers_do_not_pile_up() {
+    let mut weight = Arc::new(Tensor::from_elem(vec![4, 3, 1, 1], 1.0));
+    let mut tape = Tape::new();
+    let mut run = |tape: &mut Tape, w: &Arc<Tensor>| {
+        tape.reset();
+        let x = tape.variable(Tensor::from_elem(vec![1, 3, 5, 5], 2.0));
+        let w = tape.constant_shared(w.clone());
+        let y = tape.conv2d(x, w, None, Conv2dParams::new()).unwrap();
+        let y = tape.relu(y).unwrap();
+        let l = tape.sum_all(y).unwrap();
+        tape.backward(l).unwrap();
+        tape.value(l).unwrap().iter().next().copied().unwrap()
+    };
+    assert_eq!(run(&mut tape, &weight), 4.0 * 25.0 * 6.0);
+    assert_eq!(tape.packed_weights(), 2, "one pack forward, one backward");
+    // Changed in place: the tape's pack holds the old Arc, so make_mut copies.
+    Arc::make_mut(&mut weight).fill(2.0);
+    assert_eq!(run(&mut tape, &weight), 4.0 * 25.0 * 12.0, "a stale pack would give the old value");
+    // Steady state: the pool holds what one iteration uses, however many run.
+    run(&mut tape, &weight);
+    let (bufs, floats) = (tape.scratch().len(), tape.scratch().floats());
+    for _ in 0..20 {
+        run(&mut tape, &weight);
+    }
+    assert!(tape.scratch().len() <= bufs && tape.scratch().floats() <= floats, "the pool grew over iterations");
+    assert!(tape.packed_weights() <= 4, "packs of dropped weights are let go");
+}

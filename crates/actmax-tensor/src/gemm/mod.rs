@@ -1,9 +1,12 @@
-//! Safe-ish front door to `matrixmultiply::sgemm`, plus a rayon-parallel split.
+//! GEMMs: a front door to `matrixmultiply::sgemm` with a rayon-parallel split (weight
+//! gradients, matmul), and [`direct`], the packing-free conv GEMM with a fused store.
 //!
 //! matrixmultiply's own threading stays off: every parallel loop in actmax runs on rayon's
 //! one pool, so nested parallelism composes instead of oversubscribing the 2 cores.
 
 use rayon::prelude::*;
+
+pub mod direct;
 
 /// A raw pointer that may cross threads. Users promise the regions written through it by
 /// different tasks are disjoint (each use says why).

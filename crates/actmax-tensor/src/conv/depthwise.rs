@@ -1,0 +1,550 @@
+//! Depthwise convs (one input and one output channel per group): direct kernels, one
+//! channel plane per task.
+//!
+//! Each plane is first copied, zero-padded, into a scratch buffer and split into
+//! `stride` column phases (phase p holds padded columns p, p + s, p + 2s, ...). Every
+//! kernel tap then reads one contiguous run per output row, of a length rounded up to a
+//! multiple of 8: no bounds checks and no scalar tails in the inner loops, which are plain
+//! `axpy`s and dot products the compiler vectorizes (AVX2 + FMA when the CPU has them).
+
+use rayon::prelude::*;
+
+use super::Clamp;
+use crate::geometry::{Conv2dParams, ConvGeometry, Padding2d};
+use crate::scratch::ScratchPool;
+
+/// Lanes the output rows are rounded up to.
+const LANES: usize = 8;
+
+/// Where a depthwise plane lives inside its phase-split scratch buffer.
+#[derive(Clone, Copy)]
+struct PhaseLayout {
+    /// Padded rows.
+    rows: usize,
+    /// Entries per phase row.
+    pw: usize,
+    /// Output row length rounded up to [`LANES`].
+    owp: usize,
+    /// Column stride (= number of phases).
+    s: usize,
+}
+
+impl PhaseLayout {
+    fn new(g: &ConvGeometry) -> Self {
+        let (pad, s, d) = (g.p.padding, g.p.stride[1], g.p.dilation[1]);
+        let owp = g.out_hw[1].div_ceil(LANES) * LANES;
+        let pw = ((g.k_hw[1] - 1) * d / s + owp).max((g.in_hw[1] + pad.left + pad.right).div_ceil(s));
+        // Whole blocks of lanes, so the backward gather writes full vectors.
+        let pw = pw.div_ceil(LANES) * LANES;
+        Self { rows: g.in_hw[0] + pad.top + pad.bottom, pw, owp, s }
+    }
+    fn len(&self) -> usize {
+        self.s * self.rows * self.pw
+    }
+    /// Offset of padded (row, col).
+    #[inline(always)]
+    fn at(&self, row: usize, col: usize) -> usize {
+        ((col % self.s) * self.rows + row) * self.pw + col / self.s
+    }
+}
+
+/// Calls `f(phase_row_start, input_col_start)` for each phase: the input columns
+/// `iw₀, iw₀ + s, ...` land at `phase_row_start, +1, ...` of that phase's row `row`.
+#[inline(always)]
+fn for_each_phase(l: &PhaseLayout, row: usize, left: usize, mut f: impl FnMut(usize, usize)) {
+    for p in 0..l.s {
+        // The first padded column >= left that falls in phase p.
+        let col = left + (p + l.s - left % l.s) % l.s;
+        f((p * l.rows + row) * l.pw + col / l.s, col - left);
+    }
+}
+
+/// Stride 2: where input columns `0, 2, 4, ...` and `1, 3, 5, ...` of padded row `row`
+/// start in the phase layout.
+#[inline(always)]
+fn stride2_targets(l: &PhaseLayout, row: usize, left: usize) -> (usize, usize) {
+    (l.at(row, left), l.at(row, left + 1))
+}
+
+/// Copies an input plane into the zero-padded phase layout.
+#[inline(always)]
+fn phase_split(plane: &[f32], g: &ConvGeometry, l: &PhaseLayout, out: &mut [f32]) {
+    out.fill(0.0);
+    let ([h, w], pad) = (g.in_hw, g.p.padding);
+    for ih in 0..h {
+        let src = &plane[ih * w..(ih + 1) * w];
+        if l.s == 1 {
+            let o = l.at(ih + pad.top, pad.left);
+            out[o..o + w].copy_from_slice(src);
+            continue;
+        }
+        if l.s == 2 {
+            // Pairs of input columns go one to each phase: a loop the compiler vectorizes.
+            let (first, second) = stride2_targets(l, ih + pad.top, pad.left);
+            let (lo, hi) = out.split_at_mut(first.max(second));
+            let (a, b) = if first < second { (&mut lo[first..], hi) } else { (hi, &mut lo[second..]) };
+            for ((pair, a), b) in src.chunks_exact(2).zip(a.iter_mut()).zip(b.iter_mut()) {
+                *a = pair[0];
+                *b = pair[1];
+            }
+            if w % 2 == 1 {
+                out[first + w / 2] = src[w - 1];
+            }
+            continue;
+        }
+        for_each_phase(l, ih + pad.top, pad.left, |o, iw0| {
+            for (d, &v) in out[o..].iter_mut().zip(src[iw0.min(w)..].iter().step_by(l.s)) {
+                *d = v;
+            }
+        });
+    }
+}
+
+/// The adjoint of [`phase_split`]: reads the input plane's entries back out.
+#[inline(always)]
+fn phase_gather(phases: &[f32], g: &ConvGeometry, l: &PhaseLayout, plane: &mut [f32]) {
+    let ([h, w], pad) = (g.in_hw, g.p.padding);
+    for ih in 0..h {
+        let dst = &mut plane[ih * w..(ih + 1) * w];
+        if l.s == 1 {
+            let o = l.at(ih + pad.top, pad.left);
+            dst.copy_from_slice(&phases[o..o + w]);
+            continue;
+        }
+        if l.s == 2 {
+            let (first, second) = stride2_targets(l, ih + pad.top, pad.left);
+            for ((pair, &a), &b) in dst.chunks_exact_mut(2).zip(&phases[first..]).zip(&phases[second..]) {
+                pair[0] = a;
+                pair[1] = b;
+            }
+            if w % 2 == 1 {
+                dst[w - 1] = phases[first + w / 2];
+            }
+            continue;
+        }
+        for_each_phase(l, ih + pad.top, pad.left, |o, iw0| {
+            for (d, &v) in dst[iw0.min(w)..].iter_mut().step_by(l.s).zip(&phases[o..]) {
+                *d = v;
+            }
+        });
+    }
+}
+
+#[inline(always)]
+fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// Defines `$name` to run `$inner::<true>` compiled for AVX2 + FMA when the CPU has them,
+/// else `$inner::<false>` for the baseline target.
+macro_rules! simd_dispatch {
+    ($name:ident => $inner:ident ( $($arg:ident : $ty:ty),* )) => {
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) { $inner::<true>($($arg),*) }
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    // Safety: the features were just detected.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $inner::<false>($($arg),*)
+        }
+    };
+}
+
+/// One kernel tap: its weight index, its row offset from the window's top row, and the
+/// offset of its first column in the phase layout.
+#[derive(Clone, Copy)]
+struct Tap {
+    w: usize,
+    dr: usize,
+    c0: usize,
+}
+
+/// Everything a depthwise call computes once rather than per plane or per row (the
+/// divisions would dominate small planes).
+struct DwPlan {
+    l: PhaseLayout,
+    taps: Vec<Tap>,
+    /// Per kernel column: (phase, kw, column offset within the phase).
+    cols: Vec<(usize, usize, usize)>,
+    /// Per padded input row: the (output row, kernel row) pairs that reach it.
+    reach: Vec<Vec<(usize, usize)>>,
+    /// Left zero margin of a padded gradient row in the backward gather.
+    margin: usize,
+    /// Length of a padded gradient row.
+    dyw: usize,
+    /// Kernel columns.
+    kw_n: usize,
+}
+
+/// Widest register block of output lanes.
+const BLOCK: usize = 4 * LANES;
+
+impl DwPlan {
+    fn new(g: &ConvGeometry) -> Self {
+        let l = PhaseLayout::new(g);
+        let ([kh_n, kw_n], [dh, dw], [sh, sw]) = (g.k_hw, g.p.dilation, g.p.stride);
+        let taps = (0..kh_n * kw_n).map(|t| Tap { w: t, dr: (t / kw_n) * dh, c0: l.at(0, (t % kw_n) * dw) }).collect();
+        let cols = (0..kw_n).map(|kw| ((kw * dw) % sw, kw, (kw * dw) / sw)).collect();
+        let reach = (0..l.rows)
+            .map(|r| {
+                (0..kh_n)
+                    .filter_map(|kh| {
+                        let t = r.checked_sub(kh * dh)?;
+                        (t % sh == 0 && t / sh < g.out_hw[0]).then_some((t / sh, kh))
+                    })
+                    .collect()
+            })
+            .collect();
+        let margin = (kw_n - 1) * dw / sw;
+        Self { l, taps, cols, reach, margin, dyw: margin + l.pw + BLOCK, kw_n }
+    }
+
+    /// Scratch floats one plane needs: the phase planes, a padded gradient plane (or row),
+    /// and per-tap accumulators.
+    fn buf_len(&self, g: &ConvGeometry) -> usize {
+        self.l.len() + g.out_hw[0].max(1) * self.dyw + self.taps.len() * LANES
+    }
+}
+
+/// Register blocks covering `len` (a multiple of [`LANES`]): as many [`BLOCK`]-wide ones
+/// as fit, then [`LANES`]-wide ones; `(offset, wide)`. Loops over it stay closure-free:
+/// a closure would be compiled without the caller's target features.
+#[inline(always)]
+fn blocks(len: usize) -> impl Iterator<Item = (usize, bool)> {
+    let wide = len / BLOCK;
+    (0..wide).map(|b| (b * BLOCK, true)).chain((wide * BLOCK..len).step_by(LANES).map(|j| (j, false)))
+}
+
+/// `R` output rows × `W` lanes: `bias + Σ_taps w·src`, accumulated in registers, so
+/// each tap's weight is loaded once for `R·W / 8` FMAs.
+#[inline(always)]
+fn fwd_block<const R: usize, const W: usize, const FMA: bool>(
+    c: &FwdRows,
+    at: usize,
+    out: &mut [f32],
+    ow: usize,
+    valid: usize,
+) {
+    let FwdRows { phases, plan, wk, bias, row_step, clamp } = *c;
+    let mut acc = [[bias; W]; R];
+    // One bounds check per block instead of one per tap and row.
+    let last = plan.taps.iter().map(|t| t.c0 + t.dr * plan.l.pw).max().unwrap_or(0);
+    assert!(last + at + (R - 1) * row_step + W <= phases.len() && wk.len() >= plan.taps.len());
+    for t in &plan.taps {
+        // Safety: t.w < taps.len() <= wk.len(), and the offsets are bounded by `last` above.
+        let w = unsafe { *wk.get_unchecked(t.w) };
+        let base = t.c0 + t.dr * plan.l.pw + at;
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let src = unsafe { phases.get_unchecked(base + r * row_step..base + r * row_step + W) };
+            for i in 0..W {
+                acc[i] = fmadd::<FMA>(w, src[i], acc[i]);
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        let dst = &mut out[r * ow..r * ow + valid];
+        match clamp {
+            // `max` then `min` lose NaN; `clamp` keeps it.
+            Some((lo, hi)) => {
+                dst.iter_mut().zip(acc).for_each(|(d, &v)| *d = if v.is_nan() { v } else { v.max(lo).min(hi) })
+            }
+            None => dst.copy_from_slice(&acc[..valid]),
+        }
+    }
+}
+
+/// What every forward register block reads.
+#[derive(Clone, Copy)]
+struct FwdRows<'a> {
+    phases: &'a [f32],
+    plan: &'a DwPlan,
+    wk: &'a [f32],
+    bias: f32,
+    /// Phase-layout distance between consecutive output rows.
+    row_step: usize,
+    /// Applied in the store (a fused ReLU or ReLU6).
+    clamp: Clamp,
+}
+
+/// Runs the lane blocks of `R` output rows starting at `oh`.
+#[inline(always)]
+fn fwd_rows<const R: usize, const FMA: bool>(
+    phases: &[f32],
+    oh: usize,
+    g: &ConvGeometry,
+    plan: &DwPlan,
+    wk: &[f32],
+    store: Store,
+    out: &mut [f32],
+) {
+    let (l, ow) = (&plan.l, g.out_hw[1]);
+    let step = g.p.stride[0] * l.pw;
+    let c = FwdRows { phases, plan, wk, bias: store.bias, row_step: step, clamp: store.clamp };
+    let mut j = 0;
+    while j < l.owp {
+        let at = oh * step + j;
+        let dst = &mut out[oh * ow + j..];
+        if j + 2 * LANES <= l.owp {
+            fwd_block::<R, { 2 * LANES }, FMA>(&c, at, dst, ow, (ow - j).min(2 * LANES));
+            j += 2 * LANES;
+        } else {
+            fwd_block::<R, LANES, FMA>(&c, at, dst, ow, (ow - j).min(LANES));
+            j += LANES;
+        }
+    }
+}
+
+/// What a forward plane's store applies: the channel's bias, then the clamp.
+#[derive(Clone, Copy)]
+struct Store {
+    bias: f32,
+    clamp: Clamp,
+}
+
+/// Rows per register block in the forward kernel.
+const ROWS: usize = 4;
+
+#[inline(always)]
+fn dw_forward_plane<const FMA: bool>(
+    xp: &[f32],
+    wk: &[f32],
+    store: Store,
+    g: &ConvGeometry,
+    plan: &DwPlan,
+    out: &mut [f32],
+    buf: &mut [f32],
+) {
+    let phases = &mut buf[..plan.l.len()];
+    phase_split(xp, g, &plan.l, phases);
+    let oh_n = g.out_hw[0];
+    let mut oh = 0;
+    while oh + ROWS <= oh_n {
+        fwd_rows::<ROWS, FMA>(phases, oh, g, plan, wk, store, out);
+        oh += ROWS;
+    }
+    while oh < oh_n {
+        fwd_rows::<1, FMA>(phases, oh, g, plan, wk, store, out);
+        oh += 1;
+    }
+}
+simd_dispatch!(dw_forward_plane_dispatch => dw_forward_plane(xp: &[f32], wk: &[f32], store: Store, g: &ConvGeometry, plan: &DwPlan, out: &mut [f32], buf: &mut [f32]));
+
+/// `W` lanes of padded input row `r`, phase `p`, of the input gradient: the transposed
+/// conv as a gather, `Σ_{(oh, kh) reaching r} Σ_{kw in phase p} w·dy[oh][q − q0]`.
+#[inline(always)]
+fn bwd_input_block<const W: usize, const FMA: bool>(
+    dypad: &[f32],
+    r: usize,
+    p: usize,
+    q: usize,
+    plan: &DwPlan,
+    wk: &[f32],
+    dst: &mut [f32],
+) {
+    let mut acc = [0.0f32; W];
+    // Bounds, once per block: every read below starts at or before `last` and spans W.
+    let last = plan.reach[r].iter().map(|&(oh, _)| oh * plan.dyw + plan.margin + q).max().unwrap_or(0);
+    assert!(last + W <= dypad.len() && plan.margin <= plan.dyw && wk.len() >= plan.taps.len());
+    for &(oh, kh) in &plan.reach[r] {
+        for &(phase, kw, q0) in &plan.cols {
+            if phase != p {
+                continue;
+            }
+            let at = oh * plan.dyw + plan.margin + q - q0;
+            // Safety: q0 <= margin, so `at` <= `last`, checked above; kh·kw_n + kw < taps.
+            let (src, w) = unsafe { (dypad.get_unchecked(at..at + W), *wk.get_unchecked(kh * plan.kw_n + kw)) };
+            for i in 0..W {
+                acc[i] = fmadd::<FMA>(w, src[i], acc[i]);
+            }
+        }
+    }
+    dst[..W].copy_from_slice(&acc);
+}
+
+#[inline(always)]
+fn dw_backward_input_plane<const FMA: bool>(
+    dyp: &[f32],
+    wk: &[f32],
+    g: &ConvGeometry,
+    plan: &DwPlan,
+    dx: &mut [f32],
+    buf: &mut [f32],
+) {
+    let l = &plan.l;
+    let (phases, dypad) = buf.split_at_mut(l.len());
+    // Gradient rows with zero margins: reads left of column 0 or past the row add nothing.
+    let ow = g.out_hw[1];
+    let dypad = &mut dypad[..g.out_hw[0] * plan.dyw];
+    dypad.fill(0.0);
+    for (src, dst) in dyp.chunks_exact(ow).zip(dypad.chunks_exact_mut(plan.dyw)) {
+        dst[plan.margin..plan.margin + ow].copy_from_slice(src);
+    }
+    for r in 0..l.rows {
+        for p in 0..l.s {
+            let row = &mut phases[(p * l.rows + r) * l.pw..][..l.pw];
+            for (j, wide) in blocks(l.pw) {
+                if wide {
+                    bwd_input_block::<BLOCK, FMA>(dypad, r, p, j, plan, wk, &mut row[j..])
+                } else {
+                    bwd_input_block::<LANES, FMA>(dypad, r, p, j, plan, wk, &mut row[j..])
+                }
+            }
+        }
+    }
+    phase_gather(phases, g, l, dx);
+}
+simd_dispatch!(dw_backward_input_plane_dispatch => dw_backward_input_plane(dyp: &[f32], wk: &[f32], g: &ConvGeometry, plan: &DwPlan, dx: &mut [f32], buf: &mut [f32]));
+
+#[inline(always)]
+fn dw_backward_weight_plane<const FMA: bool>(
+    xp: &[f32],
+    dyp: &[f32],
+    g: &ConvGeometry,
+    plan: &DwPlan,
+    dwk: &mut [f32],
+    buf: &mut [f32],
+) {
+    let l = &plan.l;
+    let (phases, rest) = buf.split_at_mut(l.len());
+    let (row, accs) = rest.split_at_mut(l.owp);
+    let accs = &mut accs[..plan.taps.len() * LANES];
+    phase_split(xp, g, l, phases);
+    row.fill(0.0);
+    accs.fill(0.0);
+    let ow = g.out_hw[1];
+    // One vector accumulator per tap, summed across lanes only once, at the end.
+    for (oh, src) in dyp.chunks_exact(ow).enumerate() {
+        row[..ow].copy_from_slice(src);
+        let r0 = oh * g.p.stride[0] * l.pw;
+        for (t, acc_mem) in plan.taps.iter().zip(accs.chunks_exact_mut(LANES)) {
+            let xs = &phases[t.c0 + t.dr * l.pw + r0..][..l.owp];
+            // In registers across the row; memory only between rows.
+            let mut acc = [0.0f32; LANES];
+            acc.copy_from_slice(acc_mem);
+            let full = ow - ow % LANES;
+            for (rc, xc) in row[..full].chunks_exact(LANES).zip(xs[..full].chunks_exact(LANES)) {
+                for i in 0..LANES {
+                    acc[i] = fmadd::<FMA>(rc[i], xc[i], acc[i]);
+                }
+            }
+            // The tail stops at the row's end: padding lanes would compute 0·x, NaN for x = ∞.
+            for (i, (r, x)) in row[full..ow].iter().zip(&xs[full..ow]).enumerate() {
+                acc[i] = fmadd::<FMA>(*r, *x, acc[i]);
+            }
+            acc_mem.copy_from_slice(&acc);
+        }
+    }
+    for (t, acc) in plan.taps.iter().zip(accs.chunks_exact(LANES)) {
+        dwk[t.w] += acc.iter().sum::<f32>();
+    }
+}
+simd_dispatch!(dw_backward_weight_plane_dispatch => dw_backward_weight_plane(xp: &[f32], dyp: &[f32], g: &ConvGeometry, plan: &DwPlan, dwk: &mut [f32], buf: &mut [f32]));
+
+pub(super) fn forward(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    clamp: Clamp,
+    g: &ConvGeometry,
+    out: &mut [f32],
+    scratch: &ScratchPool,
+) {
+    let plan = DwPlan::new(g);
+    let (il, kk, c) = (g.in_len(), g.k_hw[0] * g.k_hw[1], g.c_in);
+    out.par_chunks_mut(g.out_len()).enumerate().for_each_init(
+        || scratch.lease(plan.buf_len(g)),
+        |buf, (i, plane)| {
+            let ch = i % c;
+            let b = bias.map_or(0.0, |b| b[ch]);
+            dw_forward_plane_dispatch(
+                &x[i * il..(i + 1) * il],
+                &w[ch * kk..(ch + 1) * kk],
+                Store { bias: b, clamp },
+                g,
+                &plan,
+                plane,
+                buf,
+            );
+        },
+    );
+}
+
+/// With stride 1 the input gradient is itself a depthwise conv: `dy`, padded by the
+/// kernel's reach minus the forward padding, correlated with the flipped kernel. That
+/// runs on the register-blocked forward kernel, which is faster than the general gather.
+fn transposed_as_forward(g: &ConvGeometry) -> Option<ConvGeometry> {
+    if g.p.stride != [1, 1] {
+        return None;
+    }
+    let reach = [(g.k_hw[0] - 1) * g.p.dilation[0], (g.k_hw[1] - 1) * g.p.dilation[1]];
+    let pad = g.p.padding;
+    let padding = Padding2d {
+        top: reach[0].checked_sub(pad.top)?,
+        bottom: reach[0].checked_sub(pad.bottom)?,
+        left: reach[1].checked_sub(pad.left)?,
+        right: reach[1].checked_sub(pad.right)?,
+    };
+    let p = Conv2dParams { padding, ..g.p };
+    let t = ConvGeometry::new(
+        "conv2d_backward_input",
+        &[g.n, g.c_out, g.out_hw[0], g.out_hw[1]],
+        &[g.c_in, 1, g.k_hw[0], g.k_hw[1]],
+        p,
+    )
+    .ok()?;
+    (t.out_hw == g.in_hw).then_some(t)
+}
+
+pub(super) fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeometry, dx: &mut [f32], scratch: &ScratchPool) {
+    if let Some(t) = transposed_as_forward(g) {
+        let kk = g.k_hw[0] * g.k_hw[1];
+        let flipped: Vec<f32> = w.chunks_exact(kk).flat_map(|k| k.iter().rev().copied()).collect();
+        return forward(dy, &flipped, None, None, &t, dx, scratch);
+    }
+    let plan = DwPlan::new(g);
+    let (ol, kk, c) = (g.out_len(), g.k_hw[0] * g.k_hw[1], g.c_in);
+    dx.par_chunks_mut(g.in_len()).enumerate().for_each_init(
+        || scratch.lease(plan.buf_len(g)),
+        |buf, (i, plane)| {
+            let ch = i % c;
+            dw_backward_input_plane_dispatch(
+                &dy[i * ol..(i + 1) * ol],
+                &w[ch * kk..(ch + 1) * kk],
+                g,
+                &plan,
+                plane,
+                buf,
+            );
+        },
+    );
+}
+
+pub(super) fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry, dw: &mut [f32], scratch: &ScratchPool) {
+    let plan = DwPlan::new(g);
+    let (il, ol, kk, c) = (g.in_len(), g.out_len(), g.k_hw[0] * g.k_hw[1], g.c_in);
+    dw.par_chunks_mut(kk).enumerate().for_each_init(
+        || scratch.lease(plan.buf_len(g)),
+        |buf, (ch, dwk)| {
+            dwk.fill(0.0);
+            for n in 0..g.n {
+                let i = n * c + ch;
+                dw_backward_weight_plane_dispatch(
+                    &x[i * il..(i + 1) * il],
+                    &dy[i * ol..(i + 1) * ol],
+                    g,
+                    &plan,
+                    dwk,
+                    buf,
+                );
+            }
+        },
+    );
+}

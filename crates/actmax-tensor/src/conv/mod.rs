@@ -1,0 +1,270 @@
+//! conv2d kernels: forward, backward to the input, backward to the weights and bias.
+//!
+//! Layouts: input NCHW, weight OIHW (`[c_out, c_in / groups, kh, kw]`), output NCHW.
+//!
+//! # Kernel choice (see [`ConvKernel::choose`])
+//! - **Depthwise** (one input and one output channel per group, [`depthwise`]): a direct
+//!   loop per channel plane. Its arithmetic intensity is `kh·kw` multiply-adds per loaded
+//!   pixel — far too little for a GEMM to pay for its packing, and im2col would copy every
+//!   pixel `kh·kw` times to save nothing.
+//! - **Pointwise** (1×1, stride 1, no padding, [`im2col`]): the input already *is* the
+//!   im2col matrix, so the conv is one GEMM per image and group, with no copy at all. The
+//!   GEMM is [`crate::gemm::direct`]: it reads the activations in place (matrixmultiply
+//!   would copy them into panels first) and packs the weights once per call.
+//! - **Im2col** (everything else, [`im2col`]): the output positions are cut into tiles of
+//!   whole output rows; each tile's im2col block (bounded: at most [`COL_BUDGET`] floats)
+//!   feeds the same direct GEMM. Tiles are the unit of parallelism; when there are too few
+//!   of them for the pool (small images, batch 1) the GEMM itself is split instead.
+//! - Backward to the input is the transposed conv: `dcol = Wᵀ·dY` through the same GEMM,
+//!   then col2im scatters `dcol` into `dX`. Two tiles scatter into overlapping input rows
+//!   only when they are neighbours, so even tiles run in parallel, then odd tiles.
+//! - Backward to the weights (training only: a visualization's weights are constants):
+//!   `dW += dY_tile · colᵀ` on matrixmultiply, one partial sum per rayon job.
+//! - Winograd F(2×2, 3×3) is not implemented: on the 3×3 layers measured so far the
+//!   direct GEMM is within reach of the sgemm ceiling (`cargo xtask bench conv`), and the
+//!   fused store would have to move into its output transform.
+//!
+//! Every forward kernel can apply a clamp after the bias (ReLU `(0, ∞)`, ReLU6 `(0, 6)`)
+//! in the same store, so a conv and its activation make one pass over the output.
+
+pub mod depthwise;
+pub mod im2col;
+pub mod naive;
+
+pub use im2col::{col2im, im2col, COL_BUDGET};
+
+use crate::geometry::ConvGeometry;
+use crate::scratch::ScratchPool;
+
+/// Output columns a tile aims for: one matrixmultiply column block (it packs A once per
+/// block, so narrower tiles would re-pack A more often than a single big GEMM does).
+pub(crate) const TILE_COLS: usize = 1024;
+
+/// The kernel families a conv can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvKernel {
+    /// Direct per-channel loop (one input and one output channel per group).
+    Depthwise,
+    /// 1×1 stride-1 unpadded conv as a plain GEMM.
+    Pointwise,
+    /// Tiled im2col + GEMM: works for every geometry.
+    Im2col,
+}
+
+impl ConvKernel {
+    /// The fastest kernel for a geometry (the module docs say why).
+    pub fn choose(g: &ConvGeometry) -> Self {
+        if g.is_depthwise() {
+            Self::Depthwise
+        } else if g.is_pointwise() {
+            Self::Pointwise
+        } else {
+            Self::Im2col
+        }
+    }
+
+    /// Whether this kernel can run the geometry at all.
+    pub fn supports(self, g: &ConvGeometry) -> bool {
+        match self {
+            Self::Depthwise => g.is_depthwise(),
+            Self::Pointwise => g.is_pointwise(),
+            Self::Im2col => true,
+        }
+    }
+}
+
+fn check_lens(g: &ConvGeometry, x: usize, w: usize, y: usize) {
+    assert_eq!(x, g.n * g.c_in * g.in_len(), "conv kernel: input length does not match the geometry");
+    assert_eq!(w, g.c_out * g.k_col(), "conv kernel: weight length does not match the geometry");
+    assert_eq!(y, g.n * g.c_out * g.out_len(), "conv kernel: output length does not match the geometry");
+}
+
+/// A kernel plus its tiling: what [`ConvPlan::choose`] decides for a geometry. Tests and
+/// benches build other plans to reach every path (e.g. many small tiles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvPlan {
+    /// The kernel family.
+    pub kernel: ConvKernel,
+    /// Output columns an im2col tile aims for (rounded to whole output rows).
+    pub tile_cols: usize,
+}
+
+impl ConvPlan {
+    /// The default plan for a geometry.
+    pub fn choose(g: &ConvGeometry) -> Self {
+        Self { kernel: ConvKernel::choose(g), tile_cols: TILE_COLS }
+    }
+    /// A given kernel with the default tiling.
+    pub fn with_kernel(kernel: ConvKernel) -> Self {
+        Self { kernel, tile_cols: TILE_COLS }
+    }
+}
+
+/// A clamp applied after the bias, in the forward kernel's store: `min(max(v, lo), hi)`
+/// with NaN kept. ReLU is `(0, ∞)`, ReLU6 `(0, 6)`.
+pub type Clamp = Option<(f32, f32)>;
+
+/// Forward conv with the kernel [`ConvKernel::choose`] picks. `out` is overwritten.
+pub fn conv2d_forward(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    g: &ConvGeometry,
+    out: &mut [f32],
+    scratch: &ScratchPool,
+) {
+    conv2d_forward_with(ConvPlan::choose(g), x, w, bias, None, g, out, scratch)
+}
+
+/// Forward conv on a given kernel, then `clamp` (panics if the kernel does not support
+/// the geometry).
+#[allow(clippy::too_many_arguments)] // a conv's operands, spelled out
+pub fn conv2d_forward_with(
+    plan: ConvPlan,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    clamp: Clamp,
+    g: &ConvGeometry,
+    out: &mut [f32],
+    scratch: &ScratchPool,
+) {
+    let pack = ConvPack::forward(plan, w, g);
+    conv2d_forward_prepacked(plan, x, w, &pack, bias, clamp, g, out, scratch)
+}
+
+/// [`conv2d_forward_with`] on weights packed beforehand by [`ConvPack::forward`] (for
+/// weights that stay constant over many calls).
+#[allow(clippy::too_many_arguments)] // a conv's operands, spelled out
+pub fn conv2d_forward_prepacked(
+    plan: ConvPlan,
+    x: &[f32],
+    w: &[f32],
+    pack: &ConvPack,
+    bias: Option<&[f32]>,
+    clamp: Clamp,
+    g: &ConvGeometry,
+    out: &mut [f32],
+    scratch: &ScratchPool,
+) {
+    let kernel = plan.kernel;
+    check_lens(g, x.len(), w.len(), out.len());
+    assert!(kernel.supports(g), "conv2d_forward_with: {kernel:?} cannot run {g:?}");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), g.c_out, "conv kernel: bias length must equal out channels");
+    }
+    match kernel {
+        ConvKernel::Depthwise => depthwise::forward(x, w, bias, clamp, g, out, scratch),
+        ConvKernel::Pointwise | ConvKernel::Im2col => im2col::forward(plan, x, pack, bias, clamp, g, out, scratch),
+    }
+}
+
+/// A conv's weights rearranged for one direction of its GEMM (per group, k-major
+/// micro-panels for [`crate::gemm::direct`]). Packing reads every weight once; a
+/// visualization's weights are constants, so its tape packs each conv once per run
+/// instead of once per call. Depthwise kernels read the weights as they are: their
+/// pack is empty.
+pub struct ConvPack {
+    groups: Vec<crate::gemm::direct::PackedA>,
+}
+
+impl ConvPack {
+    /// The pack [`conv2d_forward_prepacked`] reads: `W_grp` per group.
+    pub fn forward(plan: ConvPlan, w: &[f32], g: &ConvGeometry) -> Self {
+        Self::new(plan, w, g, false)
+    }
+
+    /// The pack [`conv2d_backward_input_prepacked`] reads: `W_grpᵀ` per group.
+    pub fn backward_input(plan: ConvPlan, w: &[f32], g: &ConvGeometry) -> Self {
+        Self::new(plan, w, g, true)
+    }
+
+    fn new(plan: ConvPlan, w: &[f32], g: &ConvGeometry, transposed: bool) -> Self {
+        assert_eq!(w.len(), g.c_out * g.k_col(), "ConvPack: weight length does not match the geometry");
+        let groups = match plan.kernel {
+            ConvKernel::Depthwise => Vec::new(),
+            _ => im2col::packed_weights(w, g, transposed),
+        };
+        Self { groups }
+    }
+
+    /// Floats held (the weights, padded to whole micro-panels).
+    pub fn len(&self) -> usize {
+        self.groups.iter().map(|p| p.len()).sum()
+    }
+
+    /// True for a depthwise conv's (empty) pack.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+}
+
+/// Gradient with respect to the input. `dx` is overwritten.
+pub fn conv2d_backward_input(dy: &[f32], w: &[f32], g: &ConvGeometry, dx: &mut [f32], scratch: &ScratchPool) {
+    conv2d_backward_input_with(ConvPlan::choose(g), dy, w, g, dx, scratch)
+}
+
+/// Gradient with respect to the input on a given kernel.
+pub fn conv2d_backward_input_with(
+    plan: ConvPlan,
+    dy: &[f32],
+    w: &[f32],
+    g: &ConvGeometry,
+    dx: &mut [f32],
+    scratch: &ScratchPool,
+) {
+    let pack = ConvPack::backward_input(plan, w, g);
+    conv2d_backward_input_prepacked(plan, dy, w, &pack, g, dx, scratch)
+}
+
+/// [`conv2d_backward_input_with`] on weights packed by [`ConvPack::backward_input`].
+pub fn conv2d_backward_input_prepacked(
+    plan: ConvPlan,
+    dy: &[f32],
+    w: &[f32],
+    pack: &ConvPack,
+    g: &ConvGeometry,
+    dx: &mut [f32],
+    scratch: &ScratchPool,
+) {
+    let kernel = plan.kernel;
+    check_lens(g, dx.len(), w.len(), dy.len());
+    assert!(kernel.supports(g), "conv2d_backward_input_with: {kernel:?} cannot run {g:?}");
+    match kernel {
+        ConvKernel::Depthwise => depthwise::backward_input(dy, w, g, dx, scratch),
+        ConvKernel::Pointwise | ConvKernel::Im2col => im2col::backward_input(plan, dy, pack, g, dx, scratch),
+    }
+}
+
+/// Gradient with respect to the weights. `dw` is overwritten.
+pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry, dw: &mut [f32], scratch: &ScratchPool) {
+    conv2d_backward_weight_with(ConvPlan::choose(g), x, dy, g, dw, scratch)
+}
+
+/// Gradient with respect to the weights on a given kernel.
+pub fn conv2d_backward_weight_with(
+    plan: ConvPlan,
+    x: &[f32],
+    dy: &[f32],
+    g: &ConvGeometry,
+    dw: &mut [f32],
+    scratch: &ScratchPool,
+) {
+    let kernel = plan.kernel;
+    check_lens(g, x.len(), dw.len(), dy.len());
+    assert!(kernel.supports(g), "conv2d_backward_weight_with: {kernel:?} cannot run {g:?}");
+    match kernel {
+        ConvKernel::Depthwise => depthwise::backward_weight(x, dy, g, dw, scratch),
+        ConvKernel::Pointwise | ConvKernel::Im2col => im2col::backward_weight(plan, x, dy, g, dw, scratch),
+    }
+}
+
+pub fn conv2d_backward_bias(dy: &[f32], g: &ConvGeometry, db: &mut [f32]) {
+    let ol = g.out_len();
+    db.fill(0.0);
+    for img in dy.chunks_exact(g.c_out * ol) {
+        for (d, plane) in db.iter_mut().zip(img.chunks_exact(ol)) {
+            *d += plane.iter().sum::<f32>();
+        }
+    }
+}

@@ -1,0 +1,436 @@
+//! `C = A·B` for conv GEMMs: B read in place, A packed once per call, and a fused store.
+//!
+//! Why not matrixmultiply here: it packs *both* operands on every call, block by block.
+//! In a conv, B is the activation (K rows of pixels, each row contiguous): it is read
+//! once per row block of C anyway, so packing it only adds a full copy of the largest
+//! operand. A is the weight matrix; it is packed once per call into k-major micro-panels
+//! (`MR` rows of one k side by side), which costs one pass over the weights.
+//!
+//! The microkernel keeps an `MR × NR` block of C in registers — AVX-512: 12 × 32 (24 of
+//! the 32 zmm registers), AVX2 + FMA: 6 × 16 (12 of 16 ymm), otherwise a portable 4 × 8
+//! the compiler vectorizes — and its store applies the [`Epilogue`] (bias, then a clamp
+//! such as ReLU or ReLU6), so no second pass over C runs. Ragged edges use masked loads
+//! and stores, never reads past a row. The instruction set is chosen at run time
+//! ([`Isa::detect`]); nothing is built for the build machine's CPU.
+
+use rayon::prelude::*;
+
+use super::{Mat, SendPtr};
+
+/// The microkernel family, detected at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// AVX-512F: 12 × 32 blocks.
+    Avx512,
+    /// AVX2 + FMA: 6 × 16 blocks.
+    Avx2,
+    /// Portable Rust: 4 × 8 blocks.
+    Generic,
+}
+
+impl Isa {
+    /// The widest kernel this CPU runs.
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                return Self::Avx512;
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return Self::Avx2;
+            }
+        }
+        Self::Generic
+    }
+
+    /// Every kernel this CPU can run (for tests: each is checked against the reference).
+    pub fn available() -> Vec<Self> {
+        let best = Self::detect();
+        [Self::Avx512, Self::Avx2, Self::Generic]
+            .into_iter()
+            .filter(|&i| match best {
+                Self::Avx512 => true,
+                Self::Avx2 => i != Self::Avx512,
+                Self::Generic => i == Self::Generic,
+            })
+            .collect()
+    }
+
+    /// Rows and columns of C one microkernel call computes.
+    pub fn block(self) -> (usize, usize) {
+        match self {
+            Self::Avx512 => (12, 32),
+            Self::Avx2 => (6, 16),
+            Self::Generic => (4, 8),
+        }
+    }
+}
+
+/// What the store of C applies to each sum, in this order.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    /// Added to every element of row `i` (one entry per row of C).
+    pub bias: Option<&'a [f32]>,
+    /// `min(max(v, lo), hi)`, NaN kept (ReLU: `(0, ∞)`, ReLU6: `(0, 6)`).
+    pub clamp: Option<(f32, f32)>,
+}
+
+/// A packed into k-major micro-panels: panel `p` holds rows `p·MR ..` as `k × MR`,
+/// rows past `m` zero.
+pub struct PackedA {
+    data: Vec<f32>,
+    m: usize,
+    k: usize,
+    isa: Isa,
+}
+
+impl PackedA {
+    /// Packs the `m × k` view `a` for kernel family `isa`.
+    ///
+    /// # Safety
+    /// `a` must be valid for `m × k` elements.
+    pub unsafe fn new(isa: Isa, m: usize, k: usize, a: Mat) -> Self {
+        let mr = isa.block().0;
+        let panels = m.div_ceil(mr);
+        let mut data = Vec::with_capacity(panels * k * mr);
+        for p in 0..panels {
+            let rows = mr.min(m - p * mr);
+            for kk in 0..k {
+                let col = a.offset(p * mr, kk);
+                data.extend((0..rows).map(|ii| *col.ptr.offset(ii as isize * col.rs)));
+                data.extend(std::iter::repeat_n(0.0, mr - rows));
+            }
+        }
+        Self { data, m, k, isa }
+    }
+
+    /// Rows of A.
+    pub fn rows(&self) -> usize {
+        self.m
+    }
+
+    /// Columns of A (the shared dimension).
+    pub fn depth(&self) -> usize {
+        self.k
+    }
+
+    /// Floats held.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// True when A has no element.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+/// A row-major output view: `ptr[i * ld + j]`.
+#[derive(Clone, Copy)]
+pub struct OutMat {
+    /// Base pointer.
+    pub ptr: *mut f32,
+    /// Row stride in elements.
+    pub ld: usize,
+}
+
+/// Bytes of B a column chunk aims to keep in the L2 cache while every row block of A
+/// sweeps it.
+const B_CHUNK_BYTES: usize = 256 << 10;
+
+/// Multiply-adds below which a GEMM stays on one thread (a wake-up costs more).
+const PARALLEL_MIN_FLOPS: usize = 1 << 19;
+
+/// `C = A·B` then the epilogue, for packed `A` (`m × k`), B (`k × n`, row stride `ldb`,
+/// columns contiguous) and C (`m × n`, row stride `c.ld`). With `parallel`, column chunks
+/// and row blocks are spread over rayon's pool.
+///
+/// # Safety
+/// B must be valid for `k` rows of `n` elements at stride `ldb`, C for `m` rows of `n`
+/// elements at stride `c.ld`, and C must not overlap A or B.
+pub unsafe fn sgemm_direct(a: &PackedA, n: usize, b: *const f32, ldb: usize, c: OutMat, ep: &Epilogue, parallel: bool) {
+    let (m, k) = (a.m, a.k);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if let Some(bias) = ep.bias {
+        assert!(bias.len() >= m, "sgemm_direct: bias shorter than the rows of C");
+    }
+    let (mr, nr) = a.isa.block();
+    let chunk = ((B_CHUNK_BYTES / (4 * k.max(1))) / nr).max(1) * nr;
+    let col_chunks = n.div_ceil(chunk);
+    let row_blocks = m.div_ceil(mr);
+    let threads = if parallel && m * n * k >= PARALLEL_MIN_FLOPS { rayon::current_num_threads() } else { 1 };
+    // Enough tasks for two per thread where the shape allows, rows split only when the
+    // columns alone do not give that many.
+    let row_parts = (2 * threads).div_ceil(col_chunks).clamp(1, row_blocks);
+    let per_part = row_blocks.div_ceil(row_parts);
+    let row_parts = row_blocks.div_ceil(per_part);
+    let (bp, cp) = (SendPtr(b as *mut f32), SendPtr(c.ptr));
+    let task = |t: usize| {
+        let (cc, rp) = (t / row_parts, t % row_parts);
+        let (j0, j1) = (cc * chunk, ((cc + 1) * chunk).min(n));
+        for rb in rp * per_part..((rp + 1) * per_part).min(row_blocks) {
+            let i0 = rb * mr;
+            let rows = mr.min(m - i0);
+            let ap = a.data.as_ptr().add(rb * k * mr);
+            let bias = ep.bias.map_or(std::ptr::null(), |b| b.as_ptr().add(i0));
+            for j in (j0..j1).step_by(nr) {
+                let blk = Block {
+                    k,
+                    a: ap,
+                    b: bp.get().add(j),
+                    ldb,
+                    c: cp.get().add(i0 * c.ld + j),
+                    ldc: c.ld,
+                    rows,
+                    cols: nr.min(j1 - j),
+                    bias,
+                    clamp: ep.clamp,
+                };
+                // Safety: each task owns rows [i0, +rows) × columns [j0, j1) of C.
+                run_block(a.isa, &blk);
+            }
+        }
+    };
+    let tasks = col_chunks * row_parts;
+    if threads > 1 && tasks > 1 {
+        (0..tasks).into_par_iter().for_each(task);
+    } else {
+        (0..tasks).for_each(task);
+    }
+}
+
+/// One microkernel call: a `rows × cols` block of C (at most `MR × NR`).
+struct Block {
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    /// `rows` biases, or null.
+    bias: *const f32,
+    clamp: Option<(f32, f32)>,
+}
+
+unsafe fn run_block(isa: Isa, blk: &Block) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => x86::avx512(blk),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => x86::avx2(blk),
+        _ => generic(blk),
+    }
+}
+
+/// The portable kernel: 4 × 8, in arrays the compiler keeps in vector registers.
+unsafe fn generic(blk: &Block) {
+    const MR: usize = 4;
+    const NR: usize = 8;
+    let mut acc = [[0.0f32; NR]; MR];
+    for p in 0..blk.k {
+        let mut bv = [0.0f32; NR];
+        let brow = blk.b.add(p * blk.ldb);
+        for (j, v) in bv.iter_mut().enumerate().take(blk.cols) {
+            *v = *brow.add(j);
+        }
+        let ap = blk.a.add(p * MR);
+        for (i, row) in acc.iter_mut().enumerate() {
+            let av = *ap.add(i);
+            for j in 0..NR {
+                row[j] = av.mul_add(bv[j], row[j]);
+            }
+        }
+    }
+    for (i, row) in acc.iter().enumerate().take(blk.rows) {
+        let bias = if blk.bias.is_null() { 0.0 } else { *blk.bias.add(i) };
+        let out = std::slice::from_raw_parts_mut(blk.c.add(i * blk.ldc), blk.cols);
+        for (o, &v) in out.iter_mut().zip(row) {
+            *o = clamp(v + bias, blk.clamp);
+        }
+    }
+}
+
+/// The epilogue's clamp on one value, NaN kept (as `f32::clamp` does).
+#[inline(always)]
+fn clamp(v: f32, c: Option<(f32, f32)>) -> f32 {
+    match c {
+        Some((lo, hi)) if !v.is_nan() => v.max(lo).min(hi),
+        _ => v,
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::Block;
+
+    /// 12 × 32: two zmm columns per row; the ragged right edge is a load/store mask.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn avx512(blk: &Block) {
+        const MR: usize = 12;
+        let m0: __mmask16 = if blk.cols >= 16 { 0xFFFF } else { (1u32 << blk.cols) as u16 - 1 };
+        let rest = blk.cols.saturating_sub(16);
+        let m1: __mmask16 = if rest >= 16 { 0xFFFF } else { ((1u32 << rest) - 1) as u16 };
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        let (mut a, mut b) = (blk.a, blk.b);
+        for _ in 0..blk.k {
+            let b0 = _mm512_maskz_loadu_ps(m0, b);
+            let b1 = _mm512_maskz_loadu_ps(m1, b.add(16));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*a.add(i));
+                row[0] = _mm512_fmadd_ps(av, b0, row[0]);
+                row[1] = _mm512_fmadd_ps(av, b1, row[1]);
+            }
+            a = a.add(MR);
+            b = b.add(blk.ldb);
+        }
+        let (lo, hi) = blk.clamp.unwrap_or((0.0, 0.0));
+        let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+        for (i, row) in acc.iter().enumerate().take(blk.rows) {
+            let bias = _mm512_set1_ps(if blk.bias.is_null() { 0.0 } else { *blk.bias.add(i) });
+            for (h, (&v, mask)) in row.iter().zip([m0, m1]).enumerate() {
+                let mut v = _mm512_add_ps(v, bias);
+                if blk.clamp.is_some() {
+                    // max/min return their second operand when one is NaN: NaN survives.
+                    v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
+                }
+                _mm512_mask_storeu_ps(blk.c.add(i * blk.ldc + 16 * h), mask, v);
+            }
+        }
+    }
+
+    /// Lane mask for the first `n` of 8 lanes (AVX2 masked moves take a vector mask).
+    #[target_feature(enable = "avx2")]
+    unsafe fn lanes(n: usize) -> __m256i {
+        let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), idx)
+    }
+
+    /// 6 × 16: two ymm columns per row.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn avx2(blk: &Block) {
+        const MR: usize = 6;
+        let (m0, m1) = (lanes(blk.cols), lanes(blk.cols.saturating_sub(8)));
+        let full = blk.cols == 16;
+        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        let (mut a, mut b) = (blk.a, blk.b);
+        for _ in 0..blk.k {
+            let (b0, b1) = if full {
+                (_mm256_loadu_ps(b), _mm256_loadu_ps(b.add(8)))
+            } else {
+                (_mm256_maskload_ps(b, m0), _mm256_maskload_ps(b.add(8), m1))
+            };
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = _mm256_broadcast_ss(&*a.add(i));
+                row[0] = _mm256_fmadd_ps(av, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+            }
+            a = a.add(MR);
+            b = b.add(blk.ldb);
+        }
+        let (lo, hi) = blk.clamp.unwrap_or((0.0, 0.0));
+        let (lo, hi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
+        for (i, row) in acc.iter().enumerate().take(blk.rows) {
+            let bias = _mm256_set1_ps(if blk.bias.is_null() { 0.0 } else { *blk.bias.add(i) });
+            for (h, (&v, mask)) in row.iter().zip([m0, m1]).enumerate() {
+                let mut v = _mm256_add_ps(v, bias);
+                if blk.clamp.is_some() {
+                    v = _mm256_min_ps(hi, _mm256_max_ps(lo, v));
+                }
+                _mm256_maskstore_ps(blk.c.add(i * blk.ldc + 8 * h), mask, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn reference(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, ep: &Epilogue) -> Vec<f32> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let s: f64 = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum();
+                let v = s as f32 + ep.bias.map_or(0.0, |b| b[i]);
+                c[i * n + j] = clamp(v, ep.clamp);
+            }
+        }
+        c
+    }
+
+    #[allow(clippy::too_many_arguments)] // a GEMM case, spelled out
+    fn run(isa: Isa, a: &[f32], b: &[f32], m: usize, k: usize, n: usize, ep: &Epilogue, parallel: bool) -> Vec<f32> {
+        // B and C with row strides wider than n, and a guard band that must stay untouched.
+        let (ldb, ldc) = (n + 3, n + 5);
+        let mut bs = vec![f32::NAN; k * ldb];
+        for p in 0..k {
+            bs[p * ldb..p * ldb + n].copy_from_slice(&b[p * n..(p + 1) * n]);
+        }
+        let mut cs = vec![-7.0f32; m * ldc + 8];
+        unsafe {
+            let pa = PackedA::new(isa, m, k, Mat::row_major(a, m, k));
+            sgemm_direct(&pa, n, bs.as_ptr(), ldb, OutMat { ptr: cs.as_mut_ptr(), ld: ldc }, ep, parallel);
+        }
+        for i in 0..m {
+            assert!(cs[i * ldc + n..(i + 1) * ldc].iter().all(|&v| v == -7.0), "{isa:?} wrote past a row");
+        }
+        (0..m).flat_map(|i| cs[i * ldc..i * ldc + n].to_vec()).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn every_kernel_matches_the_reference(
+            m in 1usize..40, k in 0usize..70, n in 1usize..90, seed in 0u32..1000,
+            bias in any::<bool>(), clamp in 0usize..3, parallel in any::<bool>(),
+        ) {
+            let val = |i: usize, s: u32| (((i as u32).wrapping_mul(2654435761).wrapping_add(s) >> 7) % 97) as f32 / 24.0 - 2.0;
+            let a: Vec<f32> = (0..m * k).map(|i| val(i, seed)).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| val(i, seed ^ 0x5555)).collect();
+            let bv: Vec<f32> = (0..m).map(|i| val(i, seed ^ 0xAAAA)).collect();
+            let ep = Epilogue {
+                bias: bias.then_some(bv.as_slice()),
+                clamp: [None, Some((0.0, f32::INFINITY)), Some((0.0, 6.0))][clamp],
+            };
+            let want = reference(&a, &b, m, k, n, &ep);
+            for isa in Isa::available() {
+                let got = run(isa, &a, &b, m, k, n, &ep, parallel);
+                for (i, (x, y)) in got.iter().zip(&want).enumerate() {
+                    prop_assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{:?} {}x{}x{} at {}: {} vs {}", isa, m, k, n, i, x, y);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nan_survives_the_clamp() {
+        let a = [f32::NAN, 1.0];
+        let b = [1.0, 2.0, 3.0];
+        let ep = Epilogue { bias: None, clamp: Some((0.0, 6.0)) };
+        for isa in Isa::available() {
+            let c = run(isa, &a, &b, 2, 1, 3, &ep, false);
+            assert!(c[..3].iter().all(|v| v.is_nan()), "{isa:?}: {c:?}");
+            assert_eq!(&c[3..], &[1.0, 2.0, 3.0]);
+        }
+    }
+
+    #[test]
+    fn large_shapes_split_over_threads_match() {
+        let (m, k, n) = (70, 150, 700);
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0).collect();
+        let ep = Epilogue::default();
+        let want = reference(&a, &b, m, k, n, &ep);
+        for isa in Isa::available() {
+            let got = run(isa, &a, &b, m, k, n, &ep, true);
+            assert!(got.iter().zip(&want).all(|(x, y)| (x - y).abs() <= 1e-3 * (1.0 + y.abs())), "{isa:?}");
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Packed conv weights a tape keeps from one iteration to the next.
+//!
+//! A visualization runs the same convs with the same constant weights hundreds of times;
+//! packing them for the GEMM ([`ConvPack`]) once per run instead of once per call saves
+//! a pass over every weight, forward and backward. The cache is owned by one tape (no
+//! global state) and keyed by the weight's `Arc`: it holds a clone of that `Arc`, so
+//! while an entry lives its tensor can be neither freed (its address reused) nor changed
+//! in place (`Arc::make_mut` copies a shared tensor). Entries whose weight nobody else
+//! holds any more are dropped at the next insertion.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::conv::{ConvPack, ConvPlan};
+use crate::geometry::ConvGeometry;
+use crate::tape::Tensor;
+
+/// Which GEMM a pack serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum PackDirection {
+    Forward,
+    BackwardInput,
+}
+
+type Key = (usize, usize, PackDirection);
+/// The weight an entry was packed from (kept alive and unchanged by holding it), and
+/// its pack.
+type Entry = (Arc<Tensor>, Arc<ConvPack>);
+
+/// Packs of constant conv weights, by weight identity, group count and direction.
+#[derive(Default)]
+pub(crate) struct PackCache {
+    map: Mutex<HashMap<Key, Entry>>,
+}
+
+impl std::fmt::Debug for PackCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackCache({} packs)", self.len())
+    }
+}
+
+impl PackCache {
+    /// The pack of `w` for `g` and `dir`, made on first use.
+    pub(crate) fn get(&self, w: &Arc<Tensor>, g: &ConvGeometry, dir: PackDirection) -> Arc<ConvPack> {
+        let key = (Arc::as_ptr(w) as usize, g.p.groups, dir);
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, pack)) = map.get(&key) {
+            return pack.clone();
+        }
+        map.retain(|_, (t, _)| Arc::strong_count(t) > 1);
+        let plan = ConvPlan::choose(g);
+        let ws = w.as_slice().expect("tape values are in standard layout");
+        let pack = Arc::new(match dir {
+            PackDirection::Forward => ConvPack::forward(plan, ws, g),
+            PackDirection::BackwardInput => ConvPack::backward_input(plan, ws, g),
+        });
+        map.insert(key, (w.clone(), pack.clone()));
+        pack
+    }
+
+    /// Number of packs held.
+    pub(crate) fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Drops every pack.
+    pub(crate) fn clear(&self) {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
