@@ -307,7 +307,7 @@ fn fused_conv_activation_equals_the_two_ops_in_every_mode() {
 fn packed_weights_follow_a_changed_weight_and_buffers_do_not_pile_up() {
     let mut weight = Arc::new(Tensor::from_elem(vec![4, 3, 1, 1], 1.0));
     let mut tape = Tape::new();
-    let mut run = |tape: &mut Tape, w: &Arc<Tensor>| {
+    let run = |tape: &mut Tape, w: &Arc<Tensor>| {
         tape.reset();
         let x = tape.variable(Tensor::from_elem(vec![1, 3, 5, 5], 2.0));
         let w = tape.constant_shared(w.clone());
