@@ -157,12 +157,17 @@ pub unsafe fn sgemm_direct(a: &PackedA, n: usize, b: *const f32, ldb: usize, c: 
         assert!(bias.len() >= m, "sgemm_direct: bias shorter than the rows of C");
     }
     let (mr, nr) = a.isa.block();
-    let chunk = ((B_CHUNK_BYTES / (4 * k.max(1))) / nr).max(1) * nr;
+    let threads = if parallel && m * n * k >= PARALLEL_MIN_FLOPS { rayon::current_num_threads() } else { 1 };
+    // Column chunks no wider than the L2 budget, in a count that splits evenly over the
+    // threads (three chunks on two threads would leave one idle a third of the time).
+    let widest = ((B_CHUNK_BYTES / (4 * k.max(1))) / nr).max(1) * nr;
+    let mut col_chunks = n.div_ceil(widest);
+    if threads > 1 && col_chunks > 1 {
+        col_chunks = col_chunks.next_multiple_of(threads);
+    }
+    let chunk = n.div_ceil(col_chunks).next_multiple_of(nr);
     let col_chunks = n.div_ceil(chunk);
     let row_blocks = m.div_ceil(mr);
-    let threads = if parallel && m * n * k >= PARALLEL_MIN_FLOPS { rayon::current_num_threads() } else { 1 };
-    // Enough tasks for two per thread where the shape allows, rows split only when the
-    // columns alone do not give that many.
     let row_parts = (2 * threads).div_ceil(col_chunks).clamp(1, row_blocks);
     let per_part = row_blocks.div_ceil(row_parts);
     let row_parts = row_blocks.div_ceil(per_part);
@@ -170,25 +175,24 @@ pub unsafe fn sgemm_direct(a: &PackedA, n: usize, b: *const f32, ldb: usize, c: 
     let task = |t: usize| {
         let (cc, rp) = (t / row_parts, t % row_parts);
         let (j0, j1) = (cc * chunk, ((cc + 1) * chunk).min(n));
-        for rb in rp * per_part..((rp + 1) * per_part).min(row_blocks) {
-            let i0 = rb * mr;
-            let rows = mr.min(m - i0);
-            let ap = a.data.as_ptr().add(rb * k * mr);
-            let bias = ep.bias.map_or(std::ptr::null(), |b| b.as_ptr().add(i0));
-            for j in (j0..j1).step_by(nr) {
+        // Column panel outer, row block inner: the panel of B (k × NR) stays in L1/L2
+        // while every row block of A passes over it.
+        for j in (j0..j1).step_by(nr) {
+            for rb in rp * per_part..((rp + 1) * per_part).min(row_blocks) {
+                let i0 = rb * mr;
                 let blk = Block {
                     k,
-                    a: ap,
+                    a: a.data.as_ptr().add(rb * k * mr),
                     b: bp.get().add(j),
                     ldb,
                     c: cp.get().add(i0 * c.ld + j),
                     ldc: c.ld,
-                    rows,
+                    rows: mr.min(m - i0),
                     cols: nr.min(j1 - j),
-                    bias,
+                    bias: ep.bias.map_or(std::ptr::null(), |b| b.as_ptr().add(i0)),
                     clamp: ep.clamp,
                 };
-                // Safety: each task owns rows [i0, +rows) × columns [j0, j1) of C.
+                // Safety: each task owns its row blocks × columns [j0, j1) of C.
                 run_block(a.isa, &blk);
             }
         }
@@ -269,6 +273,9 @@ mod x86 {
 
     use super::Block;
 
+    /// How many rows of B ahead the kernels prefetch.
+    const PREFETCH_ROWS: usize = 8;
+
     /// 12 × 32: two zmm columns per row; the ragged right edge is a load/store mask.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn avx512(blk: &Block) {
@@ -279,6 +286,11 @@ mod x86 {
         let mut acc = [[_mm512_setzero_ps(); 2]; MR];
         let (mut a, mut b) = (blk.a, blk.b);
         for _ in 0..blk.k {
+            // B's rows are a row stride apart, too far for the hardware prefetcher; ask
+            // for the row PREFETCH_ROWS ahead (a prefetch past the end is harmless).
+            let ahead = b.wrapping_add(PREFETCH_ROWS * blk.ldb) as *const i8;
+            _mm_prefetch::<_MM_HINT_T0>(ahead);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
             let b0 = _mm512_maskz_loadu_ps(m0, b);
             let b1 = _mm512_maskz_loadu_ps(m1, b.add(16));
             for (i, row) in acc.iter_mut().enumerate() {
@@ -320,6 +332,7 @@ mod x86 {
         let mut acc = [[_mm256_setzero_ps(); 2]; MR];
         let (mut a, mut b) = (blk.a, blk.b);
         for _ in 0..blk.k {
+            _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(PREFETCH_ROWS * blk.ldb) as *const i8);
             let (b0, b1) = if full {
                 (_mm256_loadu_ps(b), _mm256_loadu_ps(b.add(8)))
             } else {
