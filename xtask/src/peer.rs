@@ -1,21 +1,52 @@
-//! `cargo xtask bench-peer [RUNS]`: EfficientNet-Lite0 forward at batch 1, actmax against
-//! onnxruntime on the same ONNX file, in one run, both on the machine's cores (2 here).
-//! onnxruntime is inference-only, so this compares forward passes; a step of activation
-//! maximization adds the backward pass to the input (see `cargo xtask bench effnet`).
+//! `cargo xtask bench-peer [--runs N] [--json FILE]`: actmax against its peers on the same
+//! CPU, in one sitting — onnxruntime (inference only: forward passes) and PyTorch
+//! (forward, and a step: forward + backward to the input + Adam on the image, weights
+//! frozen as a visualization has them), on EfficientNet-Lite0 at batch 1 and 8 and on
+//! VGG16 up to block5_conv3.
+//!
+//! The peers run from `.cache/peer-venv`, which this task makes with pip when it is
+//! missing (PyPI's torch wheel is large: its CUDA libraries come along, unused). A peer
+//! that cannot be installed or run is skipped with the reason; actmax's rows still print.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use actmax_layers::loaders::onnx;
-use actmax_tensor::{Tape, Tensor};
+use actmax_layers::{zoo, Model};
+use actmax_tensor::{AdamConfig, AdamState, Tape, Tensor};
 
 use crate::workspace_root;
 
-fn median_ms(runs: usize, mut f: impl FnMut()) -> (f64, f64) {
+/// The peers' pinned packages.
+const PEER_PACKAGES: &[&str] = &["numpy==2.4.6", "onnxruntime==1.32.0", "torch==2.15.0"];
+
+struct Options {
+    runs: usize,
+    json: Option<PathBuf>,
+}
+
+fn parse(args: &[String]) -> Result<Options, String> {
+    let mut o = Options { runs: 30, json: None };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--runs" => o.runs = it.next().and_then(|v| v.parse().ok()).ok_or("--runs needs a number")?,
+            "--json" => o.json = Some(it.next().ok_or("--json needs a file")?.into()),
+            // The old positional form: `bench-peer RUNS`.
+            n if n.parse::<usize>().is_ok() => o.runs = n.parse().expect("checked"),
+            other => return Err(format!("bench-peer: unknown argument `{other}` (--runs N, --json FILE)")),
+        }
+    }
+    Ok(o)
+}
+
+/// Median and minimum wall time of `runs` calls, in ms, after three warm-ups.
+fn time_ms(runs: usize, mut f: impl FnMut()) -> (f64, f64) {
     for _ in 0..3 {
         f();
     }
-    let mut t: Vec<f64> = (0..runs)
+    let mut t: Vec<f64> = (0..runs.max(1))
         .map(|_| {
             let t0 = Instant::now();
             f();
@@ -26,42 +57,197 @@ fn median_ms(runs: usize, mut f: impl FnMut()) -> (f64, f64) {
     (t[t.len() / 2], t[0])
 }
 
+/// One case of actmax: a model, the layer it stops at, and how the loss reads it.
+struct Case {
+    name: &'static str,
+    model: Model,
+    layer: usize,
+    size: usize,
+}
+
+fn image(batch: usize, size: usize) -> Tensor {
+    Tensor::from_shape_fn(vec![batch, 3, size, size], |i| ((i[0] * 11 + i[1] * 7 + i[2] * 3 + i[3]) % 255) as f32)
+}
+
+/// actmax's forward: the layer's value, no gradient wanted.
+fn forward(case: &Case, batch: usize, runs: usize) -> (f64, f64) {
+    let x0 = image(batch, case.size);
+    let mut tape = Tape::new();
+    time_ms(runs, || {
+        tape.reset();
+        let x = tape.constant(x0.clone());
+        case.model.forward(&mut tape, x, &[case.layer]).expect("forward");
+    })
+}
+
+/// actmax's step: forward, backward to the image, Adam on the image (what a visualization
+/// does per iteration, without its augmentations).
+fn step(case: &Case, batch: usize, runs: usize) -> (f64, f64) {
+    let mut img = image(batch, case.size);
+    let mut adam = AdamState::new(img.shape());
+    let cfg = AdamConfig::new(0.05);
+    let mut tape = Tape::new();
+    time_ms(runs, || {
+        tape.reset();
+        let x = tape.variable(img.clone());
+        let out = case.model.forward(&mut tape, x, &[case.layer]).expect("forward")[0];
+        // Channel (or class) 1 of every image, maximized: the loss is its negative mean.
+        let rank = tape.shape(out).expect("shape").len();
+        let mut ranges: Vec<(usize, usize)> = tape.shape(out).expect("shape").iter().map(|&d| (0, d)).collect();
+        ranges[1] = (1, 2);
+        let ch = tape.slice(out, &ranges[..rank]).expect("slice");
+        let mean = tape.mean_all(ch).expect("mean");
+        let loss = tape.neg(mean).expect("neg");
+        let g = tape.backward(loss).expect("backward");
+        adam.update(&mut img, g.get(x).expect("input gradient"), &cfg).expect("adam");
+    })
+}
+
+/// `.cache/peer-venv/bin/python` with the peers installed, made when missing.
+fn peer_python() -> Result<PathBuf, String> {
+    let venv = crate::fetch::cache().join("peer-venv");
+    let python = venv.join("bin/python");
+    let check = format!(
+        "import importlib.metadata as m, sys; sys.exit(any(m.version(p.split('==')[0]) != p.split('==')[1] for p in {PEER_PACKAGES:?}))"
+    );
+    if Command::new(&python).args(["-c", &check]).status().is_ok_and(|s| s.success()) {
+        return Ok(python);
+    }
+    eprintln!("xtask: python3 -m venv {} && pip install {} (torch is large)", venv.display(), PEER_PACKAGES.join(" "));
+    if !Command::new("python3").arg("-m").arg("venv").arg(&venv).status().is_ok_and(|s| s.success()) {
+        return Err("python3 -m venv failed (is python3-venv installed?)".into());
+    }
+    let ok = Command::new(&python)
+        .args(["-m", "pip", "install", "-q"])
+        .args(PEER_PACKAGES)
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        Ok(python)
+    } else {
+        Err(format!("pip could not install {}", PEER_PACKAGES.join(" ")))
+    }
+}
+
+fn run_peer(python: &Path, script: &str, args: &[String]) -> Result<serde_json::Value, String> {
+    let out = Command::new(python)
+        .arg(workspace_root().join("xtask/python").join(script))
+        .args(args)
+        .output()
+        .map_err(|e| format!("{}: {e}", python.display()))?;
+    if !out.status.success() {
+        return Err(format!("{script} failed:\n{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let last = out.stdout.split(|&b| b == b'\n').rfind(|l| !l.trim_ascii().is_empty()).unwrap_or_default();
+    serde_json::from_slice(last).map_err(|e| format!("{script} output: {e}"))
+}
+
+/// One row of the table: a case, actmax's median, and a peer's median.
+struct Row {
+    case: String,
+    actmax_ms: f64,
+    peer: &'static str,
+    peer_ms: Option<f64>,
+}
+
 /// `cargo xtask bench-peer`.
 pub fn run(args: &[String]) -> Result<(), String> {
-    let runs: usize = args.first().map(|a| a.parse().map_err(|_| "RUNS must be a number")).transpose()?.unwrap_or(30);
+    let o = parse(args)?;
     let root = workspace_root();
-    let path = root.join("models/efficientnet_lite0.onnx");
-    let model = onnx::load(&path).map_err(|e| e.to_string())?;
-    let folded = model.fold_batch_norms();
-    let x = Tensor::from_shape_fn(vec![1, 3, 224, 224], |ix| ((ix[2] * 7 + ix[3] * 3 + ix[1]) % 256) as f32);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let forward = |m: &actmax_layers::Model| {
-        let mut tape = Tape::new();
-        let xv = tape.constant(x.clone());
-        let _ = m.forward(&mut tape, xv, &[m.len() - 1]).expect("forward");
+    let lite0 = Case {
+        name: "lite0",
+        model: onnx::load(&root.join("models/efficientnet_lite0.onnx")).map_err(|e| e.to_string())?.fold_batch_norms(),
+        layer: 0,
+        size: 224,
     };
-    let (ours, ours_min) = median_ms(runs, || forward(&model));
-    let (ours_folded, folded_min) = median_ms(runs, || forward(&folded));
-    let python = crate::fetch::cache().join("venv/bin/python");
-    let out = Command::new(&python)
-        .arg(root.join("xtask/python/ort_bench.py"))
-        .arg(&path)
-        .arg(threads.to_string())
-        .arg(runs.to_string())
-        .output()
-        .map_err(|e| format!("{}: {e} (make the venv with `cargo xtask reference-onnx`)", python.display()))?;
-    if !out.status.success() {
-        return Err(format!("onnxruntime timing failed:\n{}", String::from_utf8_lossy(&out.stderr)));
+    let lite0 = Case { layer: lite0.model.len() - 1, ..lite0 };
+    let mut vgg = zoo::vgg16_features(224).map_err(|e| e.to_string())?;
+    zoo::init_he_uniform(&mut vgg, 1);
+    let vgg_layer = vgg.find("block5_conv3").map_err(|e| e.to_string())?;
+    let vgg = Case { name: "vgg16_block5_conv3", model: vgg, layer: vgg_layer, size: 224 };
+
+    // The peers first, so actmax's timing does not run next to a pip install.
+    let python = peer_python();
+    let (ort, torch) = match &python {
+        Ok(py) => {
+            let model = root.join("models/efficientnet_lite0.onnx").display().to_string();
+            let ort = run_peer(py, "ort_bench.py", &[model, threads.to_string(), o.runs.to_string(), "1,8".into()]);
+            let torch = run_peer(py, "torch_bench.py", &[threads.to_string(), o.runs.to_string()]);
+            (ort, torch)
+        }
+        Err(e) => (Err(e.clone()), Err(e.clone())),
+    };
+
+    // actmax inside the pool: its parallel regions start on a worker, not from outside.
+    let ours = rayon::scope(|_| {
+        let mut rows: Vec<(String, f64)> = Vec::new();
+        for (case, kinds) in [
+            (&lite0, &[("forward", 1), ("forward", 8), ("step", 1), ("step", 8)][..]),
+            (&vgg, &[("forward", 1), ("step", 1)][..]),
+        ] {
+            for &(kind, batch) in kinds {
+                let runs = if case.name == "lite0" { o.runs / batch.min(4) } else { o.runs / 6 }.max(3);
+                let (ms, _) = if kind == "forward" { forward(case, batch, runs) } else { step(case, batch, runs) };
+                rows.push((format!("{} {kind} b{batch}", case.name), ms));
+            }
+        }
+        rows
+    });
+
+    let ort_ms = |batch: usize| -> Option<f64> {
+        ort.as_ref().ok()?["rows"].as_array()?.iter().find(|r| r["batch"] == batch)?["ms_median"].as_f64()
+    };
+    let torch_ms = |case: &str| -> Option<f64> {
+        torch.as_ref().ok()?["rows"].as_array()?.iter().find(|r| r["case"] == case)?["ms"].as_f64()
+    };
+    let mut rows = Vec::new();
+    for (case, ms) in &ours {
+        if case.starts_with("lite0 forward") {
+            let batch = if case.ends_with("b8") { 8 } else { 1 };
+            rows.push(Row { case: case.clone(), actmax_ms: *ms, peer: "onnxruntime", peer_ms: ort_ms(batch) });
+        }
+        rows.push(Row { case: case.clone(), actmax_ms: *ms, peer: "pytorch", peer_ms: torch_ms(case) });
     }
-    let peer: serde_json::Value =
-        serde_json::from_slice(out.stdout.trim_ascii()).map_err(|e| format!("onnxruntime output: {e}"))?;
-    let ort = peer["ms_median"].as_f64().ok_or("no ms_median")?;
-    let ort_min = peer["ms_min"].as_f64().ok_or("no ms_min")?;
-    println!("EfficientNet-Lite0 forward, batch 1, 224×224, {threads} threads, median (min) of {runs} runs:");
-    println!("  actmax, the ONNX file as loaded (BN unfused)  {ours:7.2} ms ({ours_min:.2})");
-    println!("  actmax, BN folded (what a visualization runs) {ours_folded:7.2} ms ({folded_min:.2})");
-    let version = peer["onnxruntime"].as_str().unwrap_or("?");
-    println!("  onnxruntime {version} (all graph optimizations)  {ort:7.2} ms ({ort_min:.2})");
-    println!("  ratio onnxruntime / actmax (folded): {:.2} (> 1: actmax is faster)", ort / ours_folded);
+
+    let features = crate::bench::cpu_features().join("+");
+    println!("actmax vs peers, {threads} threads, CPU features {features}, median ms");
+    if let Ok(t) = &torch {
+        println!(
+            "  pytorch {} (cpu capability {}), best of NCHW / channels-last, weights frozen",
+            t["torch"].as_str().unwrap_or("?"),
+            t["capability"].as_str().unwrap_or("?")
+        );
+    }
+    if let Ok(v) = &ort {
+        println!(
+            "  onnxruntime {} (all graph optimizations; the ONNX file is batch 1, so b8 = 8 runs)",
+            v["onnxruntime"].as_str().unwrap_or("?")
+        );
+    }
+    for (name, r) in [("onnxruntime", &ort), ("pytorch", &torch)] {
+        if let Err(e) = r {
+            println!("  {name}: skipped — {}", e.lines().next().unwrap_or(""));
+        }
+    }
+    println!("{:<28} {:>10} {:>12} {:>10} {:>16}", "case", "actmax", "peer", "peer ms", "actmax / peer");
+    for r in &rows {
+        let (p, ratio) = match r.peer_ms {
+            Some(p) => (format!("{p:.2}"), format!("{:.2}", r.actmax_ms / p)),
+            None => ("—".into(), "—".into()),
+        };
+        println!("{:<28} {:>10.2} {:>12} {:>10} {:>16}", r.case, r.actmax_ms, r.peer, p, ratio);
+    }
+    if let Some(path) = &o.json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(
+                |r| serde_json::json!({"case": r.case, "actmax_ms": r.actmax_ms, "peer": r.peer, "peer_ms": r.peer_ms}),
+            )
+            .collect();
+        std::fs::write(path, serde_json::to_string_pretty(&v).expect("json"))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
     Ok(())
 }

@@ -1,0 +1,61 @@
+//! GFLOP/s of the direct GEMM against matrixmultiply on EfficientNet-Lite0's pointwise
+//! shapes (M = out channels, K = in channels, N = pixels), one sitting, same inputs.
+use actmax_tensor::gemm::direct::{sgemm_direct, Epilogue, Isa, OutMat, PackedA};
+use actmax_tensor::gemm::{sgemm_par, Mat};
+
+fn median(mut f: impl FnMut(), reps: usize) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t0 = std::time::Instant::now();
+            f();
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[0]
+}
+
+fn main() {
+    let shapes = [
+        (32, 32, 12544),
+        (96, 16, 12544),
+        (24, 96, 3136),
+        (144, 24, 3136),
+        (40, 144, 784),
+        (240, 40, 784),
+        (480, 80, 196),
+        (80, 480, 196),
+        (1152, 192, 49),
+        (192, 1152, 49),
+        (1280, 320, 49),
+        (64, 576, 12544),
+    ];
+    let isa = Isa::detect();
+    println!("isa {isa:?}, {} threads", rayon::current_num_threads());
+    for (m, k, n) in shapes {
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+        let mut c = vec![0.0f32; m * n];
+        let flops = 2.0 * (m * k * n) as f64;
+        let pa = unsafe { PackedA::new(isa, m, k, Mat::row_major(&a, m, k)) };
+        let ours = median(
+            || unsafe {
+                sgemm_direct(&pa, n, b.as_ptr(), n, OutMat { ptr: c.as_mut_ptr(), ld: n }, &Epilogue::default(), true)
+            },
+            21,
+        );
+        let mm = median(
+            || unsafe {
+                sgemm_par(m, k, n, 1.0, Mat::row_major(&a, m, k), Mat::row_major(&b, k, n), 0.0, c.as_mut_ptr(), n)
+            },
+            21,
+        );
+        println!(
+            "{m:5} x {k:5} x {n:6}: direct {:6.1} GFLOP/s  matrixmultiply {:6.1}  ratio {:.2}",
+            flops / ours / 1e9,
+            flops / mm / 1e9,
+            mm / ours
+        );
+    }
+}
