@@ -149,7 +149,17 @@ impl Tape {
                 let bv = self.val(*b).view().into_dimensionality::<ndarray::Ix2>().expect("2-D");
                 let bm = if *trans_b { bv.t() } else { bv };
                 if needs(*a) {
-                    self.accumulate(grads, *a, g2.dot(&bm.t()).into_dyn());
+                    let (m, n) = (g2.nrows(), g2.ncols());
+                    let ga = if *trans_b && m <= crate::gemm::skinny::SKINNY_ROWS {
+                        // A dense layer's input gradient for a few images: no packing.
+                        let k = bv.ncols();
+                        let mut ga = vec![0.0; m * k];
+                        crate::gemm::skinny::matmul_nn(slice(&g), slice(self.val(*b)), &mut ga, m, n, k);
+                        from_vec(&[m, k], ga)
+                    } else {
+                        g2.dot(&bm.t()).into_dyn()
+                    };
+                    self.accumulate(grads, *a, ga);
                 }
                 if needs(*b) {
                     let gb = av.t().dot(&g2);

@@ -321,6 +321,12 @@ impl Tape {
         let (m, k, n) = (sa[0], sa[1], bn);
         let mut y = vec![0.0; checked_elems("matmul", &[m, n])?];
         let (av, bv) = (self.val(a), self.val(b));
+        if trans_b && m <= crate::gemm::skinny::SKINNY_ROWS {
+            let (xs, ws) = (av.as_slice().expect("standard layout"), bv.as_slice().expect("standard layout"));
+            crate::gemm::skinny::matmul_nt(xs, ws, &mut y, m, k, n);
+            let y = ArrayD::from_shape_vec(IxDyn(&[m, n]), y).expect("m·n elements");
+            return Ok(self.push(y, Op::MatMul { a, b, trans_b }, &[a, b]));
+        }
         let am = crate::gemm::Mat::row_major(av.as_slice().expect("standard layout"), m, k);
         let bm = crate::gemm::Mat::row_major(bv.as_slice().expect("standard layout"), sb[0], sb[1]);
         let bm = if trans_b { bm.t() } else { bm };

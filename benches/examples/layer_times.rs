@@ -1,0 +1,47 @@
+//! Forward wall time per layer kind of folded EfficientNet-Lite0 (no fusion: each layer on
+//! its own), at a batch given as the first argument (default 1), inside the rayon pool.
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use actmax_layers::zoo;
+use actmax_tensor::{Tape, Tensor};
+
+fn main() {
+    let batch: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1);
+    let model = zoo::load("efficientnet_lite0", None).unwrap().fold_batch_norms();
+    let image = Tensor::from_shape_fn(vec![batch, 3, 224, 224], |i| ((i[1] * 7 + i[2] * 3 + i[3]) % 255) as f32);
+    let mut totals: BTreeMap<String, f64> = BTreeMap::new();
+    let reps = 20;
+    rayon::scope(|_| {
+        let mut tape = Tape::new();
+        for rep in 0..reps + 3 {
+            tape.reset();
+            let x = tape.constant(image.clone());
+            let mut vals = vec![model.input_spec().preprocess(&mut tape, x).unwrap()];
+            for node in &model.nodes()[1..] {
+                let ins: Vec<_> = node.inputs.iter().map(|&j| vals[j]).collect();
+                let t0 = Instant::now();
+                vals.push(node.layer.forward(&mut tape, &ins).unwrap());
+                if rep >= 3 {
+                    let shape = tape.shape(*vals.last().unwrap()).unwrap();
+                    let key = format!("{} {:?}", node.layer.type_name(), &shape[1..]);
+                    *totals.entry(key).or_default() += t0.elapsed().as_secs_f64() * 1e3 / reps as f64;
+                }
+            }
+        }
+    });
+    let mut by_kind: BTreeMap<String, f64> = BTreeMap::new();
+    for (k, v) in &totals {
+        *by_kind.entry(k.split(' ').next().unwrap().to_string()).or_default() += v;
+    }
+    let total: f64 = by_kind.values().sum();
+    println!("batch {batch}: {total:.2} ms per forward ({:.2} per image)", total / batch as f64);
+    for (k, v) in &by_kind {
+        println!("  {k:<20} {v:7.2} ms");
+    }
+    let mut rows: Vec<_> = totals.into_iter().collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    for (k, v) in rows.iter().take(25) {
+        println!("    {k:<40} {v:7.3} ms");
+    }
+}
