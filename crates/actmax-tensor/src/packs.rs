@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::conv::{ConvPack, ConvPlan};
+use crate::conv::{ConvKernel, ConvPack, ConvPlan};
 use crate::geometry::ConvGeometry;
 use crate::tape::Tensor;
 
@@ -22,7 +22,7 @@ pub(crate) enum PackDirection {
     BackwardInput,
 }
 
-type Key = (usize, usize, PackDirection);
+type Key = (usize, usize, PackDirection, ConvKernel);
 /// The weight an entry was packed from (kept alive and unchanged by holding it), and
 /// its pack.
 type Entry = (Arc<Tensor>, Arc<ConvPack>);
@@ -42,13 +42,14 @@ impl std::fmt::Debug for PackCache {
 impl PackCache {
     /// The pack of `w` for `g` and `dir`, made on first use.
     pub(crate) fn get(&self, w: &Arc<Tensor>, g: &ConvGeometry, dir: PackDirection) -> Arc<ConvPack> {
-        let key = (Arc::as_ptr(w) as usize, g.p.groups, dir);
+        let plan = ConvPlan::choose(g);
+        // The kernel is part of the key: one weight on another input size may pick another.
+        let key = (Arc::as_ptr(w) as usize, g.p.groups, dir, plan.kernel);
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, pack)) = map.get(&key) {
             return pack.clone();
         }
         map.retain(|_, (t, _)| Arc::strong_count(t) > 1);
-        let plan = ConvPlan::choose(g);
         let ws = w.as_slice().expect("tape values are in standard layout");
         let pack = Arc::new(match dir {
             PackDirection::Forward => ConvPack::forward(plan, ws, g),

@@ -93,6 +93,19 @@ proptest! {
         run_all(&g, ConvPlan::with_kernel(ConvKernel::Depthwise), seed, seed % 2 == 1);
     }
 
+    /// Winograd F(2×2, 3×3): odd and even sizes (ragged last tiles), asymmetric padding
+    /// (TF-SAME), any channel counts, batches; forward, both backwards (the input's
+    /// through the transposed Winograd conv).
+    #[test]
+    fn winograd_matches_naive(n in 1usize..=2, c_in in 1usize..=20, c_out in 1usize..=20, h in 1usize..=13, w in 1usize..=13, pads in (0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2), seed in any::<u64>()) {
+        let p = Conv2dParams::new().padding(Padding2d { top: pads.0, bottom: pads.1, left: pads.2, right: pads.3 });
+        let g = ConvGeometry::new("test", &[n, c_in, h, w], &[c_out, c_in, 3, 3], p);
+        prop_assume!(g.is_ok());
+        let g = g.unwrap();
+        prop_assert!(ConvKernel::Winograd.supports(&g));
+        run_all(&g, ConvPlan::with_kernel(ConvKernel::Winograd), seed, seed % 2 == 0);
+    }
+
     /// Max and average pooling, forward and backward, with padding.
     #[test]
     fn pooling_matches_naive(planes in 1usize..=5, k in 1usize..=4, s in 1usize..=3, pads in (0usize..=3, 0usize..=3, 0usize..=3, 0usize..=3), h in 4usize..=13, w in 4usize..=13, include in any::<bool>(), seed in any::<u64>()) {
@@ -120,6 +133,7 @@ fn benchmark_like_shapes_match_naive() {
         (16, 16, 40, 3, 1, 1),  // several tiles
         (12, 12, 29, 5, 2, 12), // depthwise 5×5 stride 2
         (24, 40, 17, 1, 1, 1),  // pointwise
+        (64, 48, 15, 3, 1, 1),  // Winograd (3×3 stride 1, ≥ 32 channels), odd size
     ];
     for &(ci, co, hw, k, s, groups) in cases {
         let p =
@@ -127,6 +141,13 @@ fn benchmark_like_shapes_match_naive() {
         let g = ConvGeometry::new("test", &[1, ci, hw, hw], &[co, ci / groups, k, k], p).unwrap();
         run_all(&g, ConvPlan::choose(&g), (ci * 1000 + hw) as u64, true);
     }
+    let g = ConvGeometry::new(
+        "test",
+        &[1, 64, 15, 15],
+        &[48, 64, 3, 3],
+        Conv2dParams::new().padding(Padding2d::uniform(1)),
+    );
+    assert_eq!(ConvKernel::choose(&g.unwrap()), ConvKernel::Winograd, "VGG-like convs take Winograd");
 }
 
 /// A reused scratch pool gives the same answer as a fresh one, and keeps its buffers.

@@ -20,9 +20,11 @@
 //!   only when they are neighbours, so even tiles run in parallel, then odd tiles.
 //! - Backward to the weights (training only: a visualization's weights are constants):
 //!   `dW += dY_tile · colᵀ` on matrixmultiply, one partial sum per rayon job.
-//! - Winograd F(2×2, 3×3) is not implemented: on the 3×3 layers measured so far the
-//!   direct GEMM is within reach of the sgemm ceiling (`cargo xtask bench conv`), and the
-//!   fused store would have to move into its output transform.
+//! - **Winograd** F(2×2, 3×3) ([`winograd`]) for 3×3 stride-1 convs with 32 or more
+//!   channels on both sides (VGG's): 2.25× fewer multiply-adds than any GEMM of the direct
+//!   conv can reach, through 16 GEMMs on transformed tiles. With fewer channels its input
+//!   and output transforms cost more than the multiplies saved, so im2col runs. Its
+//!   backward to the input is a Winograd conv of the rotated weights.
 //!
 //! Every forward kernel can apply a clamp after the bias (ReLU `(0, ∞)`, ReLU6 `(0, 6)`)
 //! in the same store, so a conv and its activation make one pass over the output.
@@ -30,6 +32,7 @@
 pub mod depthwise;
 pub mod im2col;
 pub mod naive;
+pub mod winograd;
 
 pub use im2col::{col2im, im2col, COL_BUDGET};
 
@@ -41,7 +44,7 @@ use crate::scratch::ScratchPool;
 pub(crate) const TILE_COLS: usize = 1024;
 
 /// The kernel families a conv can run on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ConvKernel {
     /// Direct per-channel loop (one input and one output channel per group).
     Depthwise,
@@ -49,6 +52,8 @@ pub enum ConvKernel {
     Pointwise,
     /// Tiled im2col + GEMM: works for every geometry.
     Im2col,
+    /// Winograd F(2×2, 3×3): 3×3, stride 1, undilated, ungrouped.
+    Winograd,
 }
 
 impl ConvKernel {
@@ -58,6 +63,8 @@ impl ConvKernel {
             Self::Depthwise
         } else if g.is_pointwise() {
             Self::Pointwise
+        } else if winograd::pays(g) {
+            Self::Winograd
         } else {
             Self::Im2col
         }
@@ -69,6 +76,7 @@ impl ConvKernel {
             Self::Depthwise => g.is_depthwise(),
             Self::Pointwise => g.is_pointwise(),
             Self::Im2col => true,
+            Self::Winograd => winograd::supports(g),
         }
     }
 }
@@ -153,19 +161,22 @@ pub fn conv2d_forward_prepacked(
     if let Some(b) = bias {
         assert_eq!(b.len(), g.c_out, "conv kernel: bias length must equal out channels");
     }
+    assert_eq!(pack.kernel, kernel, "conv2d_forward_prepacked: the pack was made for another kernel");
     match kernel {
         ConvKernel::Depthwise => depthwise::forward(x, w, bias, clamp, g, out, scratch),
         ConvKernel::Pointwise | ConvKernel::Im2col => im2col::forward(plan, x, pack, bias, clamp, g, out, scratch),
+        ConvKernel::Winograd => winograd::forward(x, &pack.groups, bias, clamp, g, out, scratch),
     }
 }
 
 /// A conv's weights rearranged for one direction of its GEMM (per group, k-major
-/// micro-panels for [`crate::gemm::direct`]). Packing reads every weight once; a
+/// micro-panels for [`crate::gemm::direct`]; for Winograd, the 16 transformed matrices). Packing reads every weight once; a
 /// visualization's weights are constants, so its tape packs each conv once per run
 /// instead of once per call. Depthwise kernels read the weights as they are: their
 /// pack is empty.
 pub struct ConvPack {
     groups: Vec<crate::gemm::direct::PackedA>,
+    kernel: ConvKernel,
 }
 
 impl ConvPack {
@@ -181,11 +192,14 @@ impl ConvPack {
 
     fn new(plan: ConvPlan, w: &[f32], g: &ConvGeometry, transposed: bool) -> Self {
         assert_eq!(w.len(), g.c_out * g.k_col(), "ConvPack: weight length does not match the geometry");
-        let groups = match plan.kernel {
-            ConvKernel::Depthwise => Vec::new(),
+        assert!(plan.kernel.supports(g), "ConvPack: {:?} cannot run {g:?}", plan.kernel);
+        let groups = match (plan.kernel, transposed) {
+            (ConvKernel::Depthwise, _) => Vec::new(),
+            (ConvKernel::Winograd, false) => winograd::pack_weights(w, g.c_out, g.c_in),
+            (ConvKernel::Winograd, true) => winograd::pack_weights_transposed(w, g.c_out, g.c_in),
             _ => im2col::packed_weights(w, g, transposed),
         };
-        Self { groups }
+        Self { groups, kernel: plan.kernel }
     }
 
     /// Floats held (the weights, padded to whole micro-panels).
@@ -230,9 +244,14 @@ pub fn conv2d_backward_input_prepacked(
     let kernel = plan.kernel;
     check_lens(g, dx.len(), w.len(), dy.len());
     assert!(kernel.supports(g), "conv2d_backward_input_with: {kernel:?} cannot run {g:?}");
+    assert_eq!(pack.kernel, kernel, "conv2d_backward_input_prepacked: the pack was made for another kernel");
     match kernel {
         ConvKernel::Depthwise => depthwise::backward_input(dy, w, g, dx, scratch),
         ConvKernel::Pointwise | ConvKernel::Im2col => im2col::backward_input(plan, dy, pack, g, dx, scratch),
+        // The transposed conv is a Winograd conv too, on the pack of the rotated weights.
+        ConvKernel::Winograd => {
+            winograd::forward(dy, &pack.groups, None, None, &winograd::transposed_geometry(g), dx, scratch)
+        }
     }
 }
 
@@ -256,6 +275,10 @@ pub fn conv2d_backward_weight_with(
     match kernel {
         ConvKernel::Depthwise => depthwise::backward_weight(x, dy, g, dw, scratch),
         ConvKernel::Pointwise | ConvKernel::Im2col => im2col::backward_weight(plan, x, dy, g, dw, scratch),
+        // Training only: the im2col GEMM serves every geometry.
+        ConvKernel::Winograd => {
+            im2col::backward_weight(ConvPlan::with_kernel(ConvKernel::Im2col), x, dy, g, dw, scratch)
+        }
     }
 }
 
