@@ -1,5 +1,6 @@
 //! Forward wall time per layer kind of folded EfficientNet-Lite0 (no fusion: each layer on
-//! its own), at a batch given as the first argument (default 1), inside the rayon pool.
+//! its own), or of VGG16's features with `vgg16`, at a batch given as the first argument
+//! (default 1), inside the rayon pool.
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -8,10 +9,17 @@ use actmax_tensor::{Tape, Tensor};
 
 fn main() {
     let batch: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1);
-    let model = zoo::load("efficientnet_lite0", None).unwrap().fold_batch_norms();
+    let vgg = std::env::args().any(|a| a == "vgg16");
+    let model = if vgg {
+        let mut m = zoo::vgg16_features(224).unwrap();
+        zoo::init_he_uniform(&mut m, 1);
+        m
+    } else {
+        zoo::load("efficientnet_lite0", None).unwrap().fold_batch_norms()
+    };
     let image = Tensor::from_shape_fn(vec![batch, 3, 224, 224], |i| ((i[1] * 7 + i[2] * 3 + i[3]) % 255) as f32);
     let mut totals: BTreeMap<String, f64> = BTreeMap::new();
-    let reps = 20;
+    let reps = if vgg { 3 } else { 20 };
     rayon::scope(|_| {
         let mut tape = Tape::new();
         for rep in 0..reps + 3 {

@@ -50,8 +50,12 @@ pub fn max_pool2d_forward(x: &[f32], g: &PoolGeometry) -> (Vec<f32>, Vec<u32>) {
     let (il, ol) = (g.in_hw[0] * g.in_hw[1], g.out_hw[0] * g.out_hw[1]);
     let mut y = vec![0.0; g.planes * ol];
     let mut arg = vec![0u32; g.planes * ol];
+    let pairs = g.p.kernel == [2, 2] && g.p.stride == [2, 2] && g.p.padding == Default::default();
     y.par_chunks_mut(ol).zip(arg.par_chunks_mut(ol)).enumerate().for_each(|(i, (yp, ap))| {
         let xp = &x[i * il..(i + 1) * il];
+        if pairs {
+            return max_pool_2x2(xp, g, yp, ap);
+        }
         for oh in 0..g.out_hw[0] {
             let (h0, h1) = window(oh, g.p.stride[0], g.p.padding.top, g.p.kernel[0], g.in_hw[0]);
             for ow in 0..g.out_hw[1] {
@@ -73,6 +77,33 @@ pub fn max_pool2d_forward(x: &[f32], g: &PoolGeometry) -> (Vec<f32>, Vec<u32>) {
         }
     });
     (y, arg)
+}
+
+/// The usual 2×2, stride-2, unpadded max pool of one plane: the same winner as the
+/// general loop (first maximum, NaN wins), without its per-window bounds.
+fn max_pool_2x2(xp: &[f32], g: &PoolGeometry, yp: &mut [f32], ap: &mut [u32]) {
+    let (w, [oh_n, ow_n]) = (g.in_hw[1], g.out_hw);
+    for oh in 0..oh_n {
+        let (r0, r1) = (&xp[2 * oh * w..][..w], &xp[(2 * oh + 1) * w..][..w]);
+        let (y, a) = (&mut yp[oh * ow_n..][..ow_n], &mut ap[oh * ow_n..][..ow_n]);
+        for ow in 0..ow_n {
+            let c = 2 * ow;
+            let (mut best, mut at) = (f32::NEG_INFINITY, 2 * oh * w + c);
+            for (v, idx) in [
+                (r0[c], 2 * oh * w + c),
+                (r0[c + 1], 2 * oh * w + c + 1),
+                (r1[c], (2 * oh + 1) * w + c),
+                (r1[c + 1], (2 * oh + 1) * w + c + 1),
+            ] {
+                if v > best || (v.is_nan() && !best.is_nan()) {
+                    best = v;
+                    at = idx;
+                }
+            }
+            y[ow] = best;
+            a[ow] = at as u32;
+        }
+    }
 }
 
 /// Gradient of max pooling: each output's gradient goes to its winning input.

@@ -204,3 +204,21 @@ proptest! {
         assert_close(&fft::irfft2(&z, planes, h, w), &x, 1e-5, "irfft2(rfft2(x))");
     }
 }
+
+/// The 2×2 stride-2 max pool fast path (VGG's) against the reference, odd sizes and
+/// ties; a NaN wins its window (as in the general loop).
+#[test]
+fn max_pool_2x2_matches_naive() {
+    for (h, w) in [(2, 2), (5, 7), (8, 6), (13, 13)] {
+        let g = PoolGeometry::new("test", &[2, 3, h, w], Pool2dParams::new(2, 2)).unwrap();
+        let mut x: Vec<f32> = (0..g.in_elems()).map(|i| ((i * 7) % 5) as f32).collect();
+        let (y, arg) = pool::max_pool2d_forward(&x, &g);
+        assert_close(&y, &pool::naive::max_pool2d(&x, &g), 0.0, "2x2 forward");
+        let dy = values(h as u64, g.out_elems());
+        let dx = pool::max_pool2d_backward(&dy, &arg, &g);
+        let want = pool::naive::max_pool2d_backward(&x, &dy, &g);
+        assert_close(&dx, &want, 1e-6, "2x2 backward");
+        x[w + 1] = f32::NAN;
+        assert!(pool::max_pool2d_forward(&x, &g).0[0].is_nan(), "a NaN in the first window wins it");
+    }
+}
