@@ -6,10 +6,11 @@ fn main() {
     let backward = std::env::args().any(|a| a == "--backward");
     let model = zoo::load("efficientnet_lite0", None).unwrap();
     let model = if std::env::args().any(|a| a == "--fold") { model.fold_batch_norms() } else { model };
-    let image = Tensor::from_shape_fn(vec![1, 3, 224, 224], |i| ((i[1] * 7 + i[2] * 3 + i[3]) % 255) as f32);
+    let batch: usize = std::env::args().skip_while(|a| a != "--batch").nth(1).and_then(|v| v.parse().ok()).unwrap_or(1);
+    let image = Tensor::from_shape_fn(vec![batch, 3, 224, 224], |i| ((i[1] * 7 + i[2] * 3 + i[3]) % 255) as f32);
     let last = model.len() - 1;
     let mut tape = Tape::new();
-    let reps = 30;
+    let reps = if batch > 1 { 5 } else { 30 };
     let in_pool = std::env::args().any(|a| a == "--in-pool");
     let t = std::time::Instant::now();
     let mut body = || {

@@ -112,8 +112,12 @@ impl Tape {
             }
             Op::Sum { x, kept, scale } => {
                 let gk = g.take().into_shape_with_order(IxDyn(kept)).expect("kept shape has the output's size");
-                let gx = gk.broadcast(self.val(*x).raw_dim()).expect("kept dims broadcast").mapv(|v| v * scale);
-                self.accumulate(grads, *x, gx);
+                let xv = self.val(*x);
+                // Broadcast into a pooled buffer (row-major, as the view iterates).
+                let mut gx = self.scratch.take(xv.len());
+                let spread = gk.broadcast(xv.raw_dim()).expect("kept dims broadcast");
+                gx.iter_mut().zip(spread.iter()).for_each(|(o, &v)| *o = v * scale);
+                self.accumulate(grads, *x, from_vec(xv.shape(), gx));
             }
             Op::Softmax { x, axis } => {
                 // dx = y · (g − Σ g·y)

@@ -244,8 +244,13 @@ impl Tape {
             return Err(shape_err(op, "cannot average over an empty axis", &shape));
         }
         let scale = if mean { 1.0 / count as f32 } else { 1.0 };
-        let mut y = xv.clone();
-        for &a in sorted.iter().rev() {
+        // The first reduction reads the value in place (no copy of a large tensor).
+        let mut axes_rev = sorted.iter().rev();
+        let mut y = match axes_rev.next() {
+            Some(&a) => xv.sum_axis(Axis(a)),
+            None => xv.clone(),
+        };
+        for &a in axes_rev {
             y = y.sum_axis(Axis(a));
         }
         let mut kept = shape.clone();

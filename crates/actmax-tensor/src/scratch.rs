@@ -4,15 +4,15 @@
 //! one iteration are handed back here and reused by the next instead of re-allocated.
 //! There is no global pool: each tape owns one, so two models never share state.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashSet;
 use std::sync::Mutex;
 
 /// A pool of `f32` buffers that kernels borrow and give back.
 #[derive(Debug, Default)]
 pub struct ScratchPool {
     bufs: Mutex<Vec<Vec<f32>>>,
-    /// Buffers taken since the last [`ScratchPool::trim_to_demand`].
-    takes: AtomicUsize,
+    /// The buffers (by address) handed out since the last [`ScratchPool::trim_to_demand`].
+    used: Mutex<HashSet<usize>>,
 }
 
 impl ScratchPool {
@@ -24,7 +24,6 @@ impl ScratchPool {
     /// A buffer of exactly `len` elements with unspecified (but initialized) contents:
     /// callers overwrite every element they read.
     pub fn take(&self, len: usize) -> Vec<f32> {
-        self.takes.fetch_add(1, Ordering::Relaxed);
         let reused = {
             let mut bufs = self.bufs.lock().unwrap_or_else(|e| e.into_inner());
             // Prefer the smallest buffer that is large enough.
@@ -45,6 +44,9 @@ impl ScratchPool {
         } else {
             buf.resize(len, 0.0);
         }
+        if buf.capacity() > 0 {
+            self.used.lock().unwrap_or_else(|e| e.into_inner()).insert(buf.as_ptr() as usize);
+        }
         buf
     }
 
@@ -55,17 +57,14 @@ impl ScratchPool {
         }
     }
 
-    /// Keeps at most as many buffers as were taken since the last call (the largest
-    /// ones), and starts counting again. Called once per iteration, it bounds the pool by
-    /// what one iteration uses even when more buffers are given back than are taken (a
-    /// tape recycles every value, including those its ops did not draw from the pool).
+    /// Keeps the buffers handed out since the last call and drops the others, then starts
+    /// recording again. Called once per iteration (when every buffer is back), it keeps
+    /// what one iteration uses: a backward pass's short-lived gradients share a few
+    /// buffers, and the values a tape gives back without having taken them (those its
+    /// ops did not draw from the pool) are let go unless an op took them again.
     pub fn trim_to_demand(&self) {
-        let demand = self.takes.swap(0, Ordering::Relaxed);
-        let mut bufs = self.bufs.lock().unwrap_or_else(|e| e.into_inner());
-        if bufs.len() > demand {
-            bufs.sort_unstable_by_key(|b| std::cmp::Reverse(b.capacity()));
-            bufs.truncate(demand);
-        }
+        let used = std::mem::take(&mut *self.used.lock().unwrap_or_else(|e| e.into_inner()));
+        self.bufs.lock().unwrap_or_else(|e| e.into_inner()).retain(|b| used.contains(&(b.as_ptr() as usize)));
     }
 
     /// Floats held in the pool's buffers (for tests and memory accounting).
