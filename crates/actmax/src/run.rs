@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use actmax_layers::Model;
 use actmax_losses::{Loss, LossContext, WeightedLosses};
-use actmax_modifiers::resize_to;
+use actmax_modifiers::{resize_to, RandomCrops, TransformSet};
 use actmax_tensor::{Tape, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -96,25 +96,31 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
                 m.pre(&mut params, &mut rng)?;
             }
         }
-        tape.reset();
-        let pv = tape.variable(params.clone());
-        let image = maker.image(&mut tape, pv)?;
-        let seen = views(&opts, &mut tape, image, [mh, mw], range, &mut rng)?;
-        let acts = activations(&net, &mut tape, seen, &names, &idx)?;
-        let built = losses.build(&mut tape, &LossContext::new(image, &acts))?;
-        let total = scalar(&tape, built.total)?;
-        let mut terms = Vec::with_capacity(built.terms.len());
-        for ((name, v), w) in built.terms.iter().zip(&weights) {
-            let value = tape.value(*v)?.sum();
-            if !value.is_finite() {
-                return Err(Error::NonFinite { step, term: name.clone(), value });
+        // The step's heavy part runs on a pool thread: its many parallel regions then
+        // start there instead of waking this thread and a worker for each.
+        let (crops, transforms) = (&opts.crops, &opts.transforms);
+        let (image, total, terms, g) = rayon::scope(|_| -> Result<_> {
+            tape.reset();
+            let pv = tape.variable(params.clone());
+            let image = maker.image(&mut tape, pv)?;
+            let seen = views(transforms, crops, &mut tape, image, [mh, mw], range, &mut rng)?;
+            let acts = activations(&net, &mut tape, seen, &names, &idx)?;
+            let built = losses.build(&mut tape, &LossContext::new(image, &acts))?;
+            let total = scalar(&tape, built.total)?;
+            let mut terms = Vec::with_capacity(built.terms.len());
+            for ((name, v), w) in built.terms.iter().zip(&weights) {
+                let value = tape.value(*v)?.sum();
+                if !value.is_finite() {
+                    return Err(Error::NonFinite { step, term: name.clone(), value });
+                }
+                terms.push((name.clone(), value, *w));
             }
-            terms.push((name.clone(), value, *w));
-        }
-        if !total.is_finite() {
-            return Err(Error::NonFinite { step, term: "total".into(), value: total });
-        }
-        let g = tape.backward(built.total)?.take(pv).unwrap_or_else(|| Tensor::zeros(params.raw_dim()));
+            if !total.is_finite() {
+                return Err(Error::NonFinite { step, term: "total".into(), value: total });
+            }
+            let g = tape.backward(built.total)?.take(pv).unwrap_or_else(|| Tensor::zeros(params.raw_dim()));
+            Ok((image, total, terms, g))
+        })?;
         let mut g = opts.grad_modifier.apply(&g)?;
         if pixel {
             // The gradient was taken on the modified image: map it back the same way
@@ -164,7 +170,8 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
 /// fused into one warp per view when the transforms are all moves of the plane — or
 /// one resize when the image is not the model's size.
 fn views(
-    opts: &Options,
+    transforms: &TransformSet,
+    crops: &Option<RandomCrops>,
     tape: &mut Tape,
     image: Var,
     input: [usize; 2],
@@ -176,15 +183,15 @@ fn views(
         let s = tape.shape(image)?;
         [s[2], s[3]]
     };
-    if let Some(crops) = &opts.crops {
+    if let Some(crops) = crops {
         let b = tape.shape(image)?[0];
-        if let Some(moves) = opts.transforms.draw_maps(b, hw, rng)? {
+        if let Some(moves) = transforms.draw_maps(b, hw, rng)? {
             return Ok(crops.apply_after(tape, image, &moves, input, width, rng)?);
         }
-        let moved = opts.transforms.apply(tape, image, rng)?;
+        let moved = transforms.apply(tape, image, rng)?;
         return Ok(crops.apply(tape, moved, input, width, rng)?);
     }
-    let moved = opts.transforms.apply(tape, image, rng)?;
+    let moved = transforms.apply(tape, image, rng)?;
     Ok(resize_to(tape, moved, input)?)
 }
 
