@@ -111,6 +111,7 @@ pub fn transposed_geometry(g: &ConvGeometry) -> ConvGeometry {
     t
 }
 
+#[inline(always)]
 fn clamp(v: f32, c: Clamp) -> f32 {
     match c {
         Some((lo, hi)) if !v.is_nan() => v.max(lo).min(hi),
@@ -179,6 +180,27 @@ pub(super) fn forward(
     }
 }
 
+/// Defines `$name` to run `$inner` compiled for AVX2 + FMA when the CPU has them (the
+/// transforms are plain loops the compiler vectorizes; the build's baseline is SSE2).
+macro_rules! avx2_dispatch {
+    ($name:ident => $inner:ident ( $($arg:ident : $ty:ty),* )) => {
+        #[allow(clippy::too_many_arguments)] // the transform's operands, spelled out
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx2($($arg: $ty),*) { $inner($($arg),*) }
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    // Safety: the features were just detected.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $inner($($arg),*)
+        }
+    };
+}
+
 /// `V[ξ][c][t]` for the tile rows `rows` of one image. Per channel and tile row: the
 /// four input rows (zero-padded) go through `Bᵀ` as whole rows, then each tile's four
 /// columns through `B`; both loops run over contiguous rows, so they vectorize.
@@ -191,65 +213,73 @@ fn transform_input(
     parallel: bool,
     scratch: &ScratchPool,
 ) {
-    let ([h, w], pad, t) = (g.in_hw, g.p.padding, rows.len() * tw);
-    // Padded row width: tile tx reads padded columns 2tx .. 2tx + 3.
-    let pw = 2 * tw + 2;
     let vp = SendPtr(v.as_mut_ptr());
-    let per_channel = |c: usize, buf: &mut [f32]| {
-        let plane = &x[c * g.in_len()..][..g.in_len()];
-        let (d, tr) = buf.split_at_mut(4 * pw);
-        for (j, ty) in rows.clone().enumerate() {
-            // The 4 input rows of this tile row, zero outside the image.
-            for r in 0..4 {
-                let dst = &mut d[r * pw..(r + 1) * pw];
-                dst.fill(0.0);
-                let ih = (2 * ty + r) as isize - pad.top as isize;
-                if ih >= 0 && (ih as usize) < h {
-                    let src = &plane[ih as usize * w..][..w];
-                    let lo = pad.left.min(pw);
-                    let n = w.min(pw - lo);
-                    dst[lo..lo + n].copy_from_slice(&src[..n]);
-                }
-            }
-            // Bᵀ on rows: t0 = d0 − d2, t1 = d1 + d2, t2 = d2 − d1, t3 = d1 − d3.
-            let (d0, rest) = d.split_at(pw);
-            let (d1, rest) = rest.split_at(pw);
-            let (d2, d3) = rest.split_at(pw);
-            let (t0, rest) = tr.split_at_mut(pw);
-            let (t1, rest) = rest.split_at_mut(pw);
-            let (t2, t3) = rest.split_at_mut(pw);
-            for i in 0..pw {
-                t0[i] = d0[i] - d2[i];
-                t1[i] = d1[i] + d2[i];
-                t2[i] = d2[i] - d1[i];
-                t3[i] = d1[i] - d3[i];
-            }
-            // B on each tile's columns 2tx .. 2tx + 3, into V's 16 rows.
-            for (r, tr) in [&*t0, &*t1, &*t2, &*t3].into_iter().enumerate() {
-                let at = |k: usize| unsafe {
-                    // Safety: row (ξ = 4r + k, c) of V, this tile row's tw entries; each
-                    // channel writes its own rows.
-                    std::slice::from_raw_parts_mut(vp.get().add(((4 * r + k) * g.c_in + c) * t + j * tw), tw)
-                };
-                let (v0, v1, v2, v3) = (at(0), at(1), at(2), at(3));
-                for tx in 0..tw {
-                    let (a, b, cc, e) = (tr[2 * tx], tr[2 * tx + 1], tr[2 * tx + 2], tr[2 * tx + 3]);
-                    v0[tx] = a - cc;
-                    v1[tx] = b + cc;
-                    v2[tx] = cc - b;
-                    v3[tx] = b - e;
-                }
-            }
-        }
-    };
-    let buf_len = 8 * pw;
+    let (r0, r1) = (rows.start, rows.end);
+    let buf_len = 8 * (2 * tw + 2);
     if parallel {
-        (0..g.c_in).into_par_iter().for_each_init(|| scratch.lease(buf_len), |buf, c| per_channel(c, buf));
+        (0..g.c_in)
+            .into_par_iter()
+            .for_each_init(|| scratch.lease(buf_len), |buf, c| input_channel_fast(x, g, tw, r0, r1, c, vp, buf));
     } else {
         let mut buf = scratch.lease(buf_len);
-        (0..g.c_in).for_each(|c| per_channel(c, &mut buf));
+        (0..g.c_in).for_each(|c| input_channel_fast(x, g, tw, r0, r1, c, vp, &mut buf));
     }
 }
+
+/// [`transform_input`] of channel `c` (tile rows `r0 .. r1`).
+#[allow(clippy::too_many_arguments)] // the transform's operands, spelled out
+#[inline(always)]
+fn input_channel(x: &[f32], g: &ConvGeometry, tw: usize, r0: usize, r1: usize, c: usize, vp: SendPtr, buf: &mut [f32]) {
+    let ([h, w], pad, t) = (g.in_hw, g.p.padding, (r1 - r0) * tw);
+    // Padded row width: tile tx reads padded columns 2tx .. 2tx + 3.
+    let pw = 2 * tw + 2;
+    let plane = &x[c * g.in_len()..][..g.in_len()];
+    let (d, tr) = buf.split_at_mut(4 * pw);
+    for (j, ty) in (r0..r1).enumerate() {
+        // The 4 input rows of this tile row, zero outside the image.
+        for r in 0..4 {
+            let dst = &mut d[r * pw..(r + 1) * pw];
+            dst.fill(0.0);
+            let ih = (2 * ty + r) as isize - pad.top as isize;
+            if ih >= 0 && (ih as usize) < h {
+                let src = &plane[ih as usize * w..][..w];
+                let lo = pad.left.min(pw);
+                let n = w.min(pw - lo);
+                dst[lo..lo + n].copy_from_slice(&src[..n]);
+            }
+        }
+        // Bᵀ on rows: t0 = d0 − d2, t1 = d1 + d2, t2 = d2 − d1, t3 = d1 − d3.
+        let (d0, rest) = d.split_at(pw);
+        let (d1, rest) = rest.split_at(pw);
+        let (d2, d3) = rest.split_at(pw);
+        let (t0, rest) = tr.split_at_mut(pw);
+        let (t1, rest) = rest.split_at_mut(pw);
+        let (t2, t3) = rest.split_at_mut(pw);
+        for i in 0..pw {
+            t0[i] = d0[i] - d2[i];
+            t1[i] = d1[i] + d2[i];
+            t2[i] = d2[i] - d1[i];
+            t3[i] = d1[i] - d3[i];
+        }
+        // B on each tile's columns 2tx .. 2tx + 3, into V's 16 rows.
+        for (r, tr) in [&*t0, &*t1, &*t2, &*t3].into_iter().enumerate() {
+            let at = |k: usize| unsafe {
+                // Safety: row (ξ = 4r + k, c) of V, this tile row's tw entries; each
+                // channel writes its own rows.
+                std::slice::from_raw_parts_mut(vp.get().add(((4 * r + k) * g.c_in + c) * t + j * tw), tw)
+            };
+            let (v0, v1, v2, v3) = (at(0), at(1), at(2), at(3));
+            for tx in 0..tw {
+                let (a, b, cc, e) = (tr[2 * tx], tr[2 * tx + 1], tr[2 * tx + 2], tr[2 * tx + 3]);
+                v0[tx] = a - cc;
+                v1[tx] = b + cc;
+                v2[tx] = cc - b;
+                v3[tx] = b - e;
+            }
+        }
+    }
+}
+avx2_dispatch!(input_channel_fast => input_channel(x: &[f32], g: &ConvGeometry, tw: usize, r0: usize, r1: usize, c: usize, vp: SendPtr, buf: &mut [f32]));
 
 /// Outputs of the tile rows `rows` from `M[ξ][o][t]`, with bias and clamp; `out` is the
 /// image's first output plane. `Aᵀ` on each tile's 4 columns, then on its 4 rows.
@@ -264,52 +294,74 @@ fn transform_output(
     out: SendPtr,
     parallel: bool,
 ) {
-    let ([oh, ow], t) = (g.out_hw, rows.len() * tw);
-    let per_channel = |o: usize| {
+    let (r0, r1) = (rows.start, rows.end);
+    let one = |o: usize, pair: &mut Vec<f32>| {
         let b = bias.map_or(0.0, |b| b[o]);
-        let mut pair = vec![0.0f32; 2 * 2 * tw];
-        for (j, ty) in rows.clone().enumerate() {
-            let row = |xi: usize| &m[(xi * g.c_out + o) * t + j * tw..][..tw];
-            // Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]] along the tile's columns (k), for each
-            // of its 4 rows r: s[r][0] = m0 + m1 + m2, s[r][1] = m1 − m2 − m3.
-            let (top, bottom) = pair.split_at_mut(2 * tw);
-            top.fill(0.0);
-            bottom.fill(0.0);
-            for r in 0..4 {
-                let (m0, m1, m2, m3) = (row(4 * r), row(4 * r + 1), row(4 * r + 2), row(4 * r + 3));
-                // Then along rows: output row 0 takes rows 0 + 1 + 2, row 1 takes 1 − 2 − 3.
-                let (w0, w1) = match r {
-                    0 => (1.0, 0.0),
-                    1 => (1.0, 1.0),
-                    2 => (1.0, -1.0),
-                    _ => (0.0, -1.0),
-                };
-                for tx in 0..tw {
-                    let s0 = m0[tx] + m1[tx] + m2[tx];
-                    let s1 = m1[tx] - m2[tx] - m3[tx];
-                    top[2 * tx] += w0 * s0;
-                    top[2 * tx + 1] += w0 * s1;
-                    bottom[2 * tx] += w1 * s0;
-                    bottom[2 * tx + 1] += w1 * s1;
-                }
-            }
-            for (k, vals) in [&*top, &*bottom].into_iter().enumerate() {
-                let rr = 2 * ty + k;
-                if rr >= oh {
-                    continue;
-                }
-                // Safety: output row (o, rr) belongs to this channel and tile row only.
-                let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add((o * oh + rr) * ow), ow) };
-                match clamp_to {
-                    Some(_) => dst.iter_mut().zip(vals).for_each(|(d, &v)| *d = clamp(v + b, clamp_to)),
-                    None => dst.iter_mut().zip(vals).for_each(|(d, &v)| *d = v + b),
+        output_channel_fast(m, g, tw, r0, r1, o, b, clamp_to, out, pair)
+    };
+    if parallel {
+        (0..g.c_out).into_par_iter().for_each_init(|| vec![0.0f32; 4 * tw], |pair, o| one(o, pair));
+    } else {
+        let mut pair = vec![0.0f32; 4 * tw];
+        (0..g.c_out).for_each(|o| one(o, &mut pair));
+    }
+}
+
+/// [`transform_output`] of channel `o` (tile rows `r0 .. r1`), bias `b`.
+#[allow(clippy::too_many_arguments)] // the transform's operands, spelled out
+#[inline(always)]
+fn output_channel(
+    m: &[f32],
+    g: &ConvGeometry,
+    tw: usize,
+    r0: usize,
+    r1: usize,
+    o: usize,
+    b: f32,
+    clamp_to: Clamp,
+    out: SendPtr,
+    pair: &mut [f32],
+) {
+    let ([oh, ow], t) = (g.out_hw, (r1 - r0) * tw);
+    for (j, ty) in (r0..r1).enumerate() {
+        let m: [&[f32]; 16] = std::array::from_fn(|xi| &m[(xi * g.c_out + o) * t + j * tw..][..tw]);
+        // Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]] along each tile's columns, then its rows:
+        // first into four planar rows (one per output of the tile, so the loop
+        // vectorizes over tiles), then interleaved into the two output rows.
+        let (y00, rest) = pair.split_at_mut(tw);
+        let (y01, rest) = rest.split_at_mut(tw);
+        let (y10, y11) = rest.split_at_mut(tw);
+        for r in 0..4 {
+            let (m0, m1, m2, m3) = (m[4 * r], m[4 * r + 1], m[4 * r + 2], m[4 * r + 3]);
+            let (w0, w1) = [(1.0, 0.0), (1.0, 1.0), (1.0, -1.0), (0.0, -1.0)][r];
+            for tx in 0..tw {
+                let (s0, s1) = (m0[tx] + m1[tx] + m2[tx], m1[tx] - m2[tx] - m3[tx]);
+                if r == 0 {
+                    (y00[tx], y01[tx], y10[tx], y11[tx]) = (s0, s1, 0.0, 0.0);
+                } else {
+                    y00[tx] += w0 * s0;
+                    y01[tx] += w0 * s1;
+                    y10[tx] += w1 * s0;
+                    y11[tx] += w1 * s1;
                 }
             }
         }
-    };
-    if parallel {
-        (0..g.c_out).into_par_iter().for_each(per_channel);
-    } else {
-        (0..g.c_out).for_each(per_channel);
+        for (k, (even, odd)) in [(&*y00, &*y01), (&*y10, &*y11)].into_iter().enumerate() {
+            let rr = 2 * ty + k;
+            if rr >= oh {
+                continue;
+            }
+            // Safety: output row (o, rr) belongs to this channel and tile row only.
+            let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add((o * oh + rr) * ow), ow) };
+            let (pairs, last) = dst.split_at_mut(ow - ow % 2);
+            for ((d, &e), &od) in pairs.chunks_exact_mut(2).zip(even).zip(odd) {
+                d[0] = clamp(e + b, clamp_to);
+                d[1] = clamp(od + b, clamp_to);
+            }
+            if let Some(d) = last.first_mut() {
+                *d = clamp(even[tw - 1] + b, clamp_to);
+            }
+        }
     }
 }
+avx2_dispatch!(output_channel_fast => output_channel(m: &[f32], g: &ConvGeometry, tw: usize, r0: usize, r1: usize, o: usize, b: f32, clamp_to: Clamp, out: SendPtr, pair: &mut [f32]));
