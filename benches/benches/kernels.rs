@@ -7,7 +7,7 @@
 //! reference, for the direct depthwise kernels. Throughput is counted in FLOPs, which
 //! `cargo xtask bench` turns into GFLOP/s and a ratio to the group's reference.
 
-use actmax_tensor::conv::{self, naive};
+use actmax_tensor::conv::{self, naive, ConvPack, ConvPlan};
 use actmax_tensor::gemm::{sgemm_par, Mat};
 use actmax_tensor::{Conv2dParams, ConvGeometry, Padding2d, ScratchPool};
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
@@ -30,6 +30,16 @@ const VGG: &[(&str, usize, usize, usize)] = &[
     ("vgg_256x256@56", 256, 256, 56),
     ("vgg_512x512@28", 512, 512, 28),
     ("vgg_512x512@14", 512, 512, 14),
+];
+
+/// EfficientNet-Lite0's pointwise shapes: (name, in channels, out channels, size).
+const POINTWISE: &[(&str, usize, usize, usize)] = &[
+    ("effnet_pw16x96@112", 16, 96, 112),
+    ("effnet_pw144x24@56", 144, 24, 56),
+    ("effnet_pw40x240@28", 40, 240, 28),
+    ("effnet_pw480x80@14", 480, 80, 14),
+    ("effnet_pw192x1152@7", 192, 1152, 7),
+    ("effnet_pw1152x192@7", 1152, 192, 7),
 ];
 
 /// EfficientNet-Lite0's depthwise shapes: (name, channels, kernel, stride, size).
@@ -61,6 +71,8 @@ struct Case {
     x: Vec<f32>,
     w: Vec<f32>,
     dy: Vec<f32>,
+    /// The weights packed once for each direction, as a visualization's tape holds them.
+    packs: (ConvPack, ConvPack),
 }
 
 impl Case {
@@ -69,14 +81,25 @@ impl Case {
         let p = Conv2dParams::new().stride(stride).groups(groups).padding(pad);
         let g = ConvGeometry::new("bench", &[1, c_in, size, size], &[c_out, c_in / groups, k, k], p)
             .expect("valid bench shape");
-        Self { x: fill(g.in_elems(), 1), w: fill(g.weight_elems(), 2), dy: fill(g.out_elems(), 3), g }
+        let w = fill(g.weight_elems(), 2);
+        let plan = ConvPlan::choose(&g);
+        let packs = (ConvPack::forward(plan, &w, &g), ConvPack::backward_input(plan, &w, &g));
+        Self { x: fill(g.in_elems(), 1), w, dy: fill(g.out_elems(), 3), g, packs }
     }
 
-    /// Runs one direction of the conv once.
+    /// Runs one direction of the conv once, on the kernel the conv's plan chooses, with its
+    /// weights packed beforehand (the steady state of a visualization).
     fn run(&self, dir: Dir, out: &mut [f32], scratch: &ScratchPool) {
+        let plan = ConvPlan::choose(&self.g);
         match dir {
-            Dir::Fwd => conv::conv2d_forward(black_box(&self.x), &self.w, None, &self.g, out, scratch),
-            Dir::BwdInput => conv::conv2d_backward_input(black_box(&self.dy), &self.w, &self.g, out, scratch),
+            Dir::Fwd => {
+                let x = black_box(&self.x);
+                conv::conv2d_forward_prepacked(plan, x, &self.w, &self.packs.0, None, None, &self.g, out, scratch)
+            }
+            Dir::BwdInput => {
+                let dy = black_box(&self.dy);
+                conv::conv2d_backward_input_prepacked(plan, dy, &self.w, &self.packs.1, &self.g, out, scratch)
+            }
             Dir::BwdWeight => conv::conv2d_backward_weight(black_box(&self.x), &self.dy, &self.g, out, scratch),
         }
     }
@@ -151,6 +174,23 @@ fn single_thread(c: &mut Criterion) {
     g.finish();
 }
 
+/// The 1×1 convs on the direct GEMM (weights packed per call here; a tape packs them
+/// once) against matrixmultiply's sgemm of the same shape.
+fn pointwise(c: &mut Criterion) {
+    let scratch = ScratchPool::new();
+    for &(name, ci, co, size) in POINTWISE {
+        let case = Case::new(ci, co, size, 1, 1, 1);
+        for dir in [Dir::Fwd, Dir::BwdInput] {
+            let mut out = vec![0.0; case.out_len(dir)];
+            let mut g = group(c, &format!("{name}_{}", dir.name()));
+            g.throughput(Throughput::Elements(case.g.flops() as u64));
+            g.bench_function("conv", |b| b.iter(|| case.run(dir, &mut out, &scratch)));
+            bench_sgemm(&mut g, "sgemm", case.gemm_shape(dir), None);
+            g.finish();
+        }
+    }
+}
+
 fn depthwise(c: &mut Criterion) {
     let scratch = ScratchPool::new();
     for &(name, ch, k, s, hw) in DEPTHWISE {
@@ -178,5 +218,5 @@ fn big_sgemm(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, vgg, single_thread, depthwise, big_sgemm);
+criterion_group!(benches, vgg, single_thread, pointwise, depthwise, big_sgemm);
 criterion_main!(benches);
