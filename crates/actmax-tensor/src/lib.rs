@@ -1,13 +1,15 @@
 //! # actmax-tensor
 //!
 //! The autodiff core of actmax: a reverse-mode [`Tape`] over `f32` tensors (NCHW for
-//! images) and the CPU kernels behind it — conv2d by tiled im2col + sgemm, depthwise
-//! conv by direct loops, pooling — parallel on rayon's pool.
+//! images) and the CPU kernels behind it — conv2d by a packing-free GEMM (pointwise and
+//! im2col) or Winograd (3×3), depthwise conv by direct loops, pooling — parallel on
+//! rayon's pool.
 //!
 //! Activation maximization runs one graph hundreds of times and needs only the gradient
 //! with respect to the input, so weights go on the tape as constants
 //! ([`Tape::constant_shared`], no copy) and `backward` skips every gradient nobody asked
-//! for; [`Tape::reset`] keeps the scratch buffers between iterations.
+//! for; [`Tape::reset`] keeps the buffers and the packed conv weights between
+//! iterations.
 //!
 //! ```
 //! use actmax_tensor::{Conv2dParams, Padding2d, Tape, Tensor};
