@@ -108,30 +108,10 @@ fn step(case: &Case, batch: usize, runs: usize) -> (f64, f64) {
     })
 }
 
-/// `.cache/peer-venv/bin/python` with the peers installed, made when missing.
+/// `.cache/peer-venv/bin/python` with the peers installed, made when missing (torch is
+/// a large download).
 fn peer_python() -> Result<PathBuf, String> {
-    let venv = crate::fetch::cache().join("peer-venv");
-    let python = venv.join("bin/python");
-    let check = format!(
-        "import importlib.metadata as m, sys; sys.exit(any(m.version(p.split('==')[0]) != p.split('==')[1] for p in {PEER_PACKAGES:?}))"
-    );
-    if Command::new(&python).args(["-c", &check]).status().is_ok_and(|s| s.success()) {
-        return Ok(python);
-    }
-    eprintln!("xtask: python3 -m venv {} && pip install {} (torch is large)", venv.display(), PEER_PACKAGES.join(" "));
-    if !Command::new("python3").arg("-m").arg("venv").arg(&venv).status().is_ok_and(|s| s.success()) {
-        return Err("python3 -m venv failed (is python3-venv installed?)".into());
-    }
-    let ok = Command::new(&python)
-        .args(["-m", "pip", "install", "-q"])
-        .args(PEER_PACKAGES)
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        Ok(python)
-    } else {
-        Err(format!("pip could not install {}", PEER_PACKAGES.join(" ")))
-    }
+    crate::reference::pinned_venv("peer-venv", PEER_PACKAGES)
 }
 
 fn run_peer(python: &Path, script: &str, args: &[String]) -> Result<serde_json::Value, String> {

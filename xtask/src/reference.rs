@@ -29,31 +29,33 @@ const VENV_PACKAGES: &[&str] = &["numpy==2.4.6", "onnx==1.23.2", "onnxruntime==1
 
 /// `.cache/venv/bin/python`, created with the pinned packages when missing.
 fn venv_python() -> Result<std::path::PathBuf, String> {
-    let venv = crate::fetch::cache().join("venv");
+    pinned_venv("venv", VENV_PACKAGES)
+}
+
+/// `.cache/<dir>/bin/python` with exactly `packages` (`name==version`), made with
+/// `python3 -m venv` and pip when missing or different.
+pub(crate) fn pinned_venv(dir: &str, packages: &[&str]) -> Result<std::path::PathBuf, String> {
+    let venv = crate::fetch::cache().join(dir);
     let python = venv.join("bin/python");
-    // Ready only with exactly the pinned versions: the fixtures name them.
+    // Ready only with exactly the pinned versions: the fixtures and tables name them.
     let check = format!(
-        "import importlib.metadata as m, sys; sys.exit(any(m.version(p.split('==')[0]) != p.split('==')[1] for p in {:?}))",
-        VENV_PACKAGES
+        "import importlib.metadata as m, sys; sys.exit(any(m.version(p.split('==')[0]) != p.split('==')[1] for p in {packages:?}))"
     );
     let ready = Command::new(&python).args(["-c", &check]).status().is_ok_and(|s| s.success());
     if ready {
         return Ok(python);
     }
-    eprintln!("xtask: python3 -m venv {} && pip install {}", venv.display(), VENV_PACKAGES.join(" "));
+    eprintln!("xtask: python3 -m venv {} && pip install {}", venv.display(), packages.join(" "));
     let ok = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().is_ok_and(|s| s.success());
     if !ok {
         return Err("python3 -m venv failed (is python3-venv installed?)".into());
     }
-    let ok = Command::new(&python)
-        .args(["-m", "pip", "install", "-q"])
-        .args(VENV_PACKAGES)
-        .status()
-        .is_ok_and(|s| s.success());
+    let ok =
+        Command::new(&python).args(["-m", "pip", "install", "-q"]).args(packages).status().is_ok_and(|s| s.success());
     if ok {
         Ok(python)
     } else {
-        Err(format!("pip could not install {}", VENV_PACKAGES.join(" ")))
+        Err(format!("pip could not install {}", packages.join(" ")))
     }
 }
 
