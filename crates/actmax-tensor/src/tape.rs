@@ -245,6 +245,12 @@ impl Tape {
         self.epoch = next_epoch();
     }
 
+    /// Floats held by the values of the tape's nodes that it alone owns (what a forward
+    /// pass keeps for the backward; shared constants such as weights are not counted).
+    pub fn value_floats(&self) -> usize {
+        self.nodes.iter().filter(|n| Arc::strong_count(&n.value) == 1).map(|n| n.value.len()).sum()
+    }
+
     /// Number of conv weights the tape holds packed for its GEMMs (kept across
     /// [`Tape::reset`] for constant weights).
     pub fn packed_weights(&self) -> usize {
