@@ -18,9 +18,9 @@ fn main() {
             tape.reset();
             let x = tape.variable(image.clone());
             let out = model.forward(&mut tape, x, &[last]).unwrap()[0];
-        if std::env::args().any(|a| a == "--memory") {
-            eprintln!("{} nodes, {:.1} MB of values", tape.len(), tape.value_floats() as f64 * 4e-6);
-        }
+            if std::env::args().any(|a| a == "--memory") {
+                eprintln!("{} nodes, {:.1} MB of values", tape.len(), tape.value_floats() as f64 * 4e-6);
+            }
             if backward {
                 let l = tape.sum_all(out).unwrap();
                 tape.backward(l).unwrap();
