@@ -182,6 +182,12 @@ struct DwPlan {
     dyw: usize,
     /// Kernel columns.
     kw_n: usize,
+    /// The furthest phase-layout offset any tap reads from a block's start (its bound,
+    /// checked once per block, is the same for every block).
+    tap_reach: usize,
+    /// Per padded input row: the furthest gradient-row offset its gather reads, before
+    /// the block's column.
+    row_reach: Vec<usize>,
 }
 
 /// Widest register block of output lanes.
@@ -191,9 +197,10 @@ impl DwPlan {
     fn new(g: &ConvGeometry) -> Self {
         let l = PhaseLayout::new(g);
         let ([kh_n, kw_n], [dh, dw], [sh, sw]) = (g.k_hw, g.p.dilation, g.p.stride);
-        let taps = (0..kh_n * kw_n).map(|t| Tap { w: t, dr: (t / kw_n) * dh, c0: l.at(0, (t % kw_n) * dw) }).collect();
+        let taps: Vec<Tap> =
+            (0..kh_n * kw_n).map(|t| Tap { w: t, dr: (t / kw_n) * dh, c0: l.at(0, (t % kw_n) * dw) }).collect();
         let cols = (0..kw_n).map(|kw| ((kw * dw) % sw, kw, (kw * dw) / sw)).collect();
-        let reach = (0..l.rows)
+        let reach: Vec<Vec<(usize, usize)>> = (0..l.rows)
             .map(|r| {
                 (0..kh_n)
                     .filter_map(|kh| {
@@ -204,7 +211,13 @@ impl DwPlan {
             })
             .collect();
         let margin = (kw_n - 1) * dw / sw;
-        Self { l, taps, cols, reach, margin, dyw: margin + l.pw + BLOCK, kw_n }
+        let dyw = margin + l.pw + BLOCK;
+        let tap_reach = taps.iter().map(|t: &Tap| t.c0 + t.dr * l.pw).max().unwrap_or(0);
+        let row_reach = reach
+            .iter()
+            .map(|r: &Vec<(usize, usize)>| r.iter().map(|&(oh, _)| oh * dyw + margin).max().unwrap_or(0))
+            .collect();
+        Self { l, taps, cols, reach, margin, dyw, kw_n, tap_reach, row_reach }
     }
 
     /// Scratch floats one plane needs: the phase planes, a padded gradient plane (or row),
@@ -236,7 +249,7 @@ fn fwd_block<const R: usize, const W: usize, const FMA: bool>(
     let FwdRows { phases, plan, wk, bias, row_step, clamp } = *c;
     let mut acc = [[bias; W]; R];
     // One bounds check per block instead of one per tap and row.
-    let last = plan.taps.iter().map(|t| t.c0 + t.dr * plan.l.pw).max().unwrap_or(0);
+    let last = plan.tap_reach;
     assert!(last + at + (R - 1) * row_step + W <= phases.len() && wk.len() >= plan.taps.len());
     for t in &plan.taps {
         // Safety: t.w < taps.len() <= wk.len(), and the offsets are bounded by `last` above.
@@ -249,14 +262,18 @@ fn fwd_block<const R: usize, const W: usize, const FMA: bool>(
             }
         }
     }
-    for (r, acc) in acc.iter().enumerate() {
-        let dst = &mut out[r * ow..r * ow + valid];
-        match clamp {
+    for (r, acc) in acc.iter_mut().enumerate() {
+        if let Some((lo, hi)) = clamp {
             // `max` then `min` lose NaN; `clamp` keeps it.
-            Some((lo, hi)) => {
-                dst.iter_mut().zip(acc).for_each(|(d, &v)| *d = if v.is_nan() { v } else { v.max(lo).min(hi) })
-            }
-            None => dst.copy_from_slice(&acc[..valid]),
+            acc.iter_mut().for_each(|v| *v = if v.is_nan() { *v } else { v.max(lo).min(hi) });
+        }
+        if valid == W {
+            // A whole block: a fixed-size store (a variable-length copy would be a
+            // `memmove` call per row and block).
+            let dst: &mut [f32; W] = (&mut out[r * ow..r * ow + W]).try_into().expect("W lanes");
+            *dst = *acc;
+        } else {
+            out[r * ow..r * ow + valid].copy_from_slice(&acc[..valid]);
         }
     }
 }
@@ -351,7 +368,7 @@ fn bwd_input_block<const W: usize, const FMA: bool>(
 ) {
     let mut acc = [0.0f32; W];
     // Bounds, once per block: every read below starts at or before `last` and spans W.
-    let last = plan.reach[r].iter().map(|&(oh, _)| oh * plan.dyw + plan.margin + q).max().unwrap_or(0);
+    let last = plan.row_reach[r] + q;
     assert!(last + W <= dypad.len() && plan.margin <= plan.dyw && wk.len() >= plan.taps.len());
     for &(oh, kh) in &plan.reach[r] {
         for &(phase, kw, q0) in &plan.cols {
