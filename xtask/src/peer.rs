@@ -164,13 +164,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let o = parse(args)?;
     let root = workspace_root();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let lite0 = Case {
-        name: "lite0",
-        model: onnx::load(&root.join("models/efficientnet_lite0.onnx")).map_err(|e| e.to_string())?.fold_batch_norms(),
-        layer: 0,
-        size: 224,
-    };
-    let lite0 = Case { layer: lite0.model.len() - 1, ..lite0 };
+    let model = onnx::load(&root.join("models/efficientnet_lite0.onnx")).map_err(|e| e.to_string())?.fold_batch_norms();
+    let lite0 = Case { name: "lite0", layer: model.len() - 1, model, size: 224 };
     let mut vgg = zoo::vgg16_features(224).map_err(|e| e.to_string())?;
     zoo::init_he_uniform(&mut vgg, 1);
     let vgg_layer = vgg.find("block5_conv3").map_err(|e| e.to_string())?;

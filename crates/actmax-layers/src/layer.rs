@@ -140,7 +140,7 @@ impl Conv {
 
     /// The conv then `act`; a ReLU or ReLU6 runs inside the conv's store
     /// ([`Tape::conv2d_activated`]), any other activation as its own op.
-    fn forward_then(
+    pub(crate) fn forward_then(
         &self,
         tape: &mut Tape,
         x: Var,
@@ -445,19 +445,11 @@ impl Layer {
         self.forward_bound(tape, inputs, &mut Binding::Inference)
     }
 
-    /// A conv layer (2-D or depthwise) with no activation of its own, followed by `act`,
-    /// in one op; `None` when this layer is not such a conv.
-    pub(crate) fn forward_fused(
-        &self,
-        tape: &mut Tape,
-        x: Var,
-        bind: &mut Binding,
-        act: Activation,
-    ) -> Option<Result<Var, TensorError>> {
+    /// The conv of a conv layer (2-D or depthwise) with no activation of its own: one a
+    /// following activation can be fused into.
+    pub(crate) fn plain_conv(&self) -> Option<&Conv> {
         match self {
-            Self::Conv2d(c, Activation::Linear) | Self::DepthwiseConv2d(c, Activation::Linear) => {
-                Some(c.forward_then(tape, x, bind, ["weight", "bias"], act))
-            }
+            Self::Conv2d(c, Activation::Linear) | Self::DepthwiseConv2d(c, Activation::Linear) => Some(c),
             _ => None,
         }
     }

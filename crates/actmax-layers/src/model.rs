@@ -436,14 +436,12 @@ impl Model {
         while i <= last {
             let node = &self.nodes[i];
             let ins: Vec<Var> = node.inputs.iter().map(|&j| vals[j].expect("topological order")).collect();
-            if let Some(&(_, j, act)) = fusions.iter().find(|f| f.0 == i) {
+            if let (Some(Some((j, act))), Some(conv)) = (fusions.get(i), node.layer.plain_conv()) {
                 // Layers i+1 ..= j are identities and the activation: their one value is
                 // computed here, and nobody reads the values in between.
-                if let Some(y) = node.layer.forward_fused(tape, ins[0], bind, act) {
-                    vals[j] = Some(y?);
-                    i = j + 1;
-                    continue;
-                }
+                vals[*j] = Some(conv.forward_then(tape, ins[0], bind, ["weight", "bias"], *act)?);
+                i = j + 1;
+                continue;
             }
             if let Binding::Training(pass) = bind {
                 pass.layer.clone_from(&node.name);
@@ -454,12 +452,12 @@ impl Model {
         Ok(outputs.iter().map(|&i| vals[i].expect("computed")).collect())
     }
 
-    /// Convs whose activation can run in their own store: `(conv, activation, kind)` for
-    /// each conv with no activation of its own, followed only by identities (folded batch
+    /// Convs whose activation can run in their own store: at each conv's index, the
+    /// index of the activation and its kind, for each conv with no activation of its own, followed only by identities (folded batch
     /// norms, dropout at inference) and then a ReLU or ReLU6, where nothing but the next
     /// layer reads any value in between and none of them is an output asked for. The
     /// layer list stays as it is: names, indexes and every requested value are unchanged.
-    fn activation_fusions(&self, outputs: &[usize], last: usize) -> Vec<(usize, usize, Activation)> {
+    fn activation_fusions(&self, outputs: &[usize], last: usize) -> Vec<Option<(usize, Activation)>> {
         let mut readers = vec![0usize; self.nodes.len()];
         for n in &self.nodes[..=last] {
             for &j in &n.inputs {
@@ -468,12 +466,9 @@ impl Model {
         }
         let private = |k: usize| readers[k] == 1 && !outputs.contains(&k);
         let chained = |k: usize| self.nodes[k].inputs == [k - 1];
-        let mut out = Vec::new();
-        for i in 1..=last {
-            if !matches!(
-                self.nodes[i].layer,
-                Layer::Conv2d(_, Activation::Linear) | Layer::DepthwiseConv2d(_, Activation::Linear)
-            ) {
+        let mut out = vec![None; last + 1];
+        for (i, slot) in out.iter_mut().enumerate().skip(1) {
+            if self.nodes[i].layer.plain_conv().is_none() {
                 continue;
             }
             let mut j = i + 1;
@@ -487,7 +482,7 @@ impl Model {
             if j <= last && chained(j) && private(j - 1) {
                 if let Layer::Activation(act) = self.nodes[j].layer {
                     if act.fusable().is_some() {
-                        out.push((i, j, act));
+                        *slot = Some((j, act));
                     }
                 }
             }

@@ -61,13 +61,28 @@ impl ReluKind {
         }
     }
 
+    /// The range outside which the output is flat (ReLU `(0, ∞)`, ReLU6 `(0, 6)`, clip
+    /// `(lo, hi)`); `None` for the kinds with a slope everywhere.
+    pub fn bounds(self) -> Option<(f32, f32)> {
+        match self {
+            Self::Relu => Some((0.0, f32::INFINITY)),
+            Self::Relu6 => Some((0.0, 6.0)),
+            Self::Clip { lo, hi } => Some((lo, hi)),
+            Self::LeakyRelu { .. } | Self::Elu { .. } => None,
+        }
+    }
+
     /// The true derivative at input `x` with output `y` (0 at the kinks, as PyTorch).
     pub fn derivative(self, x: f32, y: f32) -> f32 {
-        let inside = |lo: f32, hi: f32| if x > lo && x < hi { 1.0 } else { 0.0 };
         match self {
-            Self::Relu => inside(0.0, f32::INFINITY),
-            Self::Relu6 => inside(0.0, 6.0),
-            Self::Clip { lo, hi } => inside(lo, hi),
+            Self::Relu | Self::Relu6 | Self::Clip { .. } => {
+                let (lo, hi) = self.bounds().expect("bounded kinds");
+                if x > lo && x < hi {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
             Self::LeakyRelu { alpha } => {
                 if x > 0.0 {
                     1.0
@@ -171,13 +186,8 @@ impl BackpropMode {
 /// input down and `g < 0` pushes it up.
 fn redirected(pool: &ScratchPool, kind: ReluKind, g: &ArrayD<f32>, x: &ArrayD<f32>, y: &ArrayD<f32>) -> ArrayD<f32> {
     let mut out = BackpropMode::Plain.input_grad_pooled(pool, kind, g, x, y);
-    let (lo, hi) = match kind {
-        ReluKind::Relu => (0.0, f32::INFINITY),
-        ReluKind::Relu6 => (0.0, 6.0),
-        ReluKind::Clip { lo, hi } => (lo, hi),
-        // Leaky ReLU and ELU pass some gradient everywhere: nothing to redirect.
-        ReluKind::LeakyRelu { .. } | ReluKind::Elu { .. } => return out,
-    };
+    // Leaky ReLU and ELU pass some gradient everywhere: nothing to redirect.
+    let Some((lo, hi)) = kind.bounds() else { return out };
     let redirect = |o: ndarray::ArrayViewMutD<'_, f32>, g: ArrayViewD<'_, f32>, x: ArrayViewD<'_, f32>| {
         if o.iter().any(|&v| v != 0.0) {
             return;

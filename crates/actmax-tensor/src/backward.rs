@@ -3,13 +3,12 @@
 
 use ndarray::{ArrayD, Axis, IxDyn, Slice, Zip};
 
-use std::sync::Arc;
-
-use crate::conv::{conv2d_backward_bias, conv2d_backward_input_prepacked, conv2d_backward_weight, ConvPack, ConvPlan};
+use crate::conv::{
+    conv2d_backward_bias, conv2d_backward_input_prepacked, conv2d_backward_weight, ConvPlan, PackDirection,
+};
 use crate::elementwise::{map1, map2, map3, map_channels};
 use crate::error::{param_err, Result};
 use crate::ops::{pad_source, roll_tensor, sum_to_shape};
-use crate::packs::PackDirection;
 use crate::pool::{avg_pool2d_backward, max_pool2d_backward};
 use crate::tape::{Node, Op, PadMode, Tape, Tensor, Unary};
 
@@ -183,11 +182,7 @@ impl Tape {
                 if needs(*x) {
                     let plan = ConvPlan::choose(geo);
                     let ws = slice(self.val(*w));
-                    let pack = if needs(*w) {
-                        Arc::new(ConvPack::backward_input(plan, ws, geo))
-                    } else {
-                        self.packs.get(&self.nodes[w.index].value, geo, PackDirection::BackwardInput)
-                    };
+                    let pack = self.packs.for_weight(self, *w, geo, PackDirection::BackwardInput);
                     // Fully overwritten by the kernel.
                     let mut dx = self.scratch.take(geo.n * geo.c_in * geo.in_len());
                     conv2d_backward_input_prepacked(plan, gs, ws, &pack, geo, &mut dx, &self.scratch);

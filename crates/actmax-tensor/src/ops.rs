@@ -4,13 +4,10 @@
 use ndarray::{concatenate, ArrayD, Axis, IxDyn, Slice, Zip};
 
 use crate::backprop::ReluKind;
-use std::sync::Arc;
-
-use crate::conv::{conv2d_forward_prepacked, ConvPack, ConvPlan};
+use crate::conv::{conv2d_forward_prepacked, ConvPlan, PackDirection};
 use crate::elementwise::{map1, map2, map_channels};
 use crate::error::{param_err, shape_err, Result, TensorError};
 use crate::geometry::{checked_elems, Conv2dParams, ConvGeometry, Pool2dParams};
-use crate::packs::PackDirection;
 use crate::pool::{avg_pool2d_forward, max_pool2d_forward, PoolGeometry};
 use crate::tape::{Op, PadMode, Tape, Tensor, Unary, Var};
 
@@ -387,19 +384,12 @@ impl Tape {
         }
         let plan = ConvPlan::choose(&g);
         // Constant weights are packed once per tape; trained ones change every step.
-        let pack = if self.requires_grad(w) {
-            Arc::new(ConvPack::forward(plan, self.val(w).as_slice().expect("standard"), &g))
-        } else {
-            self.packs.get(&self.nodes[w.index].value, &g, PackDirection::Forward)
-        };
+        let pack = self.packs.for_weight(self, w, &g, PackDirection::Forward);
         // Every element is written by the kernel: a recycled buffer needs no zeroing.
         let mut y = self.scratch.take(g.n * g.c_out * g.out_len());
         let (xs, ws) = (self.val(x).as_slice().expect("standard"), self.val(w).as_slice().expect("standard"));
         let bs = b.map(|b| self.val(b).as_slice().expect("standard"));
-        let clamp = act.map(|k| match k {
-            ReluKind::Relu6 => (0.0, 6.0),
-            _ => (0.0, f32::INFINITY),
-        });
+        let clamp = act.and_then(ReluKind::bounds);
         conv2d_forward_prepacked(plan, xs, ws, &pack, bs, clamp, &g, &mut y, &self.scratch);
         let y = ArrayD::from_shape_vec(IxDyn(&g.out_shape()), y).expect("sized by geometry");
         let mut inputs = vec![x, w];

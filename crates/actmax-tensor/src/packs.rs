@@ -11,16 +11,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::conv::{ConvKernel, ConvPack, ConvPlan};
+use crate::conv::{ConvKernel, ConvPack, ConvPlan, PackDirection};
 use crate::geometry::ConvGeometry;
-use crate::tape::Tensor;
-
-/// Which GEMM a pack serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum PackDirection {
-    Forward,
-    BackwardInput,
-}
+use crate::tape::{Tape, Tensor, Var};
 
 type Key = (usize, usize, PackDirection, ConvKernel);
 /// The weight an entry was packed from (kept alive and unchanged by holding it), and
@@ -50,13 +43,20 @@ impl PackCache {
             return pack.clone();
         }
         map.retain(|_, (t, _)| Arc::strong_count(t) > 1);
-        let ws = w.as_slice().expect("tape values are in standard layout");
-        let pack = Arc::new(match dir {
-            PackDirection::Forward => ConvPack::forward(plan, ws, g),
-            PackDirection::BackwardInput => ConvPack::backward_input(plan, ws, g),
-        });
+        let pack = Arc::new(ConvPack::new(plan, w.as_slice().expect("tape values are in standard layout"), g, dir));
         map.insert(key, (w.clone(), pack.clone()));
         pack
+    }
+
+    /// The pack of the weight `w` of a tape (a leaf): from the cache when `w` is a
+    /// constant, made for this call when it is trained (it changes every step).
+    pub(crate) fn for_weight(&self, tape: &Tape, w: Var, g: &ConvGeometry, dir: PackDirection) -> Arc<ConvPack> {
+        let value = &tape.nodes[w.index].value;
+        if tape.requires_grad(w) {
+            Arc::new(ConvPack::new(ConvPlan::choose(g), value.as_slice().expect("standard"), g, dir))
+        } else {
+            self.get(value, g, dir)
+        }
     }
 
     /// Number of packs held.

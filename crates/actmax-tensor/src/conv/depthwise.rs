@@ -246,7 +246,7 @@ fn fwd_block<const R: usize, const W: usize, const FMA: bool>(
     ow: usize,
     valid: usize,
 ) {
-    let FwdRows { phases, plan, wk, bias, row_step, clamp } = *c;
+    let FwdRows { phases, plan, wk, store: Store { bias, clamp }, row_step } = *c;
     let mut acc = [[bias; W]; R];
     // One bounds check per block instead of one per tap and row.
     let last = plan.tap_reach;
@@ -263,9 +263,8 @@ fn fwd_block<const R: usize, const W: usize, const FMA: bool>(
         }
     }
     for (r, acc) in acc.iter_mut().enumerate() {
-        if let Some((lo, hi)) = clamp {
-            // `max` then `min` lose NaN; `clamp` keeps it.
-            acc.iter_mut().for_each(|v| *v = if v.is_nan() { *v } else { v.max(lo).min(hi) });
+        if clamp.is_some() {
+            acc.iter_mut().for_each(|v| *v = crate::gemm::direct::clamp(*v, clamp));
         }
         if valid == W {
             // A whole block: a fixed-size store (a variable-length copy would be a
@@ -284,11 +283,10 @@ struct FwdRows<'a> {
     phases: &'a [f32],
     plan: &'a DwPlan,
     wk: &'a [f32],
-    bias: f32,
+    /// The channel's bias and the clamp its store applies.
+    store: Store,
     /// Phase-layout distance between consecutive output rows.
     row_step: usize,
-    /// Applied in the store (a fused ReLU or ReLU6).
-    clamp: Clamp,
 }
 
 /// Runs the lane blocks of `R` output rows starting at `oh`.
@@ -304,7 +302,7 @@ fn fwd_rows<const R: usize, const FMA: bool>(
 ) {
     let (l, ow) = (&plan.l, g.out_hw[1]);
     let step = g.p.stride[0] * l.pw;
-    let c = FwdRows { phases, plan, wk, bias: store.bias, row_step: step, clamp: store.clamp };
+    let c = FwdRows { phases, plan, wk, store, row_step: step };
     let mut j = 0;
     while j < l.owp {
         let at = oh * step + j;

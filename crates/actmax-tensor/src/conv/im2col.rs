@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::{Clamp, ConvKernel, ConvPack, ConvPlan};
 use crate::gemm::direct::{sgemm_direct, Epilogue, Isa, OutMat, PackedA};
-use crate::gemm::{sgemm, sgemm_par, Mat, SendPtr};
+use crate::gemm::{for_each_index, sgemm, sgemm_par, Mat, SendPtr};
 use crate::geometry::ConvGeometry;
 use crate::scratch::ScratchPool;
 
@@ -275,11 +275,7 @@ pub(super) fn forward(
             sgemm_direct(&packed[t.grp], tl, col.ptr, col.rs as usize, OutMat { ptr: c, ld: ol }, &ep, split);
         })
     };
-    if split {
-        ts.iter().for_each(run);
-    } else {
-        ts.par_iter().for_each(run);
-    }
+    for_each_index(ts.len(), !split, |i| run(&ts[i]));
 }
 
 /// Gradient with respect to the input (pointwise or im2col); `dx` is overwritten.
@@ -322,11 +318,7 @@ pub(super) fn backward_input(
                 scratch.give(col);
             }
         };
-        if split {
-            ts.iter().for_each(run);
-        } else {
-            ts.par_iter().for_each(run);
-        }
+        for_each_index(ts.len(), !split, |i| run(&ts[i]));
     }
 }
 
@@ -376,8 +368,8 @@ impl ConvPack {
     /// The per-group panels, checked against the geometry they are used with.
     fn groups(&self, g: &ConvGeometry, rows: usize, depth: usize) -> &[PackedA] {
         let fits =
-            self.groups.len() == g.p.groups && self.groups.iter().all(|p| p.rows() == rows && p.depth() == depth);
+            self.panels.len() == g.p.groups && self.panels.iter().all(|p| p.rows() == rows && p.depth() == depth);
         assert!(fits, "ConvPack: packed for another geometry or direction than {g:?}");
-        &self.groups
+        &self.panels
     }
 }

@@ -108,9 +108,7 @@ impl ConvPlan {
     }
 }
 
-/// A clamp applied after the bias, in the forward kernel's store: `min(max(v, lo), hi)`
-/// with NaN kept. ReLU is `(0, ∞)`, ReLU6 `(0, 6)`.
-pub type Clamp = Option<(f32, f32)>;
+pub use crate::gemm::direct::Clamp;
 
 /// Forward conv with the kernel [`ConvKernel::choose`] picks. `out` is overwritten.
 pub fn conv2d_forward(
@@ -165,8 +163,17 @@ pub fn conv2d_forward_prepacked(
     match kernel {
         ConvKernel::Depthwise => depthwise::forward(x, w, bias, clamp, g, out, scratch),
         ConvKernel::Pointwise | ConvKernel::Im2col => im2col::forward(plan, x, pack, bias, clamp, g, out, scratch),
-        ConvKernel::Winograd => winograd::forward(x, &pack.groups, bias, clamp, g, out, scratch),
+        ConvKernel::Winograd => winograd::forward(x, &pack.panels, bias, clamp, g, out, scratch),
     }
+}
+
+/// Which GEMM of a conv a [`ConvPack`] serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PackDirection {
+    /// The forward pass.
+    Forward,
+    /// The backward pass to the input (the transposed weights).
+    BackwardInput,
 }
 
 /// A conv's weights rearranged for one direction of its GEMM (per group, k-major
@@ -175,41 +182,43 @@ pub fn conv2d_forward_prepacked(
 /// instead of once per call. Depthwise kernels read the weights as they are: their
 /// pack is empty.
 pub struct ConvPack {
-    groups: Vec<crate::gemm::direct::PackedA>,
+    panels: Vec<crate::gemm::direct::PackedA>,
     kernel: ConvKernel,
 }
 
 impl ConvPack {
     /// The pack [`conv2d_forward_prepacked`] reads: `W_grp` per group.
     pub fn forward(plan: ConvPlan, w: &[f32], g: &ConvGeometry) -> Self {
-        Self::new(plan, w, g, false)
+        Self::new(plan, w, g, PackDirection::Forward)
     }
 
     /// The pack [`conv2d_backward_input_prepacked`] reads: `W_grpᵀ` per group.
     pub fn backward_input(plan: ConvPlan, w: &[f32], g: &ConvGeometry) -> Self {
-        Self::new(plan, w, g, true)
+        Self::new(plan, w, g, PackDirection::BackwardInput)
     }
 
-    fn new(plan: ConvPlan, w: &[f32], g: &ConvGeometry, transposed: bool) -> Self {
+    /// The pack for one direction.
+    pub fn new(plan: ConvPlan, w: &[f32], g: &ConvGeometry, dir: PackDirection) -> Self {
+        let transposed = dir == PackDirection::BackwardInput;
         assert_eq!(w.len(), g.c_out * g.k_col(), "ConvPack: weight length does not match the geometry");
         assert!(plan.kernel.supports(g), "ConvPack: {:?} cannot run {g:?}", plan.kernel);
-        let groups = match (plan.kernel, transposed) {
+        let panels = match (plan.kernel, transposed) {
             (ConvKernel::Depthwise, _) => Vec::new(),
             (ConvKernel::Winograd, false) => winograd::pack_weights(w, g.c_out, g.c_in),
             (ConvKernel::Winograd, true) => winograd::pack_weights_transposed(w, g.c_out, g.c_in),
             _ => im2col::packed_weights(w, g, transposed),
         };
-        Self { groups, kernel: plan.kernel }
+        Self { panels, kernel: plan.kernel }
     }
 
     /// Floats held (the weights, padded to whole micro-panels).
     pub fn len(&self) -> usize {
-        self.groups.iter().map(|p| p.len()).sum()
+        self.panels.iter().map(|p| p.len()).sum()
     }
 
     /// True for a depthwise conv's (empty) pack.
     pub fn is_empty(&self) -> bool {
-        self.groups.is_empty()
+        self.panels.is_empty()
     }
 }
 
@@ -250,7 +259,7 @@ pub fn conv2d_backward_input_prepacked(
         ConvKernel::Pointwise | ConvKernel::Im2col => im2col::backward_input(plan, dy, pack, g, dx, scratch),
         // The transposed conv is a Winograd conv too, on the pack of the rotated weights.
         ConvKernel::Winograd => {
-            winograd::forward(dy, &pack.groups, None, None, &winograd::transposed_geometry(g), dx, scratch)
+            winograd::forward(dy, &pack.panels, None, None, &winograd::transposed_geometry(g), dx, scratch)
         }
     }
 }

@@ -21,8 +21,8 @@
 use rayon::prelude::*;
 
 use super::Clamp;
-use crate::gemm::direct::{sgemm_direct, Epilogue, Isa, OutMat, PackedA};
-use crate::gemm::{Mat, SendPtr};
+use crate::gemm::direct::{clamp, sgemm_direct, Epilogue, Isa, OutMat, PackedA};
+use crate::gemm::{for_each_index, Mat, SendPtr};
 use crate::geometry::{Conv2dParams, ConvGeometry, Padding2d};
 use crate::scratch::ScratchPool;
 
@@ -40,7 +40,7 @@ pub fn supports(g: &ConvGeometry) -> bool {
 }
 
 /// Whether Winograd is also the faster kernel: enough channels on both sides that the
-/// GEMMs dominate the transforms (measured with `cargo xtask bench conv`).
+/// GEMMs dominate the transforms (measured with `cargo xtask bench vgg_` and the `winograd_vs_im2col` example).
 pub fn pays(g: &ConvGeometry) -> bool {
     supports(g) && g.c_in >= 32 && g.c_out >= 32
 }
@@ -111,14 +111,6 @@ pub fn transposed_geometry(g: &ConvGeometry) -> ConvGeometry {
     t
 }
 
-#[inline(always)]
-fn clamp(v: f32, c: Clamp) -> f32 {
-    match c {
-        Some((lo, hi)) if !v.is_nan() => v.max(lo).min(hi),
-        _ => v,
-    }
-}
-
 /// Forward conv of a geometry [`supports`] accepts, with `pack` from [`pack_weights`];
 /// every output element is written.
 #[allow(clippy::too_many_arguments)] // a conv's operands, spelled out
@@ -173,11 +165,7 @@ pub(super) fn forward(
         scratch.give(v);
         scratch.give(m);
     };
-    if split {
-        (0..jobs).for_each(run);
-    } else {
-        (0..jobs).into_par_iter().for_each(run);
-    }
+    for_each_index(jobs, !split, run);
 }
 
 /// Defines `$name` to run `$inner` compiled for AVX2 + FMA when the CPU has them (the

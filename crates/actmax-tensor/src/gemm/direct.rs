@@ -13,9 +13,7 @@
 //! and stores, never reads past a row. The instruction set is chosen at run time
 //! ([`Isa::detect`]); nothing is built for the build machine's CPU.
 
-use rayon::prelude::*;
-
-use super::{Mat, SendPtr};
+use super::{for_each_index, Mat, SendPtr};
 
 /// The microkernel family, detected at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,13 +64,26 @@ impl Isa {
     }
 }
 
+/// A clamp applied after the bias, in a kernel's store: `v` limited to `[lo, hi]`, NaN
+/// kept. ReLU is `(0, ∞)`, ReLU6 `(0, 6)`.
+pub type Clamp = Option<(f32, f32)>;
+
+/// [`Clamp`] on one value (`f32::clamp` keeps NaN).
+#[inline(always)]
+pub fn clamp(v: f32, c: Clamp) -> f32 {
+    match c {
+        Some((lo, hi)) => v.clamp(lo, hi),
+        None => v,
+    }
+}
+
 /// What the store of C applies to each sum, in this order.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Epilogue<'a> {
     /// Added to every element of row `i` (one entry per row of C).
     pub bias: Option<&'a [f32]>,
-    /// `min(max(v, lo), hi)`, NaN kept (ReLU: `(0, ∞)`, ReLU6: `(0, 6)`).
-    pub clamp: Option<(f32, f32)>,
+    /// Then this clamp.
+    pub clamp: Clamp,
 }
 
 /// A packed into k-major micro-panels: panel `p` holds rows `p·MR ..` as `k × MR`,
@@ -197,12 +208,7 @@ pub unsafe fn sgemm_direct(a: &PackedA, n: usize, b: *const f32, ldb: usize, c: 
             }
         }
     };
-    let tasks = col_chunks * row_parts;
-    if threads > 1 && tasks > 1 {
-        (0..tasks).into_par_iter().for_each(task);
-    } else {
-        (0..tasks).for_each(task);
-    }
+    for_each_index(col_chunks * row_parts, threads > 1, task);
 }
 
 /// One microkernel call: a `rows × cols` block of C (at most `MR × NR`).
@@ -217,7 +223,7 @@ struct Block {
     cols: usize,
     /// `rows` biases, or null.
     bias: *const f32,
-    clamp: Option<(f32, f32)>,
+    clamp: Clamp,
 }
 
 unsafe fn run_block(isa: Isa, blk: &Block) {
@@ -255,15 +261,6 @@ unsafe fn generic(blk: &Block) {
         for (o, &v) in out.iter_mut().zip(row) {
             *o = clamp(v + bias, blk.clamp);
         }
-    }
-}
-
-/// The epilogue's clamp on one value, NaN kept (as `f32::clamp` does).
-#[inline(always)]
-fn clamp(v: f32, c: Option<(f32, f32)>) -> f32 {
-    match c {
-        Some((lo, hi)) if !v.is_nan() => v.max(lo).min(hi),
-        _ => v,
     }
 }
 

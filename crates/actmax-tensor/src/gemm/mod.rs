@@ -24,6 +24,16 @@ impl SendPtr {
     }
 }
 
+/// Runs `f(i)` for every `i < n`: spread over rayon's pool when `parallel`, else in
+/// order on this thread (a kernel whose tasks split their own work inside).
+pub(crate) fn for_each_index(n: usize, parallel: bool, f: impl Fn(usize) + Send + Sync) {
+    if parallel && n > 1 {
+        (0..n).into_par_iter().for_each(f);
+    } else {
+        (0..n).for_each(f);
+    }
+}
+
 /// A strided matrix operand: element `(i, j)` is `ptr[i * rs + j * cs]`.
 #[derive(Clone, Copy, Debug)]
 pub struct Mat {
