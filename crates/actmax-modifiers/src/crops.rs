@@ -56,37 +56,42 @@ impl RandomCrops {
     }
 
     /// The views of `x` (`[B, C, H, W]`) at `out_hw`: `[count·B, C, out_h, out_w]`. `width`
-    /// is the input range's width (the noise scale).
-    pub fn apply(
+    /// is the input range's width (the noise scale). `rngs` holds one random stream for
+    /// the batch or one per image: image `b`'s crops and noise then come from `rngs[b]`
+    /// alone, whatever else is in the batch.
+    pub fn apply<R: RngCore>(
         &self,
         tape: &mut Tape,
         x: Var,
         out_hw: [usize; 2],
         width: f32,
-        rng: &mut dyn RngCore,
+        rngs: &mut [R],
     ) -> Result<Var, ModifierError> {
-        self.apply_after(tape, x, &[], out_hw, width, rng)
+        self.apply_after(tape, x, &[], out_hw, width, rngs)
     }
 
     /// [`RandomCrops::apply`] of the images moved by `moves` (one sampling map per image,
     /// e.g. [`crate::TransformSet::draw_maps`]; empty: unmoved), in one warp per view.
-    pub fn apply_after(
+    pub fn apply_after<R: RngCore>(
         &self,
         tape: &mut Tape,
         x: Var,
         moves: &[Affine],
         out_hw: [usize; 2],
         width: f32,
-        rng: &mut dyn RngCore,
+        rngs: &mut [R],
     ) -> Result<Var, ModifierError> {
         self.validate()?;
         let s = nchw(tape, x)?;
         let (b, h, w) = (s[0], s[2] as f32, s[3] as f32);
+        crate::check_streams(rngs.len(), b)?;
         if !moves.is_empty() && moves.len() != b {
             return Err(ModifierError::Param(format!("{} moves for a batch of {b}", moves.len())));
         }
         let mut boxes = Vec::with_capacity(self.count * b);
         for i in 0..self.count * b {
+            // View-major rows: row i is a view of image i mod B.
+            let rng = crate::stream(rngs, i % b);
             let side = rng.random_range(self.size.0..=self.size.1);
             let half = side / 2.0;
             let mut centre = || (0.5 + self.spread * standard_normal(rng)).clamp(half, 1.0 - half);
@@ -103,7 +108,13 @@ impl RandomCrops {
         }
         let shape = tape.shape(views)?.to_vec();
         let sd = self.noise * width;
-        let noise = tape.constant(Tensor::from_shape_simple_fn(shape, || sd * standard_normal(rng)));
+        let per_view: usize = shape[1..].iter().product();
+        let mut noise = Vec::with_capacity(shape[0] * per_view);
+        for i in 0..shape[0] {
+            let rng = crate::stream(rngs, i % b);
+            noise.extend((0..per_view).map(|_| sd * standard_normal(rng)));
+        }
+        let noise = tape.constant(Tensor::from_shape_vec(shape, noise).expect("sized to the views"));
         Ok(tape.add(views, noise)?)
     }
 }

@@ -13,7 +13,10 @@
 //! - [`GradModifier`]s reshape dL/dinput (`negate` turns maximization into minimization).
 //! - [`backprop_mode`] names the tensor core's backprop modes (`guided`, `rectified`, ...).
 //!
-//! Randomness always comes from an RNG the caller passes: same seed, same run.
+//! Randomness always comes from RNGs the caller passes: same seed, same run. A batch's
+//! draws come from one stream shared by its images, or from one stream per image — then
+//! what image `b` gets depends on its own stream alone, never on the batch it is in (an
+//! atlas renders any tile byte-identically in any batch).
 
 mod crops;
 mod grad;
@@ -26,6 +29,22 @@ pub use input::{InputModifier, Jitter};
 pub use transform::{Transform, TransformSet};
 
 use thiserror::Error;
+
+/// The stream image `b` draws from: `rngs` holds one for the whole batch or one per image.
+fn stream<R>(rngs: &mut [R], b: usize) -> &mut R {
+    let n = rngs.len();
+    &mut rngs[b % n]
+}
+
+/// One stream for the batch, or one per image; anything else is a caller's mistake.
+fn check_streams(streams: usize, images: usize) -> Result<(), ModifierError> {
+    if streams == 1 || streams == images {
+        return Ok(());
+    }
+    Err(ModifierError::Param(format!(
+        "{streams} random streams for a batch of {images}: pass one for the batch or one per image"
+    )))
+}
 
 /// What a modifier can refuse.
 #[derive(Debug, Error)]

@@ -22,22 +22,33 @@ pub enum Transform {
 }
 
 impl Transform {
-    /// Applies the transform on the tape.
-    pub fn apply(&self, tape: &mut Tape, x: Var, rng: &mut dyn RngCore) -> Result<Var, ModifierError> {
+    /// Applies the transform on the tape. `rngs` holds one random stream for the whole
+    /// batch (a jitter then moves every image alike) or one per image.
+    pub fn apply<R: RngCore>(&self, tape: &mut Tape, x: Var, rngs: &mut [R]) -> Result<Var, ModifierError> {
         let s = tape.shape(x)?.to_vec();
         if s.len() != 4 {
             return Err(ModifierError::Param(format!("transforms expect an NCHW image, got {s:?}")));
         }
         let (n, h, w) = (s[0], s[2], s[3]);
+        crate::check_streams(rngs.len(), n)?;
         Ok(match *self {
             Self::Jitter(j) => {
                 let (jy, jx) = jitter_pixels(j, h, w)?;
                 if jy == 0 && jx == 0 {
                     return Ok(x);
                 }
-                let (dy, dx) = (rng.random_range(0..=2 * jy), rng.random_range(0..=2 * jx));
                 let padded = tape.pad(x, &[(jy, jy), (jx, jx)], PadMode::Reflect)?;
-                tape.slice(padded, &[(0, n), (0, s[1]), (dy, dy + h), (dx, dx + w)])?
+                let mut shifted = Vec::with_capacity(rngs.len());
+                // One shift for the batch, or one per image (each cut from its own row).
+                let rows = if rngs.len() == 1 { vec![(0, n)] } else { (0..n).map(|b| (b, b + 1)).collect() };
+                for (rng, rows) in rngs.iter_mut().zip(rows) {
+                    let (dy, dx) = (rng.random_range(0..=2 * jy), rng.random_range(0..=2 * jx));
+                    shifted.push(tape.slice(padded, &[rows, (0, s[1]), (dy, dy + h), (dx, dx + w)])?);
+                }
+                match shifted.as_slice() {
+                    [one] => *one,
+                    _ => tape.concat(&shifted, 0)?,
+                }
             }
             Self::Scale(lo, hi) => {
                 if !(lo > 0.0 && lo <= hi && hi.is_finite()) {
@@ -45,15 +56,17 @@ impl Transform {
                         "scale range must satisfy 0 < lo <= hi, got [{lo}, {hi}]"
                     )));
                 }
-                let maps: Vec<Affine> = (0..n).map(|_| Affine::rotate_scale(0.0, rng.random_range(lo..=hi))).collect();
+                let maps: Vec<Affine> =
+                    (0..n).map(|b| Affine::rotate_scale(0.0, crate::stream(rngs, b).random_range(lo..=hi))).collect();
                 tape.affine_warp(x, &maps, [h, w], WarpBorder::Reflect)?
             }
             Self::Rotate(deg) => {
                 if !(deg.is_finite() && deg >= 0.0) {
                     return Err(ModifierError::Param(format!("rotation must be >= 0 degrees, got {deg}")));
                 }
-                let maps: Vec<Affine> =
-                    (0..n).map(|_| Affine::rotate_scale(rng.random_range(-deg..=deg), 1.0)).collect();
+                let maps: Vec<Affine> = (0..n)
+                    .map(|b| Affine::rotate_scale(crate::stream(rngs, b).random_range(-deg..=deg), 1.0))
+                    .collect();
                 tape.affine_warp(x, &maps, [h, w], WarpBorder::Reflect)?
             }
             Self::Pad(p, value) => tape.pad(x, &[(p, p), (p, p)], PadMode::Constant(value))?,
@@ -80,9 +93,9 @@ impl TransformSet {
         ])
     }
 
-    /// Applies every transform in order.
-    pub fn apply(&self, tape: &mut Tape, x: Var, rng: &mut dyn RngCore) -> Result<Var, ModifierError> {
-        self.0.iter().try_fold(x, |v, t| t.apply(tape, v, rng))
+    /// Applies every transform in order (`rngs`: one stream, or one per image).
+    pub fn apply<R: RngCore>(&self, tape: &mut Tape, x: Var, rngs: &mut [R]) -> Result<Var, ModifierError> {
+        self.0.iter().try_fold(x, |v, t| t.apply(tape, v, rngs))
     }
 
     /// The set as one sampling map per image, when every transform is a move of the plane
@@ -90,21 +103,22 @@ impl TransformSet {
     /// (from the centre) samples the input at `centre + A·q + t`. One warp then does what
     /// the chain does in several (one bilinear resampling instead of three, and less
     /// blur), and random crops can fold it into their own warp. `None` (nothing drawn)
-    /// when a transform is not a move.
-    pub fn draw_maps(
+    /// when a transform is not a move. `rngs`: one stream for the batch, or one per image.
+    pub fn draw_maps<R: RngCore>(
         &self,
         n: usize,
         [h, w]: [usize; 2],
-        rng: &mut dyn RngCore,
+        rngs: &mut [R],
     ) -> Result<Option<Vec<Affine>>, ModifierError> {
+        crate::check_streams(rngs.len(), n)?;
         if self.0.iter().any(|t| matches!(t, Transform::Pad(..))) {
             return Ok(None);
         }
         let mut maps = vec![Affine::identity(); n];
         for t in &self.0 {
-            for m in maps.iter_mut() {
+            for (b, m) in maps.iter_mut().enumerate() {
                 // The chain x → T1 → … → Tk samples x at T1(T2(…Tk(q))): compose on the right.
-                *m = compose(m, &t.draw_map([h, w], rng)?);
+                *m = compose(m, &t.draw_map([h, w], crate::stream(rngs, b))?);
             }
         }
         Ok(Some(maps))
@@ -136,7 +150,7 @@ pub fn compose(a: &Affine, b: &Affine) -> Affine {
 
 impl Transform {
     /// This transform's random draw as a sampling map (same-size moves only).
-    fn draw_map(&self, [h, w]: [usize; 2], rng: &mut dyn RngCore) -> Result<Affine, ModifierError> {
+    fn draw_map<R: RngCore>(&self, [h, w]: [usize; 2], rng: &mut R) -> Result<Affine, ModifierError> {
         Ok(match *self {
             Self::Jitter(j) => {
                 let (jy, jx) = jitter_pixels(j, h, w)?;

@@ -66,24 +66,39 @@ fn identity_transforms_are_exact() {
     let v = tape.constant(x.clone());
     let mut rng = StdRng::seed_from_u64(1);
     for t in [Transform::Rotate(0.0), Transform::Scale(1.0, 1.0), Transform::Jitter(0.0)] {
-        let y = t.apply(&mut tape, v, &mut rng).unwrap();
+        let y = t.apply(&mut tape, v, std::slice::from_mut(&mut rng)).unwrap();
         assert_eq!(tape.value(y).unwrap(), &x, "{t:?}");
     }
-    let padded = Transform::Pad(2, 0.5).apply(&mut tape, v, &mut rng).unwrap();
+    let padded = Transform::Pad(2, 0.5).apply(&mut tape, v, std::slice::from_mut(&mut rng)).unwrap();
     assert_eq!(tape.shape(padded).unwrap(), [2, 3, 11, 13]);
-    let std = TransformSet::lucid_standard().apply(&mut tape, v, &mut rng).unwrap();
+    let std = TransformSet::lucid_standard().apply(&mut tape, v, std::slice::from_mut(&mut rng)).unwrap();
     assert_eq!(tape.shape(std).unwrap(), [2, 3, 7, 9], "the standard set keeps the size");
 }
 
-/// dΣ(r·T(x))/dx by central differences, with the same random draw in every evaluation.
+/// dΣ(r·T(x))/dx by central differences, with the same random draw in every evaluation,
+/// from one stream for the batch and from one per image.
 fn check_transform(t: &TransformSet, x: Tensor, seed: u64) {
-    check_linear(&format!("{t:?}"), |tape, v, rng| t.apply(tape, v, rng).unwrap(), x, seed);
+    for per_image in [false, true] {
+        check_linear(&format!("{t:?}"), |tape, v, rngs| t.apply(tape, v, rngs).unwrap(), x.clone(), seed, per_image);
+    }
+}
+
+/// The streams of a check: one for the batch, or one per image.
+fn streams(seed: u64, images: usize, per_image: bool) -> Vec<StdRng> {
+    (0..if per_image { images } else { 1 }).map(|b| StdRng::seed_from_u64(seed ^ b as u64)).collect()
 }
 
 /// The same check for any seeded, differentiable map of an image.
-fn check_linear(what: &str, apply: impl Fn(&mut Tape, Var, &mut StdRng) -> Var, x: Tensor, seed: u64) {
+fn check_linear(
+    what: &str,
+    apply: impl Fn(&mut Tape, Var, &mut [StdRng]) -> Var,
+    x: Tensor,
+    seed: u64,
+    per_image: bool,
+) {
     let build = |tape: &mut Tape, v: Var| {
-        let y = apply(tape, v, &mut StdRng::seed_from_u64(seed));
+        let images = tape.shape(v).unwrap()[0];
+        let y = apply(tape, v, &mut streams(seed, images, per_image));
         let r = tape.constant(image(99, tape.shape(y).unwrap()).mapv(|v| v / 255.0 - 0.5));
         let p = tape.mul(y, r).unwrap();
         tape.sum_all(p).unwrap()
@@ -133,13 +148,13 @@ proptest! {
         let crops = RandomCrops { count: 3, size: if big { (0.9, 1.0) } else { (0.3, 0.8) }, spread: 0.2, noise: 0.1 };
         let out = if big { [2, 3] } else { [4, 5] };
         let x = image(seed, &[2, 2, h, w]);
-        check_linear("crops", |tape, v, rng| crops.apply(tape, v, out, 255.0, rng).unwrap(), x.clone(), seed);
-        check_linear("resize", |tape, v, _| resize_to(tape, v, out).unwrap(), x.clone(), seed);
-        let moved = |tape: &mut Tape, v: Var, rng: &mut StdRng| {
-            let moves = TransformSet::lucid_standard().draw_maps(2, [h, w], rng).unwrap().unwrap();
-            crops.apply_after(tape, v, &moves, out, 255.0, rng).unwrap()
+        check_linear("crops", |tape, v, rngs| crops.apply(tape, v, out, 255.0, rngs).unwrap(), x.clone(), seed, big);
+        check_linear("resize", |tape, v, _| resize_to(tape, v, out).unwrap(), x.clone(), seed, false);
+        let moved = |tape: &mut Tape, v: Var, rngs: &mut [StdRng]| {
+            let moves = TransformSet::lucid_standard().draw_maps(2, [h, w], rngs).unwrap().unwrap();
+            crops.apply_after(tape, v, &moves, out, 255.0, rngs).unwrap()
         };
-        check_linear("crops after fused moves", moved, x, seed);
+        check_linear("crops after fused moves", moved, x, seed, !big);
     }
 }
 
@@ -149,7 +164,7 @@ fn crops_are_view_major_batches_and_refuse_bad_settings() {
     let x = Tensor::from_shape_fn(vec![2, 1, 8, 8], |i| i[0] as f32 * 100.0);
     let v = tape.variable(x);
     let crops = RandomCrops { noise: 0.0, ..RandomCrops::maco() };
-    let views = crops.apply(&mut tape, v, [4, 4], 255.0, &mut StdRng::seed_from_u64(1)).unwrap();
+    let views = crops.apply(&mut tape, v, [4, 4], 255.0, &mut [StdRng::seed_from_u64(1)]).unwrap();
     let y = tape.value(views).unwrap();
     assert_eq!(y.shape(), &[12, 1, 4, 4]);
     for r in 0..12 {
@@ -235,8 +250,8 @@ fn fused_moves_sample_where_the_chain_does() {
     let set = TransformSet::lucid_standard();
     let mut tape = Tape::new();
     let x = tape.variable(ramp);
-    let chain = set.apply(&mut tape, x, &mut StdRng::seed_from_u64(9)).unwrap();
-    let maps = set.draw_maps(1, [h, w], &mut StdRng::seed_from_u64(9)).unwrap().expect("all moves");
+    let chain = set.apply(&mut tape, x, &mut [StdRng::seed_from_u64(9)]).unwrap();
+    let maps = set.draw_maps(1, [h, w], &mut [StdRng::seed_from_u64(9)]).unwrap().expect("all moves");
     let fused = tape.affine_warp(x, &maps, [h, w], actmax_tensor::WarpBorder::Reflect).unwrap();
     let (a, b) = (tape.value(chain).unwrap(), tape.value(fused).unwrap());
     for i in 10..h - 10 {
@@ -247,5 +262,35 @@ fn fused_moves_sample_where_the_chain_does() {
     }
     // A set with a pad is not a move of the plane: nothing is drawn.
     let padded = TransformSet(vec![Transform::Pad(2, 0.0)]);
-    assert!(padded.draw_maps(1, [h, w], &mut StdRng::seed_from_u64(9)).unwrap().is_none());
+    assert!(padded.draw_maps(1, [h, w], &mut [StdRng::seed_from_u64(9)]).unwrap().is_none());
+}
+
+/// With one stream per image, what an image's views are depends on its own stream alone:
+/// image `x1` alone and behind `x0` in a batch gets the same crops, moves, jitter and noise.
+#[test]
+fn per_image_streams_make_views_independent_of_the_batch() {
+    let (x0, x1) = (image(5, &[1, 2, 12, 14]), image(6, &[1, 2, 12, 14]));
+    let both = ndarray::concatenate(ndarray::Axis(0), &[x0.view(), x1.view()]).unwrap();
+    let crops = RandomCrops { count: 3, ..RandomCrops::maco() };
+    let jittered = TransformSet(vec![Transform::Pad(1, 0.0), Transform::Jitter(2.0), Transform::Rotate(20.0)]);
+    let views = |x: &Tensor, seeds: &[u64]| {
+        let mut rngs: Vec<StdRng> = seeds.iter().map(|&s| StdRng::seed_from_u64(s)).collect();
+        let mut tape = Tape::new();
+        let v = tape.constant(x.clone());
+        let moves = TransformSet::lucid_standard().draw_maps(seeds.len(), [12, 14], &mut rngs).unwrap().unwrap();
+        let fused = crops.apply_after(&mut tape, v, &moves, [6, 7], 255.0, &mut rngs).unwrap();
+        let chained = jittered.apply(&mut tape, v, &mut rngs).unwrap();
+        (tape.value(fused).unwrap().clone(), tape.value(chained).unwrap().clone())
+    };
+    let (alone, alone_chain) = views(&x1, &[77]);
+    let (batch, batch_chain) = views(&both, &[76, 77]);
+    for v in 0..3 {
+        assert_eq!(alone.index_axis(ndarray::Axis(0), v), batch.index_axis(ndarray::Axis(0), 2 * v + 1), "view {v}");
+    }
+    assert_eq!(alone_chain.index_axis(ndarray::Axis(0), 0), batch_chain.index_axis(ndarray::Axis(0), 1));
+    // One stream per image is checked against the batch.
+    let mut tape = Tape::new();
+    let v = tape.constant(both);
+    let mut three = vec![StdRng::seed_from_u64(1); 3];
+    assert!(crops.apply(&mut tape, v, [6, 7], 255.0, &mut three).is_err());
 }

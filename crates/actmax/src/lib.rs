@@ -121,6 +121,11 @@ pub struct Options {
     pub verbose: bool,
     /// Seed of every random draw: same seed, same image.
     pub seed: u64,
+    /// One seed per image instead of `seed`'s one stream for the batch: image `b`'s start,
+    /// transforms, crops and noise then come from `image_seeds[b]` alone, so the image does
+    /// not depend on the batch it is in (with a run that keeps images apart:
+    /// [`Options::images_independent`]). Its length must be the batch size.
+    pub image_seeds: Option<Vec<u64>>,
     /// Replace a softmax on the target layer by a linear activation (keras-vis's advice:
     /// maximizing a softmax output does not work). When false, a softmax target is an error.
     pub swap_softmax: bool,
@@ -150,6 +155,7 @@ impl Default for Options {
             callbacks: Vec::new(),
             verbose: false,
             seed: 42,
+            image_seeds: None,
             swap_softmax: true,
         }
     }
@@ -208,6 +214,19 @@ impl Options {
             max_iter: 90,
             ..Self::lucid()
         }
+    }
+
+    /// Whether each image of a batch is optimized on its own, so that with
+    /// [`Options::image_seeds`] an image comes out the same in any batch: no term mixes the
+    /// images (keras-vis's LP norm is one norm over the batch; diversity compares the
+    /// images), no input modifier moves the batch as one, and the kept image is the last
+    /// (the best loss is the batch's total). The optimizers update each image on its own.
+    pub fn images_independent(&self) -> bool {
+        self.lp_norm_weight == 0.0
+            && self.diversity_weight == 0.0
+            && self.input_modifiers.is_empty()
+            && self.keep == Keep::Last
+            && !matches!(self.grad_modifier, GradModifier::Custom(_))
     }
 
     /// A recipe by name: one of [`PRESETS`].

@@ -8,7 +8,9 @@ use crate::{Error, Result};
 /// How the parameters are updated from their gradient.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Optimizer {
-    /// keras-vis: L2-normalized gradient, RMSProp without a learning rate.
+    /// keras-vis: L2-normalized gradient, RMSProp without a learning rate. The norm is
+    /// each image's own (keras-vis took one over the batch, which made an image depend on
+    /// the others it was optimized with).
     KerasRmsprop,
     /// Adam with this learning rate (in the parameters' units: pixels of the input range
     /// for [`crate::Parameterization::Pixel`]).
@@ -47,13 +49,18 @@ impl OptimizerState {
     pub(crate) fn step(&mut self, p: &mut Tensor, g: &Tensor) -> Result<()> {
         match self {
             Self::Rmsprop { cache, unit } => {
-                let norm = g.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
                 let unit = *unit;
-                ndarray::Zip::from(p).and(g).and(cache).for_each(|x, &g, c| {
-                    let g = g / norm;
-                    *c = 0.95 * *c + 0.05 * g * g;
-                    *x -= unit * g / (*c + 1e-7).sqrt();
-                });
+                let axis = ndarray::Axis(0);
+                for ((mut p, g), mut cache) in
+                    p.axis_iter_mut(axis).zip(g.axis_iter(axis)).zip(cache.axis_iter_mut(axis))
+                {
+                    let norm = g.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+                    ndarray::Zip::from(&mut p).and(&g).and(&mut cache).for_each(|x, &g, c| {
+                        let g = g / norm;
+                        *c = 0.95 * *c + 0.05 * g * g;
+                        *x -= unit * g / (*c + 1e-7).sqrt();
+                    });
+                }
                 Ok(())
             }
             Self::Adam { state, config } => Ok(state.update(p, g, config)?),

@@ -79,16 +79,35 @@ impl Parameterization {
     }
 
     /// Initial parameters for `shape = [B, C, H, W]` images in `range`: from `seed` when
-    /// given (an image in `range`), else random (the pixel image: keras-vis's noise).
-    pub fn init(&self, shape: [usize; 4], range: (f32, f32), seed: Option<&Tensor>, rng: &mut StdRng) -> Tensor {
+    /// given (an image in `range`), else random (the pixel image: keras-vis's noise) from
+    /// `rngs` — one stream for the batch, or one per image (image `b` then starts from its
+    /// own stream alone, whatever else is in the batch).
+    pub fn init(
+        &self,
+        shape: [usize; 4],
+        range: (f32, f32),
+        seed: Option<&Tensor>,
+        rngs: &mut [StdRng],
+    ) -> Result<Tensor> {
         let [b, c, h, w] = shape;
         let wc = w / 2 + 1;
-        match (self, seed) {
+        if rngs.is_empty() || (rngs.len() != 1 && rngs.len() != b) {
+            return Err(Error::Options(format!(
+                "{} random streams for a batch of {b}: pass one for the batch or one per image",
+                rngs.len()
+            )));
+        }
+        let per_image = rngs.len() > 1;
+        Ok(match (self, seed) {
             (Self::Pixel, Some(s)) => s.clone(),
-            (Self::Pixel, None) => crate::seed_noise(&shape, range, rng.random()),
-            (Self::Fourier { init_sd, .. }, None) => {
-                Tensor::from_shape_simple_fn(vec![b, c, h, wc, 2], || init_sd * standard_normal(rng))
+            (Self::Pixel, None) if per_image => {
+                let images: Vec<Tensor> =
+                    (0..b).map(|i| crate::seed_noise(&[1, c, h, w], range, rngs[i].random())).collect();
+                let views: Vec<_> = images.iter().map(|t| t.view()).collect();
+                ndarray::concatenate(ndarray::Axis(0), &views).expect("same shapes")
             }
+            (Self::Pixel, None) => crate::seed_noise(&shape, range, rngs[0].random()),
+            (Self::Fourier { init_sd, .. }, None) => per_image_normal(vec![b, c, h, wc, 2], rngs, |v| init_sd * v),
             (Self::Fourier { decay, .. }, Some(s)) => {
                 let mut spec = spectrum_of(&pre_sigmoid(s, range, c), h, w);
                 let scale = fourier_scale(h, w, *decay);
@@ -97,7 +116,7 @@ impl Parameterization {
                 }
                 spec
             }
-            (Self::Maco { .. }, None) => Tensor::from_shape_simple_fn(vec![b, c, h, wc], || standard_normal(rng)),
+            (Self::Maco { .. }, None) => per_image_normal(vec![b, c, h, wc], rngs, |v| v),
             (Self::Maco { .. }, Some(s)) => {
                 // The photo's phase; its magnitude is replaced by the template's.
                 let spec = spectrum_of(&pre_sigmoid(s, range, c), h, w);
@@ -105,7 +124,7 @@ impl Parameterization {
                     spec.as_slice().expect("standard").chunks_exact(2).map(|p| p[1].atan2(p[0])).collect();
                 Tensor::from_shape_vec(vec![b, c, h, wc], phase).expect("sized")
             }
-        }
+        })
     }
 
     /// Makes the image `[B, C, H, W]` in `range` from the parameters on the tape (a
@@ -182,6 +201,19 @@ impl PreparedImage {
         let scaled = tape.mul_scalar(unit, self.range.1 - self.range.0)?;
         Ok(tape.add_scalar(scaled, self.range.0)?)
     }
+}
+
+/// Standard normal draws mapped by `f`, filled image by image in memory order: image `b`'s
+/// block from `rngs[b]` (one stream per image), or all from `rngs[0]`.
+fn per_image_normal(shape: Vec<usize>, rngs: &mut [StdRng], f: impl Fn(f32) -> f32) -> Tensor {
+    let per: usize = shape[1..].iter().product();
+    let mut data = Vec::with_capacity(shape[0] * per);
+    for b in 0..shape[0] {
+        let n = rngs.len();
+        let rng = &mut rngs[b % n];
+        data.extend((0..per).map(|_| f(standard_normal(rng))));
+    }
+    Tensor::from_shape_vec(shape, data).expect("sized")
 }
 
 /// `(x − mean) / (std + 1e-4)` of each sample over all its other axes (MaCo's

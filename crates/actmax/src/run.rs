@@ -67,11 +67,12 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
     let [h, w] = opts.image_size.unwrap_or([mh, mw]);
     let shape = [batch.max(1), c, h, w];
     let mut seed = seed_image(&mut opts, shape, range)?;
+    let seeds = stream_seeds(&opts, shape[0])?;
     if seed.is_none() && matches!(opts.param, Parameterization::Pixel) {
-        seed = Some(crate::seed_noise(&shape, range, opts.seed));
+        seed = Some(pixel_noise(shape, range, &seeds));
     }
-    let mut rng = StdRng::seed_from_u64(opts.seed ^ 0x5eed);
-    let mut params = opts.param.init(shape, range, seed.as_ref(), &mut rng);
+    let mut rngs: Vec<StdRng> = seeds.iter().map(|&s| StdRng::seed_from_u64(s ^ 0x5eed)).collect();
+    let mut params = opts.param.init(shape, range, seed.as_ref(), &mut rngs)?;
     let (names, idx) = loss_layers(model, &losses.layers())?;
     let net = folded_unless_read(model, &idx);
     let maker = opts.param.prepare(c, [h, w], range)?;
@@ -93,7 +94,7 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
     for step in 0..opts.max_iter {
         if pixel {
             for m in opts.input_modifiers.iter_mut() {
-                m.pre(&mut params, &mut rng)?;
+                m.pre(&mut params, &mut rngs[0])?;
             }
         }
         // The step's heavy part runs on a pool thread: its many parallel regions then
@@ -103,7 +104,7 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
             tape.reset();
             let pv = tape.variable(params.clone());
             let image = maker.image(&mut tape, pv)?;
-            let seen = views(transforms, crops, &mut tape, image, [mh, mw], range, &mut rng)?;
+            let seen = views(transforms, crops, &mut tape, image, [mh, mw], range, &mut rngs)?;
             let acts = activations(&net, &mut tape, seen, &names, &idx)?;
             let built = losses.build(&mut tape, &LossContext::new(image, &acts))?;
             let total = scalar(&tape, built.total)?;
@@ -176,7 +177,7 @@ fn views(
     image: Var,
     input: [usize; 2],
     range: (f32, f32),
-    rng: &mut StdRng,
+    rngs: &mut [StdRng],
 ) -> Result<Var> {
     let width = range.1 - range.0;
     let hw = {
@@ -185,14 +186,42 @@ fn views(
     };
     if let Some(crops) = crops {
         let b = tape.shape(image)?[0];
-        if let Some(moves) = transforms.draw_maps(b, hw, rng)? {
-            return Ok(crops.apply_after(tape, image, &moves, input, width, rng)?);
+        if let Some(moves) = transforms.draw_maps(b, hw, rngs)? {
+            return Ok(crops.apply_after(tape, image, &moves, input, width, rngs)?);
         }
-        let moved = transforms.apply(tape, image, rng)?;
-        return Ok(crops.apply(tape, moved, input, width, rng)?);
+        let moved = transforms.apply(tape, image, rngs)?;
+        return Ok(crops.apply(tape, moved, input, width, rngs)?);
     }
-    let moved = transforms.apply(tape, image, rng)?;
+    let moved = transforms.apply(tape, image, rngs)?;
     Ok(resize_to(tape, moved, input)?)
+}
+
+/// The seeds of the run's random streams: `seed` for the whole batch, or one per image.
+fn stream_seeds(opts: &Options, batch: usize) -> Result<Vec<u64>> {
+    match &opts.image_seeds {
+        None => Ok(vec![opts.seed]),
+        Some(s) if s.len() != batch => {
+            Err(Error::Options(format!("{} image seeds for a batch of {batch} images: give one per image", s.len())))
+        }
+        Some(_) if batch > 1 && !opts.input_modifiers.is_empty() => Err(Error::Options(
+            "per-image seeds with input modifiers: keras-vis's Jitter rolls the whole batch by one shift; \
+             use transforms, or one image per run"
+                .into(),
+        )),
+        Some(s) => Ok(s.clone()),
+    }
+}
+
+/// keras-vis's starting noise for the pixel image: one draw for the batch, or one per
+/// image from its own seed.
+fn pixel_noise(shape: [usize; 4], range: (f32, f32), seeds: &[u64]) -> Tensor {
+    if let [seed] = seeds {
+        return crate::seed_noise(&shape, range, *seed);
+    }
+    let one = [1, shape[1], shape[2], shape[3]];
+    let images: Vec<Tensor> = seeds.iter().map(|&s| crate::seed_noise(&one, range, s)).collect();
+    let views: Vec<_> = images.iter().map(|t| t.view()).collect();
+    ndarray::concatenate(ndarray::Axis(0), &views).expect("same shapes")
 }
 
 /// The image the parameters stand for, off the tape.

@@ -192,3 +192,30 @@ fn quality_preset_digits_are_read_by_a_classifier_that_never_saw_them() {
         .count();
     assert!(read >= 9, "the MLP reads {read}/10 of the CNN's digits");
 }
+
+/// With per-image seeds, an image comes out byte-identical alone, anywhere in a batch and
+/// with 1, 2 or 8 threads — what the atlas's shards and resumes rely on.
+#[test]
+fn an_image_does_not_depend_on_its_batch_or_the_thread_count() {
+    let model = zoo::load("efficientnet_lite0", None).unwrap();
+    let run = |layer: &str, targets: Vec<usize>, threads: usize| {
+        let seeds: Vec<u64> = targets.iter().map(|&t| 1000 + t as u64).collect();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let targets = targets.into_iter().map(|t| vec![t]).collect();
+        let vis = pool.install(|| {
+            let opts = Options { max_iter: 3, image_seeds: Some(seeds), ..Options::actmax() };
+            assert!(opts.images_independent());
+            actmax::visualize_batch(&model, layer, targets, opts).map_err(|e| e.to_string())
+        });
+        let vis = vis.unwrap();
+        (0..vis.images.shape()[0]).map(|b| vis.images.index_axis(ndarray::Axis(0), b).to_owned()).collect::<Vec<_>>()
+    };
+    for layer in ["_blocks.5.expand_relu6", "_fc"] {
+        let alone = run(layer, vec![7], 2);
+        for threads in [1, 2, 8] {
+            let batch = run(layer, vec![3, 7, 11], threads);
+            assert_eq!(batch[1], alone[0], "{layer}: filter 7 in a batch of 3 on {threads} threads");
+        }
+        assert_eq!(run(layer, vec![7], 1)[0], alone[0], "{layer}: alone on 1 thread");
+    }
+}

@@ -34,7 +34,7 @@ fn a_fourier_parameter_made_from_an_image_renders_that_image() {
     for (h, w) in [(24, 32), (17, 15)] {
         let img = photo_like(h, w);
         let param = Parameterization::fourier();
-        let p = param.init([1, 3, h, w], (0.0, 255.0), Some(&img), &mut StdRng::seed_from_u64(1));
+        let p = param.init([1, 3, h, w], (0.0, 255.0), Some(&img), &mut [StdRng::seed_from_u64(1)]).unwrap();
         assert_eq!(p.shape(), &[1, 3, h, w / 2 + 1, 2]);
         let back = render(&param, &p, (0.0, 255.0), [h, w]);
         let worst = back.iter().zip(img.iter()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
@@ -47,8 +47,10 @@ fn maco_keeps_the_magnitude_and_moves_the_phase() {
     let (h, w) = (16, 16);
     let param = Parameterization::maco();
     let mut rng = StdRng::seed_from_u64(3);
-    let (a, b) =
-        (param.init([1, 1, h, w], (0.0, 1.0), None, &mut rng), param.init([1, 1, h, w], (0.0, 1.0), None, &mut rng));
+    let (a, b) = (
+        param.init([1, 1, h, w], (0.0, 1.0), None, std::slice::from_mut(&mut rng)).unwrap(),
+        param.init([1, 1, h, w], (0.0, 1.0), None, std::slice::from_mut(&mut rng)).unwrap(),
+    );
     let (ia, ib) = (render(&param, &a, (0.0, 1.0), [h, w]), render(&param, &b, (0.0, 1.0), [h, w]));
     assert!(ia.iter().zip(ib.iter()).any(|(x, y)| (x - y).abs() > 0.05), "two phases, two images");
     // Undo the sigmoid: what is left is a standardized irfft2 of template·e^{iφ}, so on the
