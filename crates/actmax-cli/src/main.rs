@@ -7,7 +7,9 @@
 //! - `predict`: a model's top-k classes for an image — the check that a model loaded right;
 //! - `layers`: a model's layers with index, type, output shape and filter count.
 
+mod atlas;
 mod model_args;
+mod recipe_args;
 mod visualize;
 
 use std::path::PathBuf;
@@ -47,6 +49,14 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Every filter of chosen layers as tiles + manifest.jsonl (resumable, shardable);
+    /// `atlas merge` joins shard outputs.
+    Atlas(Box<atlas::AtlasCommand>),
+    /// A static, offline HTML site to browse an atlas (written into its directory).
+    Gallery {
+        /// The atlas directory.
+        dir: PathBuf,
     },
     /// The model's layers: index, name, type, output shape, filters.
     Layers {
@@ -164,12 +174,12 @@ fn main_job() -> Result<(), String> {
     for p in &paths {
         actmax::images::check_writable(p).map_err(|e| e.to_string())?;
     }
-    let preset = actmax::Options::preset(visualize::DEFAULT_PRESET).map_err(|e| e.to_string())?;
+    let preset = actmax::Options::preset(recipe_args::DEFAULT_PRESET).map_err(|e| e.to_string())?;
     eprintln!(
         "actmax: visualizing {} ImageNet classes with EfficientNet-Lite0 (preset {}, {} steps; \
          `actmax visualize --preset keras-vis|lucid|maco` for the others)...",
         MAIN_CLASSES.len(),
-        visualize::DEFAULT_PRESET,
+        recipe_args::DEFAULT_PRESET,
         preset.max_iter
     );
     let start = std::time::Instant::now();
@@ -219,6 +229,8 @@ fn main() -> ExitCode {
             predict(&model, &image, top, labels.as_deref(), json)
         }
         Some(Command::Layers { model, json }) => layers(&model, json),
+        Some(Command::Atlas(cmd)) => atlas::run(*cmd),
+        Some(Command::Gallery { dir }) => atlas::gallery(&dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -263,6 +263,17 @@ pub fn models_dir() -> std::path::PathBuf {
         .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models"))
 }
 
+/// The file [`load`] reads for `model`: the file itself, or a zoo name's shipped weights
+/// (what a manifest hashes to say which model made an image).
+pub fn source_file(model: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new(model);
+    if ZOO.contains(&model) && !path.exists() {
+        models_dir().join(format!("{model}.safetensors"))
+    } else {
+        path.to_path_buf()
+    }
+}
+
 /// A model from a zoo name (its shipped weights), a whole-model file (`.onnx`, Keras `.h5`), or a
 /// weights file (`.safetensors`, `.pth`, `.npz`) for the zoo architecture `arch` — or,
 /// without `arch`, the zoo name the file's stem starts with.
@@ -276,7 +287,7 @@ pub fn load(model: &str, arch: Option<&str>) -> Result<Model> {
         _ => {}
     }
     let (arch_name, file) = if ZOO.contains(&model) && !path.exists() {
-        (model.to_string(), models_dir().join(format!("{model}.safetensors")))
+        (model.to_string(), source_file(model))
     } else if path.exists() {
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
         let guess = ZOO.iter().find(|z| stem.starts_with(*z)).map(|z| z.to_string());

@@ -229,6 +229,67 @@ impl Options {
             && !matches!(self.grad_modifier, GradModifier::Custom(_))
     }
 
+    /// The same recipe for another run: every setting, without what holds one run's state
+    /// (callbacks, input modifiers, which would carry over their counters and shifts).
+    pub fn recipe(&self) -> Self {
+        Self {
+            seed_input: self.seed_input.clone(),
+            input_range: self.input_range,
+            param: self.param.clone(),
+            image_size: self.image_size,
+            batch: self.batch,
+            input_modifiers: Vec::new(),
+            transforms: self.transforms.clone(),
+            crops: self.crops.clone(),
+            grad_modifier: self.grad_modifier.clone(),
+            backprop_modifier: self.backprop_modifier.clone(),
+            optimizer: self.optimizer,
+            max_iter: self.max_iter,
+            act_max_weight: self.act_max_weight,
+            lp_norm_weight: self.lp_norm_weight,
+            tv_weight: self.tv_weight,
+            diversity_weight: self.diversity_weight,
+            diversity_layer: self.diversity_layer.clone(),
+            keep: self.keep,
+            callbacks: Vec::new(),
+            verbose: self.verbose,
+            seed: self.seed,
+            image_seeds: self.image_seeds.clone(),
+            swap_softmax: self.swap_softmax,
+        }
+    }
+
+    /// The settings that shape an image, as `(name, value)` pairs for manifests and logs
+    /// (no seeds: a caller records those itself).
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        let param = match &self.param {
+            Parameterization::Pixel => "pixel".to_string(),
+            Parameterization::Fourier { decay, init_sd } => format!("fourier(decay={decay}, init_sd={init_sd})"),
+            Parameterization::Maco { template } => format!("maco({})", template.source),
+        };
+        let optimizer = match self.optimizer {
+            Optimizer::KerasRmsprop => "keras-rmsprop".to_string(),
+            Optimizer::Adam(lr) => format!("adam(lr={lr})"),
+        };
+        vec![
+            ("param", param),
+            ("transforms", format!("{:?}", self.transforms.0)),
+            ("crops", format!("{:?}", self.crops)),
+            ("optimizer", optimizer),
+            ("steps", self.max_iter.to_string()),
+            ("act_max_weight", self.act_max_weight.to_string()),
+            ("lp_norm_weight", self.lp_norm_weight.to_string()),
+            ("tv_weight", self.tv_weight.to_string()),
+            ("diversity_weight", self.diversity_weight.to_string()),
+            ("grad_modifier", self.grad_modifier.name().to_string()),
+            ("backprop_modifier", format!("{:?}", self.backprop_modifier)),
+            ("keep", format!("{:?}", self.keep)),
+            ("image_size", format!("{:?}", self.image_size)),
+            ("input_range", format!("{:?}", self.input_range)),
+            ("seed_input", if self.seed_input.is_some() { "given" } else { "none" }.to_string()),
+        ]
+    }
+
     /// A recipe by name: one of [`PRESETS`].
     pub fn preset(name: &str) -> Result<Self> {
         match name {
@@ -257,6 +318,9 @@ pub struct Visualization {
     pub best_step: usize,
     /// Total loss per step.
     pub history: Vec<f32>,
+    /// Each image's own loss per step (`image_history[b][step]`) when every term is per
+    /// sample (or the batch is one image); empty when a term spans the batch.
+    pub image_history: Vec<Vec<f32>>,
     /// Whether a softmax on the target layer was swapped for linear.
     pub swapped_softmax: bool,
 }

@@ -91,6 +91,7 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
         Keep::Last => None,
     };
     let mut history = Vec::with_capacity(opts.max_iter);
+    let (mut image_history, mut per_image_lost): (Vec<Vec<f32>>, bool) = (Vec::new(), false);
     for step in 0..opts.max_iter {
         if pixel {
             for m in opts.input_modifiers.iter_mut() {
@@ -100,7 +101,7 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
         // The step's heavy part runs on a pool thread: its many parallel regions then
         // start there instead of waking this thread and a worker for each.
         let (crops, transforms) = (&opts.crops, &opts.transforms);
-        let (image, total, terms, g) = rayon::scope(|_| -> Result<_> {
+        let (image, total, terms, g, per_image) = rayon::scope(|_| -> Result<_> {
             tape.reset();
             let pv = tape.variable(params.clone());
             let image = maker.image(&mut tape, pv)?;
@@ -109,8 +110,11 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
             let built = losses.build(&mut tape, &LossContext::new(image, &acts))?;
             let total = scalar(&tape, built.total)?;
             let mut terms = Vec::with_capacity(built.terms.len());
+            let mut per_image = Some(vec![0.0; batch.max(1)]);
             for ((name, v), w) in built.terms.iter().zip(&weights) {
-                let value = tape.value(*v)?.sum();
+                let values = tape.value(*v)?;
+                per_image = add_per_image(per_image, values, *w);
+                let value = values.sum();
                 if !value.is_finite() {
                     return Err(Error::NonFinite { step, term: name.clone(), value });
                 }
@@ -120,8 +124,17 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
                 return Err(Error::NonFinite { step, term: "total".into(), value: total });
             }
             let g = tape.backward(built.total)?.take(pv).unwrap_or_else(|| Tensor::zeros(params.raw_dim()));
-            Ok((image, total, terms, g))
+            Ok((image, total, terms, g, per_image))
         })?;
+        if let Some(losses) = per_image {
+            image_history.resize(losses.len(), Vec::with_capacity(opts.max_iter));
+            for (h, l) in image_history.iter_mut().zip(losses) {
+                h.push(l);
+            }
+        } else {
+            image_history.clear();
+            per_image_lost = true;
+        }
         let mut g = opts.grad_modifier.apply(&g)?;
         if pixel {
             // The gradient was taken on the modified image: map it back the same way
@@ -164,7 +177,18 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
     if integer {
         best_x.mapv_inplace(f32::round);
     }
-    Ok(Visualization { images: best_x, range, best_loss: best, best_step, history, swapped_softmax: false })
+    if per_image_lost {
+        image_history.clear();
+    }
+    Ok(Visualization {
+        images: best_x,
+        range,
+        best_loss: best,
+        best_step,
+        history,
+        image_history,
+        swapped_softmax: false,
+    })
 }
 
 /// What the model sees of the image this step: lucid's transforms, then MaCo's crops —
@@ -194,6 +218,17 @@ fn views(
     }
     let moved = transforms.apply(tape, image, rngs)?;
     Ok(resize_to(tape, moved, input)?)
+}
+
+/// Adds `weight ·` a term's values to each image's loss: a per-sample term (`[B]`) adds
+/// its own value to each; a scalar one spans the batch (unless it is one image).
+fn add_per_image(acc: Option<Vec<f32>>, values: &Tensor, weight: f32) -> Option<Vec<f32>> {
+    let mut acc = acc?;
+    match values.len() {
+        n if n == acc.len() => acc.iter_mut().zip(values.iter()).for_each(|(a, v)| *a += weight * v),
+        _ => return None,
+    }
+    Some(acc)
 }
 
 /// The seeds of the run's random streams: `seed` for the whole batch, or one per image.
