@@ -20,13 +20,16 @@ pub struct MergeReport {
 /// Reads an atlas directory's plan.
 pub(crate) fn read_plan(dir: &Path) -> Result<Plan> {
     let path = dir.join(PLAN);
-    let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => AtlasError::Request(format!(
+    let not_an_atlas = || {
+        AtlasError::Request(format!(
             "{} is not an atlas (no {PLAN}); give directories `actmax atlas -o DIR` wrote",
             dir.display()
-        )),
-        _ => AtlasError::io(&path, e),
-    })?;
+        ))
+    };
+    if !path.is_file() {
+        return Err(not_an_atlas());
+    }
+    let bytes = std::fs::read(&path).map_err(|e| AtlasError::io(&path, e))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| AtlasError::Corrupt { path, msg: format!("not an atlas plan ({e}); was it written by actmax?") })
 }

@@ -10,6 +10,11 @@ use proptest::prelude::*;
 
 /// A random valid conv geometry (stride, asymmetric padding, dilation, groups, batch).
 fn geometry() -> impl Strategy<Value = ConvGeometry> {
+    geometry_parts().prop_map(|(x, w, p)| ConvGeometry::new("test", &x, &w, p).expect("filtered"))
+}
+
+/// The input shape, weight shape and parameters of [`geometry`].
+fn geometry_parts() -> impl Strategy<Value = ([usize; 4], [usize; 4], Conv2dParams)> {
     (
         1usize..=2,
         1usize..=3,
@@ -32,7 +37,8 @@ fn geometry() -> impl Strategy<Value = ConvGeometry> {
                     dilation: [dil, 1 + (dil + kw) % 2],
                     groups,
                 };
-                ConvGeometry::new("test", &[n, cin_g * groups, h, w], &[cout_g * groups, cin_g, kh, kw], p).ok()
+                let (x, w) = ([n, cin_g * groups, h, w], [cout_g * groups, cin_g, kh, kw]);
+                ConvGeometry::new("test", &x, &w, p).ok().map(|_| (x, w, p))
             },
         )
 }
@@ -220,5 +226,67 @@ fn max_pool_2x2_matches_naive() {
         assert_close(&dx, &want, 1e-6, "2x2 backward");
         x[w + 1] = f32::NAN;
         assert!(pool::max_pool2d_forward(&x, &g).0[0].is_nan(), "a NaN in the first window wins it");
+    }
+}
+
+/// The geometry of `parts` with a batch of `n`.
+fn with_batch(parts: &([usize; 4], [usize; 4], Conv2dParams), n: usize) -> ConvGeometry {
+    let (mut x, w, p) = *parts;
+    x[0] = n;
+    ConvGeometry::new("test", &x, &w, p).unwrap()
+}
+
+/// Forward and backward-input of image 1 of a batch of 3 on a pool of `threads`.
+#[allow(clippy::too_many_arguments)] // two geometries and a conv's operands
+fn middle_image(
+    plan: ConvPlan,
+    g1: &ConvGeometry,
+    g3: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    threads: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let batch = |one: &[f32], seed: u64| [values(seed, one.len()), one.to_vec(), values(seed + 1, one.len())].concat();
+    let (x3, dy3) = (batch(x, 7), batch(dy, 9));
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    pool.install(|| {
+        let scratch = ScratchPool::new();
+        let mut y = vec![f32::NAN; g3.out_elems()];
+        conv::conv2d_forward_with(plan, &x3, w, None, None, g3, &mut y, &scratch);
+        let mut dx = vec![f32::NAN; g3.in_elems()];
+        conv::conv2d_backward_input_with(plan, &dy3, w, g3, &mut dx, &scratch);
+        let (o, i) = (g1.out_elems(), g1.in_elems());
+        (y[o..2 * o].to_vec(), dx[i..2 * i].to_vec())
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// An image's forward and input gradient have the same bits alone on one thread and
+    /// in the middle of a batch on 2, 3 or 8 (what same seed, same image in any batch and
+    /// pool rests on), on every kernel that takes the geometry.
+    #[test]
+    fn convs_do_not_depend_on_the_batch_or_the_thread_count(parts in geometry_parts(), seed in any::<u64>(), tile in prop_oneof![Just(7usize), Just(1024)]) {
+        let (g1, g3) = (with_batch(&parts, 1), with_batch(&parts, 3));
+        let (x, w, dy) = (values(seed, g1.in_elems()), values(seed ^ 1, g1.weight_elems()), values(seed ^ 2, g1.out_elems()));
+        let all = [ConvKernel::Depthwise, ConvKernel::Pointwise, ConvKernel::Im2col, ConvKernel::Winograd];
+        for kernel in all.into_iter().filter(|k| k.supports(&g1)) {
+            let plan = ConvPlan { kernel, tile_cols: tile };
+            let alone = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| {
+                let scratch = ScratchPool::new();
+                let mut y = vec![f32::NAN; g1.out_elems()];
+                conv::conv2d_forward_with(plan, &x, &w, None, None, &g1, &mut y, &scratch);
+                let mut dx = vec![f32::NAN; g1.in_elems()];
+                conv::conv2d_backward_input_with(plan, &dy, &w, &g1, &mut dx, &scratch);
+                (y, dx)
+            });
+            for threads in [2, 3, 8] {
+                let got = middle_image(plan, &g1, &g3, &x, &w, &dy, threads);
+                prop_assert!(got.0 == alone.0, "forward {plan:?} {g1:?} on {threads} threads");
+                prop_assert!(got.1 == alone.1, "backward-input {plan:?} {g1:?} on {threads} threads");
+            }
+        }
     }
 }

@@ -14,6 +14,10 @@ use crate::scratch::ScratchPool;
 /// one sgemm), small enough to stay bounded on 512-channel layers.
 pub const COL_BUDGET: usize = 4 << 20;
 
+/// The pool size col2im's tiling assumes (the machines this runs on have 2 to 8 cores;
+/// with more threads than tasks the GEMM inside each tile is split instead).
+const COL2IM_THREADS: usize = 2;
+
 /// Output rows per tile, and the number of tiles.
 ///
 /// Tiles aim at `tile_cols` output columns. When there are few of them, their count is
@@ -28,9 +32,12 @@ fn row_tiles(g: &ConvGeometry, tile_cols: usize, for_col2im: bool) -> (usize, us
     let col_rows = if g.is_pointwise() { 1 } else { g.k_col() };
     let cols = tile_cols.min(COL_BUDGET / col_rows.max(1)).max(ow);
     let mut tiles = oh.div_ceil((cols / ow).max(1));
-    let threads = rayon::current_num_threads();
+    // col2im sums overlapping input rows tile by tile, so its tiling decides the rounding:
+    // it is sized for one image on COL2IM_THREADS threads, whatever the batch and the
+    // pool, so that an image's gradient has the same bits in any batch on any pool.
+    let (threads, per_tile) =
+        if for_col2im { (COL2IM_THREADS, g.p.groups) } else { (rayon::current_num_threads(), g.n * g.p.groups) };
     let share = if for_col2im { 2 * threads } else { threads };
-    let per_tile = g.n * g.p.groups;
     let a_rows = if for_col2im { g.k_col() } else { g.cout_g() };
     if per_tile * tiles < 4 * threads && g.out_len() >= a_rows {
         while !(per_tile * tiles).is_multiple_of(share) && tiles < oh {
