@@ -35,9 +35,10 @@ pub(crate) fn read_plan(dir: &Path) -> Result<Plan> {
 }
 
 /// Merges the atlases in `inputs` into `out`: every input must be of the same plan (model,
-/// recipe, seed, layers); a tile found twice must have the same bytes. Everything is
-/// checked before anything is written.
-pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeReport> {
+/// recipe, seed, layers); a tile found twice must have the same bytes; with `complete`,
+/// every tile of the plan must be there (a merge step that waits for its shards).
+/// Everything is checked before anything is written.
+pub fn merge(inputs: &[PathBuf], out: &Path, complete: bool) -> Result<MergeReport> {
     let first = inputs.first().ok_or_else(|| AtlasError::Request("merge needs at least one atlas".into()))?;
     let plan = read_plan(first)?;
     let mut found: BTreeMap<(usize, usize), (TileRecord, PathBuf)> = BTreeMap::new();
@@ -81,20 +82,28 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeReport> {
             return Err(AtlasError::Mismatch(format!("{} holds an atlas of {diff}", out.display())));
         }
     }
-    copy_tiles(&found, out)?;
     // Plan order: layer by layer, filters ascending.
     let order: BTreeMap<(usize, usize), usize> =
         plan.tiles().iter().enumerate().map(|(i, t)| ((plan.layers[t.layer].index, t.filter), i)).collect();
-    let mut records: Vec<TileRecord> =
-        found.into_values().map(|(r, _)| r).filter(|r| order.contains_key(&r.key())).collect();
-    records.sort_by_key(|r| order[&r.key()]);
-    let have: std::collections::HashSet<(usize, usize)> = records.iter().map(TileRecord::key).collect();
-    let missing = plan
+    found.retain(|key, _| order.contains_key(key));
+    let missing: Vec<(String, usize)> = plan
         .tiles()
         .into_iter()
-        .filter(|t| !have.contains(&(plan.layers[t.layer].index, t.filter)))
+        .filter(|t| !found.contains_key(&(plan.layers[t.layer].index, t.filter)))
         .map(|t| (plan.layers[t.layer].name.clone(), t.filter))
         .collect();
+    if complete && !missing.is_empty() {
+        return Err(AtlasError::Request(format!(
+            "{} of {} tiles are missing (e.g. {} filter {}); nothing merged",
+            missing.len(),
+            order.len(),
+            missing[0].0,
+            missing[0].1
+        )));
+    }
+    copy_tiles(&found, out)?;
+    let mut records: Vec<TileRecord> = found.into_values().map(|(r, _)| r).collect();
+    records.sort_by_key(|r| order[&r.key()]);
     let text = serde_json::to_string_pretty(&plan).expect("plans serialize") + "\n";
     crate::write_atomic(&out.join(PLAN), text.as_bytes())?;
     write_manifest(out, &records)?;

@@ -31,6 +31,10 @@ enum AtlasAction {
         /// The merged atlas's directory.
         #[arg(short, long)]
         output: PathBuf,
+        /// Fail, writing nothing, unless every tile is there (a merge step that waits
+        /// for its shards retries until this succeeds).
+        #[arg(long)]
+        complete: bool,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -74,7 +78,7 @@ struct RenderArgs {
 /// Runs `atlas` or `atlas merge`.
 pub fn run(cmd: AtlasCommand) -> Result<(), String> {
     match cmd.action {
-        Some(AtlasAction::Merge { dirs, output, json }) => merge(&dirs, &output, json),
+        Some(AtlasAction::Merge { dirs, output, complete, json }) => merge(&dirs, &output, complete, json),
         None => render(cmd.render),
     }
 }
@@ -195,8 +199,8 @@ fn render(a: RenderArgs) -> Result<(), String> {
     emit(&out)
 }
 
-fn merge(dirs: &[PathBuf], output: &Path, json_out: bool) -> Result<(), String> {
-    let report = actmax_atlas::merge(dirs, output).map_err(|e| e.to_string())?;
+fn merge(dirs: &[PathBuf], output: &Path, complete: bool, json_out: bool) -> Result<(), String> {
+    let report = actmax_atlas::merge(dirs, output, complete).map_err(|e| e.to_string())?;
     if json_out {
         let missing: Vec<_> = report.missing.iter().map(|(l, f)| json!({"layer": l, "filter": f})).collect();
         let line = json!({"tiles": report.tiles, "missing": missing, "dropped_lines": report.dropped});

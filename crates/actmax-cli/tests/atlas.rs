@@ -294,3 +294,93 @@ fn the_gallery_loads_every_tile_in_a_real_browser() {
     });
     assert!(levels.len() > 64, "the screenshot shows tiles, not a blank page ({} grey levels)", levels.len());
 }
+
+/// The shell lines of the Kubernetes Job file (`args:` items run by `sh -c`).
+fn job_scripts(yaml: &str) -> Vec<String> {
+    let lines: Vec<&str> = yaml.lines().collect();
+    lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.trim() == "args:")
+        .map(|(i, _)| lines[i + 1].trim().trim_start_matches("- ").to_string())
+        .collect()
+}
+
+/// `deploy/`'s own command lines, as the schedulers run them: the Kubernetes Job's shard
+/// and merge scripts under `sh -c` with `JOB_COMPLETION_INDEX`, the Slurm array's batch
+/// script under bash with `SLURM_ARRAY_*` — on the small MNIST atlas.
+#[test]
+fn the_deploy_files_render_and_merge_an_atlas() {
+    let bin = scratch("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_actmax"), bin.join("actmax")).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let flags = "--model mnist_cnn --layers all-conv --filters 0-5 --max-iter 8";
+    let single = scratch("deploy-single");
+    ok(&run(&strs(&with_output(ATLAS, &single, &[])), &[]));
+    let reference = atlas_contents(&single);
+
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let yaml = std::fs::read_to_string(repo.join("deploy/kubernetes/atlas-job.yaml")).unwrap();
+    let scripts = job_scripts(&yaml);
+    assert_eq!(scripts.len(), 2, "a shard script and a merge script: {scripts:?}");
+    let completions: usize = yaml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("completions:"))
+        .unwrap()
+        .split('#')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(scripts[0].contains(&format!("--shards {completions}")), "--shards is the Job's completions");
+    let root = scratch("k8s-root");
+    let sh = |script: &str, envs: &[(&str, &str)]| {
+        let mut c = Command::new("sh");
+        c.args(["-c", script]).env("PATH", &path).env("ATLAS_ROOT", &root).env("ATLAS_FLAGS", flags);
+        c.env_remove("SLURM_ARRAY_TASK_ID").envs(envs.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c
+    };
+    let pods: Vec<Child> = (0..completions)
+        .map(|k| sh(&scripts[0], &[("JOB_COMPLETION_INDEX", &k.to_string())]).spawn().unwrap())
+        .collect();
+    wait_all(pods);
+    ok(&sh(&scripts[1], &[]).output().unwrap());
+    assert!(atlas_contents(&root.join("merged")) == reference, "the Job's merged atlas is the single-process one");
+    assert!(root.join("merged/index.html").exists(), "the merge step writes the gallery");
+
+    let sbatch = repo.join("deploy/slurm/atlas.sbatch");
+    let text = std::fs::read_to_string(&sbatch).unwrap();
+    let array = text.lines().find_map(|l| l.strip_prefix("#SBATCH --array=")).unwrap();
+    let (lo, hi) = array.split_once('-').unwrap();
+    let (lo, hi): (usize, usize) = (lo.parse().unwrap(), hi.parse().unwrap());
+    let slurm_root = scratch("slurm-root");
+    let tasks: Vec<Child> = (lo..=hi)
+        .map(|id| {
+            let (id, min, count) = (id.to_string(), lo.to_string(), (hi - lo + 1).to_string());
+            Command::new("bash")
+                .arg(&sbatch)
+                .env("PATH", &path)
+                .env("ATLAS_ROOT", &slurm_root)
+                .env("ATLAS_FLAGS", flags)
+                .env_remove("JOB_COMPLETION_INDEX")
+                .envs([("SLURM_ARRAY_TASK_ID", id), ("SLURM_ARRAY_TASK_MIN", min), ("SLURM_ARRAY_TASK_COUNT", count)])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    wait_all(tasks);
+    let shards: Vec<String> = (lo..=hi).map(|k| slurm_root.join(format!("shards/{k}")).display().to_string()).collect();
+    let merged = slurm_root.join("merged");
+    let mut args = vec!["atlas", "merge", "--complete"];
+    args.extend(shards.iter().map(String::as_str));
+    args.extend(["-o", merged.to_str().unwrap()]);
+    ok(&run(&args, &[]));
+    assert!(atlas_contents(&merged) == reference, "the array's merged atlas is the single-process one");
+    // A merge that must be complete refuses a partial set and writes nothing.
+    let partial = slurm_root.join("partial");
+    refused(&["atlas", "merge", "--complete", &shards[0], "-o", partial.to_str().unwrap()], &partial, "missing");
+}
