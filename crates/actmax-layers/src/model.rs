@@ -326,8 +326,16 @@ impl Model {
     /// its only reader) folded into that conv's weights and bias; the batch norm becomes
     /// [`Layer::Identity`], so names and indexes stay. Faster, and the same outputs —
     /// except at the folded convs themselves, which now output the normalized values:
-    /// fold only when no loss reads a conv that gets folded.
+    /// fold only when no loss reads a conv that gets folded, or use
+    /// [`Model::fold_batch_norms_keeping`].
     pub fn fold_batch_norms(&self) -> Model {
+        self.fold_batch_norms_keeping(&[])
+    }
+
+    /// [`Model::fold_batch_norms`], except after the convs in `read` (layer indices whose
+    /// own outputs someone reads, e.g. a loss on a conv filter): those keep their batch
+    /// norm, so every layer outputs what the unfolded model does.
+    pub fn fold_batch_norms_keeping(&self, read: &[usize]) -> Model {
         let mut m = self.clone();
         let readers = |m: &Model, j: usize| m.nodes.iter().filter(|n| n.inputs.contains(&j)).count();
         for i in 0..m.nodes.len() {
@@ -337,7 +345,7 @@ impl Model {
                 &m.nodes[j].layer,
                 Layer::Conv2d(_, Activation::Linear) | Layer::DepthwiseConv2d(_, Activation::Linear)
             );
-            if !foldable || readers(&m, j) != 1 {
+            if !foldable || readers(&m, j) != 1 || read.contains(&j) {
                 continue;
             }
             let scale: Vec<f32> = gamma.iter().zip(var.iter()).map(|(g, v)| g / (v + eps).sqrt()).collect();

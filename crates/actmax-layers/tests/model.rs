@@ -152,6 +152,20 @@ fn folded_batch_norms_give_the_same_outputs() {
     }
     let flops = m.flops();
     assert!((0.7e9..0.9e9).contains(&flops), "EfficientNet-Lite0 is ~0.4 G multiply-adds, got {flops} FLOPs");
+    // Keeping the batch norm after a conv whose output is read: that conv outputs what
+    // the unfolded model's does, and every other batch norm is still folded.
+    let read = m.find("_blocks.3._project_conv").unwrap();
+    let kept = m.fold_batch_norms_keeping(&[read]);
+    assert_eq!(kept.layers().iter().filter(|l| l.kind == "Identity").count(), 48);
+    let outputs = |model: &actmax_layers::Model| {
+        let mut tape = Tape::new();
+        let v = tape.constant(x.clone());
+        let y = model.forward(&mut tape, v, &[read]).unwrap();
+        tape.value(y[0]).unwrap().clone()
+    };
+    let (a, b) = (outputs(&m), outputs(&kept));
+    let scale = a.iter().fold(0.0f32, |s, v| s.max(v.abs()));
+    assert!(a.iter().zip(b.iter()).all(|(p, q)| (p - q).abs() <= 1e-4 * scale), "the read conv is unchanged");
 }
 
 #[test]

@@ -74,7 +74,8 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
     let mut rngs: Vec<StdRng> = seeds.iter().map(|&s| StdRng::seed_from_u64(s ^ 0x5eed)).collect();
     let mut params = opts.param.init(shape, range, seed.as_ref(), &mut rngs)?;
     let (names, idx) = loss_layers(model, &losses.layers())?;
-    let net = folded_unless_read(model, &idx);
+    // Batch norms folded into their convs, except after a conv a loss reads.
+    let net = model.fold_batch_norms_keeping(&idx);
     let maker = opts.param.prepare(c, [h, w], range)?;
 
     let mut tape = Tape::new();
@@ -265,20 +266,6 @@ fn render(maker: &PreparedImage, params: &Tensor) -> Result<Tensor> {
     let p = tape.constant(params.clone());
     let img = maker.image(&mut tape, p)?;
     Ok(tape.value(img)?.clone())
-}
-
-/// The model with batch norms folded, unless a loss reads a conv output that folding
-/// would change.
-fn folded_unless_read<'a>(model: &'a Model, idx: &[usize]) -> std::borrow::Cow<'a, Model> {
-    let folded = model.fold_batch_norms();
-    let reads_folded_conv = idx.iter().any(|&i| {
-        folded.nodes().get(i + 1).is_some_and(|n| matches!(n.layer, actmax_layers::Layer::Identity) && n.inputs == [i])
-    });
-    if reads_folded_conv {
-        std::borrow::Cow::Borrowed(model)
-    } else {
-        std::borrow::Cow::Owned(folded)
-    }
 }
 
 /// The model layers losses read (all but `"input"`): names and indexes.
