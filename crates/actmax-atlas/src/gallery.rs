@@ -32,7 +32,7 @@ h1{font-size:1.4em}nav{margin:.5em 0 1em}nav a{margin-right:1.2em}
 .grid img,.missing{width:112px;height:112px;display:block;background:#222;image-rendering:auto}
 .missing{line-height:112px;color:#555}
 table{border-collapse:collapse}td{padding:2px 10px 2px 0;vertical-align:top}td:first-child{color:#999}
-.layers td{padding:4px 14px 4px 0}.tile{image-rendering:pixelated;max-width:90vw}
+.layers td{padding:4px 14px 4px 0}.tile{width:448px;max-width:90vw}
 svg{background:#1a1a1a}";
 
 const JS: &str = "// Keyboard navigation: a link carries the key that follows it.
@@ -197,7 +197,7 @@ fn tile_page(
         esc(&r.layer),
         r.filter
     );
-    b.push_str("<h2>Loss per step</h2>\n");
+    b.push_str("<h2>Loss per step</h2>\n<p>This tile's own loss: minus the filter's mean activation over the step's views, plus the recipe's regularizers.</p>\n");
     b.push_str(&loss_curve_svg(&r.loss_curve));
     b.push_str("\n<h2>Settings</h2>\n<table>\n");
     let mut row = |k: &str, v: &str| {

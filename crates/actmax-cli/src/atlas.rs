@@ -48,8 +48,8 @@ struct RenderArgs {
     model: ModelArgs,
     #[command(flatten)]
     recipe: RecipeArgs,
-    /// Layers to render, every filter of each: NAME,NAME (or indices), or all-conv.
-    #[arg(long)]
+    /// Layers to render, every filter of each: NAME,NAME (or indices, -1 the last), or all-conv.
+    #[arg(long, allow_hyphen_values = true)]
     layers: Option<String>,
     /// Also the classes of the last layer: all, or a list (1,20,94).
     #[arg(long, num_args = 0..=1, default_missing_value = "all")]

@@ -5,7 +5,9 @@
 //!   and checked by the model itself;
 //! - `visualize`: keras-vis's `visualize_activation` on any layer and filters;
 //! - `predict`: a model's top-k classes for an image — the check that a model loaded right;
-//! - `layers`: a model's layers with index, type, output shape and filter count.
+//! - `layers`: a model's layers with index, type, output shape and filter count;
+//! - `atlas` / `atlas merge` / `gallery`: every filter of chosen layers as deterministic,
+//!   resumable, shardable tiles, joined from shards, browsable offline.
 
 mod atlas;
 mod model_args;
@@ -216,6 +218,10 @@ fn main_job() -> Result<(), String> {
         paths.len(),
         sheet_path.display(),
         start.elapsed().as_secs_f64()
+    );
+    let _ = writeln!(
+        out,
+        "every filter of a layer, browsable: actmax atlas --layers _conv_stem -o atlas && actmax gallery atlas"
     );
     emit(&out)
 }

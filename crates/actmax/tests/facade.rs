@@ -219,3 +219,26 @@ fn an_image_does_not_depend_on_its_batch_or_the_thread_count() {
         assert_eq!(run(layer, vec![7], 1)[0], alone[0], "{layer}: alone on 1 thread");
     }
 }
+
+/// Same seed, same bytes on 1, 2 or 8 threads in the default mode too (one random stream
+/// for the batch), for the keras-vis and the actmax presets.
+#[test]
+fn same_seed_same_image_on_any_thread_count() {
+    let model = zoo::load("efficientnet_lite0", None).unwrap();
+    let run = |preset: &str, threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let opts = Options { max_iter: 3, seed: 7, ..Options::preset(preset).unwrap() };
+            actmax::visualize_batch(&model, "_blocks.3.expand_relu6", vec![vec![2], vec![9]], opts)
+                .map(|v| v.images)
+                .map_err(|e| e.to_string())
+        })
+        .unwrap()
+    };
+    for preset in ["keras-vis", "actmax"] {
+        let one = run(preset, 1);
+        for threads in [2, 8] {
+            assert!(run(preset, threads) == one, "{preset}: {threads} threads vs 1");
+        }
+    }
+}
