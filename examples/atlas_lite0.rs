@@ -9,7 +9,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use actmax_atlas::{gallery, plan, render, Event, LayerSelection, PlanRequest, RenderOptions};
+use actmax_atlas::{gallery, plan, render, Event, LayerSelection, ModelId, PlanRequest, RenderOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = common::efficientnet();
@@ -17,7 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let layers = ["_conv_stem", "_blocks.0._depthwise_conv", "_blocks.0._project_conv"];
     let request =
         PlanRequest { layers: LayerSelection::Names(layers.map(String::from).to_vec()), ..Default::default() };
-    let plan = plan(&model, "efficientnet_lite0", &request, "actmax", &recipe)?;
+    let plan = plan(&model, &ModelId::of("efficientnet_lite0")?, &request, "actmax", &recipe)?;
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/atlas");
     let mut progress = |e: Event<'_>| {
         if let Event::Tile { record, done, total } = e {

@@ -18,11 +18,11 @@
 //!   layer, a page per tile with its settings and loss curve, keyboard navigation.
 //!
 //! ```no_run
-//! use actmax_atlas::{plan, render, LayerSelection, PlanRequest};
+//! use actmax_atlas::{plan, render, LayerSelection, ModelId, PlanRequest};
 //! let model = actmax_layers::zoo::load("efficientnet_lite0", None)?;
 //! let recipe = actmax::Options::actmax();
 //! let request = PlanRequest { layers: LayerSelection::Names(vec!["_conv_stem".into()]), ..Default::default() };
-//! let plan = plan(&model, "efficientnet_lite0", &request, "actmax", &recipe)?;
+//! let plan = plan(&model, &ModelId::of("efficientnet_lite0")?, &request, "actmax", &recipe)?;
 //! let summary = render(&model, &plan, &recipe, &Default::default(), "atlas".as_ref(), &mut |_| {})?;
 //! println!("{} tiles rendered", summary.rendered);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -40,7 +40,7 @@ pub use error::{AtlasError, Result};
 pub use gallery::{gallery, GalleryReport};
 pub use manifest::{read_manifest, TileRecord, MANIFEST};
 pub use merge::{merge, MergeReport};
-pub use plan::{plan, tile_seed, AtlasLayer, LayerSelection, Plan, PlanRequest, TileId, PLAN};
+pub use plan::{plan, tile_seed, AtlasLayer, LayerSelection, ModelId, Plan, PlanRequest, TileId, PLAN};
 pub use render::{render, Event, RenderOptions, Summary};
 pub use shard::Shard;
 

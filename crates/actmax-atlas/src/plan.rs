@@ -144,8 +144,26 @@ pub fn tile_seed(seed: u64, layer: &str, filter: usize) -> u64 {
     u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
 }
 
-/// The plan for `request` on `model` (named `model_name`, whose file is hashed).
-pub fn plan(model: &Model, model_name: &str, request: &PlanRequest, preset: &str, recipe: &Options) -> Result<Plan> {
+/// Which model an atlas is of: its name as the user gave it and the sha256 of its weights.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelId {
+    /// Zoo name or path.
+    pub name: String,
+    /// sha256 of the file (or bytes) the model was loaded from.
+    pub sha256: String,
+}
+
+impl ModelId {
+    /// A model loaded by [`actmax_layers::zoo::load`]: its file is hashed.
+    pub fn of(name: &str) -> Result<Self> {
+        let file = actmax_layers::zoo::source_file(name)
+            .ok_or_else(|| AtlasError::Request(format!("no model file for `{name}` to hash")))?;
+        Ok(Self { name: name.to_string(), sha256: crate::sha256_file(&file)? })
+    }
+}
+
+/// The plan for `request` on `model` (identified by `id`).
+pub fn plan(model: &Model, id: &ModelId, request: &PlanRequest, preset: &str, recipe: &Options) -> Result<Plan> {
     let rows = model.layers();
     let mut chosen: Vec<usize> = match &request.layers {
         LayerSelection::None => Vec::new(),
@@ -192,11 +210,10 @@ pub fn plan(model: &Model, model_name: &str, request: &PlanRequest, preset: &str
             "the atlas would hold no tiles: choose --layers NAME,NAME or all-conv, and/or --classes".into(),
         ));
     }
-    let model_sha256 = crate::sha256_file(&actmax_layers::zoo::source_file(model_name))?;
     let settings = recipe.describe().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     Ok(Plan {
-        model: model_name.to_string(),
-        model_sha256,
+        model: id.name.clone(),
+        model_sha256: id.sha256.clone(),
         preset: preset.to_string(),
         settings,
         seed: recipe.seed,

@@ -137,7 +137,7 @@ fn render(a: RenderArgs) -> Result<(), String> {
     };
     let model = a.model.load()?;
     let plan =
-        actmax_atlas::plan(&model, &a.model.model, &req, &a.recipe.preset, &recipe).map_err(|e| e.to_string())?;
+        actmax_atlas::plan(&model, &a.model.id()?, &req, &a.recipe.preset, &recipe).map_err(|e| e.to_string())?;
     let opts = RenderOptions { batch_size: a.batch_size, shard };
     let bar = indicatif::ProgressBar::hidden();
     let json_out = a.json;

@@ -10,6 +10,7 @@
 //!   resumable, shardable tiles, joined from shards, browsable offline.
 
 mod atlas;
+mod embedded;
 mod model_args;
 mod recipe_args;
 mod visualize;
@@ -165,7 +166,7 @@ const MAIN_CLASSES: [usize; 5] = [1, 20, 94, 130, 309];
 /// The main job: five ImageNet classes with the shipped EfficientNet-Lite0, one batch, the
 /// PNGs and a contact sheet in `actmax-output/`, then what the model predicts on each PNG.
 fn main_job() -> Result<(), String> {
-    let model = zoo::load("efficientnet_lite0", None).map_err(|e| e.to_string())?;
+    let model = model_args::load_model("efficientnet_lite0", None)?;
     let labels = zoo::imagenet_labels();
     let dir = PathBuf::from("actmax-output");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;

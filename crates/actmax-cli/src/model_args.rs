@@ -39,10 +39,51 @@ pub fn parse_range(flag: &str, s: &str) -> Result<(f32, f32), String> {
     }
 }
 
+/// Where a zoo model's weights come from: a file found where an installed binary looks
+/// ($ACTMAX_MODELS, beside the binary), else the copy embedded in the binary, else the
+/// source tree it was built from (a checkout without the embedded models).
+enum Source {
+    File(std::path::PathBuf),
+    Embedded(&'static [u8]),
+    Zoo,
+}
+
+fn source(model: &str) -> Source {
+    if !zoo::ZOO.contains(&model) || std::path::Path::new(model).exists() {
+        return Source::Zoo;
+    }
+    if let Some(file) = zoo::weights_in(&zoo::installed_model_dirs(), model) {
+        return Source::File(file);
+    }
+    crate::embedded::weights(model).map_or(Source::Zoo, Source::Embedded)
+}
+
+/// A model by name, by [`Source`]'s rule.
+pub fn load_model(model: &str, arch: Option<&str>) -> Result<Model, String> {
+    match source(model) {
+        Source::File(f) => zoo::load(f.to_str().ok_or("non-UTF-8 model path")?, Some(model)),
+        Source::Embedded(bytes) => zoo::from_safetensors_bytes(model, bytes),
+        Source::Zoo => zoo::load(model, arch),
+    }
+    .map_err(|e| e.to_string())
+}
+
 impl ModelArgs {
+    /// The model's name and the sha256 of the weights it loads (for atlas manifests).
+    pub fn id(&self) -> Result<actmax_atlas::ModelId, String> {
+        let name = self.model.clone();
+        match source(&self.model) {
+            Source::File(f) => {
+                Ok(actmax_atlas::ModelId { name, sha256: actmax_atlas::sha256_file(&f).map_err(|e| e.to_string())? })
+            }
+            Source::Embedded(bytes) => Ok(actmax_atlas::ModelId { name, sha256: actmax_atlas::sha256_hex(bytes) }),
+            Source::Zoo => actmax_atlas::ModelId::of(&self.model).map_err(|e| e.to_string()),
+        }
+    }
+
     /// Loads the model and applies the preprocessing overrides.
     pub fn load(&self) -> Result<Model, String> {
-        let mut model = zoo::load(&self.model, self.arch.as_deref()).map_err(|e| e.to_string())?;
+        let mut model = load_model(&self.model, self.arch.as_deref())?;
         if self.pixel_range.is_none() && self.mean.is_none() && self.std.is_none() {
             return Ok(model);
         }
@@ -58,5 +99,29 @@ impl ModelArgs {
         }
         model.set_input_spec(spec).map_err(|e| e.to_string())?;
         Ok(model)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With the embedded models, a zoo name never resolves into the source tree the binary
+    /// was built from: a file where an installed binary looks, else the embedded copy.
+    #[test]
+    fn zoo_names_resolve_without_the_build_tree() {
+        let build_tree = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+        assert!(zoo::installed_model_dirs().iter().all(|d| !d.starts_with(&build_tree)));
+        for name in ["efficientnet_lite0", "mnist_cnn", "mnist_mlp", "apple_counter"] {
+            match source(name) {
+                Source::File(f) => assert!(!f.starts_with(&build_tree), "{name}: {}", f.display()),
+                Source::Embedded(bytes) => {
+                    let on_disk = std::fs::read(build_tree.join(format!("{name}.safetensors"))).unwrap();
+                    assert!(bytes == on_disk.as_slice(), "{name}: the embedded copy is the shipped file");
+                }
+                Source::Zoo => assert!(!cfg!(feature = "embedded-models"), "{name} came from the build tree"),
+            }
+        }
+        assert!(load_model("mnist_cnn", None).is_ok());
     }
 }

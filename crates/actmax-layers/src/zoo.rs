@@ -256,21 +256,63 @@ pub fn imagenet_labels() -> Vec<&'static str> {
     include_str!("../../../models/imagenet_classes.txt").lines().collect()
 }
 
-/// Where shipped weights live: `$ACTMAX_MODELS` if set, else the repository's `models/`.
-pub fn models_dir() -> std::path::PathBuf {
-    std::env::var_os("ACTMAX_MODELS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models"))
+/// Where zoo weights are looked for, in order: [`installed_model_dirs`], then the source
+/// tree this crate was built from, while it exists (a checkout).
+pub fn model_dirs() -> Vec<std::path::PathBuf> {
+    let mut dirs = installed_model_dirs();
+    dirs.push(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models"));
+    dirs
+}
+
+/// The directories that do not depend on the build machine: `$ACTMAX_MODELS`, then
+/// `models/` beside the running executable and `../share/actmax/models` from it (what an
+/// installed binary ships with).
+pub fn installed_model_dirs() -> Vec<std::path::PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(d) = std::env::var_os("ACTMAX_MODELS") {
+        dirs.push(std::path::PathBuf::from(d));
+    }
+    if let Some(exe_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(|p| p.to_path_buf())) {
+        dirs.push(exe_dir.join("models"));
+        dirs.push(exe_dir.join("../share/actmax/models"));
+    }
+    dirs
+}
+
+/// `name.safetensors` in the first of `dirs` that has it.
+pub fn weights_in(dirs: &[std::path::PathBuf], name: &str) -> Option<std::path::PathBuf> {
+    let file = format!("{name}.safetensors");
+    dirs.iter().map(|d| d.join(&file)).find(|p| p.is_file())
+}
+
+/// The shipped weights of zoo model `name` (`name.safetensors` in the first of
+/// [`model_dirs`] that has it), if any is found.
+pub fn shipped_weights(name: &str) -> Option<std::path::PathBuf> {
+    weights_in(&model_dirs(), name)
+}
+
+/// Zoo architecture `arch` with weights from safetensors bytes (e.g. weights embedded in
+/// a binary).
+pub fn from_safetensors_bytes(arch: &str, bytes: &[u8]) -> Result<Model> {
+    let mut m = by_name(arch).ok_or_else(|| crate::error::LayerError::Build {
+        layer: arch.to_string(),
+        msg: format!("unknown architecture; the zoo has {ZOO:?}"),
+    })?;
+    let weights = crate::loaders::load_weights_from(bytes, crate::loaders::WeightFormat::Safetensors)?;
+    m.load_state_dict(&weights)?;
+    Ok(m)
 }
 
 /// The file [`load`] reads for `model`: the file itself, or a zoo name's shipped weights
-/// (what a manifest hashes to say which model made an image).
-pub fn source_file(model: &str) -> std::path::PathBuf {
+/// (what a manifest hashes to say which model made an image); `None` when neither exists.
+pub fn source_file(model: &str) -> Option<std::path::PathBuf> {
     let path = std::path::Path::new(model);
-    if ZOO.contains(&model) && !path.exists() {
-        models_dir().join(format!("{model}.safetensors"))
+    if path.exists() {
+        Some(path.to_path_buf())
+    } else if ZOO.contains(&model) {
+        shipped_weights(model)
     } else {
-        path.to_path_buf()
+        None
     }
 }
 
@@ -287,7 +329,18 @@ pub fn load(model: &str, arch: Option<&str>) -> Result<Model> {
         _ => {}
     }
     let (arch_name, file) = if ZOO.contains(&model) && !path.exists() {
-        (model.to_string(), source_file(model))
+        let file = shipped_weights(model).ok_or_else(|| LoadError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!(
+                    "the weights of zoo model `{model}` ({model}.safetensors) are in none of {:?}; set ACTMAX_MODELS \
+                     to the directory that holds them",
+                    model_dirs()
+                ),
+            ),
+        })?;
+        (model.to_string(), file)
     } else if path.exists() {
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
         let guess = ZOO.iter().find(|z| stem.starts_with(*z)).map(|z| z.to_string());
