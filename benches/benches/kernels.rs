@@ -8,7 +8,7 @@
 //! `cargo xtask bench` turns into GFLOP/s and a ratio to the group's reference.
 
 use actmax_tensor::conv::{self, naive, ConvPack, ConvPlan};
-use actmax_tensor::gemm::{sgemm_par, Mat};
+use actmax_tensor::gemm::matmul;
 use actmax_tensor::{Conv2dParams, ConvGeometry, Padding2d, ScratchPool};
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use std::hint::black_box;
@@ -133,9 +133,7 @@ fn group<'a>(c: &'a mut Criterion, name: &str) -> Group<'a> {
 fn bench_sgemm(g: &mut Group, name: &str, (m, k, n): (usize, usize, usize), pool: Option<&rayon::ThreadPool>) {
     let (a, b) = (fill(m * k, 4), fill(k * n, 5));
     let mut c = vec![0.0; m * n];
-    let mut run = || unsafe {
-        sgemm_par(m, k, n, 1.0, Mat::row_major(&a, m, k), Mat::row_major(&b, k, n), 0.0, c.as_mut_ptr(), n)
-    };
+    let mut run = || matmul(m, k, n, &a, &b, &mut c, true).expect("sized");
     g.throughput(Throughput::Elements((2 * m * k * n) as u64));
     g.bench_function(name, |bch| {
         bch.iter(|| match pool {

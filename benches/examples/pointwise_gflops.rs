@@ -1,7 +1,7 @@
 //! GFLOP/s of the direct GEMM against matrixmultiply on EfficientNet-Lite0's pointwise
 //! shapes (M = out channels, K = in channels, N = pixels), one sitting, same inputs.
-use actmax_tensor::gemm::direct::{sgemm_direct, Epilogue, Isa, OutMat, PackedA};
-use actmax_tensor::gemm::{sgemm_par, Mat};
+use actmax_tensor::gemm::direct::{matmul_packed, Epilogue, Isa, PackedA};
+use actmax_tensor::gemm::matmul;
 
 fn median(mut f: impl FnMut(), reps: usize) -> f64 {
     f();
@@ -38,19 +38,9 @@ fn main() {
         let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
         let mut c = vec![0.0f32; m * n];
         let flops = 2.0 * (m * k * n) as f64;
-        let pa = unsafe { PackedA::new(isa, m, k, Mat::row_major(&a, m, k)) };
-        let ours = median(
-            || unsafe {
-                sgemm_direct(&pa, n, b.as_ptr(), n, OutMat { ptr: c.as_mut_ptr(), ld: n }, &Epilogue::default(), true)
-            },
-            21,
-        );
-        let mm = median(
-            || unsafe {
-                sgemm_par(m, k, n, 1.0, Mat::row_major(&a, m, k), Mat::row_major(&b, k, n), 0.0, c.as_mut_ptr(), n)
-            },
-            21,
-        );
+        let pa = PackedA::pack(isa, m, k, &a).expect("sized");
+        let ours = median(|| matmul_packed(&pa, n, &b, &mut c, &Epilogue::default(), true).expect("sized"), 21);
+        let mm = median(|| matmul(m, k, n, &a, &b, &mut c, true).expect("sized"), 21);
         println!(
             "{m:5} x {k:5} x {n:6}: direct {:6.1} GFLOP/s  matrixmultiply {:6.1}  ratio {:.2}",
             flops / ours / 1e9,

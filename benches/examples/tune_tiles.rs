@@ -1,6 +1,6 @@
 //! Tile-size sweep for the im2col kernels (a tuning aid; criterion is the record).
 use actmax_tensor::conv::{self, ConvKernel, ConvPlan};
-use actmax_tensor::gemm::{sgemm_par, Mat};
+use actmax_tensor::gemm::matmul;
 use actmax_tensor::{Conv2dParams, ConvGeometry, Padding2d, ScratchPool};
 use std::time::Instant;
 
@@ -33,21 +33,11 @@ fn main() {
         let a = vec![0.1f32; m * k];
         let b = vec![0.1f32; k * n];
         let mut c = vec![0.0f32; m * n];
-        let gemm = median(
-            || unsafe {
-                sgemm_par(m, k, n, 1.0, Mat::row_major(&a, m, k), Mat::row_major(&b, k, n), 0.0, c.as_mut_ptr(), n)
-            },
-            9,
-        );
+        let gemm = median(|| matmul(m, k, n, &a, &b, &mut c, true).expect("sized"), 9);
         let bt = vec![0.1f32; k * m];
         let bd = vec![0.1f32; m * n];
         let mut cd = vec![0.0f32; k * n];
-        let gemm_bi = median(
-            || unsafe {
-                sgemm_par(k, m, n, 1.0, Mat::row_major(&bt, k, m), Mat::row_major(&bd, m, n), 0.0, cd.as_mut_ptr(), n)
-            },
-            9,
-        );
+        let gemm_bi = median(|| matmul(k, m, n, &bt, &bd, &mut cd, true).expect("sized"), 9);
         print!("{ci}x{co}@{s}: sgemm {:.0} / {:.0} GF/s |", fl / gemm, fl / gemm_bi);
         for &t in &tiles {
             let plan = ConvPlan { kernel: ConvKernel::Im2col, tile_cols: t };

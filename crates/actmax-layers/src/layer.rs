@@ -440,6 +440,48 @@ impl Layer {
         out
     }
 
+    /// How many inputs the layer takes: at least `.0`, at most `.1` (`None`: any number).
+    pub fn arity(&self) -> (usize, Option<usize>) {
+        match self {
+            Self::Binary(_) => (2, Some(2)),
+            Self::Add | Self::Concat(_) => (1, None),
+            Self::Input
+            | Self::Conv2d(..)
+            | Self::DepthwiseConv2d(..)
+            | Self::SeparableConv2d { .. }
+            | Self::Dense { .. }
+            | Self::BatchNorm { .. }
+            | Self::Activation(_)
+            | Self::MaxPool(_)
+            | Self::AvgPool(_)
+            | Self::GlobalAvgPool
+            | Self::Flatten
+            | Self::Dropout(_)
+            | Self::Pad(..)
+            | Self::BinaryConst { .. }
+            | Self::Permute(_)
+            | Self::Reshape(_)
+            | Self::Identity => (1, Some(1)),
+        }
+    }
+
+    /// A typed error unless `n` inputs is what the layer takes.
+    fn check_arity(&self, n: usize) -> Result<(), TensorError> {
+        let (lo, hi) = self.arity();
+        if n >= lo && hi.is_none_or(|hi| n <= hi) {
+            return Ok(());
+        }
+        let wants = match hi {
+            Some(hi) if hi == lo => format!("{lo}"),
+            Some(hi) => format!("{lo} to {hi}"),
+            None => format!("at least {lo}"),
+        };
+        Err(TensorError::Param {
+            op: "layer",
+            msg: format!("a {} layer takes {wants} input(s), got {n}", self.type_name()),
+        })
+    }
+
     /// The layer's output on the tape, parameters as constants (inference).
     pub fn forward(&self, tape: &mut Tape, inputs: &[Var]) -> Result<Var, TensorError> {
         self.forward_bound(tape, inputs, &mut Binding::Inference)
@@ -456,6 +498,7 @@ impl Layer {
 
     /// The layer's output on the tape, parameters and dropout as `bind` says.
     pub fn forward_bound(&self, tape: &mut Tape, inputs: &[Var], bind: &mut Binding) -> Result<Var, TensorError> {
+        self.check_arity(inputs.len())?;
         let x = inputs[0];
         match self {
             Self::Input | Self::Identity => Ok(x),
@@ -515,6 +558,7 @@ impl Layer {
 
     /// The output shape for the given input shapes (batch included), or why they do not fit.
     pub fn output_shape(&self, inputs: &[Vec<usize>]) -> Result<Vec<usize>, TensorError> {
+        self.check_arity(inputs.len())?;
         let x = &inputs[0];
         let shape_err = |op: &'static str, msg: &str| TensorError::Shape { op, msg: msg.into(), shape: x.clone() };
         match self {

@@ -244,3 +244,26 @@ fn fused_activations_change_no_value_or_gradient_of_a_real_model() {
         assert!((a - b).abs() <= 1e-5 * gscale, "gradient {a} vs {b}");
     }
 }
+
+/// A layer called with the wrong number of inputs says so instead of indexing past them.
+#[test]
+fn layers_refuse_the_wrong_number_of_inputs() {
+    use actmax_layers::{BinaryOp, Layer};
+    let mut tape = Tape::new();
+    let x = tape.constant(Tensor::ones(vec![1, 2, 3, 3]));
+    for (layer, inputs) in [
+        (Layer::Binary(BinaryOp::Mul), vec![x]),
+        (Layer::Flatten, vec![]),
+        (Layer::Flatten, vec![x, x]),
+        (Layer::Add, vec![]),
+        (Layer::Concat(1), vec![]),
+    ] {
+        let name = layer.type_name();
+        let err = layer.forward(&mut tape, &inputs).unwrap_err().to_string();
+        assert!(err.contains("input(s), got"), "{name} forward: {err}");
+        let shapes: Vec<Vec<usize>> = inputs.iter().map(|_| vec![1, 2, 3, 3]).collect();
+        assert!(layer.output_shape(&shapes).is_err(), "{name} output_shape");
+    }
+    assert!(Layer::Binary(BinaryOp::Mul).forward(&mut tape, &[x, x]).is_ok());
+    assert_eq!(Layer::Add.forward(&mut tape, &[x]).map(|v| tape.value(v).unwrap().sum()).unwrap(), 18.0);
+}

@@ -290,3 +290,32 @@ proptest! {
         }
     }
 }
+
+/// The public GEMM doors check their slices: a wrong length is an error, not a read past
+/// the end; right lengths give the product.
+#[test]
+fn the_gemm_doors_check_their_slices() {
+    use actmax_tensor::gemm::direct::{matmul_packed, Epilogue, Isa, PackedA};
+    use actmax_tensor::gemm::matmul;
+    let (a, b) = (values(1, 6), values(2, 12));
+    let want: Vec<f32> = (0..8).map(|ij| (0..3).map(|p| a[(ij / 4) * 3 + p] * b[p * 4 + ij % 4]).sum()).collect();
+    for parallel in [false, true] {
+        let mut c = vec![f32::NAN; 8];
+        matmul(2, 3, 4, &a, &b, &mut c, parallel).unwrap();
+        assert_close(&c, &want, 1e-5, "matmul");
+        assert!(matmul(2, 3, 4, &a[..5], &b, &mut c, parallel).is_err(), "short A");
+        assert!(matmul(2, 3, 4, &a, &b[..11], &mut c, parallel).is_err(), "short B");
+        assert!(matmul(2, 3, 4, &a, &b, &mut c[..7], parallel).is_err(), "short C");
+        assert!(matmul(usize::MAX, 2, 4, &a, &b, &mut c, parallel).is_err(), "overflowing sizes");
+    }
+    let isa = Isa::detect();
+    assert!(PackedA::pack(isa, 2, 3, &a[..5]).is_err());
+    let pa = PackedA::pack(isa, 2, 3, &a).unwrap();
+    let mut c = vec![f32::NAN; 8];
+    matmul_packed(&pa, 4, &b, &mut c, &Epilogue::default(), true).unwrap();
+    assert_close(&c, &want, 1e-5, "matmul_packed");
+    assert!(matmul_packed(&pa, 4, &b, &mut c[..6], &Epilogue::default(), false).is_err());
+    assert!(matmul_packed(&pa, 4, &b[..8], &mut c, &Epilogue::default(), false).is_err());
+    let short_bias = Epilogue { bias: Some(&[1.0]), ..Epilogue::default() };
+    assert!(matmul_packed(&pa, 4, &b, &mut c, &short_bias, false).is_err());
+}

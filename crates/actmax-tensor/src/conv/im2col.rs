@@ -129,7 +129,7 @@ fn im2col_plane(plane: &[f32], g: &ConvGeometry, oh0: usize, oh1: usize, rows: &
 /// # Safety
 /// `dx` must point at `cin_g` writable planes, and no other thread may write the input
 /// rows these output rows reach.
-pub unsafe fn col2im(col: &[f32], g: &ConvGeometry, oh0: usize, oh1: usize, dx: *mut f32, parallel: bool) {
+pub(crate) unsafe fn col2im(col: &[f32], g: &ConvGeometry, oh0: usize, oh1: usize, dx: *mut f32, parallel: bool) {
     let rows_per_plane = g.k_hw[0] * g.k_hw[1] * (oh1 - oh0) * g.out_hw[1];
     let dx = SendPtr(dx);
     let one = |(c, rows): (usize, &[f32])| {

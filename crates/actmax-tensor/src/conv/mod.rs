@@ -34,7 +34,7 @@ pub mod im2col;
 pub mod naive;
 pub mod winograd;
 
-pub use im2col::{col2im, im2col, COL_BUDGET};
+pub use im2col::{im2col, COL_BUDGET};
 
 use crate::geometry::ConvGeometry;
 use crate::scratch::ScratchPool;

@@ -100,7 +100,7 @@ impl PackedA {
     ///
     /// # Safety
     /// `a` must be valid for `m × k` elements.
-    pub unsafe fn new(isa: Isa, m: usize, k: usize, a: Mat) -> Self {
+    pub(crate) unsafe fn new(isa: Isa, m: usize, k: usize, a: Mat) -> Self {
         let mr = isa.block().0;
         let panels = m.div_ceil(mr);
         let mut data = Vec::with_capacity(panels * k * mr);
@@ -113,6 +113,13 @@ impl PackedA {
             }
         }
         Self { data, m, k, isa }
+    }
+
+    /// Packs the row-major `m × k` matrix `a` (checked: its length must be `m·k`).
+    pub fn pack(isa: Isa, m: usize, k: usize, a: &[f32]) -> Result<Self, crate::TensorError> {
+        crate::gemm::check_len("pack", "A", a.len(), m, k)?;
+        // Safety: the length was checked.
+        Ok(unsafe { Self::new(isa, m, k, Mat::row_major(a, m, k)) })
     }
 
     /// Rows of A.
@@ -138,11 +145,35 @@ impl PackedA {
 
 /// A row-major output view: `ptr[i * ld + j]`.
 #[derive(Clone, Copy)]
-pub struct OutMat {
+pub(crate) struct OutMat {
     /// Base pointer.
     pub ptr: *mut f32,
     /// Row stride in elements.
     pub ld: usize,
+}
+
+/// `C = A·B` then the epilogue, for packed `a`, row-major `b` (`k × n`) and `c` (`m × n`,
+/// overwritten), split over rayon's pool when `parallel`: the checked door to the direct
+/// GEMM (wrong lengths, or a bias shorter than the rows, are errors).
+pub fn matmul_packed(
+    a: &PackedA,
+    n: usize,
+    b: &[f32],
+    c: &mut [f32],
+    ep: &Epilogue,
+    parallel: bool,
+) -> Result<(), crate::TensorError> {
+    crate::gemm::check_len("matmul_packed", "B", b.len(), a.k, n)?;
+    crate::gemm::check_len("matmul_packed", "C", c.len(), a.m, n)?;
+    if ep.bias.is_some_and(|bias| bias.len() < a.m) {
+        return Err(crate::TensorError::Param {
+            op: "matmul_packed",
+            msg: format!("the bias needs one value per row of C ({})", a.m),
+        });
+    }
+    // Safety: B and C were checked for their sizes; `c` is a unique borrow.
+    unsafe { sgemm_direct(a, n, b.as_ptr(), n, OutMat { ptr: c.as_mut_ptr(), ld: n }, ep, parallel) };
+    Ok(())
 }
 
 /// Bytes of B a column chunk aims to keep in the L2 cache while every row block of A
@@ -159,7 +190,15 @@ const PARALLEL_MIN_FLOPS: usize = 1 << 19;
 /// # Safety
 /// B must be valid for `k` rows of `n` elements at stride `ldb`, C for `m` rows of `n`
 /// elements at stride `c.ld`, and C must not overlap A or B.
-pub unsafe fn sgemm_direct(a: &PackedA, n: usize, b: *const f32, ldb: usize, c: OutMat, ep: &Epilogue, parallel: bool) {
+pub(crate) unsafe fn sgemm_direct(
+    a: &PackedA,
+    n: usize,
+    b: *const f32,
+    ldb: usize,
+    c: OutMat,
+    ep: &Epilogue,
+    parallel: bool,
+) {
     let (m, k) = (a.m, a.k);
     if m == 0 || n == 0 {
         return;

@@ -34,6 +34,50 @@ pub(crate) fn for_each_index(n: usize, parallel: bool, f: impl Fn(usize) + Send 
     }
 }
 
+/// `C = A·B` for row-major `a` (`m × k`), `b` (`k × n`) and `c` (`m × n`, overwritten),
+/// split over rayon's pool when `parallel`: the checked door to the crate's GEMMs (slices
+/// of the wrong length are an error, not undefined behaviour).
+pub fn matmul(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    parallel: bool,
+) -> Result<(), crate::TensorError> {
+    check_len("matmul", "A", a.len(), m, k)?;
+    check_len("matmul", "B", b.len(), k, n)?;
+    check_len("matmul", "C", c.len(), m, n)?;
+    let (a, b) = (Mat::row_major(a, m, k), Mat::row_major(b, k, n));
+    // Safety: the three lengths were checked above; `c` is a unique borrow.
+    unsafe {
+        if parallel {
+            sgemm_par(m, k, n, 1.0, a, b, 0.0, c.as_mut_ptr(), n);
+        } else {
+            sgemm(m, k, n, 1.0, a, b, 0.0, c.as_mut_ptr(), n);
+        }
+    }
+    Ok(())
+}
+
+/// A typed error unless a slice holds exactly `rows × cols` floats.
+pub(crate) fn check_len(
+    op: &'static str,
+    what: &str,
+    len: usize,
+    rows: usize,
+    cols: usize,
+) -> Result<(), crate::TensorError> {
+    match rows.checked_mul(cols) {
+        Some(n) if n == len => Ok(()),
+        _ => Err(crate::TensorError::Param {
+            op,
+            msg: format!("{what} holds {len} floats, a {rows} × {cols} matrix needs {}", rows.saturating_mul(cols)),
+        }),
+    }
+}
+
 /// A strided matrix operand: element `(i, j)` is `ptr[i * rs + j * cs]`.
 #[derive(Clone, Copy, Debug)]
 pub struct Mat {
@@ -61,7 +105,7 @@ impl Mat {
     ///
     /// # Safety
     /// The offset must stay inside the underlying allocation.
-    pub unsafe fn offset(self, rows: usize, cols: usize) -> Self {
+    pub(crate) unsafe fn offset(self, rows: usize, cols: usize) -> Self {
         Self { ptr: self.ptr.offset(rows as isize * self.rs + cols as isize * self.cs), ..self }
     }
 }
@@ -72,7 +116,17 @@ impl Mat {
 /// # Safety
 /// All three views must be valid for the given sizes; C must not alias A or B.
 #[allow(clippy::too_many_arguments)] // BLAS-shaped on purpose
-pub unsafe fn sgemm(m: usize, k: usize, n: usize, alpha: f32, a: Mat, b: Mat, beta: f32, c: *mut f32, rsc: usize) {
+pub(crate) unsafe fn sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: Mat,
+    b: Mat,
+    beta: f32,
+    c: *mut f32,
+    rsc: usize,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -90,7 +144,17 @@ fn col_blocks(n: usize, threads: usize) -> usize {
 /// # Safety
 /// As [`sgemm`].
 #[allow(clippy::too_many_arguments)] // BLAS-shaped on purpose
-pub unsafe fn sgemm_par(m: usize, k: usize, n: usize, alpha: f32, a: Mat, b: Mat, beta: f32, c: *mut f32, rsc: usize) {
+pub(crate) unsafe fn sgemm_par(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: Mat,
+    b: Mat,
+    beta: f32,
+    c: *mut f32,
+    rsc: usize,
+) {
     let threads = rayon::current_num_threads();
     let cp = SendPtr(c);
     if threads <= 1 || (m * n * k) < 64 * 64 * 64 {
