@@ -357,7 +357,21 @@ impl Layer {
         match self {
             Self::Conv2d(_, a) | Self::DepthwiseConv2d(_, a) | Self::Activation(a) => Some(*a),
             Self::SeparableConv2d { activation, .. } | Self::Dense { activation, .. } => Some(*activation),
-            _ => None,
+            Self::Input
+            | Self::BatchNorm { .. }
+            | Self::MaxPool(_)
+            | Self::AvgPool(_)
+            | Self::GlobalAvgPool
+            | Self::Flatten
+            | Self::Dropout(_)
+            | Self::Pad(..)
+            | Self::Binary(_)
+            | Self::BinaryConst { .. }
+            | Self::Permute(_)
+            | Self::Add
+            | Self::Concat(_)
+            | Self::Reshape(_)
+            | Self::Identity => None,
         }
     }
 
@@ -367,7 +381,21 @@ impl Layer {
         match self {
             Self::Conv2d(_, a) | Self::DepthwiseConv2d(_, a) | Self::Activation(a) => *a = new,
             Self::SeparableConv2d { activation, .. } | Self::Dense { activation, .. } => *activation = new,
-            _ => return false,
+            Self::Input
+            | Self::BatchNorm { .. }
+            | Self::MaxPool(_)
+            | Self::AvgPool(_)
+            | Self::GlobalAvgPool
+            | Self::Flatten
+            | Self::Dropout(_)
+            | Self::Pad(..)
+            | Self::Binary(_)
+            | Self::BinaryConst { .. }
+            | Self::Permute(_)
+            | Self::Add
+            | Self::Concat(_)
+            | Self::Reshape(_)
+            | Self::Identity => return false,
         }
         true
     }
@@ -383,7 +411,23 @@ impl Layer {
                 2.0 * dw_out as f64 * (depthwise.weight.len() / depthwise.weight.shape()[0]) as f64 + conv(pointwise)
             }
             Self::Dense { weight, .. } => 2.0 * weight.len() as f64,
-            _ => 0.0,
+            // Elementwise and data-movement layers: no multiply-adds worth counting.
+            Self::BatchNorm { .. }
+            | Self::Input
+            | Self::Activation(_)
+            | Self::MaxPool(_)
+            | Self::AvgPool(_)
+            | Self::GlobalAvgPool
+            | Self::Flatten
+            | Self::Dropout(_)
+            | Self::Pad(..)
+            | Self::Binary(_)
+            | Self::BinaryConst { .. }
+            | Self::Permute(_)
+            | Self::Add
+            | Self::Concat(_)
+            | Self::Reshape(_)
+            | Self::Identity => 0.0,
         }
     }
 
@@ -394,7 +438,21 @@ impl Layer {
             Self::SeparableConv2d { depthwise, pointwise, .. } => depthwise.param_count() + pointwise.param_count(),
             Self::Dense { weight, bias, .. } => weight.len() + bias.as_ref().map_or(0, |b| b.len()),
             Self::BatchNorm { gamma, .. } => 4 * gamma.len(),
-            _ => 0,
+            Self::Input
+            | Self::Activation(_)
+            | Self::MaxPool(_)
+            | Self::AvgPool(_)
+            | Self::GlobalAvgPool
+            | Self::Flatten
+            | Self::Dropout(_)
+            | Self::Pad(..)
+            | Self::Binary(_)
+            | Self::BinaryConst { .. }
+            | Self::Permute(_)
+            | Self::Add
+            | Self::Concat(_)
+            | Self::Reshape(_)
+            | Self::Identity => 0,
         }
     }
 
@@ -435,7 +493,21 @@ impl Layer {
             Self::BatchNorm { gamma, beta, mean, var, .. } => {
                 out.extend([("weight", gamma), ("bias", beta), ("running_mean", mean), ("running_var", var)]);
             }
-            _ => {}
+            Self::Input
+            | Self::Activation(_)
+            | Self::MaxPool(_)
+            | Self::AvgPool(_)
+            | Self::GlobalAvgPool
+            | Self::Flatten
+            | Self::Dropout(_)
+            | Self::Pad(..)
+            | Self::Binary(_)
+            | Self::BinaryConst { .. }
+            | Self::Permute(_)
+            | Self::Add
+            | Self::Concat(_)
+            | Self::Reshape(_)
+            | Self::Identity => {}
         }
         out
     }

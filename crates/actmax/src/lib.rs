@@ -51,6 +51,16 @@ use actmax_tensor::{BackpropMode, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// The layer zoo, the model graph and the loaders (`actmax-layers`): one dependency
+/// gives a user the whole stack.
+pub use actmax_layers as layers;
+/// Losses and regularizers (`actmax-losses`).
+pub use actmax_losses as losses;
+/// Input, gradient and backprop modifiers (`actmax-modifiers`).
+pub use actmax_modifiers as modifiers;
+/// The tensor core and its kernels (`actmax-tensor`).
+pub use actmax_tensor as tensor;
+
 pub use callbacks::{Callback, GifGenerator, Print, Step};
 pub use error::{Error, Result};
 pub use optim::Optimizer;

@@ -242,3 +242,15 @@ fn same_seed_same_image_on_any_thread_count() {
         }
     }
 }
+
+/// One dependency is enough: the facade re-exports its sub-crates.
+#[test]
+fn the_sub_crates_come_with_the_facade() {
+    let model = actmax::layers::zoo::mnist_cnn();
+    let mut tape = actmax::tensor::Tape::new();
+    let x = tape.constant(actmax::tensor::Tensor::zeros(vec![1, 1, 28, 28]));
+    let out = model.forward(&mut tape, x, &[model.find("conv2d_1").unwrap()]).unwrap();
+    assert_eq!(tape.shape(out[0]).unwrap(), [1, 32, 26, 26]);
+    let _ = actmax::losses::TotalVariation::default();
+    assert_eq!(actmax::modifiers::GradModifier::from_name("negate").unwrap().name(), "negate");
+}
