@@ -206,9 +206,15 @@ pub fn plan(model: &Model, id: &ModelId, request: &PlanRequest, preset: &str, re
         });
     }
     if layers.iter().all(|l| l.filters.is_empty()) {
-        return Err(AtlasError::Request(
-            "the atlas would hold no tiles: choose --layers NAME,NAME or all-conv, and/or --classes".into(),
-        ));
+        return Err(AtlasError::Request(match (request.filters.as_ref(), layers.first()) {
+            (Some(_), Some(l)) => format!(
+                "--filters selects none of the layers' filters (`{}` has {}: 0..={})",
+                l.name,
+                l.count,
+                l.count.saturating_sub(1)
+            ),
+            _ => "the atlas would hold no tiles: choose --layers NAME,NAME or all-conv, and/or --classes".into(),
+        }));
     }
     let settings = recipe.describe().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     Ok(Plan {
