@@ -76,7 +76,7 @@ struct RenderArgs {
 }
 
 /// Runs `atlas` or `atlas merge`.
-pub fn run(cmd: AtlasCommand) -> Result<(), String> {
+pub fn run(cmd: AtlasCommand) -> crate::error::Result<()> {
     match cmd.action {
         Some(AtlasAction::Merge { dirs, output, complete, json }) => merge(&dirs, &output, complete, json),
         None => render(cmd.render),
@@ -84,7 +84,7 @@ pub fn run(cmd: AtlasCommand) -> Result<(), String> {
 }
 
 /// `0-15,20` → 0, 1, …, 15, 20.
-fn index_list(flag: &str, s: &str) -> Result<Vec<usize>, String> {
+fn index_list(flag: &str, s: &str) -> crate::error::Result<Vec<usize>> {
     let bad = |p: &str| format!("{flag}: `{p}` is not an index or a range LOW-HIGH (e.g. 0-15,20)");
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -93,7 +93,7 @@ fn index_list(flag: &str, s: &str) -> Result<Vec<usize>, String> {
                 let (lo, hi) =
                     (lo.parse::<usize>().map_err(|_| bad(part))?, hi.parse::<usize>().map_err(|_| bad(part))?);
                 if lo > hi {
-                    return Err(bad(part));
+                    return Err(bad(part).into());
                 }
                 out.extend(lo..=hi);
             }
@@ -101,12 +101,12 @@ fn index_list(flag: &str, s: &str) -> Result<Vec<usize>, String> {
         }
     }
     if out.is_empty() {
-        return Err(format!("{flag} is empty"));
+        return Err(format!("{flag} is empty").into());
     }
     Ok(out)
 }
 
-fn request(a: &RenderArgs) -> Result<PlanRequest, String> {
+fn request(a: &RenderArgs) -> crate::error::Result<PlanRequest> {
     let layers = match a.layers.as_deref().map(str::trim) {
         None => LayerSelection::None,
         Some("all-conv") => LayerSelection::AllConv,
@@ -126,18 +126,17 @@ fn request(a: &RenderArgs) -> Result<PlanRequest, String> {
     Ok(PlanRequest { layers, classes, filters })
 }
 
-fn render(a: RenderArgs) -> Result<(), String> {
+fn render(a: RenderArgs) -> crate::error::Result<()> {
     let dir = a.output.clone().ok_or("atlas needs -o DIR")?;
     // Everything that can be wrong with the request is refused before the model loads.
     let recipe = crate::recipe_args::options(&a.recipe)?;
     let req = request(&a)?;
     let shard = match &a.shard {
-        Some(s) => Some(Shard::parse(s).map_err(|e| e.to_string())?),
-        None => Shard::from_env(a.shards, |k| std::env::var(k).ok()).map_err(|e| e.to_string())?,
+        Some(s) => Some(Shard::parse(s)?),
+        None => Shard::from_env(a.shards, |k| std::env::var(k).ok())?,
     };
     let model = a.model.load()?;
-    let plan =
-        actmax_atlas::plan(&model, &a.model.id()?, &req, &a.recipe.preset, &recipe).map_err(|e| e.to_string())?;
+    let plan = actmax_atlas::plan(&model, &a.model.id()?, &req, &a.recipe.preset, &recipe)?;
     let opts = RenderOptions { batch_size: a.batch_size, shard };
     let bar = indicatif::ProgressBar::hidden();
     let json_out = a.json;
@@ -170,8 +169,7 @@ fn render(a: RenderArgs) -> Result<(), String> {
             }
         }
     };
-    let summary =
-        actmax_atlas::render(&model, &plan, &recipe, &opts, &dir, &mut on_event).map_err(|e| e.to_string())?;
+    let summary = actmax_atlas::render(&model, &plan, &recipe, &opts, &dir, &mut on_event)?;
     bar.finish_and_clear();
     let per_tile = if summary.rendered > 0 { summary.seconds / summary.rendered as f64 } else { 0.0 };
     if json_out {
@@ -199,8 +197,8 @@ fn render(a: RenderArgs) -> Result<(), String> {
     emit(&out)
 }
 
-fn merge(dirs: &[PathBuf], output: &Path, complete: bool, json_out: bool) -> Result<(), String> {
-    let report = actmax_atlas::merge(dirs, output, complete).map_err(|e| e.to_string())?;
+fn merge(dirs: &[PathBuf], output: &Path, complete: bool, json_out: bool) -> crate::error::Result<()> {
+    let report = actmax_atlas::merge(dirs, output, complete)?;
     if json_out {
         let missing: Vec<_> = report.missing.iter().map(|(l, f)| json!({"layer": l, "filter": f})).collect();
         let line = json!({"tiles": report.tiles, "missing": missing, "dropped_lines": report.dropped});
@@ -222,7 +220,7 @@ fn merge(dirs: &[PathBuf], output: &Path, complete: bool, json_out: bool) -> Res
 }
 
 /// Runs `gallery`.
-pub fn gallery(dir: &Path) -> Result<(), String> {
-    let r = actmax_atlas::gallery(dir).map_err(|e| e.to_string())?;
+pub fn gallery(dir: &Path) -> crate::error::Result<()> {
+    let r = actmax_atlas::gallery(dir)?;
     emit(&format!("wrote {} ({} layers, {} tile pages): open it in a browser\n", r.index.display(), r.layers, r.tiles))
 }

@@ -11,6 +11,7 @@
 
 mod atlas;
 mod embedded;
+mod error;
 mod model_args;
 mod recipe_args;
 mod visualize;
@@ -72,9 +73,9 @@ enum Command {
 }
 
 /// Prints to stdout; a closed pipe (`actmax layers | head`) is not an error.
-fn emit(text: &str) -> Result<(), String> {
+fn emit(text: &str) -> crate::error::Result<()> {
     match std::io::stdout().lock().write_all(text.as_bytes()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("cannot write output: {e}")),
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("cannot write output: {e}").into()),
         _ => Ok(()),
     }
 }
@@ -85,17 +86,17 @@ fn predict(
     top: usize,
     labels: Option<&std::path::Path>,
     json_out: bool,
-) -> Result<(), String> {
+) -> crate::error::Result<()> {
     let m = model.load()?;
     let names = match labels {
         Some(p) => Some(std::fs::read_to_string(p).map_err(|e| format!("cannot read labels {}: {e}", p.display()))?),
         None => None,
     };
-    let x = actmax::images::load(image, m.input_spec()).map_err(|e| e.to_string())?;
+    let x = actmax::images::load(image, m.input_spec())?;
     let out_shape = m.nodes().last().map(|n| n.output_shape.clone()).unwrap_or_default();
     if out_shape == [1, 1] {
         // A regression model: one number, no classes to rank.
-        let y = m.predict(&x).map_err(|e| e.to_string())?[[0, 0]];
+        let y = m.predict(&x)?[[0, 0]];
         return emit(&if json_out { format!("{}\n", json!({ "output": y })) } else { format!("output {y:.4}\n") });
     }
     let labels = match &names {
@@ -104,8 +105,7 @@ fn predict(
         None => Vec::new(),
     };
     let rows: Vec<_> = m
-        .top_k(&x, top)
-        .map_err(|e| e.to_string())?
+        .top_k(&x, top)?
         .into_iter()
         .map(|p| {
             (
@@ -129,7 +129,7 @@ fn predict(
     emit(&out)
 }
 
-fn layers(model: &model_args::ModelArgs, json_out: bool) -> Result<(), String> {
+fn layers(model: &model_args::ModelArgs, json_out: bool) -> crate::error::Result<()> {
     let m = model.load()?;
     let rows = m.layers();
     if json_out {
@@ -165,7 +165,7 @@ const MAIN_CLASSES: [usize; 5] = [1, 20, 94, 130, 309];
 
 /// The main job: five ImageNet classes with the shipped EfficientNet-Lite0, one batch, the
 /// PNGs and a contact sheet in `actmax-output/`, then what the model predicts on each PNG.
-fn main_job() -> Result<(), String> {
+fn main_job() -> crate::error::Result<()> {
     let model = model_args::load_model("efficientnet_lite0", None)?;
     let labels = zoo::imagenet_labels();
     let dir = PathBuf::from("actmax-output");
@@ -175,9 +175,9 @@ fn main_job() -> Result<(), String> {
         .map(|&c| dir.join(format!("{c:03}_{}.png", labels[c].split(',').next().unwrap_or("class").replace(' ', "_"))))
         .collect();
     for p in &paths {
-        actmax::images::check_writable(p).map_err(|e| e.to_string())?;
+        actmax::images::check_writable(p)?;
     }
-    let preset = actmax::Options::preset(recipe_args::DEFAULT_PRESET).map_err(|e| e.to_string())?;
+    let preset = actmax::Options::preset(recipe_args::DEFAULT_PRESET)?;
     eprintln!(
         "actmax: visualizing {} ImageNet classes with EfficientNet-Lite0 (preset {}, {} steps; \
          `actmax visualize --preset keras-vis|lucid|maco` for the others)...",
@@ -188,15 +188,15 @@ fn main_job() -> Result<(), String> {
     let start = std::time::Instant::now();
     let targets = MAIN_CLASSES.iter().map(|&c| vec![c]).collect();
     let opts = actmax::Options { callbacks: vec![Box::new(visualize::progress(preset.max_iter))], ..preset };
-    let vis = actmax::visualize_batch(&model, -1, targets, opts).map_err(|e| e.to_string())?;
+    let vis = actmax::visualize_batch(&model, -1, targets, opts)?;
     let mut out = String::new();
     let mut imgs = Vec::new();
     for (k, (&class, path)) in MAIN_CLASSES.iter().zip(&paths).enumerate() {
-        let img = vis.image(k).map_err(|e| e.to_string())?;
-        actmax::images::save(&img, path).map_err(|e| e.to_string())?;
+        let img = vis.image(k)?;
+        actmax::images::save(&img, path)?;
         // Read back what was saved: the check is on the 8-bit PNG, as a user would see it.
-        let x = actmax::images::load(path, model.input_spec()).map_err(|e| e.to_string())?;
-        let top = model.top_k(&x, 1).map_err(|e| e.to_string())?[0].class;
+        let x = actmax::images::load(path, model.input_spec())?;
+        let top = model.top_k(&x, 1)?[0].class;
         let mark = if top == class { "ok" } else { "MISS" };
         let _ = writeln!(
             out,
@@ -210,9 +210,9 @@ fn main_job() -> Result<(), String> {
     }
     let captions: Vec<String> =
         MAIN_CLASSES.iter().map(|&c| format!("{c} {}", labels[c].split(',').next().unwrap_or(""))).collect();
-    let sheet = actmax::images::labelled_sheet(&imgs, &captions, 8, imgs.len()).map_err(|e| e.to_string())?;
+    let sheet = actmax::images::labelled_sheet(&imgs, &captions, 8, imgs.len())?;
     let sheet_path = dir.join("contact_sheet.png");
-    actmax::images::save(&sheet, &sheet_path).map_err(|e| e.to_string())?;
+    actmax::images::save(&sheet, &sheet_path)?;
     let _ = writeln!(
         out,
         "wrote {} images and {} in {:.1} s",

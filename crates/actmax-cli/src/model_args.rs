@@ -24,18 +24,18 @@ pub struct ModelArgs {
     pub std: Option<String>,
 }
 
-fn numbers(flag: &str, s: &str) -> Result<Vec<f32>, String> {
+fn numbers(flag: &str, s: &str) -> crate::error::Result<Vec<f32>> {
     s.split(',')
-        .map(|v| v.trim().parse::<f32>().map_err(|_| format!("{flag}: `{v}` is not a number")))
-        .collect::<Result<Vec<f32>, String>>()
-        .and_then(|v| if v.iter().all(|x| x.is_finite()) { Ok(v) } else { Err(format!("{flag}: not finite")) })
+        .map(|v| v.trim().parse::<f32>().map_err(|_| format!("{flag}: `{v}` is not a number").into()))
+        .collect::<crate::error::Result<Vec<f32>>>()
+        .and_then(|v| if v.iter().all(|x| x.is_finite()) { Ok(v) } else { Err(format!("{flag}: not finite").into()) })
 }
 
 /// `LOW,HIGH` with LOW < HIGH, both finite (`--input-range`, `--pixel-range`).
-pub fn parse_range(flag: &str, s: &str) -> Result<(f32, f32), String> {
+pub fn parse_range(flag: &str, s: &str) -> crate::error::Result<(f32, f32)> {
     match numbers(flag, s)?[..] {
         [lo, hi] if lo < hi => Ok((lo, hi)),
-        _ => Err(format!("{flag} wants LOW,HIGH (e.g. 0,255); LOW must be below HIGH, got `{s}`")),
+        _ => Err(format!("{flag} wants LOW,HIGH (e.g. 0,255); LOW must be below HIGH, got `{s}`").into()),
     }
 }
 
@@ -59,30 +59,27 @@ fn source(model: &str) -> Source {
 }
 
 /// A model by name, by [`Source`]'s rule.
-pub fn load_model(model: &str, arch: Option<&str>) -> Result<Model, String> {
+pub fn load_model(model: &str, arch: Option<&str>) -> crate::error::Result<Model> {
     match source(model) {
-        Source::File(f) => zoo::load(f.to_str().ok_or("non-UTF-8 model path")?, Some(model)),
-        Source::Embedded(bytes) => zoo::from_safetensors_bytes(model, bytes),
-        Source::Zoo => zoo::load(model, arch),
+        Source::File(f) => Ok(zoo::load(f.to_str().ok_or("non-UTF-8 model path")?, Some(model))?),
+        Source::Embedded(bytes) => Ok(zoo::from_safetensors_bytes(model, bytes)?),
+        Source::Zoo => Ok(zoo::load(model, arch)?),
     }
-    .map_err(|e| e.to_string())
 }
 
 impl ModelArgs {
     /// The model's name and the sha256 of the weights it loads (for atlas manifests).
-    pub fn id(&self) -> Result<actmax_atlas::ModelId, String> {
+    pub fn id(&self) -> crate::error::Result<actmax_atlas::ModelId> {
         let name = self.model.clone();
         match source(&self.model) {
-            Source::File(f) => {
-                Ok(actmax_atlas::ModelId { name, sha256: actmax_atlas::sha256_file(&f).map_err(|e| e.to_string())? })
-            }
+            Source::File(f) => Ok(actmax_atlas::ModelId { name, sha256: actmax_atlas::sha256_file(&f)? }),
             Source::Embedded(bytes) => Ok(actmax_atlas::ModelId { name, sha256: actmax_atlas::sha256_hex(bytes) }),
-            Source::Zoo => actmax_atlas::ModelId::of(&self.model).map_err(|e| e.to_string()),
+            Source::Zoo => Ok(actmax_atlas::ModelId::of(&self.model)?),
         }
     }
 
     /// Loads the model and applies the preprocessing overrides.
-    pub fn load(&self) -> Result<Model, String> {
+    pub fn load(&self) -> crate::error::Result<Model> {
         let mut model = load_model(&self.model, self.arch.as_deref())?;
         if self.pixel_range.is_none() && self.mean.is_none() && self.std.is_none() {
             return Ok(model);
@@ -97,7 +94,7 @@ impl ModelArgs {
         if let Some(s) = &self.std {
             spec.std = numbers("--std", s)?;
         }
-        model.set_input_spec(spec).map_err(|e| e.to_string())?;
+        model.set_input_spec(spec)?;
         Ok(model)
     }
 }

@@ -78,23 +78,23 @@ pub struct RecipeArgs {
 pub const DEFAULT_PRESET: &str = "actmax";
 
 /// The preset with the single flags applied over it; checked before any model is loaded.
-pub fn options(a: &RecipeArgs) -> Result<Options, String> {
-    let mut o = Options::preset(&a.preset).map_err(|e| e.to_string())?;
-    let finite = |flag: &str, v: f32| {
+pub fn options(a: &RecipeArgs) -> crate::error::Result<Options> {
+    let mut o = Options::preset(&a.preset)?;
+    let finite = |flag: &str, v: f32| -> crate::error::Result<f32> {
         if v.is_finite() {
             Ok(v)
         } else {
-            Err(format!("{flag} must be a finite number, got {v}"))
+            Err(format!("{flag} must be a finite number, got {v}").into())
         }
     };
     if let Some(p) = &a.param {
-        o.param = actmax::Parameterization::from_name(p).map_err(|e| e.to_string())?;
+        o.param = actmax::Parameterization::from_name(p)?;
     }
     if let Some(t) = &a.transforms {
         o.transforms = match t.as_str() {
             "none" => actmax_modifiers::TransformSet::default(),
             "lucid" => actmax_modifiers::TransformSet::lucid_standard(),
-            other => return Err(format!("unknown --transforms `{other}`; valid: none, lucid")),
+            other => return Err(format!("unknown --transforms `{other}`; valid: none, lucid").into()),
         };
     }
     if a.no_crops {
@@ -116,7 +116,7 @@ pub fn options(a: &RecipeArgs) -> Result<Options, String> {
     }
     if let Some(lr) = a.lr {
         if !(lr.is_finite() && lr > 0.0) {
-            return Err(format!("--lr must be a finite number > 0, got {lr}"));
+            return Err(format!("--lr must be a finite number > 0, got {lr}").into());
         }
         o.optimizer = actmax::Optimizer::Adam(lr);
     }
@@ -154,9 +154,9 @@ pub fn options(a: &RecipeArgs) -> Result<Options, String> {
         o.max_iter = n;
     }
     o.seed = a.seed;
-    o.grad_modifier = GradModifier::from_name(&a.grad_modifier).map_err(|e| e.to_string())?;
+    o.grad_modifier = GradModifier::from_name(&a.grad_modifier)?;
     if let Some(name) = &a.backprop_modifier {
-        o.backprop_modifier = backprop_mode(name).map_err(|e| e.to_string())?;
+        o.backprop_modifier = backprop_mode(name)?;
     }
     o.verbose = a.verbose;
     Ok(o)

@@ -57,12 +57,12 @@ fn batch_path(out: &Path, filter: usize) -> PathBuf {
 }
 
 /// Runs `visualize`; returns the text to print on stdout.
-pub fn run(a: Args) -> Result<String, String> {
+pub fn run(a: Args) -> crate::error::Result<String> {
     // Everything that can be wrong with the request is checked before the long run.
     let preset = crate::recipe_args::options(&a.recipe)?;
     let range = a.input_range.as_deref().map(|r| parse_range("--input-range", r)).transpose()?;
     let model = a.model.load()?;
-    let layer_idx = model.find(a.layer.as_str()).map_err(|e| e.to_string())?;
+    let layer_idx = model.find(a.layer.as_str())?;
     let node = &model.nodes()[layer_idx];
     if let Some(count) = node.layer.filters(&node.output_shape) {
         if let Some(&bad) = a.filters.iter().find(|&&f| f >= count) {
@@ -70,7 +70,8 @@ pub fn run(a: Args) -> Result<String, String> {
                 "filter {bad} is out of range for layer `{}`: valid filters are 0..={}",
                 node.name,
                 count - 1
-            ));
+            )
+            .into());
         }
     }
     if a.batch && a.filters.is_empty() {
@@ -88,7 +89,7 @@ pub fn run(a: Args) -> Result<String, String> {
         vec![a.output.clone()]
     };
     for o in &outputs {
-        images::check_writable(o).map_err(|e| e.to_string())?;
+        images::check_writable(o)?;
     }
     let seed_input = match &a.seed_image {
         Some(p) => {
@@ -96,19 +97,19 @@ pub fn run(a: Args) -> Result<String, String> {
             if let Some(r) = range {
                 spec.range = r;
             }
-            let t = images::load(p, &spec).map_err(|e| e.to_string())?;
+            let t = images::load(p, &spec)?;
             Some(if a.batch { ndarray_repeat(&t, a.filters.len()) } else { ndarray_repeat(&t, images_per_target) })
         }
         None => None,
     };
     let mut mods: Vec<Box<dyn InputModifier>> = Vec::new();
     if let Some(j) = a.jitter {
-        mods.push(Box::new(Jitter::new(j).map_err(|e| e.to_string())?));
+        mods.push(Box::new(Jitter::new(j)?));
     }
     let mut callbacks: Vec<Box<dyn actmax::Callback>> = Vec::new();
     if let Some(g) = &a.gif {
         let r = range.unwrap_or(model.input_spec().range);
-        callbacks.push(Box::new(actmax::GifGenerator::new(g, 5, r).map_err(|e| e.to_string())?));
+        callbacks.push(Box::new(actmax::GifGenerator::new(g, 5, r)?));
     }
     if !a.json && !a.recipe.verbose {
         callbacks.push(Box::new(progress(preset.max_iter)));
@@ -132,8 +133,7 @@ pub fn run(a: Args) -> Result<String, String> {
         actmax::visualize_batch(&model, layer, a.filters.iter().map(|&f| vec![f]).collect(), opts)
     } else {
         actmax::visualize_activation(&model, layer, (!a.filters.is_empty()).then(|| a.filters.clone()), opts)
-    }
-    .map_err(|e| e.to_string())?;
+    }?;
     let mut text = String::new();
     if vis.swapped_softmax {
         eprintln!(
@@ -148,9 +148,8 @@ pub fn run(a: Args) -> Result<String, String> {
             images::to_image(&images::deprocess(&one, vis.range), vis.range)
         } else {
             vis.image(k)
-        }
-        .map_err(|e| e.to_string())?;
-        images::save(&img, path).map_err(|e| e.to_string())?;
+        }?;
+        images::save(&img, path)?;
         saved.push(path.display().to_string());
         if !a.json {
             let _ = writeln!(text, "wrote {}", path.display());
