@@ -173,10 +173,6 @@ impl Conv {
         }
         Ok(g.out_shape().to_vec())
     }
-
-    fn param_count(&self) -> usize {
-        self.weight.len() + self.bias.as_ref().map_or(0, |b| b.len())
-    }
 }
 
 /// A pooling window.
@@ -354,9 +350,27 @@ impl Layer {
 
     /// The activation this layer ends with, if it has one that can be swapped.
     pub fn activation(&self) -> Option<Activation> {
+        // A clone shares the weights (`Arc`s): one exhaustive match serves both doors.
+        self.clone().activation_mut().copied()
+    }
+
+    /// Replaces the layer's activation (keras-vis's softmax → linear swap). Returns false
+    /// when the layer has none.
+    pub fn set_activation(&mut self, new: Activation) -> bool {
+        match self.activation_mut() {
+            Some(a) => {
+                *a = new;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The layer's own activation, every kind named (a new layer must say whether it has one).
+    fn activation_mut(&mut self) -> Option<&mut Activation> {
         match self {
-            Self::Conv2d(_, a) | Self::DepthwiseConv2d(_, a) | Self::Activation(a) => Some(*a),
-            Self::SeparableConv2d { activation, .. } | Self::Dense { activation, .. } => Some(*activation),
+            Self::Conv2d(_, a) | Self::DepthwiseConv2d(_, a) | Self::Activation(a) => Some(a),
+            Self::SeparableConv2d { activation, .. } | Self::Dense { activation, .. } => Some(activation),
             Self::Input
             | Self::BatchNorm { .. }
             | Self::MaxPool(_)
@@ -373,31 +387,6 @@ impl Layer {
             | Self::Reshape(_)
             | Self::Identity => None,
         }
-    }
-
-    /// Replaces the layer's activation (keras-vis's softmax → linear swap). Returns false
-    /// when the layer has none.
-    pub fn set_activation(&mut self, new: Activation) -> bool {
-        match self {
-            Self::Conv2d(_, a) | Self::DepthwiseConv2d(_, a) | Self::Activation(a) => *a = new,
-            Self::SeparableConv2d { activation, .. } | Self::Dense { activation, .. } => *activation = new,
-            Self::Input
-            | Self::BatchNorm { .. }
-            | Self::MaxPool(_)
-            | Self::AvgPool(_)
-            | Self::GlobalAvgPool
-            | Self::Flatten
-            | Self::Dropout(_)
-            | Self::Pad(..)
-            | Self::Binary(_)
-            | Self::BinaryConst { .. }
-            | Self::Permute(_)
-            | Self::Add
-            | Self::Concat(_)
-            | Self::Reshape(_)
-            | Self::Identity => return false,
-        }
-        true
     }
 
     /// Multiply-adds × 2 of one image through this layer, given its output shape.
@@ -431,29 +420,10 @@ impl Layer {
         }
     }
 
-    /// Number of parameters.
+    /// Number of parameters: those [`Layer::params_mut`] lists (a clone shares the
+    /// weights, so one exhaustive match says what a layer holds).
     pub fn param_count(&self) -> usize {
-        match self {
-            Self::Conv2d(c, _) | Self::DepthwiseConv2d(c, _) => c.param_count(),
-            Self::SeparableConv2d { depthwise, pointwise, .. } => depthwise.param_count() + pointwise.param_count(),
-            Self::Dense { weight, bias, .. } => weight.len() + bias.as_ref().map_or(0, |b| b.len()),
-            Self::BatchNorm { gamma, .. } => 4 * gamma.len(),
-            Self::Input
-            | Self::Activation(_)
-            | Self::MaxPool(_)
-            | Self::AvgPool(_)
-            | Self::GlobalAvgPool
-            | Self::Flatten
-            | Self::Dropout(_)
-            | Self::Pad(..)
-            | Self::Binary(_)
-            | Self::BinaryConst { .. }
-            | Self::Permute(_)
-            | Self::Add
-            | Self::Concat(_)
-            | Self::Reshape(_)
-            | Self::Identity => 0,
-        }
+        self.clone().params_mut().iter().map(|(_, t)| t.len()).sum()
     }
 
     /// Filters (output channels or units) a loss can address, if the layer has them.
