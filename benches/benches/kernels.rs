@@ -83,7 +83,7 @@ impl Case {
             .expect("valid bench shape");
         let w = fill(g.weight_elems(), 2);
         let plan = ConvPlan::choose(&g);
-        let packs = (ConvPack::forward(plan, &w, &g), ConvPack::backward_input(plan, &w, &g));
+        let packs = (ConvPack::forward(plan, &w, &g).unwrap(), ConvPack::backward_input(plan, &w, &g).unwrap());
         Self { x: fill(g.in_elems(), 1), w, dy: fill(g.out_elems(), 3), g, packs }
     }
 
@@ -95,12 +95,15 @@ impl Case {
             Dir::Fwd => {
                 let x = black_box(&self.x);
                 conv::conv2d_forward_prepacked(plan, x, &self.w, &self.packs.0, None, None, &self.g, out, scratch)
+                    .unwrap()
             }
             Dir::BwdInput => {
                 let dy = black_box(&self.dy);
-                conv::conv2d_backward_input_prepacked(plan, dy, &self.w, &self.packs.1, &self.g, out, scratch)
+                conv::conv2d_backward_input_prepacked(plan, dy, &self.w, &self.packs.1, &self.g, out, scratch).unwrap()
             }
-            Dir::BwdWeight => conv::conv2d_backward_weight(black_box(&self.x), &self.dy, &self.g, out, scratch),
+            Dir::BwdWeight => {
+                conv::conv2d_backward_weight(black_box(&self.x), &self.dy, &self.g, out, scratch).unwrap()
+            }
         }
     }
 

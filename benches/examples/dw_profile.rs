@@ -12,7 +12,7 @@ fn main() {
     let scratch = ScratchPool::new();
     let t = std::time::Instant::now();
     for _ in 0..reps {
-        conv::conv2d_forward(&x, &w, None, &g, &mut y, &scratch);
+        conv::conv2d_forward(&x, &w, None, &g, &mut y, &scratch).unwrap();
     }
     let dt = t.elapsed().as_secs_f64() / reps as f64;
     println!("{:.3} ms, {:.1} GFLOP/s", dt * 1e3, g.flops() / dt / 1e9);

@@ -41,8 +41,8 @@ fn main() {
         print!("{ci}x{co}@{s}: sgemm {:.0} / {:.0} GF/s |", fl / gemm, fl / gemm_bi);
         for &t in &tiles {
             let plan = ConvPlan { kernel: ConvKernel::Im2col, tile_cols: t };
-            let f = median(|| conv::conv2d_forward_with(plan, &x, &w, None, None, &g, &mut y, &scratch), 9);
-            let bi = median(|| conv::conv2d_backward_input_with(plan, &y, &w, &g, &mut dx, &scratch), 9);
+            let f = median(|| conv::conv2d_forward_with(plan, &x, &w, None, None, &g, &mut y, &scratch).unwrap(), 9);
+            let bi = median(|| conv::conv2d_backward_input_with(plan, &y, &w, &g, &mut dx, &scratch).unwrap(), 9);
             print!(" t{t}: {:.2} {:.2}", gemm / f, gemm_bi / bi);
         }
         println!();

@@ -26,9 +26,10 @@ fn main() {
         let mut row = Vec::new();
         for kernel in [ConvKernel::Im2col, ConvKernel::Winograd] {
             let plan = ConvPlan::with_kernel(kernel);
-            let (pf, pb) = (ConvPack::forward(plan, &w, &g), ConvPack::backward_input(plan, &w, &g));
-            let f = best(|| conv::conv2d_forward_prepacked(plan, &x, &w, &pf, None, None, &g, &mut y, &scratch));
-            let b = best(|| conv::conv2d_backward_input_prepacked(plan, &y, &w, &pb, &g, &mut dx, &scratch));
+            let (pf, pb) = (ConvPack::forward(plan, &w, &g).unwrap(), ConvPack::backward_input(plan, &w, &g).unwrap());
+            let f =
+                best(|| conv::conv2d_forward_prepacked(plan, &x, &w, &pf, None, None, &g, &mut y, &scratch).unwrap());
+            let b = best(|| conv::conv2d_backward_input_prepacked(plan, &y, &w, &pb, &g, &mut dx, &scratch).unwrap());
             row.push((f, b));
         }
         let gf = g.flops() / 1e6;

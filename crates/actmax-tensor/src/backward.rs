@@ -182,20 +182,20 @@ impl Tape {
                 if needs(*x) {
                     let plan = ConvPlan::choose(geo);
                     let ws = slice(self.val(*w));
-                    let pack = self.packs.for_weight(self, *w, geo, PackDirection::BackwardInput);
+                    let pack = self.packs.for_weight(self, *w, geo, PackDirection::BackwardInput)?;
                     // Fully overwritten by the kernel.
                     let mut dx = self.scratch.take(geo.n * geo.c_in * geo.in_len());
-                    conv2d_backward_input_prepacked(plan, gs, ws, &pack, geo, &mut dx, &self.scratch);
+                    conv2d_backward_input_prepacked(plan, gs, ws, &pack, geo, &mut dx, &self.scratch)?;
                     self.accumulate(grads, *x, from_vec(self.val(*x).shape(), dx));
                 }
                 if needs(*w) {
                     let mut dw = vec![0.0; geo.c_out * geo.k_col()];
-                    conv2d_backward_weight(slice(self.val(*x)), gs, geo, &mut dw, &self.scratch);
+                    conv2d_backward_weight(slice(self.val(*x)), gs, geo, &mut dw, &self.scratch)?;
                     self.accumulate(grads, *w, from_vec(self.val(*w).shape(), dw));
                 }
                 if let Some(b) = b.filter(|&b| needs(b)) {
                     let mut db = vec![0.0; geo.c_out];
-                    conv2d_backward_bias(gs, geo, &mut db);
+                    conv2d_backward_bias(gs, geo, &mut db)?;
                     self.accumulate(grads, b, from_vec(&[geo.c_out], db));
                 }
             }

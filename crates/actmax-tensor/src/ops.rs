@@ -384,13 +384,13 @@ impl Tape {
         }
         let plan = ConvPlan::choose(&g);
         // Constant weights are packed once per tape; trained ones change every step.
-        let pack = self.packs.for_weight(self, w, &g, PackDirection::Forward);
+        let pack = self.packs.for_weight(self, w, &g, PackDirection::Forward)?;
         // Every element is written by the kernel: a recycled buffer needs no zeroing.
         let mut y = self.scratch.take(g.n * g.c_out * g.out_len());
         let (xs, ws) = (self.val(x).as_slice().expect("standard"), self.val(w).as_slice().expect("standard"));
         let bs = b.map(|b| self.val(b).as_slice().expect("standard"));
         let clamp = act.and_then(ReluKind::bounds);
-        conv2d_forward_prepacked(plan, xs, ws, &pack, bs, clamp, &g, &mut y, &self.scratch);
+        conv2d_forward_prepacked(plan, xs, ws, &pack, bs, clamp, &g, &mut y, &self.scratch)?;
         let y = ArrayD::from_shape_vec(IxDyn(&g.out_shape()), y).expect("sized by geometry");
         let mut inputs = vec![x, w];
         inputs.extend(b);

@@ -34,26 +34,32 @@ impl std::fmt::Debug for PackCache {
 
 impl PackCache {
     /// The pack of `w` for `g` and `dir`, made on first use.
-    pub(crate) fn get(&self, w: &Arc<Tensor>, g: &ConvGeometry, dir: PackDirection) -> Arc<ConvPack> {
+    pub(crate) fn get(&self, w: &Arc<Tensor>, g: &ConvGeometry, dir: PackDirection) -> crate::Result<Arc<ConvPack>> {
         let plan = ConvPlan::choose(g);
         // The kernel is part of the key: one weight on another input size may pick another.
         let key = (Arc::as_ptr(w) as usize, g.p.groups, dir, plan.kernel);
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, pack)) = map.get(&key) {
-            return pack.clone();
+            return Ok(pack.clone());
         }
         map.retain(|_, (t, _)| Arc::strong_count(t) > 1);
-        let pack = Arc::new(ConvPack::new(plan, w.as_slice().expect("tape values are in standard layout"), g, dir));
+        let pack = Arc::new(ConvPack::new(plan, w.as_slice().expect("tape values are in standard layout"), g, dir)?);
         map.insert(key, (w.clone(), pack.clone()));
-        pack
+        Ok(pack)
     }
 
     /// The pack of the weight `w` of a tape (a leaf): from the cache when `w` is a
     /// constant, made for this call when it is trained (it changes every step).
-    pub(crate) fn for_weight(&self, tape: &Tape, w: Var, g: &ConvGeometry, dir: PackDirection) -> Arc<ConvPack> {
+    pub(crate) fn for_weight(
+        &self,
+        tape: &Tape,
+        w: Var,
+        g: &ConvGeometry,
+        dir: PackDirection,
+    ) -> crate::Result<Arc<ConvPack>> {
         let value = &tape.nodes[w.index].value;
         if tape.requires_grad(w) {
-            Arc::new(ConvPack::new(ConvPlan::choose(g), value.as_slice().expect("standard"), g, dir))
+            Ok(Arc::new(ConvPack::new(ConvPlan::choose(g), value.as_slice().expect("standard"), g, dir)?))
         } else {
             self.get(value, g, dir)
         }

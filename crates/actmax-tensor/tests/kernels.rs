@@ -52,21 +52,21 @@ fn run_all(g: &ConvGeometry, plan: ConvPlan, seed: u64, with_bias: bool) {
     let bias = with_bias.then_some(&b[..]);
 
     let mut y = vec![f32::NAN; dy.len()];
-    conv::conv2d_forward_with(plan, &x, &w, bias, None, g, &mut y, &scratch);
+    conv::conv2d_forward_with(plan, &x, &w, bias, None, g, &mut y, &scratch).unwrap();
     let want = naive::conv2d_forward(&x, &w, bias, g);
     assert_close(&y, &want, 1e-4, &format!("forward {plan:?} {g:?}"));
     // The fused ReLU6 store equals the reference followed by the clamp.
     let mut y6 = vec![f32::NAN; dy.len()];
-    conv::conv2d_forward_with(plan, &x, &w, bias, Some((0.0, 6.0)), g, &mut y6, &scratch);
+    conv::conv2d_forward_with(plan, &x, &w, bias, Some((0.0, 6.0)), g, &mut y6, &scratch).unwrap();
     let want6: Vec<f32> = want.iter().map(|v| v.clamp(0.0, 6.0)).collect();
     assert_close(&y6, &want6, 1e-4, &format!("forward+relu6 {plan:?} {g:?}"));
 
     let mut dx = vec![f32::NAN; x.len()];
-    conv::conv2d_backward_input_with(plan, &dy, &w, g, &mut dx, &scratch);
+    conv::conv2d_backward_input_with(plan, &dy, &w, g, &mut dx, &scratch).unwrap();
     assert_close(&dx, &naive::conv2d_backward_input(&dy, &w, g), 1e-4, &format!("backward-input {plan:?} {g:?}"));
 
     let mut dw = vec![f32::NAN; w.len()];
-    conv::conv2d_backward_weight_with(plan, &x, &dy, g, &mut dw, &scratch);
+    conv::conv2d_backward_weight_with(plan, &x, &dy, g, &mut dw, &scratch).unwrap();
     assert_close(&dw, &naive::conv2d_backward_weight(&x, &dy, g), 1e-4, &format!("backward-weight {plan:?} {g:?}"));
 }
 
@@ -164,10 +164,10 @@ fn scratch_is_reused_between_calls() {
     let x = values(1, g.in_elems());
     let w = values(2, g.weight_elems());
     let (mut a, mut b) = (vec![0.0; g.out_elems()], vec![0.0; g.out_elems()]);
-    conv::conv2d_forward(&x, &w, None, &g, &mut a, &scratch);
+    conv::conv2d_forward(&x, &w, None, &g, &mut a, &scratch).unwrap();
     let held = scratch.len();
     assert!(held >= 1);
-    conv::conv2d_forward(&x, &w, None, &g, &mut b, &scratch);
+    conv::conv2d_forward(&x, &w, None, &g, &mut b, &scratch).unwrap();
     assert_eq!(a, b);
     assert_eq!(scratch.len(), held, "the second call allocated new scratch instead of reusing");
 }
@@ -253,9 +253,9 @@ fn middle_image(
     pool.install(|| {
         let scratch = ScratchPool::new();
         let mut y = vec![f32::NAN; g3.out_elems()];
-        conv::conv2d_forward_with(plan, &x3, w, None, None, g3, &mut y, &scratch);
+        conv::conv2d_forward_with(plan, &x3, w, None, None, g3, &mut y, &scratch).unwrap();
         let mut dx = vec![f32::NAN; g3.in_elems()];
-        conv::conv2d_backward_input_with(plan, &dy3, w, g3, &mut dx, &scratch);
+        conv::conv2d_backward_input_with(plan, &dy3, w, g3, &mut dx, &scratch).unwrap();
         let (o, i) = (g1.out_elems(), g1.in_elems());
         (y[o..2 * o].to_vec(), dx[i..2 * i].to_vec())
     })
@@ -277,9 +277,9 @@ proptest! {
             let alone = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| {
                 let scratch = ScratchPool::new();
                 let mut y = vec![f32::NAN; g1.out_elems()];
-                conv::conv2d_forward_with(plan, &x, &w, None, None, &g1, &mut y, &scratch);
+                conv::conv2d_forward_with(plan, &x, &w, None, None, &g1, &mut y, &scratch).unwrap();
                 let mut dx = vec![f32::NAN; g1.in_elems()];
-                conv::conv2d_backward_input_with(plan, &dy, &w, &g1, &mut dx, &scratch);
+                conv::conv2d_backward_input_with(plan, &dy, &w, &g1, &mut dx, &scratch).unwrap();
                 (y, dx)
             });
             for threads in [2, 3, 8] {
@@ -318,4 +318,34 @@ fn the_gemm_doors_check_their_slices() {
     assert!(matmul_packed(&pa, 4, &b[..8], &mut c, &Epilogue::default(), false).is_err());
     let short_bias = Epilogue { bias: Some(&[1.0]), ..Epilogue::default() };
     assert!(matmul_packed(&pa, 4, &b, &mut c, &short_bias, false).is_err());
+}
+
+/// The public conv kernels refuse what does not fit instead of asserting: operands of
+/// the wrong length, a kernel that cannot run the geometry, a pack made for the other
+/// direction or another conv.
+#[test]
+fn the_conv_doors_refuse_what_does_not_fit() {
+    use conv::ConvPack;
+    let p = Conv2dParams { stride: [2, 2], ..Conv2dParams::new() };
+    let g = ConvGeometry::new("test", &[1, 3, 9, 9], &[4, 3, 3, 3], p).unwrap();
+    let (x, w, dy) = (values(1, g.in_elems()), values(2, g.weight_elems()), values(3, g.out_elems()));
+    let scratch = ScratchPool::new();
+    let (mut y, mut dx, mut dw) = (vec![0.0; g.out_elems()], vec![0.0; g.in_elems()], vec![0.0; g.weight_elems()]);
+    conv::conv2d_forward(&x, &w, None, &g, &mut y, &scratch).unwrap();
+    assert!(conv::conv2d_forward(&x[1..], &w, None, &g, &mut y, &scratch).is_err(), "short input");
+    assert!(conv::conv2d_forward(&x, &w, Some(&[1.0]), &g, &mut y, &scratch).is_err(), "short bias");
+    assert!(conv::conv2d_backward_input(&dy, &w[1..], &g, &mut dx, &scratch).is_err(), "short weight");
+    assert!(conv::conv2d_backward_weight(&x, &dy, &g, &mut dw[1..], &scratch).is_err(), "short dw");
+    assert!(conv::conv2d_backward_bias(&dy, &g, &mut [0.0; 3]).is_err(), "short db");
+    let winograd = ConvPlan::with_kernel(ConvKernel::Winograd);
+    assert!(conv::conv2d_forward_with(winograd, &x, &w, None, None, &g, &mut y, &scratch).is_err(), "stride 2");
+    assert!(ConvPack::forward(winograd, &w, &g).is_err());
+    let plan = ConvPlan::choose(&g);
+    let backward = ConvPack::backward_input(plan, &w, &g).unwrap();
+    let forward = conv::conv2d_forward_prepacked(plan, &x, &w, &backward, None, None, &g, &mut y, &scratch);
+    assert!(forward.is_err(), "a backward pack for the forward pass");
+    let other = ConvGeometry::new("test", &[1, 3, 9, 9], &[4, 3, 1, 1], Conv2dParams::new()).unwrap();
+    let small = ConvPack::forward(ConvPlan::with_kernel(ConvKernel::Im2col), &w[..12], &other).unwrap();
+    let forward = conv::conv2d_forward_prepacked(plan, &x, &w, &small, None, None, &g, &mut y, &scratch);
+    assert!(forward.is_err(), "a pack of another conv's weights");
 }

@@ -36,6 +36,7 @@ pub mod winograd;
 
 pub use im2col::{im2col, COL_BUDGET};
 
+use crate::error::{Result, TensorError};
 use crate::geometry::ConvGeometry;
 use crate::scratch::ScratchPool;
 
@@ -81,10 +82,27 @@ impl ConvKernel {
     }
 }
 
-fn check_lens(g: &ConvGeometry, x: usize, w: usize, y: usize) {
-    assert_eq!(x, g.n * g.c_in * g.in_len(), "conv kernel: input length does not match the geometry");
-    assert_eq!(w, g.c_out * g.k_col(), "conv kernel: weight length does not match the geometry");
-    assert_eq!(y, g.n * g.c_out * g.out_len(), "conv kernel: output length does not match the geometry");
+/// A typed error for a conv kernel's caller.
+fn refuse(op: &'static str, msg: String) -> TensorError {
+    TensorError::Param { op, msg }
+}
+
+/// The operands' lengths against the geometry, and whether `kernel` runs it.
+fn check_call(op: &'static str, kernel: ConvKernel, g: &ConvGeometry, x: usize, w: usize, y: usize) -> Result<()> {
+    let want = [
+        ("input", x, g.n * g.c_in * g.in_len()),
+        ("weight", w, g.c_out * g.k_col()),
+        ("output", y, g.n * g.c_out * g.out_len()),
+    ];
+    for (what, got, need) in want {
+        if got != need {
+            return Err(refuse(op, format!("the {what} holds {got} floats, the geometry needs {need}")));
+        }
+    }
+    if !kernel.supports(g) {
+        return Err(refuse(op, format!("the {kernel:?} kernel cannot run this geometry; use ConvPlan::choose")));
+    }
+    Ok(())
 }
 
 /// A kernel plus its tiling: what [`ConvPlan::choose`] decides for a geometry. Tests and
@@ -118,12 +136,12 @@ pub fn conv2d_forward(
     g: &ConvGeometry,
     out: &mut [f32],
     scratch: &ScratchPool,
-) {
+) -> Result<()> {
     conv2d_forward_with(ConvPlan::choose(g), x, w, bias, None, g, out, scratch)
 }
 
-/// Forward conv on a given kernel, then `clamp` (panics if the kernel does not support
-/// the geometry).
+/// Forward conv on a given kernel, then `clamp` (an error if the kernel does not support
+/// the geometry or an operand's length does not fit it).
 #[allow(clippy::too_many_arguments)] // a conv's operands, spelled out
 pub fn conv2d_forward_with(
     plan: ConvPlan,
@@ -134,8 +152,8 @@ pub fn conv2d_forward_with(
     g: &ConvGeometry,
     out: &mut [f32],
     scratch: &ScratchPool,
-) {
-    let pack = ConvPack::forward(plan, w, g);
+) -> Result<()> {
+    let pack = ConvPack::forward(plan, w, g)?;
     conv2d_forward_prepacked(plan, x, w, &pack, bias, clamp, g, out, scratch)
 }
 
@@ -152,19 +170,24 @@ pub fn conv2d_forward_prepacked(
     g: &ConvGeometry,
     out: &mut [f32],
     scratch: &ScratchPool,
-) {
+) -> Result<()> {
     let kernel = plan.kernel;
-    check_lens(g, x.len(), w.len(), out.len());
-    assert!(kernel.supports(g), "conv2d_forward_with: {kernel:?} cannot run {g:?}");
-    if let Some(b) = bias {
-        assert_eq!(b.len(), g.c_out, "conv kernel: bias length must equal out channels");
+    check_call("conv2d_forward", kernel, g, x.len(), w.len(), out.len())?;
+    if let Some(b) = bias.filter(|b| b.len() != g.c_out) {
+        return Err(refuse(
+            "conv2d_forward",
+            format!("the bias holds {}, one per out channel is {}", b.len(), g.c_out),
+        ));
     }
-    assert_eq!(pack.kernel, kernel, "conv2d_forward_prepacked: the pack was made for another kernel");
+    if pack.kernel != kernel || !pack.fits(g, PackDirection::Forward) {
+        return Err(refuse("conv2d_forward", "the pack was made for another kernel or geometry".into()));
+    }
     match kernel {
         ConvKernel::Depthwise => depthwise::forward(x, w, bias, clamp, g, out, scratch),
         ConvKernel::Pointwise | ConvKernel::Im2col => im2col::forward(plan, x, pack, bias, clamp, g, out, scratch),
         ConvKernel::Winograd => winograd::forward(x, &pack.panels, bias, clamp, g, out, scratch),
     }
+    Ok(())
 }
 
 /// Which GEMM of a conv a [`ConvPack`] serves.
@@ -184,31 +207,51 @@ pub enum PackDirection {
 pub struct ConvPack {
     panels: Vec<crate::gemm::direct::PackedA>,
     kernel: ConvKernel,
+    /// What it was packed for: the geometry's weight shape and the direction.
+    made_for: ([usize; 3], PackDirection),
 }
 
 impl ConvPack {
     /// The pack [`conv2d_forward_prepacked`] reads: `W_grp` per group.
-    pub fn forward(plan: ConvPlan, w: &[f32], g: &ConvGeometry) -> Self {
+    pub fn forward(plan: ConvPlan, w: &[f32], g: &ConvGeometry) -> Result<Self> {
         Self::new(plan, w, g, PackDirection::Forward)
     }
 
     /// The pack [`conv2d_backward_input_prepacked`] reads: `W_grpᵀ` per group.
-    pub fn backward_input(plan: ConvPlan, w: &[f32], g: &ConvGeometry) -> Self {
+    pub fn backward_input(plan: ConvPlan, w: &[f32], g: &ConvGeometry) -> Result<Self> {
         Self::new(plan, w, g, PackDirection::BackwardInput)
     }
 
-    /// The pack for one direction.
-    pub fn new(plan: ConvPlan, w: &[f32], g: &ConvGeometry, dir: PackDirection) -> Self {
+    /// The pack for one direction (an error when `w` does not fit the geometry or the
+    /// kernel cannot run it).
+    pub fn new(plan: ConvPlan, w: &[f32], g: &ConvGeometry, dir: PackDirection) -> Result<Self> {
         let transposed = dir == PackDirection::BackwardInput;
-        assert_eq!(w.len(), g.c_out * g.k_col(), "ConvPack: weight length does not match the geometry");
-        assert!(plan.kernel.supports(g), "ConvPack: {:?} cannot run {g:?}", plan.kernel);
+        if w.len() != g.c_out * g.k_col() {
+            return Err(refuse(
+                "conv pack",
+                format!("the weight holds {} floats, the geometry needs {}", w.len(), g.c_out * g.k_col()),
+            ));
+        }
+        if !plan.kernel.supports(g) {
+            return Err(refuse("conv pack", format!("the {:?} kernel cannot run this geometry", plan.kernel)));
+        }
         let panels = match (plan.kernel, transposed) {
             (ConvKernel::Depthwise, _) => Vec::new(),
             (ConvKernel::Winograd, false) => winograd::pack_weights(w, g.c_out, g.c_in),
             (ConvKernel::Winograd, true) => winograd::pack_weights_transposed(w, g.c_out, g.c_in),
             _ => im2col::packed_weights(w, g, transposed),
         };
-        Self { panels, kernel: plan.kernel }
+        Ok(Self { panels, kernel: plan.kernel, made_for: (Self::key(g), dir) })
+    }
+
+    /// The weight shape a pack depends on: out channels, in channels per group, taps.
+    fn key(g: &ConvGeometry) -> [usize; 3] {
+        [g.c_out, g.cin_g(), g.k_col()]
+    }
+
+    /// Whether this pack serves `g` in direction `dir`.
+    fn fits(&self, g: &ConvGeometry, dir: PackDirection) -> bool {
+        self.made_for == (Self::key(g), dir)
     }
 
     /// Floats held (the weights, padded to whole micro-panels).
@@ -223,7 +266,13 @@ impl ConvPack {
 }
 
 /// Gradient with respect to the input. `dx` is overwritten.
-pub fn conv2d_backward_input(dy: &[f32], w: &[f32], g: &ConvGeometry, dx: &mut [f32], scratch: &ScratchPool) {
+pub fn conv2d_backward_input(
+    dy: &[f32],
+    w: &[f32],
+    g: &ConvGeometry,
+    dx: &mut [f32],
+    scratch: &ScratchPool,
+) -> Result<()> {
     conv2d_backward_input_with(ConvPlan::choose(g), dy, w, g, dx, scratch)
 }
 
@@ -235,8 +284,8 @@ pub fn conv2d_backward_input_with(
     g: &ConvGeometry,
     dx: &mut [f32],
     scratch: &ScratchPool,
-) {
-    let pack = ConvPack::backward_input(plan, w, g);
+) -> Result<()> {
+    let pack = ConvPack::backward_input(plan, w, g)?;
     conv2d_backward_input_prepacked(plan, dy, w, &pack, g, dx, scratch)
 }
 
@@ -249,11 +298,12 @@ pub fn conv2d_backward_input_prepacked(
     g: &ConvGeometry,
     dx: &mut [f32],
     scratch: &ScratchPool,
-) {
+) -> Result<()> {
     let kernel = plan.kernel;
-    check_lens(g, dx.len(), w.len(), dy.len());
-    assert!(kernel.supports(g), "conv2d_backward_input_with: {kernel:?} cannot run {g:?}");
-    assert_eq!(pack.kernel, kernel, "conv2d_backward_input_prepacked: the pack was made for another kernel");
+    check_call("conv2d_backward_input", kernel, g, dx.len(), w.len(), dy.len())?;
+    if pack.kernel != kernel || !pack.fits(g, PackDirection::BackwardInput) {
+        return Err(refuse("conv2d_backward_input", "the pack was made for another kernel or geometry".into()));
+    }
     match kernel {
         ConvKernel::Depthwise => depthwise::backward_input(dy, w, g, dx, scratch),
         ConvKernel::Pointwise | ConvKernel::Im2col => im2col::backward_input(plan, dy, pack, g, dx, scratch),
@@ -262,10 +312,17 @@ pub fn conv2d_backward_input_prepacked(
             winograd::forward(dy, &pack.panels, None, None, &winograd::transposed_geometry(g), dx, scratch)
         }
     }
+    Ok(())
 }
 
 /// Gradient with respect to the weights. `dw` is overwritten.
-pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry, dw: &mut [f32], scratch: &ScratchPool) {
+pub fn conv2d_backward_weight(
+    x: &[f32],
+    dy: &[f32],
+    g: &ConvGeometry,
+    dw: &mut [f32],
+    scratch: &ScratchPool,
+) -> Result<()> {
     conv2d_backward_weight_with(ConvPlan::choose(g), x, dy, g, dw, scratch)
 }
 
@@ -277,10 +334,9 @@ pub fn conv2d_backward_weight_with(
     g: &ConvGeometry,
     dw: &mut [f32],
     scratch: &ScratchPool,
-) {
+) -> Result<()> {
     let kernel = plan.kernel;
-    check_lens(g, x.len(), dw.len(), dy.len());
-    assert!(kernel.supports(g), "conv2d_backward_weight_with: {kernel:?} cannot run {g:?}");
+    check_call("conv2d_backward_weight", kernel, g, x.len(), dw.len(), dy.len())?;
     match kernel {
         ConvKernel::Depthwise => depthwise::backward_weight(x, dy, g, dw, scratch),
         ConvKernel::Pointwise | ConvKernel::Im2col => im2col::backward_weight(plan, x, dy, g, dw, scratch),
@@ -289,14 +345,22 @@ pub fn conv2d_backward_weight_with(
             im2col::backward_weight(ConvPlan::with_kernel(ConvKernel::Im2col), x, dy, g, dw, scratch)
         }
     }
+    Ok(())
 }
 
-pub fn conv2d_backward_bias(dy: &[f32], g: &ConvGeometry, db: &mut [f32]) {
+pub fn conv2d_backward_bias(dy: &[f32], g: &ConvGeometry, db: &mut [f32]) -> Result<()> {
     let ol = g.out_len();
+    if dy.len() != g.n * g.c_out * ol || db.len() != g.c_out {
+        return Err(refuse(
+            "conv2d_backward_bias",
+            format!("dy must hold {} floats and db {}", g.n * g.c_out * ol, g.c_out),
+        ));
+    }
     db.fill(0.0);
     for img in dy.chunks_exact(g.c_out * ol) {
         for (d, plane) in db.iter_mut().zip(img.chunks_exact(ol)) {
             *d += plane.iter().sum::<f32>();
         }
     }
+    Ok(())
 }
