@@ -97,16 +97,12 @@ impl Parameterization {
                 rngs.len()
             )));
         }
-        let per_image = rngs.len() > 1;
         Ok(match (self, seed) {
             (Self::Pixel, Some(s)) => s.clone(),
-            (Self::Pixel, None) if per_image => {
-                let images: Vec<Tensor> =
-                    (0..b).map(|i| crate::seed_noise(&[1, c, h, w], range, rngs[i].random())).collect();
-                let views: Vec<_> = images.iter().map(|t| t.view()).collect();
-                ndarray::concatenate(ndarray::Axis(0), &views).expect("same shapes")
+            (Self::Pixel, None) => {
+                let seeds: Vec<u64> = rngs.iter_mut().map(|r| r.random()).collect();
+                crate::run::pixel_noise(shape, range, &seeds)
             }
-            (Self::Pixel, None) => crate::seed_noise(&shape, range, rngs[0].random()),
             (Self::Fourier { init_sd, .. }, None) => per_image_normal(vec![b, c, h, wc, 2], rngs, |v| init_sd * v),
             (Self::Fourier { decay, .. }, Some(s)) => {
                 let mut spec = spectrum_of(&pre_sigmoid(s, range, c), h, w);

@@ -250,7 +250,7 @@ fn stream_seeds(opts: &Options, batch: usize) -> Result<Vec<u64>> {
 
 /// keras-vis's starting noise for the pixel image: one draw for the batch, or one per
 /// image from its own seed.
-fn pixel_noise(shape: [usize; 4], range: (f32, f32), seeds: &[u64]) -> Tensor {
+pub(crate) fn pixel_noise(shape: [usize; 4], range: (f32, f32), seeds: &[u64]) -> Tensor {
     if let [seed] = seeds {
         return crate::seed_noise(&shape, range, *seed);
     }

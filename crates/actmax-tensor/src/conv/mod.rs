@@ -179,9 +179,7 @@ pub fn conv2d_forward_prepacked(
             format!("the bias holds {}, one per out channel is {}", b.len(), g.c_out),
         ));
     }
-    if pack.kernel != kernel || !pack.fits(g, PackDirection::Forward) {
-        return Err(refuse("conv2d_forward", "the pack was made for another kernel or geometry".into()));
-    }
+    pack.check("conv2d_forward", kernel, g, PackDirection::Forward)?;
     match kernel {
         ConvKernel::Depthwise => depthwise::forward(x, w, bias, clamp, g, out, scratch),
         ConvKernel::Pointwise | ConvKernel::Im2col => im2col::forward(plan, x, pack, bias, clamp, g, out, scratch),
@@ -249,9 +247,12 @@ impl ConvPack {
         [g.c_out, g.cin_g(), g.k_col()]
     }
 
-    /// Whether this pack serves `g` in direction `dir`.
-    fn fits(&self, g: &ConvGeometry, dir: PackDirection) -> bool {
-        self.made_for == (Self::key(g), dir)
+    /// A typed error for `op` unless this pack serves `kernel` on `g` in direction `dir`.
+    fn check(&self, op: &'static str, kernel: ConvKernel, g: &ConvGeometry, dir: PackDirection) -> Result<()> {
+        if self.kernel == kernel && self.made_for == (Self::key(g), dir) {
+            return Ok(());
+        }
+        Err(refuse(op, "the pack was made for another kernel, geometry or direction".into()))
     }
 
     /// Floats held (the weights, padded to whole micro-panels).
@@ -301,9 +302,7 @@ pub fn conv2d_backward_input_prepacked(
 ) -> Result<()> {
     let kernel = plan.kernel;
     check_call("conv2d_backward_input", kernel, g, dx.len(), w.len(), dy.len())?;
-    if pack.kernel != kernel || !pack.fits(g, PackDirection::BackwardInput) {
-        return Err(refuse("conv2d_backward_input", "the pack was made for another kernel or geometry".into()));
-    }
+    pack.check("conv2d_backward_input", kernel, g, PackDirection::BackwardInput)?;
     match kernel {
         ConvKernel::Depthwise => depthwise::backward_input(dy, w, g, dx, scratch),
         ConvKernel::Pointwise | ConvKernel::Im2col => im2col::backward_input(plan, dy, pack, g, dx, scratch),
