@@ -235,12 +235,14 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
     #[test]
-    fn gradients_match_finite_differences(b in 2usize..=3, c in 1usize..=3, h in 2usize..=4, w in 2usize..=4, seed in any::<u64>(), p in 1.5f32..8.0, beta in 1.2f32..3.0) {
+    fn gradients_match_finite_differences(b in 2usize..=3, c in 1usize..=3, h in 2usize..=4, w in 2usize..=4, seed in any::<u64>(), p in 1.5f32..8.0, beta in 2.0f32..3.0) {
         let x = seeded(seed, &[b, c, h, w]) + 0.05;
         let n = (seed as usize) % c;
         check_grad(&ActivationMaximization::new("layer", vec![n, 0]), x.clone());
         check_grad(&ActivationMaximization::per_sample("layer", (0..b).map(|i| vec![i % c]).collect()), x.clone());
         check_grad(&TotalVariation::default(), x.clone());
+        // β >= 2: below it (Σd²)^(β/2) has an unbounded slope where neighbours are nearly
+        // equal, and a central difference of step 1e-2 cannot follow it (a flaky CI run).
         check_grad(&TotalVariation::new(beta), x.clone());
         check_grad(&LpNorm::new(p).unwrap(), x.clone());
         check_grad(&lucid::deepdream("layer"), x.clone());
