@@ -9,6 +9,7 @@ mod bench;
 mod codegen;
 mod fetch;
 mod import;
+mod keras_apps;
 mod peer;
 mod quality;
 mod reference;
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
         Some("quality") => quality::run(&args[1..]),
         Some("maco-template") => template::run(&args[1..]),
         Some("gen-onnx") => codegen::run(&args[1..]),
+        Some("check-keras-apps") => keras_apps::run(&args[1..]),
         Some("check-torchvision") => torchvision::run(&args[1..]),
         Some("train-mnist") => train::mnist(&args[1..]),
         Some("train-mnist-mlp") => train::mnist_mlp(&args[1..]),
@@ -69,6 +71,9 @@ tasks:
                                  onnxruntime's outputs (testdata/onnx_reference.json)
   reference-keras                fer's Keras model + an h5py/numpy reference
                                  (testdata/keras_reference.json), small hand-laid .h5 files
+  check-keras-apps [--no-export] [NAME ..]
+                                 Keras applications saved as Keras 2 .h5 and Keras 3 .keras
+                                 (.cache/keras-venv), loaded and compared with TensorFlow
   check-torchvision [--no-export] [MODEL ..]
                                  export torchvision classifiers with both PyTorch exporters
                                  (.cache/torchvision-venv), load them, compare logits with

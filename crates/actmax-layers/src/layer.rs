@@ -32,6 +32,8 @@ pub enum Activation {
     Gelu,
     /// GELU's tanh approximation, `½x(1 + tanh(√(2/π)(x + 0.044715x³)))`.
     GeluTanh,
+    /// Swish / SiLU, `x · sigmoid(x)` (EfficientNet).
+    Swish,
 }
 
 impl Activation {
@@ -53,6 +55,10 @@ impl Activation {
                 let half_one_plus = tape.add_scalar(e, 1.0)?;
                 let cdf = tape.mul_scalar(half_one_plus, 0.5)?;
                 tape.mul(x, cdf)
+            }
+            Self::Swish => {
+                let s = tape.sigmoid(x)?;
+                tape.mul(x, s)
             }
             Self::GeluTanh => {
                 // √(2/π) = 2/√π · 1/√2.
@@ -94,6 +100,7 @@ impl Activation {
             Self::Clip(..) => "clip",
             Self::Gelu => "gelu",
             Self::GeluTanh => "gelu_tanh",
+            Self::Swish => "swish",
         }
     }
 }

@@ -191,7 +191,7 @@ proptest! {
         }
         let away = x.mapv(|v| if v.abs() < 0.05 { 0.05f32.copysign(v) } else { v });
         check_gradients(&Layer::Unary(UnaryOp::Abs), &away);
-        for act in [Activation::Gelu, Activation::GeluTanh] {
+        for act in [Activation::Gelu, Activation::GeluTanh, Activation::Swish] {
             check_gradients(&Layer::Activation(act), &x);
         }
         let slope = tensor(seed ^ 3, &[s[1], 1, 1]);

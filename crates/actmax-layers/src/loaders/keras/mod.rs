@@ -8,8 +8,11 @@
 //! feature map it does so in HWC order — the loader puts a [`Layer::Permute`] to NHWC
 //! first, so a Dense after a Flatten sees its inputs in the order it was trained on.
 //!
-//! Keras 3 `.keras` files (a zip of `config.json` and `model.weights.h5`) are refused with
-//! an error that says so.
+//! Keras 3 `.keras` files (a zip of `config.json` and `model.weights.h5`, see
+//! [`archive`]) go through the same converter: their config differs in how layers name
+//! their inputs, and their weights are numbered per layer instead of named.
+
+mod archive;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -20,10 +23,10 @@ use hdf5_pure::{AttrValue, File, Group};
 use serde_json::Value as Json;
 
 use crate::error::{LayerError, LoadError, Result};
-use crate::layer::{Activation, Conv, Layer, Pool, WindowPadding};
+use crate::layer::{Activation, BinaryOp, Conv, Layer, Pool, WindowPadding};
 use crate::model::{ChannelOrder, InputSpec, Model, ModelBuilder};
 
-const FORMAT: &str = "keras h5";
+const FORMAT: &str = "keras";
 
 fn format_err(msg: impl Into<String>) -> LayerError {
     LoadError::Format { format: FORMAT, msg: msg.into() }.into()
@@ -37,13 +40,13 @@ fn h5(e: hdf5_pure::Error) -> LayerError {
     format_err(format!("not a readable HDF5 file: {e}"))
 }
 
-/// Loads a Keras 2 `.h5` model file.
+/// Loads a Keras model file: Keras 2 `.h5` / `.hdf5`, or a Keras 3 `.keras` archive.
 pub fn load(path: &Path) -> Result<Model> {
     let bytes = std::fs::read(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
     from_vec(bytes)
 }
 
-/// Reads a Keras 2 HDF5 model from bytes.
+/// Reads a Keras model (Keras 2 HDF5 or Keras 3 `.keras` zip) from bytes.
 pub fn from_bytes(bytes: &[u8]) -> Result<Model> {
     from_vec(bytes.to_vec())
 }
@@ -51,10 +54,10 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Model> {
 /// The reader owns its buffer: no second copy of a file already read.
 fn from_vec(bytes: Vec<u8>) -> Result<Model> {
     if bytes.starts_with(b"PK\x03\x04") {
-        return Err(unsupported(
-            "this is a Keras 3 `.keras` archive; actmax reads Keras 2 HDF5 models: re-save with \
-             `model.save('model.h5')` (or export to ONNX)",
-        ));
+        let (config, weights) = archive::read(&bytes)?;
+        let layers = config["config"].get("layers").unwrap_or(&config["config"]);
+        let keys = archive::storage_keys(layers.as_array().map(Vec::as_slice).unwrap_or_default());
+        return convert(&config, WeightStore::Numbered(weights, keys));
     }
     if !hdf5_pure::is_hdf5_bytes(&bytes) {
         return Err(format_err("not an HDF5 file (no HDF5 signature)"));
@@ -68,7 +71,7 @@ fn from_vec(bytes: Vec<u8>) -> Result<Model> {
         .ok_or_else(|| format_err("no `model_config` attribute: a weights-only file? actmax needs a whole model"))?;
     let config: Json = serde_json::from_str(&config).map_err(|e| format_err(format!("model_config: {e}")))?;
     let weights = file.group("model_weights").map_err(|_| format_err("no `model_weights` group"))?;
-    convert(&config, weights)
+    convert(&config, WeightStore::Named(weights))
 }
 
 /// A string attribute, whatever its HDF5 string flavour.
@@ -98,8 +101,17 @@ fn attr_strings(v: &AttrValue) -> Vec<String> {
     }
 }
 
+/// Where a layer's weights are.
+enum WeightStore {
+    /// Keras 2: `model_weights/<layer>/` with a `weight_names` attribute.
+    Named(Group),
+    /// Keras 3: `layers/<key>/vars/0`, `1`, ... in the order the layer made them (`None`:
+    /// no layer has weights), with each layer's key.
+    Numbered(Option<Group>, HashMap<String, String>),
+}
+
 struct Converter {
-    weights: Group,
+    weights: WeightStore,
     builder: ModelBuilder,
     /// Keras layer name → model node (its output).
     nodes: HashMap<String, usize>,
@@ -153,8 +165,35 @@ impl Ctx<'_> {
             other => Err(self.unsupported(format!("padding `{other}`"))),
         }
     }
+    /// The `activation` entry: a name, or Keras 3's serialized function (`{"class_name":
+    /// "function", "config": "swish", ...}`).
     fn activation(&self) -> Result<Activation> {
-        keras_activation(self, &self.str("activation", "linear"))
+        match self.config.get("activation") {
+            None | Some(Json::Null) => Ok(Activation::Linear),
+            Some(Json::String(name)) => keras_activation(self, name),
+            Some(Json::Object(o)) => match o.get("config").and_then(Json::as_str) {
+                Some(name) => keras_activation(self, name),
+                None => Err(self.unsupported(format!("activation {}", Json::Object(o.clone())))),
+            },
+            Some(other) => Err(self.err(format!("activation {other}"))),
+        }
+    }
+    /// A number, or one per channel (`Rescaling`'s `scale`), as a constant that broadcasts
+    /// against NCHW: `[1]` or `[C, 1, 1]`.
+    fn per_channel(&self, key: &str, default: f32) -> Result<Arc<Tensor>> {
+        match self.config.get(key) {
+            None | Some(Json::Null) => Ok(Arc::new(Tensor::from_elem(vec![1], default))),
+            Some(Json::Number(n)) => Ok(Arc::new(Tensor::from_elem(vec![1], n.as_f64().unwrap_or(0.0) as f32))),
+            Some(Json::Array(a)) => {
+                let v: Vec<f32> = a.iter().filter_map(Json::as_f64).map(|v| v as f32).collect();
+                if v.len() != a.len() || v.is_empty() {
+                    return Err(self.err(format!("{key} = {a:?}")));
+                }
+                let c = v.len();
+                Ok(Arc::new(Tensor::from_shape_vec(vec![c, 1, 1], v).map_err(|e| self.err(e))?))
+            }
+            Some(other) => Err(self.err(format!("{key} = {other}"))),
+        }
     }
 }
 
@@ -167,6 +206,8 @@ fn keras_activation(ctx: &Ctx, name: &str) -> Result<Activation> {
         "tanh" => Activation::Tanh,
         "softmax" => Activation::Softmax,
         "elu" => Activation::Elu(1.0),
+        "swish" | "silu" => Activation::Swish,
+        "gelu" => Activation::Gelu,
         other => return Err(ctx.unsupported(format!("activation `{other}`"))),
     })
 }
@@ -181,7 +222,7 @@ fn describe(layer: &Json, k: usize) -> (&str, String, &Json) {
 
 /// `model_config` → Model: the input from the first layer (an InputLayer, or a Sequential
 /// model's first layer with its `batch_input_shape`), then one layer after the other.
-fn convert(config: &Json, weights: Group) -> Result<Model> {
+fn convert(config: &Json, weights: WeightStore) -> Result<Model> {
     let class = config.get("class_name").and_then(Json::as_str).unwrap_or("");
     let inner = config.get("config").ok_or_else(|| format_err("model_config has no `config`"))?;
     // Sequential configs are a list of layers (Keras 2.0) or {"layers": [...]}.
@@ -208,7 +249,9 @@ fn convert(config: &Json, weights: Group) -> Result<Model> {
         previous = name;
     }
     if !sequential {
-        let out = inner["output_layers"][0][0].as_str().unwrap_or("");
+        // `[["name", 0, 0]]` (Keras 2, and Keras 3 with several outputs) or `["name", 0, 0]`.
+        let outputs = &inner["output_layers"];
+        let out = outputs[0][0].as_str().or(outputs[0].as_str()).unwrap_or("");
         if let Some(&o) = conv.nodes.get(out) {
             if o != last {
                 conv.add(&format!("{out}_output"), Layer::Identity, &[o])?;
@@ -218,14 +261,35 @@ fn convert(config: &Json, weights: Group) -> Result<Model> {
     Ok(conv.builder.build())
 }
 
+/// A float dataset of a layer's weight group, checked against its shape.
+fn read_weight(ctx: &Ctx, group: &Group, name: &str) -> Result<Tensor> {
+    let ds = group.dataset(name).map_err(|e| ctx.err(format!("weight `{name}`: {e}")))?;
+    let shape: Vec<usize> = ds.shape().map_err(h5)?.iter().map(|&d| d as usize).collect();
+    let data = ds.read_f32().map_err(|e| ctx.err(format!("weight `{name}`: {e}")))?;
+    Tensor::from_shape_vec(shape.clone(), data)
+        .map_err(|_| ctx.err(format!("weight `{name}` does not fill its shape {shape:?}")))
+}
+
+/// Every `keras_history` in a Keras 3 call's arguments, in order.
+fn keras_histories<'a>(v: &'a Json, out: &mut Vec<&'a Json>) {
+    match v {
+        Json::Array(items) => items.iter().for_each(|i| keras_histories(i, out)),
+        Json::Object(o) if o.get("class_name").and_then(Json::as_str) == Some("__keras_tensor__") => {
+            out.extend(o.get("config").and_then(|c| c.get("keras_history")));
+        }
+        _ => {}
+    }
+}
+
 /// The input spec from `batch_input_shape` `[null, H, W, C]`: images in 0..1 fed as
 /// is (the file does not say how its images were scaled; see `Model::set_input_spec`).
 fn input_spec(ctx: &Ctx) -> Result<InputSpec> {
     let shape = ctx
         .config
         .get("batch_input_shape")
+        .or_else(|| ctx.config.get("batch_shape"))
         .and_then(Json::as_array)
-        .ok_or_else(|| ctx.err("the first layer has no batch_input_shape"))?;
+        .ok_or_else(|| ctx.err("the first layer has no batch_input_shape (Keras 2) or batch_shape (Keras 3)"))?;
     let dims: Vec<Option<u64>> = shape.iter().map(Json::as_u64).collect();
     let [_, Some(h), Some(w), Some(c)] = dims[..] else {
         return Err(ctx.unsupported(format!("input shape {shape:?}: actmax needs a fixed [H, W, C] image")));
@@ -242,17 +306,25 @@ fn input_spec(ctx: &Ctx) -> Result<InputSpec> {
 }
 
 impl Converter {
-    /// A functional layer's inputs: `inbound_nodes[0]` = `[[name, node, tensor, {}], ...]`.
+    /// A functional layer's inputs: Keras 2's `inbound_nodes[0]` = `[[name, node, tensor,
+    /// {}], ...]`, or Keras 3's `inbound_nodes[0]` = `{"args": [...], "kwargs": {}}` whose
+    /// tensors (`__keras_tensor__`, alone or in a list) carry `keras_history` = `[name,
+    /// node, tensor]`.
     fn inbound(&mut self, ctx: &Ctx, layer: &Json) -> Result<Vec<usize>> {
         let nodes = layer.get("inbound_nodes").and_then(Json::as_array).ok_or_else(|| ctx.err("no inbound_nodes"))?;
         if nodes.len() > 1 {
             return Err(ctx.unsupported("a layer called more than once (shared layers)"));
         }
-        let first = nodes.first().and_then(Json::as_array).ok_or_else(|| ctx.err("no inbound node"))?;
-        if first.is_empty() {
+        let first = nodes.first().ok_or_else(|| ctx.err("no inbound node"))?;
+        let mut history: Vec<&Json> = Vec::new();
+        match first.get("args") {
+            Some(args) => keras_histories(args, &mut history),
+            None => history.extend(first.as_array().ok_or_else(|| ctx.err("no inbound node"))?),
+        }
+        if history.is_empty() {
             return Err(ctx.err("no inbound tensors"));
         }
-        first
+        history
             .iter()
             .map(|t| {
                 let src = t.get(0).and_then(Json::as_str).ok_or_else(|| ctx.err("bad inbound entry"))?;
@@ -267,7 +339,13 @@ impl Converter {
     /// The layer's weights by Keras name (`kernel`, `bias`, `gamma`, ...), with shapes.
     fn weights(&self, ctx: &Ctx) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
-        let Ok(group) = self.weights.group(ctx.name) else { return Ok(out) };
+        let group = match &self.weights {
+            WeightStore::Numbered(layers, keys) => {
+                return archive::layer_weights(ctx, layers.as_ref(), keys.get(ctx.name).map(String::as_str))
+            }
+            WeightStore::Named(g) => g,
+        };
+        let Ok(group) = group.group(ctx.name) else { return Ok(out) };
         let attrs = group.attrs().map_err(h5)?;
         // Keras splits an attribute over 64 KB into `weight_names0`, `weight_names1`, ...
         let names: Vec<String> = match attrs.get("weight_names") {
@@ -275,11 +353,7 @@ impl Converter {
             None => (0..).map_while(|k| attrs.get(&format!("weight_names{k}"))).flat_map(attr_strings).collect(),
         };
         for full in names {
-            let ds = group.dataset(&full).map_err(|e| ctx.err(format!("weight `{full}`: {e}")))?;
-            let shape: Vec<usize> = ds.shape().map_err(h5)?.iter().map(|&d| d as usize).collect();
-            let data = ds.read_f32().map_err(|e| ctx.err(format!("weight `{full}`: {e}")))?;
-            let t = Tensor::from_shape_vec(shape.clone(), data)
-                .map_err(|_| ctx.err(format!("weight `{full}` does not fill its shape {shape:?}")))?;
+            let t = read_weight(ctx, &group, &full)?;
             // `conv2d_1_1/kernel:0` → `kernel`
             let short = full.rsplit('/').next().unwrap_or(&full).split(':').next().unwrap_or(&full).to_string();
             out.insert(short, t);
@@ -352,8 +426,31 @@ impl Converter {
                 let layer = if ctx.class == "MaxPooling2D" { Layer::MaxPool(pool) } else { Layer::AvgPool(pool) };
                 self.add(ctx.name, layer, &[x])
             }
-            "GlobalAveragePooling2D" if ctx.bool("keepdims", false) => Err(ctx.unsupported("keepdims = true")),
+            "GlobalAveragePooling2D" if ctx.bool("keepdims", false) => {
+                let c = self.shape(x).get(1).copied().unwrap_or(0);
+                let gap = self.add(&format!("{}.mean", ctx.name), Layer::GlobalAvgPool, &[x])?;
+                self.add(ctx.name, Layer::Reshape(vec![c, 1, 1]), &[gap])
+            }
             "GlobalAveragePooling2D" => self.add(ctx.name, Layer::GlobalAvgPool, &[x]),
+            "Rescaling" => {
+                let (scale, offset) = (ctx.per_channel("scale", 1.0)?, ctx.per_channel("offset", 0.0)?);
+                let mul = |c| Layer::BinaryConst { op: BinaryOp::Mul, constant: c, constant_first: false };
+                if offset.iter().all(|&v| v == 0.0) {
+                    return self.add(ctx.name, mul(scale), &[x]);
+                }
+                let scaled = self.add(&format!("{}.scale", ctx.name), mul(scale), &[x])?;
+                let add = Layer::BinaryConst { op: BinaryOp::Add, constant: offset, constant_first: false };
+                self.add(ctx.name, add, &[scaled])
+            }
+            "Normalization" => self.normalization(ctx, x, &w),
+            "Multiply" => {
+                let mut acc = x;
+                for (k, &y) in inputs.iter().enumerate().skip(1) {
+                    let name = if k + 1 == inputs.len() { ctx.name.to_string() } else { format!("{}.{k}", ctx.name) };
+                    acc = self.add(&name, Layer::Binary(BinaryOp::Mul), &[acc, y])?;
+                }
+                Ok(acc)
+            }
             "Flatten" | "Reshape" => self.flatten_or_reshape(ctx, x),
             "Dropout" | "SpatialDropout2D" => {
                 self.add(ctx.name, Layer::Dropout(ctx.f32("rate", ctx.f32("p", 0.5))), &[x])
@@ -378,7 +475,8 @@ impl Converter {
             other => Err(unsupported(format!(
                 "layer `{}`: class `{other}` is not supported; actmax reads InputLayer, Conv2D, DepthwiseConv2D, \
                  SeparableConv2D, Dense, BatchNormalization, Activation, ReLU, LeakyReLU, MaxPooling2D, \
-                 AveragePooling2D, GlobalAveragePooling2D, Flatten, Dropout, ZeroPadding2D, Add, Concatenate, Reshape",
+                 AveragePooling2D, GlobalAveragePooling2D, Flatten, Dropout, ZeroPadding2D, Add, Multiply, \
+                 Concatenate, Reshape, Rescaling, Normalization",
                 ctx.name
             ))),
         }
@@ -413,6 +511,45 @@ impl Converter {
         };
         let activation = ctx.activation()?;
         self.add(ctx.name, Layer::SeparableConv2d { depthwise, pointwise, activation }, &[x])
+    }
+
+    /// Normalization over the channel axis, `(x − mean) / max(√variance, 1e-7)` as Keras
+    /// computes it: the statistics from the weights (adapted) or the config (given).
+    fn normalization(&mut self, ctx: &Ctx, x: usize, w: &Weights) -> Result<usize> {
+        let c = self.shape(x).get(1).copied().unwrap_or(0);
+        let axis = match ctx.config.get("axis") {
+            Some(Json::Array(a)) if a.len() == 1 => a[0].as_i64(),
+            Some(v) => v.as_i64(),
+            None => Some(-1),
+        };
+        if !matches!(axis, Some(-1) | Some(3)) || self.shape(x).len() != 4 {
+            return Err(
+                ctx.unsupported(format!("axis {:?} (only the channel axis of an image)", ctx.config.get("axis")))
+            );
+        }
+        let stat = |k: &str| -> Result<Vec<f32>> {
+            let v: Vec<f32> = match (w.0.get(k), ctx.config.get(k)) {
+                (Some(t), _) => t.iter().copied().collect(),
+                (None, Some(Json::Array(a))) => a.iter().filter_map(Json::as_f64).map(|v| v as f32).collect(),
+                (None, Some(Json::Number(n))) => vec![n.as_f64().unwrap_or(0.0) as f32; c],
+                _ => return Err(ctx.err(format!("no `{k}` weight or config entry"))),
+            };
+            if v.len() == c {
+                Ok(v)
+            } else {
+                Err(ctx.err(format!("{} `{k}` values for {c} channels", v.len())))
+            }
+        };
+        let (mean, var) = (stat("mean")?, stat("variance")?);
+        if ctx.bool("invert", false) {
+            return Err(ctx.unsupported("invert = true"));
+        }
+        let column = |v: Vec<f32>| Arc::new(Tensor::from_shape_vec(vec![c, 1, 1], v).expect("c values"));
+        let std: Vec<f32> = var.iter().map(|v| v.sqrt().max(1e-7)).collect();
+        let sub = Layer::BinaryConst { op: BinaryOp::Sub, constant: column(mean), constant_first: false };
+        let centred = self.add(&format!("{}.centre", ctx.name), sub, &[x])?;
+        let div = Layer::BinaryConst { op: BinaryOp::Div, constant: column(std), constant_first: false };
+        self.add(ctx.name, div, &[centred])
     }
 
     /// BatchNormalization over the channel axis; `center`/`scale` off mean no beta/gamma.
