@@ -95,6 +95,26 @@ def tiny_models():
         torch.nn.Conv2d(16, 10, 1), torch.nn.ReLU(inplace=True), torch.nn.AdaptiveAvgPool2d(1)
     )
     yield "squeezenet_w8", randomize(sq.eval()), 45
+    torch.manual_seed(0)
+    yield "resize_w8", Resizing().eval(), 20
+
+
+class Resizing(torch.nn.Module):
+    """The interpolations segmentation heads and FPNs use, in a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.conv3 = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = torch.nn.Linear(8, 10)
+
+    def forward(self, x):
+        F = torch.nn.functional
+        x = F.interpolate(torch.relu(self.conv1(x)), scale_factor=2, mode="nearest")
+        x = F.interpolate(torch.relu(self.conv2(x)), size=(11, 13), mode="bilinear", align_corners=False)
+        x = F.interpolate(self.conv3(x), scale_factor=1.5, mode="bilinear", align_corners=True)
+        return self.fc(x.mean((2, 3)))
 
 
 def export(model, size, path, exporter, opset):

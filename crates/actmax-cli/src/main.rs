@@ -135,7 +135,7 @@ fn layers(model: &model_args::ModelArgs, json_out: bool) -> crate::error::Result
     if json_out {
         let v: Vec<_> = rows
             .iter()
-            .map(|r| json!({"index": r.index, "name": r.name, "type": r.kind, "output_shape": r.output_shape, "filters": r.filters, "params": r.params, "activation": r.activation}))
+            .map(|r| json!({"index": r.index, "name": r.name, "type": r.kind, "output_shape": r.output_shape, "filters": r.filters, "params": r.params, "activation": r.activation, "aliases": r.aliases}))
             .collect();
         return emit(&(serde_json::to_string_pretty(&v).expect("json") + "\n"));
     }
@@ -153,8 +153,11 @@ fn layers(model: &model_args::ModelArgs, json_out: bool) -> crate::error::Result
         };
         let filters = r.filters.map_or("-".to_string(), |f| f.to_string());
         let shape = format!("{:?}", r.output_shape);
+        // A PyTorch block's path addresses the layer that ends it: `layer1.0.relu = layer1.0`.
+        let name =
+            if r.aliases.is_empty() { r.name.clone() } else { format!("{} = {}", r.name, r.aliases.join(" = ")) };
         let _ =
-            writeln!(out, "{:>5}  {:<34} {:<16} {:<20} {:>8} {:>10}", r.index, r.name, kind, shape, filters, r.params);
+            writeln!(out, "{:>5}  {:<34} {:<16} {:<20} {:>8} {:>10}", r.index, name, kind, shape, filters, r.params);
     }
     let _ = writeln!(out, "{} layers, {} parameters", rows.len(), m.param_count());
     emit(&out)

@@ -485,6 +485,15 @@ pub enum Layer {
     /// PReLU: `max(x, 0) + slope · min(x, 0)`, the slope broadcasting against a per-image
     /// value (`[C, 1, 1]` per channel, `[1]` shared).
     PRelu(Arc<Tensor>),
+    /// Spatial resizing of NCHW as two interpolation matrices (nearest or linear, any
+    /// coordinate rule: each output row and column is a fixed mix of input ones), so the
+    /// gradient is theirs transposed.
+    Resize {
+        /// `[H_out, H_in]`.
+        rows: Arc<Tensor>,
+        /// `[W_out, W_in]`.
+        cols: Arc<Tensor>,
+    },
 }
 
 impl Layer {
@@ -517,6 +526,7 @@ impl Layer {
             Self::Slice { .. } => "Slice",
             Self::LayerNorm { .. } => "LayerNorm",
             Self::PRelu(_) => "PReLU",
+            Self::Resize { .. } => "Resize",
         }
     }
 
@@ -562,7 +572,8 @@ impl Layer {
             | Self::Reduce { .. }
             | Self::Slice { .. }
             | Self::LayerNorm { .. }
-            | Self::PRelu(_) => None,
+            | Self::PRelu(_)
+            | Self::Resize { .. } => None,
         }
     }
 
@@ -600,6 +611,12 @@ impl Layer {
             | Self::Slice { .. }
             | Self::LayerNorm { .. }
             | Self::PRelu(_) => 0.0,
+            // Two small matrix products per plane.
+            Self::Resize { rows, cols } => {
+                let (ho, hi, wo) = (rows.shape()[0], rows.shape()[1], cols.shape()[0]);
+                let planes = per_image / (ho * wo).max(1);
+                2.0 * planes as f64 * (hi * cols.len() + ho * wo * hi) as f64
+            }
         }
     }
 
@@ -670,7 +687,8 @@ impl Layer {
             | Self::Identity
             | Self::Unary(_)
             | Self::Reduce { .. }
-            | Self::Slice { .. } => {}
+            | Self::Slice { .. }
+            | Self::Resize { .. } => {}
         }
         out
     }
@@ -701,7 +719,8 @@ impl Layer {
             | Self::Reduce { .. }
             | Self::Slice { .. }
             | Self::LayerNorm { .. }
-            | Self::PRelu(_) => (1, Some(1)),
+            | Self::PRelu(_)
+            | Self::Resize { .. } => (1, Some(1)),
         }
     }
 
@@ -811,6 +830,10 @@ impl Layer {
                 let g = bind.param(tape, "weight", gamma);
                 let b = beta.as_ref().map(|b| bind.param(tape, "bias", b));
                 layer_norm(tape, x, *axis, g, b, *eps)
+            }
+            Self::Resize { rows, cols } => {
+                let (r, c) = (tape.constant_shared(rows.clone()), tape.constant_shared(cols.clone()));
+                resize(tape, x, r, c)
             }
             Self::PRelu(slope) => {
                 // max(x, 0) − slope · max(−x, 0).
@@ -972,6 +995,19 @@ impl Layer {
                 }
                 Ok(x.clone())
             }
+            Self::Resize { rows, cols } => {
+                if x.len() != 4
+                    || rows.ndim() != 2
+                    || cols.ndim() != 2
+                    || [rows.shape()[1], cols.shape()[1]] != [x[2], x[3]]
+                {
+                    return Err(shape_err(
+                        "resize",
+                        &format!("matrices {:?} and {:?} for an NCHW input", rows.shape(), cols.shape()),
+                    ));
+                }
+                Ok(vec![x[0], x[1], rows.shape()[0], cols.shape()[0]])
+            }
             Self::PRelu(slope) => {
                 let y = actmax_tensor::broadcast_shape("prelu", x, slope.shape())?;
                 if y != *x {
@@ -997,6 +1033,21 @@ fn dense_last_axis(tape: &mut Tape, x: Var, w: Var, b: Option<Var>) -> Result<Va
     let mut out = shape;
     *out.last_mut().expect("rank > 2") = tape.shape(y)?[1];
     tape.reshape(y, &out)
+}
+
+/// `rows · X · colsᵀ` for every `[H, W]` plane of NCHW `x`: columns first on
+/// `[N·C·H, W]`, then rows on the transposed `[N·C·W', H]`.
+fn resize(tape: &mut Tape, x: Var, rows: Var, cols: Var) -> Result<Var, TensorError> {
+    let s = tape.shape(x)?.to_vec();
+    let (ho, wo) = (tape.shape(rows)?[0], tape.shape(cols)?[0]);
+    let flat = tape.reshape(x, &[s[0] * s[1] * s[2], s[3]])?;
+    let wide = tape.matmul(flat, cols, true)?;
+    let planes = tape.reshape(wide, &[s[0], s[1], s[2], wo])?;
+    let t = tape.permute(planes, &[0, 1, 3, 2])?;
+    let t = tape.reshape(t, &[s[0] * s[1] * wo, s[2]])?;
+    let tall = tape.matmul(t, rows, true)?;
+    let t = tape.reshape(tall, &[s[0], s[1], wo, ho])?;
+    tape.permute(t, &[0, 1, 3, 2])
 }
 
 /// `(x − mean) / √(var + eps) · γ + β`, the statistics over the axes from `axis` on.

@@ -145,6 +145,8 @@ pub struct LayerInfo {
     pub params: usize,
     /// Activation, for layers that carry one.
     pub activation: Option<&'static str>,
+    /// Other names that address this layer (the PyTorch block it ends: `layer4.1`).
+    pub aliases: Vec<String>,
 }
 
 /// One row of [`Model::top_k`].
@@ -163,6 +165,8 @@ pub struct Prediction {
 pub struct Model {
     nodes: Vec<Node>,
     input: InputSpec,
+    /// Second names of layers, by name (none is also a layer's name).
+    aliases: BTreeMap<String, usize>,
 }
 
 /// Builds a [`Model`] layer by layer, checking shapes as it goes.
@@ -171,6 +175,7 @@ pub struct ModelBuilder {
     nodes: Vec<Node>,
     names: HashSet<String>,
     input: InputSpec,
+    aliases: BTreeMap<String, usize>,
 }
 
 /// The most values one layer's output (for one image) may hold: 2²⁸ floats, 1 GiB. Files
@@ -185,6 +190,7 @@ impl ModelBuilder {
             nodes: vec![Node { name: "input".into(), layer: Layer::Input, inputs: vec![], output_shape: shape }],
             names: HashSet::from(["input".to_string()]),
             input: spec,
+            aliases: BTreeMap::new(),
         }
     }
 
@@ -254,6 +260,18 @@ impl ModelBuilder {
         Ok(())
     }
 
+    /// Gives node `idx` a second name (a PyTorch block's path for the layer that ends it);
+    /// a name in use, as a layer's or another alias, is an error.
+    pub fn alias(&mut self, name: impl Into<String>, idx: usize) -> Result<()> {
+        let name = name.into();
+        if self.names.contains(&name) || idx >= self.nodes.len() {
+            return Err(LayerError::DuplicateName(name));
+        }
+        self.names.insert(name.clone());
+        self.aliases.insert(name, idx);
+        Ok(())
+    }
+
     /// Adds a layer reading the most recent one.
     pub fn push(&mut self, name: impl Into<String>, layer: Layer) -> Result<usize> {
         let last = self.nodes.len() - 1;
@@ -262,7 +280,7 @@ impl ModelBuilder {
 
     /// The finished model.
     pub fn build(self) -> Model {
-        Model { nodes: self.nodes, input: self.input }
+        Model { nodes: self.nodes, input: self.input, aliases: self.aliases }
     }
 }
 
@@ -330,6 +348,7 @@ impl Model {
                 filters: n.layer.filters(&n.output_shape),
                 params: n.layer.param_count(),
                 activation: n.layer.activation().map(Activation::name),
+                aliases: self.aliases.iter().filter(|(_, &i)| i == index).map(|(a, _)| a.clone()).collect(),
             })
             .collect()
     }
@@ -401,15 +420,19 @@ impl Model {
                     Err(LayerError::IndexOutOfRange { index: i, count: self.nodes.len() })
                 }
             }
-            LayerRef::Name(name) => self.nodes.iter().position(|n| n.name == name).ok_or_else(|| {
-                let mut by_distance: Vec<(usize, &str)> =
-                    self.nodes.iter().map(|n| (edit_distance(&name, &n.name), n.name.as_str())).collect();
-                by_distance.sort();
-                LayerError::UnknownLayer {
-                    name,
-                    suggestions: by_distance.iter().take(5).map(|(_, s)| s.to_string()).collect(),
-                }
-            }),
+            LayerRef::Name(name) => {
+                let found = self.nodes.iter().position(|n| n.name == name);
+                found.or_else(|| self.aliases.get(&name).copied()).ok_or_else(|| {
+                    let names =
+                        self.nodes.iter().map(|n| n.name.as_str()).chain(self.aliases.keys().map(String::as_str));
+                    let mut by_distance: Vec<(usize, &str)> = names.map(|n| (edit_distance(&name, n), n)).collect();
+                    by_distance.sort();
+                    LayerError::UnknownLayer {
+                        name,
+                        suggestions: by_distance.iter().take(5).map(|(_, s)| s.to_string()).collect(),
+                    }
+                })
+            }
         }
     }
 

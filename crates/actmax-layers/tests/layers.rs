@@ -1,6 +1,6 @@
 //! The layers the ONNX importer builds for torchvision's newer architectures (LayerNorm,
 //! GELU, Reduce, Slice, PReLU, Dense over the last axis of NHWC, element-wise math,
-//! ceil-mode pooling): values against direct f64 formulas, and the gradients of the input
+//! ceil-mode pooling, Resize): values against direct f64 formulas, and the gradients of the input
 //! and of every parameter against central finite differences, on random shapes.
 
 use std::sync::Arc;
@@ -216,6 +216,26 @@ proptest! {
         for (ix, &v) in y.indexed_iter() {
             let want: f32 = (0..inp).map(|k| x[[ix[0], ix[1], ix[2], k]] * weight[[ix[3], k]]).sum::<f32>() + bias[ix[3]];
             prop_assert!((v - want).abs() < 1e-5);
+        }
+        check_gradients(&layer, &x);
+    }
+
+    #[test]
+    fn resize_is_its_two_matrices(s in nchw(), ho in 1usize..=7, wo in 1usize..=7, seed in any::<u64>()) {
+        let rows = tensor(seed ^ 8, &[ho, s[2]]);
+        let cols = tensor(seed ^ 9, &[wo, s[3]]);
+        let layer = Layer::Resize { rows: Arc::new(rows.clone()), cols: Arc::new(cols.clone()) };
+        let x = tensor(seed, &s);
+        let y = forward(&layer, &x);
+        prop_assert_eq!(y.shape(), &[s[0], s[1], ho, wo][..]);
+        for (ix, &v) in y.indexed_iter() {
+            let mut want = 0.0f64;
+            for i in 0..s[2] {
+                for j in 0..s[3] {
+                    want += rows[[ix[2], i]] as f64 * x[[ix[0], ix[1], i, j]] as f64 * cols[[ix[3], j]] as f64;
+                }
+            }
+            prop_assert!((v as f64 - want).abs() < 1e-5, "{:?}: {} vs {}", ix, v, want);
         }
         check_gradients(&layer, &x);
     }

@@ -267,3 +267,23 @@ fn layers_refuse_the_wrong_number_of_inputs() {
     assert!(Layer::Binary(BinaryOp::Mul).forward(&mut tape, &[x, x]).is_ok());
     assert_eq!(Layer::Add.forward(&mut tape, &[x]).map(|v| tape.value(v).unwrap().sum()).unwrap(), 18.0);
 }
+
+#[test]
+fn aliases_address_layers_and_share_their_names_namespace() {
+    use actmax_layers::{ChannelOrder, InputSpec, Layer, ModelBuilder};
+    let mut b = ModelBuilder::new(InputSpec::raw([1, 4, 4], ChannelOrder::Gray));
+    let relu = b.push("block.relu", Layer::Activation(Activation::Relu)).unwrap();
+    b.push("head", Layer::Flatten).unwrap();
+    b.alias("block", relu).unwrap();
+    assert!(matches!(b.alias("head", relu), Err(LayerError::DuplicateName(_))), "a layer's name");
+    assert!(matches!(b.alias("block", relu), Err(LayerError::DuplicateName(_))), "an alias twice");
+    assert!(matches!(b.push("block", Layer::Flatten), Err(LayerError::DuplicateName(_))), "a layer named as an alias");
+    b.rename(relu, "block.relu_1").unwrap();
+    let m = b.build();
+    assert_eq!(m.find("block").unwrap(), relu);
+    assert_eq!(m.layers()[relu].aliases, ["block"]);
+    match m.find("blok") {
+        Err(LayerError::UnknownLayer { suggestions, .. }) => assert_eq!(suggestions[0], "block"),
+        other => panic!("{other:?}"),
+    }
+}

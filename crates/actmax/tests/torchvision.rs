@@ -3,7 +3,8 @@
 //! random weights, checked against onnxruntime's logits (`testdata/torchvision/`, made
 //! by `xtask/python/torchvision_models.py tiny`). They cover LayerNormalization and its
 //! decomposed form, Erf GELUs, MatMul over NHWC, Slice/Split channel splits, channel
-//! shuffles and ceil-mode pooling.
+//! shuffles, ceil-mode pooling and Resize (nearest, bilinear with and without
+//! align_corners, by scale and to a size).
 
 use std::path::{Path, PathBuf};
 
@@ -39,7 +40,7 @@ fn load(case: &Value) -> (Model, Tensor, Vec<f32>) {
 #[test]
 fn every_case_matches_onnxruntime() {
     let cases = cases();
-    assert_eq!(cases.len(), 6, "three architectures × two exporters");
+    assert_eq!(cases.len(), 8, "four architectures × two exporters");
     for case in &cases {
         assert!(case.get("error").is_none(), "{case}");
         let (model, x, want) = load(case);
@@ -96,6 +97,20 @@ fn module_paths_name_the_layers() {
         };
         assert!(names.iter().any(|n| n == head), "{}: no `{head}` in {names:?}", case["onnx"]);
         assert!(names.iter().all(|n| !n.starts_with("node_") && !n.starts_with('/')), "{}: {names:?}", case["onnx"]);
+        // A block's path addresses the layer that ends it: the one that feeds the next block.
+        let (block, next) = match case["model"].as_str().unwrap() {
+            "convnext_tiny_w8" => ("features.1", "features.2.0"),
+            "shufflenet_v2_w8" => ("stage2", "stage3.0"),
+            "squeezenet_w8" => ("features.3", "features.4"),
+            _ => continue,
+        };
+        let end = model.find(block).unwrap_or_else(|e| panic!("{}: {e}", case["onnx"]));
+        let first_of_next = model.layers().iter().position(|l| l.name.starts_with(next)).unwrap();
+        assert!(
+            model.nodes()[first_of_next..].iter().any(|n| n.inputs.contains(&end)),
+            "{}: {block} is not read by {next}",
+            case["onnx"]
+        );
     }
 }
 

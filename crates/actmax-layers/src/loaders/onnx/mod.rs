@@ -20,6 +20,7 @@ mod proto;
 
 mod math;
 mod ops;
+mod resize;
 mod slicing;
 
 use std::collections::HashMap;

@@ -15,7 +15,7 @@ use crate::model::{Model, ModelBuilder};
 pub(super) const SUPPORTED: &str = "Conv, Gemm, MatMul, Add, Sub, Mul, Div, Sum, Pow, Relu, PRelu, Clip, \
     LeakyRelu, Elu, Sigmoid, Tanh, Gelu, Erf, Sqrt, Reciprocal, Exp, Log, Abs, Neg, HardSigmoid, HardSwish, \
     Softmax, BatchNormalization, LayerNormalization, MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, \
-    ReduceMean, ReduceSum, ReduceMax (over H, W), Flatten, Reshape, Concat, Slice, Split, Pad, Identity, \
+    ReduceMean, ReduceSum, ReduceMax (over H, W), Flatten, Reshape, Concat, Slice, Split, Resize, Upsample, Pad, Identity, \
     Dropout, Constant, Shape, Gather, Unsqueeze, Squeeze, Cast, Transpose";
 
 /// Builds the model node by node.
@@ -24,9 +24,10 @@ pub(crate) struct Converter {
     opset: i64,
     /// Next suffix to try per repeated name (keeps naming linear in the node count).
     suffixes: HashMap<String, usize>,
-    /// Per PyTorch module path, the last layer made from a node inside it (in order of
-    /// first appearance): that layer takes the bare path as its name at the end.
-    scoped: Vec<(String, usize)>,
+    /// Per PyTorch module path (and every enclosing one), the last layer made from a node
+    /// inside it: the module's output, which takes the path as its name (or as an alias,
+    /// when a deeper module's path names it already) at the end.
+    scoped: HashMap<String, usize>,
 }
 
 /// One node's view: its name, inputs and attributes.
@@ -92,14 +93,23 @@ pub(super) fn i64_const<'v>(ctx: &Ctx, v: &'v Value, what: &str) -> Result<&'v [
 
 impl Converter {
     pub(crate) fn new(builder: ModelBuilder, opset: i64) -> Self {
-        Self { builder, opset, suffixes: HashMap::new(), scoped: Vec::new() }
+        Self { builder, opset, suffixes: HashMap::new(), scoped: HashMap::new() }
     }
 
     /// The finished model, its last node being the graph output.
     pub(crate) fn finish(mut self, output: usize, output_name: &str) -> Result<Model> {
-        for (path, idx) in std::mem::take(&mut self.scoped) {
-            if !self.builder.has_name(&path) {
+        // Deepest modules first: `layer1.0.relu_1` names the layer, `layer1.0` is its alias.
+        let mut paths: Vec<(String, usize)> = std::mem::take(&mut self.scoped).into_iter().collect();
+        paths.sort_by(|a, b| b.0.matches('.').count().cmp(&a.0.matches('.').count()).then(a.0.cmp(&b.0)));
+        let mut named = std::collections::HashSet::new();
+        for (path, idx) in paths {
+            if self.builder.has_name(&path) {
+                continue;
+            }
+            if named.insert(idx) {
                 self.builder.rename(idx, path)?;
+            } else {
+                self.builder.alias(path, idx)?;
             }
         }
         if output + 1 != self.builder.len() {
@@ -190,9 +200,9 @@ impl Converter {
         }
         if let Some(path) = module.filter(|_| self.builder.len() > before) {
             let last = self.builder.len() - 1;
-            match self.scoped.iter_mut().find(|(p, _)| p == path) {
-                Some(entry) => entry.1 = last,
-                None => self.scoped.push((path.to_string(), last)),
+            let ends = path.match_indices('.').map(|(k, _)| k).chain(std::iter::once(path.len()));
+            for end in ends {
+                self.scoped.insert(path[..end].to_string(), last);
             }
         }
         Ok(())
@@ -241,6 +251,7 @@ impl Converter {
             "PRelu" => self.prelu(ctx, &ins),
             "GlobalMaxPool" => self.global_max_pool(ctx, ins.layer(ctx)?, true),
             "Slice" => self.slice(ctx, &ins),
+            "Resize" | "Upsample" => self.resize(ctx, op, &ins),
             "Softmax" => self.softmax(ctx, ins.layer(ctx)?),
             "Conv" => self.conv(ctx, ins.layer(ctx)?, ins.get(1), ins.get(2)),
             "Gemm" | "MatMul" => self.gemm(ctx, op, &ins),
