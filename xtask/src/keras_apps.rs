@@ -11,9 +11,8 @@ use std::path::Path;
 use actmax_layers::loaders::keras;
 use actmax_tensor::Tensor;
 
-use crate::reference::pinned_venv;
+use crate::reference::{agreement, exported_cases};
 use crate::torchvision::read_f32;
-use crate::workspace_root;
 
 /// The TensorFlow venv (h5py as tensorflow-cpu 2.21 resolves it).
 const VENV_PACKAGES: &[&str] =
@@ -35,39 +34,13 @@ fn compare(dir: &Path, entry: &serde_json::Value) -> Result<(f64, bool), String>
     let x = nhwc.permuted_axes(vec![0, 3, 1, 2]).as_standard_layout().into_owned();
     let want = read_f32(&dir.join(format!("{stem}.output.bin")))?;
     let got = model.predict(&x).map_err(|e| e.to_string())?;
-    if got.len() != want.len() {
-        return Err(format!("{} outputs, TensorFlow has {}", got.len(), want.len()));
-    }
-    let scale = want.iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64)).max(1e-30);
-    let err = got.iter().zip(&want).fold(0.0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs())) / scale;
-    let argmax =
-        |v: &[f32]| v.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0;
-    Ok((err, argmax(got.as_slice().unwrap_or_default()) == argmax(&want)))
+    agreement(got.as_slice().unwrap_or_default(), &want)
 }
 
 /// `cargo xtask check-keras-apps`.
 pub fn run(args: &[String]) -> Result<(), String> {
-    let root = workspace_root();
     let dir = crate::fetch::cache().join("keras-apps");
-    let names: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
-    if !args.iter().any(|a| a == "--no-export") {
-        let python = pinned_venv("keras-venv", VENV_PACKAGES)?;
-        let status = std::process::Command::new(python)
-            .arg(root.join("xtask/python/keras_apps.py"))
-            .arg("full")
-            .arg(&dir)
-            .args(&names)
-            .current_dir(&root)
-            .status()
-            .map_err(|e| e.to_string())?;
-        if !status.success() {
-            return Err("keras_apps.py failed".into());
-        }
-    }
-    let index: Vec<serde_json::Value> = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("index.json")).map_err(|e| format!("{}: {e}", dir.display()))?,
-    )
-    .map_err(|e| e.to_string())?;
+    let (index, _) = exported_cases(args, ("keras-venv", VENV_PACKAGES), "keras_apps.py", &dir)?;
     println!("| model | format | loads | max rel. output error | top-1 equal |");
     println!("|---|---|---|---:|---|");
     let (mut ok, mut total) = (0, 0);

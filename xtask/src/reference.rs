@@ -90,3 +90,44 @@ pub fn keras(_args: &[String]) -> Result<(), String> {
     run_script(&python, "keras_reference.py", &[])?;
     run_script(&python, "keras_small.py", &[])
 }
+
+/// The cases of a Python export script: unless `args` holds `--no-export`, runs
+/// `xtask/python/<script> full <dir> [NAME ...]` in the pinned venv; then reads
+/// `<dir>/index.json`. Returns the cases and the names asked for.
+pub(crate) fn exported_cases(
+    args: &[String],
+    venv: (&str, &[&str]),
+    script: &str,
+    dir: &std::path::Path,
+) -> Result<(Vec<serde_json::Value>, Vec<String>), String> {
+    let names: Vec<String> = args.iter().filter(|a| !a.starts_with("--")).cloned().collect();
+    if !args.iter().any(|a| a == "--no-export") {
+        let python = pinned_venv(venv.0, venv.1)?;
+        let root = workspace_root();
+        let status = Command::new(python)
+            .arg(root.join("xtask/python").join(script))
+            .arg("full")
+            .arg(dir)
+            .args(&names)
+            .current_dir(&root)
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err(format!("{script} failed"));
+        }
+    }
+    let text = std::fs::read_to_string(dir.join("index.json")).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok((serde_json::from_str(&text).map_err(|e| e.to_string())?, names))
+}
+
+/// `max |got − want| / max |want|`, and whether both pick the same top-1 class.
+pub(crate) fn agreement(got: &[f32], want: &[f32]) -> Result<(f64, bool), String> {
+    if got.len() != want.len() {
+        return Err(format!("{} outputs, the reference has {}", got.len(), want.len()));
+    }
+    let scale = want.iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64)).max(1e-30);
+    let err = got.iter().zip(want).fold(0.0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs())) / scale;
+    let argmax =
+        |v: &[f32]| v.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0;
+    Ok((err, argmax(got) == argmax(want)))
+}

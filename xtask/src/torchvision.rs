@@ -12,8 +12,7 @@ use std::time::Instant;
 use actmax_layers::loaders::onnx;
 use actmax_tensor::Tensor;
 
-use crate::reference::pinned_venv;
-use crate::workspace_root;
+use crate::reference::{agreement, exported_cases};
 
 /// The export venv: torchvision's wheel pins the torch it was built against.
 pub(crate) const VENV_PACKAGES: &[&str] = &[
@@ -47,42 +46,14 @@ pub(crate) fn compare(dir: &Path, entry: &serde_json::Value) -> Result<(actmax_l
     let x = Tensor::from_shape_vec(shape, read_f32(&file("", "input")?)?).map_err(|e| e.to_string())?;
     let want = read_f32(&file("", "logits")?)?;
     let got = model.predict(&x).map_err(|e| e.to_string())?;
-    if got.len() != want.len() {
-        return Err(format!("{} outputs, onnxruntime has {}", got.len(), want.len()));
-    }
-    let scale = want.iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64)).max(1e-30);
-    let err = got.iter().zip(&want).fold(0.0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs())) / scale;
-    let argmax = |v: &mut dyn Iterator<Item = f32>| {
-        v.enumerate().fold((0, f32::NEG_INFINITY), |best, (i, x)| if x > best.1 { (i, x) } else { best }).0
-    };
-    let top1 = argmax(&mut got.iter().copied()) == argmax(&mut want.iter().copied());
+    let (err, top1) = agreement(got.as_slice().unwrap_or_default(), &want)?;
     Ok((model, err, top1))
 }
 
 /// `cargo xtask check-torchvision`.
 pub fn run(args: &[String]) -> Result<(), String> {
-    let root = workspace_root();
     let dir = crate::fetch::cache().join("torchvision");
-    let export = !args.iter().any(|a| a == "--no-export");
-    let models: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
-    if export {
-        let python = pinned_venv("torchvision-venv", VENV_PACKAGES)?;
-        let status = std::process::Command::new(python)
-            .arg(root.join("xtask/python/torchvision_models.py"))
-            .arg("full")
-            .arg(&dir)
-            .args(&models)
-            .current_dir(&root)
-            .status()
-            .map_err(|e| e.to_string())?;
-        if !status.success() {
-            return Err("torchvision_models.py failed".into());
-        }
-    }
-    let index: Vec<serde_json::Value> = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("index.json")).map_err(|e| format!("{}: {e}", dir.display()))?,
-    )
-    .map_err(|e| e.to_string())?;
+    let (index, models) = exported_cases(args, ("torchvision-venv", VENV_PACKAGES), "torchvision_models.py", &dir)?;
     println!("| model | exporter | opset | loads | max rel. logit error | top-1 equal | 20-step visualize |");
     println!("|---|---|---:|---|---:|---|---|");
     let (mut ok, mut total) = (0, 0);

@@ -5,7 +5,7 @@
 //! `.h5` and by Keras 3 as `.keras`, checked against TensorFlow's outputs
 //! (`testdata/keras_apps/`, made by `xtask/python/keras_apps.py tiny`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use actmax::{visualize_activation, Options};
 use actmax_layers::loaders::keras;
@@ -13,17 +13,16 @@ use actmax_layers::Model;
 use actmax_tensor::Tensor;
 use serde_json::Value;
 
-fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/keras_apps")
-}
+mod fixtures;
 
-fn f32s(path: &Path) -> Vec<f32> {
-    let bytes = std::fs::read(path).unwrap();
-    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+use fixtures::f32s;
+
+fn dir() -> PathBuf {
+    fixtures::dir("keras_apps")
 }
 
 fn cases() -> Vec<Value> {
-    serde_json::from_str(&std::fs::read_to_string(dir().join("index.json")).unwrap()).unwrap()
+    fixtures::cases(&dir())
 }
 
 /// The model, its input (NHWC in the file, NCHW here) and TensorFlow's output.
@@ -93,6 +92,17 @@ fn with_entry(name: &str, body: Option<&[u8]>) -> Vec<u8> {
     out.finish().unwrap().into_inner()
 }
 
+/// Flips `n` bits at xorshift positions of `b`, advancing the state `s`.
+fn flip_bits(b: &mut [u8], n: usize, s: &mut u64) {
+    for _ in 0..n {
+        *s ^= *s << 13;
+        *s ^= *s >> 7;
+        *s ^= *s << 17;
+        let at = (*s % b.len() as u64) as usize;
+        b[at] ^= 1 << (*s >> 61);
+    }
+}
+
 fn error_of(bytes: &[u8]) -> String {
     match keras::from_bytes(bytes) {
         Err(e) => e.to_string(),
@@ -129,13 +139,7 @@ fn bad_keras3_archives_are_typed_errors_and_never_panic() {
     let mut s = 0x2545_F491_4F6C_DD1Du64;
     for _ in 0..200 {
         let mut b = good.clone();
-        for _ in 0..6 {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            let at = (s % b.len() as u64) as usize;
-            b[at] ^= 1 << (s >> 61);
-        }
+        flip_bits(&mut b, 6, &mut s);
         let _ = keras::from_bytes(&b);
     }
     // Damage inside a well-formed archive reaches the JSON and HDF5 readers themselves.
@@ -149,13 +153,7 @@ fn bad_keras3_archives_are_typed_errors_and_never_panic() {
         };
         for k in 0..60 {
             let mut b = body.clone();
-            for _ in 0..4 {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                let at = (s % b.len() as u64) as usize;
-                b[at] ^= 1 << (s >> 61);
-            }
+            flip_bits(&mut b, 4, &mut s);
             if k % 3 == 0 {
                 b.truncate((s % b.len() as u64) as usize);
             }

@@ -6,7 +6,7 @@
 //! shuffles, ceil-mode pooling and Resize (nearest, bilinear with and without
 //! align_corners, by scale and to a size).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use actmax::{visualize_activation, Options};
 use actmax_layers::loaders::onnx;
@@ -14,17 +14,16 @@ use actmax_layers::Model;
 use actmax_tensor::{Tape, Tensor};
 use serde_json::Value;
 
-fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/torchvision")
-}
+mod fixtures;
 
-fn f32s(path: &Path) -> Vec<f32> {
-    let bytes = std::fs::read(path).unwrap();
-    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+use fixtures::f32s;
+
+fn dir() -> PathBuf {
+    fixtures::dir("torchvision")
 }
 
 fn cases() -> Vec<Value> {
-    serde_json::from_str(&std::fs::read_to_string(dir().join("index.json")).unwrap()).unwrap()
+    fixtures::cases(&dir())
 }
 
 /// The model of a case, and its input and onnxruntime's logits.
