@@ -4,6 +4,7 @@
 //!   (plus the reference each one is compared to) and print GFLOP/s and ratios.
 //! - `fetch`, `import-efficientnet`: real models and data from the package registries.
 
+mod accentuate;
 mod acceptance;
 mod bench;
 mod codegen;
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
         Some("reference-onnx") => reference::onnx(&args[1..]),
         Some("reference-keras") => reference::keras(&args[1..]),
         Some("quality") => quality::run(&args[1..]),
+        Some("accentuate") => accentuate::run(&args[1..]),
         Some("maco-template") => template::run(&args[1..]),
         Some("gen-onnx") => codegen::run(&args[1..]),
         Some("check-keras-apps") => keras_apps::run(&args[1..]),
@@ -85,6 +87,9 @@ tasks:
   train-apple-counter [--steps N]
                                  train the regression CNN (digits counted on a canvas);
                                  writes models/apple_counter.safetensors
+  accentuate [--steps N] [--balance B] [--depth D] [--param fourier|maco|maco-template] [--skip-regression]
+                                 feature accentuation of the shipped photos vs plain seeding:
+                                 Lite1 top-5, PSNR/SSIM, transparency maps → .cache/accentuate/
   quality [--presets P,..] [--classes C,..] [--steps N] [--batch B]
                                  each preset on 20 ImageNet classes: Lite0 on the PNGs and
                                  under perturbations, held-out EfficientNet-Lite1, s/image

@@ -97,7 +97,7 @@ fn centre_crop(img: &DynamicImage, frac: f32) -> DynamicImage {
 }
 
 /// Rank (0 = top-1) and probability of `class` for `img` resized exactly to the model's input.
-fn judge(model: &Model, img: &DynamicImage, class: usize) -> Result<(usize, f32), String> {
+pub fn judge_rank(model: &Model, img: &DynamicImage, class: usize) -> Result<(usize, f32), String> {
     let [_, h, w] = model.input_spec().shape;
     let sized = img.resize_exact(w as u32, h as u32, FilterType::CatmullRom);
     let x = actmax::images::from_image(&sized, model.input_spec());
@@ -207,20 +207,20 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
 /// Scores one saved image; returns its report line.
 fn score_one(lite0: &Model, lite1: &Model, img: &DynamicImage, class: usize, s: &mut Score) -> Result<String, String> {
-    let (rank, p0) = judge(lite0, img, class)?;
+    let (rank, p0) = judge_rank(lite0, img, class)?;
     s.n += 1;
     s.white_top1 += usize::from(rank == 0);
     let mut kept = Vec::new();
     for (name, p) in perturbations(img) {
-        let (r, _) = judge(lite0, &p, class)?;
+        let (r, _) = judge_rank(lite0, &p, class)?;
         s.perturbed_n += 1;
         s.perturbed_top1 += usize::from(r == 0);
         if r != 0 {
             kept.push(name);
         }
     }
-    let (hr, hp) = judge(lite1, img, class)?;
-    let (zr, _) = judge(lite1, &centre_crop(img, 0.8), class)?;
+    let (hr, hp) = judge_rank(lite1, img, class)?;
+    let (zr, _) = judge_rank(lite1, &centre_crop(img, 0.8), class)?;
     s.held_top1 += usize::from(hr == 0);
     s.held_top5 += usize::from(hr < 5);
     s.held_prob += hp as f64;
@@ -235,7 +235,7 @@ fn short(label: &str) -> &str {
     label.split(',').next().unwrap_or(label)
 }
 
-fn write_sheet(path: &Path, tiles: Vec<(DynamicImage, String)>, cols: usize) -> Result<(), String> {
+pub fn write_sheet(path: &Path, tiles: Vec<(DynamicImage, String)>, cols: usize) -> Result<(), String> {
     let (imgs, caps): (Vec<_>, Vec<_>) = tiles.into_iter().unzip();
     let sheet = actmax::images::labelled_sheet(&imgs, &caps, 6, cols).map_err(|e| e.to_string())?;
     actmax::images::save(&sheet, path).map_err(|e| e.to_string())

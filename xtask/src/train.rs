@@ -205,6 +205,12 @@ fn canvas(digits: &[Digit], count: usize, rng: &mut Rng) -> Vec<f32> {
     c
 }
 
+/// A canvas of `count` held-out digits (never trained on), drawn from `seed`.
+pub(crate) fn held_out_canvas(count: usize, seed: u64) -> Result<Vec<f32>, String> {
+    let (_, test) = load_digits()?;
+    Ok(canvas(&test, count, &mut Rng(seed)))
+}
+
 /// `cargo xtask train-apple-counter [--steps N]`: the regression CNN, mean squared error
 /// against the number of digits on the canvas; reports the held-out error.
 pub fn apple_counter(args: &[String]) -> Result<(), String> {

@@ -32,6 +32,29 @@ pub struct Args {
     /// Start from this image instead of noise.
     #[arg(long)]
     pub seed_image: Option<PathBuf>,
+    /// Feature accentuation: start from --seed-image and keep the image close to it in the
+    /// activations of --accent-layer while the target is pushed (down with --grad-modifier
+    /// negate).
+    #[arg(long)]
+    pub accentuate: bool,
+    /// The layer whose activations stay close to the photo's (default: the feature map
+    /// half-way to the target).
+    #[arg(long)]
+    pub accent_layer: Option<String>,
+    /// Weight of the accentuation distance (default: balanced against the objective's
+    /// gradient after the first step).
+    #[arg(long, allow_hyphen_values = true)]
+    pub accent_weight: Option<f32>,
+    /// With --param maco and --seed-image: give the image the natural-image magnitude
+    /// (Horama) instead of the photo's own (faccent, the default: step 0 is the photo).
+    #[arg(long)]
+    pub template_magnitude: bool,
+    /// Also write the transparency map (where the objective drew; Fourier and MaCo runs).
+    #[arg(long)]
+    pub transparency: Option<PathBuf>,
+    /// Save the image with its transparency map as alpha (Fourier and MaCo runs).
+    #[arg(long)]
+    pub alpha: bool,
     /// Pixel range LOW,HIGH (default: the model's).
     #[arg(long)]
     pub input_range: Option<String>,
@@ -91,6 +114,17 @@ pub fn run(a: Args) -> crate::error::Result<String> {
     for o in &outputs {
         images::check_writable(o)?;
     }
+    let maps: Vec<PathBuf> = match &a.transparency {
+        Some(t) if outputs.len() > 1 => {
+            (0..outputs.len()).map(|k| batch_path(t, a.filters.get(k).copied().unwrap_or(k))).collect()
+        }
+        Some(t) => vec![t.clone()],
+        None => Vec::new(),
+    };
+    for m in &maps {
+        images::check_writable(m)?;
+    }
+    let accent = accentuation(&a, &model, &preset)?;
     let seed_input = match &a.seed_image {
         Some(p) => {
             let mut spec = model.input_spec().clone();
@@ -127,7 +161,10 @@ pub fn run(a: Args) -> crate::error::Result<String> {
     if !mods.is_empty() && !matches!(preset.param, actmax::Parameterization::Pixel) {
         return Err("--jitter moves pixels (keras-vis); with --param fourier or maco, use --transforms lucid".into());
     }
-    let opts = Options { seed_input, input_range: range, input_modifiers: mods, callbacks, ..preset };
+    let mut opts = Options { seed_input, input_range: range, input_modifiers: mods, callbacks, accent, ..preset };
+    if let actmax::Parameterization::Maco { seed_magnitude, .. } = &mut opts.param {
+        *seed_magnitude = !a.template_magnitude;
+    }
     let layer = a.layer.as_str();
     let vis = if a.batch {
         actmax::visualize_batch(&model, layer, a.filters.iter().map(|&f| vec![f]).collect(), opts)
@@ -146,10 +183,19 @@ pub fn run(a: Args) -> crate::error::Result<String> {
         let img = if a.deprocess {
             let one = vis.images.index_axis(ndarray::Axis(0), k).to_owned();
             images::to_image(&images::deprocess(&one, vis.range), vis.range)
+        } else if a.alpha {
+            vis.image_with_alpha(k)
         } else {
             vis.image(k)
         }?;
         images::save(&img, path)?;
+        if let (Some(m), Some(map)) = (maps.get(k), vis.transparency_map(k)?) {
+            images::save(&image::DynamicImage::ImageLuma8(map), m)?;
+            saved.push(m.display().to_string());
+            if !a.json {
+                let _ = writeln!(text, "wrote {}", m.display());
+            }
+        }
         saved.push(path.display().to_string());
         if !a.json {
             let _ = writeln!(text, "wrote {}", path.display());
@@ -163,6 +209,42 @@ pub fn run(a: Args) -> crate::error::Result<String> {
         let _ = writeln!(text, "best loss {:.4} at step {}", vis.best_loss, vis.best_step);
     }
     Ok(text)
+}
+
+/// The accentuation settings, checked before the run (nothing is written on an error).
+fn accentuation(
+    a: &Args,
+    model: &actmax_layers::Model,
+    preset: &Options,
+) -> crate::error::Result<Option<actmax::Accentuation>> {
+    let fourier_like = !matches!(preset.param, actmax::Parameterization::Pixel);
+    if (a.transparency.is_some() || a.alpha) && !fourier_like {
+        return Err("--transparency and --alpha need a Fourier or MaCo image (--param fourier or maco, or a preset that uses one)".into());
+    }
+    if a.template_magnitude && !matches!(preset.param, actmax::Parameterization::Maco { .. }) {
+        return Err("--template-magnitude is MaCo's: it needs --param maco".into());
+    }
+    if a.template_magnitude && a.seed_image.is_none() {
+        return Err("--template-magnitude replaces the seed image's magnitude: give --seed-image".into());
+    }
+    if !a.accentuate {
+        if a.accent_layer.is_some() || a.accent_weight.is_some() {
+            return Err("--accent-layer and --accent-weight set up accentuation: add --accentuate".into());
+        }
+        return Ok(None);
+    }
+    if a.seed_image.is_none() {
+        return Err("--accentuate starts from a photo: give --seed-image PHOTO".into());
+    }
+    if let Some(w) = a.accent_weight {
+        if !(w.is_finite() && w >= 0.0) {
+            return Err(format!("--accent-weight must be a finite number >= 0, got {w}").into());
+        }
+    }
+    if let Some(l) = &a.accent_layer {
+        model.find(l.as_str())?;
+    }
+    Ok(Some(actmax::Accentuation { layer: a.accent_layer.clone(), weight: a.accent_weight, ..Default::default() }))
 }
 
 fn ndarray_repeat(t: &actmax_tensor::Tensor, n: usize) -> actmax_tensor::Tensor {

@@ -126,6 +126,8 @@ fn visualize_json_reports_every_step() {
 fn visualize_refuses_bad_requests_before_running() {
     let out = tmp("never.png");
     let o = out.to_str().unwrap();
+    let cat = repo().join("testdata/chelsea.png").to_str().unwrap().to_string();
+    let map = tmp("never_map.png").to_str().unwrap().to_string();
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["visualize", "--layer", "_blocks.3._projct_conv", "--filter", "0", "-o", o], "_blocks.3._project_conv"),
         (vec!["visualize", "--filter", "1000", "-o", o], "0..=999"),
@@ -145,6 +147,38 @@ fn visualize_refuses_bad_requests_before_running() {
         (vec!["visualize", "--filter", "1", "--diversity", "NaN", "-o", o], "--diversity must be a finite number"),
         (vec!["visualize", "--filter", "1", "--size", "0", "-o", o], "--size must be at least 1"),
         (vec!["visualize", "--filter", "1", "--preset", "lucid", "--jitter", "4", "-o", o], "--transforms lucid"),
+        (vec!["visualize", "--filter", "1", "--accentuate", "-o", o], "give --seed-image"),
+        (vec!["visualize", "--filter", "1", "--accent-layer", "_blocks.3._project_conv", "-o", o], "add --accentuate"),
+        (
+            vec![
+                "visualize",
+                "--filter",
+                "1",
+                "--seed-image",
+                &cat,
+                "--accentuate",
+                "--accent-layer",
+                "_blocks.3._projct_conv",
+                "-o",
+                o,
+            ],
+            "_blocks.3._project_conv",
+        ),
+        (
+            vec!["visualize", "--filter", "1", "--seed-image", &cat, "--accentuate", "--accent-weight", "-1", "-o", o],
+            "--accent-weight must be a finite number >= 0",
+        ),
+        (
+            vec!["visualize", "--filter", "1", "--seed-image", &cat, "--accentuate", "--accent-weight", "NaN", "-o", o],
+            "--accent-weight must be a finite number >= 0",
+        ),
+        (
+            vec!["visualize", "--filter", "1", "--preset", "keras-vis", "--transparency", &map, "-o", o],
+            "Fourier or MaCo",
+        ),
+        (vec!["visualize", "--filter", "1", "--preset", "keras-vis", "--alpha", "-o", o], "Fourier or MaCo"),
+        (vec!["visualize", "--filter", "1", "--seed-image", &cat, "--template-magnitude", "-o", o], "--param maco"),
+        (vec!["visualize", "--filter", "1", "--transparency", "/no/such/dir/map.png", "-o", o], "cannot be written"),
     ];
     for (args, expect) in cases {
         let (ok, stdout, err) = actmax(&args);
@@ -153,7 +187,32 @@ fn visualize_refuses_bad_requests_before_running() {
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
         assert!(err.contains(expect), "{args:?}: `{err}` lacks `{expect}`");
         assert!(!out.exists(), "{args:?} wrote {}", out.display());
+        assert!(!Path::new(&map).exists(), "{args:?} wrote {map}");
     }
+}
+
+#[test]
+fn accentuate_writes_the_image_its_transparency_map_and_an_alpha_version() {
+    // A grey photo for an RGB model is converted, not refused.
+    let grey = tmp("grey_cat.png");
+    image::open(repo().join("testdata/chelsea.png")).unwrap().to_luma8().save(&grey).unwrap();
+    let (out, map, alpha) = (tmp("acc.png"), tmp("acc_map.png"), tmp("acc_alpha.png"));
+    let common =
+        ["visualize", "--filter", "292", "--max-iter", "3", "--seed-image", grey.to_str().unwrap(), "--accentuate"];
+    let (ok, stdout, err) = actmax(
+        &[&common[..], &["--transparency", map.to_str().unwrap(), "--json", "-o", out.to_str().unwrap()]].concat(),
+    );
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(v["steps"][2]["terms"]["FeatureDistance(_blocks.5._expand_conv)"].is_number(), "{v}");
+    let (img, m) = (image::open(&out).unwrap(), image::open(&map).unwrap());
+    assert_eq!((img.width(), img.height(), m.width(), m.height()), (224, 224, 224, 224));
+    assert_eq!(m.color(), image::ColorType::L8);
+    let (ok, _, err) = actmax(&[&common[..], &["--alpha", "-o", alpha.to_str().unwrap()]].concat());
+    assert!(ok, "{err}");
+    let a = image::open(&alpha).unwrap();
+    assert_eq!(a.color(), image::ColorType::Rgba8);
+    assert_eq!(a.to_rgba8().pixels().map(|p| p.0[3]).collect::<Vec<_>>(), m.to_luma8().into_raw(), "alpha is the map");
 }
 
 #[test]

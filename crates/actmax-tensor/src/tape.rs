@@ -354,11 +354,22 @@ impl Tape {
     /// Reverse mode: dL/dv for every leaf `v` that requires a gradient. Walks the tape
     /// once, backwards from `loss`; nodes that need no gradient cost nothing.
     pub fn backward(&self, loss: Var) -> Result<Gradients> {
+        self.backward_keeping(loss, &[])
+    }
+
+    /// [`Tape::backward`] that also keeps dL/dv for the inner nodes in `keep` (e.g. the
+    /// image a parameterization made, for a transparency map), which reverse mode would
+    /// otherwise consume on its way down.
+    pub fn backward_keeping(&self, loss: Var, keep: &[Var]) -> Result<Gradients> {
+        for &v in keep {
+            self.node(v)?;
+        }
         let l = self.value(loss)?;
         if l.len() != 1 {
             return Err(TensorError::NonScalarLoss(l.shape().to_vec()));
         }
         let mut grads: Vec<Option<Tensor>> = vec![None; self.nodes.len()];
+        let mut kept = Vec::with_capacity(keep.len());
         if self.nodes[loss.index].requires_grad {
             grads[loss.index] = Some(ArrayD::ones(IxDyn(l.shape())));
         }
@@ -368,7 +379,13 @@ impl Tape {
                 continue;
             }
             let Some(g) = grads[i].take() else { continue };
+            if keep.iter().any(|v| v.index == i) {
+                kept.push((i, g.clone()));
+            }
             self.backward_op(node, g, &mut grads)?;
+        }
+        for (i, g) in kept {
+            grads[i] = Some(g);
         }
         Ok(Gradients { grads, epoch: self.epoch })
     }

@@ -36,6 +36,7 @@
 //! regularizers still on (keras-vis flipped them too, and then kept its seed: see
 //! [`Options::grad_modifier`]).
 
+mod accent;
 pub mod callbacks;
 mod error;
 pub mod font;
@@ -61,6 +62,7 @@ pub use actmax_modifiers as modifiers;
 /// The tensor core and its kernels (`actmax-tensor`).
 pub use actmax_tensor as tensor;
 
+pub use accent::{feature_distance, Accentuation, AUTO_BALANCE, DEFAULT_DEPTH};
 pub use callbacks::{Callback, GifGenerator, Print, Step};
 pub use error::{Error, Result};
 pub use optim::Optimizer;
@@ -139,6 +141,9 @@ pub struct Options {
     /// Replace a softmax on the target layer by a linear activation (keras-vis's advice:
     /// maximizing a softmax output does not work). When false, a softmax target is an error.
     pub swap_softmax: bool,
+    /// Feature accentuation: keep the image close to `seed_input` in the activations of a
+    /// layer while the objective moves it ([`Accentuation`]). Needs a seed input.
+    pub accent: Option<Accentuation>,
 }
 
 impl Default for Options {
@@ -167,6 +172,7 @@ impl Default for Options {
             seed: 42,
             image_seeds: None,
             swap_softmax: true,
+            accent: None,
         }
     }
 }
@@ -266,6 +272,7 @@ impl Options {
             seed: self.seed,
             image_seeds: self.image_seeds.clone(),
             swap_softmax: self.swap_softmax,
+            accent: self.accent.clone(),
         }
     }
 
@@ -275,7 +282,10 @@ impl Options {
         let param = match &self.param {
             Parameterization::Pixel => "pixel".to_string(),
             Parameterization::Fourier { decay, init_sd } => format!("fourier(decay={decay}, init_sd={init_sd})"),
-            Parameterization::Maco { template } => format!("maco({})", template.source),
+            Parameterization::Maco { template, seed_magnitude } => match seed_magnitude {
+                true => format!("maco({})", template.source),
+                false => format!("maco({}, template magnitude from a seed)", template.source),
+            },
         };
         let optimizer = match self.optimizer {
             Optimizer::KerasRmsprop => "keras-rmsprop".to_string(),
@@ -297,6 +307,7 @@ impl Options {
             ("image_size", format!("{:?}", self.image_size)),
             ("input_range", format!("{:?}", self.input_range)),
             ("seed_input", if self.seed_input.is_some() { "given" } else { "none" }.to_string()),
+            ("accent", format!("{:?}", self.accent)),
         ]
     }
 
@@ -333,6 +344,12 @@ pub struct Visualization {
     pub image_history: Vec<Vec<f32>>,
     /// Whether a softmax on the target layer was swapped for linear.
     pub swapped_softmax: bool,
+    /// Fourier and MaCo runs: per image `[B, H, W]`, where the objective drew the image —
+    /// `Σ_steps Σ_channels |∂losses/∂image|` (without the accentuation distance), divided
+    /// by its 99th percentile and clipped to 0..1 (Horama's and Xplique's transparency).
+    pub transparency: Option<Tensor>,
+    /// The accentuation distance's weight the run used (balanced, or as given).
+    pub accent_weight: Option<f32>,
 }
 
 impl Visualization {
@@ -344,6 +361,32 @@ impl Visualization {
         }
         let one = self.images.index_axis(ndarray::Axis(0), b).to_owned();
         images::to_image(&one, self.range)
+    }
+
+    /// Image `b`'s transparency map as an 8-bit grey picture (white: where the objective
+    /// drew); `None` for a pixel run.
+    pub fn transparency_map(&self, b: usize) -> Result<Option<image::GrayImage>> {
+        let Some(t) = &self.transparency else { return Ok(None) };
+        let s = t.shape();
+        if b >= s[0] {
+            return Err(Error::Options(format!("map {b} of a batch of {}", s[0])));
+        }
+        let (h, w) = (s[1] as u32, s[2] as u32);
+        Ok(Some(image::GrayImage::from_fn(w, h, |x, y| {
+            image::Luma([(t[[b, y as usize, x as usize]] * 255.0).round() as u8])
+        })))
+    }
+
+    /// Image `b` with its transparency map as alpha (faccent's and Horama's display);
+    /// the opaque image for a pixel run.
+    pub fn image_with_alpha(&self, b: usize) -> Result<image::DynamicImage> {
+        let img = self.image(b)?;
+        let Some(map) = self.transparency_map(b)? else { return Ok(img) };
+        let mut rgba = img.to_rgba8();
+        for (p, a) in rgba.pixels_mut().zip(map.pixels()) {
+            p.0[3] = a.0[0];
+        }
+        Ok(image::DynamicImage::ImageRgba8(rgba))
     }
 }
 

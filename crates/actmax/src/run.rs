@@ -31,6 +31,14 @@ fn validate(model: &Model, opts: &Options) -> Result<(f32, f32)> {
                 .into(),
         ));
     }
+    if let Some(a) = &opts.accent {
+        a.validate()?;
+        if opts.seed_input.is_none() {
+            return Err(Error::Options(
+                "accentuation starts from a photo: give a seed image (Options::seed_input, --seed-image)".into(),
+            ));
+        }
+    }
     opts.param.validate()?;
     opts.optimizer.validate()?;
     if let Some(c) = &opts.crops {
@@ -73,10 +81,19 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
     }
     let mut rngs: Vec<StdRng> = seeds.iter().map(|&s| StdRng::seed_from_u64(s ^ 0x5eed)).collect();
     let mut params = opts.param.init(shape, range, seed.as_ref(), &mut rngs)?;
-    let (names, idx) = loss_layers(model, &losses.layers())?;
+    let (mut names, mut idx) = loss_layers(model, &losses.layers())?;
+    let accent = accent_plan(model, &opts, &idx, seed.as_ref())?;
+    if let Some(a) = &accent {
+        names.push(a.name.clone());
+        idx.push(a.idx);
+    }
     // Batch norms folded into their convs, except after a conv a loss reads.
     let net = model.fold_batch_norms_keeping(&idx);
-    let maker = opts.param.prepare(c, [h, w], range)?;
+    let maker = opts.param.prepare_seeded(c, [h, w], range, seed.as_ref())?;
+    // Which pixels carry the objective: Σ_steps |∂losses/∂image| (Fourier and MaCo).
+    let mut transparency =
+        (!matches!(opts.param, Parameterization::Pixel)).then(|| Tensor::zeros(vec![shape[0], h, w]));
+    let mut accent_weight = accent.as_ref().and_then(|a| a.weight);
 
     let mut tape = Tape::new();
     tape.set_backprop_mode(opts.backprop_modifier.clone());
@@ -102,10 +119,12 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
         // The step's heavy part runs on a pool thread: its many parallel regions then
         // start there instead of waking this thread and a worker for each.
         let (crops, transforms) = (&opts.crops, &opts.transforms);
-        let (image, total, terms, g, per_image) = rayon::scope(|_| -> Result<_> {
+        let (image, mut total, mut terms, g, mut per_image, seen_grad, distance) = rayon::scope(|_| -> Result<_> {
             tape.reset();
             let pv = tape.variable(params.clone());
             let image = maker.image(&mut tape, pv)?;
+            // The photo's views take the same random draws as the image's.
+            let mut photo_rngs = accent.as_ref().map(|_| rngs.clone());
             let seen = views(transforms, crops, &mut tape, image, [mh, mw], range, &mut rngs)?;
             let acts = activations(&net, &mut tape, seen, &names, &idx)?;
             let built = losses.build(&mut tape, &LossContext::new(image, &acts))?;
@@ -124,9 +143,49 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
             if !total.is_finite() {
                 return Err(Error::NonFinite { step, term: "total".into(), value: total });
             }
-            let g = tape.backward(built.total)?.take(pv).unwrap_or_else(|| Tensor::zeros(params.raw_dim()));
-            Ok((image, total, terms, g, per_image))
+            let keep: &[Var] = if transparency.is_some() { &[image] } else { &[] };
+            let mut grads = tape.backward_keeping(built.total, keep)?;
+            let g = grads.take(pv).unwrap_or_else(|| Tensor::zeros(params.raw_dim()));
+            let seen_grad = transparency.as_ref().and_then(|_| grads.take(image));
+            let distance = match (&accent, photo_rngs.as_mut()) {
+                (Some(a), Some(prng)) => {
+                    let photo = tape.constant_shared(a.photo.clone());
+                    let photo_seen = views(transforms, crops, &mut tape, photo, [mh, mw], range, prng)?;
+                    let reference = net.forward(&mut tape, photo_seen, &[a.idx])?[0];
+                    let d = crate::accent::feature_distance(&mut tape, acts[&a.name], reference, batch.max(1))?;
+                    let dsum = tape.sum_all(d)?;
+                    let gd = tape.backward(dsum)?.take(pv).unwrap_or_else(|| Tensor::zeros(params.raw_dim()));
+                    Some((tape.value(d)?.clone(), gd))
+                }
+                _ => None,
+            };
+            Ok((image, total, terms, g, per_image, seen_grad, distance))
         })?;
+        if let (Some(acc), Some(sg)) = (transparency.as_mut(), &seen_grad) {
+            accumulate_abs(acc, sg);
+        }
+        let mut g = opts.grad_modifier.apply(&g)?;
+        if let (Some(a), Some((d, gd))) = (&accent, distance) {
+            // Balanced once (faccent's ratio), after the first step: at step 0 the image
+            // is the photo, and the distance's gradient is rounding noise.
+            let w = match accent_weight {
+                Some(w) => w,
+                None if step == 0 => 0.0,
+                None => {
+                    let w = balance(&g, &gd) * a.balance;
+                    accent_weight = w.is_finite().then_some(w);
+                    accent_weight.unwrap_or(0.0)
+                }
+            };
+            g.scaled_add(w, &gd);
+            let value = d.sum();
+            if !value.is_finite() {
+                return Err(Error::NonFinite { step, term: a.term_name(), value });
+            }
+            total += w * value;
+            per_image = add_per_image(per_image, &d, w);
+            terms.push((a.term_name(), value, w));
+        }
         if let Some(losses) = per_image {
             image_history.resize(losses.len(), Vec::with_capacity(opts.max_iter));
             for (h, l) in image_history.iter_mut().zip(losses) {
@@ -136,7 +195,6 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
             image_history.clear();
             per_image_lost = true;
         }
-        let mut g = opts.grad_modifier.apply(&g)?;
         if pixel {
             // The gradient was taken on the modified image: map it back the same way
             // (Jitter's roll is a permutation, so `post` moves gradients like pixels).
@@ -182,6 +240,8 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
         image_history.clear();
     }
     Ok(Visualization {
+        transparency: transparency.map(|t| normalize_maps(&t)),
+        accent_weight: accent.and(accent_weight),
         images: best_x,
         range,
         best_loss: best,
@@ -190,6 +250,78 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
         image_history,
         swapped_softmax: false,
     })
+}
+
+/// The accent layer and the photo, resolved for one run.
+struct AccentPlan {
+    idx: usize,
+    name: String,
+    photo: std::sync::Arc<Tensor>,
+    weight: Option<f32>,
+    balance: f32,
+}
+
+impl AccentPlan {
+    fn term_name(&self) -> String {
+        format!("FeatureDistance({})", self.name)
+    }
+}
+
+/// Resolves [`Options::accent`] against the model; the default layer is measured from the
+/// deepest layer a loss reads.
+fn accent_plan(model: &Model, opts: &Options, idx: &[usize], seed: Option<&Tensor>) -> Result<Option<AccentPlan>> {
+    let (Some(a), Some(photo)) = (&opts.accent, seed) else { return Ok(None) };
+    let target = idx.iter().copied().max().unwrap_or(model.nodes().len() - 1);
+    let i = a.layer_index(model, target)?;
+    let name = model.nodes()[i].name.clone();
+    Ok(Some(AccentPlan {
+        idx: i,
+        name,
+        photo: std::sync::Arc::new(photo.clone()),
+        weight: a.weight,
+        balance: a.balance,
+    }))
+}
+
+fn l1(t: &Tensor) -> f32 {
+    t.iter().map(|v| v.abs()).sum()
+}
+
+/// faccent's balance: the objective's gradient size over the distance's (L1 over the
+/// parameters); NaN while the distance does not pull yet.
+fn balance(objective: &Tensor, distance: &Tensor) -> f32 {
+    match l1(distance) {
+        d if d > 0.0 => l1(objective) / d,
+        _ => f32::NAN,
+    }
+}
+
+/// Adds `Σ_c |g[b, c]|` to `acc[b]` (`g`: `[B, C, H, W]`, `acc`: `[B, H, W]`).
+fn accumulate_abs(acc: &mut Tensor, g: &Tensor) {
+    let s = g.shape();
+    let (c, plane) = (s[1], s[2] * s[3]);
+    let (src, dst) = (g.as_slice().expect("standard"), acc.as_slice_mut().expect("standard"));
+    for (b, out) in dst.chunks_exact_mut(plane).enumerate() {
+        for ch in 0..c {
+            let from = &src[(b * c + ch) * plane..][..plane];
+            out.iter_mut().zip(from).for_each(|(o, v)| *o += v.abs());
+        }
+    }
+}
+
+/// Each map divided by its 99th percentile and clipped to 0..1: a few extreme pixels
+/// (crop borders, the sigmoid's steep middle) would otherwise leave the rest black.
+fn normalize_maps(acc: &Tensor) -> Tensor {
+    let mut out = acc.clone();
+    let plane = acc.shape()[1] * acc.shape()[2];
+    for map in out.as_slice_mut().expect("standard").chunks_exact_mut(plane) {
+        let mut sorted: Vec<f32> = map.to_vec();
+        sorted.sort_by(f32::total_cmp);
+        let top = sorted[(sorted.len() * 99 / 100).min(sorted.len() - 1)];
+        let scale = if top > 0.0 { 1.0 / top } else { 0.0 };
+        map.iter_mut().for_each(|v| *v = (*v * scale).min(1.0));
+    }
+    out
 }
 
 /// What the model sees of the image this step: lucid's transforms, then MaCo's crops —

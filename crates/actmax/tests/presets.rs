@@ -56,7 +56,7 @@ fn maco_keeps_the_magnitude_and_moves_the_phase() {
     // Undo the sigmoid: what is left is a standardized irfft2 of template·e^{iφ}, so on the
     // free (interior) columns |rfft2| is the template over one constant.
     let template = match &param {
-        Parameterization::Maco { template } => template.resized(1, h, w).unwrap(),
+        Parameterization::Maco { template, .. } => template.resized(1, h, w).unwrap(),
         _ => unreachable!(),
     };
     for img in [ia, ib] {
