@@ -154,7 +154,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
         }
     }
     write_sheet(&root.join("accentuation_sheet.png"), tiles, 9)?;
+    // A JPEG copy for the README (the PNGs are the scored ones).
+    let sheet = image::open(root.join("accentuation_sheet.png")).map_err(|e| e.to_string())?;
+    sheet.to_rgb8().save(root.join("accentuation_sheet.jpg")).map_err(|e| e.to_string())?;
     println!("\nLite1 top-5: accentuated {acc_top5}/6, plain seeding {plain_top5}/6");
+    class_maps(&a, &lite0, &root)?;
     let regression = if a.skip_regression { serde_json::Value::Null } else { regression(&a, &root)? };
     let doc = json!({"cases": rows, "accent_top5": acc_top5, "plain_top5": plain_top5, "steps": recipe(&a)?.max_iter,
         "param": a.param, "balance": a.balance, "depth": a.depth, "regression": regression, "cpu": crate::bench::cpu_features()});
@@ -178,6 +182,22 @@ fn mid_filter(model: &Model, seed: &Tensor) -> Result<(String, usize), String> {
     let mut order: Vec<usize> = (0..means.len()).collect();
     order.sort_by(|&i, &j| means[i].total_cmp(&means[j]));
     Ok((layer, order[order.len() / 2]))
+}
+
+/// Class images made from noise (flamingo, goldfish) beside their transparency maps: the
+/// map should light where the class is drawn.
+fn class_maps(a: &Args, model: &Model, root: &Path) -> Result<(), String> {
+    let mut tiles = Vec::new();
+    for class in [130, 1] {
+        let opts = Options { seed: 3, ..recipe(a)? };
+        let vis = actmax::visualize_activation(model, -1, Some(vec![class]), opts).map_err(|e| e.to_string())?;
+        let map = vis.transparency_map(0).map_err(|e| e.to_string())?.ok_or("a Fourier run has a map")?;
+        tiles.push((vis.image(0).map_err(|e| e.to_string())?, format!("class {class}")));
+        tiles.push((DynamicImage::ImageLuma8(map), "transparency".to_string()));
+    }
+    write_sheet(&root.join("class_maps.png"), tiles, 4)?;
+    let sheet = image::open(root.join("class_maps.png")).map_err(|e| e.to_string())?;
+    sheet.to_rgb8().save(root.join("class_maps.jpg")).map_err(|e| e.to_string())
 }
 
 /// The apple counter's held-out canvas (3 unseen digits) accentuated up and down.

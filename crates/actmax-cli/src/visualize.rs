@@ -189,16 +189,16 @@ pub fn run(a: Args) -> crate::error::Result<String> {
             vis.image(k)
         }?;
         images::save(&img, path)?;
+        saved.push(path.display().to_string());
+        if !a.json {
+            let _ = writeln!(text, "wrote {}", path.display());
+        }
         if let (Some(m), Some(map)) = (maps.get(k), vis.transparency_map(k)?) {
             images::save(&image::DynamicImage::ImageLuma8(map), m)?;
             saved.push(m.display().to_string());
             if !a.json {
                 let _ = writeln!(text, "wrote {}", m.display());
             }
-        }
-        saved.push(path.display().to_string());
-        if !a.json {
-            let _ = writeln!(text, "wrote {}", path.display());
         }
     }
     if a.json {

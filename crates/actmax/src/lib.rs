@@ -5,7 +5,7 @@
 //! and lucid's and MaCo's image quality.
 //!
 //! ```no_run
-//! use actmax::{visualize_activation, Options, Parameterization};
+//! use actmax::{visualize_activation, Accentuation, Options, Parameterization};
 //! use actmax_layers::zoo;
 //!
 //! let model = zoo::load("efficientnet_lite0", None).unwrap();
@@ -17,7 +17,13 @@
 //! let vis = visualize_activation(&model, -1, Some(vec![20]), Options::actmax()).unwrap();
 //! // Presets are plain values: MaCo's image with lucid's transforms, 200 steps.
 //! let opts = Options { param: Parameterization::maco(), max_iter: 200, ..Options::lucid() };
-//! # let _ = (vis, opts);
+//! // Feature accentuation: the tiger (292) in a cat photo, kept near the photo in the
+//! // model's mid-level activations; the transparency map says where it was drawn.
+//! let cat = actmax::images::load("testdata/chelsea.png".as_ref(), model.input_spec()).unwrap();
+//! let accented = Options { seed_input: Some(cat), accent: Some(Accentuation::default()), ..Options::actmax() };
+//! let tiger = visualize_activation(&model, -1, Some(vec![292]), accented).unwrap();
+//! let map = tiger.transparency_map(0).unwrap();
+//! # let _ = (vis, opts, map);
 //! ```
 //!
 //! Each step the image is made from the optimized parameters on the tape
