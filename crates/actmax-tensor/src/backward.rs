@@ -201,11 +201,11 @@ impl Tape {
                 }
             }
             Op::MaxPool2d { x, g: geo, arg } => {
-                let dx = max_pool2d_backward(slice(&g), arg, geo);
+                let dx = max_pool2d_backward(slice(&g), arg, geo)?;
                 self.accumulate(grads, *x, from_vec(self.val(*x).shape(), dx));
             }
             Op::AvgPool2d { x, g: geo } => {
-                let dx = avg_pool2d_backward(slice(&g), geo);
+                let dx = avg_pool2d_backward(slice(&g), geo)?;
                 self.accumulate(grads, *x, from_vec(self.val(*x).shape(), dx));
             }
             Op::BatchNorm { x, gamma, beta, mean, var, eps } => {

@@ -411,7 +411,7 @@ impl Tape {
         let g = self.pool_geometry("max_pool2d", x, p)?;
         let s = self.shape(x)?;
         let shape = [s[0], s[1], g.out_hw[0], g.out_hw[1]];
-        let (y, arg) = max_pool2d_forward(self.val(x).as_slice().expect("standard"), &g);
+        let (y, arg) = max_pool2d_forward(self.val(x).as_slice().expect("standard"), &g)?;
         let y = ArrayD::from_shape_vec(IxDyn(&shape), y).expect("sized");
         Ok(self.push(y, Op::MaxPool2d { x, g, arg }, &[x]))
     }
@@ -421,7 +421,7 @@ impl Tape {
         let g = self.pool_geometry("avg_pool2d", x, p)?;
         let s = self.shape(x)?;
         let shape = [s[0], s[1], g.out_hw[0], g.out_hw[1]];
-        let y = avg_pool2d_forward(self.val(x).as_slice().expect("standard"), &g);
+        let y = avg_pool2d_forward(self.val(x).as_slice().expect("standard"), &g)?;
         let y = ArrayD::from_shape_vec(IxDyn(&shape), y).expect("sized");
         Ok(self.push(y, Op::AvgPool2d { x, g }, &[x]))
     }

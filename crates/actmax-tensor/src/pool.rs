@@ -1,9 +1,19 @@
-//! Pooling kernels (NCHW), parallel over channel planes, with naive references.
+//! Pooling kernels (NCHW), parallel over channel planes, with naive references. Every
+//! public kernel checks its slices against the [`PoolGeometry`] and returns a typed error
+//! rather than indexing out of bounds.
 
 use rayon::prelude::*;
 
-use crate::error::Result;
+use crate::error::{param_err, Result};
 use crate::geometry::{checked_elems, Pool2dParams};
+
+/// A typed error unless `what` holds exactly `want` floats.
+fn check_len(op: &'static str, what: &str, len: usize, want: usize) -> Result<()> {
+    match len == want {
+        true => Ok(()),
+        false => Err(param_err(op, format!("{what} holds {len} values, the pooling geometry needs {want}"))),
+    }
+}
 
 /// Sizes a pooling kernel needs; made only by [`PoolGeometry::new`], so they agree.
 #[derive(Debug, Clone, Copy)]
@@ -46,7 +56,8 @@ fn window(o: usize, s: usize, pad: usize, k: usize, len: usize) -> (usize, usize
 
 /// Max pooling; returns the output and, per output element, the flat in-plane index of the
 /// winning input (the first maximum, as PyTorch).
-pub fn max_pool2d_forward(x: &[f32], g: &PoolGeometry) -> (Vec<f32>, Vec<u32>) {
+pub fn max_pool2d_forward(x: &[f32], g: &PoolGeometry) -> Result<(Vec<f32>, Vec<u32>)> {
+    check_len("max_pool2d", "the input", x.len(), g.in_elems())?;
     let (il, ol) = (g.in_hw[0] * g.in_hw[1], g.out_hw[0] * g.out_hw[1]);
     let mut y = vec![0.0; g.planes * ol];
     let mut arg = vec![0u32; g.planes * ol];
@@ -76,7 +87,7 @@ pub fn max_pool2d_forward(x: &[f32], g: &PoolGeometry) -> (Vec<f32>, Vec<u32>) {
             }
         }
     });
-    (y, arg)
+    Ok((y, arg))
 }
 
 /// The usual 2×2, stride-2, unpadded max pool of one plane: the same winner as the
@@ -106,16 +117,22 @@ fn max_pool_2x2(xp: &[f32], g: &PoolGeometry, yp: &mut [f32], ap: &mut [u32]) {
     }
 }
 
-/// Gradient of max pooling: each output's gradient goes to its winning input.
-pub fn max_pool2d_backward(dy: &[f32], arg: &[u32], g: &PoolGeometry) -> Vec<f32> {
+/// Gradient of max pooling: each output's gradient goes to its winning input (`arg`, as
+/// [`max_pool2d_forward`] returns it).
+pub fn max_pool2d_backward(dy: &[f32], arg: &[u32], g: &PoolGeometry) -> Result<Vec<f32>> {
     let (il, ol) = (g.in_hw[0] * g.in_hw[1], g.out_hw[0] * g.out_hw[1]);
+    check_len("max_pool2d_backward", "the output gradient", dy.len(), g.out_elems())?;
+    check_len("max_pool2d_backward", "the winners", arg.len(), g.out_elems())?;
+    if let Some(bad) = arg.iter().find(|&&a| a as usize >= il) {
+        return Err(param_err("max_pool2d_backward", format!("winner {bad} lies outside a {il}-element plane")));
+    }
     let mut dx = vec![0.0; g.planes * il];
     dx.par_chunks_mut(il).enumerate().for_each(|(i, dxp)| {
         for (d, &a) in dy[i * ol..(i + 1) * ol].iter().zip(&arg[i * ol..(i + 1) * ol]) {
             dxp[a as usize] += d;
         }
     });
-    dx
+    Ok(dx)
 }
 
 fn avg_divisor(g: &PoolGeometry, h: (usize, usize), w: (usize, usize)) -> f32 {
@@ -127,7 +144,8 @@ fn avg_divisor(g: &PoolGeometry, h: (usize, usize), w: (usize, usize)) -> f32 {
 }
 
 /// Average pooling.
-pub fn avg_pool2d_forward(x: &[f32], g: &PoolGeometry) -> Vec<f32> {
+pub fn avg_pool2d_forward(x: &[f32], g: &PoolGeometry) -> Result<Vec<f32>> {
+    check_len("avg_pool2d", "the input", x.len(), g.in_elems())?;
     let (il, ol) = (g.in_hw[0] * g.in_hw[1], g.out_hw[0] * g.out_hw[1]);
     let mut y = vec![0.0; g.planes * ol];
     y.par_chunks_mut(ol).enumerate().for_each(|(i, yp)| {
@@ -142,11 +160,12 @@ pub fn avg_pool2d_forward(x: &[f32], g: &PoolGeometry) -> Vec<f32> {
             }
         }
     });
-    y
+    Ok(y)
 }
 
 /// Gradient of average pooling.
-pub fn avg_pool2d_backward(dy: &[f32], g: &PoolGeometry) -> Vec<f32> {
+pub fn avg_pool2d_backward(dy: &[f32], g: &PoolGeometry) -> Result<Vec<f32>> {
+    check_len("avg_pool2d_backward", "the output gradient", dy.len(), g.out_elems())?;
     let (il, ol) = (g.in_hw[0] * g.in_hw[1], g.out_hw[0] * g.out_hw[1]);
     let mut dx = vec![0.0; g.planes * il];
     dx.par_chunks_mut(il).enumerate().for_each(|(i, dxp)| {
@@ -162,12 +181,13 @@ pub fn avg_pool2d_backward(dy: &[f32], g: &PoolGeometry) -> Vec<f32> {
             }
         }
     });
-    dx
+    Ok(dx)
 }
 
 /// Loop references with per-tap bounds checks, for tests.
 pub mod naive {
-    use super::PoolGeometry;
+    use super::{check_len, PoolGeometry};
+    use crate::error::Result;
 
     fn for_windows(g: &PoolGeometry, mut f: impl FnMut(usize, &[usize], usize)) {
         let (il, ol) = (g.in_hw[0] * g.in_hw[1], g.out_hw[0] * g.out_hw[1]);
@@ -191,27 +211,33 @@ pub mod naive {
     }
 
     /// Reference max pooling.
-    pub fn max_pool2d(x: &[f32], g: &PoolGeometry) -> Vec<f32> {
+    pub fn max_pool2d(x: &[f32], g: &PoolGeometry) -> Result<Vec<f32>> {
+        check_len("naive max_pool2d", "the input", x.len(), g.in_elems())?;
         let mut y = vec![0.0; g.planes * g.out_hw[0] * g.out_hw[1]];
         for_windows(g, |o, taps, _| y[o] = taps.iter().map(|&i| x[i]).fold(f32::NEG_INFINITY, f32::max));
-        y
+        Ok(y)
     }
 
     /// Reference average pooling.
-    pub fn avg_pool2d(x: &[f32], g: &PoolGeometry) -> Vec<f32> {
+    pub fn avg_pool2d(x: &[f32], g: &PoolGeometry) -> Result<Vec<f32>> {
+        check_len("naive avg_pool2d", "the input", x.len(), g.in_elems())?;
         let mut y = vec![0.0; g.planes * g.out_hw[0] * g.out_hw[1]];
         for_windows(g, |o, taps, full| {
             let div = if g.p.count_include_pad { full } else { taps.len().max(1) };
             y[o] = taps.iter().map(|&i| x[i]).sum::<f32>() / div as f32;
         });
-        y
+        Ok(y)
     }
 
     /// Reference max-pool gradient (ties: the first maximum in row-major window order).
-    pub fn max_pool2d_backward(x: &[f32], dy: &[f32], g: &PoolGeometry) -> Vec<f32> {
+    pub fn max_pool2d_backward(x: &[f32], dy: &[f32], g: &PoolGeometry) -> Result<Vec<f32>> {
+        check_len("naive max_pool2d_backward", "the input", x.len(), g.in_elems())?;
+        check_len("naive max_pool2d_backward", "the output gradient", dy.len(), g.out_elems())?;
         let mut dx = vec![0.0; g.planes * g.in_hw[0] * g.in_hw[1]];
         for_windows(g, |o, taps, _| {
-            let mut best = taps[0];
+            // A window wholly in the padding has no tap and passes no gradient.
+            let Some(&first) = taps.first() else { return };
+            let mut best = first;
             for &i in taps {
                 if x[i] > x[best] {
                     best = i;
@@ -219,11 +245,12 @@ pub mod naive {
             }
             dx[best] += dy[o];
         });
-        dx
+        Ok(dx)
     }
 
     /// Reference average-pool gradient.
-    pub fn avg_pool2d_backward(dy: &[f32], g: &PoolGeometry) -> Vec<f32> {
+    pub fn avg_pool2d_backward(dy: &[f32], g: &PoolGeometry) -> Result<Vec<f32>> {
+        check_len("naive avg_pool2d_backward", "the output gradient", dy.len(), g.out_elems())?;
         let mut dx = vec![0.0; g.planes * g.in_hw[0] * g.in_hw[1]];
         for_windows(g, |o, taps, full| {
             let div = if g.p.count_include_pad { full } else { taps.len().max(1) };
@@ -231,6 +258,6 @@ pub mod naive {
                 dx[i] += dy[o] / div as f32;
             }
         });
-        dx
+        Ok(dx)
     }
 }

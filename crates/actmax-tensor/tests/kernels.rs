@@ -121,11 +121,11 @@ proptest! {
         let g = PoolGeometry::new("test", &[1, planes, h, w], p).unwrap();
         let x = distinct(seed, g.in_elems(), 0.01);
         let dy = values(seed ^ 5, g.out_elems());
-        let (y, arg) = pool::max_pool2d_forward(&x, &g);
-        assert_close(&y, &pool::naive::max_pool2d(&x, &g), 1e-6, "max_pool forward");
-        assert_close(&pool::max_pool2d_backward(&dy, &arg, &g), &pool::naive::max_pool2d_backward(&x, &dy, &g), 1e-6, "max_pool backward");
-        assert_close(&pool::avg_pool2d_forward(&x, &g), &pool::naive::avg_pool2d(&x, &g), 1e-5, "avg_pool forward");
-        assert_close(&pool::avg_pool2d_backward(&dy, &g), &pool::naive::avg_pool2d_backward(&dy, &g), 1e-5, "avg_pool backward");
+        let (y, arg) = pool::max_pool2d_forward(&x, &g).unwrap();
+        assert_close(&y, &pool::naive::max_pool2d(&x, &g).unwrap(), 1e-6, "max_pool forward");
+        assert_close(&pool::max_pool2d_backward(&dy, &arg, &g).unwrap(), &pool::naive::max_pool2d_backward(&x, &dy, &g).unwrap(), 1e-6, "max_pool backward");
+        assert_close(&pool::avg_pool2d_forward(&x, &g).unwrap(), &pool::naive::avg_pool2d(&x, &g).unwrap(), 1e-5, "avg_pool forward");
+        assert_close(&pool::avg_pool2d_backward(&dy, &g).unwrap(), &pool::naive::avg_pool2d_backward(&dy, &g).unwrap(), 1e-5, "avg_pool backward");
     }
 }
 
@@ -218,14 +218,14 @@ fn max_pool_2x2_matches_naive() {
     for (h, w) in [(2, 2), (5, 7), (8, 6), (13, 13)] {
         let g = PoolGeometry::new("test", &[2, 3, h, w], Pool2dParams::new(2, 2)).unwrap();
         let mut x: Vec<f32> = (0..g.in_elems()).map(|i| ((i * 7) % 5) as f32).collect();
-        let (y, arg) = pool::max_pool2d_forward(&x, &g);
-        assert_close(&y, &pool::naive::max_pool2d(&x, &g), 0.0, "2x2 forward");
+        let (y, arg) = pool::max_pool2d_forward(&x, &g).unwrap();
+        assert_close(&y, &pool::naive::max_pool2d(&x, &g).unwrap(), 0.0, "2x2 forward");
         let dy = values(h as u64, g.out_elems());
-        let dx = pool::max_pool2d_backward(&dy, &arg, &g);
-        let want = pool::naive::max_pool2d_backward(&x, &dy, &g);
+        let dx = pool::max_pool2d_backward(&dy, &arg, &g).unwrap();
+        let want = pool::naive::max_pool2d_backward(&x, &dy, &g).unwrap();
         assert_close(&dx, &want, 1e-6, "2x2 backward");
         x[w + 1] = f32::NAN;
-        assert!(pool::max_pool2d_forward(&x, &g).0[0].is_nan(), "a NaN in the first window wins it");
+        assert!(pool::max_pool2d_forward(&x, &g).unwrap().0[0].is_nan(), "a NaN in the first window wins it");
     }
 }
 
@@ -348,4 +348,28 @@ fn the_conv_doors_refuse_what_does_not_fit() {
     let small = ConvPack::forward(ConvPlan::with_kernel(ConvKernel::Im2col), &w[..12], &other).unwrap();
     let forward = conv::conv2d_forward_prepacked(plan, &x, &w, &small, None, None, &g, &mut y, &scratch);
     assert!(forward.is_err(), "a pack of another conv's weights");
+}
+
+#[test]
+fn pool_kernels_refuse_slices_that_do_not_fit_their_geometry() {
+    let g = PoolGeometry::new("max_pool2d", &[1, 2, 5, 5], Pool2dParams::new(2, 2)).unwrap();
+    let (x, dy) = (vec![0.5; g.in_elems()], vec![1.0; g.out_elems()]);
+    let (short, long) = (vec![0.0; g.in_elems() - 1], vec![0.0; g.out_elems() + 1]);
+    let (_, arg) = pool::max_pool2d_forward(&x, &g).unwrap();
+    let errors = [
+        pool::max_pool2d_forward(&short, &g).map(|_| ()),
+        pool::avg_pool2d_forward(&short, &g).map(|_| ()),
+        pool::max_pool2d_backward(&long, &arg, &g).map(|_| ()),
+        pool::max_pool2d_backward(&dy, &arg[1..], &g).map(|_| ()),
+        pool::max_pool2d_backward(&dy, &vec![25; arg.len()], &g).map(|_| ()),
+        pool::avg_pool2d_backward(&long, &g).map(|_| ()),
+        pool::naive::max_pool2d(&short, &g).map(|_| ()),
+        pool::naive::avg_pool2d(&short, &g).map(|_| ()),
+        pool::naive::max_pool2d_backward(&x, &long, &g).map(|_| ()),
+        pool::naive::avg_pool2d_backward(&long, &g).map(|_| ()),
+    ];
+    for (i, e) in errors.into_iter().enumerate() {
+        let msg = e.expect_err("a slice that does not fit").to_string();
+        assert!(msg.contains("holds") || msg.contains("outside"), "door {i}: {msg}");
+    }
 }
