@@ -78,6 +78,10 @@ fn bad_input_is_one_line_and_a_failure() {
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
         assert!(err.starts_with("actmax: "), "{err}");
     }
+    // A file it cannot place is named as a file, with what would work.
+    let (_, _, err) = actmax(&["layers", "--model", "/etc/hostname"]);
+    assert!(err.contains("cannot read /etc/hostname") && err.contains("--arch"), "{err}");
+    assert!(!err.contains("layer `"), "{err}");
 }
 
 fn tmp(name: &str) -> PathBuf {

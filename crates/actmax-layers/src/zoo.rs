@@ -344,9 +344,17 @@ pub fn load(model: &str, arch: Option<&str>) -> Result<Model> {
     } else if path.exists() {
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
         let guess = ZOO.iter().find(|z| stem.starts_with(*z)).map(|z| z.to_string());
-        let a = arch.map(str::to_string).or(guess).ok_or_else(|| LayerError::Build {
-            layer: model.to_string(),
-            msg: format!("which architecture are these weights for? pass one of {ZOO:?}"),
+        // A file we cannot place is a file error, not a layer's.
+        let a = arch.map(str::to_string).or(guess).ok_or_else(|| LoadError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "not a model actmax can place: .onnx, .h5 and .keras files are whole models; a weights file \
+                     (.safetensors, .pth, .npz) needs its architecture (--arch, one of {}) or a name that starts with it",
+                    ZOO.join(", ")
+                ),
+            ),
         })?;
         (a, path.to_path_buf())
     } else {
