@@ -17,7 +17,7 @@ fn main() -> actmax::Result<()> {
     };
     let (plain, accented) = (run(None)?, run(Some(Accentuation::default()))?);
     let map = accented.transparency_map(0)?.expect("a Fourier run has a map");
-    let seed = images::to_image(&photo.index_axis(ndarray::Axis(0), 0).to_owned(), accented.range)?;
+    let seed = images::batch_image(&photo, 0, accented.range)?;
     // The alpha version over white, as a page would show it.
     let over_white = {
         let rgba = accented.image_with_alpha(0)?.to_rgba8();

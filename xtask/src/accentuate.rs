@@ -13,7 +13,7 @@ use actmax_tensor::Tensor;
 use image::DynamicImage;
 use serde_json::json;
 
-use crate::quality::{judge_rank, lite1, write_sheet};
+use crate::quality::{judge_rank, lite1, short, write_sheet};
 use crate::workspace_root;
 
 /// Photo, and two target classes (checked to lie outside its Lite0 top 20).
@@ -55,9 +55,9 @@ fn recipe(a: &Args) -> Result<Options, String> {
     o.param = match a.param.as_str() {
         "fourier" => Parameterization::fourier(),
         "maco" => Parameterization::maco(),
-        "maco-template" => match Parameterization::maco() {
-            Parameterization::Maco { template, .. } => Parameterization::Maco { template, seed_magnitude: false },
-            other => other,
+        "maco-template" => Parameterization::Maco {
+            template: std::sync::Arc::new(actmax::MagnitudeTemplate::natural()),
+            seed_magnitude: false,
         },
         other => return Err(format!("--param {other}: fourier, maco or maco-template")),
     };
@@ -67,18 +67,10 @@ fn recipe(a: &Args) -> Result<Options, String> {
     Ok(o)
 }
 
-/// The feature map at `depth` of the way to `target`, as the library picks it by default.
-fn layer_at(model: &Model, target: usize, depth: f32) -> String {
-    let maps: Vec<usize> = (1..=target).filter(|&i| model.nodes()[i].output_shape.len() == 4).collect();
-    model.nodes()[maps[((maps.len() as f32 * depth) as usize).min(maps.len() - 1)]].name.clone()
-}
-
-fn accent(a: &Args, model: &Model, target: usize) -> Accentuation {
-    Accentuation {
-        layer: a.depth.map(|d| layer_at(model, target, d)),
-        balance: a.balance.unwrap_or(actmax::AUTO_BALANCE),
-        ..Default::default()
-    }
+/// The library's accentuation, with the depth and balance asked for.
+fn accent(a: &Args) -> Accentuation {
+    let d = Accentuation::default();
+    Accentuation { depth: a.depth.unwrap_or(d.depth), balance: a.balance.unwrap_or(d.balance), ..d }
 }
 
 /// `cargo xtask accentuate`.
@@ -89,15 +81,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let labels = zoo::imagenet_labels();
     let root = workspace_root().join(".cache/accentuate");
     std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
-    let last = lite0.nodes().len() - 1;
     let (mut rows, mut tiles) = (Vec::new(), Vec::new());
     let (mut acc_top5, mut plain_top5) = (0, 0);
     for (photo, classes) in CASES {
         let path = workspace_root().join(format!("testdata/{photo}.png"));
         let seed = actmax::images::load(&path, lite0.input_spec()).map_err(|e| e.to_string())?;
-        let seed_img =
-            actmax::images::to_image(&seed.index_axis(ndarray::Axis(0), 0).to_owned(), lite0.input_spec().range)
-                .map_err(|e| e.to_string())?;
+        let seed_img = actmax::images::batch_image(&seed, 0, lite0.input_spec().range).map_err(|e| e.to_string())?;
         tiles.push((seed_img.clone(), photo.to_string()));
         for class in classes {
             let rank0 = judge_rank(&lite0, &seed_img, class)?.0;
@@ -108,11 +97,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
             }
             let mut row = json!({"photo": photo, "class": class, "label": labels[class], "lite0_rank_on_photo": rank0});
             for (kind, with_accent) in [("plain", false), ("accent", true)] {
-                let opts = Options {
-                    seed_input: Some(seed.clone()),
-                    accent: with_accent.then(|| accent(&a, &lite0, last)),
-                    ..recipe(&a)?
-                };
+                let opts =
+                    Options { seed_input: Some(seed.clone()), accent: with_accent.then(|| accent(&a)), ..recipe(&a)? };
                 let start = std::time::Instant::now();
                 let vis =
                     actmax::visualize_activation(&lite0, -1, Some(vec![class]), opts).map_err(|e| e.to_string())?;
@@ -143,7 +129,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             rows.push(row);
         }
         let (filter_layer, filter) = mid_filter(&lite0, &seed)?;
-        let opts = Options { seed_input: Some(seed.clone()), accent: Some(accent(&a, &lite0, last)), ..recipe(&a)? };
+        let opts = Options { seed_input: Some(seed.clone()), accent: Some(accent(&a)), ..recipe(&a)? };
         let vis = actmax::visualize_activation(&lite0, filter_layer.as_str(), Some(vec![filter]), opts)
             .map_err(|e| e.to_string())?;
         let img = vis.image(0).map_err(|e| e.to_string())?;
@@ -172,8 +158,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
 /// mean activation): the one it drives hardest is already at its best, so accentuating it
 /// changes little that a reader could see.
 fn mid_filter(model: &Model, seed: &Tensor) -> Result<(String, usize), String> {
-    let layer = layer_at(model, model.nodes().len() - 1, 0.5);
-    let idx = model.find(layer.as_str()).map_err(|e| e.to_string())?;
+    let idx = actmax::feature_map_at_depth(model, model.nodes().len() - 1, 0.5);
+    let layer = model.nodes()[idx].name.clone();
     let mut tape = actmax_tensor::Tape::new();
     let x = tape.constant(seed.clone());
     let out = model.forward(&mut tape, x, &[idx]).map_err(|e| e.to_string())?[0];
@@ -209,8 +195,7 @@ fn regression(a: &Args, root: &Path) -> Result<serde_json::Value, String> {
         let x = actmax::images::from_image(img, model.input_spec());
         Ok(model.predict(&x).map_err(|e| e.to_string())?.iter().next().copied().unwrap_or(f32::NAN))
     };
-    let seed_img = actmax::images::to_image(&seed.index_axis(ndarray::Axis(0), 0).to_owned(), (0.0, 1.0))
-        .map_err(|e| e.to_string())?;
+    let seed_img = actmax::images::batch_image(&seed, 0, (0.0, 1.0)).map_err(|e| e.to_string())?;
     let mut tiles = vec![(seed_img.clone(), format!("seed {:.2}", count(&seed_img)?))];
     let mut out = json!({"seed_count": count(&seed_img)?});
     for (kind, accent_on) in [("plain", false), ("accent", true)] {
@@ -219,7 +204,7 @@ fn regression(a: &Args, root: &Path) -> Result<serde_json::Value, String> {
         {
             let opts = Options {
                 seed_input: Some(seed.clone()),
-                accent: accent_on.then(|| accent(a, &model, model.nodes().len() - 1)),
+                accent: accent_on.then(|| accent(a)),
                 grad_modifier: modifier,
                 ..recipe(a)?
             };
@@ -236,10 +221,6 @@ fn regression(a: &Args, root: &Path) -> Result<serde_json::Value, String> {
         tiles.into_iter().map(|(i, c)| (i.resize_exact(144, 144, image::imageops::FilterType::Nearest), c)).collect();
     write_sheet(&root.join("apple_counter_accent.png"), big, 5)?;
     Ok(out)
-}
-
-fn short(label: &str) -> &str {
-    label.split(',').next().unwrap_or(label)
 }
 
 /// Peak signal-to-noise ratio in dB over the RGB bytes.

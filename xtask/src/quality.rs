@@ -231,7 +231,8 @@ fn score_one(lite0: &Model, lite1: &Model, img: &DynamicImage, class: usize, s: 
     ))
 }
 
-fn short(label: &str) -> &str {
+/// The first name of an ImageNet label ("tiger, Panthera tigris" → "tiger").
+pub fn short(label: &str) -> &str {
     label.split(',').next().unwrap_or(label)
 }
 

@@ -37,8 +37,8 @@ pub struct Args {
     /// negate).
     #[arg(long)]
     pub accentuate: bool,
-    /// The layer whose activations stay close to the photo's (default: the feature map
-    /// half-way to the target).
+    /// The layer whose activations stay close to the photo's (default: the feature map 30 %
+    /// of the way to the target).
     #[arg(long)]
     pub accent_layer: Option<String>,
     /// Weight of the accentuation distance (default: balanced against the objective's
@@ -104,27 +104,30 @@ pub fn run(a: Args) -> crate::error::Result<String> {
     if a.batch && images_per_target > 1 {
         return Err("--batch (one image per filter) and --images N (N images of one target) do not combine".into());
     }
-    let outputs: Vec<PathBuf> = if a.batch {
-        a.filters.iter().map(|&f| batch_path(&a.output, f)).collect()
+    // Several images are told apart by a key in their file names: the filter, or the
+    // image's number; a transparency map takes its image's key.
+    let keys: Option<Vec<usize>> = if a.batch {
+        Some(a.filters.clone())
     } else if images_per_target > 1 {
-        (0..images_per_target).map(|k| batch_path(&a.output, k)).collect()
+        Some((0..images_per_target).collect())
     } else {
-        vec![a.output.clone()]
+        None
     };
+    let paths = |base: &Path| -> Vec<PathBuf> {
+        match &keys {
+            Some(keys) => keys.iter().map(|&k| batch_path(base, k)).collect(),
+            None => vec![base.to_path_buf()],
+        }
+    };
+    let outputs = paths(&a.output);
     for o in &outputs {
         images::check_writable(o)?;
     }
-    let maps: Vec<PathBuf> = match &a.transparency {
-        Some(t) if outputs.len() > 1 => {
-            (0..outputs.len()).map(|k| batch_path(t, a.filters.get(k).copied().unwrap_or(k))).collect()
-        }
-        Some(t) => vec![t.clone()],
-        None => Vec::new(),
-    };
+    let maps: Vec<PathBuf> = a.transparency.as_deref().map(paths).unwrap_or_default();
     for m in &maps {
         images::check_writable(m)?;
     }
-    let accent = accentuation(&a, &model, &preset)?;
+    let accent = accentuation(&a, &preset)?;
     let seed_input = match &a.seed_image {
         Some(p) => {
             let mut spec = model.input_spec().clone();
@@ -211,12 +214,10 @@ pub fn run(a: Args) -> crate::error::Result<String> {
     Ok(text)
 }
 
-/// The accentuation settings, checked before the run (nothing is written on an error).
-fn accentuation(
-    a: &Args,
-    model: &actmax_layers::Model,
-    preset: &Options,
-) -> crate::error::Result<Option<actmax::Accentuation>> {
+/// The accentuation settings, their flags checked before the run (nothing is written on an
+/// error; the run itself refuses an unknown accent layer, naming the closest ones, before
+/// its first step).
+fn accentuation(a: &Args, preset: &Options) -> crate::error::Result<Option<actmax::Accentuation>> {
     let fourier_like = !matches!(preset.param, actmax::Parameterization::Pixel);
     if (a.transparency.is_some() || a.alpha) && !fourier_like {
         return Err("--transparency and --alpha need a Fourier or MaCo image (--param fourier or maco, or a preset that uses one)".into());
@@ -240,9 +241,6 @@ fn accentuation(
         if !(w.is_finite() && w >= 0.0) {
             return Err(format!("--accent-weight must be a finite number >= 0, got {w}").into());
         }
-    }
-    if let Some(l) = &a.accent_layer {
-        model.find(l.as_str())?;
     }
     Ok(Some(actmax::Accentuation { layer: a.accent_layer.clone(), weight: a.accent_weight, ..Default::default() }))
 }

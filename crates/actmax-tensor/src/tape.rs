@@ -359,7 +359,8 @@ impl Tape {
 
     /// [`Tape::backward`] that also keeps dL/dv for the inner nodes in `keep` (e.g. the
     /// image a parameterization made, for a transparency map), which reverse mode would
-    /// otherwise consume on its way down.
+    /// otherwise consume on its way down. The copies come from the tape's scratch pool:
+    /// give them back ([`ScratchPool::give`]) to keep a step loop allocation-free.
     pub fn backward_keeping(&self, loss: Var, keep: &[Var]) -> Result<Gradients> {
         for &v in keep {
             self.node(v)?;
@@ -380,7 +381,9 @@ impl Tape {
             }
             let Some(g) = grads[i].take() else { continue };
             if keep.iter().any(|v| v.index == i) {
-                kept.push((i, g.clone()));
+                let mut copy = self.scratch.take(g.len());
+                copy.iter_mut().zip(g.iter()).for_each(|(c, v)| *c = *v);
+                kept.push((i, ArrayD::from_shape_vec(g.raw_dim(), copy).expect("same length")));
             }
             self.backward_op(node, g, &mut grads)?;
         }

@@ -34,8 +34,11 @@ pub const DEFAULT_DEPTH: f32 = 0.3;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Accentuation {
     /// The layer whose activations stay close to the photo's; default: the feature map at
-    /// [`DEFAULT_DEPTH`] of the way to the target.
+    /// `depth` of the way to the target ([`feature_map_at_depth`]).
     pub layer: Option<String>,
+    /// Where the default layer sits, from 0 (the first feature map) to 1 (the target's);
+    /// [`DEFAULT_DEPTH`] unless set. Unused when `layer` is given.
+    pub depth: f32,
     /// Weight of the distance as given; default: balanced against the objective's
     /// gradient after the first step, times `balance`.
     pub weight: Option<f32>,
@@ -45,9 +48,9 @@ pub struct Accentuation {
 }
 
 impl Default for Accentuation {
-    /// The default layer, the balanced weight × [`AUTO_BALANCE`].
+    /// The layer at [`DEFAULT_DEPTH`], the balanced weight × [`AUTO_BALANCE`].
     fn default() -> Self {
-        Self { layer: None, weight: None, balance: AUTO_BALANCE }
+        Self { layer: None, depth: DEFAULT_DEPTH, weight: None, balance: AUTO_BALANCE }
     }
 }
 
@@ -60,6 +63,9 @@ impl Accentuation {
             }
             (_, b) if !(b.is_finite() && b >= 0.0) => {
                 Err(Error::Options(format!("the accent balance must be a finite number >= 0, got {b}")))
+            }
+            _ if !(0.0..=1.0).contains(&self.depth) => {
+                Err(Error::Options(format!("the accent depth is a fraction from 0 to 1, got {}", self.depth)))
             }
             _ => Ok(()),
         }
@@ -76,11 +82,18 @@ impl Accentuation {
             }
             return Ok(idx);
         }
-        let maps: Vec<usize> = (1..=target).filter(|&i| model.nodes()[i].output_shape.len() == 4).collect();
-        match maps.len() {
-            0 => Ok(target),
-            n => Ok(maps[((n as f32 * DEFAULT_DEPTH) as usize).min(n - 1)]),
-        }
+        Ok(feature_map_at_depth(model, target, self.depth))
+    }
+}
+
+/// The feature map (4-D output) `depth` of the way through those from the input to layer
+/// `target` (0: the first, 1: the last at or before `target`); `target` itself when the
+/// model has none (a dense network).
+pub fn feature_map_at_depth(model: &Model, target: usize, depth: f32) -> usize {
+    let maps: Vec<usize> = (1..=target).filter(|&i| model.nodes()[i].output_shape.len() == 4).collect();
+    match maps.len() {
+        0 => target,
+        n => maps[((n as f32 * depth.clamp(0.0, 1.0)) as usize).min(n - 1)],
     }
 }
 

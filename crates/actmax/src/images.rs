@@ -32,6 +32,16 @@ pub fn to_image(x: &Tensor, range: (f32, f32)) -> Result<DynamicImage> {
     })
 }
 
+/// Image `b` of a batch `[B, C, H, W]` in `range` as an 8-bit picture (see [`to_image`]).
+pub fn batch_image(x: &Tensor, b: usize, range: (f32, f32)) -> Result<DynamicImage> {
+    match x.shape() {
+        [n, _, _, _] if b >= *n => return Err(Error::Options(format!("image {b} of a batch of {n}"))),
+        [_, _, _, _] => {}
+        s => return Err(Error::Options(format!("an image batch is [B, C, H, W], got {s:?}"))),
+    }
+    to_image(&x.index_axis(ndarray::Axis(0), b).to_owned(), range)
+}
+
 /// Fails early when `path` cannot be written (missing folder, no permission, unknown
 /// format), so a long run does not end in a write error.
 pub fn check_writable(path: &Path) -> Result<()> {

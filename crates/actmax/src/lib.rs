@@ -68,7 +68,7 @@ pub use actmax_modifiers as modifiers;
 /// The tensor core and its kernels (`actmax-tensor`).
 pub use actmax_tensor as tensor;
 
-pub use accent::{feature_distance, Accentuation, AUTO_BALANCE, DEFAULT_DEPTH};
+pub use accent::{feature_distance, feature_map_at_depth, Accentuation, AUTO_BALANCE, DEFAULT_DEPTH};
 pub use callbacks::{Callback, GifGenerator, Print, Step};
 pub use error::{Error, Result};
 pub use optim::Optimizer;
@@ -361,12 +361,7 @@ pub struct Visualization {
 impl Visualization {
     /// Image `b` as an 8-bit picture.
     pub fn image(&self, b: usize) -> Result<image::DynamicImage> {
-        let s = self.images.shape();
-        if b >= s[0] {
-            return Err(Error::Options(format!("image {b} of a batch of {}", s[0])));
-        }
-        let one = self.images.index_axis(ndarray::Axis(0), b).to_owned();
-        images::to_image(&one, self.range)
+        images::batch_image(&self.images, b, self.range)
     }
 
     /// Image `b`'s transparency map as an 8-bit grey picture (white: where the objective

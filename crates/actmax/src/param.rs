@@ -169,7 +169,7 @@ impl Parameterization {
             (Self::Maco { template, .. }, None) => Some(template.resized(channels, h, w)?),
             (Self::Maco { template, seed_magnitude }, Some(s)) => {
                 let x0 = pre_sigmoid(s, range, channels);
-                restore = Some(Arc::new(sample_moments(&x0)));
+                restore = Some(sample_moments(&x0).map(Arc::new));
                 Some(match seed_magnitude {
                     true => magnitude_of(&spectrum_of(&x0, h, w)),
                     false => template.resized(channels, h, w)?,
@@ -192,9 +192,10 @@ pub struct PreparedImage {
     spectrum: Option<Arc<Tensor>>,
     /// The colour matrix as a 1×1 conv weight (three-channel images only).
     colour: Option<Arc<Tensor>>,
-    /// A seeded MaCo image: the seed's per-image mean and `std + 1e-4` (`[2, B, 1, 1, 1]`),
-    /// restored after the standardization; the phase is then not standardized.
-    restore: Option<Arc<Tensor>>,
+    /// A seeded MaCo image: the seed's per-image mean and `std + 1e-4` (each
+    /// `[B, 1, 1, 1]`), restored after the standardization; the phase is then not
+    /// standardized.
+    restore: Option<[Arc<Tensor>; 2]>,
 }
 
 impl PreparedImage {
@@ -225,9 +226,8 @@ impl PreparedImage {
                 let img = tape.irfft2(spec, self.w)?;
                 let img = standardize(tape, img)?;
                 match &self.restore {
-                    Some(r) => {
-                        let (mean, sd) = (r.index_axis(ndarray::Axis(0), 0), r.index_axis(ndarray::Axis(0), 1));
-                        let (mean, sd) = (tape.constant(mean.to_owned()), tape.constant(sd.to_owned()));
+                    Some([mean, sd]) => {
+                        let (mean, sd) = (tape.constant_shared(mean.clone()), tape.constant_shared(sd.clone()));
                         let img = tape.mul(img, sd)?;
                         tape.add(img, mean)?
                     }
@@ -276,22 +276,20 @@ fn standardize(tape: &mut Tape, x: Var) -> Result<Var> {
     Ok(tape.div(d, sd)?)
 }
 
-/// Per-sample mean and `std + 1e-4` of `x` (`[B, ...]`) as `[2, B, 1, …, 1]`, the inverse
-/// of [`standardize`] (same `1e-8` variance floor).
-fn sample_moments(x: &Tensor) -> Tensor {
-    let b = x.shape()[0];
-    let mut shape = vec![2, b];
+/// Per-sample mean and `std + 1e-4` of `x` (`[B, ...]`), each `[B, 1, …, 1]`: what
+/// [`standardize`] divides out (same `1e-8` variance floor), to multiply back in.
+fn sample_moments(x: &Tensor) -> [Tensor; 2] {
+    let mut shape = vec![x.shape()[0]];
     shape.extend(std::iter::repeat_n(1, x.ndim() - 1));
-    let mut out = Tensor::zeros(shape);
-    for (i, sample) in x.outer_iter().enumerate() {
+    let (mut means, mut sds) = (Vec::new(), Vec::new());
+    for sample in x.outer_iter() {
         let n = sample.len().max(1) as f64;
         let mean = sample.iter().map(|&v| v as f64).sum::<f64>() / n;
         let var = sample.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-        let flat = out.as_slice_mut().expect("standard");
-        flat[i] = mean as f32;
-        flat[b + i] = ((var + 1e-8).sqrt() + 1e-4) as f32;
+        means.push(mean as f32);
+        sds.push(((var + 1e-8).sqrt() + 1e-4) as f32);
     }
-    out
+    [means, sds].map(|v| Tensor::from_shape_vec(shape.clone(), v).expect("one per sample"))
 }
 
 /// The amplitude `[B, C, H, W/2+1]` of a half spectrum `[B, C, H, W/2+1, 2]`.

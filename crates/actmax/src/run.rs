@@ -93,7 +93,7 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
     // Which pixels carry the objective: Σ_steps |∂losses/∂image| (Fourier and MaCo).
     let mut transparency =
         (!matches!(opts.param, Parameterization::Pixel)).then(|| Tensor::zeros(vec![shape[0], h, w]));
-    let mut accent_weight = accent.as_ref().and_then(|a| a.weight);
+    let mut accent_weight = opts.accent.as_ref().and_then(|a| a.weight);
 
     let mut tape = Tape::new();
     tape.set_backprop_mode(opts.backprop_modifier.clone());
@@ -161,8 +161,9 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
             };
             Ok((image, total, terms, g, per_image, seen_grad, distance))
         })?;
-        if let (Some(acc), Some(sg)) = (transparency.as_mut(), &seen_grad) {
-            accumulate_abs(acc, sg);
+        if let (Some(acc), Some(sg)) = (transparency.as_mut(), seen_grad) {
+            accumulate_abs(acc, &sg);
+            tape.scratch().give(sg.into_raw_vec_and_offset().0);
         }
         let mut g = opts.grad_modifier.apply(&g)?;
         if let (Some(a), Some((d, gd))) = (&accent, distance) {
@@ -257,7 +258,6 @@ struct AccentPlan {
     idx: usize,
     name: String,
     photo: std::sync::Arc<Tensor>,
-    weight: Option<f32>,
     balance: f32,
 }
 
@@ -274,13 +274,7 @@ fn accent_plan(model: &Model, opts: &Options, idx: &[usize], seed: Option<&Tenso
     let target = idx.iter().copied().max().unwrap_or(model.nodes().len() - 1);
     let i = a.layer_index(model, target)?;
     let name = model.nodes()[i].name.clone();
-    Ok(Some(AccentPlan {
-        idx: i,
-        name,
-        photo: std::sync::Arc::new(photo.clone()),
-        weight: a.weight,
-        balance: a.balance,
-    }))
+    Ok(Some(AccentPlan { idx: i, name, photo: std::sync::Arc::new(photo.clone()), balance: a.balance }))
 }
 
 fn l1(t: &Tensor) -> f32 {

@@ -33,10 +33,8 @@ fn step_zero(param: &Parameterization, seed: &Tensor, range: (f32, f32)) -> Tens
 }
 
 fn template_maco() -> Parameterization {
-    match Parameterization::maco() {
-        Parameterization::Maco { template, .. } => Parameterization::Maco { template, seed_magnitude: false },
-        other => other,
-    }
+    let template = std::sync::Arc::new(actmax::MagnitudeTemplate::natural());
+    Parameterization::Maco { template, seed_magnitude: false }
 }
 
 #[test]
@@ -220,6 +218,13 @@ fn bad_accentuation_requests_are_typed_errors() {
     }
     let msg = options(run(seed.clone(), Accentuation { balance: f32::NAN, ..Default::default() }));
     assert!(msg.contains("balance"), "{msg}");
+    let msg = options(run(seed.clone(), Accentuation { depth: 1.5, ..Default::default() }));
+    assert!(msg.contains("depth"), "{msg}");
+    // The default layer's rule: depth 0 is the first feature map, 1 the last before the target.
+    let target = m.find("preds").unwrap();
+    let maps: Vec<usize> = (1..=target).filter(|&i| m.nodes()[i].output_shape.len() == 4).collect();
+    assert_eq!(actmax::feature_map_at_depth(&m, target, 0.0), maps[0]);
+    assert_eq!(actmax::feature_map_at_depth(&m, target, 1.0), *maps.last().unwrap());
     let e = run(seed.clone(), Accentuation { layer: Some("conv2d_x".into()), ..Default::default() });
     assert!(matches!(e, Error::Layer(_)) && e.to_string().contains("conv2d"), "{e}");
     let msg = options(run(seed, Accentuation { layer: Some("input".into()), ..Default::default() }));
