@@ -5,13 +5,13 @@ This script shares NO code with the Rust implementation in this repository.
 It exists to produce a committed fixture (testdata/effnet_reference.json)
 that the Rust forward pass and gradient code can be checked against.
 
-Everything is done from first principles with only the Python standard
-library plus numpy:
+Everything is done from first principles with the Python standard library,
+numpy and Pillow:
 
 * the legacy (non-zip) ``torch.save`` checkpoint is parsed with a
   ``pickle.Unpickler`` subclass that stubs out the torch classes, so torch is
   not needed;
-* the PNG is decoded with ``zlib`` and a hand-written un-filter (types 0-4);
+* the PNG is decoded by Pillow (lossless: the file's own pixels);
 * the network is evaluated in float64, NCHW, with TensorFlow "SAME" padding;
   convolutions use matmul (1x1), per-tap shifted sums (depthwise) and im2col
   (the 3x3 stem);

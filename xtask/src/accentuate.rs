@@ -19,34 +19,24 @@ use crate::workspace_root;
 /// Photo, and two target classes (checked to lie outside its Lite0 top 20).
 pub const CASES: [(&str, [usize; 2]); 3] = [("chelsea", [292, 277]), ("coffee", [963, 951]), ("astronaut", [980, 417])];
 
-struct Args {
+/// `cargo xtask accentuate`: feature accentuation of the shipped photos vs plain seeding.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Steps per image (the `actmax` preset's by default).
+    #[arg(long)]
     steps: Option<usize>,
+    /// The accentuation's balance (`Accentuation::balance`).
+    #[arg(long)]
     balance: Option<f32>,
+    /// The accent layer's depth (`Accentuation::depth`).
+    #[arg(long)]
     depth: Option<f32>,
+    /// The image parameterization: fourier, maco or maco-template.
+    #[arg(long, default_value = "fourier")]
     param: String,
+    /// Skip the apple-counter regression case.
+    #[arg(long)]
     skip_regression: bool,
-}
-
-fn parse(args: &[String]) -> Result<Args, String> {
-    let mut a = Args { steps: None, balance: None, depth: None, param: "fourier".into(), skip_regression: false };
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        let number = |v: &String| v.parse::<f32>().map_err(|_| format!("{flag} wants a number"));
-        match flag.as_str() {
-            "--steps" => a.steps = Some(value()?.parse().map_err(|_| "--steps wants a number".to_string())?),
-            "--balance" => a.balance = Some(number(value()?)?),
-            "--depth" => a.depth = Some(number(value()?)?),
-            "--param" => a.param = value()?.clone(),
-            "--skip-regression" => a.skip_regression = true,
-            other => {
-                return Err(format!(
-                    "unknown flag `{other}` (--steps N, --balance B, --depth D, --param fourier|maco|maco-template, --skip-regression)"
-                ))
-            }
-        }
-    }
-    Ok(a)
 }
 
 /// The recipe: the CLI's default preset, with the parameterization asked for.
@@ -74,8 +64,7 @@ fn accent(a: &Args) -> Accentuation {
 }
 
 /// `cargo xtask accentuate`.
-pub fn run(args: &[String]) -> Result<(), String> {
-    let a = parse(args)?;
+pub fn run(a: Args) -> Result<(), String> {
     let lite0 = zoo::load("efficientnet_lite0", None).map_err(|e| e.to_string())?;
     let judge = lite1()?;
     let labels = zoo::imagenet_labels();

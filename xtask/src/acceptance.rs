@@ -7,9 +7,7 @@ use actmax_layers::zoo;
 use crate::workspace_root;
 
 /// `cargo xtask acceptance-classes`.
-pub fn run(args: &[String]) -> Result<(), String> {
-    let n: usize =
-        args.first().map(|a| a.parse().map_err(|_| format!("N must be a number, got {a}"))).transpose()?.unwrap_or(20);
+pub fn run(n: usize) -> Result<(), String> {
     let model = zoo::load("efficientnet_lite0", None).map_err(|e| e.to_string())?;
     let labels = zoo::imagenet_labels();
     // Classes spread evenly over the 1000, so animals and objects both appear.

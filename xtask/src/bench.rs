@@ -16,23 +16,14 @@ use crate::workspace_root;
 const REFERENCES: &[&str] = &["sgemm", "naive"];
 const ONE_THREAD: &str = "_1thread";
 
-struct Options {
+/// `cargo xtask bench`: criterion benchmarks, GFLOP/s and ratios to each group's reference.
+#[derive(clap::Args)]
+pub struct Options {
+    /// Run the benchmarks whose id contains this (all when absent).
     filter: Option<String>,
+    /// Write the rows as JSON here too.
+    #[arg(long)]
     json: Option<PathBuf>,
-}
-
-fn parse(args: &[String]) -> Result<Options, String> {
-    let mut o = Options { filter: None, json: None };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--json" => o.json = Some(it.next().ok_or("--json needs a file name")?.into()),
-            s if s.starts_with("--") => return Err(format!("unknown option {s}")),
-            s if o.filter.is_none() => o.filter = Some(s.to_string()),
-            s => return Err(format!("one FILTER only (got a second: {s})")),
-        }
-    }
-    Ok(o)
 }
 
 fn cargo() -> Command {
@@ -113,8 +104,7 @@ fn results(ids: &BTreeSet<String>) -> Result<BTreeMap<String, Measured>, String>
     Ok(found)
 }
 
-pub fn run(args: &[String]) -> Result<(), String> {
-    let o = parse(args)?;
+pub fn run(o: Options) -> Result<(), String> {
     let all: BTreeSet<String> = list()?.into_iter().collect();
     let wanted: BTreeSet<String> =
         all.iter().filter(|id| o.filter.as_ref().is_none_or(|f| id.contains(f.as_str()))).cloned().collect();

@@ -7,7 +7,7 @@
 const TARGET: &str = "crates/actmax-layers/src/loaders/onnx/proto.rs";
 
 #[cfg(feature = "codegen")]
-pub fn run(_args: &[String]) -> Result<(), String> {
+pub fn run() -> Result<(), String> {
     let root = crate::workspace_root();
     let proto_dir = root.join("crates/actmax-layers/proto");
     let fds = protox::compile(["onnx.proto"], [&proto_dir]).map_err(|e| format!("onnx.proto: {e}"))?;
@@ -25,7 +25,7 @@ pub fn run(_args: &[String]) -> Result<(), String> {
 }
 
 #[cfg(not(feature = "codegen"))]
-pub fn run(_args: &[String]) -> Result<(), String> {
+pub fn run() -> Result<(), String> {
     Err(format!(
         "gen-onnx needs the code generators: cargo run -p xtask --features codegen -- gen-onnx (writes {TARGET})"
     ))

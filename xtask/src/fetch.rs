@@ -174,7 +174,7 @@ pub fn ensure(a: &Artifact) -> Result<PathBuf, String> {
 }
 
 /// `cargo xtask fetch`.
-pub fn run(_args: &[String]) -> Result<(), String> {
+pub fn run() -> Result<(), String> {
     let mut failed = Vec::new();
     for a in ARTIFACTS {
         match ensure(a) {

@@ -35,7 +35,7 @@ fn parse_labels(js: &str) -> Result<Vec<String>, String> {
 }
 
 /// `cargo xtask import-efficientnet`.
-pub fn run(_args: &[String]) -> Result<(), String> {
+pub fn run() -> Result<(), String> {
     let root = workspace_root();
     let models = root.join("models");
     std::fs::create_dir_all(&models).map_err(|e| e.to_string())?;

@@ -38,9 +38,9 @@ fn compare(dir: &Path, entry: &serde_json::Value) -> Result<(f64, bool), String>
 }
 
 /// `cargo xtask check-keras-apps`.
-pub fn run(args: &[String]) -> Result<(), String> {
+pub fn run(args: crate::reference::ExportArgs) -> Result<(), String> {
     let dir = crate::fetch::cache().join("keras-apps");
-    let (index, _) = exported_cases(args, ("keras-venv", VENV_PACKAGES), "keras_apps.py", &dir)?;
+    let (index, _) = exported_cases(&args, ("keras-venv", VENV_PACKAGES), "keras_apps.py", &dir)?;
     println!("| model | format | loads | max rel. output error | top-1 equal |");
     println!("|---|---|---|---:|---|");
     let (mut ok, mut total) = (0, 0);

@@ -21,29 +21,18 @@ use crate::workspace_root;
 /// The peers' pinned packages.
 const PEER_PACKAGES: &[&str] = &["numpy==2.4.6", "onnxruntime==1.32.0", "torch==2.15.0"];
 
-struct Options {
+/// `cargo xtask bench-peer`: actmax vs onnxruntime and PyTorch, one table of ratios.
+#[derive(clap::Args)]
+pub struct Options {
+    /// Timed runs per case (after three warm-ups).
+    #[arg(long, default_value_t = 30)]
     runs: usize,
+    /// Rounds of every case, alternating the engines; each row keeps its best round.
+    #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Write the rows as JSON objects {case, actmax_ms, peer, peer_ms} here too.
+    #[arg(long)]
     json: Option<PathBuf>,
-}
-
-fn parse(args: &[String]) -> Result<Options, String> {
-    let mut o = Options { runs: 30, rounds: 3, json: None };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--runs" => o.runs = it.next().and_then(|v| v.parse().ok()).ok_or("--runs needs a number")?,
-            "--rounds" => {
-                o.rounds =
-                    it.next().and_then(|v| v.parse().ok()).filter(|&r| r > 0).ok_or("--rounds needs a number ≥ 1")?
-            }
-            "--json" => o.json = Some(it.next().ok_or("--json needs a file")?.into()),
-            // The old positional form: `bench-peer RUNS`.
-            n if n.parse::<usize>().is_ok() => o.runs = n.parse().expect("checked"),
-            other => return Err(format!("bench-peer: unknown argument `{other}` (--runs N, --rounds R, --json FILE)")),
-        }
-    }
-    Ok(o)
 }
 
 /// Median and minimum wall time of `runs` calls, in ms, after three warm-ups.
@@ -110,7 +99,7 @@ fn step(case: &Case, batch: usize, runs: usize) -> (f64, f64) {
 
 /// `.cache/peer-venv/bin/python` with the peers installed, made when missing (torch is
 /// a large download).
-fn peer_python() -> Result<PathBuf, String> {
+pub(crate) fn peer_python() -> Result<PathBuf, String> {
     crate::reference::pinned_venv("peer-venv", PEER_PACKAGES)
 }
 
@@ -160,8 +149,10 @@ struct Row {
 }
 
 /// `cargo xtask bench-peer`.
-pub fn run(args: &[String]) -> Result<(), String> {
-    let o = parse(args)?;
+pub fn run(o: Options) -> Result<(), String> {
+    if o.rounds == 0 {
+        return Err("--rounds must be >= 1".into());
+    }
     let root = workspace_root();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let model = onnx::load(&root.join("models/efficientnet_lite0.onnx")).map_err(|e| e.to_string())?.fold_batch_norms();

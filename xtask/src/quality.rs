@@ -24,51 +24,37 @@ use crate::workspace_root;
 pub const CLASSES: [usize; 20] =
     [1, 9, 20, 94, 130, 207, 285, 309, 323, 340, 386, 417, 430, 471, 504, 530, 817, 933, 949, 980];
 
-struct Args {
+/// `cargo xtask quality`: each preset on ImageNet classes, judged by a held-out model.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Presets to run, comma-separated (all by default).
+    #[arg(long, value_delimiter = ',', default_values_t = actmax::PRESETS.iter().map(|s| s.to_string()))]
     presets: Vec<String>,
+    /// ImageNet classes, comma-separated (the 20 of the README by default).
+    #[arg(long, value_delimiter = ',', default_values_t = CLASSES)]
     classes: Vec<usize>,
+    /// Steps per image (each preset's own by default).
+    #[arg(long)]
     steps: Option<usize>,
+    /// Learning rate (each preset's own by default).
+    #[arg(long)]
     lr: Option<f32>,
+    /// Random crops per step (each preset's own by default).
+    #[arg(long)]
     crops: Option<usize>,
+    /// Images per batch.
+    #[arg(long, default_value_t = 5)]
     batch: usize,
 }
 
-fn parse(args: &[String]) -> Result<Args, String> {
-    let mut a = Args {
-        presets: actmax::PRESETS.iter().map(|s| s.to_string()).collect(),
-        classes: CLASSES.to_vec(),
-        steps: None,
-        lr: None,
-        crops: None,
-        batch: 5,
-    };
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--presets" => a.presets = value()?.split(',').map(str::to_string).collect(),
-            "--classes" => {
-                a.classes = value()?
-                    .split(',')
-                    .map(|c| c.parse().map_err(|_| format!("--classes: `{c}` is not a class index")))
-                    .collect::<Result<_, _>>()?
-            }
-            "--steps" => a.steps = Some(value()?.parse().map_err(|_| "--steps wants a number".to_string())?),
-            "--lr" => a.lr = Some(value()?.parse().map_err(|_| "--lr wants a number".to_string())?),
-            "--crops" => a.crops = Some(value()?.parse().map_err(|_| "--crops wants a number".to_string())?),
-            "--batch" => a.batch = value()?.parse().map_err(|_| "--batch wants a number".to_string())?,
-            other => {
-                return Err(format!("unknown flag `{other}` (--presets, --classes, --steps, --lr, --crops, --batch)"))
-            }
-        }
-    }
+fn check(a: &Args) -> Result<(), String> {
     for p in &a.presets {
         actmax::Options::preset(p).map_err(|e| e.to_string())?;
     }
     if a.batch == 0 || a.classes.iter().any(|&c| c >= 1000) {
         return Err("--batch must be >= 1 and classes below 1000".into());
     }
-    Ok(a)
+    Ok(())
 }
 
 /// The held-out judge.
@@ -120,8 +106,8 @@ struct Score {
 }
 
 /// `cargo xtask quality`.
-pub fn run(args: &[String]) -> Result<(), String> {
-    let a = parse(args)?;
+pub fn run(a: Args) -> Result<(), String> {
+    check(&a)?;
     let lite0 = zoo::load("efficientnet_lite0", None).map_err(|e| e.to_string())?;
     let judge_model = lite1()?;
     let labels = zoo::imagenet_labels();

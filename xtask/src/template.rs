@@ -41,7 +41,7 @@ fn inverse_color() -> [[f32; 3]; 3] {
 }
 
 /// `cargo xtask maco-template`.
-pub fn run(_args: &[String]) -> Result<(), String> {
+pub fn run() -> Result<(), String> {
     let inv = inverse_color();
     let wc = SIZE / 2 + 1;
     let mut sum = vec![0.0f64; 3 * SIZE * wc];

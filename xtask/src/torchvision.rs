@@ -51,9 +51,9 @@ pub(crate) fn compare(dir: &Path, entry: &serde_json::Value) -> Result<(actmax_l
 }
 
 /// `cargo xtask check-torchvision`.
-pub fn run(args: &[String]) -> Result<(), String> {
+pub fn run(args: crate::reference::ExportArgs) -> Result<(), String> {
     let dir = crate::fetch::cache().join("torchvision");
-    let (index, models) = exported_cases(args, ("torchvision-venv", VENV_PACKAGES), "torchvision_models.py", &dir)?;
+    let (index, models) = exported_cases(&args, ("torchvision-venv", VENV_PACKAGES), "torchvision_models.py", &dir)?;
     println!("| model | exporter | opset | loads | max rel. logit error | top-1 equal | 20-step visualize |");
     println!("|---|---|---:|---|---:|---|---|");
     let (mut ok, mut total) = (0, 0);

@@ -111,26 +111,19 @@ fn save(model: &mut Model, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn flag(args: &[String], name: &str, default: usize) -> Result<usize, String> {
-    match args.iter().position(|a| a == name) {
-        Some(i) => args.get(i + 1).and_then(|v| v.parse().ok()).ok_or(format!("{name} takes a number")),
-        None => Ok(default),
-    }
-}
-
 /// `cargo xtask train-mnist [--epochs N]`: keras-vis's MNIST CNN, cross-entropy, Adam.
-pub fn mnist(args: &[String]) -> Result<(), String> {
+pub fn mnist(epochs: Option<usize>) -> Result<(), String> {
     let mut model = zoo::mnist_cnn();
     zoo::init_he_uniform(&mut model, 1);
-    train_digits(model, "mnist_cnn", flag(args, "--epochs", 6)?, 0.6, 0x5EED_1234_ABCD_0001)
+    train_digits(model, "mnist_cnn", epochs.unwrap_or(6), 0.6, 0x5EED_1234_ABCD_0001)
 }
 
 /// `cargo xtask train-mnist-mlp [--epochs N]`: the second MNIST classifier (another
 /// architecture, another seed), the judge of digits made on the CNN.
-pub fn mnist_mlp(args: &[String]) -> Result<(), String> {
+pub fn mnist_mlp(epochs: Option<usize>) -> Result<(), String> {
     let mut model = zoo::mnist_mlp();
     zoo::init_he_uniform(&mut model, 2);
-    train_digits(model, "mnist_mlp", flag(args, "--epochs", 15)?, 0.85, 0x5EED_4321_DCBA_0002)
+    train_digits(model, "mnist_mlp", epochs.unwrap_or(15), 0.85, 0x5EED_4321_DCBA_0002)
 }
 
 /// Trains a digit classifier whose last layer is a softmax (on its logits; Adam 1e-3,
@@ -213,8 +206,7 @@ pub(crate) fn held_out_canvas(count: usize, seed: u64) -> Result<Vec<f32>, Strin
 
 /// `cargo xtask train-apple-counter [--steps N]`: the regression CNN, mean squared error
 /// against the number of digits on the canvas; reports the held-out error.
-pub fn apple_counter(args: &[String]) -> Result<(), String> {
-    let steps = flag(args, "--steps", 3000)?;
+pub fn apple_counter(steps: usize) -> Result<(), String> {
     let (train, test) = load_digits()?;
     let mut model = zoo::apple_counter();
     zoo::init_he_uniform(&mut model, 2);

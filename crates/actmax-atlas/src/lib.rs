@@ -1,32 +1,4 @@
-//! # actmax-atlas
-//!
-//! Every filter of chosen layers of a model, rendered as tiles — one PNG per (layer,
-//! filter) and a `manifest.jsonl` line per tile — and a static gallery to browse them.
-//!
-//! - **Deterministic**: a tile depends only on the model file's hash, the layer, the
-//!   filter, the recipe and the seed. Each image draws from its own seed
-//!   ([`tile_seed`], [`actmax::Options::image_seeds`]) and the recipe keeps images apart
-//!   ([`actmax::Options::images_independent`]; otherwise tiles render one per batch), so
-//!   the same tile from any shard, batch or thread count is byte-identical.
-//! - **Resumable**: [`render`] skips tiles whose PNG exists with the manifest's hash; a PNG
-//!   is written under a temporary name and renamed, and its manifest line follows, so a
-//!   kill loses at most the batch in flight.
-//! - **Sharded**: [`Shard`] `K/N` owns a stable 1/N of the tiles (every N-th in plan
-//!   order), from a flag or a scheduler's environment (Kubernetes Indexed Jobs, Slurm job
-//!   arrays); [`merge`] joins shard outputs and reports missing tiles.
-//! - **Browsable**: [`gallery`] writes an offline HTML site: layers, a lazy-loaded grid per
-//!   layer, a page per tile with its settings and loss curve, keyboard navigation.
-//!
-//! ```no_run
-//! use actmax_atlas::{plan, render, LayerSelection, ModelId, PlanRequest};
-//! let model = actmax_layers::zoo::load("efficientnet_lite0", None)?;
-//! let recipe = actmax::Options::actmax();
-//! let request = PlanRequest { layers: LayerSelection::Names(vec!["_conv_stem".into()]), ..Default::default() };
-//! let plan = plan(&model, &ModelId::of("efficientnet_lite0")?, &request, "actmax", &recipe)?;
-//! let summary = render(&model, &plan, &recipe, &Default::default(), "atlas".as_ref(), &mut |_| {})?;
-//! println!("{} tiles rendered", summary.rendered);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+#![doc = include_str!("../README.md")]
 
 mod error;
 mod gallery;

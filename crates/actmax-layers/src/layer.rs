@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use actmax_tensor::pool::PoolGeometry;
+use actmax_tensor::shapes;
 
 use crate::train::Binding;
 use actmax_tensor::{Conv2dParams, ConvGeometry, Padding2d, Pool2dParams, ReluKind, Tape, Tensor, TensorError, Var};
@@ -869,18 +870,7 @@ impl Layer {
             }
             Self::Conv2d(c, _) | Self::DepthwiseConv2d(c, _) => c.output_shape(x),
             Self::SeparableConv2d { depthwise, pointwise, .. } => pointwise.output_shape(&depthwise.output_shape(x)?),
-            Self::Dense { weight, bias, .. } => {
-                let [out, inp] = [weight.shape()[0], weight.shape()[1]];
-                if x.len() < 2 || x.last() != Some(&inp) {
-                    return Err(shape_err("dense", &format!("expects [N, ..., {inp}] (flatten first?)")));
-                }
-                if bias.as_ref().is_some_and(|b| b.shape() != [out]) {
-                    return Err(shape_err("dense", &format!("the bias must be [{out}]")));
-                }
-                let mut y = x.clone();
-                *y.last_mut().expect("rank >= 2") = out;
-                Ok(y)
-            }
+            Self::Dense { weight, bias, .. } => shapes::linear(x, weight.shape(), bias.as_ref().map(|b| b.shape())),
             Self::MaxPool(p) | Self::AvgPool(p) => {
                 let params = p.params(x);
                 let overhangs = params.padding != p.params_floor(x).padding;
@@ -896,14 +886,8 @@ impl Layer {
             }
             Self::GlobalAvgPool if x.len() == 4 => Ok(vec![x[0], x[1]]),
             Self::GlobalAvgPool => Err(shape_err("global_avg_pool", "expects NCHW")),
-            Self::Flatten => Ok(vec![x[0], x[1..].iter().product()]),
-            Self::Pad(p, _) if x.len() == 4 => {
-                let grow = |n: usize, a: usize, b: usize| n.checked_add(a).and_then(|v| v.checked_add(b));
-                match (grow(x[2], p.top, p.bottom), grow(x[3], p.left, p.right)) {
-                    (Some(h), Some(w)) => Ok(vec![x[0], x[1], h, w]),
-                    _ => Err(shape_err("pad", "the padding is too large")),
-                }
-            }
+            Self::Flatten => shapes::flatten(x),
+            Self::Pad(p, _) if x.len() == 4 => shapes::pad(x, &[(p.top, p.bottom), (p.left, p.right)]),
             Self::Pad(..) => Err(shape_err("pad", "expects NCHW")),
             Self::Binary(op) => {
                 let y = inputs.get(1).ok_or_else(|| shape_err("binary", "needs two inputs"))?;
@@ -924,66 +908,41 @@ impl Layer {
                 }
                 Ok(y)
             }
-            Self::Permute(perm) => {
-                let mut sorted = perm.clone();
-                sorted.sort_unstable();
-                if perm.len() != x.len() || perm.first() != Some(&0) || sorted.iter().enumerate().any(|(i, &p)| i != p)
-                {
-                    return Err(shape_err("permute", &format!("{perm:?} is not a permutation keeping axis 0 first")));
-                }
-                Ok(perm.iter().map(|&p| x[p]).collect())
+            Self::Permute(perm) if perm.first() != Some(&0) => {
+                Err(shape_err("permute", &format!("{perm:?} must keep the batch axis first")))
             }
+            Self::Permute(perm) => shapes::permute(x, perm),
             Self::Add => match inputs.iter().find(|s| *s != x) {
                 Some(other) => Err(TensorError::Broadcast { op: "add", lhs: x.clone(), rhs: other.clone() }),
                 None => Ok(x.clone()),
             },
-            Self::Concat(axis) => {
-                let mut out = x.clone();
-                if *axis >= out.len() {
-                    return Err(shape_err("concat", "axis out of range"));
-                }
-                for s in &inputs[1..] {
-                    if s.len() != x.len() || s.iter().zip(x).enumerate().any(|(i, (a, b))| i != *axis && a != b) {
-                        return Err(shape_err("concat", "shapes differ off the concat axis"));
-                    }
-                    out[*axis] += s[*axis];
-                }
-                Ok(out)
-            }
+            Self::Concat(axis) => shapes::concat(&inputs.iter().map(Vec::as_slice).collect::<Vec<_>>(), *axis),
+            Self::Reshape(_) if x.is_empty() => Err(shape_err("reshape", "needs a batch axis")),
             Self::Reshape(shape) => {
-                if shape.iter().product::<usize>() != x[1..].iter().product::<usize>() {
-                    return Err(shape_err("reshape", &format!("cannot reshape to [N, {shape:?}]")));
-                }
-                Ok(std::iter::once(x[0]).chain(shape.iter().copied()).collect())
+                // Per image: the batch axis stays.
+                shapes::reshape(x, &std::iter::once(x[0]).chain(shape.iter().copied()).collect::<Vec<_>>())
             }
             Self::Unary(_) => Ok(x.clone()),
             Self::Reduce { axes, keepdims, .. } => {
-                if axes.is_empty()
-                    || axes.windows(2).any(|w| w[0] >= w[1])
-                    || axes[0] == 0
-                    || axes[axes.len() - 1] >= x.len()
-                {
+                // Per image, and in order (the kernels reduce the axes as listed).
+                if axes.is_empty() || axes.windows(2).any(|w| w[0] >= w[1]) || axes[0] == 0 {
                     return Err(shape_err(
                         "reduce",
-                        &format!("axes {axes:?}: ascending, distinct, within 1..{}", x.len()),
+                        &format!("axes {axes:?}: ascending, distinct, not the batch axis"),
                     ));
                 }
-                Ok(x.iter()
-                    .enumerate()
-                    .filter_map(|(a, &d)| match (axes.contains(&a), keepdims) {
-                        (false, _) => Some(d),
-                        (true, true) => Some(1),
-                        (true, false) => None,
-                    })
-                    .collect())
+                shapes::reduce("reduce", x, axes, *keepdims)
             }
             Self::Slice { axis, start, end } => {
-                if *axis == 0 || *axis >= x.len() || start >= end || *end > x[*axis] {
-                    return Err(shape_err("slice", &format!("{start}..{end} along axis {axis}")));
+                if *axis == 0 || start >= end || *axis >= x.len() {
+                    return Err(shape_err(
+                        "slice",
+                        &format!("{start}..{end} along axis {axis} of a rank-{} tensor", x.len()),
+                    ));
                 }
-                let mut y = x.clone();
-                y[*axis] = end - start;
-                Ok(y)
+                let mut ranges: Vec<(usize, usize)> = x[..*axis].iter().map(|&d| (0, d)).collect();
+                ranges.push((*start, *end));
+                shapes::slice(x, &ranges)
             }
             Self::LayerNorm { axis, gamma, beta, eps } => {
                 let normalized = x.get(*axis..).unwrap_or_default();

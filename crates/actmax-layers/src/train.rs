@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use actmax_tensor::{AdamConfig, AdamState, Gradients, Tape, Tensor, TensorError, Var};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use crate::Model;
 
@@ -41,26 +43,9 @@ impl Binding<'_> {
         }
         let keep = 1.0 - rate.min(0.999);
         let shape = tape.shape(x)?.to_vec();
-        let mask = Tensor::from_shape_fn(shape, |_| if pass.rng.uniform() < keep { 1.0 / keep } else { 0.0 });
+        let mask = Tensor::from_shape_fn(shape, |_| if pass.rng.random::<f32>() < keep { 1.0 / keep } else { 0.0 });
         let m = tape.constant(mask);
         tape.mul(x, m)
-    }
-}
-
-/// Seeded xorshift64 noise: deterministic, no global state (dropout masks, weight init).
-pub(crate) struct XorShift(u64);
-
-impl XorShift {
-    pub(crate) fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    /// Uniform in [0, 1).
-    pub(crate) fn uniform(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 40) as f32 / (1u64 << 24) as f32
     }
 }
 
@@ -70,13 +55,13 @@ pub struct TrainingPass {
     /// `(full name, variable)` for every parameter the pass used.
     pub params: Vec<(String, Var)>,
     pub(crate) layer: String,
-    rng: XorShift,
+    rng: StdRng,
 }
 
 impl TrainingPass {
     /// A pass whose dropout masks follow from `seed`.
     pub fn new(seed: u64) -> Self {
-        Self { params: Vec::new(), layer: String::new(), rng: XorShift::new(seed) }
+        Self { params: Vec::new(), layer: String::new(), rng: StdRng::seed_from_u64(seed) }
     }
 
     /// The gradient of every recorded parameter, by full name; a parameter used more than

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 
 use actmax_tensor::Tensor;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use crate::error::Result;
 use crate::layer::{Activation, Conv, Layer, Pool, WindowPadding};
@@ -231,8 +233,8 @@ fn build_apple_counter() -> Result<Model> {
 /// Fills every weight with He-uniform values (`±√(6 / fan_in)`) and biases with zero, from
 /// a seed: for benchmarks and tests of architectures without trained weights.
 pub fn init_he_uniform(model: &mut Model, seed: u64) {
-    let mut noise = crate::train::XorShift::new(seed);
-    let mut next = move || noise.uniform() * 2.0 - 1.0;
+    let mut noise = StdRng::seed_from_u64(seed);
+    let mut next = move || noise.random_range(-1.0f32..1.0);
     let shapes = model.parameter_shapes();
     let mut tensors = std::collections::BTreeMap::new();
     for (name, shape) in shapes {

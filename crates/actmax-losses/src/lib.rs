@@ -1,36 +1,4 @@
-//! # actmax-losses
-//!
-//! What activation maximization minimizes. A [`Loss`] reads the input image and named
-//! activations from a [`LossContext`] and adds a scalar — or a per-sample vector `[B]` —
-//! to the tape. [`WeightedLosses`] sums `weight · loss` terms (a weight of 0 drops a term)
-//! and keeps each term for logs.
-//!
-//! - keras-vis's losses, with its exact formulas: [`ActivationMaximization`],
-//!   [`TotalVariation`], [`LpNorm`].
-//! - lucid's objectives as losses ([`lucid`]): `channel`, `neuron`, `direction`,
-//!   `diversity`, `blur`, `deepdream`, `l1`, `l2`, anisotropic `total_variation`; they
-//!   compose through [`Objective`] (`+`, `-`, `* f32`, unary `-`) with generated names.
-//!
-//! Sign convention: everything here is *minimized*. lucid maximizes its objectives, so
-//! `lucid::channel` is `−mean(channel)`; lucid's penalties (`l1`, `l2`,
-//! `total_variation`, `blur`, `diversity`) are positive here, as lucid subtracts them.
-//!
-//! ```
-//! use std::collections::HashMap;
-//! use actmax_losses::{ActivationMaximization, LossContext, TotalVariation, WeightedLosses};
-//! use actmax_tensor::{Tape, Tensor};
-//!
-//! let mut tape = Tape::new();
-//! let x = tape.variable(Tensor::from_elem(vec![1, 3, 8, 8], 0.5));
-//! let logits = tape.constant(Tensor::from_shape_vec(vec![1, 3], vec![1.0, 2.0, 3.0]).unwrap());
-//! let acts = HashMap::from([("logits".to_string(), logits)]);
-//! let ctx = LossContext::new(x, &acts);
-//! let losses = WeightedLosses::new()
-//!     .with(ActivationMaximization::new("logits", vec![2]), 1.0)
-//!     .with(TotalVariation::default(), 10.0);
-//! let built = losses.build(&mut tape, &ctx).unwrap();
-//! assert_eq!(tape.value(built.total).unwrap().iter().next(), Some(&-3.0));
-//! ```
+#![doc = include_str!("../README.md")]
 
 mod error;
 mod keras_vis;

@@ -1,22 +1,4 @@
-//! # actmax-modifiers
-//!
-//! What happens around and inside each optimization step:
-//!
-//! - [`InputModifier`]s change the image before a step and undo it after (keras-vis's
-//!   `Jitter`, whose `post` really undoes the shift — keras-vis forgot, and the shifts
-//!   piled up).
-//! - [`Transform`]s are lucid's robustness transforms, applied *inside* the graph each
-//!   step (so gradients flow through them): jitter, scale, rotate, pad, and
-//!   [`TransformSet::lucid_standard`].
-//! - [`RandomCrops`] are MaCo's: several random crops of each image per step, resized to
-//!   the model's input and noised, evaluated as one batch.
-//! - [`GradModifier`]s reshape dL/dinput (`negate` turns maximization into minimization).
-//! - [`backprop_mode`] names the tensor core's backprop modes (`guided`, `rectified`, ...).
-//!
-//! Randomness always comes from RNGs the caller passes: same seed, same run. A batch's
-//! draws come from one stream shared by its images, or from one stream per image — then
-//! what image `b` gets depends on its own stream alone, never on the batch it is in (an
-//! atlas renders any tile byte-identically in any batch).
+#![doc = include_str!("../README.md")]
 
 mod crops;
 mod grad;

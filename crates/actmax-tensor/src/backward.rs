@@ -8,9 +8,11 @@ use crate::conv::{
 };
 use crate::elementwise::{map1, map2, map3, map_channels};
 use crate::error::{param_err, Result};
+use crate::op::{Node, Op, PadMode, Unary, Var};
 use crate::ops::{pad_source, roll_tensor, sum_to_shape};
 use crate::pool::{avg_pool2d_backward, max_pool2d_backward};
-use crate::tape::{Node, Op, PadMode, Tape, Tensor, Unary};
+use crate::tape::Tape;
+use crate::tensor::{recycle, Tensor};
 
 fn slice(t: &Tensor) -> &[f32] {
     t.as_slice().expect("tape values are in standard layout")
@@ -26,7 +28,7 @@ impl Tape {
         // an arm moves it on), so the next iteration's backward allocates nothing.
         let g = Pooled::new(g, &self.scratch);
         let y = &*node.value;
-        let needs = |v: crate::tape::Var| self.nodes[v.index].requires_grad;
+        let needs = |v: Var| self.nodes[v.index].requires_grad;
         match &node.op {
             Op::Leaf => {}
             Op::Add(a, b) => {
@@ -280,7 +282,7 @@ impl Tape {
         Ok(())
     }
 
-    fn batch_norm_backward(&self, g: &Tensor, vars: [crate::tape::Var; 5], eps: f32, grads: &mut [Option<Tensor>]) {
+    fn batch_norm_backward(&self, g: &Tensor, vars: [Var; 5], eps: f32, grads: &mut [Option<Tensor>]) {
         let [x, gamma, beta, mean, var] = vars;
         let xv = self.val(x);
         let c = xv.shape()[1];
@@ -351,7 +353,7 @@ impl std::ops::Deref for Pooled<'_> {
 impl Drop for Pooled<'_> {
     fn drop(&mut self) {
         if let Some(t) = self.t.take() {
-            crate::tape::recycle(self.pool, t);
+            recycle(self.pool, t);
         }
     }
 }

@@ -8,7 +8,7 @@ use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
 use crate::scratch::ScratchPool;
-use crate::tape::Tensor;
+use crate::tensor::Tensor;
 
 /// Below this many elements a map runs on the calling thread.
 const PARALLEL_MIN: usize = 1 << 15;

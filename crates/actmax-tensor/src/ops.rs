@@ -3,27 +3,18 @@
 
 use ndarray::{concatenate, ArrayD, Axis, IxDyn, Slice, Zip};
 
-use crate::backprop::ReluKind;
+use crate::backprop_modes::ReluKind;
 use crate::conv::{conv2d_forward_prepacked, ConvPlan, PackDirection};
 use crate::elementwise::{map1, map2, map_channels};
 use crate::error::{param_err, shape_err, Result, TensorError};
 use crate::geometry::{checked_elems, Conv2dParams, ConvGeometry, Pool2dParams};
+use crate::op::{Op, PadMode, Unary, Var};
 use crate::pool::{avg_pool2d_forward, max_pool2d_forward, PoolGeometry};
-use crate::tape::{Op, PadMode, Tape, Tensor, Unary, Var};
+use crate::shapes::{self, check_axis};
+use crate::tape::Tape;
+use crate::tensor::Tensor;
 
-/// The numpy broadcast of two shapes.
-pub fn broadcast_shape(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
-    let r = a.len().max(b.len());
-    let dim = |s: &[usize], i: usize| if i + s.len() >= r { s[i + s.len() - r] } else { 1 };
-    (0..r)
-        .map(|i| match (dim(a, i), dim(b, i)) {
-            (x, y) if x == y => Ok(x),
-            (1, y) => Ok(y),
-            (x, 1) => Ok(x),
-            _ => Err(TensorError::Broadcast { op, lhs: a.to_vec(), rhs: b.to_vec() }),
-        })
-        .collect()
-}
+pub use crate::shapes::broadcast as broadcast_shape;
 
 /// Sums a broadcast gradient back to the operand's shape (the adjoint of broadcasting).
 pub(crate) fn sum_to_shape(g: Tensor, shape: &[usize]) -> Tensor {
@@ -52,13 +43,6 @@ pub(crate) fn softmax_along(x: &Tensor, axis: usize) -> Tensor {
         lane.mapv_inplace(|v| v / s);
     }
     y
-}
-
-fn check_axis(op: &'static str, axis: usize, shape: &[usize]) -> Result<()> {
-    if axis >= shape.len() {
-        return Err(shape_err(op, format!("axis {axis} is out of range for rank {}", shape.len()), shape));
-    }
-    Ok(())
 }
 
 impl Tape {
@@ -232,15 +216,9 @@ impl Tape {
     fn reduce(&mut self, op: &'static str, x: Var, axes: &[usize], keepdims: bool, mean: bool) -> Result<Var> {
         let xv = self.value(x)?;
         let shape = xv.shape().to_vec();
+        shapes::reduce(op, &shape, axes, keepdims)?;
         let mut sorted = axes.to_vec();
         sorted.sort_unstable();
-        sorted.dedup();
-        if sorted.len() != axes.len() {
-            return Err(shape_err(op, format!("axes {axes:?} repeat an axis"), &shape));
-        }
-        for &a in &sorted {
-            check_axis(op, a, &shape)?;
-        }
         let count: usize = sorted.iter().map(|&a| shape[a]).product();
         if mean && count == 0 {
             return Err(shape_err(op, "cannot average over an empty axis", &shape));
@@ -346,15 +324,11 @@ impl Tape {
     /// A dense layer with PyTorch's weight layout: `x · wᵀ + b` for `x: [B, in]`,
     /// `w: [out, in]`, `b: [out]`.
     pub fn linear(&mut self, x: Var, w: Var, b: Option<Var>) -> Result<Var> {
+        let bias = b.map(|b| self.shape(b)).transpose()?;
+        shapes::linear(self.shape(x)?, self.shape(w)?, bias)?;
         let y = self.matmul(x, w, true)?;
         match b {
-            Some(b) => {
-                let (sb, sy) = (self.shape(b)?, self.shape(y)?);
-                if sb != [sy[1]] {
-                    return Err(shape_err("linear", format!("bias must have shape [{}]", sy[1]), sb));
-                }
-                self.add(y, b)
-            }
+            Some(b) => self.add(y, b),
             None => Ok(y),
         }
     }
@@ -465,13 +439,7 @@ impl Tape {
     /// applies to the trailing axes.
     pub fn pad(&mut self, x: Var, pads: &[(usize, usize)], mode: PadMode) -> Result<Var> {
         let s = self.shape(x)?.to_vec();
-        if pads.len() > s.len() {
-            return Err(shape_err(
-                "pad",
-                format!("{} (before, after) pairs for a rank-{} tensor", pads.len(), s.len()),
-                &s,
-            ));
-        }
+        shapes::pad(&s, pads)?;
         let mut full = vec![(0, 0); s.len() - pads.len()];
         full.extend_from_slice(pads);
         if mode == PadMode::Reflect {
@@ -497,16 +465,9 @@ impl Tape {
     /// Keeps `[start, end)` of each axis (a crop); `ranges` may cover only leading axes.
     pub fn slice(&mut self, x: Var, ranges: &[(usize, usize)]) -> Result<Var> {
         let s = self.shape(x)?.to_vec();
-        if ranges.len() > s.len() {
-            return Err(shape_err("slice", format!("{} ranges for a rank-{} tensor", ranges.len(), s.len()), &s));
-        }
+        shapes::slice(&s, ranges)?;
         let mut full: Vec<(usize, usize)> = s.iter().map(|&d| (0, d)).collect();
-        for (i, &(a, b)) in ranges.iter().enumerate() {
-            if a > b || b > s[i] {
-                return Err(shape_err("slice", format!("range {a}..{b} does not fit axis {i} of size {}", s[i]), &s));
-            }
-            full[i] = (a, b);
-        }
+        full[..ranges.len()].copy_from_slice(ranges);
         let y =
             self.val(x).slice_each_axis(|ax| Slice::from(full[ax.axis.index()].0..full[ax.axis.index()].1)).to_owned();
         Ok(self.push(y, Op::Slice { x, ranges: full }, &[x]))
@@ -515,37 +476,21 @@ impl Tape {
     /// Same elements, new shape (row-major order).
     pub fn reshape(&mut self, x: Var, shape: &[usize]) -> Result<Var> {
         let xv = self.value(x)?;
-        if checked_elems("reshape", shape)? != xv.len() {
-            return Err(shape_err(
-                "reshape",
-                format!("cannot reshape {} elements into {shape:?}", xv.len()),
-                xv.shape(),
-            ));
-        }
+        shapes::reshape(xv.shape(), shape)?;
         let y = xv.clone().into_shape_with_order(IxDyn(shape)).expect("checked size");
         Ok(self.push(y, Op::Reshape(x), &[x]))
     }
 
     /// `[N, ...] → [N, prod(...)]`.
     pub fn flatten(&mut self, x: Var) -> Result<Var> {
-        let s = self.shape(x)?;
-        if s.is_empty() {
-            return Err(shape_err("flatten", "needs at least one axis", s));
-        }
-        let shape = [s[0], s[1..].iter().product()];
+        let shape = shapes::flatten(self.shape(x)?)?;
         self.reshape(x, &shape)
     }
 
     /// Joins tensors along `axis`; all other axes must agree.
     pub fn concat(&mut self, xs: &[Var], axis: usize) -> Result<Var> {
-        let first = self.shape(*xs.first().ok_or_else(|| param_err("concat", "needs at least one tensor"))?)?.to_vec();
-        check_axis("concat", axis, &first)?;
-        for &v in xs {
-            let s = self.shape(v)?;
-            if s.len() != first.len() || s.iter().zip(&first).enumerate().any(|(i, (a, b))| i != axis && a != b) {
-                return Err(shape_err("concat", format!("all shapes must match {first:?} except on axis {axis}"), s));
-            }
-        }
+        let all = xs.iter().map(|&v| self.shape(v)).collect::<Result<Vec<_>>>()?;
+        shapes::concat(&all, axis)?;
         let views: Vec<_> = xs.iter().map(|&v| self.val(v).view()).collect();
         let y = concatenate(Axis(axis), &views).expect("checked shapes");
         Ok(self.push(y, Op::Concat { xs: xs.to_vec(), axis }, xs))
@@ -553,12 +498,7 @@ impl Tape {
 
     /// Reorders axes: output axis `i` is input axis `perm[i]`.
     pub fn permute(&mut self, x: Var, perm: &[usize]) -> Result<Var> {
-        let s = self.shape(x)?;
-        let mut seen = perm.to_vec();
-        seen.sort_unstable();
-        if seen != (0..s.len()).collect::<Vec<_>>() {
-            return Err(shape_err("permute", format!("{perm:?} is not a permutation of the {} axes", s.len()), s));
-        }
+        shapes::permute(self.shape(x)?, perm)?;
         let y = self.val(x).clone().permuted_axes(IxDyn(perm)).as_standard_layout().into_owned();
         Ok(self.push(y, Op::Permute { x, perm: perm.to_vec() }, &[x]))
     }

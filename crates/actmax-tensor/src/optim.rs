@@ -2,7 +2,7 @@
 //! use: the state of one tensor, updated in place.
 
 use crate::error::{shape_err, Result};
-use crate::tape::Tensor;
+use crate::tensor::Tensor;
 
 /// Adam's hyper-parameters (Kingma & Ba); β and ε default to PyTorch's.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 
 use crate::conv::{ConvKernel, ConvPack, ConvPlan, PackDirection};
 use crate::geometry::ConvGeometry;
-use crate::tape::{Tape, Tensor, Var};
+use crate::op::Var;
+use crate::tape::Tape;
+use crate::tensor::Tensor;
 
 type Key = (usize, usize, PackDirection, ConvKernel);
 /// The weight an entry was packed from (kept alive and unchanged by holding it), and

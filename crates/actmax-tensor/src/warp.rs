@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use crate::tape::Tensor;
+use crate::tensor::Tensor;
 
 /// What a sample outside the image reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -116,10 +116,42 @@ pub fn labelled_sheet(images: &[DynamicImage], captions: &[String], margin: u32,
 
 /// Loads `path` as a `[1, C, H, W]` tensor in the spec's value range.
 pub fn load(path: &Path, spec: &InputSpec) -> Result<Tensor> {
-    let img = image::open(path)
-        .map_err(|e| Error::Image { path: path.to_path_buf(), msg: format!("cannot read image: {e}") })?;
+    let err = |msg: String| Error::Image { path: path.to_path_buf(), msg };
+    let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read image: {e}")))?;
+    let img = decode(&bytes).map_err(|e| err(format!("cannot read image: {e}")))?;
     Ok(from_image(&img, spec))
 }
+
+/// The largest side an image in may have: far above any input size, and it keeps a file
+/// that claims a huge canvas from allocating it.
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+/// The most a decoder may allocate for one image in (bytes): an 8192 × 8192 RGB photo.
+pub const MAX_IMAGE_ALLOC: u64 = 200 << 20;
+
+/// Decodes a PNG, JPEG or GIF from bytes (the format read from the content), refusing
+/// empty images, sides above [`MAX_IMAGE_SIDE`], decodes above [`MAX_IMAGE_ALLOC`] and
+/// more pixels than the file could hold, before allocating.
+pub fn decode(bytes: &[u8]) -> std::result::Result<DynamicImage, image::ImageError> {
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_IMAGE_ALLOC);
+    let reader = || image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format();
+    // The header's size first: no codec packs more than a few thousand pixels into a
+    // byte, so a tiny file claiming a huge canvas is refused before it decodes for seconds.
+    let (w, h) = reader()?.into_dimensions()?;
+    let claimed = w as u64 * h as u64;
+    if claimed == 0 || claimed > MAX_PIXELS_PER_BYTE * bytes.len() as u64 + (1 << 20) {
+        let kind = image::error::LimitErrorKind::DimensionError;
+        return Err(image::ImageError::Limits(image::error::LimitError::from_kind(kind)));
+    }
+    let mut reader = reader()?;
+    reader.limits(limits);
+    reader.decode()
+}
+
+/// More pixels per byte of file than PNG (deflate, ≤ 1032:1), GIF (LZW) or JPEG can encode.
+const MAX_PIXELS_PER_BYTE: u64 = 4096;
 
 /// Converts a decoded image (see [`load`]).
 pub fn from_image(img: &DynamicImage, spec: &InputSpec) -> Tensor {
@@ -154,11 +186,79 @@ fn fit(img: &DynamicImage, w: u32, h: u32) -> DynamicImage {
     if img.width() == w && img.height() == h {
         return img.clone();
     }
+    if img.width() == 0 || img.height() == 0 {
+        // Nothing to scale (`decode` refuses such files; a caller's image may still be one).
+        return DynamicImage::new(w, h, img.color());
+    }
     let short = img.width().min(img.height()) as f64;
     let target = (w.max(h) as f64 * 8.0 / 7.0).round();
     let s = target / short;
-    let (nw, nh) =
-        (((img.width() as f64 * s).round() as u32).max(w), ((img.height() as f64 * s).round() as u32).max(h));
+    let (nw, nh) = ((img.width() as f64 * s).round().max(w as f64), (img.height() as f64 * s).round().max(h as f64));
+    if nw * nh > 16.0 * target * target {
+        // A sliver (1 × 16384, say) would resize to gigapixels only to be cropped: cut
+        // its middle first, keeping the filter's reach on each side.
+        let reach = (4.0 / s).ceil() + 2.0;
+        let cw = ((w as f64 / s).ceil() + 2.0 * reach).min(img.width() as f64) as u32;
+        let ch = ((h as f64 / s).ceil() + 2.0 * reach).min(img.height() as f64) as u32;
+        let middle = img.crop_imm((img.width() - cw) / 2, (img.height() - ch) / 2, cw, ch);
+        let (mw, mh) = (((cw as f64 * s).round() as u32).max(w), ((ch as f64 * s).round() as u32).max(h));
+        return middle.resize_exact(mw, mh, FilterType::CatmullRom).crop_imm((mw - w) / 2, (mh - h) / 2, w, h);
+    }
+    let (nw, nh) = (nw as u32, nh as u32);
     let resized = img.resize_exact(nw, nh, FilterType::CatmullRom);
     resized.crop_imm((nw - w) / 2, (nh - h) / 2, w, h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sliver_fits_without_resizing_all_of_it() {
+        // 1 × 16384 would resize to 256 × 4 M pixels if resized whole; its middle is enough.
+        let sliver =
+            DynamicImage::ImageLuma8(GrayImage::from_fn(1, MAX_IMAGE_SIDE, |_, y| image::Luma([(y % 251) as u8])));
+        let fitted = fit(&sliver, 224, 224);
+        assert_eq!((fitted.width(), fitted.height()), (224, 224));
+        // No pixels at all (a GIF may say 48 × 0): a blank image of the input size.
+        let empty = DynamicImage::new(48, 0, image::ColorType::Rgba8);
+        assert_eq!((fit(&empty, 224, 224).width(), fit(&empty, 224, 224).height()), (224, 224));
+        // A photo's shape takes the usual road: same as resizing whole, then cropping.
+        let photo =
+            DynamicImage::ImageLuma8(GrayImage::from_fn(300, 200, |x, y| image::Luma([((x * 7 + y * 3) % 256) as u8])));
+        let whole = photo.resize_exact(384, 256, FilterType::CatmullRom).crop_imm(80, 16, 224, 224);
+        assert_eq!(fit(&photo, 224, 224).to_luma8(), whole.to_luma8());
+    }
+
+    #[test]
+    fn decode_refuses_a_canvas_above_the_limits_and_junk() {
+        // A PNG header claiming 100000 × 100000: refused before the decoder allocates.
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+        png.extend_from_slice(&100_000u32.to_be_bytes());
+        png.extend_from_slice(&100_000u32.to_be_bytes());
+        png.extend_from_slice(&[8, 0, 0, 0, 0]);
+        let crc = crc32(&png[12..]);
+        png.extend_from_slice(&crc.to_be_bytes());
+        // An IDAT (an empty zlib stream) and IEND, so the header is all that is wrong.
+        for (kind, body) in [(&b"IDAT"[..], &b"\x78\x9c\x03\x00\x00\x00\x00\x01"[..]), (b"IEND", b"")] {
+            png.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            let chunk = [kind, body].concat();
+            png.extend_from_slice(&chunk);
+            png.extend_from_slice(&crc32(&chunk).to_be_bytes());
+        }
+        let err = decode(&png).unwrap_err().to_string();
+        assert!(err.to_lowercase().contains("limit"), "{err}");
+        assert!(decode(b"not an image").is_err());
+    }
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
 }

@@ -1,46 +1,4 @@
-//! # actmax
-//!
-//! Activation maximization: generate the input that drives a class logit or a conv filter
-//! of a CNN as high as it can — keras-vis's `visualize_activation`, with its bugs fixed,
-//! and lucid's and MaCo's image quality.
-//!
-//! ```no_run
-//! use actmax::{visualize_activation, Accentuation, Options, Parameterization};
-//! use actmax_layers::zoo;
-//!
-//! let model = zoo::load("efficientnet_lite0", None).unwrap();
-//! // Class 20 (water ouzel) of the last layer, keras-vis's defaults: the model reads it,
-//! // a person sees grey.
-//! let vis = visualize_activation(&model, -1, Some(vec![20]), Options::default()).unwrap();
-//! actmax::images::save(&vis.image(0).unwrap(), "ouzel.png".as_ref()).unwrap();
-//! // The quality preset: a Fourier image, lucid's transforms and MaCo's crops.
-//! let vis = visualize_activation(&model, -1, Some(vec![20]), Options::actmax()).unwrap();
-//! // Presets are plain values: MaCo's image with lucid's transforms, 200 steps.
-//! let opts = Options { param: Parameterization::maco(), max_iter: 200, ..Options::lucid() };
-//! // Feature accentuation: the tiger (292) in a cat photo, kept near the photo in the
-//! // model's mid-level activations; the transparency map says where it was drawn.
-//! let cat = actmax::images::load("testdata/chelsea.png".as_ref(), model.input_spec()).unwrap();
-//! let accented = Options { seed_input: Some(cat), accent: Some(Accentuation::default()), ..Options::actmax() };
-//! let tiger = visualize_activation(&model, -1, Some(vec![292]), accented).unwrap();
-//! let map = tiger.transparency_map(0).unwrap();
-//! # let _ = (vis, opts, map);
-//! ```
-//!
-//! Each step the image is made from the optimized parameters on the tape
-//! ([`Parameterization`]: the pixels, lucid's decorrelated Fourier spectrum, or MaCo's
-//! phase with a fixed natural magnitude), moved by random transforms and cut into random
-//! crops (one batch of views per step), fed to the model, and the losses' gradient flows
-//! back to the parameters. [`Options::preset`] names the recipes: `keras-vis`, `lucid`,
-//! `maco` and `actmax` (the default of the CLI, the best measured per second).
-//!
-//! keras-vis's optimizer: the gradient is L2-normalized over the whole input, then RMSProp
-//! without a learning rate (`cache = 0.95·cache + 0.05·g²`, `x −= u · g / √(cache +
-//! 1e-7)`, with `u = (high − low) / 255`: keras-vis's step was sized for 0..255, so `u = 1`
-//! there). Unlike keras-vis, the image stays inside the input range during the run, the
-//! best-loss image is the one that had that loss (not the next one), the image returned
-//! is the one the model saw, and `negate` drives the activation down with the
-//! regularizers still on (keras-vis flipped them too, and then kept its seed: see
-//! [`Options::grad_modifier`]).
+#![doc = include_str!("../README.md")]
 
 mod accent;
 pub mod callbacks;

@@ -127,7 +127,9 @@ fn a_seed_image_starts_the_fourier_and_maco_runs() {
 
 #[test]
 fn diversity_makes_the_images_of_one_target_differ() {
-    let m = mnist();
+    // The trained CNN: a random one's features can be near-identical for any two digits,
+    // and then there is nothing for diversity to pull apart.
+    let m = zoo::load("mnist_cnn", None).unwrap();
     let run = |weight: f32| {
         let opts = Options { max_iter: 30, batch: Some(3), diversity_weight: weight, ..Options::lucid() };
         visualize_activation(&m, "preds", Some(vec![4]), opts).unwrap().images

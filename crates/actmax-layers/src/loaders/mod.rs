@@ -4,6 +4,7 @@
 //! Every reader returns a typed [`LoadError`] on a malformed file — truncated, corrupt or
 //! claiming sizes it does not hold — and never allocates more than the file can back.
 
+pub mod dtype;
 pub mod keras;
 pub mod npz;
 pub mod onnx;
@@ -17,6 +18,35 @@ use std::path::Path;
 use actmax_tensor::Tensor;
 
 use crate::error::LoadError;
+
+/// Deflate expands at most ~1032×: an entry claiming more than this per compressed byte
+/// lies about its size.
+const MAX_DEFLATE_RATIO: u64 = 1032;
+
+/// All of one zip entry's bytes — never more than it declares, and refused (with a
+/// message) when it declares more than the archive's `archive_len` bytes can hold or
+/// expand to (both sizes in a zip header are claims), so a zip bomb allocates nothing.
+pub(crate) fn read_zip_entry<R: std::io::Read>(
+    entry: &mut zip::read::ZipFile<'_, R>,
+    archive_len: usize,
+) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let size = entry.size();
+    let packed = entry.compressed_size().min(archive_len as u64);
+    let most = match entry.compression() {
+        zip::CompressionMethod::Stored => packed,
+        _ => packed.saturating_mul(MAX_DEFLATE_RATIO).saturating_add(1 << 16),
+    };
+    if size > most {
+        return Err(format!("claims {size} bytes, more than the archive's {archive_len} can hold"));
+    }
+    let mut data = Vec::with_capacity(size as usize);
+    entry.by_ref().take(size).read_to_end(&mut data).map_err(|e| e.to_string())?;
+    if data.len() as u64 != size {
+        return Err(format!("holds {} of the {size} bytes it declares", data.len()));
+    }
+    Ok(data)
+}
 
 /// Named tensors, sorted by name.
 pub type StateDict = BTreeMap<String, Tensor>;

@@ -3,10 +3,11 @@
 //! little-endian bytes) and the zip format (`archive/data.pkl` + `archive/data/<key>`).
 
 use std::collections::HashMap;
-use std::io::{Cursor, Read};
+use std::io::Cursor;
 
 use actmax_tensor::Tensor;
 
+use super::dtype::Dtype;
 use super::pickle::{self, StorageRef, TensorRef, Value};
 use super::StateDict;
 use crate::error::{format_err, LoadError};
@@ -24,44 +25,16 @@ pub fn read(bytes: &[u8]) -> Result<StateDict, LoadError> {
     }
 }
 
-/// Reads one element's little-endian bytes as f32.
-type Convert = fn(&[u8]) -> f32;
-
-/// Element size and converter of a storage type.
-fn dtype(kind: &str) -> Result<(usize, Convert), LoadError> {
-    Ok(match kind {
-        "FloatStorage" => (4, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        "DoubleStorage" => (8, |b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32),
-        "HalfStorage" => (2, |b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))),
-        "BFloat16Storage" => (2, |b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)),
-        "LongStorage" => (8, |b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as f32),
-        "IntStorage" => (4, |b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32),
-        "ShortStorage" => (2, |b| i16::from_le_bytes([b[0], b[1]]) as f32),
-        "CharStorage" => (1, |b| b[0] as i8 as f32),
-        "ByteStorage" | "BoolStorage" => (1, |b| b[0] as f32),
-        other => return Err(LoadError::Unsupported { format: FORMAT, msg: format!("storage type {other}") }),
-    })
-}
-
-/// IEEE half → single.
-fn f16_to_f32(h: u16) -> f32 {
-    let (sign, exp, frac) = ((h >> 15) as u32, ((h >> 10) & 0x1f) as u32, (h & 0x3ff) as u32);
-    let bits = match exp {
-        0 if frac == 0 => sign << 31,
-        0 => {
-            // Subnormal: renormalise.
-            let shift = frac.leading_zeros() - 21;
-            ((sign << 31) | ((127 - 15 + 1 - shift) << 23)) | ((frac << shift) & 0x3ff) << 13
-        }
-        0x1f => (sign << 31) | (0xff << 23) | (frac << 13),
-        _ => (sign << 31) | ((exp + 127 - 15) << 23) | (frac << 13),
-    };
-    f32::from_bits(bits)
+/// The element type of a storage class.
+fn dtype(kind: &str) -> Result<Dtype, LoadError> {
+    Dtype::from_torch_storage(kind)
+        .ok_or_else(|| LoadError::Unsupported { format: FORMAT, msg: format!("storage type {kind}") })
 }
 
 /// Gathers a strided tensor view out of its storage bytes.
 fn materialize(name: &str, t: &TensorRef, storage: &[u8]) -> Result<Tensor, LoadError> {
-    let (size, conv) = dtype(&t.storage.kind)?;
+    let dtype = dtype(&t.storage.kind)?;
+    let size = dtype.size();
     let numel = storage.len() / size;
     let count = t
         .shape
@@ -85,7 +58,7 @@ fn materialize(name: &str, t: &TensorRef, storage: &[u8]) -> Result<Tensor, Load
     let mut idx = vec![0usize; t.shape.len()];
     for _ in 0..count {
         let at = t.offset + idx.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>();
-        out.push(conv(&storage[at * size..(at + 1) * size]));
+        out.push(dtype.f32_at(&storage[at * size..(at + 1) * size]));
         for d in (0..idx.len()).rev() {
             idx[d] += 1;
             if idx[d] < t.shape[d] {
@@ -163,7 +136,7 @@ fn read_legacy(bytes: &[u8]) -> Result<StateDict, LoadError> {
         let numel = u64::from_le_bytes(header.try_into().expect("8 bytes"));
         pos += 8;
         let size = match kinds.get(key.as_str()) {
-            Some(s) => dtype(&s.kind)?.0,
+            Some(s) => dtype(&s.kind)?.size(),
             None => return Err(format_err(FORMAT, format!("storage {key} is listed but no tensor uses it"))),
         };
         let len = usize::try_from(numel).ok().and_then(|n| n.checked_mul(size)).filter(|&l| l <= bytes.len() - pos);
@@ -195,10 +168,7 @@ fn read_zip(bytes: &[u8]) -> Result<StateDict, LoadError> {
     let root = pkl.trim_end_matches("data.pkl").to_string();
     let mut read_entry = |name: &str| -> Result<Vec<u8>, LoadError> {
         let mut f = archive.by_name(name).map_err(zerr)?;
-        // The declared size is only a hint; never trust it beyond the archive's length.
-        let mut buf = Vec::with_capacity((f.size() as usize).min(bytes.len()));
-        f.read_to_end(&mut buf).map_err(|e| format_err(FORMAT, format!("{name}: {e}")))?;
-        Ok(buf)
+        super::read_zip_entry(&mut f, bytes.len()).map_err(|m| format_err(FORMAT, format!("{name}: {m}")))
     };
     let (dict, _) = pickle::load(&read_entry(&pkl)?)?;
     let mut views = Vec::new();

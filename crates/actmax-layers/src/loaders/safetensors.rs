@@ -1,8 +1,9 @@
 //! safetensors files through the `safetensors` crate.
 
-use ::safetensors::{Dtype, SafeTensors};
+use ::safetensors::SafeTensors;
 use actmax_tensor::Tensor;
 
+use super::dtype::Dtype;
 use super::StateDict;
 use crate::error::{format_err, LoadError};
 
@@ -13,17 +14,12 @@ pub fn read(bytes: &[u8]) -> Result<StateDict, LoadError> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| format_err(FORMAT, e.to_string()))?;
     let mut out = StateDict::new();
     for (name, view) in st.tensors() {
-        let data = view.data();
-        let values: Vec<f32> = match view.dtype() {
-            Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            Dtype::F64 => data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8")) as f32).collect(),
-            Dtype::BF16 => {
-                data.chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)).collect()
-            }
-            Dtype::I64 => data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8")) as f32).collect(),
-            Dtype::I32 => data.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32).collect(),
-            other => return Err(LoadError::Unsupported { format: FORMAT, msg: format!("{name}: dtype {other:?}") }),
-        };
+        let dtype = Dtype::from_safetensors(view.dtype()).ok_or_else(|| LoadError::Unsupported {
+            format: FORMAT,
+            msg: format!("{name}: dtype {:?} (f16, bf16, f32, f64 and integers are read)", view.dtype()),
+        })?;
+        // The crate has checked the data length against the shape and dtype.
+        let values = dtype.decode_f32(view.data()).ok_or_else(|| format_err(FORMAT, format!("{name}: ragged data")))?;
         let t = Tensor::from_shape_vec(view.shape().to_vec(), values)
             .map_err(|e| format_err(FORMAT, format!("{name}: {e}")))?;
         out.insert(name, t);
@@ -42,7 +38,7 @@ pub fn write(tensors: &StateDict) -> Result<Vec<u8>, LoadError> {
         .map(|(k, s, b)| {
             Ok((
                 k.as_str(),
-                ::safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)
+                ::safetensors::tensor::TensorView::new(::safetensors::Dtype::F32, s.clone(), b)
                     .map_err(|e| format_err(FORMAT, e.to_string()))?,
             ))
         })

@@ -6,7 +6,7 @@
 //! layer names are not reproducible.
 
 use std::collections::HashMap;
-use std::io::{Cursor, Read};
+use std::io::Cursor;
 
 use actmax_tensor::Tensor;
 use hdf5_pure::{File, Group};
@@ -21,10 +21,7 @@ pub(super) fn read(bytes: &[u8]) -> Result<(Json, Option<Group>)> {
     let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).map_err(zerr)?;
     let mut entry = |name: &str| -> Result<Vec<u8>> {
         let mut f = zip.by_name(name).map_err(|e| format_err(format!("`{name}` in the archive: {e}")))?;
-        // The declared size is only a hint; never trust it beyond the archive's length.
-        let mut buf = Vec::with_capacity((f.size() as usize).min(bytes.len()));
-        f.read_to_end(&mut buf).map_err(|e| format_err(format!("`{name}`: {e}")))?;
-        Ok(buf)
+        crate::loaders::read_zip_entry(&mut f, bytes.len()).map_err(|m| format_err(format!("`{name}`: {m}")))
     };
     let config: Json =
         serde_json::from_slice(&entry("config.json")?).map_err(|e| format_err(format!("config.json: {e}")))?;

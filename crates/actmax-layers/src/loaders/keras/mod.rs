@@ -305,6 +305,129 @@ fn input_spec(ctx: &Ctx) -> Result<InputSpec> {
     Ok(spec)
 }
 
+/// Converts one Keras layer: the converter, the layer, its first input, all its inputs,
+/// its weights.
+type ConvertLayer = fn(&mut Converter, &Ctx, usize, &[usize], &Weights) -> Result<usize>;
+
+/// Every Keras layer class actmax reads, with how: the one list behind
+/// `Converter::layer` and the "supported" lists of errors and docs
+/// ([`supported_layers`]). Adding a class is a row here.
+const CLASSES: &[(&str, ConvertLayer)] = &[
+    ("InputLayer", |_, ctx, _, _, _| Err(ctx.unsupported("a second input (actmax models take one image)"))),
+    ("Conv2D", conv2d),
+    ("Convolution2D", conv2d),
+    ("DepthwiseConv2D", |c, ctx, x, _, w| c.depthwise(ctx, x, w)),
+    ("SeparableConv2D", |c, ctx, x, _, w| c.depthwise(ctx, x, w)),
+    ("Dense", |c, ctx, x, _, w| {
+        let k = w.take(ctx, "kernel")?;
+        if k.ndim() != 2 || c.shape(x).len() != 2 {
+            return Err(ctx.unsupported("Dense on a feature map (add a Flatten)"));
+        }
+        let weight = Arc::new(k.t().as_standard_layout().into_owned());
+        c.add(ctx.name, Layer::Dense { weight, bias: w.bias(), activation: ctx.activation()? }, &[x])
+    }),
+    ("BatchNormalization", |c, ctx, x, _, w| c.batch_norm(ctx, x, w)),
+    ("Activation", |c, ctx, x, _, _| {
+        let a = ctx.activation()?;
+        // Keras's softmax runs over the last axis: ours (axis 1) is the same for [N, F]
+        // and for NCHW feature maps (channels), not for other ranks.
+        if a == Activation::Softmax && ![2, 4].contains(&c.shape(x).len()) {
+            return Err(ctx.unsupported(format!("softmax on a {:?} tensor", c.shape(x))));
+        }
+        c.add(ctx.name, Layer::Activation(a), &[x])
+    }),
+    ("ReLU", |c, ctx, x, _, _| c.add(ctx.name, Layer::Activation(relu_activation(ctx)?), &[x])),
+    ("LeakyReLU", |c, ctx, x, _, _| {
+        let a = ctx.config.get("alpha").or(ctx.config.get("negative_slope")).and_then(Json::as_f64);
+        c.add(ctx.name, Layer::Activation(Activation::LeakyRelu(a.unwrap_or(0.3) as f32)), &[x])
+    }),
+    ("MaxPooling2D", pool2d),
+    ("AveragePooling2D", pool2d),
+    ("GlobalAveragePooling2D", |c, ctx, x, _, _| {
+        if !ctx.bool("keepdims", false) {
+            return c.add(ctx.name, Layer::GlobalAvgPool, &[x]);
+        }
+        let ch = c.shape(x).get(1).copied().unwrap_or(0);
+        let gap = c.add(&format!("{}.mean", ctx.name), Layer::GlobalAvgPool, &[x])?;
+        c.add(ctx.name, Layer::Reshape(vec![ch, 1, 1]), &[gap])
+    }),
+    ("Rescaling", |c, ctx, x, _, _| {
+        let (scale, offset) = (ctx.per_channel("scale", 1.0)?, ctx.per_channel("offset", 0.0)?);
+        let mul = |k| Layer::BinaryConst { op: BinaryOp::Mul, constant: k, constant_first: false };
+        if offset.iter().all(|&v| v == 0.0) {
+            return c.add(ctx.name, mul(scale), &[x]);
+        }
+        let scaled = c.add(&format!("{}.scale", ctx.name), mul(scale), &[x])?;
+        let add = Layer::BinaryConst { op: BinaryOp::Add, constant: offset, constant_first: false };
+        c.add(ctx.name, add, &[scaled])
+    }),
+    ("Normalization", |c, ctx, x, _, w| c.normalization(ctx, x, w)),
+    ("Multiply", |c, ctx, x, inputs, _| {
+        let mut acc = x;
+        for (k, &y) in inputs.iter().enumerate().skip(1) {
+            let name = if k + 1 == inputs.len() { ctx.name.to_string() } else { format!("{}.{k}", ctx.name) };
+            acc = c.add(&name, Layer::Binary(BinaryOp::Mul), &[acc, y])?;
+        }
+        Ok(acc)
+    }),
+    ("Flatten", |c, ctx, x, _, _| c.flatten_or_reshape(ctx, x)),
+    ("Reshape", |c, ctx, x, _, _| c.flatten_or_reshape(ctx, x)),
+    ("Dropout", dropout),
+    ("SpatialDropout2D", dropout),
+    ("ZeroPadding2D", |c, ctx, x, _, _| c.add(ctx.name, Layer::Pad(zero_padding(ctx)?, 0.0), &[x])),
+    ("Add", |c, ctx, _, inputs, _| c.add(ctx.name, Layer::Add, inputs)),
+    ("Concatenate", |c, ctx, x, inputs, _| {
+        let rank = c.shape(x).len() as i64;
+        let axis = ctx.config.get("axis").and_then(Json::as_i64).unwrap_or(-1);
+        let axis = if axis < 0 { axis + rank } else { axis };
+        if axis < 0 || axis >= rank {
+            return Err(ctx.err(format!("axis {axis} of a rank-{rank} tensor")));
+        }
+        // NHWC axis → NCHW axis (a 2-D [N, F] keeps its axis).
+        let axis = if rank == 4 { [0, 2, 3, 1][axis as usize] } else { axis as usize };
+        if axis == 0 {
+            return Err(ctx.unsupported("concatenation along the batch axis"));
+        }
+        c.add(ctx.name, Layer::Concat(axis), inputs)
+    }),
+];
+
+/// Every Keras layer class actmax reads, in the order of its table.
+pub fn supported_layers() -> impl Iterator<Item = &'static str> {
+    CLASSES.iter().map(|(name, _)| *name)
+}
+
+fn conv2d(c: &mut Converter, ctx: &Ctx, x: usize, _: &[usize], w: &Weights) -> Result<usize> {
+    if ctx.pair("dilation_rate", 1)? != [1, 1] && ctx.pair("strides", 1)? != [1, 1] {
+        return Err(ctx.unsupported("dilation with strides"));
+    }
+    let conv = Conv {
+        weight: Arc::new(hwio_to_oihw(&w.kernel4(ctx, "kernel")?)),
+        bias: w.bias(),
+        stride: ctx.pair("strides", 1)?,
+        padding: ctx.padding()?,
+        dilation: ctx.pair("dilation_rate", 1)?,
+        groups: 1,
+    };
+    c.add(ctx.name, Layer::Conv2d(conv, ctx.activation()?), &[x])
+}
+
+fn pool2d(c: &mut Converter, ctx: &Ctx, x: usize, _: &[usize], _: &Weights) -> Result<usize> {
+    let kernel = ctx.pair("pool_size", 2)?;
+    let stride = match ctx.config.get("strides") {
+        None | Some(Json::Null) => kernel,
+        _ => ctx.pair("strides", 1)?,
+    };
+    // Keras averages over the real pixels only.
+    let pool = Pool { kernel, stride, padding: ctx.padding()?, count_include_pad: false, ceil_mode: false };
+    let layer = if ctx.class == "MaxPooling2D" { Layer::MaxPool(pool) } else { Layer::AvgPool(pool) };
+    c.add(ctx.name, layer, &[x])
+}
+
+fn dropout(c: &mut Converter, ctx: &Ctx, x: usize, _: &[usize], _: &Weights) -> Result<usize> {
+    c.add(ctx.name, Layer::Dropout(ctx.f32("rate", ctx.f32("p", 0.5))), &[x])
+}
+
 impl Converter {
     /// A functional layer's inputs: Keras 2's `inbound_nodes[0]` = `[[name, node, tensor,
     /// {}], ...]`, or Keras 3's `inbound_nodes[0]` = `{"args": [...], "kwargs": {}}` whose
@@ -376,108 +499,13 @@ impl Converter {
             return Err(ctx.unsupported("data_format channels_first (actmax reads channels_last Keras models)"));
         }
         let w = Weights::new(ctx, self.weights(ctx)?)?;
-        match ctx.class {
-            "Conv2D" | "Convolution2D" => {
-                if ctx.pair("dilation_rate", 1)? != [1, 1] && ctx.pair("strides", 1)? != [1, 1] {
-                    return Err(ctx.unsupported("dilation with strides"));
-                }
-                let conv = Conv {
-                    weight: Arc::new(hwio_to_oihw(&w.kernel4(ctx, "kernel")?)),
-                    bias: w.bias(),
-                    stride: ctx.pair("strides", 1)?,
-                    padding: ctx.padding()?,
-                    dilation: ctx.pair("dilation_rate", 1)?,
-                    groups: 1,
-                };
-                self.add(ctx.name, Layer::Conv2d(conv, ctx.activation()?), &[x])
-            }
-            "DepthwiseConv2D" | "SeparableConv2D" => self.depthwise(ctx, x, &w),
-            "Dense" => {
-                let k = w.take(ctx, "kernel")?;
-                if k.ndim() != 2 || self.shape(x).len() != 2 {
-                    return Err(ctx.unsupported("Dense on a feature map (add a Flatten)"));
-                }
-                let weight = Arc::new(k.t().as_standard_layout().into_owned());
-                self.add(ctx.name, Layer::Dense { weight, bias: w.bias(), activation: ctx.activation()? }, &[x])
-            }
-            "BatchNormalization" => self.batch_norm(ctx, x, &w),
-            "Activation" => {
-                let a = ctx.activation()?;
-                // Keras's softmax runs over the last axis: ours (axis 1) is the same for
-                // [N, F] and for NCHW feature maps (channels), not for other ranks.
-                if a == Activation::Softmax && ![2, 4].contains(&self.shape(x).len()) {
-                    return Err(ctx.unsupported(format!("softmax on a {:?} tensor", self.shape(x))));
-                }
-                self.add(ctx.name, Layer::Activation(a), &[x])
-            }
-            "ReLU" => self.add(ctx.name, Layer::Activation(relu_activation(ctx)?), &[x]),
-            "LeakyReLU" => {
-                let a = ctx.config.get("alpha").or(ctx.config.get("negative_slope")).and_then(Json::as_f64);
-                self.add(ctx.name, Layer::Activation(Activation::LeakyRelu(a.unwrap_or(0.3) as f32)), &[x])
-            }
-            "MaxPooling2D" | "AveragePooling2D" => {
-                let kernel = ctx.pair("pool_size", 2)?;
-                let stride = match ctx.config.get("strides") {
-                    None | Some(Json::Null) => kernel,
-                    _ => ctx.pair("strides", 1)?,
-                };
-                // Keras averages over the real pixels only.
-                let pool = Pool { kernel, stride, padding: ctx.padding()?, count_include_pad: false, ceil_mode: false };
-                let layer = if ctx.class == "MaxPooling2D" { Layer::MaxPool(pool) } else { Layer::AvgPool(pool) };
-                self.add(ctx.name, layer, &[x])
-            }
-            "GlobalAveragePooling2D" if ctx.bool("keepdims", false) => {
-                let c = self.shape(x).get(1).copied().unwrap_or(0);
-                let gap = self.add(&format!("{}.mean", ctx.name), Layer::GlobalAvgPool, &[x])?;
-                self.add(ctx.name, Layer::Reshape(vec![c, 1, 1]), &[gap])
-            }
-            "GlobalAveragePooling2D" => self.add(ctx.name, Layer::GlobalAvgPool, &[x]),
-            "Rescaling" => {
-                let (scale, offset) = (ctx.per_channel("scale", 1.0)?, ctx.per_channel("offset", 0.0)?);
-                let mul = |c| Layer::BinaryConst { op: BinaryOp::Mul, constant: c, constant_first: false };
-                if offset.iter().all(|&v| v == 0.0) {
-                    return self.add(ctx.name, mul(scale), &[x]);
-                }
-                let scaled = self.add(&format!("{}.scale", ctx.name), mul(scale), &[x])?;
-                let add = Layer::BinaryConst { op: BinaryOp::Add, constant: offset, constant_first: false };
-                self.add(ctx.name, add, &[scaled])
-            }
-            "Normalization" => self.normalization(ctx, x, &w),
-            "Multiply" => {
-                let mut acc = x;
-                for (k, &y) in inputs.iter().enumerate().skip(1) {
-                    let name = if k + 1 == inputs.len() { ctx.name.to_string() } else { format!("{}.{k}", ctx.name) };
-                    acc = self.add(&name, Layer::Binary(BinaryOp::Mul), &[acc, y])?;
-                }
-                Ok(acc)
-            }
-            "Flatten" | "Reshape" => self.flatten_or_reshape(ctx, x),
-            "Dropout" | "SpatialDropout2D" => {
-                self.add(ctx.name, Layer::Dropout(ctx.f32("rate", ctx.f32("p", 0.5))), &[x])
-            }
-            "ZeroPadding2D" => self.add(ctx.name, Layer::Pad(zero_padding(ctx)?, 0.0), &[x]),
-            "Add" => self.add(ctx.name, Layer::Add, inputs),
-            "Concatenate" => {
-                let rank = self.shape(x).len() as i64;
-                let axis = ctx.config.get("axis").and_then(Json::as_i64).unwrap_or(-1);
-                let axis = if axis < 0 { axis + rank } else { axis };
-                if axis < 0 || axis >= rank {
-                    return Err(ctx.err(format!("axis {axis} of a rank-{rank} tensor")));
-                }
-                // NHWC axis → NCHW axis (a 2-D [N, F] keeps its axis).
-                let axis = if rank == 4 { [0, 2, 3, 1][axis as usize] } else { axis as usize };
-                if axis == 0 {
-                    return Err(ctx.unsupported("concatenation along the batch axis"));
-                }
-                self.add(ctx.name, Layer::Concat(axis), inputs)
-            }
-            "InputLayer" => Err(ctx.unsupported("a second input (actmax models take one image)")),
-            other => Err(unsupported(format!(
-                "layer `{}`: class `{other}` is not supported; actmax reads InputLayer, Conv2D, DepthwiseConv2D, \
-                 SeparableConv2D, Dense, BatchNormalization, Activation, ReLU, LeakyReLU, MaxPooling2D, \
-                 AveragePooling2D, GlobalAveragePooling2D, Flatten, Dropout, ZeroPadding2D, Add, Multiply, \
-                 Concatenate, Reshape, Rescaling, Normalization",
-                ctx.name
+        match CLASSES.iter().find(|(name, _)| *name == ctx.class) {
+            Some((_, convert)) => convert(self, ctx, x, inputs, &w),
+            None => Err(unsupported(format!(
+                "layer `{}`: class `{}` is not supported; actmax reads {}",
+                ctx.name,
+                ctx.class,
+                supported_layers().collect::<Vec<_>>().join(", ")
             ))),
         }
     }

@@ -20,6 +20,7 @@ mod proto;
 
 mod math;
 mod ops;
+pub use ops::supported_ops;
 mod resize;
 mod slicing;
 
@@ -29,6 +30,7 @@ use std::path::{Component, Path, PathBuf};
 use actmax_tensor::Tensor;
 use prost::Message;
 
+use super::dtype::Dtype;
 use crate::error::{LayerError, LoadError, Result};
 use crate::model::{ChannelOrder, InputSpec, Model, ModelBuilder};
 
@@ -333,67 +335,52 @@ fn read_tensor(t: &proto::TensorProto, data: &mut ExternalData) -> Result<Const>
     } else {
         t.raw_data.as_deref().filter(|r| !r.is_empty())
     };
-    let dtype = DataType::try_from(t.data_type.unwrap_or(0)).unwrap_or(DataType::Undefined);
+    let data_type = DataType::try_from(t.data_type.unwrap_or(0)).unwrap_or(DataType::Undefined);
+    let dtype = onnx_dtype(data_type)
+        .ok_or_else(|| unsupported(format!("tensor `{name}` has element type {}", data_type.as_str_name())))?;
     let wrong = |have: usize| format_err(format!("tensor `{name}`: {have} values for shape {shape:?}"));
-    let le = |r: &[u8], width: usize| -> Result<Vec<[u8; 8]>> {
-        if r.len() != count * width {
-            return Err(wrong(r.len() / width.max(1)));
+    if let Some(r) = raw {
+        if r.len() != count * dtype.size() {
+            return Err(wrong(r.len() / dtype.size()));
         }
-        Ok(r.chunks_exact(width)
-            .map(|c| {
-                let mut b = [0u8; 8];
-                b[..width].copy_from_slice(c);
-                b
-            })
-            .collect())
-    };
-    let floats: Option<Vec<f32>> = match dtype {
-        DataType::Float => Some(match raw {
-            Some(r) => le(r, 4)?.iter().map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            None => t.float_data.clone(),
-        }),
-        DataType::Double => Some(match raw {
-            Some(r) => le(r, 8)?.iter().map(|b| f64::from_le_bytes(*b) as f32).collect(),
-            None => t.double_data.iter().map(|&v| v as f32).collect(),
-        }),
-        _ => None,
-    };
-    if let Some(v) = floats {
+    }
+    if dtype.is_float() {
+        let v: Vec<f32> = match (raw, data_type) {
+            (Some(r), _) => dtype.decode_f32(r).unwrap_or_default(),
+            (None, DataType::Float) => t.float_data.clone(),
+            (None, DataType::Double) => t.double_data.iter().map(|&v| v as f32).collect(),
+            // The spec keeps 16-bit floats' bit patterns in int32_data.
+            (None, _) => t.int32_data.iter().map(|&v| dtype.f32_at(&(v as u16).to_le_bytes())).collect(),
+        };
         if v.len() != count {
             return Err(wrong(v.len()));
         }
         return Ok(Const::F32(Tensor::from_shape_vec(shape, v).map_err(|e| format_err(e.to_string()))?));
     }
-    let ints: Vec<i64> = match dtype {
-        DataType::Int64 => match raw {
-            Some(r) => le(r, 8)?.iter().map(|b| i64::from_le_bytes(*b)).collect(),
-            None => t.int64_data.clone(),
-        },
-        DataType::Int32 | DataType::Int16 | DataType::Int8 | DataType::Uint8 | DataType::Bool => match raw {
-            Some(r) => {
-                let width = match dtype {
-                    DataType::Int32 => 4,
-                    DataType::Int16 => 2,
-                    _ => 1,
-                };
-                le(r, width)?
-                    .iter()
-                    .map(|b| match (dtype, width) {
-                        (DataType::Uint8 | DataType::Bool, _) => b[0] as i64,
-                        (_, 4) => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64,
-                        (_, 2) => i16::from_le_bytes([b[0], b[1]]) as i64,
-                        _ => b[0] as i8 as i64,
-                    })
-                    .collect()
-            }
-            None => t.int32_data.iter().map(|&v| v as i64).collect(),
-        },
-        other => {
-            return Err(unsupported(format!("tensor `{name}` has element type {}", other.as_str_name())));
-        }
+    let ints: Vec<i64> = match (raw, dtype) {
+        (Some(r), _) => dtype.decode_i64(r).unwrap_or_default(),
+        (None, Dtype::I64) => t.int64_data.clone(),
+        (None, _) => t.int32_data.iter().map(|&v| v as i64).collect(),
     };
     if ints.len() != count {
         return Err(wrong(ints.len()));
     }
     Ok(Const::I64(ints, shape))
+}
+
+/// The element types actmax reads from ONNX tensors.
+fn onnx_dtype(d: DataType) -> Option<Dtype> {
+    Some(match d {
+        DataType::Float => Dtype::F32,
+        DataType::Double => Dtype::F64,
+        DataType::Float16 => Dtype::F16,
+        DataType::Bfloat16 => Dtype::BF16,
+        DataType::Int64 => Dtype::I64,
+        DataType::Int32 => Dtype::I32,
+        DataType::Int16 => Dtype::I16,
+        DataType::Int8 => Dtype::I8,
+        DataType::Uint8 => Dtype::U8,
+        DataType::Bool => Dtype::Bool,
+        _ => return None,
+    })
 }

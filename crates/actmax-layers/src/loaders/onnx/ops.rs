@@ -11,12 +11,114 @@ use crate::error::Result;
 use crate::layer::{Activation, BinaryOp, Conv, Layer, Pool, WindowPadding};
 use crate::model::{Model, ModelBuilder};
 
-/// The ops the converter knows, for error messages.
-pub(super) const SUPPORTED: &str = "Conv, Gemm, MatMul, Add, Sub, Mul, Div, Sum, Pow, Relu, PRelu, Clip, \
-    LeakyRelu, Elu, Sigmoid, Tanh, Gelu, Erf, Sqrt, Reciprocal, Exp, Log, Abs, Neg, HardSigmoid, HardSwish, \
-    Softmax, BatchNormalization, LayerNormalization, MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, \
-    ReduceMean, ReduceSum, ReduceMax (over H, W), Flatten, Reshape, Concat, Slice, Split, Resize, Upsample, Pad, Identity, \
-    Dropout, Constant, Shape, Gather, Unsqueeze, Squeeze, Cast, Transpose";
+/// Converts one ONNX node: the converter, the node, its op type, its inputs, the model's
+/// external data.
+type Convert = fn(&mut Converter, &Ctx, &str, &Inputs, &mut ExternalData) -> Result<Value>;
+
+/// Every single-output op the converter reads, with how: the one list behind
+/// `Converter::convert` and the "supported" lists of errors and docs ([`supported_ops`]).
+/// Adding an op is a row here (and its method, where it needs one).
+const OPS: &[(&str, Convert)] = &[
+    ("Conv", |c, ctx, _, ins, _| c.conv(ctx, ins.layer(ctx)?, ins.get(1), ins.get(2))),
+    ("Gemm", |c, ctx, op, ins, _| c.gemm(ctx, op, ins)),
+    ("MatMul", |c, ctx, op, ins, _| c.gemm(ctx, op, ins)),
+    ("Identity", |c, ctx, op, ins, _| c.pass_through(ctx, op, ins)),
+    ("Dropout", |c, ctx, op, ins, _| c.pass_through(ctx, op, ins)),
+    ("Cast", |c, ctx, op, ins, _| c.pass_through(ctx, op, ins)),
+    ("Relu", |c, ctx, _, ins, _| c.act(ctx, ins.layer(ctx)?, Activation::Relu)),
+    ("Sigmoid", |c, ctx, _, ins, _| c.act(ctx, ins.layer(ctx)?, Activation::Sigmoid)),
+    ("Tanh", |c, ctx, _, ins, _| c.act(ctx, ins.layer(ctx)?, Activation::Tanh)),
+    ("LeakyRelu", |c, ctx, _, ins, _| c.act(ctx, ins.layer(ctx)?, Activation::LeakyRelu(ctx.float("alpha", 0.01)))),
+    ("Elu", |c, ctx, _, ins, _| c.act(ctx, ins.layer(ctx)?, Activation::Elu(ctx.float("alpha", 1.0)))),
+    ("Clip", |c, ctx, _, ins, _| c.clip(ctx, ins)),
+    ("HardSigmoid", |c, ctx, _, ins, _| {
+        let (alpha, beta) = (ctx.float("alpha", 0.2), ctx.float("beta", 0.5));
+        c.hard_sigmoid(ctx, ins.layer(ctx)?, alpha, beta).map(Value::Layer)
+    }),
+    ("HardSwish", |c, ctx, _, ins, _| {
+        // x · HardSigmoid(x) with α = 1/6, β = 1/2.
+        let x = ins.layer(ctx)?;
+        let gate_ctx = Ctx { name: format!("{}.gate", ctx.name), ..*ctx };
+        let gate = c.hard_sigmoid(&gate_ctx, x, 1.0 / 6.0, 0.5)?;
+        c.add(&ctx.name, Layer::Binary(BinaryOp::Mul), &[x, gate])
+    }),
+    ("Sum", |c, ctx, _, ins, _| {
+        let layers = ins.layers(ctx)?;
+        let first = c.shape(layers[0]);
+        if layers.iter().any(|&l| c.shape(l) != first) {
+            return Err(ctx.unsupported("Sum of tensors of different shapes"));
+        }
+        c.add(&ctx.name, Layer::Add, &layers)
+    }),
+    ("ReduceMean", |c, ctx, op, ins, _| c.reduce(ctx, op, ins)),
+    ("ReduceSum", |c, ctx, op, ins, _| c.reduce(ctx, op, ins)),
+    ("ReduceMax", |c, ctx, op, ins, _| c.reduce(ctx, op, ins)),
+    ("Sqrt", |c, ctx, op, ins, _| c.unary(ctx, op, ins)),
+    ("Reciprocal", |c, ctx, op, ins, _| c.unary(ctx, op, ins)),
+    ("Erf", |c, ctx, op, ins, _| c.unary(ctx, op, ins)),
+    ("Exp", |c, ctx, op, ins, _| c.unary(ctx, op, ins)),
+    ("Log", |c, ctx, op, ins, _| c.unary(ctx, op, ins)),
+    ("Abs", |c, ctx, op, ins, _| c.unary(ctx, op, ins)),
+    ("Neg", |c, ctx, op, ins, _| c.unary(ctx, op, ins)),
+    ("Pow", |c, ctx, _, ins, _| c.pow(ctx, ins)),
+    ("Gelu", |c, ctx, _, ins, _| match ctx.string("approximate").as_deref() {
+        None | Some("none") => c.act(ctx, ins.layer(ctx)?, Activation::Gelu),
+        Some("tanh") => c.act(ctx, ins.layer(ctx)?, Activation::GeluTanh),
+        Some(other) => Err(ctx.err(format!("approximate = `{other}` (none or tanh)"))),
+    }),
+    ("LayerNormalization", |c, ctx, _, ins, _| c.layer_norm(ctx, ins)),
+    ("PRelu", |c, ctx, _, ins, _| c.prelu(ctx, ins)),
+    ("GlobalMaxPool", |c, ctx, _, ins, _| c.global_max_pool(ctx, ins.layer(ctx)?, true)),
+    ("Slice", |c, ctx, _, ins, _| c.slice(ctx, ins)),
+    ("Resize", |c, ctx, op, ins, _| c.resize(ctx, op, ins)),
+    ("Upsample", |c, ctx, op, ins, _| c.resize(ctx, op, ins)),
+    ("Softmax", |c, ctx, _, ins, _| c.softmax(ctx, ins.layer(ctx)?)),
+    ("Add", |c, ctx, op, ins, _| c.binary(ctx, op, ins)),
+    ("Sub", |c, ctx, op, ins, _| c.binary(ctx, op, ins)),
+    ("Mul", |c, ctx, op, ins, _| c.binary(ctx, op, ins)),
+    ("Div", |c, ctx, op, ins, _| c.binary(ctx, op, ins)),
+    ("BatchNormalization", |c, ctx, _, ins, _| c.batch_norm(ctx, ins)),
+    ("MaxPool", |c, ctx, _, ins, _| c.pool(ctx, ins.layer(ctx)?, true)),
+    ("AveragePool", |c, ctx, _, ins, _| c.pool(ctx, ins.layer(ctx)?, false)),
+    // The GAP layer (named after the node) gives [N, C]; ONNX keeps [N, C, 1, 1].
+    ("GlobalAveragePool", |c, ctx, _, ins, _| {
+        c.mean_keepdims(ins.layer(ctx)?, &ctx.name, &format!("{}.keepdims", ctx.name))
+    }),
+    ("Flatten", |c, ctx, _, ins, _| match ctx.int("axis", 1) {
+        1 => c.add(&ctx.name, Layer::Flatten, &[ins.layer(ctx)?]),
+        _ => Err(ctx.unsupported("Flatten with axis ≠ 1")),
+    }),
+    ("Reshape", |c, ctx, op, ins, _| c.reshape(ctx, op, ins.get(0), ins.get(1))),
+    ("Squeeze", |c, ctx, op, ins, _| c.reshape(ctx, op, ins.get(0), ins.get(1))),
+    ("Unsqueeze", |c, ctx, op, ins, _| c.reshape(ctx, op, ins.get(0), ins.get(1))),
+    ("Transpose", |c, ctx, _, ins, _| {
+        let x = ins.layer(ctx).map_err(|_| ctx.unsupported("Transpose of a constant"))?;
+        let rank = c.shape(x).len();
+        let perm = ctx.ints("perm").map_or((0..rank).rev().collect(), |p| p.iter().map(|&v| v as usize).collect());
+        c.add(&ctx.name, Layer::Permute(perm), &[x])
+    }),
+    ("Concat", |c, ctx, _, ins, _| c.concat(ctx, ins)),
+    ("Pad", |c, ctx, _, ins, _| c.pad(ctx, ins.layer(ctx)?, ins.get(1), ins.get(2))),
+    ("Constant", |_, ctx, _, _, data| constant(ctx, data)),
+    ("Shape", |c, ctx, _, ins, _| {
+        let shape = match ins.get(0) {
+            Some(Value::Layer(i)) => c.shape(*i),
+            Some(Value::Const(k)) => k.shape().to_vec(),
+            Some(Value::Flat(i)) => vec![c.shape(*i).iter().product()],
+            None => return Err(ctx.err("no input")),
+        };
+        Ok(shape_of(ctx, &shape))
+    }),
+    ("Gather", |c, ctx, _, ins, _| gather(c, ctx, ins)),
+];
+
+/// Ops with several outputs, converted by `Converter::node` itself.
+const MULTI_OUTPUT_OPS: &[&str] = &["Split"];
+
+/// Every ONNX op actmax reads, in the order of its table.
+pub fn supported_ops() -> impl Iterator<Item = &'static str> {
+    OPS.iter().map(|(name, _)| *name).chain(MULTI_OUTPUT_OPS.iter().copied())
+}
 
 /// Builds the model node by node.
 pub(crate) struct Converter {
@@ -188,7 +290,7 @@ impl Converter {
                 }
             })
             .collect::<Result<_>>()?;
-        if op == "Split" {
+        if MULTI_OUTPUT_OPS.contains(&op.as_str()) {
             let outs = self.split(&ctx, &Inputs(&inputs), node.output.len())?;
             for (name, v) in node.output.iter().zip(outs) {
                 values.insert(name.clone(), v);
@@ -209,83 +311,15 @@ impl Converter {
     }
 
     /// One node: layers for ops on values computed from the image, constants for ops on
-    /// constants only.
+    /// constants only — through the op's entry in [`OPS`].
     fn convert(&mut self, ctx: &Ctx, op: &str, inputs: &[Option<Value>], data: &mut ExternalData) -> Result<Value> {
-        let ins = Inputs(inputs);
-        match op {
-            "Identity" | "Dropout" | "Cast" => self.pass_through(ctx, op, &ins),
-            "Relu" => self.act(ctx, ins.layer(ctx)?, Activation::Relu),
-            "Sigmoid" => self.act(ctx, ins.layer(ctx)?, Activation::Sigmoid),
-            "Tanh" => self.act(ctx, ins.layer(ctx)?, Activation::Tanh),
-            "LeakyRelu" => self.act(ctx, ins.layer(ctx)?, Activation::LeakyRelu(ctx.float("alpha", 0.01))),
-            "Elu" => self.act(ctx, ins.layer(ctx)?, Activation::Elu(ctx.float("alpha", 1.0))),
-            "Clip" => self.clip(ctx, &ins),
-            "HardSigmoid" => {
-                let (alpha, beta) = (ctx.float("alpha", 0.2), ctx.float("beta", 0.5));
-                self.hard_sigmoid(ctx, ins.layer(ctx)?, alpha, beta).map(Value::Layer)
-            }
-            "HardSwish" => {
-                // x · HardSigmoid(x) with α = 1/6, β = 1/2.
-                let x = ins.layer(ctx)?;
-                let gate_ctx = Ctx { name: format!("{}.gate", ctx.name), ..*ctx };
-                let gate = self.hard_sigmoid(&gate_ctx, x, 1.0 / 6.0, 0.5)?;
-                self.add(&ctx.name, Layer::Binary(BinaryOp::Mul), &[x, gate])
-            }
-            "Sum" => {
-                let layers = ins.layers(ctx)?;
-                let first = self.shape(layers[0]);
-                if layers.iter().any(|&l| self.shape(l) != first) {
-                    return Err(ctx.unsupported("Sum of tensors of different shapes"));
-                }
-                self.add(&ctx.name, Layer::Add, &layers)
-            }
-            "ReduceMean" | "ReduceSum" | "ReduceMax" => self.reduce(ctx, op, &ins),
-            "Sqrt" | "Reciprocal" | "Erf" | "Exp" | "Log" | "Abs" | "Neg" => self.unary(ctx, op, &ins),
-            "Pow" => self.pow(ctx, &ins),
-            "Gelu" => match ctx.string("approximate").as_deref() {
-                None | Some("none") => self.act(ctx, ins.layer(ctx)?, Activation::Gelu),
-                Some("tanh") => self.act(ctx, ins.layer(ctx)?, Activation::GeluTanh),
-                Some(other) => Err(ctx.err(format!("approximate = `{other}` (none or tanh)"))),
-            },
-            "LayerNormalization" => self.layer_norm(ctx, &ins),
-            "PRelu" => self.prelu(ctx, &ins),
-            "GlobalMaxPool" => self.global_max_pool(ctx, ins.layer(ctx)?, true),
-            "Slice" => self.slice(ctx, &ins),
-            "Resize" | "Upsample" => self.resize(ctx, op, &ins),
-            "Softmax" => self.softmax(ctx, ins.layer(ctx)?),
-            "Conv" => self.conv(ctx, ins.layer(ctx)?, ins.get(1), ins.get(2)),
-            "Gemm" | "MatMul" => self.gemm(ctx, op, &ins),
-            "Add" | "Sub" | "Mul" | "Div" => self.binary(ctx, op, &ins),
-            "BatchNormalization" => self.batch_norm(ctx, &ins),
-            "MaxPool" | "AveragePool" => self.pool(ctx, ins.layer(ctx)?, op == "MaxPool"),
-            // The GAP layer (named after the node) gives [N, C]; ONNX keeps [N, C, 1, 1].
-            "GlobalAveragePool" => self.mean_keepdims(ins.layer(ctx)?, &ctx.name, &format!("{}.keepdims", ctx.name)),
-            "Flatten" if ctx.int("axis", 1) != 1 => Err(ctx.unsupported("Flatten with axis ≠ 1")),
-            "Flatten" => self.add(&ctx.name, Layer::Flatten, &[ins.layer(ctx)?]),
-            "Reshape" | "Squeeze" | "Unsqueeze" => self.reshape(ctx, op, ins.get(0), ins.get(1)),
-            "Transpose" => {
-                let x = ins.layer(ctx).map_err(|_| ctx.unsupported("Transpose of a constant"))?;
-                let rank = self.shape(x).len();
-                let perm =
-                    ctx.ints("perm").map_or((0..rank).rev().collect(), |p| p.iter().map(|&v| v as usize).collect());
-                self.add(&ctx.name, Layer::Permute(perm), &[x])
-            }
-            "Concat" => self.concat(ctx, &ins),
-            "Pad" => self.pad(ctx, ins.layer(ctx)?, ins.get(1), ins.get(2)),
-            "Constant" => constant(ctx, data),
-            "Shape" => {
-                let shape = match ins.get(0) {
-                    Some(Value::Layer(i)) => self.shape(*i),
-                    Some(Value::Const(c)) => c.shape().to_vec(),
-                    Some(Value::Flat(i)) => vec![self.shape(*i).iter().product()],
-                    None => return Err(ctx.err("no input")),
-                };
-                Ok(shape_of(ctx, &shape))
-            }
-            "Gather" => gather(self, ctx, &ins),
-            other => Err(unsupported(format!(
-                "op `{other}` (node `{}`, opset {}) is not supported; actmax reads {SUPPORTED}",
-                ctx.name, ctx.opset
+        match OPS.iter().find(|(name, _)| *name == op) {
+            Some((_, convert)) => convert(self, ctx, op, &Inputs(inputs), data),
+            None => Err(unsupported(format!(
+                "op `{op}` (node `{}`, opset {}) is not supported; actmax reads {}",
+                ctx.name,
+                ctx.opset,
+                supported_ops().collect::<Vec<_>>().join(", ")
             ))),
         }
     }
