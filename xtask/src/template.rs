@@ -8,8 +8,9 @@
 use image::imageops::FilterType;
 
 use crate::fetch::{ensure, ARTIFACTS};
-use crate::train::Rng;
 use crate::workspace_root;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 const SIZE: usize = 224;
 const CROPS_PER_PHOTO: usize = 48;
@@ -45,7 +46,7 @@ pub fn run() -> Result<(), String> {
     let inv = inverse_color();
     let wc = SIZE / 2 + 1;
     let mut sum = vec![0.0f64; 3 * SIZE * wc];
-    let mut rng = Rng(0x3AC0_7E3B_1A7E_0001);
+    let mut rng = StdRng::seed_from_u64(0x3AC0_7E3B_1A7E_0001);
     let mut count = 0usize;
     let list = photos()?;
     // A Hann window: a crop's edges are not periodic, and without it their jumps put a
@@ -57,9 +58,9 @@ pub fn run() -> Result<(), String> {
         let (w, h) = img.dimensions();
         let short = w.min(h) as f32;
         for _ in 0..CROPS_PER_PHOTO {
-            let side = (short * (0.35 + 0.65 * rng.uniform())) as u32;
-            let x0 = ((w - side) as f32 * rng.uniform()) as u32;
-            let y0 = ((h - side) as f32 * rng.uniform()) as u32;
+            let side = (short * (0.35 + 0.65 * rng.random::<f32>())) as u32;
+            let x0 = ((w - side) as f32 * rng.random::<f32>()) as u32;
+            let y0 = ((h - side) as f32 * rng.random::<f32>()) as u32;
             let crop = image::imageops::crop_imm(&img, x0, y0, side, side).to_image();
             let crop = image::imageops::resize(&crop, SIZE as u32, SIZE as u32, FilterType::Triangle);
             let mut planes = vec![0.0f32; 3 * SIZE * SIZE];

@@ -11,6 +11,9 @@ use std::time::Instant;
 use actmax_layers::loaders::safetensors;
 use actmax_layers::{zoo, Activation, Adam, Model, TrainingPass};
 use actmax_tensor::{Tape, Tensor};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 
 use crate::fetch::{ensure, ARTIFACTS};
 use crate::workspace_root;
@@ -43,31 +46,6 @@ fn load_digits() -> Result<(Vec<Digit>, Vec<Digit>), String> {
         }
     }
     Ok((train, test))
-}
-
-/// Deterministic xorshift noise for shuffles and canvases.
-/// A seeded xorshift for shuffles and draws in the xtasks.
-pub(crate) struct Rng(pub(crate) u64);
-
-impl Rng {
-    /// Uniform in [0, 1).
-    pub(crate) fn uniform(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            v.swap(i, self.below(i + 1));
-        }
-    }
 }
 
 /// `[B, C, H, W]` from flat images.
@@ -135,10 +113,10 @@ fn train_digits(mut model: Model, name: &str, epochs: usize, decay: f32, seed: u
     // Train on logits; the shipped model keeps its softmax.
     let last = -1isize;
     model.swap_activation(last, Activation::Linear).map_err(|e| e.to_string())?;
-    let (mut tape, mut adam, mut rng) = (Tape::new(), Adam::new(1e-3), Rng(seed));
+    let (mut tape, mut adam, mut rng) = (Tape::new(), Adam::new(1e-3), StdRng::seed_from_u64(seed));
     let t0 = Instant::now();
     for epoch in 0..epochs {
-        rng.shuffle(&mut train);
+        train.shuffle(&mut rng);
         adam.set_lr(1e-3 * decay.powi(epoch as i32));
         let mut sum = 0.0;
         let chunks: Vec<&[Digit]> = train.chunks(64).collect();
@@ -181,11 +159,11 @@ const CANVAS: usize = 48;
 const MAX_APPLES: usize = 6;
 
 /// A canvas with `count` digits shrunk to 14×14 (2×2 means) at random places, max-blended.
-fn canvas(digits: &[Digit], count: usize, rng: &mut Rng) -> Vec<f32> {
+fn canvas(digits: &[Digit], count: usize, rng: &mut StdRng) -> Vec<f32> {
     let mut c = vec![0.0f32; CANVAS * CANVAS];
     for _ in 0..count {
-        let d = &digits[rng.below(digits.len())].pixels;
-        let (top, left) = (rng.below(CANVAS - 14 + 1), rng.below(CANVAS - 14 + 1));
+        let d = &digits[rng.random_range(0..digits.len())].pixels;
+        let (top, left) = (rng.random_range(0..CANVAS - 14 + 1), rng.random_range(0..CANVAS - 14 + 1));
         for y in 0..14 {
             for x in 0..14 {
                 let p = |yy: usize, xx: usize| d[(2 * y + yy) * 28 + 2 * x + xx];
@@ -201,7 +179,7 @@ fn canvas(digits: &[Digit], count: usize, rng: &mut Rng) -> Vec<f32> {
 /// A canvas of `count` held-out digits (never trained on), drawn from `seed`.
 pub(crate) fn held_out_canvas(count: usize, seed: u64) -> Result<Vec<f32>, String> {
     let (_, test) = load_digits()?;
-    Ok(canvas(&test, count, &mut Rng(seed)))
+    Ok(canvas(&test, count, &mut StdRng::seed_from_u64(seed)))
 }
 
 /// `cargo xtask train-apple-counter [--steps N]`: the regression CNN, mean squared error
@@ -210,14 +188,14 @@ pub fn apple_counter(steps: usize) -> Result<(), String> {
     let (train, test) = load_digits()?;
     let mut model = zoo::apple_counter();
     zoo::init_he_uniform(&mut model, 2);
-    let (mut tape, mut adam, mut rng) = (Tape::new(), Adam::new(2e-3), Rng(0xA991_E5C0_0A7E_0001));
+    let (mut tape, mut adam, mut rng) = (Tape::new(), Adam::new(2e-3), StdRng::seed_from_u64(0xA991_E5C0_0A7E_0001));
     let t0 = Instant::now();
     let mut recent = 0.0;
     for step in 0..steps {
         if step == steps * 2 / 3 {
             adam.set_lr(5e-4);
         }
-        let counts: Vec<usize> = (0..32).map(|_| rng.below(MAX_APPLES + 1)).collect();
+        let counts: Vec<usize> = (0..32).map(|_| rng.random_range(0..MAX_APPLES + 1)).collect();
         let canvases: Vec<Vec<f32>> = counts.iter().map(|&k| canvas(&train, k, &mut rng)).collect();
         let x = batch(&canvases.iter().map(Vec::as_slice).collect::<Vec<_>>(), 1, CANVAS, CANVAS);
         let target =
@@ -234,7 +212,7 @@ pub fn apple_counter(steps: usize) -> Result<(), String> {
         }
     }
     // Held out: canvases of digits never trained on.
-    let mut rng = Rng(0x7E57_0000_0000_0001);
+    let mut rng = StdRng::seed_from_u64(0x7E57_0000_0000_0001);
     let (mut abs_err, mut exact, n) = (0.0f32, 0usize, 700);
     for i in 0..n {
         let k = i % (MAX_APPLES + 1);
