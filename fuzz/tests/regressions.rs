@@ -89,16 +89,15 @@ fn buggy(bytes: &[u8]) -> Outcome {
     }
 }
 
+/// `execs` inputs from `seed`, with no time or memory finding (the test measures neither).
+fn unlimited(execs: u64, seed: u64) -> Config {
+    Config { execs, seed, time_limit: Duration::from_secs(60), memory_base: u64::MAX / 2, memory_per_byte: 0 }
+}
+
 #[test]
 fn the_engine_finds_a_planted_bug_and_repeats_itself_by_seed() {
     let t = Target { name: "buggy", what: "a planted bug", seeds: &[], zip: false, fixup: None, run: buggy };
-    let cfg = Config {
-        execs: 3000,
-        seed: 5,
-        time_limit: Duration::from_secs(60),
-        memory_base: u64::MAX / 2,
-        memory_per_byte: 0,
-    };
+    let cfg = unlimited(3000, 5);
     let seed = vec![b'P'; 64];
     let run = || {
         let mut panics = Vec::new();
@@ -126,13 +125,7 @@ fn the_engine_finds_a_planted_bug_and_repeats_itself_by_seed() {
 
 #[test]
 fn a_short_run_of_each_target_finds_nothing() {
-    let cfg = Config {
-        execs: 300,
-        seed: 9,
-        time_limit: Duration::from_secs(60),
-        memory_base: u64::MAX / 2,
-        memory_per_byte: 0,
-    };
+    let cfg = unlimited(300, 9);
     for t in TARGETS {
         let seeds: Vec<Vec<u8>> = seed_files(&root(), t).iter().map(|p| std::fs::read(p).unwrap()).collect();
         let stats = fuzz(
