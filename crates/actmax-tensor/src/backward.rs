@@ -18,6 +18,29 @@ fn slice(t: &Tensor) -> &[f32] {
     t.as_slice().expect("tape values are in standard layout")
 }
 
+/// The gradient of a sum into `out` (a buffer of `shape`'s size): `g`, in the sum's kept
+/// shape, spread over `shape` and scaled. Where the summed axes are trailing (a loss over
+/// whole images or channels) each value of `g` fills one contiguous run; otherwise the
+/// broadcast goes through `Zip` — never ndarray's per-element index iterator, which cost a
+/// tenth of a batch-8 step.
+pub(crate) fn spread_sum_grad(mut out: Vec<f32>, g: &Tensor, shape: &[usize], scale: f32) -> Vec<f32> {
+    let kept = g.shape();
+    let lead = kept.iter().zip(shape).take_while(|(k, d)| k == d).count();
+    match g.as_slice() {
+        Some(gs) if kept[lead..].iter().all(|&k| k == 1) => {
+            let run = shape[lead..].iter().product::<usize>().max(1);
+            for (chunk, &v) in out.chunks_exact_mut(run).zip(gs) {
+                chunk.fill(v * scale);
+            }
+        }
+        _ => {
+            let view = ndarray::ArrayViewMut::from_shape(IxDyn(shape), &mut out).expect("out has shape's size");
+            Zip::from(view).and_broadcast(g).for_each(|o, &v| *o = v * scale);
+        }
+    }
+    out
+}
+
 fn from_vec(shape: &[usize], v: Vec<f32>) -> Tensor {
     ArrayD::from_shape_vec(IxDyn(shape), v).expect("gradient has the operand's size")
 }
@@ -115,10 +138,7 @@ impl Tape {
             Op::Sum { x, kept, scale } => {
                 let gk = g.take().into_shape_with_order(IxDyn(kept)).expect("kept shape has the output's size");
                 let xv = self.val(*x);
-                // Broadcast into a pooled buffer (row-major, as the view iterates).
-                let mut gx = self.scratch.take(xv.len());
-                let spread = gk.broadcast(xv.raw_dim()).expect("kept dims broadcast");
-                gx.iter_mut().zip(spread.iter()).for_each(|(o, &v)| *o = v * scale);
+                let gx = spread_sum_grad(self.scratch.take(xv.len()), &gk, xv.shape(), *scale);
                 self.accumulate(grads, *x, from_vec(xv.shape(), gx));
             }
             Op::Softmax { x, axis } => {

@@ -239,6 +239,20 @@ proptest! {
         check(vec![x.clone()], |t, v| t.permute(v[0], &perm));
         let shifts: Vec<isize> = shifts.into_iter().take(s.len()).collect();
         check(vec![x.clone()], |t, v| t.roll(v[0], &shifts));
+        // And its values: element `i` of each axis lands at `i + shift` (mod the size).
+        let mut tape = Tape::new();
+        let xv = tape.constant(x.clone());
+        let rolled = tape.roll(xv, &shifts).unwrap();
+        let y = tape.value(rolled).unwrap();
+        for (idx, &v) in x.indexed_iter() {
+            let to: Vec<usize> = (0..s.len())
+                .map(|a| {
+                    let sh = shifts.get(a).copied().unwrap_or(0);
+                    (idx[a] as isize + sh).rem_euclid(s[a] as isize) as usize
+                })
+                .collect();
+            prop_assert_eq!(y[to.as_slice()], v);
+        }
         let mut s2 = s.clone();
         s2[0] += 1;
         check(vec![x, tensor(seed ^ 1, &s2)], |t, v| t.concat(&[v[0], v[1], v[0]], 0));
