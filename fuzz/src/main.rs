@@ -198,10 +198,10 @@ fn fuzz_target(t: &'static Target, args: &RunArgs) -> Result<(Stats, f64), Strin
         return Err(format!("{}: no seed files ({}); run `cargo xtask fuzz-seeds`", t.name, t.seeds.join(", ")));
     }
     let threads = args.threads.max(1);
-    let done = Arc::new(AtomicBool::new(false));
+    let done = AtomicBool::new(false);
     let currents: Vec<Arc<Mutex<Current>>> = (0..threads).map(|_| Arc::default()).collect();
-    let progress: Vec<Arc<AtomicU64>> = (0..threads).map(|_| Arc::default()).collect();
-    let saved = Arc::new(Mutex::new(HashMap::new()));
+    let progress: Vec<AtomicU64> = (0..threads).map(|_| AtomicU64::new(0)).collect();
+    let saved = Mutex::new(HashMap::new());
     let start = Instant::now();
     let mut total = Stats::default();
     let mut secs = 0.0;
@@ -226,7 +226,10 @@ fn fuzz_target(t: &'static Target, args: &RunArgs) -> Result<(Stats, f64), Strin
                         c.input.extend_from_slice(input);
                     };
                     let on_finding = |f: Finding| save_finding(t, &f, saved);
-                    engine::fuzz(t, seeds, &cfg, &measure, on_exec, on_finding)
+                    let stats = engine::fuzz(t, seeds, &cfg, &measure, on_exec, on_finding);
+                    // Done: the watchdog must not take a finished worker's last input for a hang.
+                    current.lock().unwrap_or_else(|e| e.into_inner()).started = None;
+                    stats
                 })
             })
             .collect();
@@ -245,13 +248,7 @@ fn fuzz_target(t: &'static Target, args: &RunArgs) -> Result<(Stats, f64), Strin
 
 /// Prints progress every 30 s; saves the input of a worker stuck past the hang limit and
 /// ends the process (the stuck call cannot be interrupted).
-fn watchdog(
-    t: &Target,
-    currents: &[Arc<Mutex<Current>>],
-    progress: &[Arc<AtomicU64>],
-    done: &AtomicBool,
-    args: &RunArgs,
-) {
+fn watchdog(t: &Target, currents: &[Arc<Mutex<Current>>], progress: &[AtomicU64], done: &AtomicBool, args: &RunArgs) {
     let start = Instant::now();
     let mut last_report = Instant::now();
     while !done.load(Ordering::Relaxed) {

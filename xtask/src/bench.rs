@@ -26,7 +26,8 @@ pub struct Options {
     json: Option<PathBuf>,
 }
 
-fn cargo() -> Command {
+/// `cargo`, as the one running xtask, in the workspace root.
+pub(crate) fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(workspace_root());
     c

@@ -2,16 +2,10 @@
 //! `actmax-fuzz` crate) because it counts allocations with a global allocator that no
 //! other task should pay for; these tasks build and run it in release mode.
 
-use std::process::Command;
-
-use crate::workspace_root;
-
 fn fuzzer(args: &[&str]) -> Result<(), String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
+    let status = crate::bench::cargo()
         .args(["run", "--quiet", "--release", "-p", "actmax-fuzz", "--"])
         .args(args)
-        .current_dir(workspace_root())
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if status.success() {
@@ -32,14 +26,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
 /// the Rust-written ones.
 pub fn seeds() -> Result<(), String> {
     let python = crate::peer::peer_python()?;
-    let out = workspace_root().join("testdata/fuzz/seeds");
-    let status = Command::new(&python)
-        .arg(workspace_root().join("xtask/python/fuzz_seeds.py"))
-        .arg(&out)
-        .status()
-        .map_err(|e| format!("{}: {e}", python.display()))?;
-    if !status.success() {
-        return Err("fuzz_seeds.py failed".into());
-    }
+    let out = crate::workspace_root().join("testdata/fuzz/seeds");
+    crate::reference::run_script(&python, "fuzz_seeds.py", &[out])?;
     fuzzer(&["seeds"])
 }

@@ -60,7 +60,7 @@ pub(crate) fn pinned_venv(dir: &str, packages: &[&str]) -> Result<std::path::Pat
     }
 }
 
-fn run_script(python: &std::path::Path, script: &str, args: &[std::path::PathBuf]) -> Result<(), String> {
+pub(crate) fn run_script(python: &std::path::Path, script: &str, args: &[std::path::PathBuf]) -> Result<(), String> {
     let root = workspace_root();
     let status = Command::new(python)
         .arg(root.join("xtask/python").join(script))

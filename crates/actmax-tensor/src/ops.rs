@@ -626,9 +626,11 @@ pub(crate) fn pad_source(i: usize, before: usize, n: usize, mode: PadMode) -> Op
 }
 
 pub(crate) fn roll_tensor(x: &Tensor, shifts: &[isize]) -> Tensor {
-    let mut y = x.as_standard_layout().into_owned();
+    let x = x.as_standard_layout();
+    // One copy per rolled axis, between two buffers; the first reads `x` itself.
+    let (mut rolled, mut spare): (Option<Vec<f32>>, Vec<f32>) = (None, Vec::new());
     for (axis, &s) in shifts.iter().enumerate() {
-        let n = y.shape()[axis];
+        let n = x.shape()[axis];
         if n == 0 || s.rem_euclid(n as isize) == 0 {
             continue;
         }
@@ -636,13 +638,17 @@ pub(crate) fn roll_tensor(x: &Tensor, shifts: &[isize]) -> Tensor {
         // axis: rolling moves two contiguous pieces per block (no per-element indexing,
         // which on a strided lane cost a tenth of a jittered step).
         let s = s.rem_euclid(n as isize) as usize;
-        let inner: usize = y.shape()[axis + 1..].iter().product();
-        let (src, block) = (y.as_slice().expect("standard layout").to_vec(), n * inner);
-        let out = y.as_slice_mut().expect("standard layout");
-        for (o, i) in out.chunks_exact_mut(block).zip(src.chunks_exact(block)) {
+        let inner: usize = x.shape()[axis + 1..].iter().product();
+        let src = rolled.as_deref().unwrap_or_else(|| x.as_slice().expect("standard layout"));
+        spare.resize(src.len(), 0.0);
+        for (o, i) in spare.chunks_exact_mut(n * inner).zip(src.chunks_exact(n * inner)) {
             o[s * inner..].copy_from_slice(&i[..(n - s) * inner]);
             o[..s * inner].copy_from_slice(&i[(n - s) * inner..]);
         }
+        spare = rolled.replace(spare).unwrap_or_default();
     }
-    y
+    match rolled {
+        Some(v) => Tensor::from_shape_vec(x.raw_dim(), v).expect("x's size"),
+        None => x.into_owned(),
+    }
 }

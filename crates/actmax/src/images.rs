@@ -10,7 +10,7 @@ use std::path::Path;
 use actmax_layers::{ChannelOrder, InputSpec};
 use actmax_tensor::Tensor;
 use image::imageops::FilterType;
-use image::{DynamicImage, GrayImage, RgbImage};
+use image::{DynamicImage, GrayImage, ImageDecoder, RgbImage};
 
 use crate::{Error, Result};
 
@@ -136,18 +136,22 @@ pub fn decode(bytes: &[u8]) -> std::result::Result<DynamicImage, image::ImageErr
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
     limits.max_alloc = Some(MAX_IMAGE_ALLOC);
-    let reader = || image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format();
-    // The header's size first: no codec packs more than a few thousand pixels into a
-    // byte, so a tiny file claiming a huge canvas is refused before it decodes for seconds.
-    let (w, h) = reader()?.into_dimensions()?;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
+    reader.limits(limits.clone());
+    // The header is read once; its size is checked first: no codec packs more than a few
+    // thousand pixels into a byte, so a tiny file claiming a huge canvas is refused
+    // before it decodes for seconds.
+    let mut decoder = reader.into_decoder()?;
+    let (w, h) = decoder.dimensions();
     let claimed = w as u64 * h as u64;
     if claimed == 0 || claimed > MAX_PIXELS_PER_BYTE * bytes.len() as u64 + (1 << 20) {
         let kind = image::error::LimitErrorKind::DimensionError;
         return Err(image::ImageError::Limits(image::error::LimitError::from_kind(kind)));
     }
-    let mut reader = reader()?;
-    reader.limits(limits);
-    reader.decode()
+    // As `ImageReader::decode` does: the output buffer counts against the budget.
+    limits.reserve(decoder.total_bytes())?;
+    decoder.set_limits(limits)?;
+    DynamicImage::from_decoder(decoder)
 }
 
 /// More pixels per byte of file than PNG (deflate, ≤ 1032:1), GIF (LZW) or JPEG can encode.
