@@ -1,6 +1,7 @@
 //! Forward wall time per layer kind of folded EfficientNet-Lite0 (no fusion: each layer on
 //! its own), or of VGG16's features with `vgg16`, at a batch given as the first argument
-//! (default 1), inside the rayon pool.
+//! (default 1), inside the rayon pool; `onnx` reads the shipped ONNX Lite0 instead of the
+//! zoo's, and the whole-model (fused) forward time is printed too.
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -10,7 +11,11 @@ use actmax_tensor::{Tape, Tensor};
 fn main() {
     let batch: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1);
     let vgg = std::env::args().any(|a| a == "vgg16");
-    let model = if vgg {
+    let onnx = std::env::args().any(|a| a == "onnx");
+    let model = if onnx {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/efficientnet_lite0.onnx");
+        actmax_layers::loaders::onnx::load(std::path::Path::new(path)).unwrap().fold_batch_norms()
+    } else if vgg {
         let mut m = zoo::vgg16_features(224).unwrap();
         zoo::init_he_uniform(&mut m, 1);
         m
@@ -38,6 +43,19 @@ fn main() {
             }
         }
     });
+    let whole = rayon::scope(|_| {
+        let mut tape = Tape::new();
+        let mut best = f64::INFINITY;
+        for _ in 0..reps + 3 {
+            tape.reset();
+            let x = tape.constant(image.clone());
+            let t0 = Instant::now();
+            model.forward(&mut tape, x, &[model.len() - 1]).unwrap();
+            best = best.min(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        best
+    });
+    println!("whole model forward (fused), best of {}: {whole:.2} ms", reps + 3);
     let mut by_kind: BTreeMap<String, f64> = BTreeMap::new();
     for (k, v) in &totals {
         *by_kind.entry(k.split(' ').next().unwrap().to_string()).or_default() += v;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use ndarray::{ArrayD, ArrayViewD};
 
-use crate::elementwise::{map1, map2, map3};
+use crate::elementwise::{map1, map2, map3, zip_in_place};
 use crate::scratch::ScratchPool;
 
 /// The ReLU family: piecewise activations whose gradient a backprop modifier may reshape.
@@ -154,6 +154,25 @@ impl BackpropMode {
     /// dL/d(input) of a ReLU-family op under this mode.
     pub fn input_grad(&self, kind: ReluKind, g: &ArrayD<f32>, x: &ArrayD<f32>, y: &ArrayD<f32>) -> ArrayD<f32> {
         self.input_grad_pooled(&ScratchPool::new(), kind, g, x, y)
+    }
+
+    /// [`BackpropMode::input_grad`] written over `g` itself, where this mode and kind
+    /// allow it (plain and guided ReLU, ReLU6 and clips: a mask); false, with `g`
+    /// untouched, where they need the general path.
+    pub(crate) fn input_grad_in_place(&self, kind: ReluKind, g: &mut ArrayD<f32>, x: &ArrayD<f32>) -> bool {
+        if g.shape() != x.shape() || !g.is_standard_layout() || !x.is_standard_layout() {
+            return false;
+        }
+        match (self, kind) {
+            (Self::Plain, ReluKind::Relu) => zip_in_place(g, x, |g, x| if x > 0.0 { g } else { 0.0 }),
+            (Self::Plain, ReluKind::Relu6) => zip_in_place(g, x, |g, x| if x > 0.0 && x < 6.0 { g } else { 0.0 }),
+            (Self::Plain, ReluKind::Clip { lo, hi }) => {
+                zip_in_place(g, x, |g, x| if x > lo && x < hi { g } else { 0.0 })
+            }
+            (Self::Guided, _) => zip_in_place(g, x, |g, x| if g > 0.0 && x > 0.0 { g } else { 0.0 }),
+            _ => return false,
+        }
+        true
     }
 
     /// [`BackpropMode::input_grad`] with its output drawn from a tape's pool.

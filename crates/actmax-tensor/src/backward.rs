@@ -126,7 +126,11 @@ impl Tape {
             }
             Op::Relu(x, kind) => {
                 let xv = self.val(*x);
-                let gx = self.mode.input_grad_pooled(&self.scratch, *kind, &g, xv, y);
+                let mut gx = g.take();
+                if !self.mode.input_grad_in_place(*kind, &mut gx, xv) {
+                    let general = self.mode.input_grad_pooled(&self.scratch, *kind, &gx, xv, y);
+                    recycle(&self.scratch, std::mem::replace(&mut gx, general));
+                }
                 if gx.shape() != xv.shape() {
                     return Err(param_err(
                         "backprop hook",
@@ -197,7 +201,12 @@ impl Tape {
                 // A fused activation first: its gradient depends on the output alone.
                 let g = match act {
                     Some(kind) => {
-                        Pooled::new(self.mode.input_grad_pooled(&self.scratch, *kind, &g, y, y), &self.scratch)
+                        let mut gy = g.take();
+                        if !self.mode.input_grad_in_place(*kind, &mut gy, y) {
+                            let gx = self.mode.input_grad_pooled(&self.scratch, *kind, &gy, y, y);
+                            recycle(&self.scratch, std::mem::replace(&mut gy, gx));
+                        }
+                        Pooled::new(gy, &self.scratch)
                     }
                     None => g,
                 };

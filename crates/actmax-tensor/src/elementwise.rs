@@ -37,6 +37,19 @@ pub(crate) fn map1(pool: &ScratchPool, x: &Tensor, f: impl Fn(f32) -> f32 + Sync
     build(x.shape(), out)
 }
 
+/// `a = f(a, b)` for every pair of elements of two same-shaped tensors, in place: no
+/// new buffer (a gradient masked where it already is, in cache).
+pub(crate) fn zip_in_place(a: &mut Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) {
+    debug_assert_eq!(a.shape(), b.shape());
+    let (xa, xb) = (a.as_slice_mut().expect("tape values are in standard layout"), slice(b));
+    let run = |a: &mut [f32], b: &[f32]| a.iter_mut().zip(b).for_each(|(a, &b)| *a = f(*a, b));
+    if xa.len() < PARALLEL_MIN {
+        run(xa, xb);
+    } else {
+        xa.par_chunks_mut(CHUNK).zip(xb.par_chunks(CHUNK)).for_each(|(a, b)| run(a, b));
+    }
+}
+
 /// `f(a, b)` for every pair of elements of two same-shaped tensors.
 pub(crate) fn map2(pool: &ScratchPool, a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Tensor {
     debug_assert_eq!(a.shape(), b.shape());

@@ -26,24 +26,31 @@ impl ScratchPool {
     pub fn take(&self, len: usize) -> Vec<f32> {
         let reused = {
             let mut bufs = self.bufs.lock().unwrap_or_else(|e| e.into_inner());
-            // Prefer the smallest buffer that is large enough.
+            // Prefer the smallest buffer that is large enough, and of those the one given
+            // back last: it is the likeliest to still be in cache.
             let best = bufs
                 .iter()
                 .enumerate()
+                .rev()
                 .filter(|(_, b)| b.capacity() >= len)
                 .min_by_key(|(_, b)| b.capacity())
                 .map(|(i, _)| i);
-            match best {
-                Some(i) => Some(bufs.swap_remove(i)),
-                None => bufs.pop(),
-            }
+            // None fits: a new buffer, not a smaller one grown (that would re-zero it,
+            // and leave the next request of its size without a buffer: a cascade of
+            // re-allocations every iteration instead of none in the steady state).
+            best.map(|i| bufs.remove(i))
         };
-        let mut buf = reused.unwrap_or_default();
-        if buf.len() >= len {
-            buf.truncate(len);
-        } else {
-            buf.resize(len, 0.0);
-        }
+        let buf = match reused {
+            Some(mut buf) => {
+                if buf.len() >= len {
+                    buf.truncate(len);
+                } else {
+                    buf.resize(len, 0.0);
+                }
+                buf
+            }
+            None => vec![0.0; len],
+        };
         if buf.capacity() > 0 {
             self.used.lock().unwrap_or_else(|e| e.into_inner()).insert(buf.as_ptr() as usize);
         }

@@ -221,29 +221,43 @@ pub(crate) unsafe fn sgemm_direct(
     let row_parts = (2 * threads).div_ceil(col_chunks).clamp(1, row_blocks);
     let per_part = row_blocks.div_ceil(row_parts);
     let row_parts = row_blocks.div_ceil(per_part);
+    // Which operand the inner loop streams: the smaller one, so the larger is read
+    // once. Small images (7×7, 14×14) have many weights and few columns: there A is the
+    // larger, and sweeping all of it per column panel would read it from L3 each time.
+    let a_outer = m > chunk.min(n);
     let (bp, cp) = (SendPtr(b as *mut f32), SendPtr(c.ptr));
     let task = |t: usize| {
         let (cc, rp) = (t / row_parts, t % row_parts);
         let (j0, j1) = (cc * chunk, ((cc + 1) * chunk).min(n));
-        // Column panel outer, row block inner: the panel of B (k × NR) stays in L1/L2
-        // while every row block of A passes over it.
-        for j in (j0..j1).step_by(nr) {
-            for rb in rp * per_part..((rp + 1) * per_part).min(row_blocks) {
-                let i0 = rb * mr;
-                let blk = Block {
-                    k,
-                    a: a.data.as_ptr().add(rb * k * mr),
-                    b: bp.get().add(j),
-                    ldb,
-                    c: cp.get().add(i0 * c.ld + j),
-                    ldc: c.ld,
-                    rows: mr.min(m - i0),
-                    cols: nr.min(j1 - j),
-                    bias: ep.bias.map_or(std::ptr::null(), |b| b.as_ptr().add(i0)),
-                    clamp: ep.clamp,
-                };
-                // Safety: each task owns its row blocks × columns [j0, j1) of C.
-                run_block(a.isa, &blk);
+        let rows = rp * per_part..((rp + 1) * per_part).min(row_blocks);
+        let run = |rb: usize, j: usize| {
+            let i0 = rb * mr;
+            let blk = Block {
+                k,
+                a: a.data.as_ptr().add(rb * k * mr),
+                b: bp.get().add(j),
+                ldb,
+                c: cp.get().add(i0 * c.ld + j),
+                ldc: c.ld,
+                rows: mr.min(m - i0),
+                cols: nr.min(j1 - j),
+                bias: ep.bias.map_or(std::ptr::null(), |b| b.as_ptr().add(i0)),
+                clamp: ep.clamp,
+            };
+            // Safety: each task owns its row blocks × columns [j0, j1) of C.
+            run_block(a.isa, &blk);
+        };
+        if a_outer {
+            // Row block outer: one panel of A (k × MR) stays in L1 while the task's
+            // columns of B, which fit in L2, pass under it.
+            for rb in rows {
+                (j0..j1).step_by(nr).for_each(|j| run(rb, j));
+            }
+        } else {
+            // Column panel outer: the panel of B (k × NR) stays in L1/L2 while every
+            // row block of A passes over it.
+            for j in (j0..j1).step_by(nr) {
+                rows.clone().for_each(|rb| run(rb, j));
             }
         }
     };
@@ -391,7 +405,14 @@ mod x86 {
                 if blk.clamp.is_some() {
                     v = _mm256_min_ps(hi, _mm256_max_ps(lo, v));
                 }
-                _mm256_maskstore_ps(blk.c.add(i * blk.ldc + 8 * h), mask, v);
+                let out = blk.c.add(i * blk.ldc + 8 * h);
+                // A masked store is microcoded on AMD cores (many times a plain store's
+                // cost, and small-k blocks are store-bound): only the ragged edge pays it.
+                if full {
+                    _mm256_storeu_ps(out, v);
+                } else {
+                    _mm256_maskstore_ps(out, mask, v);
+                }
             }
         }
     }
