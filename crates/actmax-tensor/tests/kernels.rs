@@ -99,17 +99,19 @@ proptest! {
         run_all(&g, ConvPlan::with_kernel(ConvKernel::Depthwise), seed, seed % 2 == 1);
     }
 
-    /// Winograd F(2×2, 3×3): odd and even sizes (ragged last tiles), asymmetric padding
-    /// (TF-SAME), any channel counts, batches; forward, both backwards (the input's
-    /// through the transposed Winograd conv).
+    /// Winograd F(2×2, 3×3) and F(4×4, 3×3): odd and even sizes (ragged last tiles, of
+    /// every remainder), asymmetric padding (TF-SAME), any channel counts, batches;
+    /// forward, both backwards (the input's through the transposed Winograd conv).
     #[test]
     fn winograd_matches_naive(n in 1usize..=2, c_in in 1usize..=20, c_out in 1usize..=20, h in 1usize..=13, w in 1usize..=13, pads in (0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2), seed in any::<u64>()) {
         let p = Conv2dParams::new().padding(Padding2d { top: pads.0, bottom: pads.1, left: pads.2, right: pads.3 });
         let g = ConvGeometry::new("test", &[n, c_in, h, w], &[c_out, c_in, 3, 3], p);
         prop_assume!(g.is_ok());
         let g = g.unwrap();
-        prop_assert!(ConvKernel::Winograd.supports(&g));
-        run_all(&g, ConvPlan::with_kernel(ConvKernel::Winograd), seed, seed % 2 == 0);
+        for kernel in [ConvKernel::Winograd, ConvKernel::Winograd4] {
+            prop_assert!(kernel.supports(&g));
+            run_all(&g, ConvPlan::with_kernel(kernel), seed, seed % 2 == 0);
+        }
     }
 
     /// Max and average pooling, forward and backward, with padding.
@@ -140,6 +142,7 @@ fn benchmark_like_shapes_match_naive() {
         (12, 12, 29, 5, 2, 12), // depthwise 5×5 stride 2
         (24, 40, 17, 1, 1, 1),  // pointwise
         (64, 48, 15, 3, 1, 1),  // Winograd (3×3 stride 1, ≥ 32 channels), odd size
+        (256, 256, 7, 3, 1, 1), // Winograd F(4×4) (≥ 256 channels): long sums, ragged tiles
     ];
     for &(ci, co, hw, k, s, groups) in cases {
         let p =
@@ -147,13 +150,13 @@ fn benchmark_like_shapes_match_naive() {
         let g = ConvGeometry::new("test", &[1, ci, hw, hw], &[co, ci / groups, k, k], p).unwrap();
         run_all(&g, ConvPlan::choose(&g), (ci * 1000 + hw) as u64, true);
     }
-    let g = ConvGeometry::new(
-        "test",
-        &[1, 64, 15, 15],
-        &[48, 64, 3, 3],
-        Conv2dParams::new().padding(Padding2d::uniform(1)),
-    );
-    assert_eq!(ConvKernel::choose(&g.unwrap()), ConvKernel::Winograd, "VGG-like convs take Winograd");
+    let vgg_like = |c_in: usize, c_out: usize| {
+        let p = Conv2dParams::new().padding(Padding2d::uniform(1));
+        ConvKernel::choose(&ConvGeometry::new("test", &[1, c_in, 15, 15], &[c_out, c_in, 3, 3], p).unwrap())
+    };
+    assert_eq!(vgg_like(64, 48), ConvKernel::Winograd, "VGG's first blocks take Winograd F(2×2)");
+    assert_eq!(vgg_like(256, 512), ConvKernel::Winograd4, "VGG's wide blocks take Winograd F(4×4)");
+    assert_eq!(vgg_like(16, 512), ConvKernel::Im2col, "too few channels for Winograd");
 }
 
 /// A reused scratch pool gives the same answer as a fresh one, and keeps its buffers.
@@ -271,7 +274,7 @@ proptest! {
     fn convs_do_not_depend_on_the_batch_or_the_thread_count(parts in geometry_parts(), seed in any::<u64>(), tile in prop_oneof![Just(7usize), Just(1024)]) {
         let (g1, g3) = (with_batch(&parts, 1), with_batch(&parts, 3));
         let (x, w, dy) = (values(seed, g1.in_elems()), values(seed ^ 1, g1.weight_elems()), values(seed ^ 2, g1.out_elems()));
-        let all = [ConvKernel::Depthwise, ConvKernel::Pointwise, ConvKernel::Im2col, ConvKernel::Winograd];
+        let all = [ConvKernel::Depthwise, ConvKernel::Pointwise, ConvKernel::Im2col, ConvKernel::Winograd, ConvKernel::Winograd4];
         for kernel in all.into_iter().filter(|k| k.supports(&g1)) {
             let plan = ConvPlan { kernel, tile_cols: tile };
             let alone = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| {

@@ -20,10 +20,11 @@
 //!   only when they are neighbours, so even tiles run in parallel, then odd tiles.
 //! - Backward to the weights (training only: a visualization's weights are constants):
 //!   `dW += dY_tile · colᵀ` on matrixmultiply, one partial sum per rayon job.
-//! - **Winograd** F(2×2, 3×3) ([`winograd`]) for 3×3 stride-1 convs with 32 or more
-//!   channels on both sides (VGG's): 2.25× fewer multiply-adds than any GEMM of the direct
-//!   conv can reach, through 16 GEMMs on transformed tiles. With fewer channels its input
-//!   and output transforms cost more than the multiplies saved, so im2col runs. Its
+//! - **Winograd** ([`winograd`]) for 3×3 stride-1 convs with 32 or more channels on both
+//!   sides (VGG's), through α² GEMMs on transformed tiles: F(2×2, 3×3) does 2.25× fewer
+//!   multiply-adds than any GEMM of the direct conv can reach, F(4×4, 3×3) 4×. With fewer
+//!   than 32 channels the transforms cost more than the multiplies saved, so im2col runs;
+//!   F(4×4)'s dearer transforms pay from 256 channels on ([`winograd::best_tile`]). Its
 //!   backward to the input is a Winograd conv of the rotated weights.
 //!
 //! Every forward kernel can apply a clamp after the bias (ReLU `(0, ∞)`, ReLU6 `(0, 6)`)
@@ -55,6 +56,8 @@ pub enum ConvKernel {
     Im2col,
     /// Winograd F(2×2, 3×3): 3×3, stride 1, undilated, ungrouped.
     Winograd,
+    /// Winograd F(4×4, 3×3): the same convs, 1.78× fewer multiply-adds than F(2×2).
+    Winograd4,
 }
 
 impl ConvKernel {
@@ -65,7 +68,10 @@ impl ConvKernel {
         } else if g.is_pointwise() {
             Self::Pointwise
         } else if winograd::pays(g) {
-            Self::Winograd
+            match winograd::best_tile(g) {
+                winograd::TileSize::F2 => Self::Winograd,
+                winograd::TileSize::F4 => Self::Winograd4,
+            }
         } else {
             Self::Im2col
         }
@@ -77,7 +83,16 @@ impl ConvKernel {
             Self::Depthwise => g.is_depthwise(),
             Self::Pointwise => g.is_pointwise(),
             Self::Im2col => true,
-            Self::Winograd => winograd::supports(g),
+            Self::Winograd | Self::Winograd4 => winograd::supports(g),
+        }
+    }
+
+    /// The Winograd tile size of a Winograd kernel.
+    fn winograd_tile(self) -> Option<winograd::TileSize> {
+        match self {
+            Self::Winograd => Some(winograd::TileSize::F2),
+            Self::Winograd4 => Some(winograd::TileSize::F4),
+            _ => None,
         }
     }
 }
@@ -183,7 +198,10 @@ pub fn conv2d_forward_prepacked(
     match kernel {
         ConvKernel::Depthwise => depthwise::forward(x, w, bias, clamp, g, out, scratch),
         ConvKernel::Pointwise | ConvKernel::Im2col => im2col::forward(plan, x, pack, bias, clamp, g, out, scratch),
-        ConvKernel::Winograd => winograd::forward(x, &pack.panels, bias, clamp, g, out, scratch),
+        ConvKernel::Winograd | ConvKernel::Winograd4 => {
+            let tile = kernel.winograd_tile().expect("a Winograd kernel");
+            winograd::forward(tile, x, &pack.panels, bias, clamp, g, out, scratch)
+        }
     }
     Ok(())
 }
@@ -198,7 +216,7 @@ pub enum PackDirection {
 }
 
 /// A conv's weights rearranged for one direction of its GEMM (per group, k-major
-/// micro-panels for [`crate::gemm::direct`]; for Winograd, the 16 transformed matrices). Packing reads every weight once; a
+/// micro-panels for [`crate::gemm::direct`]; for Winograd, the 16 or 36 transformed matrices). Packing reads every weight once; a
 /// visualization's weights are constants, so its tape packs each conv once per run
 /// instead of once per call. Depthwise kernels read the weights as they are: their
 /// pack is empty.
@@ -233,10 +251,10 @@ impl ConvPack {
         if !plan.kernel.supports(g) {
             return Err(refuse("conv pack", format!("the {:?} kernel cannot run this geometry", plan.kernel)));
         }
-        let panels = match (plan.kernel, transposed) {
-            (ConvKernel::Depthwise, _) => Vec::new(),
-            (ConvKernel::Winograd, false) => winograd::pack_weights(w, g.c_out, g.c_in),
-            (ConvKernel::Winograd, true) => winograd::pack_weights_transposed(w, g.c_out, g.c_in),
+        let panels = match (plan.kernel, plan.kernel.winograd_tile(), transposed) {
+            (ConvKernel::Depthwise, ..) => Vec::new(),
+            (_, Some(tile), false) => winograd::pack_weights(tile, w, g.c_out, g.c_in),
+            (_, Some(tile), true) => winograd::pack_weights_transposed(tile, w, g.c_out, g.c_in),
             _ => im2col::packed_weights(w, g, transposed),
         };
         Ok(Self { panels, kernel: plan.kernel, made_for: (Self::key(g), dir) })
@@ -307,8 +325,9 @@ pub fn conv2d_backward_input_prepacked(
         ConvKernel::Depthwise => depthwise::backward_input(dy, w, g, dx, scratch),
         ConvKernel::Pointwise | ConvKernel::Im2col => im2col::backward_input(plan, dy, pack, g, dx, scratch),
         // The transposed conv is a Winograd conv too, on the pack of the rotated weights.
-        ConvKernel::Winograd => {
-            winograd::forward(dy, &pack.panels, None, None, &winograd::transposed_geometry(g), dx, scratch)
+        ConvKernel::Winograd | ConvKernel::Winograd4 => {
+            let tile = kernel.winograd_tile().expect("a Winograd kernel");
+            winograd::forward(tile, dy, &pack.panels, None, None, &winograd::transposed_geometry(g), dx, scratch)
         }
     }
     Ok(())
@@ -340,7 +359,7 @@ pub fn conv2d_backward_weight_with(
         ConvKernel::Depthwise => depthwise::backward_weight(x, dy, g, dw, scratch),
         ConvKernel::Pointwise | ConvKernel::Im2col => im2col::backward_weight(plan, x, dy, g, dw, scratch),
         // Training only: the im2col GEMM serves every geometry.
-        ConvKernel::Winograd => {
+        ConvKernel::Winograd | ConvKernel::Winograd4 => {
             im2col::backward_weight(ConvPlan::with_kernel(ConvKernel::Im2col), x, dy, g, dw, scratch)
         }
     }

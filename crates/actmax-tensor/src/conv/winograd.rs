@@ -1,19 +1,30 @@
-//! Winograd F(2×2, 3×3) for 3×3, stride-1, undilated, ungrouped convs (VGG's every conv).
+//! Winograd F(m×m, 3×3) for 3×3, stride-1, undilated, ungrouped convs (VGG's every conv),
+//! for tile sizes m = 2 ([`TileSize::F2`]) and m = 4 ([`TileSize::F4`]).
 //!
-//! Each 2×2 block of outputs ("tile") is computed from the 4×4 input patch around it as
-//! `Y = Aᵀ [ Σ_c (G g Gᵀ) ⊙ (Bᵀ d B) ] A`: the 16 element-wise products, summed over the
-//! input channels, are 16 GEMMs `M[ξ] = U[ξ] · V[ξ]` (`U[ξ]`: `c_out × c_in`, the
-//! transformed weights, packed once; `V[ξ]`: `c_in × tiles`, the transformed input). A
-//! tile costs 16 multiply-adds per channel pair instead of 36: 2.25× fewer, for input and
-//! output transforms that are `O(c·tiles)`, small next to the `O(c_out·c_in·tiles)`
-//! GEMMs once both channel counts reach 32 or so. F(2×2, 3×3)'s transforms hold only
-//! 0, ±1 and ±½, so its rounding stays close to a direct conv's; F(4×4, 3×3) would save
-//! more multiplies for noticeably larger errors.
+//! Each m×m block of outputs ("tile") is computed from the α×α input patch around it
+//! (α = m + 2) as `Y = Aᵀ [ Σ_c (G g Gᵀ) ⊙ (Bᵀ d B) ] A`: the α² element-wise products,
+//! summed over the input channels, are α² GEMMs `M[ξ] = U[ξ] · V[ξ]` (`U[ξ]`:
+//! `c_out × c_in`, the transformed weights, packed once; `V[ξ]`: `c_in × tiles`, the
+//! transformed input). Per output, F(2×2) does 16/4 = 4 multiply-adds per channel pair
+//! and F(4×4) 36/16 = 2.25, against 9 for a direct conv: 2.25× and 4× fewer, for input
+//! and output transforms that are `O(c·tiles)`, small next to the `O(c_out·c_in·tiles)`
+//! GEMMs once both channel counts reach 32 or so.
 //!
-//! Tiles are processed in blocks of [`BLOCK_TILES`] so `V` and `M` stay in the L2/L3
-//! caches; blocks are the unit of parallelism when there are enough of them, otherwise
-//! the GEMMs and the transforms split across the pool. The output transform applies the
-//! bias and the clamp, like every other forward kernel.
+//! Rounding: F(2×2)'s transforms hold only 0, ±1 and ±½, so it rounds like a direct conv.
+//! F(4×4)'s hold up to 8 and 1/24 (points 0, ±1, ±2, ∞, Lavin & Gray 2016); its errors
+//! are some ten times larger, still about 1e-5 of the output's scale in f32 on VGG-sized
+//! sums, far below what a visualization can see (tested against the naive conv).
+//!
+//! Tiles are processed in blocks of about [`BLOCK_VALUES`] transformed values per
+//! channel so `V` and `M` stay in the L2/L3 caches; blocks are the unit of parallelism
+//! when there are enough of them, otherwise the GEMMs and the transforms split across
+//! the pool. The output transform applies the bias and the clamp, like every other
+//! forward kernel.
+//!
+//! The transforms vectorize over tiles: input rows are loaded *phase-split* (padded
+//! column `m·tx + k` goes to phase `k mod m`, slot `tx + k / m`), so the α columns a
+//! tile reads are α contiguous streams in `tx`, and every transform loop is a
+//! straight-line body over contiguous loads and stores.
 //!
 //! The backward to the input of such a conv is itself one (the weights rotated by 180°
 //! and their channel axes swapped, padding `2 − pad`), so it runs here too.
@@ -26,8 +37,78 @@ use crate::gemm::{for_each_index, Mat, SendPtr};
 use crate::geometry::{Conv2dParams, ConvGeometry, Padding2d};
 use crate::scratch::ScratchPool;
 
-/// Tiles per block: `V` and `M` of a block hold `16 · c · BLOCK_TILES` floats each.
-const BLOCK_TILES: usize = 256;
+/// Transformed values per channel a block of tiles aims for: `V` and `M` of a block hold
+/// `c · BLOCK_VALUES` floats each (256 F(2×2) tiles, 113 F(4×4) ones).
+const BLOCK_VALUES: usize = 4096;
+
+/// The output tile side of a Winograd variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TileSize {
+    /// F(2×2, 3×3): 4×4 input tiles, 16 GEMMs.
+    F2,
+    /// F(4×4, 3×3): 6×6 input tiles, 36 GEMMs.
+    F4,
+}
+
+impl TileSize {
+    /// Outputs along a tile's side (m).
+    pub fn m(self) -> usize {
+        match self {
+            Self::F2 => 2,
+            Self::F4 => 4,
+        }
+    }
+    /// Input values along a tile's side (α = m + 2).
+    pub fn alpha(self) -> usize {
+        self.m() + 2
+    }
+}
+
+/// One member of the family: its three 1-D transforms (the 2-D ones apply them along
+/// columns, then rows). `A` is α, `M` is m.
+trait Tile<const A: usize, const M: usize> {
+    /// `G g`: a kernel row's 3 taps to α transformed taps.
+    fn weight(g: [f32; 3]) -> [f32; A];
+    /// `Bᵀ d`: α input values to α transformed values.
+    fn input(d: [f32; A]) -> [f32; A];
+    /// `Aᵀ p`: α products to m outputs.
+    fn output(p: [f32; A]) -> [f32; M];
+}
+
+/// F(2×2, 3×3), points 0, ±1, ∞.
+struct F2;
+
+impl Tile<4, 2> for F2 {
+    fn weight([a, b, c]: [f32; 3]) -> [f32; 4] {
+        [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c]
+    }
+    fn input([d0, d1, d2, d3]: [f32; 4]) -> [f32; 4] {
+        [d0 - d2, d1 + d2, d2 - d1, d1 - d3]
+    }
+    fn output([p0, p1, p2, p3]: [f32; 4]) -> [f32; 2] {
+        [p0 + p1 + p2, p1 - p2 - p3]
+    }
+}
+
+/// F(4×4, 3×3), points 0, ±1, ±2, ∞ (Lavin & Gray's matrices).
+struct F4;
+
+impl Tile<6, 4> for F4 {
+    fn weight([a, b, c]: [f32; 3]) -> [f32; 6] {
+        let (s, d) = (a + c, b);
+        let (q, h) = (a / 24.0 + c / 6.0, b / 12.0);
+        [a / 4.0, -(s + d) / 6.0, -(s - d) / 6.0, q + h, q - h, c]
+    }
+    fn input([d0, d1, d2, d3, d4, d5]: [f32; 6]) -> [f32; 6] {
+        let (p, q) = (d4 - 4.0 * d2, d3 - 4.0 * d1);
+        let (r, s) = (d4 - d2, 2.0 * (d3 - d1));
+        [4.0 * d0 - 5.0 * d2 + d4, p + q, p - q, r + s, r - s, 4.0 * d1 - 5.0 * d3 + d5]
+    }
+    fn output([p0, p1, p2, p3, p4, p5]: [f32; 6]) -> [f32; 4] {
+        let (s12, d12, s34, d34) = (p1 + p2, p1 - p2, p3 + p4, p3 - p4);
+        [p0 + s12 + s34, d12 + 2.0 * d34, s12 + 4.0 * s34, d12 + 8.0 * d34 + p5]
+    }
+}
 
 /// Whether Winograd runs this geometry (see the module docs for why these).
 pub fn supports(g: &ConvGeometry) -> bool {
@@ -45,45 +126,59 @@ pub fn pays(g: &ConvGeometry) -> bool {
     supports(g) && g.c_in >= 32 && g.c_out >= 32
 }
 
-/// `U = G g Gᵀ` of one 3×3 kernel, as 16 values `U[ξ]`, `ξ = 4·row + col`.
-fn weight_tile(k: &[f32]) -> [f32; 16] {
-    // G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]].
-    let g = |r: [f32; 3]| [r[0], 0.5 * (r[0] + r[1] + r[2]), 0.5 * (r[0] - r[1] + r[2]), r[2]];
-    let rows = [g([k[0], k[1], k[2]]), g([k[3], k[4], k[5]]), g([k[6], k[7], k[8]])];
-    let mut u = [0.0; 16];
-    for c in 0..4 {
-        let col = g([rows[0][c], rows[1][c], rows[2][c]]);
-        for r in 0..4 {
-            u[4 * r + c] = col[r];
-        }
+/// The tile size that runs a geometry [`pays`] accepts faster. F(4×4) cuts the GEMMs by
+/// a further 1.78× but makes each transformed value cost more (36-term output
+/// transforms, 6-row input ones): that pays once the GEMMs dominate, with 256 or more
+/// channels on both sides (VGG's blocks 3 to 5: 1.2-1.6× faster than F(2×2) there,
+/// 0.8-1.0× on blocks 1 and 2, in the `winograd_vs_im2col` example).
+pub fn best_tile(g: &ConvGeometry) -> TileSize {
+    if g.c_in >= 256 && g.c_out >= 256 {
+        TileSize::F4
+    } else {
+        TileSize::F2
     }
-    u
 }
 
-/// The 16 transformed weight matrices `U[ξ]` (`c_out × c_in`), packed for the GEMM.
-/// `w` is OIHW with 3×3 kernels.
-pub fn pack_weights(w: &[f32], c_out: usize, c_in: usize) -> Vec<PackedA> {
-    let mut u = vec![0.0f32; 16 * c_out * c_in];
+/// `U = G g Gᵀ` of one 3×3 kernel: `u[i][j]`.
+fn weight_tile<T: Tile<A, M>, const A: usize, const M: usize>(k: &[f32]) -> [[f32; A]; A] {
+    // g Gᵀ row by row, then G on each of its columns.
+    let rows: [[f32; A]; 3] = std::array::from_fn(|r| T::weight([k[3 * r], k[3 * r + 1], k[3 * r + 2]]));
+    let cols: [[f32; A]; A] = std::array::from_fn(|j| T::weight([rows[0][j], rows[1][j], rows[2][j]]));
+    std::array::from_fn(|i| std::array::from_fn(|j| cols[j][i]))
+}
+
+/// The α² transformed weight matrices `U[ξ]` (`c_out × c_in`, `ξ = α·i + j`), packed for
+/// the GEMM. `w` is OIHW with 3×3 kernels.
+pub fn pack_weights(tile: TileSize, w: &[f32], c_out: usize, c_in: usize) -> Vec<PackedA> {
+    match tile {
+        TileSize::F2 => pack_weights_t::<F2, 4, 2>(w, c_out, c_in),
+        TileSize::F4 => pack_weights_t::<F4, 6, 4>(w, c_out, c_in),
+    }
+}
+
+fn pack_weights_t<T: Tile<A, M>, const A: usize, const M: usize>(w: &[f32], c_out: usize, c_in: usize) -> Vec<PackedA> {
+    let plane = c_out * c_in;
+    let mut u = vec![0.0f32; A * A * plane];
     for o in 0..c_out {
         for c in 0..c_in {
-            let t = weight_tile(&w[(o * c_in + c) * 9..][..9]);
-            for (xi, v) in t.iter().enumerate() {
-                u[(xi * c_out + o) * c_in + c] = *v;
+            let t = weight_tile::<T, A, M>(&w[(o * c_in + c) * 9..][..9]);
+            for (xi, v) in t.iter().flatten().enumerate() {
+                u[xi * plane + o * c_in + c] = *v;
             }
         }
     }
     let isa = Isa::detect();
-    (0..16)
+    (0..A * A)
         .map(|xi| unsafe {
             // Safety: plane ξ holds c_out × c_in values.
-            PackedA::new(isa, c_out, c_in, Mat::row_major(&u[xi * c_out * c_in..], c_out, c_in))
+            PackedA::new(isa, c_out, c_in, Mat::row_major(&u[xi * plane..], c_out, c_in))
         })
         .collect()
 }
 
 /// The pack for the backward to the input: the forward pack of the rotated, transposed
 /// kernel (`W'[c][o] = rot180(W[o][c])`).
-pub fn pack_weights_transposed(w: &[f32], c_out: usize, c_in: usize) -> Vec<PackedA> {
+pub fn pack_weights_transposed(tile: TileSize, w: &[f32], c_out: usize, c_in: usize) -> Vec<PackedA> {
     let mut wt = vec![0.0f32; w.len()];
     for o in 0..c_out {
         for c in 0..c_in {
@@ -93,7 +188,7 @@ pub fn pack_weights_transposed(w: &[f32], c_out: usize, c_in: usize) -> Vec<Pack
             }
         }
     }
-    pack_weights(&wt, c_in, c_out)
+    pack_weights(tile, &wt, c_in, c_out)
 }
 
 /// The conv whose forward is `g`'s backward to the input (see the module docs).
@@ -111,10 +206,27 @@ pub fn transposed_geometry(g: &ConvGeometry) -> ConvGeometry {
     t
 }
 
-/// Forward conv of a geometry [`supports`] accepts, with `pack` from [`pack_weights`];
-/// every output element is written.
+/// Forward conv of a geometry [`supports`] accepts, with `pack` from [`pack_weights`] of
+/// the same `tile`; every output element is written.
 #[allow(clippy::too_many_arguments)] // a conv's operands, spelled out
 pub(super) fn forward(
+    tile: TileSize,
+    x: &[f32],
+    pack: &[PackedA],
+    bias: Option<&[f32]>,
+    clamp_to: Clamp,
+    g: &ConvGeometry,
+    out: &mut [f32],
+    scratch: &ScratchPool,
+) {
+    match tile {
+        TileSize::F2 => forward_t::<F2, 4, 2>(x, pack, bias, clamp_to, g, out, scratch),
+        TileSize::F4 => forward_t::<F4, 6, 4>(x, pack, bias, clamp_to, g, out, scratch),
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // a conv's operands, spelled out
+fn forward_t<T: Tile<A, M>, const A: usize, const M: usize>(
     x: &[f32],
     pack: &[PackedA],
     bias: Option<&[f32]>,
@@ -125,14 +237,15 @@ pub(super) fn forward(
 ) {
     assert!(supports(g), "winograd::forward: unsupported geometry {g:?}");
     assert!(
-        pack.len() == 16 && pack.iter().all(|p| p.rows() == g.c_out && p.depth() == g.c_in),
+        pack.len() == A * A && pack.iter().all(|p| p.rows() == g.c_out && p.depth() == g.c_in),
         "winograd: pack mismatch"
     );
     let [oh, ow] = g.out_hw;
-    let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
+    let (th, tw) = (oh.div_ceil(M), ow.div_ceil(M));
     // Blocks of whole tile rows, so each transform row is contiguous in V and M.
     let threads = rayon::current_num_threads();
-    let mut blocks_per_image = th.div_ceil((BLOCK_TILES / tw.max(1)).max(1));
+    let block_tiles = BLOCK_VALUES / (A * A);
+    let mut blocks_per_image = th.div_ceil((block_tiles / tw.max(1)).max(1));
     if blocks_per_image > 1 {
         // Equal blocks in a count the threads share evenly (9, 9, 9, 1 rows would not).
         let per_image_share = threads.div_ceil(g.n).max(1);
@@ -148,10 +261,10 @@ pub(super) fn forward(
         let (n, blk) = (job / blocks_per_image, job % blocks_per_image);
         let rows = blk * rows_per_block..((blk + 1) * rows_per_block).min(th);
         let t = rows.len() * tw;
-        let mut v = scratch.take(16 * g.c_in * t);
-        let mut m = scratch.take(16 * g.c_out * t);
+        let mut v = scratch.take(A * A * g.c_in * t);
+        let mut m = scratch.take(A * A * g.c_out * t);
         let xn = &x[n * g.c_in * g.in_len()..][..g.c_in * g.in_len()];
-        transform_input(xn, g, tw, rows.clone(), &mut v, split, scratch);
+        transform_input::<T, A, M>(xn, g, tw, rows.clone(), &mut v, split, scratch);
         for (xi, u) in pack.iter().enumerate() {
             unsafe {
                 // Safety: V[ξ] is c_in × t and M[ξ] c_out × t, both in their buffers.
@@ -161,38 +274,54 @@ pub(super) fn forward(
         }
         // Safety: this job alone writes its image's output rows of these tile rows.
         let on = SendPtr(unsafe { op.get().add(n * g.c_out * g.out_len()) });
-        transform_output(&m, g, tw, rows, bias, clamp_to, on, split);
+        transform_output::<T, A, M>(&m, g, tw, rows, bias, clamp_to, on, split, scratch);
         scratch.give(v);
         scratch.give(m);
     };
     for_each_index(jobs, !split, run);
 }
 
-/// Defines `$name` to run `$inner` compiled for AVX2 + FMA when the CPU has them (the
-/// transforms are plain loops the compiler vectorizes; the build's baseline is SSE2).
-macro_rules! avx2_dispatch {
-    ($name:ident => $inner:ident ( $($arg:ident : $ty:ty),* )) => {
-        #[allow(clippy::too_many_arguments)] // the transform's operands, spelled out
-        fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn avx2($($arg: $ty),*) { $inner($($arg),*) }
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                    // Safety: the features were just detected.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            $inner($($arg),*)
+/// Runs `f` compiled for AVX2 + FMA when the CPU has them: the transforms are plain
+/// loops the compiler vectorizes once inlined here (the build's baseline is SSE2).
+#[inline(always)]
+fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
         }
-    };
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // Safety: the features were just detected.
+            return unsafe { avx2(f) };
+        }
+    }
+    f()
 }
 
-/// `V[ξ][c][t]` for the tile rows `rows` of one image. Per channel and tile row: the
-/// four input rows (zero-padded) go through `Bᵀ` as whole rows, then each tile's four
-/// columns through `B`; both loops run over contiguous rows, so they vectorize.
-fn transform_input(
+/// `outs[j][i] = T::input([ins[0][i], …, ins[α−1][i]])[j]` for `i < len`: one 1-D input
+/// transform per position, over α contiguous input and output streams.
+///
+/// # Safety
+/// Every `ins[k]` is readable and every `outs[j]` writable for `len` floats, and no
+/// output overlaps an input or another output.
+#[inline(always)]
+unsafe fn input_streams<T: Tile<A, M>, const A: usize, const M: usize>(
+    ins: [*const f32; A],
+    outs: [*mut f32; A],
+    len: usize,
+) {
+    for i in 0..len {
+        let v = T::input(std::array::from_fn(|k| *ins[k].add(i)));
+        for j in 0..A {
+            *outs[j].add(i) = v[j];
+        }
+    }
+}
+
+/// `V[ξ][c][t]` for the tile rows `rows` of one image (see the module docs).
+#[allow(clippy::too_many_arguments)] // the transform's operands, spelled out
+fn transform_input<T: Tile<A, M>, const A: usize, const M: usize>(
     x: &[f32],
     g: &ConvGeometry,
     tw: usize,
@@ -203,76 +332,76 @@ fn transform_input(
 ) {
     let vp = SendPtr(v.as_mut_ptr());
     let (r0, r1) = (rows.start, rows.end);
-    let buf_len = 8 * (2 * tw + 2);
+    let buf_len = 2 * A * M * (tw + 1);
+    let one = |c: usize, buf: &mut [f32]| vectorized(|| input_channel::<T, A, M>(x, g, tw, r0, r1, c, vp, buf));
     if parallel {
-        (0..g.c_in)
-            .into_par_iter()
-            .for_each_init(|| scratch.lease(buf_len), |buf, c| input_channel_fast(x, g, tw, r0, r1, c, vp, buf));
+        (0..g.c_in).into_par_iter().for_each_init(|| scratch.lease(buf_len), |buf, c| one(c, buf));
     } else {
         let mut buf = scratch.lease(buf_len);
-        (0..g.c_in).for_each(|c| input_channel_fast(x, g, tw, r0, r1, c, vp, &mut buf));
+        (0..g.c_in).for_each(|c| one(c, &mut buf));
     }
 }
 
-/// [`transform_input`] of channel `c` (tile rows `r0 .. r1`).
+/// [`transform_input`] of channel `c` (tile rows `r0 .. r1`). Per tile row: the α
+/// input rows (zero-padded, phase-split) go through `Bᵀ` as whole rows, then each
+/// tile's α columns through `B`, into V's α² rows.
 #[allow(clippy::too_many_arguments)] // the transform's operands, spelled out
 #[inline(always)]
-fn input_channel(x: &[f32], g: &ConvGeometry, tw: usize, r0: usize, r1: usize, c: usize, vp: SendPtr, buf: &mut [f32]) {
+fn input_channel<T: Tile<A, M>, const A: usize, const M: usize>(
+    x: &[f32],
+    g: &ConvGeometry,
+    tw: usize,
+    r0: usize,
+    r1: usize,
+    c: usize,
+    vp: SendPtr,
+    buf: &mut [f32],
+) {
     let ([h, w], pad, t) = (g.in_hw, g.p.padding, (r1 - r0) * tw);
-    // Padded row width: tile tx reads padded columns 2tx .. 2tx + 3.
-    let pw = 2 * tw + 2;
+    // A phase-split row: m phases of tw + 1 slots hold padded columns 0 .. m·(tw + 1),
+    // which cover the m·tw + 2 a tile row reads and the w + pad.left the image fills.
+    let slots = tw + 1;
+    let pl = M * slots;
+    debug_assert!(w + pad.left <= pl);
     let plane = &x[c * g.in_len()..][..g.in_len()];
-    let (d, tr) = buf.split_at_mut(4 * pw);
+    let (d, tr) = buf[..2 * A * pl].split_at_mut(A * pl);
     for (j, ty) in (r0..r1).enumerate() {
-        // The 4 input rows of this tile row, zero outside the image.
-        for r in 0..4 {
-            let dst = &mut d[r * pw..(r + 1) * pw];
+        for r in 0..A {
+            let dst = &mut d[r * pl..(r + 1) * pl];
             dst.fill(0.0);
-            let ih = (2 * ty + r) as isize - pad.top as isize;
+            let ih = (M * ty + r) as isize - pad.top as isize;
             if ih >= 0 && (ih as usize) < h {
-                let src = &plane[ih as usize * w..][..w];
-                let lo = pad.left.min(pw);
-                let n = w.min(pw - lo);
-                dst[lo..lo + n].copy_from_slice(&src[..n]);
+                for (iw, &s) in plane[ih as usize * w..][..w].iter().enumerate() {
+                    let pc = iw + pad.left;
+                    dst[(pc % M) * slots + pc / M] = s;
+                }
             }
         }
-        // Bᵀ on rows: t0 = d0 − d2, t1 = d1 + d2, t2 = d2 − d1, t3 = d1 − d3.
-        let (d0, rest) = d.split_at(pw);
-        let (d1, rest) = rest.split_at(pw);
-        let (d2, d3) = rest.split_at(pw);
-        let (t0, rest) = tr.split_at_mut(pw);
-        let (t1, rest) = rest.split_at_mut(pw);
-        let (t2, t3) = rest.split_at_mut(pw);
-        for i in 0..pw {
-            t0[i] = d0[i] - d2[i];
-            t1[i] = d1[i] + d2[i];
-            t2[i] = d2[i] - d1[i];
-            t3[i] = d1[i] - d3[i];
+        unsafe {
+            // Safety: Bᵀ down the columns: α rows of `pl` floats in `d`, into `tr`.
+            let ins = std::array::from_fn(|r| d.as_ptr().add(r * pl));
+            let outs = std::array::from_fn(|r| tr.as_mut_ptr().add(r * pl));
+            input_streams::<T, A, M>(ins, outs, pl);
         }
-        // B on each tile's columns 2tx .. 2tx + 3, into V's 16 rows.
-        for (r, tr) in [&*t0, &*t1, &*t2, &*t3].into_iter().enumerate() {
-            let at = |k: usize| unsafe {
-                // Safety: row (ξ = 4r + k, c) of V, this tile row's tw entries; each
-                // channel writes its own rows.
-                std::slice::from_raw_parts_mut(vp.get().add(((4 * r + k) * g.c_in + c) * t + j * tw), tw)
-            };
-            let (v0, v1, v2, v3) = (at(0), at(1), at(2), at(3));
-            for tx in 0..tw {
-                let (a, b, cc, e) = (tr[2 * tx], tr[2 * tx + 1], tr[2 * tx + 2], tr[2 * tx + 3]);
-                v0[tx] = a - cc;
-                v1[tx] = b + cc;
-                v2[tx] = cc - b;
-                v3[tx] = b - e;
+        for i in 0..A {
+            unsafe {
+                // Safety: column k of tile tx is phase k mod m, slot tx + k / m, so the
+                // α streams of `tw` floats stay inside row i of `tr`. The outputs are
+                // rows (ξ = α·i + j, c) of V, this tile row's tw entries; each channel
+                // writes its own rows.
+                let row = tr.as_ptr().add(i * pl);
+                let ins = std::array::from_fn(|k| row.add((k % M) * slots + k / M));
+                let outs = std::array::from_fn(|jj| vp.get().add(((A * i + jj) * g.c_in + c) * t + j * tw));
+                input_streams::<T, A, M>(ins, outs, tw);
             }
         }
     }
 }
-avx2_dispatch!(input_channel_fast => input_channel(x: &[f32], g: &ConvGeometry, tw: usize, r0: usize, r1: usize, c: usize, vp: SendPtr, buf: &mut [f32]));
 
 /// Outputs of the tile rows `rows` from `M[ξ][o][t]`, with bias and clamp; `out` is the
-/// image's first output plane. `Aᵀ` on each tile's 4 columns, then on its 4 rows.
+/// image's first output plane.
 #[allow(clippy::too_many_arguments)] // the transform's operands, spelled out
-fn transform_output(
+fn transform_output<T: Tile<A, M>, const A: usize, const M: usize>(
     m: &[f32],
     g: &ConvGeometry,
     tw: usize,
@@ -281,24 +410,28 @@ fn transform_output(
     clamp_to: Clamp,
     out: SendPtr,
     parallel: bool,
+    scratch: &ScratchPool,
 ) {
     let (r0, r1) = (rows.start, rows.end);
-    let one = |o: usize, pair: &mut Vec<f32>| {
+    let one = |o: usize, planar: &mut [f32]| {
         let b = bias.map_or(0.0, |b| b[o]);
-        output_channel_fast(m, g, tw, r0, r1, o, b, clamp_to, out, pair)
+        vectorized(|| output_channel::<T, A, M>(m, g, tw, r0, r1, o, b, clamp_to, out, planar))
     };
+    let len = M * M * tw;
     if parallel {
-        (0..g.c_out).into_par_iter().for_each_init(|| vec![0.0f32; 4 * tw], |pair, o| one(o, pair));
+        (0..g.c_out).into_par_iter().for_each_init(|| scratch.lease(len), |planar, o| one(o, planar));
     } else {
-        let mut pair = vec![0.0f32; 4 * tw];
-        (0..g.c_out).for_each(|o| one(o, &mut pair));
+        let mut planar = scratch.lease(len);
+        (0..g.c_out).for_each(|o| one(o, &mut planar));
     }
 }
 
-/// [`transform_output`] of channel `o` (tile rows `r0 .. r1`), bias `b`.
+/// [`transform_output`] of channel `o` (tile rows `r0 .. r1`), bias `b`: per tile row,
+/// `Aᵀ · A` of every tile into m² planar rows (one per output of a tile, so the loop
+/// vectorizes over tiles), then interleaved into the m output rows.
 #[allow(clippy::too_many_arguments)] // the transform's operands, spelled out
 #[inline(always)]
-fn output_channel(
+fn output_channel<T: Tile<A, M>, const A: usize, const M: usize>(
     m: &[f32],
     g: &ConvGeometry,
     tw: usize,
@@ -308,48 +441,39 @@ fn output_channel(
     b: f32,
     clamp_to: Clamp,
     out: SendPtr,
-    pair: &mut [f32],
+    planar: &mut [f32],
 ) {
     let ([oh, ow], t) = (g.out_hw, (r1 - r0) * tw);
+    assert!(planar.len() >= M * M * tw && m.len() >= A * A * g.c_out * t);
     for (j, ty) in (r0..r1).enumerate() {
-        let m: [&[f32]; 16] = std::array::from_fn(|xi| &m[(xi * g.c_out + o) * t + j * tw..][..tw]);
-        // Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]] along each tile's columns, then its rows:
-        // first into four planar rows (one per output of the tile, so the loop
-        // vectorizes over tiles), then interleaved into the two output rows.
-        let (y00, rest) = pair.split_at_mut(tw);
-        let (y01, rest) = rest.split_at_mut(tw);
-        let (y10, y11) = rest.split_at_mut(tw);
-        for r in 0..4 {
-            let (m0, m1, m2, m3) = (m[4 * r], m[4 * r + 1], m[4 * r + 2], m[4 * r + 3]);
-            let (w0, w1) = [(1.0, 0.0), (1.0, 1.0), (1.0, -1.0), (0.0, -1.0)][r];
-            for tx in 0..tw {
-                let (s0, s1) = (m0[tx] + m1[tx] + m2[tx], m1[tx] - m2[tx] - m3[tx]);
-                if r == 0 {
-                    (y00[tx], y01[tx], y10[tx], y11[tx]) = (s0, s1, 0.0, 0.0);
-                } else {
-                    y00[tx] += w0 * s0;
-                    y01[tx] += w0 * s1;
-                    y10[tx] += w1 * s0;
-                    y11[tx] += w1 * s1;
+        let ins: [[*const f32; A]; A] =
+            std::array::from_fn(|i| std::array::from_fn(|k| m[((A * i + k) * g.c_out + o) * t + j * tw..].as_ptr()));
+        let outs: [[*mut f32; M]; M] =
+            std::array::from_fn(|p| std::array::from_fn(|q| planar[(M * p + q) * tw..].as_mut_ptr()));
+        for tx in 0..tw {
+            // Safety: M[ξ]'s row of this tile row holds tw floats from `ins[i][k]`
+            // (asserted above), and each planar row tw floats from `outs[p][q]`.
+            let cols: [[f32; M]; A] = std::array::from_fn(|i| T::output(ins[i].map(|s| unsafe { *s.add(tx) })));
+            for q in 0..M {
+                let y = T::output(std::array::from_fn(|i| cols[i][q]));
+                for p in 0..M {
+                    unsafe { *outs[p][q].add(tx) = y[p] };
                 }
             }
         }
-        for (k, (even, odd)) in [(&*y00, &*y01), (&*y10, &*y11)].into_iter().enumerate() {
-            let rr = 2 * ty + k;
+        for p in 0..M {
+            let rr = M * ty + p;
             if rr >= oh {
-                continue;
+                break;
             }
             // Safety: output row (o, rr) belongs to this channel and tile row only.
             let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add((o * oh + rr) * ow), ow) };
-            let (pairs, last) = dst.split_at_mut(ow - ow % 2);
-            for ((d, &e), &od) in pairs.chunks_exact_mut(2).zip(even).zip(odd) {
-                d[0] = clamp(e + b, clamp_to);
-                d[1] = clamp(od + b, clamp_to);
-            }
-            if let Some(d) = last.first_mut() {
-                *d = clamp(even[tw - 1] + b, clamp_to);
+            for q in 0..M.min(ow) {
+                let src = &planar[(M * p + q) * tw..][..tw];
+                for (d, &s) in dst[q..].iter_mut().step_by(M).zip(src) {
+                    *d = clamp(s + b, clamp_to);
+                }
             }
         }
     }
 }
-avx2_dispatch!(output_channel_fast => output_channel(m: &[f32], g: &ConvGeometry, tw: usize, r0: usize, r1: usize, o: usize, b: f32, clamp_to: Clamp, out: SendPtr, pair: &mut [f32]));
