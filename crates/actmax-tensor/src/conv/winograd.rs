@@ -79,12 +79,15 @@ trait Tile<const A: usize, const M: usize> {
 struct F2;
 
 impl Tile<4, 2> for F2 {
+    #[inline(always)]
     fn weight([a, b, c]: [f32; 3]) -> [f32; 4] {
         [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c]
     }
+    #[inline(always)]
     fn input([d0, d1, d2, d3]: [f32; 4]) -> [f32; 4] {
         [d0 - d2, d1 + d2, d2 - d1, d1 - d3]
     }
+    #[inline(always)]
     fn output([p0, p1, p2, p3]: [f32; 4]) -> [f32; 2] {
         [p0 + p1 + p2, p1 - p2 - p3]
     }
@@ -94,16 +97,19 @@ impl Tile<4, 2> for F2 {
 struct F4;
 
 impl Tile<6, 4> for F4 {
+    #[inline(always)]
     fn weight([a, b, c]: [f32; 3]) -> [f32; 6] {
         let (s, d) = (a + c, b);
         let (q, h) = (a / 24.0 + c / 6.0, b / 12.0);
         [a / 4.0, -(s + d) / 6.0, -(s - d) / 6.0, q + h, q - h, c]
     }
+    #[inline(always)]
     fn input([d0, d1, d2, d3, d4, d5]: [f32; 6]) -> [f32; 6] {
         let (p, q) = (d4 - 4.0 * d2, d3 - 4.0 * d1);
         let (r, s) = (d4 - d2, 2.0 * (d3 - d1));
         [4.0 * d0 - 5.0 * d2 + d4, p + q, p - q, r + s, r - s, 4.0 * d1 - 5.0 * d3 + d5]
     }
+    #[inline(always)]
     fn output([p0, p1, p2, p3, p4, p5]: [f32; 6]) -> [f32; 4] {
         let (s12, d12, s34, d34) = (p1 + p2, p1 - p2, p3 + p4, p3 - p4);
         [p0 + s12 + s34, d12 + 2.0 * d34, s12 + 4.0 * s34, d12 + 8.0 * d34 + p5]
@@ -159,11 +165,17 @@ pub fn pack_weights(tile: TileSize, w: &[f32], c_out: usize, c_in: usize) -> Vec
 fn pack_weights_t<T: Tile<A, M>, const A: usize, const M: usize>(w: &[f32], c_out: usize, c_in: usize) -> Vec<PackedA> {
     let plane = c_out * c_in;
     let mut u = vec![0.0f32; A * A * plane];
+    // One output channel at a time, so each of the α² planes gets a contiguous row
+    // (scattering single values over α² planes of a megabyte each thrashed the TLB).
+    let mut row = vec![[[0.0f32; A]; A]; c_in];
     for o in 0..c_out {
-        for c in 0..c_in {
-            let t = weight_tile::<T, A, M>(&w[(o * c_in + c) * 9..][..9]);
-            for (xi, v) in t.iter().flatten().enumerate() {
-                u[xi * plane + o * c_in + c] = *v;
+        for (c, t) in row.iter_mut().enumerate() {
+            *t = weight_tile::<T, A, M>(&w[(o * c_in + c) * 9..][..9]);
+        }
+        for xi in 0..A * A {
+            let dst = &mut u[xi * plane + o * c_in..][..c_in];
+            for (d, t) in dst.iter_mut().zip(&row) {
+                *d = t[xi / A][xi % A];
             }
         }
     }
@@ -281,23 +293,34 @@ fn forward_t<T: Tile<A, M>, const A: usize, const M: usize>(
     for_each_index(jobs, !split, run);
 }
 
-/// Runs `f` compiled for AVX2 + FMA when the CPU has them: the transforms are plain
-/// loops the compiler vectorizes once inlined here (the build's baseline is SSE2).
-#[inline(always)]
-fn vectorized<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
+/// Defines `$name::<T, A, M>` to run `$inner::<T, A, M>` compiled for AVX2 + FMA when
+/// the CPU has them: the transforms are plain loops the compiler vectorizes once they are
+/// inlined into a function built for those features (the build's baseline is SSE2).
+macro_rules! avx2_dispatch {
+    ($name:ident => $inner:ident ( $($arg:ident : $ty:ty),* )) => {
+        #[allow(clippy::too_many_arguments)] // the transform's operands, spelled out
+        fn $name<T: Tile<A, M>, const A: usize, const M: usize>($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx2<T: Tile<A, M>, const A: usize, const M: usize>($($arg: $ty),*) {
+                    $inner::<T, A, M>($($arg),*)
+                }
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    // Safety: the features were just detected.
+                    return unsafe { avx2::<T, A, M>($($arg),*) };
+                }
+            }
+            $inner::<T, A, M>($($arg),*)
         }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // Safety: the features were just detected.
-            return unsafe { avx2(f) };
-        }
-    }
-    f()
+    };
 }
+
+/// Positions a transform loop handles at once: one AVX2 register of each stream. The
+/// lanes go through local arrays, so the compiler vectorizes them without proving that
+/// the streams do not overlap (too many pairs for its run-time checks).
+const LANES: usize = 8;
 
 /// `outs[j][i] = T::input([ins[0][i], …, ins[α−1][i]])[j]` for `i < len`: one 1-D input
 /// transform per position, over α contiguous input and output streams.
@@ -311,12 +334,35 @@ unsafe fn input_streams<T: Tile<A, M>, const A: usize, const M: usize>(
     outs: [*mut f32; A],
     len: usize,
 ) {
-    for i in 0..len {
+    let mut i = 0;
+    while i + LANES <= len {
+        let d: [[f32; LANES]; A] = std::array::from_fn(|k| ins[k].add(i).cast::<[f32; LANES]>().read_unaligned());
+        let mut o = [[0.0f32; LANES]; A];
+        for l in 0..LANES {
+            let v = T::input(std::array::from_fn(|k| d[k][l]));
+            for j in 0..A {
+                o[j][l] = v[j];
+            }
+        }
+        for j in 0..A {
+            outs[j].add(i).cast::<[f32; LANES]>().write_unaligned(o[j]);
+        }
+        i += LANES;
+    }
+    for i in i..len {
         let v = T::input(std::array::from_fn(|k| *ins[k].add(i)));
         for j in 0..A {
             *outs[j].add(i) = v[j];
         }
     }
+}
+
+/// `Aᵀ P A` of one tile's α×α products: its m×m outputs `y[p][q]`.
+#[inline(always)]
+fn output_tile<T: Tile<A, M>, const A: usize, const M: usize>(p: [[f32; A]; A]) -> [[f32; M]; M] {
+    let cols: [[f32; M]; A] = p.map(T::output);
+    let rows: [[f32; M]; M] = std::array::from_fn(|q| T::output(std::array::from_fn(|i| cols[i][q])));
+    std::array::from_fn(|pp| std::array::from_fn(|q| rows[q][pp]))
 }
 
 /// `V[ξ][c][t]` for the tile rows `rows` of one image (see the module docs).
@@ -332,8 +378,8 @@ fn transform_input<T: Tile<A, M>, const A: usize, const M: usize>(
 ) {
     let vp = SendPtr(v.as_mut_ptr());
     let (r0, r1) = (rows.start, rows.end);
-    let buf_len = 2 * A * M * (tw + 1);
-    let one = |c: usize, buf: &mut [f32]| vectorized(|| input_channel::<T, A, M>(x, g, tw, r0, r1, c, vp, buf));
+    let buf_len = (2 * A + 1) * M * (tw + 1);
+    let one = |c: usize, buf: &mut [f32]| input_channel_fast::<T, A, M>(x, g, tw, r0, r1, c, vp, buf);
     if parallel {
         (0..g.c_in).into_par_iter().for_each_init(|| scratch.lease(buf_len), |buf, c| one(c, buf));
     } else {
@@ -364,16 +410,26 @@ fn input_channel<T: Tile<A, M>, const A: usize, const M: usize>(
     let pl = M * slots;
     debug_assert!(w + pad.left <= pl);
     let plane = &x[c * g.in_len()..][..g.in_len()];
-    let (d, tr) = buf[..2 * A * pl].split_at_mut(A * pl);
+    let (d, rest) = buf[..(2 * A + 1) * pl].split_at_mut(A * pl);
+    let (tr, padded) = rest.split_at_mut(A * pl);
     for (j, ty) in (r0..r1).enumerate() {
         for r in 0..A {
             let dst = &mut d[r * pl..(r + 1) * pl];
-            dst.fill(0.0);
             let ih = (M * ty + r) as isize - pad.top as isize;
-            if ih >= 0 && (ih as usize) < h {
-                for (iw, &s) in plane[ih as usize * w..][..w].iter().enumerate() {
-                    let pc = iw + pad.left;
-                    dst[(pc % M) * slots + pc / M] = s;
+            if ih < 0 || ih as usize >= h {
+                dst.fill(0.0);
+                continue;
+            }
+            // The padded row, then split into its phases: one loop of m loads per
+            // m stores, which the compiler turns into vector loads and shuffles.
+            padded[..pad.left].fill(0.0);
+            padded[pad.left..pad.left + w].copy_from_slice(&plane[ih as usize * w..][..w]);
+            padded[pad.left + w..].fill(0.0);
+            let mut phases = dst.chunks_exact_mut(slots);
+            let phases: [&mut [f32]; M] = std::array::from_fn(|_| phases.next().expect("m phases"));
+            for (s, group) in padded.chunks_exact(M).enumerate() {
+                for k in 0..M {
+                    phases[k][s] = group[k];
                 }
             }
         }
@@ -398,6 +454,8 @@ fn input_channel<T: Tile<A, M>, const A: usize, const M: usize>(
     }
 }
 
+avx2_dispatch!(input_channel_fast => input_channel(x: &[f32], g: &ConvGeometry, tw: usize, r0: usize, r1: usize, c: usize, vp: SendPtr, buf: &mut [f32]));
+
 /// Outputs of the tile rows `rows` from `M[ξ][o][t]`, with bias and clamp; `out` is the
 /// image's first output plane.
 #[allow(clippy::too_many_arguments)] // the transform's operands, spelled out
@@ -415,7 +473,7 @@ fn transform_output<T: Tile<A, M>, const A: usize, const M: usize>(
     let (r0, r1) = (rows.start, rows.end);
     let one = |o: usize, planar: &mut [f32]| {
         let b = bias.map_or(0.0, |b| b[o]);
-        vectorized(|| output_channel::<T, A, M>(m, g, tw, r0, r1, o, b, clamp_to, out, planar))
+        output_channel_fast::<T, A, M>(m, g, tw, r0, r1, o, b, clamp_to, out, planar)
     };
     let len = M * M * tw;
     if parallel {
@@ -450,14 +508,33 @@ fn output_channel<T: Tile<A, M>, const A: usize, const M: usize>(
             std::array::from_fn(|i| std::array::from_fn(|k| m[((A * i + k) * g.c_out + o) * t + j * tw..].as_ptr()));
         let outs: [[*mut f32; M]; M] =
             std::array::from_fn(|p| std::array::from_fn(|q| planar[(M * p + q) * tw..].as_mut_ptr()));
-        for tx in 0..tw {
-            // Safety: M[ξ]'s row of this tile row holds tw floats from `ins[i][k]`
-            // (asserted above), and each planar row tw floats from `outs[p][q]`.
-            let cols: [[f32; M]; A] = std::array::from_fn(|i| T::output(ins[i].map(|s| unsafe { *s.add(tx) })));
-            for q in 0..M {
-                let y = T::output(std::array::from_fn(|i| cols[i][q]));
-                for p in 0..M {
-                    unsafe { *outs[p][q].add(tx) = y[p] };
+        // Safety (both loops): M[ξ]'s row of this tile row holds tw floats from
+        // `ins[i][k]` (asserted above), and each planar row tw floats from `outs[p][q]`.
+        let mut tx = 0;
+        while tx + LANES <= tw {
+            let d: [[[f32; LANES]; A]; A] =
+                ins.map(|row| row.map(|s| unsafe { s.add(tx).cast::<[f32; LANES]>().read_unaligned() }));
+            let mut o = [[[0.0f32; LANES]; M]; M];
+            for l in 0..LANES {
+                let y = output_tile::<T, A, M>(std::array::from_fn(|i| std::array::from_fn(|k| d[i][k][l])));
+                for (op, yp) in o.iter_mut().zip(y) {
+                    for (oq, v) in op.iter_mut().zip(yp) {
+                        oq[l] = v;
+                    }
+                }
+            }
+            for (dp, op) in outs.iter().zip(&o) {
+                for (d, oq) in dp.iter().zip(op) {
+                    unsafe { d.add(tx).cast::<[f32; LANES]>().write_unaligned(*oq) };
+                }
+            }
+            tx += LANES;
+        }
+        for tx in tx..tw {
+            let y = output_tile::<T, A, M>(ins.map(|row| row.map(|s| unsafe { *s.add(tx) })));
+            for (dp, yp) in outs.iter().zip(y) {
+                for (d, v) in dp.iter().zip(yp) {
+                    unsafe { *d.add(tx) = v };
                 }
             }
         }
@@ -477,3 +554,4 @@ fn output_channel<T: Tile<A, M>, const A: usize, const M: usize>(
         }
     }
 }
+avx2_dispatch!(output_channel_fast => output_channel(m: &[f32], g: &ConvGeometry, tw: usize, r0: usize, r1: usize, o: usize, b: f32, clamp_to: Clamp, out: SendPtr, planar: &mut [f32]));
