@@ -142,7 +142,7 @@ fn benchmark_like_shapes_match_naive() {
         (12, 12, 29, 5, 2, 12), // depthwise 5×5 stride 2
         (24, 40, 17, 1, 1, 1),  // pointwise
         (64, 48, 15, 3, 1, 1),  // Winograd (3×3 stride 1, ≥ 32 channels), odd size
-        (256, 256, 7, 3, 1, 1), // Winograd F(4×4) (≥ 256 channels): long sums, ragged tiles
+        (256, 256, 7, 3, 1, 1), // Winograd F(4×4) (≥ 64 channels): long sums, ragged tiles
     ];
     for &(ci, co, hw, k, s, groups) in cases {
         let p =
@@ -154,8 +154,8 @@ fn benchmark_like_shapes_match_naive() {
         let p = Conv2dParams::new().padding(Padding2d::uniform(1));
         ConvKernel::choose(&ConvGeometry::new("test", &[1, c_in, 15, 15], &[c_out, c_in, 3, 3], p).unwrap())
     };
-    assert_eq!(vgg_like(64, 48), ConvKernel::Winograd, "VGG's first blocks take Winograd F(2×2)");
-    assert_eq!(vgg_like(256, 512), ConvKernel::Winograd4, "VGG's wide blocks take Winograd F(4×4)");
+    assert_eq!(vgg_like(64, 48), ConvKernel::Winograd, "narrow convs take Winograd F(2×2)");
+    assert_eq!(vgg_like(64, 64), ConvKernel::Winograd4, "VGG's convs take Winograd F(4×4)");
     assert_eq!(vgg_like(16, 512), ConvKernel::Im2col, "too few channels for Winograd");
 }
 

@@ -24,7 +24,7 @@
 //!   sides (VGG's), through α² GEMMs on transformed tiles: F(2×2, 3×3) does 2.25× fewer
 //!   multiply-adds than any GEMM of the direct conv can reach, F(4×4, 3×3) 4×. With fewer
 //!   than 32 channels the transforms cost more than the multiplies saved, so im2col runs;
-//!   F(4×4)'s dearer transforms pay from 256 channels on ([`winograd::best_tile`]). Its
+//!   F(4×4)'s dearer transforms pay from 64 channels on ([`winograd::best_tile`]). Its
 //!   backward to the input is a Winograd conv of the rotated weights.
 //!
 //! Every forward kernel can apply a clamp after the bias (ReLU `(0, ∞)`, ReLU6 `(0, 6)`)
