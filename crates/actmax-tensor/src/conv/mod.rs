@@ -36,6 +36,7 @@ pub mod naive;
 pub mod winograd;
 
 pub use im2col::{im2col, COL_BUDGET};
+use winograd::TileSize;
 
 use crate::error::{Result, TensorError};
 use crate::geometry::ConvGeometry;
@@ -198,10 +199,8 @@ pub fn conv2d_forward_prepacked(
     match kernel {
         ConvKernel::Depthwise => depthwise::forward(x, w, bias, clamp, g, out, scratch),
         ConvKernel::Pointwise | ConvKernel::Im2col => im2col::forward(plan, x, pack, bias, clamp, g, out, scratch),
-        ConvKernel::Winograd | ConvKernel::Winograd4 => {
-            let tile = kernel.winograd_tile().expect("a Winograd kernel");
-            winograd::forward(tile, x, &pack.panels, bias, clamp, g, out, scratch)
-        }
+        ConvKernel::Winograd => winograd::forward(TileSize::F2, x, &pack.panels, bias, clamp, g, out, scratch),
+        ConvKernel::Winograd4 => winograd::forward(TileSize::F4, x, &pack.panels, bias, clamp, g, out, scratch),
     }
     Ok(())
 }
@@ -324,11 +323,8 @@ pub fn conv2d_backward_input_prepacked(
     match kernel {
         ConvKernel::Depthwise => depthwise::backward_input(dy, w, g, dx, scratch),
         ConvKernel::Pointwise | ConvKernel::Im2col => im2col::backward_input(plan, dy, pack, g, dx, scratch),
-        // The transposed conv is a Winograd conv too, on the pack of the rotated weights.
-        ConvKernel::Winograd | ConvKernel::Winograd4 => {
-            let tile = kernel.winograd_tile().expect("a Winograd kernel");
-            winograd::forward(tile, dy, &pack.panels, None, None, &winograd::transposed_geometry(g), dx, scratch)
-        }
+        ConvKernel::Winograd => winograd::backward_input(TileSize::F2, dy, &pack.panels, g, dx, scratch),
+        ConvKernel::Winograd4 => winograd::backward_input(TileSize::F4, dy, &pack.panels, g, dx, scratch),
     }
     Ok(())
 }

@@ -237,6 +237,20 @@ pub(super) fn forward(
     }
 }
 
+/// Backward to the input of a geometry [`supports`] accepts, with `pack` from
+/// [`pack_weights_transposed`] of the same `tile`: the transposed conv is a Winograd conv
+/// too, on the rotated weights. `dx` is overwritten.
+pub(super) fn backward_input(
+    tile: TileSize,
+    dy: &[f32],
+    pack: &[PackedA],
+    g: &ConvGeometry,
+    dx: &mut [f32],
+    scratch: &ScratchPool,
+) {
+    forward(tile, dy, pack, None, None, &transposed_geometry(g), dx, scratch)
+}
+
 #[allow(clippy::too_many_arguments)] // a conv's operands, spelled out
 fn forward_t<T: Tile<A, M>, const A: usize, const M: usize>(
     x: &[f32],
