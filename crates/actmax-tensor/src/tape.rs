@@ -27,7 +27,7 @@ pub struct Tape {
     pub(crate) nodes: Vec<Node>,
     pub(crate) mode: BackpropMode,
     pub(crate) scratch: ScratchPool,
-    pub(crate) packs: PackCache,
+    pub(crate) packs: Arc<PackCache>,
     epoch: u64,
 }
 
@@ -37,7 +37,7 @@ impl Default for Tape {
             nodes: Vec::new(),
             mode: BackpropMode::Plain,
             scratch: ScratchPool::new(),
-            packs: PackCache::default(),
+            packs: Arc::default(),
             epoch: next_epoch(),
         }
     }
@@ -92,6 +92,13 @@ impl Tape {
     /// [`Tape::reset`] for constant weights).
     pub fn packed_weights(&self) -> usize {
         self.packs.len()
+    }
+
+    /// A new empty tape with this one's backprop mode that shares its packed conv weights:
+    /// for tapes that run the same model side by side (one per worker thread), so each
+    /// constant weight is packed once, not once per tape.
+    pub fn sibling(&self) -> Tape {
+        Tape { packs: self.packs.clone(), mode: self.mode.clone(), ..Tape::default() }
     }
 
     /// Drops the packed conv weights (they are rebuilt on next use).
@@ -197,19 +204,38 @@ impl Tape {
     /// otherwise consume on its way down. The copies come from the tape's scratch pool:
     /// give them back ([`ScratchPool::give`]) to keep a step loop allocation-free.
     pub fn backward_keeping(&self, loss: Var, keep: &[Var]) -> Result<Gradients> {
-        for &v in keep {
-            self.node(v)?;
-        }
         let l = self.value(loss)?;
         if l.len() != 1 {
             return Err(TensorError::NonScalarLoss(l.shape().to_vec()));
         }
-        let mut grads: Vec<Option<Tensor>> = vec![None; self.nodes.len()];
-        let mut kept = Vec::with_capacity(keep.len());
-        if self.nodes[loss.index].requires_grad {
-            grads[loss.index] = Some(ArrayD::ones(IxDyn(l.shape())));
+        let one = ArrayD::ones(IxDyn(l.shape()));
+        self.backward_seeded(&[(loss, &one)], keep)
+    }
+
+    /// Reverse mode from given gradients: `seeds` pairs nodes with dL/d(node), as if a
+    /// loss downstream of them had sent those (a vector–Jacobian product). What a split
+    /// computation needs: a model run on another tape hands back the gradient of its
+    /// input, and this tape carries it on to its own leaves. `keep` as in
+    /// [`Tape::backward_keeping`].
+    pub fn backward_seeded(&self, seeds: &[(Var, &Tensor)], keep: &[Var]) -> Result<Gradients> {
+        for &v in keep {
+            self.node(v)?;
         }
-        for i in (0..=loss.index).rev() {
+        let mut grads: Vec<Option<Tensor>> = vec![None; self.nodes.len()];
+        let mut top = None;
+        for &(v, g) in seeds {
+            let shape = self.shape(v)?;
+            if shape != g.shape() {
+                let msg = format!("the seed gradient must have the node's shape {shape:?}");
+                return Err(crate::error::shape_err("backward_seeded", msg, g.shape()));
+            }
+            let g = if g.is_standard_layout() { g.clone() } else { g.as_standard_layout().into_owned() };
+            self.accumulate(&mut grads, v, g);
+            top = top.max(Some(v.index));
+        }
+        let mut kept = Vec::with_capacity(keep.len());
+        let Some(top) = top else { return Ok(Gradients { grads, epoch: self.epoch }) };
+        for i in (0..=top).rev() {
             let node = &self.nodes[i];
             if matches!(node.op, Op::Leaf) {
                 continue;

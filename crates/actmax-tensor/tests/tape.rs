@@ -344,3 +344,45 @@ fn erf_matches_tabulated_values() {
         assert!((got - want).abs() < 1e-6, "erf: {got} vs {want}");
     }
 }
+
+/// A seeded backward is the vector–Jacobian product: seeding `y` with `s` gives the
+/// gradient of `Σ y·s`; two seeds add; a seed of the wrong shape is a typed error.
+#[test]
+fn seeded_backward_is_the_gradient_of_the_seed_dot_product() {
+    let xs = [0.5, -1.5, 2.0, 3.0];
+    let s = t(&[1.0, -2.0, 0.25, 4.0]);
+    let build = |tape: &mut Tape| {
+        let x = tape.variable(t(&xs));
+        let sq = tape.mul(x, x).unwrap();
+        let y = tape.relu(sq).unwrap();
+        let z = tape.mul_scalar(x, 3.0).unwrap();
+        (x, y, z)
+    };
+    let mut tape = Tape::new();
+    let (x, y, z) = build(&mut tape);
+    let seeded = tape.backward_seeded(&[(y, &s), (z, &s)], &[]).unwrap();
+    let mut reference = Tape::new();
+    let (rx, ry, rz) = build(&mut reference);
+    let sv = reference.constant(s.clone());
+    let yz = reference.add(ry, rz).unwrap();
+    let dot = reference.mul(yz, sv).unwrap();
+    let loss = reference.sum_all(dot).unwrap();
+    let want = reference.backward(loss).unwrap();
+    assert_eq!(seeded.get(x).unwrap(), want.get(rx).unwrap());
+    let wrong = t(&[1.0, 2.0]);
+    assert!(matches!(tape.backward_seeded(&[(y, &wrong)], &[]), Err(TensorError::Shape { .. })));
+    assert!(tape.backward_seeded(&[], &[]).unwrap().get(x).is_none());
+}
+
+/// A sibling tape shares the packed conv weights of the tape it came from.
+#[test]
+fn sibling_tapes_share_packed_weights() {
+    let mut tape = Tape::new();
+    let w = Arc::new(Tensor::from_shape_fn(vec![4, 2, 3, 3], |i| (i[0] + i[1] + i[2] * i[3]) as f32 * 0.1));
+    let x0 = Tensor::from_shape_fn(vec![1, 2, 6, 6], |i| (i[2] * 6 + i[3]) as f32 * 0.01);
+    let sibling = tape.sibling();
+    let (x, wv) = (tape.constant(x0), tape.constant_shared(w.clone()));
+    tape.conv2d(x, wv, None, Conv2dParams::default()).unwrap();
+    assert_eq!(tape.packed_weights(), 1);
+    assert_eq!(sibling.packed_weights(), 1);
+}

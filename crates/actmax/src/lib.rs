@@ -8,6 +8,7 @@ pub mod images;
 mod optim;
 mod param;
 mod run;
+mod split;
 
 use actmax_layers::{Activation, LayerRef, Model};
 use actmax_losses::{lucid, ActivationMaximization, LpNorm, TotalVariation, WeightedLosses};

@@ -11,6 +11,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use crate::optim::OptimizerState;
+use crate::split::SplitModel;
 use crate::{Error, Keep, Options, Parameterization, PreparedImage, Result, Step, Visualization};
 
 /// What a run checks before its first step; returns the input range.
@@ -97,6 +98,7 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
 
     let mut tape = Tape::new();
     tape.set_backprop_mode(opts.backprop_modifier.clone());
+    let mut split: Option<SplitModel> = None;
     if opts.verbose {
         opts.callbacks.push(Box::new(crate::Print));
     }
@@ -126,8 +128,15 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
             // The photo's views take the same random draws as the image's.
             let mut photo_rngs = accent.as_ref().map(|_| rngs.clone());
             let seen = views(transforms, crops, &mut tape, image, [mh, mw], range, &mut rngs)?;
-            let acts = activations(&net, &mut tape, seen, &names, &idx)?;
-            let built = losses.build(&mut tape, &LossContext::new(image, &acts))?;
+            // The model runs image by image on the split's tapes (see `split`); here the
+            // losses read its outputs, and the image, as leaves.
+            let seen_value = tape.value_shared(seen)?;
+            let split = split.get_or_insert_with(|| SplitModel::new(&tape, seen_value.shape()[0]));
+            let outs = split.forward(&net, &seen_value, &idx)?;
+            let out_vars: Vec<Var> = outs.into_iter().map(|t| tape.variable(t)).collect();
+            let acts: HashMap<String, Var> = names.iter().cloned().zip(out_vars.iter().copied()).collect();
+            let image_leaf = tape.variable_shared(tape.value_shared(image)?);
+            let built = losses.build(&mut tape, &LossContext::new(image_leaf, &acts))?;
             let total = scalar(&tape, built.total)?;
             let mut terms = Vec::with_capacity(built.terms.len());
             let mut per_image = Some(vec![0.0; batch.max(1)]);
@@ -143,23 +152,45 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
             if !total.is_finite() {
                 return Err(Error::NonFinite { step, term: "total".into(), value: total });
             }
+            let mut leaf_grads = tape.backward(built.total)?;
+            let out_grads: Vec<Option<Tensor>> = out_vars.iter().map(|&v| leaf_grads.take(v)).collect();
+            let image_grad = leaf_grads.take(image_leaf);
+            let seen_grad = match out_grads.iter().any(Option::is_some) {
+                true => Some(split.backward(&out_grads, seen_value.shape())?),
+                false => None,
+            };
+            let mut seeds: Vec<(Var, &Tensor)> = seen_grad.iter().map(|g| (seen, g)).collect();
+            if let Some(gi) = &image_grad {
+                seeds.push((image, gi));
+            }
             let keep: &[Var] = if transparency.is_some() { &[image] } else { &[] };
-            let mut grads = tape.backward_keeping(built.total, keep)?;
+            let mut grads = tape.backward_seeded(&seeds, keep)?;
             let g = grads.take(pv).unwrap_or_else(|| Tensor::zeros(params.raw_dim()));
-            let seen_grad = transparency.as_ref().and_then(|_| grads.take(image));
+            let kept_grad = transparency.as_ref().and_then(|_| grads.take(image));
             let distance = match (&accent, photo_rngs.as_mut()) {
                 (Some(a), Some(prng)) => {
                     let photo = tape.constant_shared(a.photo.clone());
                     let photo_seen = views(transforms, crops, &mut tape, photo, [mh, mw], range, prng)?;
                     let reference = net.forward(&mut tape, photo_seen, &[a.idx])?[0];
-                    let d = crate::accent::feature_distance(&mut tape, acts[&a.name], reference, batch.max(1))?;
+                    let at = acts[&a.name];
+                    let d = crate::accent::feature_distance(&mut tape, at, reference, batch.max(1))?;
                     let dsum = tape.sum_all(d)?;
-                    let gd = tape.backward(dsum)?.take(pv).unwrap_or_else(|| Tensor::zeros(params.raw_dim()));
+                    let mut d_out = tape.backward(dsum)?.take(at);
+                    let out_grads: Vec<Option<Tensor>> =
+                        out_vars.iter().map(|&v| if v == at { d_out.take() } else { None }).collect();
+                    let gd = match out_grads.iter().any(Option::is_some) {
+                        true => {
+                            let d_seen = split.backward(&out_grads, seen_value.shape())?;
+                            tape.backward_seeded(&[(seen, &d_seen)], &[])?.take(pv)
+                        }
+                        false => None,
+                    };
+                    let gd = gd.unwrap_or_else(|| Tensor::zeros(params.raw_dim()));
                     Some((tape.value(d)?.clone(), gd))
                 }
                 _ => None,
             };
-            Ok((image, total, terms, g, per_image, seen_grad, distance))
+            Ok((image, total, terms, g, per_image, kept_grad, distance))
         })?;
         if let (Some(acc), Some(sg)) = (transparency.as_mut(), seen_grad) {
             accumulate_abs(acc, &sg);
