@@ -156,7 +156,7 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
             let out_grads: Vec<Option<Tensor>> = out_vars.iter().map(|&v| leaf_grads.take(v)).collect();
             let image_grad = leaf_grads.take(image_leaf);
             let seen_grad = match out_grads.iter().any(Option::is_some) {
-                true => Some(split.backward(&out_grads, seen_value.shape())?),
+                true => Some(split.backward(&net, &seen_value, &idx, &out_grads)?),
                 false => None,
             };
             let mut seeds: Vec<(Var, &Tensor)> = seen_grad.iter().map(|g| (seen, g)).collect();
@@ -180,7 +180,7 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
                         out_vars.iter().map(|&v| if v == at { d_out.take() } else { None }).collect();
                     let gd = match out_grads.iter().any(Option::is_some) {
                         true => {
-                            let d_seen = split.backward(&out_grads, seen_value.shape())?;
+                            let d_seen = split.backward(&net, &seen_value, &idx, &out_grads)?;
                             tape.backward_seeded(&[(seen, &d_seen)], &[])?.take(pv)
                         }
                         false => None,

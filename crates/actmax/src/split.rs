@@ -14,6 +14,13 @@
 //! of the views returns to the main tape ([`Tape::backward_seeded`]). Every image's graph
 //! is a batch-1 graph whatever the batch and the thread count, so the bits of a result
 //! depend on neither.
+//!
+//! Memory: a graph keeps every layer's output for the backward, ≈ 60 MB per image for
+//! EfficientNet-Lite0 at 224. Up to [`KEEP_GRAPHS_UP_TO`] images the workers keep every
+//! image's graph from the forward to the backward; past it, a worker keeps none, and the
+//! backward runs each image's forward again right before its backward (gradient
+//! checkpointing at the model's edges): one more forward per image, and memory bounded by
+//! one graph per thread however large the batch. The bits are the same either way.
 
 use actmax_layers::Model;
 use actmax_tensor::{Tape, Tensor, Var};
@@ -22,17 +29,29 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 
+/// The largest number of model inputs (images × views) a step keeps the graphs of;
+/// larger steps recompute each image's forward in the backward.
+pub(crate) const KEEP_GRAPHS_UP_TO: usize = 8;
+
 /// Worker tapes, and what each holds of the current step.
 pub(crate) struct SplitModel {
     workers: Vec<Worker>,
     rows: usize,
+    keep_graphs: bool,
 }
 
-/// One worker's tape and, per image it ran, the image's leaf and the model's outputs.
+/// One worker's tape and, per image it ran (when graphs are kept), the image's leaf and
+/// the model's outputs on that tape.
 struct Worker {
     tape: Tape,
     first_row: usize,
     runs: Vec<(Var, Vec<Var>)>,
+    outputs: Vec<Vec<Tensor>>,
+}
+
+/// The image `r` of a batch, as a batch of one.
+fn row(t: &Tensor, r: usize) -> Tensor {
+    t.slice_axis(Axis(0), Slice::from(r..r + 1)).to_owned()
 }
 
 impl SplitModel {
@@ -40,8 +59,10 @@ impl SplitModel {
     /// that share `main`'s packed weights and backprop mode.
     pub(crate) fn new(main: &Tape, rows: usize) -> Self {
         let count = rayon::current_num_threads().clamp(1, rows.max(1));
-        let workers = (0..count).map(|_| Worker { tape: main.sibling(), first_row: 0, runs: Vec::new() }).collect();
-        Self { workers, rows }
+        let workers = (0..count)
+            .map(|_| Worker { tape: main.sibling(), first_row: 0, runs: Vec::new(), outputs: Vec::new() })
+            .collect();
+        Self { workers, rows, keep_graphs: rows <= KEEP_GRAPHS_UP_TO }
     }
 
     /// The rows worker `w` takes: contiguous blocks, as even as they come.
@@ -60,67 +81,97 @@ impl SplitModel {
                 seen.shape()[0]
             )));
         }
-        if idx.is_empty() {
-            self.workers.iter_mut().for_each(|w| w.runs.clear());
-            return Ok(Vec::new());
-        }
+        let keep = self.keep_graphs;
         let blocks: Vec<_> = (0..self.workers.len()).map(|w| self.block(w)).collect();
         self.workers.par_iter_mut().zip(blocks).try_for_each(|(worker, rows)| -> Result<()> {
             worker.tape.reset();
             worker.runs.clear();
+            worker.outputs.clear();
             worker.first_row = rows.start;
+            if idx.is_empty() {
+                return Ok(());
+            }
             for r in rows {
-                let image = seen.slice_axis(Axis(0), Slice::from(r..r + 1)).to_owned();
-                let x = worker.tape.variable(image);
+                if !keep {
+                    worker.tape.reset();
+                }
+                let x = worker.tape.variable(row(seen, r));
                 let outs = net.forward(&mut worker.tape, x, idx)?;
-                worker.runs.push((x, outs));
+                let values = outs.iter().map(|&o| Ok(worker.tape.value(o)?.clone())).collect::<Result<_>>()?;
+                worker.outputs.push(values);
+                if keep {
+                    worker.runs.push((x, outs));
+                }
+            }
+            if !keep {
+                worker.tape.reset();
             }
             Ok(())
         })?;
-        (0..idx.len()).map(|k| self.stack(k)).collect()
+        (0..idx.len())
+            .map(|k| {
+                let parts: Vec<_> = self.workers.iter().flat_map(|w| w.outputs.iter().map(|o| o[k].view())).collect();
+                stack_rows(&parts)
+            })
+            .collect()
     }
 
-    /// Output `k` of every image, stacked along the batch axis.
-    fn stack(&self, k: usize) -> Result<Tensor> {
-        let mut parts = Vec::with_capacity(self.rows);
-        for worker in &self.workers {
-            for (_, outs) in &worker.runs {
-                parts.push(worker.tape.value(outs[k])?.view());
-            }
-        }
-        stack_rows(&parts)
-    }
-
-    /// The gradient of the views, given the gradients of the outputs [`SplitModel::forward`]
-    /// returned (`None`: that output does not reach the loss).
-    pub(crate) fn backward(&self, grads: &[Option<Tensor>], seen_shape: &[usize]) -> Result<Tensor> {
-        let blocks: Result<Vec<Vec<Tensor>>> = self
+    /// The gradient of the views `seen` (the input [`SplitModel::forward`] ran on), given
+    /// the gradients of the outputs it returned (`None`: that output does not reach the
+    /// loss).
+    pub(crate) fn backward(
+        &mut self,
+        net: &Model,
+        seen: &Tensor,
+        idx: &[usize],
+        grads: &[Option<Tensor>],
+    ) -> Result<Tensor> {
+        let keep = self.keep_graphs;
+        let blocks: Vec<_> = (0..self.workers.len()).map(|w| self.block(w)).collect();
+        let mut one = seen.shape().to_vec();
+        one[0] = 1;
+        let per_worker: Result<Vec<Vec<Tensor>>> = self
             .workers
-            .par_iter()
-            .map(|worker| {
-                let mut seeds: Vec<(Var, Tensor)> = Vec::new();
-                for (i, (_, outs)) in worker.runs.iter().enumerate() {
-                    let r = worker.first_row + i;
-                    for (out, g) in outs.iter().zip(grads) {
-                        if let Some(g) = g {
-                            seeds.push((*out, g.slice_axis(Axis(0), Slice::from(r..r + 1)).to_owned()));
-                        }
-                    }
+            .par_iter_mut()
+            .zip(blocks)
+            .map(|(worker, rows)| {
+                if keep {
+                    let seeds: Vec<(Var, Tensor)> =
+                        worker.runs.iter().zip(rows).flat_map(|((_, outs), r)| seeds_of(outs, grads, r)).collect();
+                    return worker.input_grads(&seeds, &one);
                 }
-                let seeds: Vec<(Var, &Tensor)> = seeds.iter().map(|(v, g)| (*v, g)).collect();
-                let mut got = worker.tape.backward_seeded(&seeds, &[])?;
-                let mut one = seen_shape.to_vec();
-                one[0] = 1;
-                Ok(worker
-                    .runs
-                    .iter()
-                    .map(|(x, _)| got.take(*x).unwrap_or_else(|| Tensor::zeros(one.clone())))
-                    .collect())
+                let mut out = Vec::with_capacity(rows.len());
+                for r in rows {
+                    worker.tape.reset();
+                    worker.runs.clear();
+                    let x = worker.tape.variable(row(seen, r));
+                    let outs = net.forward(&mut worker.tape, x, idx)?;
+                    worker.runs.push((x, outs.clone()));
+                    out.extend(worker.input_grads(&seeds_of(&outs, grads, r), &one)?);
+                }
+                worker.runs.clear();
+                worker.tape.reset();
+                Ok(out)
             })
             .collect();
-        let blocks = blocks?;
-        let views: Vec<_> = blocks.iter().flatten().map(|t| t.view()).collect();
+        let per_worker = per_worker?;
+        let views: Vec<_> = per_worker.iter().flatten().map(|t| t.view()).collect();
         stack_rows(&views)
+    }
+}
+
+/// Image `r`'s share of the output gradients, paired with its output nodes.
+fn seeds_of(outs: &[Var], grads: &[Option<Tensor>], r: usize) -> Vec<(Var, Tensor)> {
+    outs.iter().zip(grads).filter_map(|(o, g)| g.as_ref().map(|g| (*o, row(g, r)))).collect()
+}
+
+impl Worker {
+    /// Reverse mode from `seeds` over the worker's tape: the gradient of each image it
+    /// holds (zeros where the loss does not reach it), in order.
+    fn input_grads(&self, seeds: &[(Var, Tensor)], one: &[usize]) -> Result<Vec<Tensor>> {
+        let seeds: Vec<(Var, &Tensor)> = seeds.iter().map(|(v, g)| (*v, g)).collect();
+        let mut got = self.tape.backward_seeded(&seeds, &[])?;
+        Ok(self.runs.iter().map(|(x, _)| got.take(*x).unwrap_or_else(|| Tensor::zeros(one.to_vec()))).collect())
     }
 }
 

@@ -194,7 +194,8 @@ fn quality_preset_digits_are_read_by_a_classifier_that_never_saw_them() {
 }
 
 /// With per-image seeds, an image comes out byte-identical alone, anywhere in a batch and
-/// with 1, 2 or 8 threads — what the atlas's shards and resumes rely on.
+/// with 1, 2 or 8 threads, whether the step keeps the model's graphs or recomputes them —
+/// what the atlas's shards and resumes rely on.
 #[test]
 fn an_image_does_not_depend_on_its_batch_or_the_thread_count() {
     let model = zoo::load("efficientnet_lite0", None).unwrap();
@@ -218,6 +219,11 @@ fn an_image_does_not_depend_on_its_batch_or_the_thread_count() {
         }
         assert_eq!(run(layer, vec![7], 1)[0], alone[0], "{layer}: alone on 1 thread");
     }
+    // Past KEEP_GRAPHS_UP_TO model inputs the backward recomputes each image's forward
+    // instead of keeping its graph: the same bits.
+    let alone = run("_fc", vec![7], 2);
+    let many = run("_fc", (3..14).collect(), 2);
+    assert_eq!(many[4], alone[0], "_fc: filter 7 in a batch of 11, graphs recomputed");
 }
 
 /// Same seed, same bytes on 1, 2 or 8 threads in the default mode too (one random stream
