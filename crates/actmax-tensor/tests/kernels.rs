@@ -171,7 +171,7 @@ fn scratch_is_reused_between_calls() {
     let w = values(2, g.weight_elems());
     let (mut a, mut b) = (vec![0.0; g.out_elems()], vec![0.0; g.out_elems()]);
     conv::conv2d_forward(&x, &w, None, &g, &mut a, &scratch).unwrap();
-    assert!(scratch.len() >= 1);
+    assert!(!scratch.is_empty());
     for _ in 0..20 {
         conv::conv2d_forward(&x, &w, None, &g, &mut b, &scratch).unwrap();
         assert_eq!(a, b);
