@@ -209,27 +209,27 @@ impl Tape {
             return Err(TensorError::NonScalarLoss(l.shape().to_vec()));
         }
         let one = ArrayD::ones(IxDyn(l.shape()));
-        self.backward_seeded(&[(loss, &one)], keep)
+        self.backward_seeded(vec![(loss, one)], keep)
     }
 
     /// Reverse mode from given gradients: `seeds` pairs nodes with dL/d(node), as if a
     /// loss downstream of them had sent those (a vector–Jacobian product). What a split
     /// computation needs: a model run on another tape hands back the gradient of its
-    /// input, and this tape carries it on to its own leaves. `keep` as in
+    /// input, and this tape carries it on to its own leaves. The seeds are taken by value:
+    /// they become the first gradients, with no copy. `keep` as in
     /// [`Tape::backward_keeping`].
-    pub fn backward_seeded(&self, seeds: &[(Var, &Tensor)], keep: &[Var]) -> Result<Gradients> {
+    pub fn backward_seeded(&self, seeds: Vec<(Var, Tensor)>, keep: &[Var]) -> Result<Gradients> {
         for &v in keep {
             self.node(v)?;
         }
         let mut grads: Vec<Option<Tensor>> = vec![None; self.nodes.len()];
         let mut top = None;
-        for &(v, g) in seeds {
+        for (v, g) in seeds {
             let shape = self.shape(v)?;
             if shape != g.shape() {
                 let msg = format!("the seed gradient must have the node's shape {shape:?}");
                 return Err(crate::error::shape_err("backward_seeded", msg, g.shape()));
             }
-            let g = if g.is_standard_layout() { g.clone() } else { g.as_standard_layout().into_owned() };
             self.accumulate(&mut grads, v, g);
             top = top.max(Some(v.index));
         }

@@ -360,7 +360,7 @@ fn seeded_backward_is_the_gradient_of_the_seed_dot_product() {
     };
     let mut tape = Tape::new();
     let (x, y, z) = build(&mut tape);
-    let seeded = tape.backward_seeded(&[(y, &s), (z, &s)], &[]).unwrap();
+    let seeded = tape.backward_seeded(vec![(y, s.clone()), (z, s.clone())], &[]).unwrap();
     let mut reference = Tape::new();
     let (rx, ry, rz) = build(&mut reference);
     let sv = reference.constant(s.clone());
@@ -370,8 +370,8 @@ fn seeded_backward_is_the_gradient_of_the_seed_dot_product() {
     let want = reference.backward(loss).unwrap();
     assert_eq!(seeded.get(x).unwrap(), want.get(rx).unwrap());
     let wrong = t(&[1.0, 2.0]);
-    assert!(matches!(tape.backward_seeded(&[(y, &wrong)], &[]), Err(TensorError::Shape { .. })));
-    assert!(tape.backward_seeded(&[], &[]).unwrap().get(x).is_none());
+    assert!(matches!(tape.backward_seeded(vec![(y, wrong)], &[]), Err(TensorError::Shape { .. })));
+    assert!(tape.backward_seeded(Vec::new(), &[]).unwrap().get(x).is_none());
 }
 
 /// A sibling tape shares the packed conv weights of the tape it came from.

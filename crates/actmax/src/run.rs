@@ -131,7 +131,7 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
             // The model runs image by image on the split's tapes (see `split`); here the
             // losses read its outputs, and the image, as leaves.
             let seen_value = tape.value_shared(seen)?;
-            let split = split.get_or_insert_with(|| SplitModel::new(&tape, seen_value.shape()[0]));
+            let split = split.get_or_insert_with(|| SplitModel::new(&tape));
             let outs = split.forward(&net, &seen_value, &idx)?;
             let out_vars: Vec<Var> = outs.into_iter().map(|t| tape.variable(t)).collect();
             let acts: HashMap<String, Var> = names.iter().cloned().zip(out_vars.iter().copied()).collect();
@@ -155,16 +155,10 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
             let mut leaf_grads = tape.backward(built.total)?;
             let out_grads: Vec<Option<Tensor>> = out_vars.iter().map(|&v| leaf_grads.take(v)).collect();
             let image_grad = leaf_grads.take(image_leaf);
-            let seen_grad = match out_grads.iter().any(Option::is_some) {
-                true => Some(split.backward(&net, &seen_value, &idx, &out_grads)?),
-                false => None,
-            };
-            let mut seeds: Vec<(Var, &Tensor)> = seen_grad.iter().map(|g| (seen, g)).collect();
-            if let Some(gi) = &image_grad {
-                seeds.push((image, gi));
-            }
+            let seen_grad = split.backward(&net, &seen_value, &idx, &out_grads)?;
+            let seeds = seen_grad.map(|g| (seen, g)).into_iter().chain(image_grad.map(|g| (image, g))).collect();
             let keep: &[Var] = if transparency.is_some() { &[image] } else { &[] };
-            let mut grads = tape.backward_seeded(&seeds, keep)?;
+            let mut grads = tape.backward_seeded(seeds, keep)?;
             let g = grads.take(pv).unwrap_or_else(|| Tensor::zeros(params.raw_dim()));
             let kept_grad = transparency.as_ref().and_then(|_| grads.take(image));
             let distance = match (&accent, photo_rngs.as_mut()) {
@@ -178,12 +172,9 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
                     let mut d_out = tape.backward(dsum)?.take(at);
                     let out_grads: Vec<Option<Tensor>> =
                         out_vars.iter().map(|&v| if v == at { d_out.take() } else { None }).collect();
-                    let gd = match out_grads.iter().any(Option::is_some) {
-                        true => {
-                            let d_seen = split.backward(&net, &seen_value, &idx, &out_grads)?;
-                            tape.backward_seeded(&[(seen, &d_seen)], &[])?.take(pv)
-                        }
-                        false => None,
+                    let gd = match split.backward(&net, &seen_value, &idx, &out_grads)? {
+                        Some(d_seen) => tape.backward_seeded(vec![(seen, d_seen)], &[])?.take(pv),
+                        None => None,
                     };
                     let gd = gd.unwrap_or_else(|| Tensor::zeros(params.raw_dim()));
                     Some((tape.value(d)?.clone(), gd))

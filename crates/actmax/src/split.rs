@@ -33,78 +33,61 @@ use crate::error::Result;
 /// larger steps recompute each image's forward in the backward.
 pub(crate) const KEEP_GRAPHS_UP_TO: usize = 8;
 
-/// Worker tapes, and what each holds of the current step.
+/// Worker tapes, one per pool thread; how many images a step has decides the rest
+/// (which worker takes which, whether graphs are kept).
 pub(crate) struct SplitModel {
     workers: Vec<Worker>,
-    rows: usize,
-    keep_graphs: bool,
 }
 
-/// One worker's tape and, per image it ran (when graphs are kept), the image's leaf and
-/// the model's outputs on that tape.
+/// One worker's tape; per image it ran, the model's outputs, and (when graphs are kept)
+/// the image's leaf and output nodes on that tape.
 struct Worker {
     tape: Tape,
-    first_row: usize,
     runs: Vec<(Var, Vec<Var>)>,
     outputs: Vec<Vec<Tensor>>,
 }
 
-/// The image `r` of a batch, as a batch of one.
-fn row(t: &Tensor, r: usize) -> Tensor {
-    t.slice_axis(Axis(0), Slice::from(r..r + 1)).to_owned()
+/// The rows worker `w` of `n` takes of `rows`: contiguous blocks, as even as they come.
+fn block(w: usize, n: usize, rows: usize) -> std::ops::Range<usize> {
+    (w * rows / n)..((w + 1) * rows / n)
 }
 
 impl SplitModel {
-    /// Workers for `rows` images (one per pool thread, at most one per image), on tapes
-    /// that share `main`'s packed weights and backprop mode.
-    pub(crate) fn new(main: &Tape, rows: usize) -> Self {
-        let count = rayon::current_num_threads().clamp(1, rows.max(1));
-        let workers = (0..count)
-            .map(|_| Worker { tape: main.sibling(), first_row: 0, runs: Vec::new(), outputs: Vec::new() })
-            .collect();
-        Self { workers, rows, keep_graphs: rows <= KEEP_GRAPHS_UP_TO }
-    }
-
-    /// The rows worker `w` takes: contiguous blocks, as even as they come.
-    fn block(&self, w: usize) -> std::ops::Range<usize> {
-        let n = self.workers.len();
-        (w * self.rows / n)..((w + 1) * self.rows / n)
+    /// One worker per pool thread, on tapes that share `main`'s packed weights and
+    /// backprop mode.
+    pub(crate) fn new(main: &Tape) -> Self {
+        let count = rayon::current_num_threads().max(1);
+        Self {
+            workers: (0..count)
+                .map(|_| Worker { tape: main.sibling(), runs: Vec::new(), outputs: Vec::new() })
+                .collect(),
+        }
     }
 
     /// Runs `net` on every image of `seen` (`[rows, C, H, W]`) up to the layers `idx`;
     /// per layer, the outputs of all images stacked in order.
     pub(crate) fn forward(&mut self, net: &Model, seen: &Tensor, idx: &[usize]) -> Result<Vec<Tensor>> {
-        if seen.shape()[0] != self.rows {
-            return Err(crate::Error::Options(format!(
-                "the model split was made for {} images, the step has {}",
-                self.rows,
-                seen.shape()[0]
-            )));
-        }
-        let keep = self.keep_graphs;
-        let blocks: Vec<_> = (0..self.workers.len()).map(|w| self.block(w)).collect();
-        self.workers.par_iter_mut().zip(blocks).try_for_each(|(worker, rows)| -> Result<()> {
+        let (rows, n) = (seen.shape()[0], self.workers.len());
+        let keep = rows <= KEEP_GRAPHS_UP_TO;
+        self.workers.par_iter_mut().enumerate().try_for_each(|(w, worker)| -> Result<()> {
             worker.tape.reset();
             worker.runs.clear();
             worker.outputs.clear();
-            worker.first_row = rows.start;
             if idx.is_empty() {
                 return Ok(());
             }
-            for r in rows {
+            for r in block(w, n, rows) {
                 if !keep {
                     worker.tape.reset();
+                    worker.runs.clear();
                 }
-                let x = worker.tape.variable(row(seen, r));
-                let outs = net.forward(&mut worker.tape, x, idx)?;
+                let outs = worker.run_image(net, seen, r, idx)?;
                 let values = outs.iter().map(|&o| Ok(worker.tape.value(o)?.clone())).collect::<Result<_>>()?;
                 worker.outputs.push(values);
-                if keep {
-                    worker.runs.push((x, outs));
-                }
             }
             if !keep {
                 worker.tape.reset();
+                worker.runs.clear();
             }
             Ok(())
         })?;
@@ -118,59 +101,77 @@ impl SplitModel {
 
     /// The gradient of the views `seen` (the input [`SplitModel::forward`] ran on), given
     /// the gradients of the outputs it returned (`None`: that output does not reach the
-    /// loss).
+    /// loss); `None` when no output does.
     pub(crate) fn backward(
         &mut self,
         net: &Model,
         seen: &Tensor,
         idx: &[usize],
         grads: &[Option<Tensor>],
-    ) -> Result<Tensor> {
-        let keep = self.keep_graphs;
-        let blocks: Vec<_> = (0..self.workers.len()).map(|w| self.block(w)).collect();
+    ) -> Result<Option<Tensor>> {
+        if grads.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let (rows, n) = (seen.shape()[0], self.workers.len());
+        let keep = rows <= KEEP_GRAPHS_UP_TO;
         let mut one = seen.shape().to_vec();
         one[0] = 1;
         let per_worker: Result<Vec<Vec<Tensor>>> = self
             .workers
             .par_iter_mut()
-            .zip(blocks)
-            .map(|(worker, rows)| {
+            .enumerate()
+            .map(|(w, worker)| {
+                let rows = block(w, n, rows);
                 if keep {
-                    let seeds: Vec<(Var, Tensor)> =
-                        worker.runs.iter().zip(rows).flat_map(|((_, outs), r)| seeds_of(outs, grads, r)).collect();
-                    return worker.input_grads(&seeds, &one);
+                    let seeds = worker.runs.iter().zip(rows).flat_map(|((_, outs), r)| seeds_of(outs, grads, r));
+                    return worker.input_grads(seeds.collect(), &one);
                 }
                 let mut out = Vec::with_capacity(rows.len());
                 for r in rows {
                     worker.tape.reset();
                     worker.runs.clear();
-                    let x = worker.tape.variable(row(seen, r));
-                    let outs = net.forward(&mut worker.tape, x, idx)?;
-                    worker.runs.push((x, outs.clone()));
-                    out.extend(worker.input_grads(&seeds_of(&outs, grads, r), &one)?);
+                    let outs = worker.run_image(net, seen, r, idx)?;
+                    out.extend(worker.input_grads(seeds_of(&outs, grads, r), &one)?);
                 }
-                worker.runs.clear();
                 worker.tape.reset();
+                worker.runs.clear();
                 Ok(out)
             })
             .collect();
         let per_worker = per_worker?;
         let views: Vec<_> = per_worker.iter().flatten().map(|t| t.view()).collect();
-        stack_rows(&views)
+        stack_rows(&views).map(Some)
     }
 }
 
 /// Image `r`'s share of the output gradients, paired with its output nodes.
 fn seeds_of(outs: &[Var], grads: &[Option<Tensor>], r: usize) -> Vec<(Var, Tensor)> {
-    outs.iter().zip(grads).filter_map(|(o, g)| g.as_ref().map(|g| (*o, row(g, r)))).collect()
+    let row = |g: &Tensor| g.slice_axis(Axis(0), Slice::from(r..r + 1)).to_owned();
+    outs.iter().zip(grads).filter_map(|(o, g)| g.as_ref().map(|g| (*o, row(g)))).collect()
 }
 
 impl Worker {
+    /// Image `r` of `seen` as a batch of one on this worker's tape (its buffer from the
+    /// tape's pool, so a step loop does not allocate it), run up to `idx`; returns the
+    /// output nodes and records the run.
+    fn run_image(&mut self, net: &Model, seen: &Tensor, r: usize, idx: &[usize]) -> Result<Vec<Var>> {
+        let mut shape = seen.shape().to_vec();
+        let len: usize = shape[1..].iter().product();
+        shape[0] = 1;
+        let src = &seen.as_slice().expect("tape values are in standard layout")[r * len..][..len];
+        let mut buf = self.tape.scratch().take(len);
+        buf.copy_from_slice(src);
+        let image = Tensor::from_shape_vec(shape, buf).expect("one image's length");
+        let x = self.tape.variable(image);
+        let outs = net.forward(&mut self.tape, x, idx)?;
+        self.runs.push((x, outs.clone()));
+        Ok(outs)
+    }
+
     /// Reverse mode from `seeds` over the worker's tape: the gradient of each image it
     /// holds (zeros where the loss does not reach it), in order.
-    fn input_grads(&self, seeds: &[(Var, Tensor)], one: &[usize]) -> Result<Vec<Tensor>> {
-        let seeds: Vec<(Var, &Tensor)> = seeds.iter().map(|(v, g)| (*v, g)).collect();
-        let mut got = self.tape.backward_seeded(&seeds, &[])?;
+    fn input_grads(&self, seeds: Vec<(Var, Tensor)>, one: &[usize]) -> Result<Vec<Tensor>> {
+        let mut got = self.tape.backward_seeded(seeds, &[])?;
         Ok(self.runs.iter().map(|(x, _)| got.take(*x).unwrap_or_else(|| Tensor::zeros(one.to_vec()))).collect())
     }
 }
