@@ -196,26 +196,9 @@ impl Loss for TotalVariation {
         if shape.len() < 3 || spatial.iter().any(|&a| shape[a] < 2) {
             return Err(LossError::Param(format!("TotalVariation needs spatial axes of size >= 2, got {shape:?}")));
         }
-        let base: Vec<(usize, usize)> =
-            shape.iter().enumerate().map(|(i, &d)| if spatial.contains(&i) { (0, d - 1) } else { (0, d) }).collect();
-        let origin = tape.slice(x, &base)?;
-        let mut tv: Option<Var> = None;
-        for &a in &spatial {
-            let mut r = base.clone();
-            r[a] = (1, shape[a]);
-            let next = tape.slice(x, &r)?;
-            let d = tape.sub(next, origin)?;
-            let sq = tape.mul(d, d)?;
-            tv = Some(match tv {
-                Some(t) => tape.add(t, sq)?,
-                None => sq,
-            });
-        }
-        let tv = tv.expect("at least one spatial axis");
-        let tv = if self.beta == 2.0 { tv } else { tape.powf(tv, self.beta / 2.0)? };
-        let s = tape.sum_all(tv)?;
+        let tv = tape.total_variation(x, &spatial, self.beta)?;
         let norm: usize = shape[1..].iter().product();
-        Ok(tape.mul_scalar(s, 1.0 / norm as f32)?)
+        Ok(tape.mul_scalar(tv, 1.0 / norm as f32)?)
     }
 }
 
@@ -273,10 +256,7 @@ impl Loss for LpNorm {
             let a = tape.abs(e)?;
             tape.sum_all(a)?
         } else {
-            let a = tape.abs(x)?;
-            let ap = tape.powf(a, self.p)?;
-            let s = tape.sum_all(ap)?;
-            tape.powf(s, 1.0 / self.p)?
+            tape.lp_norm(x, self.p)?
         };
         Ok(tape.mul_scalar(value, 1.0 / norm as f32)?)
     }

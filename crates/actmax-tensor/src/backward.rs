@@ -280,6 +280,25 @@ impl Tape {
                 let gx = g.take().permuted_axes(IxDyn(&inv)).as_standard_layout().into_owned();
                 self.accumulate(grads, *x, gx);
             }
+            Op::TotalVariation { x, axes, beta } => {
+                let xv = self.val(*x);
+                let mut gx = self.scratch.take(xv.len());
+                crate::smoothness::total_variation_backward(
+                    slice(xv),
+                    xv.shape(),
+                    axes,
+                    *beta,
+                    g.first().copied().unwrap_or(0.0),
+                    &mut gx,
+                );
+                self.accumulate(grads, *x, from_vec(xv.shape(), gx));
+            }
+            Op::LpNorm { x, p, sum } => {
+                let xv = self.val(*x);
+                let mut gx = self.scratch.take(xv.len());
+                crate::smoothness::lp_norm_backward(slice(xv), *p, *sum, g.first().copied().unwrap_or(0.0), &mut gx);
+                self.accumulate(grads, *x, from_vec(xv.shape(), gx));
+            }
             Op::AffineWarp { x, maps, out_hw, border } => {
                 let dx = crate::warp::warp_backward(slice(&g), self.val(*x).shape(), maps, *out_hw, *border);
                 self.accumulate(grads, *x, from_vec(self.val(*x).shape(), dx));

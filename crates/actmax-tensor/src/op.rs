@@ -155,6 +155,18 @@ pub(crate) enum Op {
         z: Var,
         w: usize,
     },
+    /// keras-vis's total variation over `axes` (one scalar); see `smoothness.rs`.
+    TotalVariation {
+        x: Var,
+        axes: Vec<usize>,
+        beta: f32,
+    },
+    /// `(Σ|x|^p)^(1/p)`; `sum` is the inner sum, which the backward reuses.
+    LpNorm {
+        x: Var,
+        p: f32,
+        sum: f64,
+    },
     AffineWarp {
         x: Var,
         maps: Vec<crate::warp::Affine>,

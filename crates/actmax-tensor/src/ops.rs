@@ -577,6 +577,44 @@ impl Tape {
         Ok(self.push(y, Op::Irfft2 { z, w }, &[z]))
     }
 
+    /// keras-vis's total variation as one op: `Σ (Σ_{a∈axes} (x[i + e_a] − x[i])²)^(β/2)`
+    /// over the `[:-1]` crop of each axis in `axes` (shape `[]`). The same value as the
+    /// slices, differences and powers it replaces, without their intermediates on the
+    /// tape; where a neighbourhood is flat and `β < 2` its slope is 0, not NaN.
+    pub fn total_variation(&mut self, x: Var, axes: &[usize], beta: f32) -> Result<Var> {
+        let s = self.shape(x)?.to_vec();
+        if !(beta.is_finite() && beta > 0.0) {
+            return Err(param_err("total_variation", format!("needs a finite beta > 0, got {beta}")));
+        }
+        let mut sorted = axes.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.is_empty() || sorted.len() != axes.len() {
+            return Err(param_err("total_variation", format!("needs distinct axes, at least one, got {axes:?}")));
+        }
+        for &a in &sorted {
+            check_axis("total_variation", a, &s)?;
+            if s[a] < 2 {
+                return Err(shape_err("total_variation", format!("axis {a} needs a size of at least 2"), &s));
+            }
+        }
+        let xs = self.val(x).as_slice().expect("standard layout");
+        let v = crate::smoothness::total_variation(xs, &s, &sorted, beta) as f32;
+        let y = ArrayD::from_elem(IxDyn(&[]), v);
+        Ok(self.push(y, Op::TotalVariation { x, axes: sorted, beta }, &[x]))
+    }
+
+    /// The Lp norm `(Σ|x|^p)^(1/p)` of every element, as one op (shape `[]`); `p ≥ 1`
+    /// and finite. Its gradient at the zero tensor is 0.
+    pub fn lp_norm(&mut self, x: Var, p: f32) -> Result<Var> {
+        if !(p.is_finite() && p >= 1.0) {
+            return Err(param_err("lp_norm", format!("needs a finite p >= 1, got {p}")));
+        }
+        let sum = crate::smoothness::lp_sum(self.value(x)?.as_slice().expect("standard layout"), p);
+        let y = ArrayD::from_elem(IxDyn(&[]), sum.powf(1.0 / p as f64) as f32);
+        Ok(self.push(y, Op::LpNorm { x, p, sum }, &[x]))
+    }
+
     /// Circular shift: element `i` of an axis moves to `i + shift` (mod size), per axis;
     /// `shifts` may cover only leading axes.
     pub fn roll(&mut self, x: Var, shifts: &[isize]) -> Result<Var> {

@@ -270,4 +270,63 @@ proptest! {
         let views: Vec<_> = (0..3 * n).map(|i| { let mut m = map; m.shift[1] += i as f32 * 0.37; m }).collect();
         check(vec![tensor(seed, &[n, c, h, w])], |t, v| t.affine_warp(v[0], &views, [h + 1, w], border));
     }
+
+    #[test]
+    fn image_regularizers(s in prop::collection::vec(2usize..=5, 2..=4), seed in any::<u64>(), mask in 1u8..16, beta in 2.0f32..4.0, p in 1.0f32..8.0) {
+        let x = tensor(seed, &s);
+        let axes: Vec<usize> = (0..s.len()).filter(|a| mask & (1 << a) != 0).collect();
+        prop_assume!(!axes.is_empty());
+        check(vec![x.clone()], |t, v| t.total_variation(v[0], &axes, beta));
+        check(vec![x.clone()], |t, v| t.total_variation(v[0], &axes, 2.0));
+        // |x|^p bends hardest at 0: keep the values a little away from it.
+        check(vec![away(x, &[0.0], 0.05)], |t, v| t.lp_norm(v[0], p));
+    }
+}
+
+/// The fused regularizers equal the ops they replace (slices, differences, powers, sums).
+#[test]
+fn image_regularizers_equal_their_composed_forms() {
+    let s = [2, 3, 5, 4];
+    let x = tensor(7, &s);
+    for (axes, beta) in [(vec![2, 3], 2.0f32), (vec![2, 3], 1.3), (vec![1], 3.0), (vec![0, 2, 3], 2.5)] {
+        let mut t = Tape::new();
+        let v = t.constant(x.clone());
+        let fused = t.total_variation(v, &axes, beta).unwrap();
+        let base: Vec<(usize, usize)> =
+            s.iter().enumerate().map(|(i, &d)| if axes.contains(&i) { (0, d - 1) } else { (0, d) }).collect();
+        let origin = t.slice(v, &base).unwrap();
+        let mut acc = None;
+        for &a in &axes {
+            let mut r = base.clone();
+            r[a] = (1, s[a]);
+            let next = t.slice(v, &r).unwrap();
+            let d = t.sub(next, origin).unwrap();
+            let sq = t.mul(d, d).unwrap();
+            acc = Some(match acc {
+                Some(p) => t.add(p, sq).unwrap(),
+                None => sq,
+            });
+        }
+        let pw = t.powf(acc.unwrap(), beta / 2.0).unwrap();
+        let composed = t.sum_all(pw).unwrap();
+        let (f, c) = (t.value(fused).unwrap().sum(), t.value(composed).unwrap().sum());
+        assert!((f - c).abs() <= 1e-5 * c.abs(), "TV over {axes:?}, beta {beta}: {f} vs {c}");
+    }
+    for p in [1.0f32, 2.0, 6.0, 2.5] {
+        let mut t = Tape::new();
+        let v = t.constant(x.clone());
+        let fused = t.lp_norm(v, p).unwrap();
+        let want = x.iter().map(|&e| (e.abs() as f64).powf(p as f64)).sum::<f64>().powf(1.0 / p as f64);
+        let got = t.value(fused).unwrap().sum() as f64;
+        assert!((got - want).abs() <= 1e-6 * want, "L{p}: {got} vs {want}");
+    }
+    // Bad arguments are typed errors.
+    let mut t = Tape::new();
+    let v = t.constant(x);
+    assert!(t.total_variation(v, &[], 2.0).is_err());
+    assert!(t.total_variation(v, &[2, 2], 2.0).is_err());
+    assert!(t.total_variation(v, &[4], 2.0).is_err());
+    assert!(t.total_variation(v, &[2], f32::NAN).is_err());
+    assert!(t.lp_norm(v, 0.5).is_err());
+    assert!(t.lp_norm(v, f32::INFINITY).is_err());
 }
