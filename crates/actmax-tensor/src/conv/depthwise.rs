@@ -66,6 +66,39 @@ fn stride2_targets(l: &PhaseLayout, row: usize, left: usize) -> (usize, usize) {
     (l.at(row, left), l.at(row, left + 1))
 }
 
+/// `dst[..n] = src[..n]` for `n` below 16 as at most four fixed-size moves: the rows of
+/// 7×7 and 14×14 planes are that short, and a `memmove` call per row cost more than
+/// the row's arithmetic.
+#[inline(always)]
+fn copy_prefix(dst: &mut [f32], src: &[f32], n: usize) {
+    debug_assert!(n < 16);
+    let mut i = 0;
+    macro_rules! part {
+        ($w:literal) => {
+            if n - i >= $w {
+                let d: &mut [f32; $w] = (&mut dst[i..i + $w]).try_into().expect("in bounds");
+                *d = src[i..i + $w].try_into().expect("in bounds");
+                i += $w;
+            }
+        };
+    }
+    part!(8);
+    part!(4);
+    part!(2);
+    part!(1);
+    let _ = i;
+}
+
+/// `dst.copy_from_slice(src)`, in 16-float moves and a [`copy_prefix`] tail.
+#[inline(always)]
+fn copy_row(dst: &mut [f32], src: &[f32]) {
+    let full = src.len() / 16 * 16;
+    if full > 0 {
+        dst[..full].copy_from_slice(&src[..full]);
+    }
+    copy_prefix(&mut dst[full..], &src[full..], src.len() - full);
+}
+
 /// Copies an input plane into the zero-padded phase layout.
 #[inline(always)]
 fn phase_split(plane: &[f32], g: &ConvGeometry, l: &PhaseLayout, out: &mut [f32]) {
@@ -75,7 +108,7 @@ fn phase_split(plane: &[f32], g: &ConvGeometry, l: &PhaseLayout, out: &mut [f32]
         let src = &plane[ih * w..(ih + 1) * w];
         if l.s == 1 {
             let o = l.at(ih + pad.top, pad.left);
-            out[o..o + w].copy_from_slice(src);
+            copy_row(&mut out[o..o + w], src);
             continue;
         }
         if l.s == 2 {
@@ -108,7 +141,7 @@ fn phase_gather(phases: &[f32], g: &ConvGeometry, l: &PhaseLayout, plane: &mut [
         let dst = &mut plane[ih * w..(ih + 1) * w];
         if l.s == 1 {
             let o = l.at(ih + pad.top, pad.left);
-            dst.copy_from_slice(&phases[o..o + w]);
+            copy_row(dst, &phases[o..o + w]);
             continue;
         }
         if l.s == 2 {
@@ -272,7 +305,7 @@ fn fwd_block<const R: usize, const W: usize, const FMA: bool>(
             let dst: &mut [f32; W] = (&mut out[r * ow..r * ow + W]).try_into().expect("W lanes");
             *dst = *acc;
         } else {
-            out[r * ow..r * ow + valid].copy_from_slice(&acc[..valid]);
+            copy_prefix(&mut out[r * ow..], &acc[..], valid);
         }
     }
 }
@@ -324,8 +357,9 @@ struct Store {
     clamp: Clamp,
 }
 
-/// Rows per register block in the forward kernel.
-const ROWS: usize = 4;
+/// Rows per register block in the forward kernel: 7 rows of two 8-lane vectors are 14
+/// accumulators, and a 7×7 or 14×14 plane has no remainder.
+const ROWS: usize = 7;
 
 #[inline(always)]
 fn dw_forward_plane<const FMA: bool>(
@@ -345,10 +379,16 @@ fn dw_forward_plane<const FMA: bool>(
         fwd_rows::<ROWS, FMA>(phases, oh, g, plan, wk, store, out);
         oh += ROWS;
     }
-    while oh < oh_n {
-        fwd_rows::<1, FMA>(phases, oh, g, plan, wk, store, out);
-        oh += 1;
+    // The last rows as one block: single rows would each be one chain of dependent FMAs.
+    macro_rules! tail {
+        ($($r:literal)*) => {
+            match oh_n - oh {
+                $($r => fwd_rows::<$r, FMA>(phases, oh, g, plan, wk, store, out),)*
+                _ => {}
+            }
+        };
     }
+    tail!(1 2 3 4 5 6);
 }
 simd_dispatch!(dw_forward_plane_dispatch => dw_forward_plane(xp: &[f32], wk: &[f32], store: Store, g: &ConvGeometry, plan: &DwPlan, out: &mut [f32], buf: &mut [f32]));
 
