@@ -230,9 +230,10 @@ pub(crate) unsafe fn sgemm_direct(
         let (cc, rp) = (t / row_parts, t % row_parts);
         let (j0, j1) = (cc * chunk, ((cc + 1) * chunk).min(n));
         let rows = rp * per_part..((rp + 1) * per_part).min(row_blocks);
-        let run = |rb: usize, j: usize| {
+        // The first block of a strip; the strip walks from it along a row or a column.
+        let first = |rb: usize, j: usize| {
             let i0 = rb * mr;
-            let blk = Block {
+            Block {
                 k,
                 a: a.data.as_ptr().add(rb * k * mr),
                 b: bp.get().add(j),
@@ -243,21 +244,28 @@ pub(crate) unsafe fn sgemm_direct(
                 cols: nr.min(j1 - j),
                 bias: ep.bias.map_or(std::ptr::null(), |b| b.as_ptr().add(i0)),
                 clamp: ep.clamp,
-            };
-            // Safety: each task owns its row blocks × columns [j0, j1) of C.
-            run_block(a.isa, &blk);
+            }
         };
+        // Safety (both arms): each task owns its row blocks × columns [j0, j1) of C.
         if a_outer {
             // Row block outer: one panel of A (k × MR) stays in L1 while the task's
             // columns of B, which fit in L2, pass under it.
+            let count = (j1 - j0).div_ceil(nr);
+            let last_cols = j1 - j0 - (count - 1) * nr;
             for rb in rows {
-                (j0..j1).step_by(nr).for_each(|j| run(rb, j));
+                let blk = first(rb, j0);
+                let strip = Strip { count, a: 0, b: nr, c: nr, bias: 0, last: (blk.rows, last_cols) };
+                run_strip(a.isa, blk, &strip);
             }
-        } else {
+        } else if !rows.is_empty() {
             // Column panel outer: the panel of B (k × NR) stays in L1/L2 while every
             // row block of A passes over it.
+            let last_rows = mr.min(m - (rows.end - 1) * mr);
             for j in (j0..j1).step_by(nr) {
-                rows.clone().for_each(|rb| run(rb, j));
+                let blk = first(rows.start, j);
+                let strip =
+                    Strip { count: rows.len(), a: k * mr, b: 0, c: mr * c.ld, bias: mr, last: (last_rows, blk.cols) };
+                run_strip(a.isa, blk, &strip);
             }
         }
     };
@@ -265,6 +273,7 @@ pub(crate) unsafe fn sgemm_direct(
 }
 
 /// One microkernel call: a `rows × cols` block of C (at most `MR × NR`).
+#[derive(Clone, Copy)]
 struct Block {
     k: usize,
     a: *const f32,
@@ -279,13 +288,61 @@ struct Block {
     clamp: Clamp,
 }
 
-unsafe fn run_block(isa: Isa, blk: &Block) {
+/// `count` microkernel calls from a first block, each the next one along a row of C
+/// (`b`, `c` advance by NR) or a column (`a`, `c`, `bias` advance by a row block); the
+/// last block is `last` = (rows, cols). One call per strip rather than per block: with
+/// the small K of EfficientNet's expand convs (16–40) a block is only a few hundred
+/// cycles, and building and dispatching each one cost 5 % of a forward.
+struct Strip {
+    count: usize,
+    a: usize,
+    b: usize,
+    c: usize,
+    bias: usize,
+    last: (usize, usize),
+}
+
+impl Strip {
+    /// The block after `blk` (the last one with its own size).
+    #[inline(always)]
+    unsafe fn advance(&self, blk: &mut Block, next: usize) {
+        blk.a = blk.a.add(self.a);
+        blk.b = blk.b.add(self.b);
+        blk.c = blk.c.add(self.c);
+        if !blk.bias.is_null() {
+            blk.bias = blk.bias.add(self.bias);
+        }
+        if next + 1 == self.count {
+            (blk.rows, blk.cols) = self.last;
+        }
+    }
+}
+
+/// Calls `$kernel` on every block of a strip. A macro, not a function taking the kernel:
+/// the loop must sit inside each kernel's `#[target_feature]` function for the kernel to
+/// be inlined into it.
+macro_rules! walk_strip {
+    ($first:expr, $strip:expr, $kernel:ident) => {{
+        let (mut blk, strip): (Block, &Strip) = ($first, $strip);
+        if strip.count == 1 {
+            (blk.rows, blk.cols) = strip.last;
+        }
+        for i in 0..strip.count {
+            $kernel(&blk);
+            if i + 1 < strip.count {
+                strip.advance(&mut blk, i + 1);
+            }
+        }
+    }};
+}
+
+unsafe fn run_strip(isa: Isa, first: Block, strip: &Strip) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => x86::avx512(blk),
+        Isa::Avx512 => x86::avx512(first, strip),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => x86::avx2(blk),
-        _ => generic(blk),
+        Isa::Avx2 => x86::avx2(first, strip),
+        _ => walk_strip!(first, strip, generic),
     }
 }
 
@@ -321,14 +378,21 @@ unsafe fn generic(blk: &Block) {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::Block;
+    use super::{Block, Strip};
 
     /// How many rows of B ahead the kernels prefetch.
     const PREFETCH_ROWS: usize = 8;
 
-    /// 12 × 32: two zmm columns per row; the ragged right edge is a load/store mask.
+    /// Every block of a strip on [`avx512_block`].
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn avx512(blk: &Block) {
+    pub(super) unsafe fn avx512(first: Block, strip: &Strip) {
+        walk_strip!(first, strip, avx512_block)
+    }
+
+    /// 12 × 32: two zmm columns per row; the ragged right edge is a load/store mask.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512_block(blk: &Block) {
         const MR: usize = 12;
         let m0: __mmask16 = if blk.cols >= 16 { 0xFFFF } else { (1u32 << blk.cols) as u16 - 1 };
         let rest = blk.cols.saturating_sub(16);
@@ -373,9 +437,16 @@ mod x86 {
         _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), idx)
     }
 
-    /// 6 × 16: two ymm columns per row.
+    /// Every block of a strip on [`avx2_block`].
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn avx2(blk: &Block) {
+    pub(super) unsafe fn avx2(first: Block, strip: &Strip) {
+        walk_strip!(first, strip, avx2_block)
+    }
+
+    /// 6 × 16: two ymm columns per row.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2_block(blk: &Block) {
         const MR: usize = 6;
         let (m0, m1) = (lanes(blk.cols), lanes(blk.cols.saturating_sub(8)));
         let full = blk.cols == 16;
