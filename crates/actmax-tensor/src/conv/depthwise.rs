@@ -99,10 +99,10 @@ fn copy_row(dst: &mut [f32], src: &[f32]) {
     copy_prefix(&mut dst[full..], &src[full..], src.len() - full);
 }
 
-/// Copies an input plane into the zero-padded phase layout.
+/// Copies an input plane into the phase layout. Every plane writes the same positions,
+/// so the padding is zeroed once per buffer ([`zeroed_lease`]), not once per plane.
 #[inline(always)]
 fn phase_split(plane: &[f32], g: &ConvGeometry, l: &PhaseLayout, out: &mut [f32]) {
-    out.fill(0.0);
     let ([h, w], pad) = (g.in_hw, g.p.padding);
     for ih in 0..h {
         let src = &plane[ih * w..(ih + 1) * w];
@@ -390,7 +390,6 @@ fn dw_forward_plane<const FMA: bool>(
     }
     tail!(1 2 3 4 5 6);
 }
-simd_dispatch!(dw_forward_plane_dispatch => dw_forward_plane(xp: &[f32], wk: &[f32], store: Store, g: &ConvGeometry, plan: &DwPlan, out: &mut [f32], buf: &mut [f32]));
 
 /// `W` lanes of padded input row `r`, phase `p`, of the input gradient: the transposed
 /// conv as a gather, `Σ_{(oh, kh) reaching r} Σ_{kw in phase p} w·dy[oh][q − q0]`.
@@ -503,6 +502,38 @@ fn dw_backward_weight_plane<const FMA: bool>(
 }
 simd_dispatch!(dw_backward_weight_plane_dispatch => dw_backward_weight_plane(xp: &[f32], dyp: &[f32], g: &ConvGeometry, plan: &DwPlan, dwk: &mut [f32], buf: &mut [f32]));
 
+/// A task's share of a forward: consecutive planes from `first` on (plane `i` is channel
+/// `i % C` of image `i / C`).
+#[derive(Clone, Copy)]
+struct FwdPlanes<'a> {
+    x: &'a [f32],
+    w: &'a [f32],
+    bias: Option<&'a [f32]>,
+    clamp: Clamp,
+    first: usize,
+}
+
+/// The planes of `out` one after the other, inside one dispatch: small planes (7×7) cost
+/// little more than the call and closure around each.
+#[inline(always)]
+fn dw_forward_planes<const FMA: bool>(p: FwdPlanes, g: &ConvGeometry, plan: &DwPlan, out: &mut [f32], buf: &mut [f32]) {
+    let (il, kk, c) = (g.in_len(), g.k_hw[0] * g.k_hw[1], g.c_in);
+    for (k, plane) in out.chunks_exact_mut(g.out_len()).enumerate() {
+        let (i, ch) = (p.first + k, (p.first + k) % c);
+        let store = Store { bias: p.bias.map_or(0.0, |b| b[ch]), clamp: p.clamp };
+        dw_forward_plane::<FMA>(&p.x[i * il..(i + 1) * il], &p.w[ch * kk..(ch + 1) * kk], store, g, plan, plane, buf);
+    }
+}
+simd_dispatch!(dw_forward_planes_dispatch => dw_forward_planes(p: FwdPlanes<'_>, g: &ConvGeometry, plan: &DwPlan, out: &mut [f32], buf: &mut [f32]));
+
+/// A task's scratch, its phase planes zeroed: [`phase_split`] only writes the input's
+/// positions, the same ones for every plane.
+fn zeroed_lease<'a>(scratch: &'a ScratchPool, plan: &DwPlan, g: &ConvGeometry) -> crate::scratch::Lease<'a> {
+    let mut buf = scratch.lease(plan.buf_len(g));
+    buf[..plan.l.len()].fill(0.0);
+    buf
+}
+
 pub(super) fn forward(
     x: &[f32],
     w: &[f32],
@@ -513,21 +544,13 @@ pub(super) fn forward(
     scratch: &ScratchPool,
 ) {
     let plan = DwPlan::new(g);
-    let (il, kk, c) = (g.in_len(), g.k_hw[0] * g.k_hw[1], g.c_in);
-    out.par_chunks_mut(g.out_len()).enumerate().for_each_init(
-        || scratch.lease(plan.buf_len(g)),
-        |buf, (i, plane)| {
-            let ch = i % c;
-            let b = bias.map_or(0.0, |b| b[ch]);
-            dw_forward_plane_dispatch(
-                &x[i * il..(i + 1) * il],
-                &w[ch * kk..(ch + 1) * kk],
-                Store { bias: b, clamp },
-                g,
-                &plan,
-                plane,
-                buf,
-            );
+    // About eight tasks per thread: enough to balance, few enough to amortize a task.
+    let per_task = (g.n * g.c_in).div_ceil(8 * rayon::current_num_threads()).max(1);
+    out.par_chunks_mut(per_task * g.out_len()).enumerate().for_each_init(
+        || zeroed_lease(scratch, &plan, g),
+        |buf, (t, chunk)| {
+            let p = FwdPlanes { x, w, bias, clamp, first: t * per_task };
+            dw_forward_planes_dispatch(p, g, &plan, chunk, buf);
         },
     );
 }
@@ -586,7 +609,7 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry, dw: &mut 
     let plan = DwPlan::new(g);
     let (il, ol, kk, c) = (g.in_len(), g.out_len(), g.k_hw[0] * g.k_hw[1], g.c_in);
     dw.par_chunks_mut(kk).enumerate().for_each_init(
-        || scratch.lease(plan.buf_len(g)),
+        || zeroed_lease(scratch, &plan, g),
         |buf, (ch, dwk)| {
             dwk.fill(0.0);
             for n in 0..g.n {
