@@ -224,7 +224,11 @@ pub(crate) unsafe fn sgemm_direct(
     // Which operand the inner loop streams: the smaller one, so the larger is read
     // once. Small images (7×7, 14×14) have many weights and few columns: there A is the
     // larger, and sweeping all of it per column panel would read it from L3 each time.
-    let a_outer = m > chunk.min(n);
+    // With a short K (EfficientNet's expand and project convs) both operands' panels
+    // are small, and what counts is how C is written: row block outer writes MR long
+    // row streams; column panel outer writes all M rows a panel at a time, a stream per
+    // row, which the prefetchers cannot follow (Lite0 forward 5 % slower that way).
+    let a_outer = m > chunk.min(n) || k <= 128;
     let (bp, cp) = (SendPtr(b as *mut f32), SendPtr(c.ptr));
     let task = |t: usize| {
         let (cc, rp) = (t / row_parts, t % row_parts);
