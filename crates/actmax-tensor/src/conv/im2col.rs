@@ -235,16 +235,26 @@ fn with_col<R>(
 
 /// The weights of each group packed for the direct GEMM: `W_grp` (`cout_g × k_col`) for
 /// the forward, `W_grpᵀ` (`k_col × cout_g`) for the backward to the input.
-pub(super) fn packed_weights(w: &[f32], g: &ConvGeometry, transposed: bool) -> Vec<PackedA> {
+pub(super) fn packed_weights(w: &[f32], g: &ConvGeometry, transposed: bool, pointwise: bool) -> Vec<PackedA> {
     let (cout_g, k_col, isa) = (g.cout_g(), g.k_col(), Isa::detect());
+    // A pointwise GEMM has one image's pixels as its columns, both ways: few of them
+    // (7×7, 14×14) take the wide kernel. Im2col's columns are tiles of any width.
+    let pack = |m: usize, k: usize, a: Mat| unsafe {
+        // Safety: `a` is the checked weight matrix (or its transpose) of group `grp`.
+        if pointwise {
+            PackedA::for_columns(isa, m, k, g.out_len(), a)
+        } else {
+            PackedA::new(isa, m, k, a)
+        }
+    };
     (0..g.p.groups)
-        .map(|grp| unsafe {
+        .map(|grp| {
             // Safety: group `grp` holds cout_g × k_col weights from this offset (check_lens).
-            let a = Mat { ptr: w.as_ptr().add(grp * cout_g * k_col), rs: k_col as isize, cs: 1 };
+            let a = Mat { ptr: unsafe { w.as_ptr().add(grp * cout_g * k_col) }, rs: k_col as isize, cs: 1 };
             if transposed {
-                PackedA::new(isa, k_col, cout_g, a.t())
+                pack(k_col, cout_g, a.t())
             } else {
-                PackedA::new(isa, cout_g, k_col, a)
+                pack(cout_g, k_col, a)
             }
         })
         .collect()

@@ -254,7 +254,7 @@ impl ConvPack {
             (ConvKernel::Depthwise, ..) => Vec::new(),
             (_, Some(tile), false) => winograd::pack_weights(tile, w, g.c_out, g.c_in),
             (_, Some(tile), true) => winograd::pack_weights_transposed(tile, w, g.c_out, g.c_in),
-            _ => im2col::packed_weights(w, g, transposed),
+            (kernel, ..) => im2col::packed_weights(w, g, transposed, kernel == ConvKernel::Pointwise),
         };
         Ok(Self { panels, kernel: plan.kernel, made_for: (Self::key(g), dir) })
     }

@@ -87,12 +87,33 @@ pub struct Epilogue<'a> {
 }
 
 /// A packed into k-major micro-panels: panel `p` holds rows `p·MR ..` as `k × MR`,
-/// rows past `m` zero.
+/// rows past `m` zero. `MR` is the microkernel's row count, or [`super::wide::ROWS`] for
+/// the wide kernel.
 pub struct PackedA {
-    data: Vec<f32>,
-    m: usize,
-    k: usize,
-    isa: Isa,
+    pub(super) data: Vec<f32>,
+    pub(super) m: usize,
+    pub(super) k: usize,
+    pub(super) isa: Isa,
+    /// Packed for [`super::wide`] (C computed transposed, a vector along M).
+    pub(super) wide: bool,
+}
+
+/// `a` (`m × k`) as k-major panels of `mr` rows, the last one padded with zero rows.
+///
+/// # Safety
+/// `a` must be valid for `m × k` elements.
+unsafe fn panels(mr: usize, m: usize, k: usize, a: Mat) -> Vec<f32> {
+    let panels = m.div_ceil(mr);
+    let mut data = Vec::with_capacity(panels * k * mr);
+    for p in 0..panels {
+        let rows = mr.min(m - p * mr);
+        for kk in 0..k {
+            let col = a.offset(p * mr, kk);
+            data.extend((0..rows).map(|ii| *col.ptr.offset(ii as isize * col.rs)));
+            data.extend(std::iter::repeat_n(0.0, mr - rows));
+        }
+    }
+    data
 }
 
 impl PackedA {
@@ -101,18 +122,20 @@ impl PackedA {
     /// # Safety
     /// `a` must be valid for `m × k` elements.
     pub(crate) unsafe fn new(isa: Isa, m: usize, k: usize, a: Mat) -> Self {
-        let mr = isa.block().0;
-        let panels = m.div_ceil(mr);
-        let mut data = Vec::with_capacity(panels * k * mr);
-        for p in 0..panels {
-            let rows = mr.min(m - p * mr);
-            for kk in 0..k {
-                let col = a.offset(p * mr, kk);
-                data.extend((0..rows).map(|ii| *col.ptr.offset(ii as isize * col.rs)));
-                data.extend(std::iter::repeat_n(0.0, mr - rows));
-            }
+        Self { data: panels(isa.block().0, m, k, a), m, k, isa, wide: false }
+    }
+
+    /// Packs `a` for the wide kernel when it pays: this CPU has AVX-512 and C has at
+    /// most [`super::wide::MAX_COLS`] columns (`n`); else as [`PackedA::new`].
+    ///
+    /// # Safety
+    /// As [`PackedA::new`].
+    pub(crate) unsafe fn for_columns(isa: Isa, m: usize, k: usize, n: usize, a: Mat) -> Self {
+        if super::wide::pays(isa, m, n) {
+            Self { data: panels(super::wide::ROWS, m, k, a), m, k, isa, wide: true }
+        } else {
+            Self::new(isa, m, k, a)
         }
-        Self { data, m, k, isa }
     }
 
     /// Packs the row-major `m × k` matrix `a` (checked: its length must be `m·k`).
@@ -205,6 +228,9 @@ pub(crate) unsafe fn sgemm_direct(
     }
     if let Some(bias) = ep.bias {
         assert!(bias.len() >= m, "sgemm_direct: bias shorter than the rows of C");
+    }
+    if a.wide {
+        return super::wide::sgemm(a, n, b, ldb, c, ep, parallel);
     }
     let (mr, nr) = a.isa.block();
     let threads = if parallel && m * n * k >= PARALLEL_MIN_FLOPS { rayon::current_num_threads() } else { 1 };
@@ -512,6 +538,22 @@ mod tests {
 
     #[allow(clippy::too_many_arguments)] // a GEMM case, spelled out
     fn run(isa: Isa, a: &[f32], b: &[f32], m: usize, k: usize, n: usize, ep: &Epilogue, parallel: bool) -> Vec<f32> {
+        run_packed(|a| unsafe { PackedA::new(isa, m, k, a) }, a, b, m, k, n, ep, parallel)
+    }
+
+    /// [`run`] on A packed by `pack` (the row kernel's or the wide kernel's panels).
+    #[allow(clippy::too_many_arguments)] // a GEMM case, spelled out
+    fn run_packed(
+        pack: impl Fn(Mat) -> PackedA,
+        a: &[f32],
+        b: &[f32],
+        m: usize,
+        k: usize,
+        n: usize,
+        ep: &Epilogue,
+        parallel: bool,
+    ) -> Vec<f32> {
+        let isa = Isa::detect();
         // B and C with row strides wider than n, and a guard band that must stay untouched.
         let (ldb, ldc) = (n + 3, n + 5);
         let mut bs = vec![f32::NAN; k * ldb];
@@ -519,10 +561,8 @@ mod tests {
             bs[p * ldb..p * ldb + n].copy_from_slice(&b[p * n..(p + 1) * n]);
         }
         let mut cs = vec![-7.0f32; m * ldc + 8];
-        unsafe {
-            let pa = PackedA::new(isa, m, k, Mat::row_major(a, m, k));
-            sgemm_direct(&pa, n, bs.as_ptr(), ldb, OutMat { ptr: cs.as_mut_ptr(), ld: ldc }, ep, parallel);
-        }
+        let pa = pack(Mat::row_major(a, m, k));
+        unsafe { sgemm_direct(&pa, n, bs.as_ptr(), ldb, OutMat { ptr: cs.as_mut_ptr(), ld: ldc }, ep, parallel) };
         for i in 0..m {
             assert!(cs[i * ldc + n..(i + 1) * ldc].iter().all(|&v| v == -7.0), "{isa:?} wrote past a row");
         }
@@ -550,6 +590,34 @@ mod tests {
                 for (i, (x, y)) in got.iter().zip(&want).enumerate() {
                     prop_assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{:?} {}x{}x{} at {}: {} vs {}", isa, m, k, n, i, x, y);
                 }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// The wide kernel (few columns, AVX-512) against the reference: ragged panels
+        /// of A (m not a multiple of 32), every column remainder, bias, clamps, threads.
+        #[test]
+        fn wide_kernel_matches_the_reference(
+            m in 32usize..100, k in 0usize..70, n in 1usize..60, seed in 0u32..1000,
+            bias in any::<bool>(), clamp in 0usize..3, parallel in any::<bool>(),
+        ) {
+            let val = |i: usize, s: u32| (((i as u32).wrapping_mul(2654435761).wrapping_add(s) >> 7) % 97) as f32 / 24.0 - 2.0;
+            let a: Vec<f32> = (0..m * k).map(|i| val(i, seed)).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| val(i, seed ^ 0x5555)).collect();
+            let bv: Vec<f32> = (0..m).map(|i| val(i, seed ^ 0xAAAA)).collect();
+            let ep = Epilogue {
+                bias: bias.then_some(bv.as_slice()),
+                clamp: [None, Some((0.0, f32::INFINITY)), Some((0.0, 6.0))][clamp],
+            };
+            let isa = Isa::detect();
+            let pack = |a: Mat| unsafe { PackedA::for_columns(isa, m, k, n, a) };
+            prop_assert_eq!(pack(Mat::row_major(&a, m, k)).wide, isa == Isa::Avx512 && n % 32 != 0);
+            let want = reference(&a, &b, m, k, n, &ep);
+            let got = run_packed(pack, &a, &b, m, k, n, &ep, parallel);
+            for (i, (x, y)) in got.iter().zip(&want).enumerate() {
+                prop_assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{}x{}x{} at {}: {} vs {}", m, k, n, i, x, y);
             }
         }
     }
