@@ -1,5 +1,7 @@
 //! GFLOP/s of the direct GEMM against matrixmultiply on EfficientNet-Lite0's pointwise
-//! shapes (M = out channels, K = in channels, N = pixels), one sitting, same inputs.
+//! shapes (M = out channels, K = in channels, N = pixels), one sitting, same inputs; then,
+//! for every kernel family this CPU runs, the row kernel against the wide kernel on the
+//! shapes with few columns.
 use actmax_tensor::gemm::direct::{matmul_packed, Epilogue, Isa, PackedA};
 use actmax_tensor::gemm::matmul;
 
@@ -47,5 +49,24 @@ fn main() {
             flops / mm / 1e9,
             mm / ours
         );
+    }
+    for isa in Isa::available() {
+        for &(m, k, n) in shapes.iter().filter(|s| s.2 <= 256) {
+            let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+            let mut c = vec![0.0f32; m * n];
+            let flops = 2.0 * (m * k * n) as f64;
+            let rows = PackedA::pack(isa, m, k, &a).expect("sized");
+            let wide = PackedA::pack_for_columns(isa, m, k, n, &a).expect("sized");
+            let t_rows = median(|| matmul_packed(&rows, n, &b, &mut c, &Epilogue::default(), true).expect("sized"), 21);
+            let t_wide = median(|| matmul_packed(&wide, n, &b, &mut c, &Epilogue::default(), true).expect("sized"), 21);
+            println!(
+                "{isa:?} {m:5} x {k:5} x {n:4}: row kernel {:6.1} GFLOP/s  wide {:6.1}{}  ratio {:.2}",
+                flops / t_rows / 1e9,
+                flops / t_wide / 1e9,
+                if wide.is_wide() { "" } else { " (not taken here)" },
+                t_wide / t_rows
+            );
+        }
     }
 }

@@ -87,8 +87,8 @@ pub struct Epilogue<'a> {
 }
 
 /// A packed into k-major micro-panels: panel `p` holds rows `p·MR ..` as `k × MR`,
-/// rows past `m` zero. `MR` is the microkernel's row count, or [`super::wide::ROWS`] for
-/// the wide kernel.
+/// rows past `m` zero. `MR` is the microkernel's row count, or the wide kernel's panel
+/// height ([`super::wide`]).
 pub struct PackedA {
     pub(super) data: Vec<f32>,
     pub(super) m: usize,
@@ -125,14 +125,14 @@ impl PackedA {
         Self { data: panels(isa.block().0, m, k, a), m, k, isa, wide: false }
     }
 
-    /// Packs `a` for the wide kernel when it pays: this CPU has AVX-512 and C has at
-    /// most [`super::wide::MAX_COLS`] columns (`n`); else as [`PackedA::new`].
+    /// Packs `a` for the wide kernel when it pays for a C of `n` columns (a vector ISA,
+    /// few columns: [`super::wide::max_cols`]); else as [`PackedA::new`].
     ///
     /// # Safety
     /// As [`PackedA::new`].
     pub(crate) unsafe fn for_columns(isa: Isa, m: usize, k: usize, n: usize, a: Mat) -> Self {
         if super::wide::pays(isa, m, n) {
-            Self { data: panels(super::wide::ROWS, m, k, a), m, k, isa, wide: true }
+            Self { data: panels(super::wide::rows(isa), m, k, a), m, k, isa, wide: true }
         } else {
             Self::new(isa, m, k, a)
         }
@@ -143,6 +143,19 @@ impl PackedA {
         crate::gemm::check_len("pack", "A", a.len(), m, k)?;
         // Safety: the length was checked.
         Ok(unsafe { Self::new(isa, m, k, Mat::row_major(a, m, k)) })
+    }
+
+    /// Packs the row-major `m × k` matrix `a` for products with `n` columns: for the
+    /// wide kernel where it pays ([`PackedA::is_wide`]), else as [`PackedA::pack`].
+    pub fn pack_for_columns(isa: Isa, m: usize, k: usize, n: usize, a: &[f32]) -> Result<Self, crate::TensorError> {
+        crate::gemm::check_len("pack", "A", a.len(), m, k)?;
+        // Safety: the length was checked.
+        Ok(unsafe { Self::for_columns(isa, m, k, n, Mat::row_major(a, m, k)) })
+    }
+
+    /// Whether this pack runs on the wide kernel (few columns; see `gemm/wide.rs`).
+    pub fn is_wide(&self) -> bool {
+        self.wide
     }
 
     /// Rows of A.
@@ -596,11 +609,11 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
-        /// The wide kernel (few columns, AVX-512) against the reference: ragged panels
-        /// of A (m not a multiple of 32), every column remainder, bias, clamps, threads.
+        /// The wide kernels (few columns; AVX-512 and AVX2) against the reference: ragged
+        /// panels of A, every column remainder, bias, clamps, threads.
         #[test]
         fn wide_kernel_matches_the_reference(
-            m in 32usize..100, k in 0usize..70, n in 1usize..60, seed in 0u32..1000,
+            m in 16usize..100, k in 0usize..70, n in 1usize..60, seed in 0u32..1000,
             bias in any::<bool>(), clamp in 0usize..3, parallel in any::<bool>(),
         ) {
             let val = |i: usize, s: u32| (((i as u32).wrapping_mul(2654435761).wrapping_add(s) >> 7) % 97) as f32 / 24.0 - 2.0;
@@ -611,13 +624,14 @@ mod tests {
                 bias: bias.then_some(bv.as_slice()),
                 clamp: [None, Some((0.0, f32::INFINITY)), Some((0.0, 6.0))][clamp],
             };
-            let isa = Isa::detect();
-            let pack = |a: Mat| unsafe { PackedA::for_columns(isa, m, k, n, a) };
-            prop_assert_eq!(pack(Mat::row_major(&a, m, k)).wide, isa == Isa::Avx512 && n % 32 != 0);
             let want = reference(&a, &b, m, k, n, &ep);
-            let got = run_packed(pack, &a, &b, m, k, n, &ep, parallel);
-            for (i, (x, y)) in got.iter().zip(&want).enumerate() {
-                prop_assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{}x{}x{} at {}: {} vs {}", m, k, n, i, x, y);
+            for isa in Isa::available() {
+                let pack = |a: Mat| unsafe { PackedA::for_columns(isa, m, k, n, a) };
+                prop_assert_eq!(pack(Mat::row_major(&a, m, k)).wide, super::super::wide::pays(isa, m, n));
+                let got = run_packed(pack, &a, &b, m, k, n, &ep, parallel);
+                for (i, (x, y)) in got.iter().zip(&want).enumerate() {
+                    prop_assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{:?} {}x{}x{} at {}: {} vs {}", isa, m, k, n, i, x, y);
+                }
             }
         }
     }

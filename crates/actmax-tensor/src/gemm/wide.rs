@@ -1,5 +1,5 @@
-//! The direct GEMM for few columns: C computed as tiles of `ROWS` rows × `COLS` columns
-//! with the vector along M (the output channels) instead of along N (the pixels).
+//! The direct GEMM for few columns: C computed in tiles of a few columns with the vector
+//! along M (the output channels) instead of along N (the pixels).
 //!
 //! Why: EfficientNet's 7×7 and 14×14 layers hold three quarters of its multiply-adds,
 //! and their C has 49 or 196 columns. The row kernel's 32-wide vectors cover 49 columns
@@ -7,26 +7,48 @@
 //! channel counts (192, 320, 480, 672, 1152, 1280) are multiples of 32, and 49 and 196
 //! of 7, so tiles of 32 channels × 7 pixels have no padding at all. The price is the
 //! store: a tile's registers hold columns of C, which go out through a small transpose
-//! on the stack — at K ≥ 80 (every such layer) a few percent of the tile's time.
+//! on the stack — at K ≥ 80 (every such layer) a few percent of the tile's time. Where
+//! it pays is measured per instruction set ([`max_cols`]).
 //!
-//! AVX-512 only (32 registers: 14 accumulators, two rows of A, a broadcast); other
-//! instruction sets keep the row kernel ([`pays`]).
+//! AVX-512: tiles of 32 rows × 7 columns (14 of the 32 registers accumulate). AVX2 +
+//! FMA: 16 rows × 6 columns (12 of 16). The portable kernel keeps the row layout
+//! ([`pays`]).
 
 use super::direct::{Epilogue, Isa, OutMat, PackedA};
 use super::{for_each_index, SendPtr};
 
-/// Rows of C per tile (two 16-lane vectors): A is packed in panels this tall.
-pub(super) const ROWS: usize = 32;
+/// Rows of C per tile (two vectors): A is packed in panels this tall.
+pub(super) fn rows(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 => 32,
+        _ => 16,
+    }
+}
 
 /// Columns of C per tile.
-const COLS: usize = 7;
+fn cols(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 => 7,
+        _ => 6,
+    }
+}
 
-/// The widest C this kernel takes: past it the row kernel's padding is under 10 %.
-pub(super) const MAX_COLS: usize = 256;
+/// The widest C the wide kernel takes. Measured (`pointwise_gflops`, one thread, Zen 4):
+/// AVX-512 wins at 49 columns (101–115 against the row kernel's 87–88 GFLOP/s) but loses
+/// at 196 (90–93 against 96–98), where the row kernel pads only an eighth and its 12 × 32
+/// block reuses each load more; AVX2 wins at both (87–109 against 75–99).
+pub(super) fn max_cols(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 => 64,
+        Isa::Avx2 => 256,
+        Isa::Generic => 0,
+    }
+}
 
-/// Whether an `m × n` C runs on the wide kernel here.
+/// Whether an `m × n` C runs on the wide kernel here: few enough columns, which the
+/// row kernel's blocks would pad, and rows for at least one panel.
 pub(super) fn pays(isa: Isa, m: usize, n: usize) -> bool {
-    isa == Isa::Avx512 && n <= MAX_COLS && m >= ROWS && !n.is_multiple_of(32)
+    n <= max_cols(isa) && m >= rows(isa) && !n.is_multiple_of(isa.block().1)
 }
 
 /// Multiply-adds below which a GEMM stays on one thread.
@@ -37,9 +59,10 @@ const PARALLEL_MIN_FLOPS: usize = 1 << 19;
 /// # Safety
 /// As [`super::direct::sgemm_direct`].
 pub(super) unsafe fn sgemm(a: &PackedA, n: usize, b: *const f32, ldb: usize, c: OutMat, ep: &Epilogue, parallel: bool) {
-    debug_assert!(a.wide && a.isa == Isa::Avx512);
-    let (m, k) = (a.m, a.k);
-    let (panels, tiles) = (m.div_ceil(ROWS), n.div_ceil(COLS));
+    debug_assert!(a.wide && pays(a.isa, a.m, n));
+    let (m, k, isa) = (a.m, a.k, a.isa);
+    let (rows, cols) = (rows(isa), cols(isa));
+    let (panels, tiles) = (m.div_ceil(rows), n.div_ceil(cols));
     let threads = if parallel && m * n * k >= PARALLEL_MIN_FLOPS { rayon::current_num_threads() } else { 1 };
     // The (panel, tile) pairs in order, cut into one contiguous run per thread: a run
     // reads its panels of A once (consecutive tiles share one), and the split is even to
@@ -49,28 +72,34 @@ pub(super) unsafe fn sgemm(a: &PackedA, n: usize, b: *const f32, ldb: usize, c: 
     let (bp, cp) = (SendPtr(b as *mut f32), SendPtr(c.ptr));
     let task = |t: usize| {
         for u in t * per_task..((t + 1) * per_task).min(units) {
-            let (p, j0) = (u / tiles, (u % tiles) * COLS);
-            let i0 = p * ROWS;
+            let (p, j0) = (u / tiles, (u % tiles) * cols);
+            let i0 = p * rows;
             let panel = Panel {
                 k,
-                a: a.data.as_ptr().add(p * k * ROWS),
+                a: a.data.as_ptr().add(p * k * rows),
                 b: bp.get(),
                 ldb,
                 c: cp.get().add(i0 * c.ld),
                 ldc: c.ld,
-                rows: ROWS.min(m - i0),
+                rows: rows.min(m - i0),
                 bias: ep.bias.map_or(std::ptr::null(), |b| b.as_ptr().add(i0)),
                 clamp: ep.clamp,
             };
             // Safety: each unit is its own rows × columns of C; the caller checked the ISA.
-            #[cfg(target_arch = "x86_64")]
-            x86::tile_at(&panel, j0, COLS.min(n - j0));
+            let width = cols.min(n - j0);
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => x86::avx512_tile(&panel, j0, width),
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => x86::avx2_tile(&panel, j0, width),
+                _ => unreachable!("`pays` admits vector ISAs only"),
+            }
         }
     };
     for_each_index(units.div_ceil(per_task), threads > 1, task);
 }
 
-/// One panel of A and where its rows of C go: `rows` (≤ [`ROWS`]) of them.
+/// One panel of A and where its rows of C go: `rows` (at most a panel's) of them.
 struct Panel {
     k: usize,
     a: *const f32,
@@ -88,27 +117,35 @@ struct Panel {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{Panel, COLS, ROWS};
+    use super::Panel;
 
-    /// The tile of `width` (≤ [`COLS`]) columns from `j0`.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn tile_at(p: &Panel, j0: usize, width: usize) {
-        match width {
-            1 => tile::<1>(p, j0),
-            2 => tile::<2>(p, j0),
-            3 => tile::<3>(p, j0),
-            4 => tile::<4>(p, j0),
-            5 => tile::<5>(p, j0),
-            6 => tile::<6>(p, j0),
-            _ => tile::<COLS>(p, j0),
-        }
+    /// Calls `$tile::<J>` for a width of `J` columns (1 to `$max`).
+    macro_rules! by_width {
+        ($tile:ident, $p:expr, $j0:expr, $width:expr, $($j:literal)*) => {
+            match $width {
+                $($j => $tile::<$j>($p, $j0),)*
+                _ => unreachable!("a tile is 1 to 7 columns wide"),
+            }
+        };
     }
 
-    /// `ROWS × J` of C from column `j0`: per k, two rows of A's panel times `J`
+    /// The AVX-512 tile of `width` (≤ 7) columns from `j0`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn avx512_tile(p: &Panel, j0: usize, width: usize) {
+        by_width!(avx512_tile_j, p, j0, width, 1 2 3 4 5 6 7)
+    }
+
+    /// The AVX2 tile of `width` (≤ 6) columns from `j0`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn avx2_tile(p: &Panel, j0: usize, width: usize) {
+        by_width!(avx2_tile_j, p, j0, width, 1 2 3 4 5 6)
+    }
+
+    /// `32 × J` of C from column `j0`: per k, two rows of A's panel times `J`
     /// broadcast elements of B's row k.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile<const J: usize>(p: &Panel, j0: usize) {
+    unsafe fn avx512_tile_j<const J: usize>(p: &Panel, j0: usize) {
         let mut acc = [[_mm512_setzero_ps(); 2]; J];
         let (mut a, mut b) = (p.a, p.b.add(j0));
         for _ in 0..p.k {
@@ -119,11 +156,10 @@ mod x86 {
                 acc[1] = _mm512_fmadd_ps(a1, bj, acc[1]);
                 b = b.add(1);
             }
-            a = a.add(ROWS);
+            a = a.add(32);
             b = b.add(p.ldb - J);
         }
-        // Bias and clamp along the vector (one bias per row of C), then out through a
-        // transpose on the stack.
+        // Bias and clamp along the vector (one bias per row of C).
         let mask = |rows: usize| -> __mmask16 {
             if rows >= 16 {
                 0xFFFF
@@ -139,7 +175,7 @@ mod x86 {
         };
         let (lo, hi) = p.clamp.unwrap_or((0.0, 0.0));
         let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
-        let mut t = [[0.0f32; ROWS]; J];
+        let mut t = [[0.0f32; 32]; J];
         for (col, acc) in t.iter_mut().zip(&acc) {
             for h in 0..2 {
                 let mut v = _mm512_add_ps(acc[h], bias[h]);
@@ -150,6 +186,58 @@ mod x86 {
                 _mm512_storeu_ps(col.as_mut_ptr().add(16 * h), v);
             }
         }
+        store_transposed(p, j0, &t);
+    }
+
+    /// Lane mask for the first `n` of 8 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn lanes(n: usize) -> __m256i {
+        let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), idx)
+    }
+
+    /// `16 × J` of C from column `j0`, as [`avx512_tile_j`] in 8-lane vectors.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2_tile_j<const J: usize>(p: &Panel, j0: usize) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; J];
+        let (mut a, mut b) = (p.a, p.b.add(j0));
+        for _ in 0..p.k {
+            let (a0, a1) = (_mm256_loadu_ps(a), _mm256_loadu_ps(a.add(8)));
+            for acc in acc.iter_mut() {
+                let bj = _mm256_broadcast_ss(&*b);
+                acc[0] = _mm256_fmadd_ps(a0, bj, acc[0]);
+                acc[1] = _mm256_fmadd_ps(a1, bj, acc[1]);
+                b = b.add(1);
+            }
+            a = a.add(16);
+            b = b.add(p.ldb - J);
+        }
+        let bias = if p.bias.is_null() {
+            [_mm256_setzero_ps(); 2]
+        } else {
+            let (m0, m1) = (lanes(p.rows), lanes(p.rows.saturating_sub(8)));
+            [_mm256_maskload_ps(p.bias, m0), _mm256_maskload_ps(p.bias.add(8), m1)]
+        };
+        let (lo, hi) = p.clamp.unwrap_or((0.0, 0.0));
+        let (lo, hi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
+        let mut t = [[0.0f32; 16]; J];
+        for (col, acc) in t.iter_mut().zip(&acc) {
+            for h in 0..2 {
+                let mut v = _mm256_add_ps(acc[h], bias[h]);
+                if p.clamp.is_some() {
+                    v = _mm256_min_ps(hi, _mm256_max_ps(lo, v));
+                }
+                _mm256_storeu_ps(col.as_mut_ptr().add(8 * h), v);
+            }
+        }
+        store_transposed(p, j0, &t);
+    }
+
+    /// The tile's columns `t[j]` into rows of C.
+    #[inline(always)]
+    unsafe fn store_transposed<const R: usize, const J: usize>(p: &Panel, j0: usize, t: &[[f32; R]; J]) {
         for i in 0..p.rows {
             let row = p.c.add(i * p.ldc + j0);
             for (j, col) in t.iter().enumerate() {
