@@ -4,15 +4,15 @@
 //! Why: EfficientNet's 7×7 and 14×14 layers hold three quarters of its multiply-adds,
 //! and their C has 49 or 196 columns. The row kernel's 32-wide vectors cover 49 columns
 //! in 64 lanes and 196 in 224: a quarter and an eighth of its work is padding. Their
-//! channel counts (192, 320, 480, 672, 1152, 1280) are multiples of 32, and 49 and 196
-//! of 7, so tiles of 32 channels × 7 pixels have no padding at all. The price is the
+//! channel counts (192, 320, 480, 672, 1152, 1280) are multiples of 32, and a tile of
+//! 32 channels takes any number of pixels up to its width, so nothing is padded. The price is the
 //! store: a tile's registers hold columns of C, which go out through a small transpose
 //! on the stack — at K ≥ 80 (every such layer) a few percent of the tile's time. Where
 //! it pays is measured per instruction set ([`max_cols`]).
 //!
-//! AVX-512: tiles of 32 rows × 7 columns (14 of the 32 registers accumulate). AVX2 +
-//! FMA: 16 rows × 6 columns (12 of 16). The portable kernel keeps the row layout
-//! ([`pays`]).
+//! AVX-512: tiles of 32 rows × 14 columns (28 of the 32 registers accumulate; 49 = 14 +
+//! 14 + 14 + 7). AVX2 + FMA: 16 rows × 6 columns (12 of 16). The portable kernel keeps
+//! the row layout ([`pays`]).
 
 use super::direct::{Epilogue, Isa, OutMat, PackedA};
 use super::{for_each_index, SendPtr};
@@ -28,14 +28,14 @@ pub(super) fn rows(isa: Isa) -> usize {
 /// Columns of C per tile.
 fn cols(isa: Isa) -> usize {
     match isa {
-        Isa::Avx512 => 7,
+        Isa::Avx512 => 14,
         _ => 6,
     }
 }
 
 /// The widest C the wide kernel takes. Measured (`pointwise_gflops`, one thread, Zen 4):
-/// AVX-512 wins at 49 columns (101–115 against the row kernel's 87–88 GFLOP/s) but loses
-/// at 196 (90–93 against 96–98), where the row kernel pads only an eighth and its 12 × 32
+/// AVX-512 wins at 49 columns (105–115 against the row kernel's 87–88 GFLOP/s) but not
+/// at 196 (92–94 against 96–98), where the row kernel pads only an eighth and its 12 × 32
 /// block reuses each load more; AVX2 wins at both (87–109 against 75–99).
 pub(super) fn max_cols(isa: Isa) -> usize {
     match isa {
@@ -124,15 +124,15 @@ mod x86 {
         ($tile:ident, $p:expr, $j0:expr, $width:expr, $($j:literal)*) => {
             match $width {
                 $($j => $tile::<$j>($p, $j0),)*
-                _ => unreachable!("a tile is 1 to 7 columns wide"),
+                _ => unreachable!("a tile is 1 to 14 columns wide"),
             }
         };
     }
 
-    /// The AVX-512 tile of `width` (≤ 7) columns from `j0`.
+    /// The AVX-512 tile of `width` (≤ 14) columns from `j0`.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn avx512_tile(p: &Panel, j0: usize, width: usize) {
-        by_width!(avx512_tile_j, p, j0, width, 1 2 3 4 5 6 7)
+        by_width!(avx512_tile_j, p, j0, width, 1 2 3 4 5 6 7 8 9 10 11 12 13 14)
     }
 
     /// The AVX2 tile of `width` (≤ 6) columns from `j0`.
