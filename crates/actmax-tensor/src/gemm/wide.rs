@@ -4,9 +4,9 @@
 //! Why: EfficientNet's 7×7 and 14×14 layers hold three quarters of its multiply-adds,
 //! and their C has 49 or 196 columns. The row kernel's 32-wide vectors cover 49 columns
 //! in 64 lanes and 196 in 224: a quarter and an eighth of its work is padding. Their
-//! channel counts (192, 320, 480, 672, 1152, 1280) are multiples of 32, and a tile of
-//! 32 channels takes any number of pixels up to its width, so nothing is padded. The price is the
-//! store: a tile's registers hold columns of C, which go out through a small transpose
+//! channel counts (192, 320, 480, 672, 1152, 1280) are multiples of 32, and the last
+//! tile of a row is only as wide as the pixels left, so nothing is padded. The price is
+//! the store: a tile's registers hold columns of C, which go out through a small transpose
 //! on the stack — at K ≥ 80 (every such layer) a few percent of the tile's time. Where
 //! it pays is measured per instruction set ([`max_cols`]).
 //!
