@@ -142,6 +142,7 @@ fn benchmark_like_shapes_match_naive() {
         (12, 12, 29, 5, 2, 12), // depthwise 5×5 stride 2
         (96, 96, 13, 3, 2, 96), // depthwise, many planes per task (phase padding zeroed once)
         (64, 64, 9, 5, 1, 64),  // the same, stride 1 (its input gradient runs the forward)
+        (3, 3, 141, 3, 2, 3),   // depthwise stride 2 with rows wide enough for 64-lane gathers
         (24, 40, 17, 1, 1, 1),  // pointwise
         (64, 48, 15, 3, 1, 1),  // Winograd (3×3 stride 1, ≥ 32 channels), odd size
         (256, 256, 7, 3, 1, 1), // Winograd F(4×4) (≥ 64 channels): long sums, ragged tiles

@@ -205,22 +205,19 @@ struct Tap {
 struct DwPlan {
     l: PhaseLayout,
     taps: Vec<Tap>,
-    /// Per kernel column: (phase, kw, column offset within the phase).
-    cols: Vec<(usize, usize, usize)>,
-    /// Per padded input row: the (output row, kernel row) pairs that reach it.
-    reach: Vec<Vec<(usize, usize)>>,
     /// Left zero margin of a padded gradient row in the backward gather.
     margin: usize,
     /// Length of a padded gradient row.
     dyw: usize,
-    /// Kernel columns.
-    kw_n: usize,
     /// The furthest phase-layout offset any tap reads from a block's start (its bound,
     /// checked once per block, is the same for every block).
     tap_reach: usize,
     /// Per padded input row: the furthest gradient-row offset its gather reads, before
     /// the block's column.
     row_reach: Vec<usize>,
+    /// Per padded input row `r` and phase `p` (at `r·s + p`): the gather's terms, each a
+    /// gradient-row offset (before the block's column) and a weight index.
+    gather: Vec<Vec<(usize, usize)>>,
 }
 
 /// Widest register block of output lanes.
@@ -232,7 +229,9 @@ impl DwPlan {
         let ([kh_n, kw_n], [dh, dw], [sh, sw]) = (g.k_hw, g.p.dilation, g.p.stride);
         let taps: Vec<Tap> =
             (0..kh_n * kw_n).map(|t| Tap { w: t, dr: (t / kw_n) * dh, c0: l.at(0, (t % kw_n) * dw) }).collect();
-        let cols = (0..kw_n).map(|kw| ((kw * dw) % sw, kw, (kw * dw) / sw)).collect();
+        // Per kernel column: (phase, kw, column offset within the phase).
+        let cols: Vec<(usize, usize, usize)> = (0..kw_n).map(|kw| ((kw * dw) % sw, kw, (kw * dw) / sw)).collect();
+        // Per padded input row: the (output row, kernel row) pairs that reach it.
         let reach: Vec<Vec<(usize, usize)>> = (0..l.rows)
             .map(|r| {
                 (0..kh_n)
@@ -250,7 +249,19 @@ impl DwPlan {
             .iter()
             .map(|r: &Vec<(usize, usize)>| r.iter().map(|&(oh, _)| oh * dyw + margin).max().unwrap_or(0))
             .collect();
-        Self { l, taps, cols, reach, margin, dyw, kw_n, tap_reach, row_reach }
+        let gather = (0..l.rows * l.s)
+            .map(|rp| {
+                let (r, p) = (rp / l.s, rp % l.s);
+                let cols = cols.iter().filter(|c| c.0 == p);
+                reach[r]
+                    .iter()
+                    .flat_map(|&(oh, kh)| {
+                        cols.clone().map(move |&(_, kw, q0)| (oh * dyw + margin - q0, kh * kw_n + kw))
+                    })
+                    .collect()
+            })
+            .collect();
+        Self { l, taps, margin, dyw, tap_reach, row_reach, gather }
     }
 
     /// Scratch floats one plane needs: the phase planes, a padded gradient plane (or row),
@@ -407,17 +418,11 @@ fn bwd_input_block<const W: usize, const FMA: bool>(
     // Bounds, once per block: every read below starts at or before `last` and spans W.
     let last = plan.row_reach[r] + q;
     assert!(last + W <= dypad.len() && plan.margin <= plan.dyw && wk.len() >= plan.taps.len());
-    for &(oh, kh) in &plan.reach[r] {
-        for &(phase, kw, q0) in &plan.cols {
-            if phase != p {
-                continue;
-            }
-            let at = oh * plan.dyw + plan.margin + q - q0;
-            // Safety: q0 <= margin, so `at` <= `last`, checked above; kh·kw_n + kw < taps.
-            let (src, w) = unsafe { (dypad.get_unchecked(at..at + W), *wk.get_unchecked(kh * plan.kw_n + kw)) };
-            for i in 0..W {
-                acc[i] = fmadd::<FMA>(w, src[i], acc[i]);
-            }
+    for &(at, wi) in &plan.gather[r * plan.l.s + p] {
+        // Safety: q0 <= margin, so `at + q` <= `last`, checked above; wi < taps.
+        let (src, w) = unsafe { (dypad.get_unchecked(at + q..at + q + W), *wk.get_unchecked(wi)) };
+        for i in 0..W {
+            acc[i] = fmadd::<FMA>(w, src[i], acc[i]);
         }
     }
     dst[..W].copy_from_slice(&acc);
@@ -444,7 +449,14 @@ fn dw_backward_input_plane<const FMA: bool>(
     for r in 0..l.rows {
         for p in 0..l.s {
             let row = &mut phases[(p * l.rows + r) * l.pw..][..l.pw];
-            for (j, wide) in blocks(l.pw) {
+            // Two blocks at a time where the row has them: twice the independent sums.
+            let mut j = 0;
+            while j + 2 * BLOCK <= l.pw {
+                bwd_input_block::<{ 2 * BLOCK }, FMA>(dypad, r, p, j, plan, wk, &mut row[j..]);
+                j += 2 * BLOCK;
+            }
+            for (jj, wide) in blocks(l.pw - j) {
+                let j = j + jj;
                 if wide {
                     bwd_input_block::<BLOCK, FMA>(dypad, r, p, j, plan, wk, &mut row[j..])
                 } else {
