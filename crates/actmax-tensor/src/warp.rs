@@ -40,6 +40,26 @@ impl Affine {
     }
 }
 
+/// `v.floor()` without the call into libm that the baseline x86-64 target makes of it
+/// (rounding instructions came with SSE4.1): a sample's taps are computed per output
+/// pixel, and the call was a fifth of the warp. Equal to `floor` on every finite value
+/// (from 2²³ on, every f32 is an integer); NaN gives 0, whose tap weights are NaN anyway.
+#[inline(always)]
+fn floor(v: f32) -> f32 {
+    if v.abs() < 8_388_608.0 {
+        let t = v as i32 as f32;
+        if t > v {
+            t - 1.0
+        } else {
+            t
+        }
+    } else if v.is_nan() {
+        0.0
+    } else {
+        v
+    }
+}
+
 fn reflect(i: isize, n: usize) -> Option<usize> {
     if n == 1 {
         return Some(0);
@@ -77,7 +97,7 @@ impl Sampler {
         let (r, c) = (i as f32, j as f32);
         let sy = self.origin[0] + self.map.row[0] * r + self.map.row[1] * c;
         let sx = self.origin[1] + self.map.col[0] * r + self.map.col[1] * c;
-        let (y0, x0) = (sy.floor(), sx.floor());
+        let (y0, x0) = (floor(sy), floor(sx));
         let (fy, fx) = (sy - y0, sx - x0);
         let mut t = [(0usize, 0.0f32); 4];
         for (k, (dy, dx, wgt)) in
@@ -151,4 +171,22 @@ pub(crate) fn warp_backward(
         }
     });
     dx
+}
+
+#[cfg(test)]
+mod floor_tests {
+    #[test]
+    fn floor_equals_f32_floor() {
+        let mut v = -70_000.0f32;
+        while v < 70_000.0 {
+            assert_eq!(super::floor(v), v.floor(), "{v}");
+            v += 0.37;
+        }
+        for v in
+            [0.0, -0.0, 0.5, -0.5, -1.0, 1.0, 8_388_607.5, -8_388_607.5, 1e9, -1e9, f32::MAX, f32::MIN, f32::INFINITY]
+        {
+            assert_eq!(super::floor(v), v.floor(), "{v}");
+        }
+        assert_eq!(super::floor(f32::NAN), 0.0);
+    }
 }
