@@ -167,11 +167,11 @@ pub(crate) enum Op {
         p: f32,
         sum: f64,
     },
+    /// An affine warp with the taps its forward sampled through (the backward's too).
     AffineWarp {
         x: Var,
-        maps: Vec<crate::warp::Affine>,
-        out_hw: [usize; 2],
-        border: crate::warp::WarpBorder,
+        maps: usize,
+        taps: Arc<crate::warp::WarpTaps>,
     },
 }
 

@@ -529,11 +529,15 @@ impl Tape {
         if maps.iter().any(|m| m.row.iter().chain(&m.col).chain(&m.shift).any(|v| !v.is_finite())) {
             return Err(param_err("affine_warp", "maps must be finite"));
         }
+        if s[2].checked_mul(s[3]).is_none_or(|px| px > u32::MAX as usize) {
+            return Err(shape_err("affine_warp", "an image of over 2³² pixels", &s));
+        }
         let shape = [maps.len(), s[1], out_hw[0], out_hw[1]];
         checked_elems("affine_warp", &shape)?;
-        let y = crate::warp::warp_forward(self.val(x), maps, out_hw, border);
+        let taps = crate::warp::WarpTaps::new([s[2], s[3]], maps, out_hw, border);
+        let y = crate::warp::warp_forward(self.val(x), &taps, maps.len());
         let y = ArrayD::from_shape_vec(IxDyn(&shape), y).expect("sized");
-        Ok(self.push(y, Op::AffineWarp { x, maps: maps.to_vec(), out_hw, border }, &[x]))
+        Ok(self.push(y, Op::AffineWarp { x, maps: maps.len(), taps: std::sync::Arc::new(taps) }, &[x]))
     }
 
     /// The 2-D FFT of a real tensor over its last two axes `[..., H, W]`, numpy's

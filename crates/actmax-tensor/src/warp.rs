@@ -120,23 +120,52 @@ impl Sampler {
     }
 }
 
+/// Every output pixel's four taps for every map, computed once per warp: the forward
+/// samples through them and the backward spreads its gradient through the same ones
+/// (computing them is most of a warp's cost). `[(flat input index, weight); 4]` per
+/// output pixel, map after map.
+#[derive(Debug)]
+pub(crate) struct WarpTaps {
+    taps: Vec<[(u32, f32); 4]>,
+    /// Output pixels per map.
+    per_map: usize,
+}
+
+impl WarpTaps {
+    /// The taps of `maps` from `in_hw` images into `out_hw` ones.
+    pub(crate) fn new(in_hw: [usize; 2], maps: &[Affine], out_hw: [usize; 2], border: WarpBorder) -> Self {
+        let ol = out_hw[0] * out_hw[1];
+        let mut taps = vec![[(0u32, 0.0f32); 4]; maps.len() * ol];
+        taps.par_chunks_mut(ol).zip(maps.par_iter()).for_each(|(t, map)| {
+            let sampler = Sampler::new(in_hw, out_hw, map, border);
+            for (p, t) in t.iter_mut().enumerate() {
+                // Input indices fit u32: an image of 4 G pixels is refused long before.
+                *t = sampler.taps(p / out_hw[1], p % out_hw[1]).map(|(i, w)| (i as u32, w));
+            }
+        });
+        Self { taps, per_map: ol }
+    }
+
+    /// The taps of map `v`'s output pixels.
+    fn of(&self, v: usize) -> &[[(u32, f32); 4]] {
+        &self.taps[v * self.per_map..][..self.per_map]
+    }
+}
+
 /// Warps the images of `x` (`[N, C, H, W]`): output image `i` is image `i mod N` through
-/// `maps[i]` (so `k·N` maps make `k` views of each image, view-major). Output images in
-/// parallel (each writes its own planes); taps are computed per pixel, once for all
-/// channels, and never stored.
-pub(crate) fn warp_forward(x: &Tensor, maps: &[Affine], out_hw: [usize; 2], border: WarpBorder) -> Vec<f32> {
+/// map `i` of `taps` (so `k·N` maps make `k` views of each image, view-major). Output
+/// images in parallel (each writes its own planes); each pixel's taps serve all channels.
+pub(crate) fn warp_forward(x: &Tensor, taps: &WarpTaps, maps: usize) -> Vec<f32> {
     let s = x.shape();
-    let (n, c, il, ol) = (s[0], s[1], s[2] * s[3], out_hw[0] * out_hw[1]);
+    let (n, c, il, ol) = (s[0], s[1], s[2] * s[3], taps.per_map);
     let xs = x.as_slice().expect("standard layout");
-    let mut y = vec![0.0; maps.len() * c * ol];
-    y.par_chunks_mut(c * ol).zip(maps.par_iter()).enumerate().for_each(|(i, (yn, map))| {
-        let sampler = Sampler::new([s[2], s[3]], out_hw, map, border);
+    let mut y = vec![0.0; maps * c * ol];
+    y.par_chunks_mut(c * ol).enumerate().for_each(|(i, yn)| {
         let xn = &xs[(i % n) * c * il..][..c * il];
-        for p in 0..ol {
-            let t = sampler.taps(p / out_hw[1], p % out_hw[1]);
+        for (p, t) in taps.of(i).iter().enumerate() {
             for ch in 0..c {
                 let plane = &xn[ch * il..][..il];
-                yn[ch * ol + p] = t.iter().map(|&(i, w)| w * plane[i]).sum();
+                yn[ch * ol + p] = t.iter().map(|&(i, w)| w * plane[i as usize]).sum();
             }
         }
     });
@@ -145,26 +174,18 @@ pub(crate) fn warp_forward(x: &Tensor, maps: &[Affine], out_hw: [usize; 2], bord
 
 /// The adjoint: each output gradient spreads back over its four taps. Source images in
 /// parallel, each summing its views in order, so the result does not depend on threads.
-pub(crate) fn warp_backward(
-    g: &[f32],
-    in_shape: &[usize],
-    maps: &[Affine],
-    out_hw: [usize; 2],
-    border: WarpBorder,
-) -> Vec<f32> {
-    let (n, c, il, ol) = (in_shape[0], in_shape[1], in_shape[2] * in_shape[3], out_hw[0] * out_hw[1]);
+pub(crate) fn warp_backward(g: &[f32], in_shape: &[usize], taps: &WarpTaps, maps: usize) -> Vec<f32> {
+    let (n, c, il, ol) = (in_shape[0], in_shape[1], in_shape[2] * in_shape[3], taps.per_map);
     let mut dx = vec![0.0; n * c * il];
     dx.par_chunks_mut(c * il).enumerate().for_each(|(src, dn)| {
-        for v in (src..maps.len()).step_by(n) {
-            let sampler = Sampler::new([in_shape[2], in_shape[3]], out_hw, &maps[v], border);
+        for v in (src..maps).step_by(n) {
             let gn = &g[v * c * ol..][..c * ol];
-            for p in 0..ol {
-                let t = sampler.taps(p / out_hw[1], p % out_hw[1]);
+            for (p, t) in taps.of(v).iter().enumerate() {
                 for ch in 0..c {
                     let gv = gn[ch * ol + p];
                     let dp = &mut dn[ch * il..][..il];
-                    for &(i, w) in &t {
-                        dp[i] += w * gv;
+                    for &(i, w) in t {
+                        dp[i as usize] += w * gv;
                     }
                 }
             }
