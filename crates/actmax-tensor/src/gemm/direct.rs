@@ -219,6 +219,15 @@ const B_CHUNK_BYTES: usize = 256 << 10;
 /// Multiply-adds below which a GEMM stays on one thread (a wake-up costs more).
 const PARALLEL_MIN_FLOPS: usize = 1 << 19;
 
+/// The threads an `m × k · k × n` product may spread over (both GEMM kernels).
+pub(super) fn threads_for(parallel: bool, m: usize, k: usize, n: usize) -> usize {
+    if parallel && m * n * k >= PARALLEL_MIN_FLOPS {
+        rayon::current_num_threads()
+    } else {
+        1
+    }
+}
+
 /// `C = A·B` then the epilogue, for packed `A` (`m × k`), B (`k × n`, row stride `ldb`,
 /// columns contiguous) and C (`m × n`, row stride `c.ld`). With `parallel`, column chunks
 /// and row blocks are spread over rayon's pool.
@@ -246,7 +255,7 @@ pub(crate) unsafe fn sgemm_direct(
         return super::wide::sgemm(a, n, b, ldb, c, ep, parallel);
     }
     let (mr, nr) = a.isa.block();
-    let threads = if parallel && m * n * k >= PARALLEL_MIN_FLOPS { rayon::current_num_threads() } else { 1 };
+    let threads = threads_for(parallel, m, k, n);
     // Column chunks no wider than the L2 budget, in a count that splits evenly over the
     // threads (three chunks on two threads would leave one idle a third of the time).
     let widest = ((B_CHUNK_BYTES / (4 * k.max(1))) / nr).max(1) * nr;
@@ -315,20 +324,21 @@ pub(crate) unsafe fn sgemm_direct(
     for_each_index(col_chunks * row_parts, threads > 1, task);
 }
 
-/// One microkernel call: a `rows × cols` block of C (at most `MR × NR`).
+/// One microkernel call: a `rows × cols` block of C (at most `MR × NR`, or a wide
+/// kernel's tile), from a panel of A (`k × MR`) and columns of B from `b`.
 #[derive(Clone, Copy)]
-struct Block {
-    k: usize,
-    a: *const f32,
-    b: *const f32,
-    ldb: usize,
-    c: *mut f32,
-    ldc: usize,
-    rows: usize,
-    cols: usize,
+pub(super) struct Block {
+    pub(super) k: usize,
+    pub(super) a: *const f32,
+    pub(super) b: *const f32,
+    pub(super) ldb: usize,
+    pub(super) c: *mut f32,
+    pub(super) ldc: usize,
+    pub(super) rows: usize,
+    pub(super) cols: usize,
     /// `rows` biases, or null.
-    bias: *const f32,
-    clamp: Clamp,
+    pub(super) bias: *const f32,
+    pub(super) clamp: Clamp,
 }
 
 /// `count` microkernel calls from a first block, each the next one along a row of C
@@ -346,17 +356,20 @@ struct Strip {
 }
 
 impl Strip {
-    /// The block after `blk` (the last one with its own size).
+    /// Block `i` of the strip that starts at `first` (the last one has its own size).
+    /// Wrapping offsets: only blocks inside the strip are ever dereferenced.
     #[inline(always)]
-    unsafe fn advance(&self, blk: &mut Block, next: usize) {
-        blk.a = blk.a.add(self.a);
-        blk.b = blk.b.add(self.b);
-        blk.c = blk.c.add(self.c);
-        if !blk.bias.is_null() {
-            blk.bias = blk.bias.add(self.bias);
-        }
-        if next + 1 == self.count {
-            (blk.rows, blk.cols) = self.last;
+    fn block(&self, first: &Block, i: usize) -> Block {
+        let bias = if first.bias.is_null() { first.bias } else { first.bias.wrapping_add(i * self.bias) };
+        let (rows, cols) = if i + 1 == self.count { self.last } else { (first.rows, first.cols) };
+        Block {
+            a: first.a.wrapping_add(i * self.a),
+            b: first.b.wrapping_add(i * self.b),
+            c: first.c.wrapping_add(i * self.c),
+            bias,
+            rows,
+            cols,
+            ..*first
         }
     }
 }
@@ -366,15 +379,9 @@ impl Strip {
 /// be inlined into it.
 macro_rules! walk_strip {
     ($first:expr, $strip:expr, $kernel:ident) => {{
-        let (mut blk, strip): (Block, &Strip) = ($first, $strip);
-        if strip.count == 1 {
-            (blk.rows, blk.cols) = strip.last;
-        }
+        let (first, strip): (Block, &Strip) = ($first, $strip);
         for i in 0..strip.count {
-            $kernel(&blk);
-            if i + 1 < strip.count {
-                strip.advance(&mut blk, i + 1);
-            }
+            $kernel(&strip.block(&first, i));
         }
     }};
 }
@@ -578,7 +585,6 @@ mod tests {
         ep: &Epilogue,
         parallel: bool,
     ) -> Vec<f32> {
-        let isa = Isa::detect();
         // B and C with row strides wider than n, and a guard band that must stay untouched.
         let (ldb, ldc) = (n + 3, n + 5);
         let mut bs = vec![f32::NAN; k * ldb];
@@ -589,7 +595,11 @@ mod tests {
         let pa = pack(Mat::row_major(a, m, k));
         unsafe { sgemm_direct(&pa, n, bs.as_ptr(), ldb, OutMat { ptr: cs.as_mut_ptr(), ld: ldc }, ep, parallel) };
         for i in 0..m {
-            assert!(cs[i * ldc + n..(i + 1) * ldc].iter().all(|&v| v == -7.0), "{isa:?} wrote past a row");
+            let (isa, wide) = (pa.isa, pa.wide);
+            assert!(
+                cs[i * ldc + n..(i + 1) * ldc].iter().all(|&v| v == -7.0),
+                "{isa:?} (wide {wide}) wrote past a row"
+            );
         }
         (0..m).flat_map(|i| cs[i * ldc..i * ldc + n].to_vec()).collect()
     }

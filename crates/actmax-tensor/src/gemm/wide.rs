@@ -14,7 +14,7 @@
 //! 14 + 14 + 7). AVX2 + FMA: 16 rows × 6 columns (12 of 16). The portable kernel keeps
 //! the row layout ([`pays`]).
 
-use super::direct::{Epilogue, Isa, OutMat, PackedA};
+use super::direct::{threads_for, Block, Epilogue, Isa, OutMat, PackedA};
 use super::{for_each_index, SendPtr};
 
 /// Rows of C per tile (two vectors): A is packed in panels this tall.
@@ -51,9 +51,6 @@ pub(super) fn pays(isa: Isa, m: usize, n: usize) -> bool {
     n <= max_cols(isa) && m >= rows(isa) && !n.is_multiple_of(isa.block().1)
 }
 
-/// Multiply-adds below which a GEMM stays on one thread.
-const PARALLEL_MIN_FLOPS: usize = 1 << 19;
-
 /// `C = A·B` then the epilogue, for `a` packed wide.
 ///
 /// # Safety
@@ -61,9 +58,9 @@ const PARALLEL_MIN_FLOPS: usize = 1 << 19;
 pub(super) unsafe fn sgemm(a: &PackedA, n: usize, b: *const f32, ldb: usize, c: OutMat, ep: &Epilogue, parallel: bool) {
     debug_assert!(a.wide && pays(a.isa, a.m, n));
     let (m, k, isa) = (a.m, a.k, a.isa);
-    let (rows, cols) = (rows(isa), cols(isa));
-    let (panels, tiles) = (m.div_ceil(rows), n.div_ceil(cols));
-    let threads = if parallel && m * n * k >= PARALLEL_MIN_FLOPS { rayon::current_num_threads() } else { 1 };
+    let (mr, nr) = (rows(isa), cols(isa));
+    let (panels, tiles) = (m.div_ceil(mr), n.div_ceil(nr));
+    let threads = threads_for(parallel, m, k, n);
     // The (panel, tile) pairs in order, cut into one contiguous run per thread: a run
     // reads its panels of A once (consecutive tiles share one), and the split is even to
     // a tile — a split by whole panels would leave a thread idle on 6 panels (M = 192).
@@ -72,26 +69,26 @@ pub(super) unsafe fn sgemm(a: &PackedA, n: usize, b: *const f32, ldb: usize, c: 
     let (bp, cp) = (SendPtr(b as *mut f32), SendPtr(c.ptr));
     let task = |t: usize| {
         for u in t * per_task..((t + 1) * per_task).min(units) {
-            let (p, j0) = (u / tiles, (u % tiles) * cols);
-            let i0 = p * rows;
-            let panel = Panel {
+            let (p, j0) = (u / tiles, (u % tiles) * nr);
+            let i0 = p * mr;
+            let tile = Block {
                 k,
-                a: a.data.as_ptr().add(p * k * rows),
-                b: bp.get(),
+                a: a.data.as_ptr().add(p * k * mr),
+                b: bp.get().add(j0),
                 ldb,
-                c: cp.get().add(i0 * c.ld),
+                c: cp.get().add(i0 * c.ld + j0),
                 ldc: c.ld,
-                rows: rows.min(m - i0),
+                rows: mr.min(m - i0),
+                cols: nr.min(n - j0),
                 bias: ep.bias.map_or(std::ptr::null(), |b| b.as_ptr().add(i0)),
                 clamp: ep.clamp,
             };
             // Safety: each unit is its own rows × columns of C; the caller checked the ISA.
-            let width = cols.min(n - j0);
             match isa {
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => x86::avx512_tile(&panel, j0, width),
+                Isa::Avx512 => x86::avx512_tile(&tile),
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => x86::avx2_tile(&panel, j0, width),
+                Isa::Avx2 => x86::avx2_tile(&tile),
                 _ => unreachable!("`pays` admits vector ISAs only"),
             }
         }
@@ -99,55 +96,41 @@ pub(super) unsafe fn sgemm(a: &PackedA, n: usize, b: *const f32, ldb: usize, c: 
     for_each_index(units.div_ceil(per_task), threads > 1, task);
 }
 
-/// One panel of A and where its rows of C go: `rows` (at most a panel's) of them.
-struct Panel {
-    k: usize,
-    a: *const f32,
-    b: *const f32,
-    ldb: usize,
-    c: *mut f32,
-    ldc: usize,
-    rows: usize,
-    /// `rows` biases, or null.
-    bias: *const f32,
-    clamp: super::direct::Clamp,
-}
-
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::Panel;
+    use super::Block;
 
-    /// Calls `$tile::<J>` for a width of `J` columns (1 to `$max`).
+    /// Calls `$tile::<J>` for a tile `J` columns wide.
     macro_rules! by_width {
-        ($tile:ident, $p:expr, $j0:expr, $width:expr, $($j:literal)*) => {
-            match $width {
-                $($j => $tile::<$j>($p, $j0),)*
+        ($tile:ident, $p:expr, $($j:literal)*) => {
+            match $p.cols {
+                $($j => $tile::<$j>($p),)*
                 _ => unreachable!("a tile is 1 to 14 columns wide"),
             }
         };
     }
 
-    /// The AVX-512 tile of `width` (≤ 14) columns from `j0`.
+    /// An AVX-512 tile (≤ 14 columns).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn avx512_tile(p: &Panel, j0: usize, width: usize) {
-        by_width!(avx512_tile_j, p, j0, width, 1 2 3 4 5 6 7 8 9 10 11 12 13 14)
+    pub(super) unsafe fn avx512_tile(p: &Block) {
+        by_width!(avx512_tile_j, p, 1 2 3 4 5 6 7 8 9 10 11 12 13 14)
     }
 
-    /// The AVX2 tile of `width` (≤ 6) columns from `j0`.
+    /// An AVX2 tile (≤ 6 columns).
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn avx2_tile(p: &Panel, j0: usize, width: usize) {
-        by_width!(avx2_tile_j, p, j0, width, 1 2 3 4 5 6)
+    pub(super) unsafe fn avx2_tile(p: &Block) {
+        by_width!(avx2_tile_j, p, 1 2 3 4 5 6)
     }
 
-    /// `32 × J` of C from column `j0`: per k, two rows of A's panel times `J`
-    /// broadcast elements of B's row k.
+    /// `32 × J` of C: per k, two rows of A's panel times `J` broadcast elements of
+    /// B's row k.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn avx512_tile_j<const J: usize>(p: &Panel, j0: usize) {
+    unsafe fn avx512_tile_j<const J: usize>(p: &Block) {
         let mut acc = [[_mm512_setzero_ps(); 2]; J];
-        let (mut a, mut b) = (p.a, p.b.add(j0));
+        let (mut a, mut b) = (p.a, p.b);
         for _ in 0..p.k {
             let (a0, a1) = (_mm512_loadu_ps(a), _mm512_loadu_ps(a.add(16)));
             for acc in acc.iter_mut() {
@@ -186,7 +169,7 @@ mod x86 {
                 _mm512_storeu_ps(col.as_mut_ptr().add(16 * h), v);
             }
         }
-        store_transposed(p, j0, &t);
+        store_transposed(p, &t);
     }
 
     /// Lane mask for the first `n` of 8 lanes.
@@ -197,12 +180,12 @@ mod x86 {
         _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), idx)
     }
 
-    /// `16 × J` of C from column `j0`, as [`avx512_tile_j`] in 8-lane vectors.
+    /// `16 × J` of C, as [`avx512_tile_j`] in 8-lane vectors.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx2_tile_j<const J: usize>(p: &Panel, j0: usize) {
+    unsafe fn avx2_tile_j<const J: usize>(p: &Block) {
         let mut acc = [[_mm256_setzero_ps(); 2]; J];
-        let (mut a, mut b) = (p.a, p.b.add(j0));
+        let (mut a, mut b) = (p.a, p.b);
         for _ in 0..p.k {
             let (a0, a1) = (_mm256_loadu_ps(a), _mm256_loadu_ps(a.add(8)));
             for acc in acc.iter_mut() {
@@ -232,14 +215,14 @@ mod x86 {
                 _mm256_storeu_ps(col.as_mut_ptr().add(8 * h), v);
             }
         }
-        store_transposed(p, j0, &t);
+        store_transposed(p, &t);
     }
 
     /// The tile's columns `t[j]` into rows of C.
     #[inline(always)]
-    unsafe fn store_transposed<const R: usize, const J: usize>(p: &Panel, j0: usize, t: &[[f32; R]; J]) {
+    unsafe fn store_transposed<const R: usize, const J: usize>(p: &Block, t: &[[f32; R]; J]) {
         for i in 0..p.rows {
-            let row = p.c.add(i * p.ldc + j0);
+            let row = p.c.add(i * p.ldc);
             for (j, col) in t.iter().enumerate() {
                 *row.add(j) = col[i];
             }
