@@ -299,8 +299,8 @@ impl Tape {
                 crate::smoothness::lp_norm_backward(slice(xv), *p, *sum, g.first().copied().unwrap_or(0.0), &mut gx);
                 self.accumulate(grads, *x, from_vec(xv.shape(), gx));
             }
-            Op::AffineWarp { x, maps, taps } => {
-                let dx = crate::warp::warp_backward(slice(&g), self.val(*x).shape(), taps, *maps);
+            Op::AffineWarp { x, taps } => {
+                let dx = crate::warp::warp_backward(slice(&g), self.val(*x).shape(), taps);
                 self.accumulate(grads, *x, from_vec(self.val(*x).shape(), dx));
             }
             Op::Rfft2 { x, w } => {

@@ -170,7 +170,6 @@ pub(crate) enum Op {
     /// An affine warp with the taps its forward sampled through (the backward's too).
     AffineWarp {
         x: Var,
-        maps: usize,
         taps: Arc<crate::warp::WarpTaps>,
     },
 }

@@ -535,9 +535,9 @@ impl Tape {
         let shape = [maps.len(), s[1], out_hw[0], out_hw[1]];
         checked_elems("affine_warp", &shape)?;
         let taps = crate::warp::WarpTaps::new([s[2], s[3]], maps, out_hw, border);
-        let y = crate::warp::warp_forward(self.val(x), &taps, maps.len());
+        let y = crate::warp::warp_forward(self.val(x), &taps);
         let y = ArrayD::from_shape_vec(IxDyn(&shape), y).expect("sized");
-        Ok(self.push(y, Op::AffineWarp { x, maps: maps.len(), taps: std::sync::Arc::new(taps) }, &[x]))
+        Ok(self.push(y, Op::AffineWarp { x, taps: std::sync::Arc::new(taps) }, &[x]))
     }
 
     /// The 2-D FFT of a real tensor over its last two axes `[..., H, W]`, numpy's

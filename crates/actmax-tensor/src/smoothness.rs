@@ -7,8 +7,9 @@
 //! gradient), with sums in f64.
 
 /// The crop `[:-1]` along every axis in `axes`, as runs along the last axis:
-/// `f(offset, len)` for each run, `offset` in the standard-layout tensor of `shape`.
-fn crop_runs(shape: &[usize], axes: &[usize], mut f: impl FnMut(usize, usize)) {
+/// `f(offset, len)` for each run, `offset` in the standard-layout tensor of `shape`
+/// (whose row-major `strides` are given).
+fn crop_runs(shape: &[usize], strides: &[usize], axes: &[usize], mut f: impl FnMut(usize, usize)) {
     let Some((&last, outer)) = shape.split_last() else { return };
     let limit = |d: usize, n: usize| if axes.contains(&d) { n.saturating_sub(1) } else { n };
     let limits: Vec<usize> = outer.iter().enumerate().map(|(d, &n)| limit(d, n)).collect();
@@ -16,10 +17,9 @@ fn crop_runs(shape: &[usize], axes: &[usize], mut f: impl FnMut(usize, usize)) {
     if run == 0 || limits.contains(&0) {
         return;
     }
-    let strides = standard_strides(shape);
     let mut idx = vec![0usize; outer.len()];
     loop {
-        f(idx.iter().zip(&strides).map(|(i, s)| i * s).sum(), run);
+        f(idx.iter().zip(strides).map(|(i, s)| i * s).sum(), run);
         // The odometer over the outer axes.
         let mut d = outer.len();
         loop {
@@ -36,13 +36,14 @@ fn crop_runs(shape: &[usize], axes: &[usize], mut f: impl FnMut(usize, usize)) {
     }
 }
 
-/// Row-major strides of `shape`, in elements.
-fn standard_strides(shape: &[usize]) -> Vec<usize> {
+/// Row-major strides of `shape`, and the step along each axis in `axes`, in elements.
+fn strides_and_steps(shape: &[usize], axes: &[usize]) -> (Vec<usize>, Vec<usize>) {
     let mut strides = vec![1; shape.len()];
     for d in (0..shape.len().saturating_sub(1)).rev() {
         strides[d] = strides[d + 1] * shape[d + 1];
     }
-    strides
+    let steps = axes.iter().map(|&a| strides[a]).collect();
+    (strides, steps)
 }
 
 /// Squared forward differences at `o`: `Σ_a (x[o + stride_a] − x[o])²`.
@@ -70,10 +71,9 @@ fn tv_power(v: f32, beta: f32) -> (f32, f32) {
 /// keras-vis's total variation: `Σ (Σ_{a∈axes} (x[i + e_a] − x[i])²)^(β/2)` over the
 /// `[:-1]` crop of every axis in `axes` (the other axes whole).
 pub(crate) fn total_variation(x: &[f32], shape: &[usize], axes: &[usize], beta: f32) -> f64 {
-    let strides = standard_strides(shape);
-    let steps: Vec<usize> = axes.iter().map(|&a| strides[a]).collect();
+    let (strides, steps) = strides_and_steps(shape, axes);
     let mut total = 0.0f64;
-    crop_runs(shape, axes, |o, len| {
+    crop_runs(shape, &strides, axes, |o, len| {
         let run: f64 = (o..o + len).map(|i| tv_power(squared_step(x, i, &steps), beta).0 as f64).sum();
         total += run;
     });
@@ -83,9 +83,8 @@ pub(crate) fn total_variation(x: &[f32], shape: &[usize], axes: &[usize], beta: 
 /// The gradient of [`total_variation`] times `g`, into `dx` (overwritten).
 pub(crate) fn total_variation_backward(x: &[f32], shape: &[usize], axes: &[usize], beta: f32, g: f32, dx: &mut [f32]) {
     dx.fill(0.0);
-    let strides = standard_strides(shape);
-    let steps: Vec<usize> = axes.iter().map(|&a| strides[a]).collect();
-    crop_runs(shape, axes, |o, len| {
+    let (strides, steps) = strides_and_steps(shape, axes);
+    crop_runs(shape, &strides, axes, |o, len| {
         for i in o..o + len {
             let c = 2.0 * g * tv_power(squared_step(x, i, &steps), beta).1;
             if c == 0.0 {
@@ -147,14 +146,14 @@ mod tests {
     fn crop_runs_cover_the_crop_once() {
         // [2, 3, 4] cropped along axes 1 and 2: 2 · 2 runs of 3.
         let mut seen = Vec::new();
-        crop_runs(&[2, 3, 4], &[1, 2], |o, len| seen.push((o, len)));
+        crop_runs(&[2, 3, 4], &[12, 4, 1], &[1, 2], |o, len| seen.push((o, len)));
         assert_eq!(seen, vec![(0, 3), (4, 3), (12, 3), (16, 3)]);
         // Along the first axis only: the last axis whole.
         let mut seen = Vec::new();
-        crop_runs(&[2, 2], &[0], |o, len| seen.push((o, len)));
+        crop_runs(&[2, 2], &[2, 1], &[0], |o, len| seen.push((o, len)));
         assert_eq!(seen, vec![(0, 2)]);
         // An axis of size 1 leaves nothing.
-        crop_runs(&[3, 1], &[1], |_, _| panic!("empty crop"));
+        crop_runs(&[3, 1], &[1, 1], &[1], |_, _| panic!("empty crop"));
     }
 
     #[test]

@@ -139,11 +139,16 @@ impl WarpTaps {
         taps.par_chunks_mut(ol).zip(maps.par_iter()).for_each(|(t, map)| {
             let sampler = Sampler::new(in_hw, out_hw, map, border);
             for (p, t) in t.iter_mut().enumerate() {
-                // Input indices fit u32: an image of 4 G pixels is refused long before.
+                // Input indices fit u32: `Tape::affine_warp` refuses larger images.
                 *t = sampler.taps(p / out_hw[1], p % out_hw[1]).map(|(i, w)| (i as u32, w));
             }
         });
         Self { taps, per_map: ol }
+    }
+
+    /// How many maps (output images) the taps serve.
+    fn maps(&self) -> usize {
+        self.taps.len() / self.per_map
     }
 
     /// The taps of map `v`'s output pixels.
@@ -155,11 +160,11 @@ impl WarpTaps {
 /// Warps the images of `x` (`[N, C, H, W]`): output image `i` is image `i mod N` through
 /// map `i` of `taps` (so `k·N` maps make `k` views of each image, view-major). Output
 /// images in parallel (each writes its own planes); each pixel's taps serve all channels.
-pub(crate) fn warp_forward(x: &Tensor, taps: &WarpTaps, maps: usize) -> Vec<f32> {
+pub(crate) fn warp_forward(x: &Tensor, taps: &WarpTaps) -> Vec<f32> {
     let s = x.shape();
     let (n, c, il, ol) = (s[0], s[1], s[2] * s[3], taps.per_map);
     let xs = x.as_slice().expect("standard layout");
-    let mut y = vec![0.0; maps * c * ol];
+    let mut y = vec![0.0; taps.maps() * c * ol];
     y.par_chunks_mut(c * ol).enumerate().for_each(|(i, yn)| {
         let xn = &xs[(i % n) * c * il..][..c * il];
         for (p, t) in taps.of(i).iter().enumerate() {
@@ -174,11 +179,11 @@ pub(crate) fn warp_forward(x: &Tensor, taps: &WarpTaps, maps: usize) -> Vec<f32>
 
 /// The adjoint: each output gradient spreads back over its four taps. Source images in
 /// parallel, each summing its views in order, so the result does not depend on threads.
-pub(crate) fn warp_backward(g: &[f32], in_shape: &[usize], taps: &WarpTaps, maps: usize) -> Vec<f32> {
+pub(crate) fn warp_backward(g: &[f32], in_shape: &[usize], taps: &WarpTaps) -> Vec<f32> {
     let (n, c, il, ol) = (in_shape[0], in_shape[1], in_shape[2] * in_shape[3], taps.per_map);
     let mut dx = vec![0.0; n * c * il];
     dx.par_chunks_mut(c * il).enumerate().for_each(|(src, dn)| {
-        for v in (src..maps).step_by(n) {
+        for v in (src..taps.maps()).step_by(n) {
             let gn = &g[v * c * ol..][..c * ol];
             for (p, t) in taps.of(v).iter().enumerate() {
                 for ch in 0..c {
