@@ -158,6 +158,47 @@ impl PackedA {
         self.wide
     }
 
+    /// Rows of A per panel.
+    fn panel_rows(&self) -> usize {
+        if self.wide {
+            super::wide::rows(self.isa)
+        } else {
+            self.isa.block().0
+        }
+    }
+
+    /// The block of C at row panel `p` and column `j`, `cols` wide, with as many rows as
+    /// the panel holds (both kernels' unit of work).
+    ///
+    /// # Safety
+    /// `p` must be a panel of this pack; `b`, `c` and `ep.bias` as for [`sgemm_direct`].
+    #[allow(clippy::too_many_arguments)] // a block's operands, spelled out
+    pub(super) unsafe fn block(
+        &self,
+        p: usize,
+        j: usize,
+        cols: usize,
+        b: *const f32,
+        ldb: usize,
+        c: OutMat,
+        ep: &Epilogue,
+    ) -> Block {
+        let mr = self.panel_rows();
+        let i0 = p * mr;
+        Block {
+            k: self.k,
+            a: self.data.as_ptr().add(p * self.k * mr),
+            b: b.add(j),
+            ldb,
+            c: c.ptr.add(i0 * c.ld + j),
+            ldc: c.ld,
+            rows: mr.min(self.m - i0),
+            cols,
+            bias: ep.bias.map_or(std::ptr::null(), |b| b.as_ptr().add(i0)),
+            clamp: ep.clamp,
+        }
+    }
+
     /// Rows of A.
     pub fn rows(&self) -> usize {
         self.m
@@ -283,21 +324,8 @@ pub(crate) unsafe fn sgemm_direct(
         let (j0, j1) = (cc * chunk, ((cc + 1) * chunk).min(n));
         let rows = rp * per_part..((rp + 1) * per_part).min(row_blocks);
         // The first block of a strip; the strip walks from it along a row or a column.
-        let first = |rb: usize, j: usize| {
-            let i0 = rb * mr;
-            Block {
-                k,
-                a: a.data.as_ptr().add(rb * k * mr),
-                b: bp.get().add(j),
-                ldb,
-                c: cp.get().add(i0 * c.ld + j),
-                ldc: c.ld,
-                rows: mr.min(m - i0),
-                cols: nr.min(j1 - j),
-                bias: ep.bias.map_or(std::ptr::null(), |b| b.as_ptr().add(i0)),
-                clamp: ep.clamp,
-            }
-        };
+        let first =
+            |rb: usize, j: usize| a.block(rb, j, nr.min(j1 - j), bp.get(), ldb, OutMat { ptr: cp.get(), ld: c.ld }, ep);
         // Safety (both arms): each task owns its row blocks × columns [j0, j1) of C.
         if a_outer {
             // Row block outer: one panel of A (k × MR) stays in L1 while the task's

@@ -70,19 +70,7 @@ pub(super) unsafe fn sgemm(a: &PackedA, n: usize, b: *const f32, ldb: usize, c: 
     let task = |t: usize| {
         for u in t * per_task..((t + 1) * per_task).min(units) {
             let (p, j0) = (u / tiles, (u % tiles) * nr);
-            let i0 = p * mr;
-            let tile = Block {
-                k,
-                a: a.data.as_ptr().add(p * k * mr),
-                b: bp.get().add(j0),
-                ldb,
-                c: cp.get().add(i0 * c.ld + j0),
-                ldc: c.ld,
-                rows: mr.min(m - i0),
-                cols: nr.min(n - j0),
-                bias: ep.bias.map_or(std::ptr::null(), |b| b.as_ptr().add(i0)),
-                clamp: ep.clamp,
-            };
+            let tile = a.block(p, j0, nr.min(n - j0), bp.get(), ldb, OutMat { ptr: cp.get(), ld: c.ld }, ep);
             // Safety: each unit is its own rows × columns of C; the caller checked the ISA.
             match isa {
                 #[cfg(target_arch = "x86_64")]
