@@ -70,6 +70,34 @@ fn run_all(g: &ConvGeometry, plan: ConvPlan, seed: u64, with_bias: bool) {
     assert_close(&dw, &naive::conv2d_backward_weight(&x, &dy, g), 1e-4, &format!("backward-weight {plan:?} {g:?}"));
 }
 
+/// Weight gradients large enough to be written in place (a GEMM per tile accumulating
+/// into `dw`, not per-thread sums): groups, batches, strides, 1×1, one-row tiles.
+#[test]
+fn large_weight_gradients_match_naive() {
+    let cases = [
+        // (n, groups, cin_g, cout_g, k, stride, size)
+        (2, 2, 256, 64, 3, 1, 5),
+        (1, 1, 256, 72, 3, 2, 7),
+        (2, 1, 1024, 128, 1, 1, 4),
+    ];
+    let scratch = ScratchPool::new();
+    for (i, &(n, groups, cin_g, cout_g, k, s, size)) in cases.iter().enumerate() {
+        assert!(cout_g * cin_g * k * k >= 1 << 17, "case {i} must reach the in-place path");
+        let pad = Padding2d::tf_same([size, size], [k, k], [s, s], [1, 1]);
+        let p = Conv2dParams::new().stride(s).groups(groups).padding(pad);
+        let g =
+            ConvGeometry::new("test", &[n, cin_g * groups, size, size], &[cout_g * groups, cin_g, k, k], p).unwrap();
+        let (x, dy) = (values(i as u64, g.in_elems()), values(i as u64 + 7, g.out_elems()));
+        let want = naive::conv2d_backward_weight(&x, &dy, &g);
+        for tile_cols in [1, 1024] {
+            let plan = ConvPlan { tile_cols, ..ConvPlan::choose(&g) };
+            let mut dw = vec![f32::NAN; g.weight_elems()];
+            conv::conv2d_backward_weight_with(plan, &x, &dy, &g, &mut dw, &scratch).unwrap();
+            assert_close(&dw, &want, 1e-4, &format!("backward-weight {plan:?} {g:?}"));
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
