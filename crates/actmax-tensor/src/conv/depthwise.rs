@@ -89,12 +89,14 @@ fn copy_prefix(dst: &mut [f32], src: &[f32], n: usize) {
     let _ = i;
 }
 
-/// `dst.copy_from_slice(src)`, in 16-float moves and a [`copy_prefix`] tail.
+/// `dst.copy_from_slice(src)`, in 16-float moves and a [`copy_prefix`] tail (rows of
+/// up to a few hundred floats: a `memmove` call per row cost 14 % of a 56×56 plane).
 #[inline(always)]
 fn copy_row(dst: &mut [f32], src: &[f32]) {
     let full = src.len() / 16 * 16;
-    if full > 0 {
-        dst[..full].copy_from_slice(&src[..full]);
+    for (d, s) in dst[..full].chunks_exact_mut(16).zip(src[..full].chunks_exact(16)) {
+        let d: &mut [f32; 16] = d.try_into().expect("16 floats");
+        *d = s.try_into().expect("16 floats");
     }
     copy_prefix(&mut dst[full..], &src[full..], src.len() - full);
 }
@@ -205,6 +207,10 @@ struct Tap {
 struct DwPlan {
     l: PhaseLayout,
     taps: Vec<Tap>,
+    /// The kernel is 3 × 3 with stride 1 and dilation 1: the planes run on
+    /// [`slide_strip`]. (At 5 × 5 its sums and the row in flight outgrow AVX2's 16
+    /// registers: 2.3× slower at 16 lanes, no faster at 8, so 5 × 5 stays tap-major.)
+    sliding: bool,
     /// Left zero margin of a padded gradient row in the backward gather.
     margin: usize,
     /// Length of a padded gradient row.
@@ -261,7 +267,8 @@ impl DwPlan {
                     .collect()
             })
             .collect();
-        Self { l, taps, margin, dyw, tap_reach, row_reach, gather }
+        let sliding = g.k_hw == [3, 3] && g.p.stride == [1, 1] && g.p.dilation == [1, 1];
+        Self { l, taps, sliding, margin, dyw, tap_reach, row_reach, gather }
     }
 
     /// Scratch floats one plane needs: the phase planes, a padded gradient plane (or row),
@@ -384,6 +391,9 @@ fn dw_forward_plane<const FMA: bool>(
 ) {
     let phases = &mut buf[..plan.l.len()];
     phase_split(xp, g, &plan.l, phases);
+    if plan.sliding {
+        return forward_sliding::<3, FMA>(phases, g, plan, wk, store, out);
+    }
     let oh_n = g.out_hw[0];
     let mut oh = 0;
     while oh + ROWS <= oh_n {
@@ -400,6 +410,133 @@ fn dw_forward_plane<const FMA: bool>(
         };
     }
     tail!(1 2 3 4 5 6);
+}
+
+/// A stride-1 `K × K` plane (dilation 1) in column strips of [`SLIDE_LANES`] lanes (the
+/// last one narrower), each swept down the plane by [`slide_strip`].
+#[inline(always)]
+fn forward_sliding<const K: usize, const FMA: bool>(
+    phases: &[f32],
+    g: &ConvGeometry,
+    plan: &DwPlan,
+    wk: &[f32],
+    store: Store,
+    out: &mut [f32],
+) {
+    let (owp, ow) = (plan.l.owp, g.out_hw[1]);
+    let mut j = 0;
+    while j < owp {
+        if j + SLIDE_LANES <= owp {
+            slide_strip::<K, SLIDE_LANES, FMA>(phases, g, plan, wk, store, j, out);
+            j += SLIDE_LANES;
+        } else {
+            slide_strip::<K, LANES, FMA>(phases, g, plan, wk, store, j, out);
+            j += LANES;
+        }
+        debug_assert!(j <= owp.max(ow));
+    }
+}
+
+/// Lanes of a sliding strip: `K` rows of two 8-lane vectors in flight.
+const SLIDE_LANES: usize = 2 * LANES;
+
+/// Output columns `[j, j + W)` of a stride-1 `K × K` plane, top to bottom: each padded
+/// input row is loaded once per kernel column and added into the `K` output rows it
+/// reaches, whose sums stay in registers until the last of their rows has passed
+/// (`acc[a]` is output row `r − K + 1 + a` while input row `r` is read). The tap-major
+/// [`fwd_block`] loads each input row once per output row instead: `K` times the
+/// loads, half of them split across cache lines, and loads were what bounded it.
+#[inline(always)]
+fn slide_strip<const K: usize, const W: usize, const FMA: bool>(
+    phases: &[f32],
+    g: &ConvGeometry,
+    plan: &DwPlan,
+    wk: &[f32],
+    store: Store,
+    j: usize,
+    out: &mut [f32],
+) {
+    let (pw, oh_n, ow) = (plan.l.pw, g.out_hw[0], g.out_hw[1]);
+    let Store { bias, clamp } = store;
+    let valid = ow.saturating_sub(j).min(W);
+    let rows = oh_n + K - 1;
+    let mut c0 = [0usize; K];
+    for (kw, c) in c0.iter_mut().enumerate() {
+        *c = plan.taps[kw].c0 + j;
+    }
+    let mut w = [0.0f32; 25];
+    w[..K * K].copy_from_slice(&wk[..K * K]);
+    // One bounds check per strip: the furthest read is the last row's last column tap.
+    assert!(K * K <= 25 && plan.l.rows >= rows && c0[K - 1] + (rows - 1) * pw + W <= phases.len());
+    // Output row o sums in slot o mod K; the rows go K at a time, each of the K as its
+    // own instance of `slide_row`, so every slot index is a constant and the sums stay in
+    // registers (a rotating array, or a loop over the K, was kept in memory).
+    let mut acc = [[bias; W]; K];
+    let s = Slide { phases, c0, pw, w, bias, clamp, ow, j, valid };
+    let mut r0 = 0;
+    while r0 < rows {
+        macro_rules! rows {
+            ($($q:literal)*) => {$(
+                if $q < K && r0 + $q < rows {
+                    slide_row::<K, W, $q, FMA>(&s, &mut acc, r0 + $q, out);
+                }
+            )*};
+        }
+        rows!(0 1 2 3 4);
+        r0 += K;
+    }
+}
+
+/// What every row of a sliding strip reads.
+struct Slide<'a, const K: usize> {
+    phases: &'a [f32],
+    /// Phase-layout offset of each kernel column at the strip's first lane.
+    c0: [usize; K],
+    pw: usize,
+    w: [f32; 25],
+    bias: f32,
+    clamp: Clamp,
+    ow: usize,
+    j: usize,
+    valid: usize,
+}
+
+/// Input row `r` (the `Q`-th of its group of `K`) of a sliding strip: added into the
+/// `K` output rows it reaches, then the output row it completes is stored.
+#[inline(always)]
+fn slide_row<const K: usize, const W: usize, const Q: usize, const FMA: bool>(
+    s: &Slide<K>,
+    acc: &mut [[f32; W]; K],
+    r: usize,
+    out: &mut [f32],
+) {
+    for kw in 0..K {
+        // Safety: r < rows and c0[kw] ≤ c0[K − 1], bounded by slide_strip's assert.
+        let src: &[f32; W] = unsafe { &*(s.phases.as_ptr().add(s.c0[kw] + r * s.pw) as *const [f32; W]) };
+        for kh in 0..K {
+            // Input row r is tap row kh of output row r − kh, in slot (Q − kh) mod K.
+            let (acc, wv) = (&mut acc[(Q + K - kh) % K], s.w[kh * K + kw]);
+            for i in 0..W {
+                acc[i] = fmadd::<FMA>(wv, src[i], acc[i]);
+            }
+        }
+    }
+    // Output row r − K + 1 has all its rows: its slot starts row r + 1, and it is stored
+    // unless it lies above the plane (the first K − 1 rows fill such slots too). A
+    // copy: a reference into `acc` would keep all of it in memory.
+    let mut done = std::mem::replace(&mut acc[(Q + 1) % K], [s.bias; W]);
+    if r + 1 >= K {
+        if s.clamp.is_some() {
+            done.iter_mut().for_each(|v| *v = crate::gemm::direct::clamp(*v, s.clamp));
+        }
+        let o = (r + 1 - K) * s.ow + s.j;
+        if s.valid == W {
+            let dst: &mut [f32; W] = (&mut out[o..o + W]).try_into().expect("W lanes");
+            *dst = done;
+        } else {
+            copy_prefix(&mut out[o..], &done[..], s.valid);
+        }
+    }
 }
 
 /// `W` lanes of padded input row `r`, phase `p`, of the input gradient: the transposed
