@@ -10,6 +10,7 @@
 use rayon::prelude::*;
 
 use super::Clamp;
+use crate::gemm::direct::Isa;
 use crate::geometry::{Conv2dParams, ConvGeometry, Padding2d};
 use crate::scratch::ScratchPool;
 
@@ -207,10 +208,9 @@ struct Tap {
 struct DwPlan {
     l: PhaseLayout,
     taps: Vec<Tap>,
-    /// The kernel is 3 × 3 with stride 1 and dilation 1: the planes run on
-    /// [`slide_strip`]. (At 5 × 5 its sums and the row in flight outgrow AVX2's 16
-    /// registers: 2.3× slower at 16 lanes, no faster at 8, so 5 × 5 stays tap-major.)
-    sliding: bool,
+    /// `K` when the kernel is `K × K` (3 or 5) with stride 1 and dilation 1: such planes
+    /// can run on [`slide_strip`] ([`dw_forward_plane`] says when they do).
+    slide: Option<usize>,
     /// Left zero margin of a padded gradient row in the backward gather.
     margin: usize,
     /// Length of a padded gradient row.
@@ -267,8 +267,10 @@ impl DwPlan {
                     .collect()
             })
             .collect();
-        let sliding = g.k_hw == [3, 3] && g.p.stride == [1, 1] && g.p.dilation == [1, 1];
-        Self { l, taps, sliding, margin, dyw, tap_reach, row_reach, gather }
+        let slide = (g.k_hw[0] == g.k_hw[1] && g.p.stride == [1, 1] && g.p.dilation == [1, 1])
+            .then_some(kh_n)
+            .filter(|k| matches!(k, 3 | 5));
+        Self { l, taps, slide, margin, dyw, tap_reach, row_reach, gather }
     }
 
     /// Scratch floats one plane needs: the phase planes, a padded gradient plane (or row),
@@ -380,7 +382,7 @@ struct Store {
 const ROWS: usize = 7;
 
 #[inline(always)]
-fn dw_forward_plane<const FMA: bool>(
+fn dw_forward_plane<const FMA: bool, const V: usize>(
     xp: &[f32],
     wk: &[f32],
     store: Store,
@@ -391,8 +393,14 @@ fn dw_forward_plane<const FMA: bool>(
 ) {
     let phases = &mut buf[..plan.l.len()];
     phase_split(xp, g, &plan.l, phases);
-    if plan.sliding {
-        return forward_sliding::<3, FMA>(phases, g, plan, wk, store, out);
+    // Sliding keeps K rows of sums and a row in flight in registers: at 3 × 3 that fits
+    // AVX2's 16 (two 8-lane vectors a row), at 5 × 5 only AVX-512's 32 (with AVX2 it
+    // spilled: 2.3× slower than tap-major at 16 lanes, no faster at 8).
+    match plan.slide {
+        Some(3) if V >= 16 => return forward_sliding::<3, 32, FMA>(phases, g, plan, wk, store, out),
+        Some(3) => return forward_sliding::<3, 16, FMA>(phases, g, plan, wk, store, out),
+        Some(5) if V >= 16 => return forward_sliding::<5, 32, FMA>(phases, g, plan, wk, store, out),
+        _ => {}
     }
     let oh_n = g.out_hw[0];
     let mut oh = 0;
@@ -412,10 +420,11 @@ fn dw_forward_plane<const FMA: bool>(
     tail!(1 2 3 4 5 6);
 }
 
-/// A stride-1 `K × K` plane (dilation 1) in column strips of [`SLIDE_LANES`] lanes (the
-/// last one narrower), each swept down the plane by [`slide_strip`].
+/// A stride-1 `K × K` plane (dilation 1) in column strips of `SW` lanes (the last ones
+/// narrower), each swept down the plane by [`slide_strip`]; strips of 32 are AVX-512's
+/// (`avx512::slide_strip`, ragged lanes masked).
 #[inline(always)]
-fn forward_sliding<const K: usize, const FMA: bool>(
+fn forward_sliding<const K: usize, const SW: usize, const FMA: bool>(
     phases: &[f32],
     g: &ConvGeometry,
     plan: &DwPlan,
@@ -424,11 +433,30 @@ fn forward_sliding<const K: usize, const FMA: bool>(
     out: &mut [f32],
 ) {
     let (owp, ow) = (plan.l.owp, g.out_hw[1]);
+    #[cfg(target_arch = "x86_64")]
+    if SW > 16 {
+        // Only the AVX-512 build asks for strips this wide (dw_forward_plane).
+        let mut j = 0;
+        while j < ow {
+            // Safety: SW > 16 only where the CPU has AVX-512F; the strip's reads are
+            // checked by Slide::new, its writes are its own output lanes.
+            unsafe {
+                if ow - j > 16 {
+                    avx512::slide_strip::<K, 2>(&Slide::new(phases, g, plan, wk, store, j, 32, true), out);
+                } else {
+                    avx512::slide_strip::<K, 1>(&Slide::new(phases, g, plan, wk, store, j, 16, true), out);
+                }
+            }
+            j += 32;
+        }
+        return;
+    }
     let mut j = 0;
+    // Strips of SW lanes, then of 16 and 8 (`owp` is a multiple of 8).
     while j < owp {
-        if j + SLIDE_LANES <= owp {
-            slide_strip::<K, SLIDE_LANES, FMA>(phases, g, plan, wk, store, j, out);
-            j += SLIDE_LANES;
+        if j + SW <= owp {
+            slide_strip::<K, SW, FMA>(phases, g, plan, wk, store, j, out);
+            j += SW;
         } else {
             slide_strip::<K, LANES, FMA>(phases, g, plan, wk, store, j, out);
             j += LANES;
@@ -436,9 +464,6 @@ fn forward_sliding<const K: usize, const FMA: bool>(
         debug_assert!(j <= owp.max(ow));
     }
 }
-
-/// Lanes of a sliding strip: `K` rows of two 8-lane vectors in flight.
-const SLIDE_LANES: usize = 2 * LANES;
 
 /// Output columns `[j, j + W)` of a stride-1 `K × K` plane, top to bottom: each padded
 /// input row is loaded once per kernel column and added into the `K` output rows it
@@ -456,23 +481,12 @@ fn slide_strip<const K: usize, const W: usize, const FMA: bool>(
     j: usize,
     out: &mut [f32],
 ) {
-    let (pw, oh_n, ow) = (plan.l.pw, g.out_hw[0], g.out_hw[1]);
-    let Store { bias, clamp } = store;
-    let valid = ow.saturating_sub(j).min(W);
-    let rows = oh_n + K - 1;
-    let mut c0 = [0usize; K];
-    for (kw, c) in c0.iter_mut().enumerate() {
-        *c = plan.taps[kw].c0 + j;
-    }
-    let mut w = [0.0f32; 25];
-    w[..K * K].copy_from_slice(&wk[..K * K]);
-    // One bounds check per strip: the furthest read is the last row's last column tap.
-    assert!(K * K <= 25 && plan.l.rows >= rows && c0[K - 1] + (rows - 1) * pw + W <= phases.len());
+    let s = Slide::<K>::new(phases, g, plan, wk, store, j, W, false);
+    let (rows, bias) = (s.rows, s.bias);
     // Output row o sums in slot o mod K; the rows go K at a time, each of the K as its
     // own instance of `slide_row`, so every slot index is a constant and the sums stay in
     // registers (a rotating array, or a loop over the K, was kept in memory).
     let mut acc = [[bias; W]; K];
-    let s = Slide { phases, c0, pw, w, bias, clamp, ow, j, valid };
     let mut r0 = 0;
     while r0 < rows {
         macro_rules! rows {
@@ -498,7 +512,42 @@ struct Slide<'a, const K: usize> {
     clamp: Clamp,
     ow: usize,
     j: usize,
+    /// Output lanes of the strip inside the row.
     valid: usize,
+    /// Padded input rows the strip passes.
+    rows: usize,
+}
+
+impl<'a, const K: usize> Slide<'a, K> {
+    /// The strip at output column `j`, `lanes` wide (its reads checked here, once; a
+    /// `masked` strip reads only its valid lanes).
+    #[allow(clippy::too_many_arguments)] // a strip's operands, spelled out
+    #[inline(always)]
+    fn new(
+        phases: &'a [f32],
+        g: &ConvGeometry,
+        plan: &DwPlan,
+        wk: &[f32],
+        store: Store,
+        j: usize,
+        lanes: usize,
+        masked: bool,
+    ) -> Self {
+        let (pw, ow) = (plan.l.pw, g.out_hw[1]);
+        let rows = g.out_hw[0] + K - 1;
+        let mut c0 = [0usize; K];
+        for (kw, c) in c0.iter_mut().enumerate() {
+            *c = plan.taps[kw].c0 + j;
+        }
+        let mut w = [0.0f32; 25];
+        w[..K * K].copy_from_slice(&wk[..K * K]);
+        let valid = ow.saturating_sub(j).min(lanes);
+        // The furthest read is the last row's last column tap.
+        let reach = if masked { valid } else { lanes };
+        assert!(K * K <= 25 && plan.l.rows >= rows && c0[K - 1] + (rows - 1) * pw + reach <= phases.len());
+        let Store { bias, clamp } = store;
+        Self { phases, c0, pw, w, bias, clamp, ow, j, valid, rows }
+    }
 }
 
 /// Input row `r` (the `Q`-th of its group of `K`) of a sliding strip: added into the
@@ -665,15 +714,53 @@ struct FwdPlanes<'a> {
 /// The planes of `out` one after the other, inside one dispatch: small planes (7×7) cost
 /// little more than the call and closure around each.
 #[inline(always)]
-fn dw_forward_planes<const FMA: bool>(p: FwdPlanes, g: &ConvGeometry, plan: &DwPlan, out: &mut [f32], buf: &mut [f32]) {
+fn dw_forward_planes<const FMA: bool, const V: usize>(
+    p: FwdPlanes,
+    g: &ConvGeometry,
+    plan: &DwPlan,
+    out: &mut [f32],
+    buf: &mut [f32],
+) {
     let (il, kk, c) = (g.in_len(), g.k_hw[0] * g.k_hw[1], g.c_in);
     for (k, plane) in out.chunks_exact_mut(g.out_len()).enumerate() {
         let (i, ch) = (p.first + k, (p.first + k) % c);
         let store = Store { bias: p.bias.map_or(0.0, |b| b[ch]), clamp: p.clamp };
-        dw_forward_plane::<FMA>(&p.x[i * il..(i + 1) * il], &p.w[ch * kk..(ch + 1) * kk], store, g, plan, plane, buf);
+        let (xp, wk) = (&p.x[i * il..(i + 1) * il], &p.w[ch * kk..(ch + 1) * kk]);
+        dw_forward_plane::<FMA, V>(xp, wk, store, g, plan, plane, buf);
     }
 }
-simd_dispatch!(dw_forward_planes_dispatch => dw_forward_planes(p: FwdPlanes<'_>, g: &ConvGeometry, plan: &DwPlan, out: &mut [f32], buf: &mut [f32]));
+
+/// [`dw_forward_planes`] compiled for `isa` (which the CPU must have: [`Isa::available`]).
+/// `V` is its vector width in lanes; the loops are plain Rust that the compiler
+/// vectorizes for the enabled features.
+fn dw_forward_planes_on(isa: Isa, p: FwdPlanes, g: &ConvGeometry, plan: &DwPlan, out: &mut [f32], buf: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn avx512(p: FwdPlanes, g: &ConvGeometry, plan: &DwPlan, out: &mut [f32], buf: &mut [f32]) {
+            dw_forward_planes::<true, 16>(p, g, plan, out, buf)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2(p: FwdPlanes, g: &ConvGeometry, plan: &DwPlan, out: &mut [f32], buf: &mut [f32]) {
+            dw_forward_planes::<true, 8>(p, g, plan, out, buf)
+        }
+        // AVX-512 pays for the sliding kernels on rows wider than one 8-lane vector. The
+        // tap-major kernel compiled for it ran slower (Lite0's strided 3×3 at 112×112,
+        // one thread: 0.59 → 0.68 ms), and 7-wide rows fill half its vectors (0.42 →
+        // 0.56 ms at 7×7), so those stay on the AVX2 build.
+        let sliding_pays = plan.slide.is_some() && g.out_hw[1] > LANES;
+        match isa {
+            // Safety: callers pass an ISA of `Isa::available()`, detected on this CPU
+            // (AVX-512F implies AVX2 and FMA on every CPU that has it).
+            Isa::Avx512 if sliding_pays => return unsafe { avx512(p, g, plan, out, buf) },
+            Isa::Avx512 => return unsafe { avx2(p, g, plan, out, buf) },
+            Isa::Avx2 => return unsafe { avx2(p, g, plan, out, buf) },
+            Isa::Generic => {}
+        }
+    }
+    let _ = isa;
+    dw_forward_planes::<false, 8>(p, g, plan, out, buf)
+}
 
 /// A task's scratch, its phase planes zeroed: [`phase_split`] only writes the input's
 /// positions, the same ones for every plane.
@@ -692,6 +779,21 @@ pub(super) fn forward(
     out: &mut [f32],
     scratch: &ScratchPool,
 ) {
+    forward_on(Isa::detect(), x, w, bias, clamp, g, out, scratch)
+}
+
+/// [`forward`] on a given instruction set (tests run every one the CPU has).
+#[allow(clippy::too_many_arguments)] // a conv's operands, spelled out
+fn forward_on(
+    isa: Isa,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    clamp: Clamp,
+    g: &ConvGeometry,
+    out: &mut [f32],
+    scratch: &ScratchPool,
+) {
     let plan = DwPlan::new(g);
     // About eight tasks per thread: enough to balance, few enough to amortize a task.
     let per_task = (g.n * g.c_in).div_ceil(8 * rayon::current_num_threads()).max(1);
@@ -699,7 +801,7 @@ pub(super) fn forward(
         || zeroed_lease(scratch, &plan, g),
         |buf, (t, chunk)| {
             let p = FwdPlanes { x, w, bias, clamp, first: t * per_task };
-            dw_forward_planes_dispatch(p, g, &plan, chunk, buf);
+            dw_forward_planes_on(isa, p, g, &plan, chunk, buf);
         },
     );
 }
@@ -774,4 +876,123 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry, dw: &mut 
             }
         },
     );
+}
+
+/// The sliding strip in AVX-512 intrinsics: the generic loops, compiled for AVX-512,
+/// kept their sums on the stack (1.5× slower than AVX2), where these hold them in
+/// registers: `K × NV` sums, `NV` input vectors, one weight.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::Slide;
+
+    /// Lane mask for the first `n` of 16 lanes.
+    #[inline(always)]
+    fn lanes(n: usize) -> __mmask16 {
+        if n >= 16 {
+            0xFFFF
+        } else {
+            ((1u32 << n) - 1) as __mmask16
+        }
+    }
+
+    /// A strip of `NV` vectors of 16 lanes down the plane (as `super::slide_strip`).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; `out` must hold the plane's output.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn slide_strip<const K: usize, const NV: usize>(s: &Slide<K>, out: &mut [f32]) {
+        let mut masks = [0; NV];
+        for (n, m) in masks.iter_mut().enumerate() {
+            *m = lanes(s.valid.saturating_sub(16 * n));
+        }
+        let mut acc = [[_mm512_set1_ps(s.bias); NV]; K];
+        let mut r0 = 0;
+        while r0 < s.rows {
+            macro_rules! rows {
+                ($($q:literal)*) => {$(
+                    if $q < K && r0 + $q < s.rows {
+                        row::<K, NV, $q>(s, &masks, &mut acc, r0 + $q, out);
+                    }
+                )*};
+            }
+            rows!(0 1 2 3 4);
+            r0 += K;
+        }
+    }
+
+    /// Input row `r` (the `Q`-th of its group of `K`), as `super::slide_row`.
+    #[inline(always)]
+    unsafe fn row<const K: usize, const NV: usize, const Q: usize>(
+        s: &Slide<K>,
+        masks: &[__mmask16; NV],
+        acc: &mut [[__m512; NV]; K],
+        r: usize,
+        out: &mut [f32],
+    ) {
+        for kw in 0..K {
+            // Masked to the strip's lanes: every read is a real input column.
+            let src = s.phases.as_ptr().add(s.c0[kw] + r * s.pw);
+            let mut v = [_mm512_setzero_ps(); NV];
+            for (n, v) in v.iter_mut().enumerate() {
+                *v = _mm512_maskz_loadu_ps(masks[n], src.add(16 * n));
+            }
+            for kh in 0..K {
+                let w = _mm512_set1_ps(s.w[kh * K + kw]);
+                let acc = &mut acc[(Q + K - kh) % K];
+                for n in 0..NV {
+                    acc[n] = _mm512_fmadd_ps(w, v[n], acc[n]);
+                }
+            }
+        }
+        let done = std::mem::replace(&mut acc[(Q + 1) % K], [_mm512_set1_ps(s.bias); NV]);
+        if r + 1 >= K {
+            let o = (r + 1 - K) * s.ow + s.j;
+            assert!(o + s.valid <= out.len());
+            for (n, &d) in done.iter().enumerate() {
+                let d = match s.clamp {
+                    Some((lo, hi)) => _mm512_min_ps(_mm512_set1_ps(hi), _mm512_max_ps(_mm512_set1_ps(lo), d)),
+                    None => d,
+                };
+                _mm512_mask_storeu_ps(out.as_mut_ptr().add(o + 16 * n), masks[n], d);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conv::naive;
+    use proptest::prelude::*;
+
+    fn values(seed: u64, n: usize) -> Vec<f32> {
+        (0..n as u64).map(|i| ((i.wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// The forward on every instruction set this CPU has (the public tests run only
+        /// the best one): sliding 3×3 and 5×5 (strips of 32, 16 and 8 lanes), tap-major
+        /// for the rest, with bias and clamp.
+        #[test]
+        fn forward_on_every_isa_matches_naive(c in 1usize..=4, k in prop_oneof![Just(3usize), Just(5), Just(2)], s in 1usize..=2, pad in 0usize..=2, h in 3usize..=20, w in 3usize..=45, seed in any::<u64>()) {
+            let p = Conv2dParams { stride: [s, s], padding: Padding2d { top: pad, bottom: pad, left: pad, right: pad }, dilation: [1, 1], groups: c };
+            let g = ConvGeometry::new("test", &[1, c, h, w], &[c, 1, k, k], p);
+            prop_assume!(g.is_ok());
+            let g = g.unwrap();
+            let (x, wk, b) = (values(seed, g.in_elems()), values(seed ^ 5, g.weight_elems()), values(seed ^ 9, c));
+            let want: Vec<f32> = naive::conv2d_forward(&x, &wk, Some(&b), &g).iter().map(|v| v.clamp(0.0, 6.0)).collect();
+            let scratch = ScratchPool::new();
+            for isa in Isa::available() {
+                let mut y = vec![f32::NAN; g.out_elems()];
+                forward_on(isa, &x, &wk, Some(&b), Some((0.0, 6.0)), &g, &mut y, &scratch);
+                for (i, (a, e)) in y.iter().zip(&want).enumerate() {
+                    prop_assert!((a - e).abs() <= 1e-4 * (1.0 + e.abs()), "{isa:?} {g:?}: element {i}: {a} vs {e}");
+                }
+            }
+        }
+    }
 }
