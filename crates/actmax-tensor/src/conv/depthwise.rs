@@ -208,9 +208,9 @@ struct Tap {
 struct DwPlan {
     l: PhaseLayout,
     taps: Vec<Tap>,
-    /// `K` when the kernel is `K × K` (3 or 5) with stride 1 and dilation 1: such planes
-    /// can run on [`slide_strip`] ([`dw_forward_plane`] says when they do).
-    slide: Option<usize>,
+    /// `(K, S)` when the kernel is `K × K` (3 or 5) with stride `S` (1 or 2) both ways
+    /// and dilation 1: such planes can slide ([`dw_forward_plane`] says when they do).
+    slide: Option<(usize, usize)>,
     /// Left zero margin of a padded gradient row in the backward gather.
     margin: usize,
     /// Length of a padded gradient row.
@@ -267,9 +267,9 @@ impl DwPlan {
                     .collect()
             })
             .collect();
-        let slide = (g.k_hw[0] == g.k_hw[1] && g.p.stride == [1, 1] && g.p.dilation == [1, 1])
-            .then_some(kh_n)
-            .filter(|k| matches!(k, 3 | 5));
+        let slide = (g.k_hw[0] == g.k_hw[1] && sh == sw && g.p.dilation == [1, 1])
+            .then_some((kh_n, sh))
+            .filter(|ks| matches!(ks, (3 | 5, 1 | 2)));
         Self { l, taps, slide, margin, dyw, tap_reach, row_reach, gather }
     }
 
@@ -396,10 +396,13 @@ fn dw_forward_plane<const FMA: bool, const V: usize>(
     // Sliding keeps K rows of sums and a row in flight in registers: at 3 × 3 that fits
     // AVX2's 16 (two 8-lane vectors a row), at 5 × 5 only AVX-512's 32 (with AVX2 it
     // spilled: 2.3× slower than tap-major at 16 lanes, no faster at 8).
+    // Strided planes slide on AVX-512 only (the generic loops are written for stride 1).
     match plan.slide {
-        Some(3) if V >= 16 => return forward_sliding::<3, 32, FMA>(phases, g, plan, wk, store, out),
-        Some(3) => return forward_sliding::<3, 16, FMA>(phases, g, plan, wk, store, out),
-        Some(5) if V >= 16 => return forward_sliding::<5, 32, FMA>(phases, g, plan, wk, store, out),
+        Some((3, 1)) if V >= 16 => return forward_sliding::<3, 1, 32, FMA>(phases, g, plan, wk, store, out),
+        Some((3, 1)) => return forward_sliding::<3, 1, 16, FMA>(phases, g, plan, wk, store, out),
+        Some((5, 1)) if V >= 16 => return forward_sliding::<5, 1, 32, FMA>(phases, g, plan, wk, store, out),
+        Some((3, 2)) if V >= 16 => return forward_sliding::<3, 2, 32, FMA>(phases, g, plan, wk, store, out),
+        Some((5, 2)) if V >= 16 => return forward_sliding::<5, 2, 32, FMA>(phases, g, plan, wk, store, out),
         _ => {}
     }
     let oh_n = g.out_hw[0];
@@ -424,7 +427,7 @@ fn dw_forward_plane<const FMA: bool, const V: usize>(
 /// narrower), each swept down the plane by [`slide_strip`]; strips of 32 are AVX-512's
 /// (`avx512::slide_strip`, ragged lanes masked).
 #[inline(always)]
-fn forward_sliding<const K: usize, const SW: usize, const FMA: bool>(
+fn forward_sliding<const K: usize, const S: usize, const SW: usize, const FMA: bool>(
     phases: &[f32],
     g: &ConvGeometry,
     plan: &DwPlan,
@@ -433,6 +436,9 @@ fn forward_sliding<const K: usize, const SW: usize, const FMA: bool>(
     out: &mut [f32],
 ) {
     let (owp, ow) = (plan.l.owp, g.out_hw[1]);
+    if g.out_hw[0] == 0 {
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if SW > 16 {
         // Only the AVX-512 build asks for strips this wide (dw_forward_plane).
@@ -442,15 +448,16 @@ fn forward_sliding<const K: usize, const SW: usize, const FMA: bool>(
             // checked by Slide::new, its writes are its own output lanes.
             unsafe {
                 if ow - j > 16 {
-                    avx512::slide_strip::<K, 2>(&Slide::new(phases, g, plan, wk, store, j, 32, true), out);
+                    avx512::slide_strip::<K, S, 2>(&Slide::new(phases, g, plan, wk, store, j, 32, true), out);
                 } else {
-                    avx512::slide_strip::<K, 1>(&Slide::new(phases, g, plan, wk, store, j, 16, true), out);
+                    avx512::slide_strip::<K, S, 1>(&Slide::new(phases, g, plan, wk, store, j, 16, true), out);
                 }
             }
             j += 32;
         }
         return;
     }
+    assert!(S == 1, "the generic sliding strip is written for stride 1");
     let mut j = 0;
     // Strips of SW lanes, then of 16 and 8 (`owp` is a multiple of 8).
     while j < owp {
@@ -482,6 +489,7 @@ fn slide_strip<const K: usize, const W: usize, const FMA: bool>(
     out: &mut [f32],
 ) {
     let s = Slide::<K>::new(phases, g, plan, wk, store, j, W, false);
+    debug_assert_eq!(s.rows, g.out_hw[0] + K - 1, "stride 1");
     let (rows, bias) = (s.rows, s.bias);
     // Output row o sums in slot o mod K; the rows go K at a time, each of the K as its
     // own instance of `slide_row`, so every slot index is a constant and the sums stay in
@@ -534,7 +542,8 @@ impl<'a, const K: usize> Slide<'a, K> {
         masked: bool,
     ) -> Self {
         let (pw, ow) = (plan.l.pw, g.out_hw[1]);
-        let rows = g.out_hw[0] + K - 1;
+        // Output row o reads padded rows o·S .. o·S + K − 1.
+        let rows = g.p.stride[0] * g.out_hw[0].saturating_sub(1) + K;
         let mut c0 = [0usize; K];
         for (kw, c) in c0.iter_mut().enumerate() {
             *c = plan.taps[kw].c0 + j;
@@ -544,7 +553,8 @@ impl<'a, const K: usize> Slide<'a, K> {
         let valid = ow.saturating_sub(j).min(lanes);
         // The furthest read is the last row's last column tap.
         let reach = if masked { valid } else { lanes };
-        assert!(K * K <= 25 && plan.l.rows >= rows && c0[K - 1] + (rows - 1) * pw + reach <= phases.len());
+        let far = c0.iter().max().copied().unwrap_or(0);
+        assert!(K * K <= 25 && plan.l.rows >= rows && far + (rows - 1) * pw + reach <= phases.len());
         let Store { bias, clamp } = store;
         Self { phases, c0, pw, w, bias, clamp, ow, j, valid, rows }
     }
@@ -747,8 +757,11 @@ fn dw_forward_planes_on(isa: Isa, p: FwdPlanes, g: &ConvGeometry, plan: &DwPlan,
         // AVX-512 pays for the sliding kernels on rows wider than one 8-lane vector. The
         // tap-major kernel compiled for it ran slower (Lite0's strided 3×3 at 112×112,
         // one thread: 0.59 → 0.68 ms), and 7-wide rows fill half its vectors (0.42 →
-        // 0.56 ms at 7×7), so those stay on the AVX2 build.
-        let sliding_pays = plan.slide.is_some() && g.out_hw[1] > LANES;
+        // 0.56 ms at 7×7), so those stay on the AVX2 build. A strided 3×3 has only two
+        // output rows in flight: one vector a row (rows up to 16) is two dependent
+        // chains of FMAs, slower than tap-major (240 channels at 28×28: 0.123 → 0.135).
+        let ow = g.out_hw[1];
+        let sliding_pays = plan.slide.is_some_and(|ks| ow > if ks == (3, 2) { 2 * LANES } else { LANES });
         match isa {
             // Safety: callers pass an ISA of `Isa::available()`, detected on this CPU
             // (AVX-512F implies AVX2 and FMA on every CPU that has it).
@@ -897,34 +910,46 @@ mod avx512 {
         }
     }
 
-    /// A strip of `NV` vectors of 16 lanes down the plane (as `super::slide_strip`).
+    /// A strip of `NV` vectors of 16 lanes down the plane (as `super::slide_strip`),
+    /// stride `S`: input row `r` is tap row `kh` of output row `(r − kh) / S` where that
+    /// divides, and `m = ⌈K / S⌉` output rows are in flight, output row `o` in slot
+    /// `o mod m`. Rows go in groups of `S·m`, so each slot index is a constant.
     ///
     /// # Safety
     /// The CPU must have AVX-512F; `out` must hold the plane's output.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn slide_strip<const K: usize, const NV: usize>(s: &Slide<K>, out: &mut [f32]) {
+    pub(super) unsafe fn slide_strip<const K: usize, const S: usize, const NV: usize>(s: &Slide<K>, out: &mut [f32]) {
         let mut masks = [0; NV];
         for (n, m) in masks.iter_mut().enumerate() {
             *m = lanes(s.valid.saturating_sub(16 * n));
         }
+        let group = S * K.div_ceil(S);
         let mut acc = [[_mm512_set1_ps(s.bias); NV]; K];
         let mut r0 = 0;
         while r0 < s.rows {
             macro_rules! rows {
                 ($($q:literal)*) => {$(
-                    if $q < K && r0 + $q < s.rows {
-                        row::<K, NV, $q>(s, &masks, &mut acc, r0 + $q, out);
+                    if $q < group && r0 + $q < s.rows {
+                        row::<K, S, NV, $q>(s, &masks, &mut acc, r0 + $q, out);
                     }
                 )*};
             }
-            rows!(0 1 2 3 4);
-            r0 += K;
+            rows!(0 1 2 3 4 5);
+            r0 += group;
         }
     }
 
-    /// Input row `r` (the `Q`-th of its group of `K`), as `super::slide_row`.
+    /// The slot of the output row that input row `Q` of a group reaches at tap row `kh`
+    /// (`None` where the stride skips it).
     #[inline(always)]
-    unsafe fn row<const K: usize, const NV: usize, const Q: usize>(
+    fn slot<const K: usize, const S: usize, const Q: usize>(kh: usize) -> Option<usize> {
+        let d = Q as isize - kh as isize;
+        (d.rem_euclid(S as isize) == 0).then(|| (d / S as isize).rem_euclid(K.div_ceil(S) as isize) as usize)
+    }
+
+    /// Input row `r` (the `Q`-th of its group), as `super::slide_row`.
+    #[inline(always)]
+    unsafe fn row<const K: usize, const S: usize, const NV: usize, const Q: usize>(
         s: &Slide<K>,
         masks: &[__mmask16; NV],
         acc: &mut [[__m512; NV]; K],
@@ -939,23 +964,29 @@ mod avx512 {
                 *v = _mm512_maskz_loadu_ps(masks[n], src.add(16 * n));
             }
             for kh in 0..K {
-                let w = _mm512_set1_ps(s.w[kh * K + kw]);
-                let acc = &mut acc[(Q + K - kh) % K];
-                for n in 0..NV {
-                    acc[n] = _mm512_fmadd_ps(w, v[n], acc[n]);
+                if let Some(slot) = slot::<K, S, Q>(kh) {
+                    let w = _mm512_set1_ps(s.w[kh * K + kw]);
+                    let acc = &mut acc[slot];
+                    for n in 0..NV {
+                        acc[n] = _mm512_fmadd_ps(w, v[n], acc[n]);
+                    }
                 }
             }
         }
-        let done = std::mem::replace(&mut acc[(Q + 1) % K], [_mm512_set1_ps(s.bias); NV]);
-        if r + 1 >= K {
-            let o = (r + 1 - K) * s.ow + s.j;
-            assert!(o + s.valid <= out.len());
-            for (n, &d) in done.iter().enumerate() {
-                let d = match s.clamp {
-                    Some((lo, hi)) => _mm512_min_ps(_mm512_set1_ps(hi), _mm512_max_ps(_mm512_set1_ps(lo), d)),
-                    None => d,
-                };
-                _mm512_mask_storeu_ps(out.as_mut_ptr().add(o + 16 * n), masks[n], d);
+        // The output row whose last tap row this is (if the stride lands on one): its
+        // slot starts a new row, and it is stored unless it lies above the plane.
+        if let Some(slot) = slot::<K, S, Q>(K - 1) {
+            let done = std::mem::replace(&mut acc[slot], [_mm512_set1_ps(s.bias); NV]);
+            if r + 1 >= K {
+                let o = (r + 1 - K) / S * s.ow + s.j;
+                assert!(o + s.valid <= out.len());
+                for (n, &d) in done.iter().enumerate() {
+                    let d = match s.clamp {
+                        Some((lo, hi)) => _mm512_min_ps(_mm512_set1_ps(hi), _mm512_max_ps(_mm512_set1_ps(lo), d)),
+                        None => d,
+                    };
+                    _mm512_mask_storeu_ps(out.as_mut_ptr().add(o + 16 * n), masks[n], d);
+                }
             }
         }
     }
