@@ -33,22 +33,26 @@ fn cols(isa: Isa) -> usize {
     }
 }
 
-/// The widest C the wide kernel takes. Measured (`pointwise_gflops`, one thread, Zen 4):
-/// AVX-512 wins at 49 columns (105–115 against the row kernel's 87–88 GFLOP/s) but not
-/// at 196 (92–94 against 96–98), where the row kernel pads only an eighth and its 12 × 32
-/// block reuses each load more; AVX2 wins at both (87–109 against 75–99).
-pub(super) fn max_cols(isa: Isa) -> usize {
+/// The widest C the wide kernel takes for an `m × k` A. Measured (`pointwise_gflops`,
+/// Zen 4): AVX-512 wins at 49 columns (105–115 against the row kernel's 87–88 GFLOP/s,
+/// one thread). At 196 it wins where K exceeds M — Lite0's project convs, 480 and 672 →
+/// 80 and 112 channels: 0.94–0.95 of the row kernel's time on one thread, 0.73–0.86 on
+/// two, where the row kernel's 10 row blocks split unevenly — and loses where M exceeds
+/// K (the expand convs: 1.01–1.06), where the row kernel pads only an eighth and its
+/// 12 × 32 block reuses each load more. AVX2 wins at both (87–109 against 75–99).
+pub(super) fn max_cols(isa: Isa, m: usize, k: usize) -> usize {
     match isa {
+        Isa::Avx512 if m < k => 256,
         Isa::Avx512 => 64,
         Isa::Avx2 => 256,
         Isa::Generic => 0,
     }
 }
 
-/// Whether an `m × n` C runs on the wide kernel here: few enough columns, which the
-/// row kernel's blocks would pad, and rows for at least one panel.
-pub(super) fn pays(isa: Isa, m: usize, n: usize) -> bool {
-    n <= max_cols(isa) && m >= rows(isa) && !n.is_multiple_of(isa.block().1)
+/// Whether an `m × k` by `k × n` product runs on the wide kernel here: few enough
+/// columns, which the row kernel's blocks would pad, and rows for at least one panel.
+pub(super) fn pays(isa: Isa, m: usize, k: usize, n: usize) -> bool {
+    n <= max_cols(isa, m, k) && m >= rows(isa) && !n.is_multiple_of(isa.block().1)
 }
 
 /// `C = A·B` then the epilogue, for `a` packed wide.
@@ -56,7 +60,7 @@ pub(super) fn pays(isa: Isa, m: usize, n: usize) -> bool {
 /// # Safety
 /// As [`super::direct::sgemm_direct`].
 pub(super) unsafe fn sgemm(a: &PackedA, n: usize, b: *const f32, ldb: usize, c: OutMat, ep: &Epilogue, parallel: bool) {
-    debug_assert!(a.wide && pays(a.isa, a.m, n));
+    debug_assert!(a.wide && pays(a.isa, a.m, a.k, n));
     let (m, k, isa) = (a.m, a.k, a.isa);
     let (mr, nr) = (rows(isa), cols(isa));
     let (panels, tiles) = (m.div_ceil(mr), n.div_ceil(nr));
