@@ -6,7 +6,10 @@
 //! - **Depthwise** (one input and one output channel per group, [`depthwise`]): a direct
 //!   loop per channel plane. Its arithmetic intensity is `kh·kw` multiply-adds per loaded
 //!   pixel — far too little for a GEMM to pay for its packing, and im2col would copy every
-//!   pixel `kh·kw` times to save nothing.
+//!   pixel `kh·kw` times to save nothing. Loads bound it, so 3×3 and 5×5 planes (stride
+//!   1 or 2) slide down the plane, each input row loaded once per kernel column for all
+//!   the output rows it feeds, where the registers hold those rows' sums (AVX2: 3×3
+//!   stride 1; AVX-512: all four, in intrinsics); other shapes run tap by tap.
 //! - **Pointwise** (1×1, stride 1, no padding, [`im2col`]): the input already *is* the
 //!   im2col matrix, so the conv is one GEMM per image and group, with no copy at all. The
 //!   GEMM is [`crate::gemm::direct`]: it reads the activations in place (matrixmultiply
@@ -22,7 +25,8 @@
 //!   then col2im scatters `dcol` into `dX`. Two tiles scatter into overlapping input rows
 //!   only when they are neighbours, so even tiles run in parallel, then odd tiles.
 //! - Backward to the weights (training only: a visualization's weights are constants):
-//!   `dW += dY_tile · colᵀ` on matrixmultiply, one partial sum per rayon job.
+//!   `dW += dY_tile · colᵀ` on matrixmultiply — one partial sum per rayon job for small
+//!   gradients, written in place by one column-split GEMM per tile for large ones.
 //! - **Winograd** ([`winograd`]) for 3×3 stride-1 convs with 32 or more channels on both
 //!   sides (VGG's), through α² GEMMs on transformed tiles: F(2×2, 3×3) does 2.25× fewer
 //!   multiply-adds than any GEMM of the direct conv can reach, F(4×4, 3×3) 4×. With fewer
