@@ -6,6 +6,13 @@
 //! kernel tap then reads one contiguous run per output row, of a length rounded up to a
 //! multiple of 8: no bounds checks and no scalar tails in the inner loops, which are plain
 //! `axpy`s and dot products the compiler vectorizes (AVX2 + FMA when the CPU has them).
+//!
+//! The forward runs tap by tap (`fwd_block`: each tap's run added into a block of output
+//! rows), or for 3×3 and 5×5 kernels it slides (`slide_strip`, and in AVX-512 intrinsics
+//! `avx512::slide_strip`): each input row is loaded once per kernel column and added into
+//! every output row it reaches. Loads bound this kernel, and tap by tap loads each input
+//! row once per output row it feeds. `dw_forward_plane` and `dw_forward_planes_on` say
+//! which runs where, with the measurements.
 
 use rayon::prelude::*;
 
@@ -386,8 +393,9 @@ fn dw_forward_plane<const FMA: bool, const V: usize>(
     phase_split(xp, g, &plan.l, phases);
     // Sliding keeps K rows of sums and a row in flight in registers: at 3 × 3 that fits
     // AVX2's 16 (two 8-lane vectors a row), at 5 × 5 only AVX-512's 32 (with AVX2 it
-    // spilled: 2.3× slower than tap-major at 16 lanes, no faster at 8).
-    // Strided planes slide on AVX-512 only (the generic loops are written for stride 1).
+    // spilled: 2.3× slower than tap-major at 16 lanes, no faster at 8; AVX2 intrinsics
+    // were no better overall). Strided planes slide on AVX-512 only (the generic loops
+    // are written for stride 1).
     match plan.slide {
         Some((3, 1)) if V >= 16 => return forward_sliding::<3, 1, 32, FMA>(phases, g, plan, wk, store, out),
         Some((3, 1)) => return forward_sliding::<3, 1, 16, FMA>(phases, g, plan, wk, store, out),
