@@ -3,8 +3,10 @@
 
 use ndarray::{ArrayD, Axis, IxDyn, Slice, Zip};
 
+use crate::backprop_modes::{BackpropMode, ReluKind};
 use crate::conv::{
-    conv2d_backward_bias, conv2d_backward_input_prepacked, conv2d_backward_weight, ConvPlan, PackDirection,
+    conv2d_backward_bias, conv2d_backward_input_masked, conv2d_backward_input_prepacked, conv2d_backward_weight,
+    ConvPlan, PackDirection,
 };
 use crate::elementwise::{map1, map2, map3, map_channels};
 use crate::error::{param_err, Result};
@@ -198,6 +200,29 @@ impl Tape {
                 }
             }
             Op::Conv2d { x, w, b, g: geo, act } => {
+                // Only the input's gradient through a ReLU6 or clip (a visualization's
+                // depthwise convs): the kernel can mask as it reads.
+                let mask_in_kernel = match act {
+                    Some(kind @ (ReluKind::Relu6 | ReluKind::Clip { .. }))
+                        if matches!(self.mode, BackpropMode::Plain)
+                            && needs(*x)
+                            && !needs(*w)
+                            && !b.is_some_and(|b| needs(b)) =>
+                    {
+                        kind.bounds()
+                    }
+                    _ => None,
+                };
+                if let Some(bounds) = mask_in_kernel {
+                    let mut dx = self.scratch.take(geo.n * geo.c_in * geo.in_len());
+                    let (plan, ws) = (ConvPlan::choose(geo), slice(self.val(*w)));
+                    if conv2d_backward_input_masked(plan, slice(&g), slice(y), bounds, ws, geo, &mut dx, &self.scratch)?
+                    {
+                        self.accumulate(grads, *x, from_vec(self.val(*x).shape(), dx));
+                        return Ok(());
+                    }
+                    self.scratch.give(dx);
+                }
                 // A fused activation first: its gradient depends on the output alone.
                 let g = match act {
                     Some(kind) => {

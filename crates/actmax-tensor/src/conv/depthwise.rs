@@ -143,6 +143,21 @@ fn phase_split(plane: &[f32], g: &ConvGeometry, l: &PhaseLayout, out: &mut [f32]
     }
 }
 
+/// [`phase_split`] of a gradient plane masked on the way (stride 1 only: the transposed
+/// conv a stride-1 backward runs): element `i` passes where `lo < y[i] < hi`.
+#[inline(always)]
+fn phase_split_masked(plane: &[f32], m: GradMask, g: &ConvGeometry, l: &PhaseLayout, out: &mut [f32]) {
+    assert!(l.s == 1 && m.y.len() == plane.len(), "a masked split is stride 1, one y per element");
+    let ([h, w], pad) = (g.in_hw, g.p.padding);
+    for ih in 0..h {
+        let (src, ys) = (&plane[ih * w..(ih + 1) * w], &m.y[ih * w..(ih + 1) * w]);
+        let o = l.at(ih + pad.top, pad.left);
+        for ((d, &v), &y) in out[o..o + w].iter_mut().zip(src).zip(ys) {
+            *d = if y > m.lo && y < m.hi { v } else { 0.0 };
+        }
+    }
+}
+
 /// The adjoint of [`phase_split`]: reads the input plane's entries back out.
 #[inline(always)]
 fn phase_gather(phases: &[f32], g: &ConvGeometry, l: &PhaseLayout, plane: &mut [f32]) {
@@ -379,9 +394,11 @@ struct Store {
 /// accumulators, and a 7×7 or 14×14 plane has no remainder.
 const ROWS: usize = 7;
 
+#[allow(clippy::too_many_arguments)] // a plane's operands, spelled out
 #[inline(always)]
 fn dw_forward_plane<const FMA: bool, const V: usize>(
     xp: &[f32],
+    mask: Option<GradMask>,
     wk: &[f32],
     store: Store,
     g: &ConvGeometry,
@@ -390,7 +407,10 @@ fn dw_forward_plane<const FMA: bool, const V: usize>(
     buf: &mut [f32],
 ) {
     let phases = &mut buf[..plan.l.len()];
-    phase_split(xp, g, &plan.l, phases);
+    match mask {
+        Some(m) => phase_split_masked(xp, m, g, &plan.l, phases),
+        None => phase_split(xp, g, &plan.l, phases),
+    }
     // Sliding keeps K rows of sums and a row in flight in registers: at 3 × 3 that fits
     // AVX2's 16 (two 8-lane vectors a row), at 5 × 5 only AVX-512's 32 (with AVX2 it
     // spilled: 2.3× slower than tap-major at 16 lanes, no faster at 8; AVX2 intrinsics
@@ -749,6 +769,18 @@ struct FwdPlanes<'a> {
     bias: Option<&'a [f32]>,
     clamp: Clamp,
     first: usize,
+    /// Where `x` is a gradient that a clamped layer's output still has to mask.
+    mask: Option<GradMask<'a>>,
+}
+
+/// A clamped layer's output `y` and its bounds: a gradient element passes where
+/// `lo < y < hi` and is 0 elsewhere (ReLU6's and a clip's derivative, as the tape's
+/// separate mask pass computes it).
+#[derive(Clone, Copy)]
+pub(crate) struct GradMask<'a> {
+    pub(crate) y: &'a [f32],
+    pub(crate) lo: f32,
+    pub(crate) hi: f32,
 }
 
 /// The planes of `out` one after the other, inside one dispatch: small planes (7×7) cost
@@ -766,7 +798,8 @@ fn dw_forward_planes<const FMA: bool, const V: usize>(
         let (i, ch) = (p.first + k, (p.first + k) % c);
         let store = Store { bias: p.bias.map_or(0.0, |b| b[ch]), clamp: p.clamp };
         let (xp, wk) = (&p.x[i * il..(i + 1) * il], &p.w[ch * kk..(ch + 1) * kk]);
-        dw_forward_plane::<FMA, V>(xp, wk, store, g, plan, plane, buf);
+        let mask = p.mask.map(|m| GradMask { y: &m.y[i * il..(i + 1) * il], ..m });
+        dw_forward_plane::<FMA, V>(xp, mask, wk, store, g, plan, plane, buf);
     }
 }
 
@@ -822,14 +855,16 @@ pub(super) fn forward(
     out: &mut [f32],
     scratch: &ScratchPool,
 ) {
-    forward_on(Isa::detect(), x, w, bias, clamp, g, out, scratch)
+    forward_on(Isa::detect(), x, None, w, bias, clamp, g, out, scratch)
 }
 
-/// [`forward`] on a given instruction set (tests run every one the CPU has).
+/// [`forward`] on a given instruction set (tests run every one the CPU has), with `x`
+/// masked on its way in where `mask` says (a gradient).
 #[allow(clippy::too_many_arguments)] // a conv's operands, spelled out
 fn forward_on(
     isa: Isa,
     x: &[f32],
+    mask: Option<GradMask>,
     w: &[f32],
     bias: Option<&[f32]>,
     clamp: Clamp,
@@ -843,7 +878,7 @@ fn forward_on(
     out.par_chunks_mut(per_task * g.out_len()).enumerate().for_each_init(
         || zeroed_lease(scratch, &plan, g),
         |buf, (t, chunk)| {
-            let p = FwdPlanes { x, w, bias, clamp, first: t * per_task };
+            let p = FwdPlanes { x, w, bias, clamp, first: t * per_task, mask };
             dw_forward_planes_on(isa, p, g, &plan, chunk, buf);
         },
     );
@@ -879,12 +914,43 @@ pub(super) fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeometry, dx: &mut [
     backward_input_on(Isa::detect(), dy, w, g, dx, scratch)
 }
 
+/// [`backward_input`] of a clamped depthwise conv's masked output gradient: `dy` is
+/// masked by `mask` (the conv's output and its clamp's bounds) while it is copied into
+/// the planes the transposed conv reads, instead of in a pass of its own. Stride 1 only
+/// (the transposed conv is then a forward); `false`, with `dx` untouched, elsewhere.
+pub(super) fn backward_input_masked(
+    dy: &[f32],
+    mask: GradMask,
+    w: &[f32],
+    g: &ConvGeometry,
+    dx: &mut [f32],
+    scratch: &ScratchPool,
+) -> bool {
+    backward_input_masked_on(Isa::detect(), dy, mask, w, g, dx, scratch)
+}
+
+fn backward_input_masked_on(
+    isa: Isa,
+    dy: &[f32],
+    mask: GradMask,
+    w: &[f32],
+    g: &ConvGeometry,
+    dx: &mut [f32],
+    scratch: &ScratchPool,
+) -> bool {
+    let Some(t) = transposed_as_forward(g) else { return false };
+    let kk = g.k_hw[0] * g.k_hw[1];
+    let flipped: Vec<f32> = w.chunks_exact(kk).flat_map(|k| k.iter().rev().copied()).collect();
+    forward_on(isa, dy, Some(mask), &flipped, None, None, &t, dx, scratch);
+    true
+}
+
 /// [`backward_input`] on a given instruction set (tests run every one the CPU has).
 fn backward_input_on(isa: Isa, dy: &[f32], w: &[f32], g: &ConvGeometry, dx: &mut [f32], scratch: &ScratchPool) {
     if let Some(t) = transposed_as_forward(g) {
         let kk = g.k_hw[0] * g.k_hw[1];
         let flipped: Vec<f32> = w.chunks_exact(kk).flat_map(|k| k.iter().rev().copied()).collect();
-        return forward_on(isa, dy, &flipped, None, None, &t, dx, scratch);
+        return forward_on(isa, dy, None, &flipped, None, None, &t, dx, scratch);
     }
     let plan = DwPlan::new(g);
     let (ol, kk, c) = (g.out_len(), g.k_hw[0] * g.k_hw[1], g.c_in);
@@ -1058,7 +1124,7 @@ mod tests {
             let want_dx = naive::conv2d_backward_input(&dy, &wk, &g);
             for isa in Isa::available() {
                 let mut y = vec![f32::NAN; g.out_elems()];
-                forward_on(isa, &x, &wk, Some(&b), Some((0.0, 6.0)), &g, &mut y, &scratch);
+                forward_on(isa, &x, None, &wk, Some(&b), Some((0.0, 6.0)), &g, &mut y, &scratch);
                 for (i, (a, e)) in y.iter().zip(&want).enumerate() {
                     prop_assert!((a - e).abs() <= 1e-4 * (1.0 + e.abs()), "{isa:?} {g:?}: element {i}: {a} vs {e}");
                 }
@@ -1066,6 +1132,17 @@ mod tests {
                 backward_input_on(isa, &dy, &wk, &g, &mut dx, &scratch);
                 for (i, (a, e)) in dx.iter().zip(&want_dx).enumerate() {
                     prop_assert!((a - e).abs() <= 1e-4 * (1.0 + e.abs()), "backward {isa:?} {g:?}: element {i}: {a} vs {e}");
+                }
+                // The same through a ReLU6's mask: equal, bit for bit, to masking first
+                // (the output `want` holds 0s and 6s, on the bounds, that must mask).
+                let mask = GradMask { y: &want, lo: 0.0, hi: 6.0 };
+                let masked: Vec<f32> = dy.iter().zip(&want).map(|(&d, &y)| if y > 0.0 && y < 6.0 { d } else { 0.0 }).collect();
+                let mut plain = vec![f32::NAN; g.in_elems()];
+                backward_input_on(isa, &masked, &wk, &g, &mut plain, &scratch);
+                let mut fused = vec![f32::NAN; g.in_elems()];
+                if backward_input_masked_on(isa, &dy, mask, &wk, &g, &mut fused, &scratch) {
+                    prop_assert!(s == 1, "only stride 1 fuses the mask");
+                    prop_assert!(plain.iter().zip(&fused).all(|(a, b)| a.to_bits() == b.to_bits()), "masked backward {isa:?} {g:?}");
                 }
             }
         }

@@ -314,6 +314,32 @@ pub fn conv2d_backward_input_with(
     conv2d_backward_input_prepacked(plan, dy, w, &pack, g, dx, scratch)
 }
 
+/// The gradient with respect to the input of a conv whose clamped output `y` (bounds
+/// `lo < y < hi`, ReLU6 `(0, 6)`) masks its gradient `dy`, with the mask applied inside
+/// the kernel where that saves a pass: a stride-1 depthwise conv (its backward is a
+/// forward, whose plane copy masks). `Ok(false)`, with `dx` untouched, for every other
+/// conv: the caller masks and calls [`conv2d_backward_input_prepacked`].
+#[allow(clippy::too_many_arguments)] // a conv's operands, spelled out
+pub(crate) fn conv2d_backward_input_masked(
+    plan: ConvPlan,
+    dy: &[f32],
+    y: &[f32],
+    (lo, hi): (f32, f32),
+    w: &[f32],
+    g: &ConvGeometry,
+    dx: &mut [f32],
+    scratch: &ScratchPool,
+) -> Result<bool> {
+    check_call("conv2d_backward_input", plan.kernel, g, dx.len(), w.len(), dy.len())?;
+    if y.len() != dy.len() {
+        return Err(refuse("conv2d_backward_input", format!("y holds {} floats, dy {}", y.len(), dy.len())));
+    }
+    if plan.kernel != ConvKernel::Depthwise {
+        return Ok(false);
+    }
+    Ok(depthwise::backward_input_masked(dy, depthwise::GradMask { y, lo, hi }, w, g, dx, scratch))
+}
+
 /// [`conv2d_backward_input_with`] on weights packed by [`ConvPack::backward_input`].
 pub fn conv2d_backward_input_prepacked(
     plan: ConvPlan,
