@@ -207,7 +207,7 @@ impl Tape {
                         if matches!(self.mode, BackpropMode::Plain)
                             && needs(*x)
                             && !needs(*w)
-                            && !b.is_some_and(|b| needs(b)) =>
+                            && !b.is_some_and(needs) =>
                     {
                         kind.bounds()
                     }
