@@ -926,13 +926,16 @@ pub(super) fn backward_input_masked(
     dx: &mut [f32],
     scratch: &ScratchPool,
 ) -> bool {
-    backward_input_masked_on(Isa::detect(), dy, mask, w, g, dx, scratch)
+    backward_as_forward(Isa::detect(), dy, Some(mask), w, g, dx, scratch)
 }
 
-fn backward_input_masked_on(
+/// With stride 1, the backward to the input as the forward of the transposed geometry
+/// with the flipped kernel (`dy` masked on its way in where `mask` says); `false`, with
+/// `dx` untouched, where the geometry has no such form.
+fn backward_as_forward(
     isa: Isa,
     dy: &[f32],
-    mask: GradMask,
+    mask: Option<GradMask>,
     w: &[f32],
     g: &ConvGeometry,
     dx: &mut [f32],
@@ -941,16 +944,14 @@ fn backward_input_masked_on(
     let Some(t) = transposed_as_forward(g) else { return false };
     let kk = g.k_hw[0] * g.k_hw[1];
     let flipped: Vec<f32> = w.chunks_exact(kk).flat_map(|k| k.iter().rev().copied()).collect();
-    forward_on(isa, dy, Some(mask), &flipped, None, None, &t, dx, scratch);
+    forward_on(isa, dy, mask, &flipped, None, None, &t, dx, scratch);
     true
 }
 
 /// [`backward_input`] on a given instruction set (tests run every one the CPU has).
 fn backward_input_on(isa: Isa, dy: &[f32], w: &[f32], g: &ConvGeometry, dx: &mut [f32], scratch: &ScratchPool) {
-    if let Some(t) = transposed_as_forward(g) {
-        let kk = g.k_hw[0] * g.k_hw[1];
-        let flipped: Vec<f32> = w.chunks_exact(kk).flat_map(|k| k.iter().rev().copied()).collect();
-        return forward_on(isa, dy, None, &flipped, None, None, &t, dx, scratch);
+    if backward_as_forward(isa, dy, None, w, g, dx, scratch) {
+        return;
     }
     let plan = DwPlan::new(g);
     let (ol, kk, c) = (g.out_len(), g.k_hw[0] * g.k_hw[1], g.c_in);
@@ -1140,7 +1141,7 @@ mod tests {
                 let mut plain = vec![f32::NAN; g.in_elems()];
                 backward_input_on(isa, &masked, &wk, &g, &mut plain, &scratch);
                 let mut fused = vec![f32::NAN; g.in_elems()];
-                if backward_input_masked_on(isa, &dy, mask, &wk, &g, &mut fused, &scratch) {
+                if backward_as_forward(isa, &dy, Some(mask), &wk, &g, &mut fused, &scratch) {
                     prop_assert!(s == 1, "only stride 1 fuses the mask");
                     prop_assert!(plain.iter().zip(&fused).all(|(a, b)| a.to_bits() == b.to_bits()), "masked backward {isa:?} {g:?}");
                 }
