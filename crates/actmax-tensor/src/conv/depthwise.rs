@@ -687,6 +687,7 @@ fn dw_backward_input_plane<const FMA: bool>(
     }
     phase_gather(phases, g, l, dx);
 }
+
 /// [`dw_backward_input_plane`] compiled for `isa` (which the CPU must have). AVX-512
 /// runs the AVX2 build: compiled for AVX-512 the gather was no faster (one thread,
 /// 96 channels at 112×112 stride 2: 0.485 against 0.478 ms, within noise).
