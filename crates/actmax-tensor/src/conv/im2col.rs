@@ -363,7 +363,7 @@ pub(super) fn backward_weight(
     let (r, tiles) = row_tiles(g, plan.tile_cols, false);
     let ts = tasks(g, r, tiles, None);
     let split = split_gemm(ts.len());
-    let (ol, cout_g, k_col, ow) = (g.out_len(), g.cout_g(), g.k_col(), g.out_hw[1]);
+    let (cout_g, k_col) = (g.cout_g(), g.k_col());
     let len = dw.len();
     let sum = ts
         .par_iter()
@@ -371,13 +371,8 @@ pub(super) fn backward_weight(
             || vec![0.0f32; len],
             |mut acc, &t| {
                 with_col(x, g, t, split, scratch, |col, tl| unsafe {
-                    let a = Mat {
-                        ptr: dy.as_ptr().add((t.n * g.c_out + t.grp * cout_g) * ol + t.oh0 * ow),
-                        rs: ol as isize,
-                        cs: 1,
-                    };
                     let c = acc.as_mut_ptr().add(t.grp * cout_g * k_col);
-                    gemm(split, cout_g, tl, k_col, a, col.t(), 1.0, c, k_col);
+                    gemm(split, cout_g, tl, k_col, dy_rows(dy, g, t), col.t(), 1.0, c, k_col);
                 });
                 acc
             },
@@ -392,6 +387,13 @@ pub(super) fn backward_weight(
     }
 }
 
+/// Task `t`'s block of the output gradient: its group's `cout_g` channels × its output
+/// columns, as a GEMM operand (both weight-gradient paths read it).
+fn dy_rows(dy: &[f32], g: &ConvGeometry, t: Task) -> Mat {
+    let (ol, start) = (g.out_len(), (t.n * g.c_out + t.grp * g.cout_g()) * g.out_len() + t.oh0 * g.out_hw[1]);
+    Mat { ptr: dy[start..].as_ptr(), rs: ol as isize, cs: 1 }
+}
+
 /// [`backward_weight`] for large gradients: tiles of whole output rows near the plan's
 /// width, one after another, each GEMM split over the pool and accumulating into `dw`.
 fn backward_weight_in_place(
@@ -402,7 +404,7 @@ fn backward_weight_in_place(
     dw: &mut [f32],
     scratch: &ScratchPool,
 ) {
-    let (ol, ow, oh, cout_g, k_col) = (g.out_len(), g.out_hw[1].max(1), g.out_hw[0], g.cout_g(), g.k_col());
+    let (ow, oh, cout_g, k_col) = (g.out_hw[1].max(1), g.out_hw[0], g.cout_g(), g.k_col());
     let col_rows = if g.is_pointwise() { 1 } else { k_col };
     let cols = plan.tile_cols.min(COL_BUDGET / col_rows.max(1)).max(ow);
     let r = (cols / ow).clamp(1, oh.max(1));
@@ -411,14 +413,9 @@ fn backward_weight_in_place(
         let dw_g = &mut dw[t.grp * cout_g * k_col..][..cout_g * k_col];
         let beta = if written[t.grp] { 1.0 } else { 0.0 };
         with_col(x, g, t, true, scratch, |col, tl| unsafe {
-            let a = Mat {
-                ptr: dy.as_ptr().add((t.n * g.c_out + t.grp * cout_g) * ol + t.oh0 * ow),
-                rs: ol as isize,
-                cs: 1,
-            };
-            // Safety: `a` is the task's rows of dy, `col` its im2col block, `dw_g` the
+            // Safety: dy_rows is the task's rows of dy, `col` its im2col block, `dw_g` the
             // group's cout_g × k_col gradient (beta 0: not read on the first tile).
-            sgemm_par(cout_g, tl, k_col, 1.0, a, col.t(), beta, dw_g.as_mut_ptr(), k_col);
+            sgemm_par(cout_g, tl, k_col, 1.0, dy_rows(dy, g, t), col.t(), beta, dw_g.as_mut_ptr(), k_col);
         });
         written[t.grp] = true;
     }
