@@ -131,7 +131,7 @@ impl PackedA {
     /// # Safety
     /// As [`PackedA::new`].
     pub(crate) unsafe fn for_columns(isa: Isa, m: usize, k: usize, n: usize, a: Mat) -> Self {
-        if super::wide::pays(isa, m, k, n) {
+        if super::wide::pays(isa, m, n) {
             Self { data: panels(super::wide::rows(isa), m, k, a), m, k, isa, wide: true }
         } else {
             Self::new(isa, m, k, a)
@@ -653,7 +653,7 @@ mod tests {
             let want = reference(&a, &b, m, k, n, &ep);
             for isa in Isa::available() {
                 let wide = |a: Mat| unsafe { PackedA::for_columns(isa, m, k, n, a) };
-                prop_assert_eq!(wide(Mat::row_major(&a, m, k)).wide, super::super::wide::pays(isa, m, k, n));
+                prop_assert_eq!(wide(Mat::row_major(&a, m, k)).wide, super::super::wide::pays(isa, m, n));
                 let rows = run(isa, &a, &b, m, k, n, &ep, parallel);
                 let cols = run_packed(wide, &a, &b, m, k, n, &ep, parallel);
                 for (i, ((x, z), y)) in rows.iter().zip(&cols).zip(&want).enumerate() {

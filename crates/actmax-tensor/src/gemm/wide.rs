@@ -6,9 +6,10 @@
 //! in 64 lanes and 196 in 224: a quarter and an eighth of its work is padding. Their
 //! channel counts (192, 320, 480, 672, 1152, 1280) are multiples of 32, and the last
 //! tile of a row is only as wide as the pixels left, so nothing is padded. The price is
-//! the store: a tile's registers hold columns of C, which go out through a small transpose
-//! on the stack — at K ≥ 80 (every such layer) a few percent of the tile's time. Where
-//! it pays is measured per instruction set ([`max_cols`]).
+//! the store: a tile's registers hold columns of C, which go out through a transpose (in
+//! registers with AVX-512, on the stack with AVX2) — at K ≥ 80 (every such layer) a few
+//! percent of the tile's time. Where it pays is measured per instruction set
+//! ([`max_cols`]).
 //!
 //! AVX-512: tiles of 32 rows × 14 columns (28 of the 32 registers accumulate; 49 = 14 +
 //! 14 + 14 + 7). AVX2 + FMA: 16 rows × 6 columns (12 of 16). The portable kernel keeps
@@ -33,26 +34,24 @@ fn cols(isa: Isa) -> usize {
     }
 }
 
-/// The widest C the wide kernel takes for an `m × k` A. Measured (`pointwise_gflops`,
-/// Zen 4): AVX-512 wins at 49 columns (105–115 against the row kernel's 87–88 GFLOP/s,
-/// one thread). At 196 it wins where K exceeds M — Lite0's project convs, 480 and 672 →
-/// 80 and 112 channels: 0.94–0.95 of the row kernel's time on one thread, 0.73–0.86 on
-/// two, where the row kernel's 10 row blocks split unevenly — and loses where M exceeds
-/// K (the expand convs: 1.01–1.06), where the row kernel pads only an eighth and its
-/// 12 × 32 block reuses each load more. AVX2 wins at both (87–109 against 75–99).
-pub(super) fn max_cols(isa: Isa, m: usize, k: usize) -> usize {
+/// The widest C the wide kernel takes. Measured (`pointwise_gflops`,
+/// Zen 4, one thread, row kernel → wide): AVX-512 wins at 49 columns (86.5–88.1 →
+/// 109–117 GFLOP/s) and at 196 (93–98 → 100–106; two threads 141–184 → 155–193, where
+/// the row kernel's 10 row blocks split unevenly), once its tile leaves through an
+/// in-register transpose: with the transpose on the stack it lost at 196 where M
+/// exceeds K (the expand convs: 90–96 against 97–98). AVX2 wins at both (87–109
+/// against 75–99).
+pub(super) fn max_cols(isa: Isa) -> usize {
     match isa {
-        Isa::Avx512 if m < k => 256,
-        Isa::Avx512 => 64,
-        Isa::Avx2 => 256,
+        Isa::Avx512 | Isa::Avx2 => 256,
         Isa::Generic => 0,
     }
 }
 
-/// Whether an `m × k` by `k × n` product runs on the wide kernel here: few enough
+/// Whether a product with `m` rows and `n` columns runs on the wide kernel here: few enough
 /// columns, which the row kernel's blocks would pad, and rows for at least one panel.
-pub(super) fn pays(isa: Isa, m: usize, k: usize, n: usize) -> bool {
-    n <= max_cols(isa, m, k) && m >= rows(isa) && !n.is_multiple_of(isa.block().1)
+pub(super) fn pays(isa: Isa, m: usize, n: usize) -> bool {
+    n <= max_cols(isa) && m >= rows(isa) && !n.is_multiple_of(isa.block().1)
 }
 
 /// `C = A·B` then the epilogue, for `a` packed wide.
@@ -60,7 +59,7 @@ pub(super) fn pays(isa: Isa, m: usize, k: usize, n: usize) -> bool {
 /// # Safety
 /// As [`super::direct::sgemm_direct`].
 pub(super) unsafe fn sgemm(a: &PackedA, n: usize, b: *const f32, ldb: usize, c: OutMat, ep: &Epilogue, parallel: bool) {
-    debug_assert!(a.wide && pays(a.isa, a.m, a.k, n));
+    debug_assert!(a.wide && pays(a.isa, a.m, n));
     let (m, k, isa) = (a.m, a.k, a.isa);
     let (mr, nr) = (rows(isa), cols(isa));
     let (panels, tiles) = (m.div_ceil(mr), n.div_ceil(nr));
@@ -121,6 +120,13 @@ mod x86 {
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn avx512_tile_j<const J: usize>(p: &Block) {
+        // The tile's rows of C, fetched while it computes: written a few columns at a
+        // time, rows a C row apart, they are no stream the hardware prefetcher follows.
+        for i in 0..p.rows {
+            let row = p.c.add(i * p.ldc);
+            _mm_prefetch::<_MM_HINT_ET0>(row as *const i8);
+            _mm_prefetch::<_MM_HINT_ET0>(row.add(J - 1) as *const i8);
+        }
         let mut acc = [[_mm512_setzero_ps(); 2]; J];
         let (mut a, mut b) = (p.a, p.b);
         for _ in 0..p.k {
@@ -150,18 +156,56 @@ mod x86 {
         };
         let (lo, hi) = p.clamp.unwrap_or((0.0, 0.0));
         let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
-        let mut t = [[0.0f32; 32]; J];
-        for (col, acc) in t.iter_mut().zip(&acc) {
-            for h in 0..2 {
-                let mut v = _mm512_add_ps(acc[h], bias[h]);
+        // Each half of the tile (16 rows) goes out through an in-register 16 × 16
+        // transpose, a row of C per vector, stored masked to the tile's columns.
+        let cols = ((1u32 << J) - 1) as __mmask16;
+        for h in 0..2 {
+            let mut v = [_mm512_setzero_ps(); 16];
+            for (v, acc) in v.iter_mut().zip(&acc) {
+                *v = _mm512_add_ps(acc[h], bias[h]);
                 if p.clamp.is_some() {
                     // max/min return their second operand when one is NaN: NaN survives.
-                    v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
+                    *v = _mm512_min_ps(hi, _mm512_max_ps(lo, *v));
                 }
-                _mm512_storeu_ps(col.as_mut_ptr().add(16 * h), v);
+            }
+            let rows = transpose16(&v);
+            for (i, row) in rows.iter().enumerate().take(p.rows.saturating_sub(16 * h)) {
+                _mm512_mask_storeu_ps(p.c.add((16 * h + i) * p.ldc), cols, *row);
             }
         }
-        store_transposed(p, &t);
+    }
+
+    /// The 16 × 16 transpose of `v` (`out[i]` lane `j` is `v[j]` lane `i`): pairs, then
+    /// quads interleaved within 128-bit lanes, then the 128-bit lanes shuffled twice.
+    #[inline(always)]
+    unsafe fn transpose16(v: &[__m512; 16]) -> [__m512; 16] {
+        let mut t = [_mm512_setzero_ps(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]);
+        }
+        let mut u = [_mm512_setzero_ps(); 16];
+        for i in 0..4 {
+            let (a, b) = (_mm512_castps_pd(t[4 * i]), _mm512_castps_pd(t[4 * i + 1]));
+            let (c, d) = (_mm512_castps_pd(t[4 * i + 2]), _mm512_castps_pd(t[4 * i + 3]));
+            u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+            u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+            u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+            u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+        }
+        let mut w = [_mm512_setzero_ps(); 16];
+        for i in 0..4 {
+            w[i] = _mm512_shuffle_f32x4(u[i], u[i + 4], 0x88);
+            w[i + 4] = _mm512_shuffle_f32x4(u[i], u[i + 4], 0xdd);
+            w[i + 8] = _mm512_shuffle_f32x4(u[i + 8], u[i + 12], 0x88);
+            w[i + 12] = _mm512_shuffle_f32x4(u[i + 8], u[i + 12], 0xdd);
+        }
+        let mut out = [_mm512_setzero_ps(); 16];
+        for i in 0..8 {
+            out[i] = _mm512_shuffle_f32x4(w[i], w[i + 8], 0x88);
+            out[i + 8] = _mm512_shuffle_f32x4(w[i], w[i + 8], 0xdd);
+        }
+        out
     }
 
     /// Lane mask for the first `n` of 8 lanes.
