@@ -1,7 +1,8 @@
 //! Forward wall time per layer kind of folded EfficientNet-Lite0 (no fusion: each layer on
 //! its own), or of VGG16's features with `vgg16`, at a batch given as the first argument
 //! (default 1), inside the rayon pool; `onnx` reads the shipped ONNX Lite0 instead of the
-//! zoo's, and the whole-model (fused) forward time is printed too.
+//! zoo's, and the whole-model (fused) forward time is printed too; `nodes` also prints every
+//! node's time in model order.
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -24,6 +25,7 @@ fn main() {
     };
     let image = Tensor::from_shape_fn(vec![batch, 3, 224, 224], |i| ((i[1] * 7 + i[2] * 3 + i[3]) % 255) as f32);
     let mut totals: BTreeMap<String, f64> = BTreeMap::new();
+    let mut per_node = vec![0.0; model.nodes().len()];
     let reps = if vgg { 3 } else { 20 };
     rayon::scope(|_| {
         let mut tape = Tape::new();
@@ -31,14 +33,16 @@ fn main() {
             tape.reset();
             let x = tape.constant(image.clone());
             let mut vals = vec![model.input_spec().preprocess(&mut tape, x).unwrap()];
-            for node in &model.nodes()[1..] {
+            for (i, node) in model.nodes().iter().enumerate().skip(1) {
                 let ins: Vec<_> = node.inputs.iter().map(|&j| vals[j]).collect();
                 let t0 = Instant::now();
                 vals.push(node.layer.forward(&mut tape, &ins).unwrap());
                 if rep >= 3 {
                     let shape = tape.shape(*vals.last().unwrap()).unwrap();
                     let key = format!("{} {:?}", node.layer.type_name(), &shape[1..]);
-                    *totals.entry(key).or_default() += t0.elapsed().as_secs_f64() * 1e3 / reps as f64;
+                    let ms = t0.elapsed().as_secs_f64() * 1e3 / reps as f64;
+                    *totals.entry(key).or_default() += ms;
+                    per_node[i] += ms;
                 }
             }
         }
@@ -64,6 +68,11 @@ fn main() {
     println!("batch {batch}: {total:.2} ms per forward ({:.2} per image)", total / batch as f64);
     for (k, v) in &by_kind {
         println!("  {k:<20} {v:7.2} ms");
+    }
+    if std::env::args().any(|a| a == "nodes") {
+        for (i, node) in model.nodes().iter().enumerate().skip(1) {
+            println!("node {i:3} {:<16} {:?} {:.3} ms", node.layer.type_name(), node.inputs, per_node[i]);
+        }
     }
     let mut rows: Vec<_> = totals.into_iter().collect();
     rows.sort_by(|a, b| b.1.total_cmp(&a.1));

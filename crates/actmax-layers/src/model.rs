@@ -1,6 +1,6 @@
 //! The Model: a DAG of named layers in topological order, addressed by name or index.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use actmax_tensor::{Tape, Tensor, Var};
@@ -480,24 +480,65 @@ impl Model {
             Binding::Inference => self.activation_fusions(outputs, last),
             Binding::Training(_) => Vec::new(),
         };
+        // An inference pass that no gradient will run through gives each value back once
+        // its last reader has run: the next layer's output takes that buffer while it is
+        // still in cache instead of one last touched an iteration ago.
+        let readers = self.readers(outputs, last);
+        // Reads still to come per tape value (a layer may return its input's value, so
+        // the count is per value, not per layer).
+        let mut unread: Option<HashMap<Var, usize>> = match bind {
+            Binding::Inference if !tape.requires_grad(image) => Some(HashMap::new()),
+            _ => None,
+        };
+        if let (Some(unread), Some(v)) = (unread.as_mut(), vals[0]) {
+            unread.insert(v, readers[0]);
+        }
         let mut i = 1;
         while i <= last {
             let node = &self.nodes[i];
             let ins: Vec<Var> = node.inputs.iter().map(|&j| vals[j].expect("topological order")).collect();
-            if let (Some(Some((j, act))), Some(conv)) = (fusions.get(i), node.layer.plain_conv()) {
+            let next = if let (Some(Some((j, act))), Some(conv)) = (fusions.get(i), node.layer.plain_conv()) {
                 // Layers i+1 ..= j are identities and the activation: their one value is
                 // computed here, and nobody reads the values in between.
                 vals[*j] = Some(conv.forward_then(tape, ins[0], bind, ["weight", "bias"], *act)?);
-                i = j + 1;
-                continue;
+                j + 1
+            } else {
+                if let Binding::Training(pass) = bind {
+                    pass.layer.clone_from(&node.name);
+                }
+                vals[i] = Some(node.layer.forward_bound(tape, &ins, bind)?);
+                i + 1
+            };
+            if let Some(unread) = unread.as_mut() {
+                if let Some(v) = vals[next - 1] {
+                    *unread.entry(v).or_default() += readers[next - 1];
+                }
+                for v in ins {
+                    let left = unread.get_mut(&v).expect("counted when computed");
+                    *left -= 1;
+                    if *left == 0 && v != image {
+                        tape.release(v)?;
+                    }
+                }
             }
-            if let Binding::Training(pass) = bind {
-                pass.layer.clone_from(&node.name);
-            }
-            vals[i] = Some(node.layer.forward_bound(tape, &ins, bind)?);
-            i += 1;
+            i = next;
         }
         Ok(outputs.iter().map(|&i| vals[i].expect("computed")).collect())
+    }
+
+    /// How many reads of each value a forward to `last` makes, plus one for each time it is
+    /// asked for as an output (a value at zero is read by no one after that).
+    fn readers(&self, outputs: &[usize], last: usize) -> Vec<usize> {
+        let mut readers = vec![0usize; last + 1];
+        for n in &self.nodes[1..=last] {
+            for &j in &n.inputs {
+                readers[j] += 1;
+            }
+        }
+        for &o in outputs {
+            readers[o] += 1;
+        }
+        readers
     }
 
     /// Convs whose activation can run in their own store: at each conv's index, the
@@ -506,13 +547,9 @@ impl Model {
     /// layer reads any value in between and none of them is an output asked for. The
     /// layer list stays as it is: names, indexes and every requested value are unchanged.
     fn activation_fusions(&self, outputs: &[usize], last: usize) -> Vec<Option<(usize, Activation)>> {
-        let mut readers = vec![0usize; self.nodes.len()];
-        for n in &self.nodes[..=last] {
-            for &j in &n.inputs {
-                readers[j] += 1;
-            }
-        }
-        let private = |k: usize| readers[k] == 1 && !outputs.contains(&k);
+        // Read once, by the next layer, and not asked for.
+        let readers = self.readers(outputs, last);
+        let private = |k: usize| readers[k] == 1;
         let chained = |k: usize| self.nodes[k].inputs == [k - 1];
         let mut out = vec![None; last + 1];
         for (i, slot) in out.iter_mut().enumerate().skip(1) {

@@ -287,3 +287,30 @@ fn aliases_address_layers_and_share_their_names_namespace() {
         other => panic!("{other:?}"),
     }
 }
+
+/// An inference forward (a constant image) gives each value back after its last reader:
+/// the same outputs, bit for bit, as a forward a gradient runs through, holding only
+/// what was asked for; and any layer can still be asked for.
+#[test]
+fn inference_forward_releases_what_no_one_reads_again() {
+    let m = zoo::load("efficientnet_lite0", None).unwrap().fold_batch_norms();
+    let image = Tensor::from_shape_fn(vec![1, 3, 224, 224], |i| ((i[1] * 7 + i[2] * 3 + i[3] * 5) % 255) as f32);
+    let last = m.len() - 1;
+    let mid = last / 2;
+    let run = |variable: bool| {
+        let mut tape = Tape::new();
+        let x = if variable { tape.variable(image.clone()) } else { tape.constant(image.clone()) };
+        let outs = m.forward(&mut tape, x, &[mid, last]).unwrap();
+        let vals: Vec<Vec<f32>> = outs.iter().map(|&o| tape.value(o).unwrap().iter().copied().collect()).collect();
+        assert_eq!(tape.value(x).unwrap(), &image, "the caller's image was released");
+        (vals, tape.value_floats())
+    };
+    let (kept, kept_floats) = run(true);
+    let (freed, freed_floats) = run(false);
+    assert_eq!(kept, freed, "releasing changed a value");
+    // Left: the image, the outputs, and what a layer makes inside itself (preprocessing's
+    // first step, a dense layer's product before its bias), under one image more.
+    let asked = image.len() + kept.iter().map(Vec::len).sum::<usize>();
+    assert!((asked..asked + image.len() + 2000).contains(&freed_floats), "{freed_floats} floats kept, {asked} asked");
+    assert!(kept_floats > 10 * freed_floats, "{kept_floats} floats with a gradient, {freed_floats} without");
+}

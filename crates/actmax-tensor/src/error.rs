@@ -37,6 +37,9 @@ pub enum TensorError {
     /// A `Var` that does not belong to this tape, or was made before its last `reset`.
     #[error("unknown variable #{0}: it belongs to another tape, or to this one before its last reset")]
     UnknownVar(usize),
+    /// A `Var` whose value was released early ([`crate::Tape::release`]).
+    #[error("variable #{0}: its value was released after its last reader ran (an inference pass frees what nobody reads again); ask for it as an output to keep it")]
+    Released(usize),
     /// `backward` asked from a non-scalar value.
     #[error("backward: the loss must hold exactly one element, got shape {0:?}; reduce it with sum or mean first")]
     NonScalarLoss(Vec<usize>),

@@ -154,15 +154,39 @@ impl Tape {
 
     fn leaf(&mut self, t: Arc<Tensor>, requires_grad: bool) -> Var {
         let t = if t.is_standard_layout() { t } else { Arc::new(t.as_standard_layout().into_owned()) };
-        self.nodes.push(Node { value: t, op: Op::Leaf, requires_grad });
+        self.nodes.push(Node { value: t, op: Op::Leaf, requires_grad, released: false });
         Var { index: self.nodes.len() - 1, epoch: self.epoch }
     }
 
     fn node(&self, v: Var) -> Result<&Node> {
         match self.nodes.get(v.index) {
+            Some(n) if v.epoch == self.epoch && n.released => Err(TensorError::Released(v.index)),
             Some(n) if v.epoch == self.epoch => Ok(n),
             _ => Err(TensorError::UnknownVar(v.index)),
         }
+    }
+
+    /// Gives the value of `v` back to the tape's pool before the next [`Tape::reset`], so
+    /// the next op's output can take its buffer while it is still in cache; later reads
+    /// of `v` are [`TensorError::Released`]. What an inference pass does with a value
+    /// once its last reader has run (as onnxruntime's and PyTorch's no-grad passes do).
+    /// Refused, with the value kept, where a gradient could need it: when `v` or any node
+    /// recorded after it requires a gradient.
+    pub fn release(&mut self, v: Var) -> Result<()> {
+        self.node(v)?;
+        if self.nodes[v.index..].iter().any(|n| n.requires_grad) {
+            return Err(crate::error::param_err(
+                "release",
+                "a gradient may need this value (it, or a node after it, requires one); keep it until reset",
+            ));
+        }
+        let node = &mut self.nodes[v.index];
+        node.released = true;
+        let value = std::mem::replace(&mut node.value, Arc::new(Tensor::zeros(IxDyn(&[0]))));
+        if let Ok(t) = Arc::try_unwrap(value) {
+            recycle(&self.scratch, t);
+        }
+        Ok(())
     }
 
     /// The value of `v`.
@@ -189,7 +213,7 @@ impl Tape {
     pub(crate) fn push(&mut self, value: Tensor, op: Op, inputs: &[Var]) -> Var {
         let requires_grad = inputs.iter().any(|&v| self.requires_grad(v));
         let value = if value.is_standard_layout() { value } else { value.as_standard_layout().into_owned() };
-        self.nodes.push(Node { value: Arc::new(value), op, requires_grad });
+        self.nodes.push(Node { value: Arc::new(value), op, requires_grad, released: false });
         Var { index: self.nodes.len() - 1, epoch: self.epoch }
     }
 

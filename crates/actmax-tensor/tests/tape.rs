@@ -386,3 +386,32 @@ fn sibling_tapes_share_packed_weights() {
     assert_eq!(tape.packed_weights(), 1);
     assert_eq!(sibling.packed_weights(), 1);
 }
+
+#[test]
+fn released_values_go_back_to_the_pool_and_cannot_be_read() {
+    let mut tape = Tape::new();
+    let x = tape.constant(Tensor::ones(vec![1, 2, 8, 8]));
+    let y = tape.relu(x).unwrap();
+    let z = tape.mul_scalar(y, 2.0).unwrap();
+    let (floats, pooled) = (tape.value_floats(), tape.scratch().floats());
+    tape.release(y).unwrap();
+    assert_eq!(tape.value(y).unwrap_err(), TensorError::Released(y.index()));
+    assert!(tape.shape(y).is_err() && tape.relu(y).is_err(), "an op read a released value");
+    assert_eq!(tape.value_floats(), floats - 128, "the value was not dropped");
+    assert_eq!(tape.scratch().floats(), pooled + 128, "its buffer did not go to the pool");
+    assert_eq!(tape.value(z).unwrap()[[0, 1, 7, 7]], 2.0);
+    // The caller's own leaf is released the same way, and once only.
+    tape.release(x).unwrap();
+    assert!(matches!(tape.release(x), Err(TensorError::Released(_))));
+
+    // A value a gradient may need stays: the node, or one recorded after it, wants one.
+    let mut tape = Tape::new();
+    let a = tape.constant(t(&[1.0, -2.0]));
+    let v = tape.variable(t(&[3.0, 4.0]));
+    let p = tape.mul(a, v).unwrap();
+    assert!(matches!(tape.release(a), Err(TensorError::Param { op: "release", .. })));
+    assert!(matches!(tape.release(p), Err(TensorError::Param { .. })));
+    let l = tape.sum_all(p).unwrap();
+    let g = tape.backward(l).unwrap();
+    assert_eq!(g.get(v).unwrap().as_slice().unwrap(), &[1.0, -2.0]);
+}
