@@ -11,8 +11,10 @@
 //! rows), or for 3×3 and 5×5 kernels it slides (`slide_strip`, and in AVX-512 intrinsics
 //! `avx512::slide_strip`): each input row is loaded once per kernel column and added into
 //! every output row it reaches. Loads bound this kernel, and tap by tap loads each input
-//! row once per output row it feeds. `dw_forward_plane` and `dw_forward_planes_on` say
-//! which runs where, with the measurements.
+//! row once per output row it feeds. The AVX-512 strips read the plane in place (masked
+//! lanes stand for the padding, a permute splits stride 2's columns) instead of its
+//! phase copy. `dw_forward_plane` and `dw_forward_planes_on` say which runs where, with
+//! the measurements.
 
 use rayon::prelude::*;
 
@@ -295,6 +297,19 @@ impl DwPlan {
         Self { l, taps, slide, margin, dyw, tap_reach, row_reach, gather }
     }
 
+    /// Whether the AVX-512 build runs this conv (as sliding strips).
+    fn avx512_slides(&self, g: &ConvGeometry) -> bool {
+        // AVX-512 pays for the sliding kernels, which read the plane in place: on one
+        // thread, against the AVX2 build's tap-major kernel over phase copies, Lite0's
+        // strided 3×3 at 28×28 (rows of 14) 0.116 → 0.059 ms, its 3×3 at 7×7 0.089 →
+        // 0.079, its strided 5×5 at 14×14 (rows of 7) 0.130 → 0.117. Not 5×5 stride-1
+        // planes of 8 columns or fewer (1152 channels at 7×7: 0.144 → 0.156): five
+        // rows of one half-filled vector in flight. The tap-major kernel compiled for
+        // AVX-512 was slower everywhere (the strided 3×3 at 112×112: 0.59 → 0.68 ms; at
+        // 7×7 0.42 → 0.56), so it stays on the AVX2 build.
+        self.slide.is_some_and(|ks| ks != (5, 1) || g.out_hw[1] > LANES)
+    }
+
     /// Scratch floats one plane needs: the phase planes, a padded gradient plane (or row),
     /// and per-tap accumulators.
     fn buf_len(&self, g: &ConvGeometry) -> usize {
@@ -406,6 +421,19 @@ fn dw_forward_plane<const FMA: bool, const V: usize>(
     out: &mut [f32],
     buf: &mut [f32],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if V >= 16 && mask.is_none() {
+        // Safety: V = 16 is the AVX-512 build (dw_forward_planes_on), on a CPU with it.
+        unsafe {
+            match plan.slide {
+                Some((3, 1)) => return forward_sliding_in_place::<3, 1>(xp, g, wk, store, out),
+                Some((5, 1)) => return forward_sliding_in_place::<5, 1>(xp, g, wk, store, out),
+                Some((3, 2)) => return forward_sliding_in_place::<3, 2>(xp, g, wk, store, out),
+                Some((5, 2)) => return forward_sliding_in_place::<5, 2>(xp, g, wk, store, out),
+                _ => {}
+            }
+        }
+    }
     let phases = &mut buf[..plan.l.len()];
     match mask {
         Some(m) => phase_split_masked(xp, m, g, &plan.l, phases),
@@ -463,13 +491,14 @@ fn forward_sliding<const K: usize, const S: usize, const SW: usize, const FMA: b
         // Only the AVX-512 build asks for strips this wide (dw_forward_plane).
         let mut j = 0;
         while j < ow {
+            let s = Slide::new(phases, g, plan, wk, store, j, 32, true);
             // Safety: SW > 16 only where the CPU has AVX-512F; the strip's reads are
             // checked by Slide::new, its writes are its own output lanes.
             unsafe {
                 if ow - j > 16 {
-                    avx512::slide_strip::<K, S, 2>(&Slide::new(phases, g, plan, wk, store, j, 32, true), out);
+                    avx512::slide_strip::<K, S, 2>(&s, &avx512::Phases::new(&s), out);
                 } else {
-                    avx512::slide_strip::<K, S, 1>(&Slide::new(phases, g, plan, wk, store, j, 16, true), out);
+                    avx512::slide_strip::<K, S, 1>(&s, &avx512::Phases::new(&s), out);
                 }
             }
             j += 32;
@@ -488,6 +517,38 @@ fn forward_sliding<const K: usize, const S: usize, const SW: usize, const FMA: b
             j += LANES;
         }
         debug_assert!(j <= owp.max(ow));
+    }
+}
+
+/// A `K × K` plane at stride `S` (dilation 1) read in place, with no phase copy, in
+/// AVX-512 strips of 32 lanes (`avx512::Plane`).
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn forward_sliding_in_place<const K: usize, const S: usize>(
+    xp: &[f32],
+    g: &ConvGeometry,
+    wk: &[f32],
+    store: Store,
+    out: &mut [f32],
+) {
+    let ow = g.out_hw[1];
+    if g.out_hw[0] == 0 {
+        return;
+    }
+    assert!(out.len() >= g.out_len());
+    let mut j = 0;
+    while j < ow {
+        let s = Slide::<K>::over_plane(g, wk, store, j, 32);
+        let src = avx512::Plane::<S>::new::<K>(xp, g, j);
+        if ow - j > 16 {
+            avx512::slide_strip::<K, S, 2>(&s, &src, out);
+        } else {
+            avx512::slide_strip::<K, S, 1>(&s, &src, out);
+        }
+        j += 32;
     }
 }
 
@@ -560,22 +621,31 @@ impl<'a, const K: usize> Slide<'a, K> {
         lanes: usize,
         masked: bool,
     ) -> Self {
-        let (pw, ow) = (plan.l.pw, g.out_hw[1]);
-        // Output row o reads padded rows o·S .. o·S + K − 1.
-        let rows = g.p.stride[0] * g.out_hw[0].saturating_sub(1) + K;
-        let mut c0 = [0usize; K];
-        for (kw, c) in c0.iter_mut().enumerate() {
+        let mut s = Self::over_plane(g, wk, store, j, lanes);
+        s.pw = plan.l.pw;
+        for (kw, c) in s.c0.iter_mut().enumerate() {
             *c = plan.taps[kw].c0 + j;
         }
+        // The furthest read is the last row's last column tap.
+        let reach = if masked { s.valid } else { lanes };
+        let far = s.c0.iter().max().copied().unwrap_or(0);
+        assert!(plan.l.rows >= s.rows && far + (s.rows - 1) * s.pw + reach <= phases.len());
+        Self { phases, ..s }
+    }
+
+    /// The strip at output column `j`, `lanes` wide, without phase planes: its inputs
+    /// come from elsewhere (`avx512::Plane`).
+    #[inline(always)]
+    fn over_plane(g: &ConvGeometry, wk: &[f32], store: Store, j: usize, lanes: usize) -> Self {
+        let ow = g.out_hw[1];
+        // Output row o reads padded rows o·S .. o·S + K − 1.
+        let rows = g.p.stride[0] * g.out_hw[0].saturating_sub(1) + K;
         let mut w = [0.0f32; 25];
+        assert!(K * K <= 25);
         w[..K * K].copy_from_slice(&wk[..K * K]);
         let valid = ow.saturating_sub(j).min(lanes);
-        // The furthest read is the last row's last column tap.
-        let reach = if masked { valid } else { lanes };
-        let far = c0.iter().max().copied().unwrap_or(0);
-        assert!(K * K <= 25 && plan.l.rows >= rows && far + (rows - 1) * pw + reach <= phases.len());
         let Store { bias, clamp } = store;
-        Self { phases, c0, pw, w, bias, clamp, ow, j, valid, rows }
+        Self { phases: &[], c0: [0; K], pw: 0, w, bias, clamp, ow, j, valid, rows }
     }
 }
 
@@ -818,18 +888,10 @@ fn dw_forward_planes_on(isa: Isa, p: FwdPlanes, g: &ConvGeometry, plan: &DwPlan,
         unsafe fn avx2(p: FwdPlanes, g: &ConvGeometry, plan: &DwPlan, out: &mut [f32], buf: &mut [f32]) {
             dw_forward_planes::<true, 8>(p, g, plan, out, buf)
         }
-        // AVX-512 pays for the sliding kernels on rows wider than one 8-lane vector. The
-        // tap-major kernel compiled for it ran slower (Lite0's strided 3×3 at 112×112,
-        // one thread: 0.59 → 0.68 ms), and 7-wide rows fill half its vectors (0.42 →
-        // 0.56 ms at 7×7), so those stay on the AVX2 build. A strided 3×3 has only two
-        // output rows in flight: one vector a row (rows up to 16) is two dependent
-        // chains of FMAs, slower than tap-major (240 channels at 28×28: 0.123 → 0.135).
-        let ow = g.out_hw[1];
-        let sliding_pays = plan.slide.is_some_and(|ks| ow > if ks == (3, 2) { 2 * LANES } else { LANES });
         match isa {
             // Safety: callers pass an ISA of `Isa::available()`, detected on this CPU
             // (AVX-512F implies AVX2 and FMA on every CPU that has it).
-            Isa::Avx512 if sliding_pays => return unsafe { avx512(p, g, plan, out, buf) },
+            Isa::Avx512 if plan.avx512_slides(g) => return unsafe { avx512(p, g, plan, out, buf) },
             Isa::Avx512 => return unsafe { avx2(p, g, plan, out, buf) },
             Isa::Avx2 => return unsafe { avx2(p, g, plan, out, buf) },
             Isa::Generic => {}
@@ -876,8 +938,10 @@ fn forward_on(
     let plan = DwPlan::new(g);
     // About eight tasks per thread: enough to balance, few enough to amortize a task.
     let per_task = (g.n * g.c_in).div_ceil(8 * rayon::current_num_threads()).max(1);
+    // The AVX-512 strips read unmasked planes in place and need no phase copies.
+    let in_place = isa == Isa::Avx512 && mask.is_none() && plan.avx512_slides(g);
     out.par_chunks_mut(per_task * g.out_len()).enumerate().for_each_init(
-        || zeroed_lease(scratch, &plan, g),
+        || if in_place { scratch.lease(0) } else { zeroed_lease(scratch, &plan, g) },
         |buf, (t, chunk)| {
             let p = FwdPlanes { x, w, bias, clamp, first: t * per_task, mask };
             dw_forward_planes_on(isa, p, g, &plan, chunk, buf);
@@ -1014,15 +1078,133 @@ mod avx512 {
         }
     }
 
+    /// Where a strip's input rows come from: the phase-split copy of the plane, or the
+    /// plane itself.
+    pub(super) trait Source {
+        /// What one padded row's loads share.
+        type Row: Copy;
+        /// Padded row `r`.
+        unsafe fn row(&self, r: usize) -> Self::Row;
+        /// The 16 inputs that output lanes `16n ..` take at kernel column `kw` (zero
+        /// outside the input).
+        unsafe fn load(&self, row: Self::Row, kw: usize, n: usize) -> __m512;
+    }
+
+    /// The phase-split copy (`Slide::phases`): a tap's inputs are contiguous there.
+    pub(super) struct Phases<'a, 'b, const K: usize> {
+        s: &'b Slide<'a, K>,
+        masks: [__mmask16; 2],
+    }
+
+    impl<'a, 'b, const K: usize> Phases<'a, 'b, K> {
+        pub(super) fn new(s: &'b Slide<'a, K>) -> Self {
+            Self { s, masks: [lanes(s.valid), lanes(s.valid.saturating_sub(16))] }
+        }
+    }
+
+    impl<const K: usize> Source for Phases<'_, '_, K> {
+        type Row = *const f32;
+        #[inline(always)]
+        unsafe fn row(&self, r: usize) -> *const f32 {
+            self.s.phases.as_ptr().add(r * self.s.pw)
+        }
+        #[inline(always)]
+        unsafe fn load(&self, row: *const f32, kw: usize, n: usize) -> __m512 {
+            // Masked to the strip's lanes: every read is a real input column.
+            _mm512_maskz_loadu_ps(self.masks[n], row.add(self.s.c0[kw] + 16 * n))
+        }
+    }
+
+    /// The input plane itself, unpadded: padding is masked-off lanes (and whole rows),
+    /// and at stride 2 each tap's 16 inputs are the even lanes of 32 (one permute).
+    /// No copy of the plane, which at stride 2 (deinterleaved into phases) cost more
+    /// than the conv.
+    pub(super) struct Plane<'a, const S: usize> {
+        x: &'a [f32],
+        w: usize,
+        h: usize,
+        top: usize,
+        /// The input column of the strip's first lane at kernel column 0 (negative in
+        /// the left padding); every load starts a constant distance from it.
+        base: isize,
+        /// Lane masks per row kind (0: a padding row, all clear; 1: an input row),
+        /// kernel column, output vector and half (stride 2 loads two vectors).
+        masks: [[[[__mmask16; 2]; 2]; 5]; 2],
+        evens: __m512i,
+    }
+
+    impl<'a, const S: usize> Plane<'a, S> {
+        /// The strip at output column `j` of a `K`-wide kernel over plane `x`.
+        ///
+        /// # Safety
+        /// The CPU must have AVX-512F.
+        #[target_feature(enable = "avx512f")]
+        pub(super) unsafe fn new<const K: usize>(x: &'a [f32], g: &super::ConvGeometry, j: usize) -> Self {
+            let ([h, w], pad) = (g.in_hw, g.p.padding);
+            assert!(K <= 5 && S <= 2 && x.len() >= h * w);
+            let base = (S * j) as isize - pad.left as isize;
+            let mut masks = [[[[0; 2]; 2]; 5]; 2];
+            for (kw, m) in masks[1].iter_mut().enumerate().take(K) {
+                for (n, m) in m.iter_mut().enumerate() {
+                    for (half, m) in m.iter_mut().enumerate().take(S) {
+                        let c = base + Self::offset(kw, n, half);
+                        // Lanes i with 0 <= c + i < w.
+                        let lo = (-c).clamp(0, 16) as u32;
+                        let hi = (w as isize - c).clamp(0, 16) as u32;
+                        *m = if hi > lo { (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16 } else { 0 };
+                    }
+                }
+            }
+            let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            Self { x, w, h, top: pad.top, base, masks, evens }
+        }
+
+        /// Where a load starts, from `base`.
+        #[inline(always)]
+        fn offset(kw: usize, n: usize, half: usize) -> isize {
+            (kw + 16 * (S * n + half)) as isize
+        }
+    }
+
+    impl<const S: usize> Source for Plane<'_, S> {
+        /// Where the row's loads start counting from, and its kind (a `masks` index).
+        type Row = (*const f32, usize);
+        #[inline(always)]
+        unsafe fn row(&self, r: usize) -> (*const f32, usize) {
+            let x = self.x.as_ptr();
+            match r.checked_sub(self.top).filter(|&i| i < self.h) {
+                Some(i) => (x.add(i * self.w).wrapping_offset(self.base), 1),
+                None => (x, 0),
+            }
+        }
+        #[inline(always)]
+        unsafe fn load(&self, (row, kind): (*const f32, usize), kw: usize, n: usize) -> __m512 {
+            // Masked-off lanes read nothing (no fault), so a load may start before the
+            // row or end past it; a padding row reads nothing at all.
+            let m = &self.masks[kind][kw][n];
+            let half = |h: usize| _mm512_maskz_loadu_ps(m[h], row.wrapping_offset(Self::offset(kw, n, h)));
+            if S == 1 {
+                half(0)
+            } else {
+                _mm512_permutex2var_ps(half(0), self.evens, half(1))
+            }
+        }
+    }
+
     /// A strip of `NV` vectors of 16 lanes down the plane (as `super::slide_strip`),
     /// stride `S`: input row `r` is tap row `kh` of output row `(r − kh) / S` where that
     /// divides, and `m = ⌈K / S⌉` output rows are in flight, output row `o` in slot
     /// `o mod m`. Rows go in groups of `S·m`, so each slot index is a constant.
     ///
     /// # Safety
-    /// The CPU must have AVX-512F; `out` must hold the plane's output.
+    /// The CPU must have AVX-512F; `out` must hold the plane's output; `src` must read
+    /// in bounds for every row of the strip (both sources check when built).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn slide_strip<const K: usize, const S: usize, const NV: usize>(s: &Slide<K>, out: &mut [f32]) {
+    pub(super) unsafe fn slide_strip<const K: usize, const S: usize, const NV: usize>(
+        s: &Slide<K>,
+        src: &impl Source,
+        out: &mut [f32],
+    ) {
         let mut masks = [0; NV];
         for (n, m) in masks.iter_mut().enumerate() {
             *m = lanes(s.valid.saturating_sub(16 * n));
@@ -1034,7 +1216,7 @@ mod avx512 {
             macro_rules! rows {
                 ($($q:literal)*) => {$(
                     if $q < group && r0 + $q < s.rows {
-                        row::<K, S, NV, $q>(s, &masks, &mut acc, r0 + $q, out);
+                        row::<K, S, NV, $q>(s, src, &masks, &mut acc, r0 + $q, out);
                     }
                 )*};
             }
@@ -1055,17 +1237,17 @@ mod avx512 {
     #[inline(always)]
     unsafe fn row<const K: usize, const S: usize, const NV: usize, const Q: usize>(
         s: &Slide<K>,
+        src: &impl Source,
         masks: &[__mmask16; NV],
         acc: &mut [[__m512; NV]; K],
         r: usize,
         out: &mut [f32],
     ) {
+        let input = src.row(r);
         for kw in 0..K {
-            // Masked to the strip's lanes: every read is a real input column.
-            let src = s.phases.as_ptr().add(s.c0[kw] + r * s.pw);
             let mut v = [_mm512_setzero_ps(); NV];
             for (n, v) in v.iter_mut().enumerate() {
-                *v = _mm512_maskz_loadu_ps(masks[n], src.add(16 * n));
+                *v = src.load(input, kw, n);
             }
             for kh in 0..K {
                 if let Some(slot) = slot::<K, S, Q>(kh) {
