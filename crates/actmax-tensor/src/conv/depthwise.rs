@@ -422,14 +422,16 @@ fn dw_forward_plane<const FMA: bool, const V: usize>(
     buf: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if V >= 16 && mask.is_none() {
+    if V >= 16 {
         // Safety: V = 16 is the AVX-512 build (dw_forward_planes_on), on a CPU with it.
         unsafe {
-            match plan.slide {
-                Some((3, 1)) => return forward_sliding_in_place::<3, 1>(xp, g, wk, store, out),
-                Some((5, 1)) => return forward_sliding_in_place::<5, 1>(xp, g, wk, store, out),
-                Some((3, 2)) => return forward_sliding_in_place::<3, 2>(xp, g, wk, store, out),
-                Some((5, 2)) => return forward_sliding_in_place::<5, 2>(xp, g, wk, store, out),
+            match (plan.slide, mask.is_some()) {
+                (Some((3, 1)), false) => return forward_sliding_in_place::<3, 1, false>(xp, mask, g, wk, store, out),
+                (Some((5, 1)), false) => return forward_sliding_in_place::<5, 1, false>(xp, mask, g, wk, store, out),
+                (Some((3, 2)), false) => return forward_sliding_in_place::<3, 2, false>(xp, mask, g, wk, store, out),
+                (Some((5, 2)), false) => return forward_sliding_in_place::<5, 2, false>(xp, mask, g, wk, store, out),
+                (Some((3, 1)), true) => return forward_sliding_in_place::<3, 1, true>(xp, mask, g, wk, store, out),
+                (Some((5, 1)), true) => return forward_sliding_in_place::<5, 1, true>(xp, mask, g, wk, store, out),
                 _ => {}
             }
         }
@@ -442,15 +444,10 @@ fn dw_forward_plane<const FMA: bool, const V: usize>(
     // Sliding keeps K rows of sums and a row in flight in registers: at 3 × 3 that fits
     // AVX2's 16 (two 8-lane vectors a row), at 5 × 5 only AVX-512's 32 (with AVX2 it
     // spilled: 2.3× slower than tap-major at 16 lanes, no faster at 8; AVX2 intrinsics
-    // were no better overall). Strided planes slide on AVX-512 only (the generic loops
-    // are written for stride 1).
-    match plan.slide {
-        Some((3, 1)) if V >= 16 => return forward_sliding::<3, 1, 32, FMA>(phases, g, plan, wk, store, out),
-        Some((3, 1)) => return forward_sliding::<3, 1, 16, FMA>(phases, g, plan, wk, store, out),
-        Some((5, 1)) if V >= 16 => return forward_sliding::<5, 1, 32, FMA>(phases, g, plan, wk, store, out),
-        Some((3, 2)) if V >= 16 => return forward_sliding::<3, 2, 32, FMA>(phases, g, plan, wk, store, out),
-        Some((5, 2)) if V >= 16 => return forward_sliding::<5, 2, 32, FMA>(phases, g, plan, wk, store, out),
-        _ => {}
+    // were no better overall). The AVX-512 build slid in place above; the generic loops
+    // are written for stride 1.
+    if plan.slide == Some((3, 1)) {
+        return forward_sliding::<3, 16, FMA>(phases, g, plan, wk, store, out);
     }
     let oh_n = g.out_hw[0];
     let mut oh = 0;
@@ -471,10 +468,9 @@ fn dw_forward_plane<const FMA: bool, const V: usize>(
 }
 
 /// A stride-1 `K × K` plane (dilation 1) in column strips of `SW` lanes (the last ones
-/// narrower), each swept down the plane by [`slide_strip`]; strips of 32 are AVX-512's
-/// (`avx512::slide_strip`, ragged lanes masked).
+/// narrower), each swept down the plane by [`slide_strip`].
 #[inline(always)]
-fn forward_sliding<const K: usize, const S: usize, const SW: usize, const FMA: bool>(
+fn forward_sliding<const K: usize, const SW: usize, const FMA: bool>(
     phases: &[f32],
     g: &ConvGeometry,
     plan: &DwPlan,
@@ -486,26 +482,7 @@ fn forward_sliding<const K: usize, const S: usize, const SW: usize, const FMA: b
     if g.out_hw[0] == 0 {
         return;
     }
-    #[cfg(target_arch = "x86_64")]
-    if SW > 16 {
-        // Only the AVX-512 build asks for strips this wide (dw_forward_plane).
-        let mut j = 0;
-        while j < ow {
-            let s = Slide::new(phases, g, plan, wk, store, j, 32, true);
-            // Safety: SW > 16 only where the CPU has AVX-512F; the strip's reads are
-            // checked by Slide::new, its writes are its own output lanes.
-            unsafe {
-                if ow - j > 16 {
-                    avx512::slide_strip::<K, S, 2>(&s, &avx512::Phases::new(&s), out);
-                } else {
-                    avx512::slide_strip::<K, S, 1>(&s, &avx512::Phases::new(&s), out);
-                }
-            }
-            j += 32;
-        }
-        return;
-    }
-    assert!(S == 1, "the generic sliding strip is written for stride 1");
+    assert!(g.p.stride == [1, 1], "the generic sliding strip is written for stride 1");
     let mut j = 0;
     // Strips of SW lanes, then of 16 and 8 (`owp` is a multiple of 8).
     while j < owp {
@@ -527,8 +504,9 @@ fn forward_sliding<const K: usize, const S: usize, const SW: usize, const FMA: b
 /// The CPU must have AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn forward_sliding_in_place<const K: usize, const S: usize>(
+unsafe fn forward_sliding_in_place<const K: usize, const S: usize, const GATED: bool>(
     xp: &[f32],
+    mask: Option<GradMask>,
     g: &ConvGeometry,
     wk: &[f32],
     store: Store,
@@ -542,11 +520,11 @@ unsafe fn forward_sliding_in_place<const K: usize, const S: usize>(
     let mut j = 0;
     while j < ow {
         let s = Slide::<K>::over_plane(g, wk, store, j, 32);
-        let src = avx512::Plane::<S>::new::<K>(xp, g, j);
+        let src = avx512::Plane::<S, GATED>::new::<K>(xp, mask, g, j);
         if ow - j > 16 {
-            avx512::slide_strip::<K, S, 2>(&s, &src, out);
+            avx512::slide_strip::<K, S, 2, GATED>(&s, &src, out);
         } else {
-            avx512::slide_strip::<K, S, 1>(&s, &src, out);
+            avx512::slide_strip::<K, S, 1, GATED>(&s, &src, out);
         }
         j += 32;
     }
@@ -568,7 +546,7 @@ fn slide_strip<const K: usize, const W: usize, const FMA: bool>(
     j: usize,
     out: &mut [f32],
 ) {
-    let s = Slide::<K>::new(phases, g, plan, wk, store, j, W, false);
+    let s = Slide::<K>::new(phases, g, plan, wk, store, j, W);
     debug_assert_eq!(s.rows, g.out_hw[0] + K - 1, "stride 1");
     let (rows, bias) = (s.rows, s.bias);
     // Output row o sums in slot o mod K; the rows go K at a time, each of the K as its
@@ -607,9 +585,7 @@ struct Slide<'a, const K: usize> {
 }
 
 impl<'a, const K: usize> Slide<'a, K> {
-    /// The strip at output column `j`, `lanes` wide (its reads checked here, once; a
-    /// `masked` strip reads only its valid lanes).
-    #[allow(clippy::too_many_arguments)] // a strip's operands, spelled out
+    /// The strip at output column `j`, `lanes` wide (its reads checked here, once).
     #[inline(always)]
     fn new(
         phases: &'a [f32],
@@ -619,7 +595,6 @@ impl<'a, const K: usize> Slide<'a, K> {
         store: Store,
         j: usize,
         lanes: usize,
-        masked: bool,
     ) -> Self {
         let mut s = Self::over_plane(g, wk, store, j, lanes);
         s.pw = plan.l.pw;
@@ -627,9 +602,8 @@ impl<'a, const K: usize> Slide<'a, K> {
             *c = plan.taps[kw].c0 + j;
         }
         // The furthest read is the last row's last column tap.
-        let reach = if masked { s.valid } else { lanes };
         let far = s.c0.iter().max().copied().unwrap_or(0);
-        assert!(plan.l.rows >= s.rows && far + (s.rows - 1) * s.pw + reach <= phases.len());
+        assert!(plan.l.rows >= s.rows && far + (s.rows - 1) * s.pw + lanes <= phases.len());
         Self { phases, ..s }
     }
 
@@ -938,8 +912,8 @@ fn forward_on(
     let plan = DwPlan::new(g);
     // About eight tasks per thread: enough to balance, few enough to amortize a task.
     let per_task = (g.n * g.c_in).div_ceil(8 * rayon::current_num_threads()).max(1);
-    // The AVX-512 strips read unmasked planes in place and need no phase copies.
-    let in_place = isa == Isa::Avx512 && mask.is_none() && plan.avx512_slides(g);
+    // The AVX-512 strips read their planes in place and need no phase copies.
+    let in_place = isa == Isa::Avx512 && plan.avx512_slides(g);
     out.par_chunks_mut(per_task * g.out_len()).enumerate().for_each_init(
         || if in_place { scratch.lease(0) } else { zeroed_lease(scratch, &plan, g) },
         |buf, (t, chunk)| {
@@ -1078,49 +1052,15 @@ mod avx512 {
         }
     }
 
-    /// Where a strip's input rows come from: the phase-split copy of the plane, or the
-    /// plane itself.
-    pub(super) trait Source {
-        /// What one padded row's loads share.
-        type Row: Copy;
-        /// Padded row `r`.
-        unsafe fn row(&self, r: usize) -> Self::Row;
-        /// The 16 inputs that output lanes `16n ..` take at kernel column `kw` (zero
-        /// outside the input).
-        unsafe fn load(&self, row: Self::Row, kw: usize, n: usize) -> __m512;
-    }
-
-    /// The phase-split copy (`Slide::phases`): a tap's inputs are contiguous there.
-    pub(super) struct Phases<'a, 'b, const K: usize> {
-        s: &'b Slide<'a, K>,
-        masks: [__mmask16; 2],
-    }
-
-    impl<'a, 'b, const K: usize> Phases<'a, 'b, K> {
-        pub(super) fn new(s: &'b Slide<'a, K>) -> Self {
-            Self { s, masks: [lanes(s.valid), lanes(s.valid.saturating_sub(16))] }
-        }
-    }
-
-    impl<const K: usize> Source for Phases<'_, '_, K> {
-        type Row = *const f32;
-        #[inline(always)]
-        unsafe fn row(&self, r: usize) -> *const f32 {
-            self.s.phases.as_ptr().add(r * self.s.pw)
-        }
-        #[inline(always)]
-        unsafe fn load(&self, row: *const f32, kw: usize, n: usize) -> __m512 {
-            // Masked to the strip's lanes: every read is a real input column.
-            _mm512_maskz_loadu_ps(self.masks[n], row.add(self.s.c0[kw] + 16 * n))
-        }
-    }
-
     /// The input plane itself, unpadded: padding is masked-off lanes (and whole rows),
     /// and at stride 2 each tap's 16 inputs are the even lanes of 32 (one permute).
     /// No copy of the plane, which at stride 2 (deinterleaved into phases) cost more
-    /// than the conv.
-    pub(super) struct Plane<'a, const S: usize> {
+    /// than the conv. `GATED`: the plane is a gradient, passed where a clamped layer's
+    /// output `y` lies strictly between two bounds (a stride-1 backward's fused mask).
+    pub(super) struct Plane<'a, const S: usize, const GATED: bool> {
         x: &'a [f32],
+        /// `y` (as long as `x`) and its bounds, when `GATED`.
+        gate: (&'a [f32], f32, f32),
         w: usize,
         h: usize,
         top: usize,
@@ -1133,15 +1073,27 @@ mod avx512 {
         evens: __m512i,
     }
 
-    impl<'a, const S: usize> Plane<'a, S> {
-        /// The strip at output column `j` of a `K`-wide kernel over plane `x`.
+    impl<'a, const S: usize, const GATED: bool> Plane<'a, S, GATED> {
+        /// The strip at output column `j` of a `K`-wide kernel over plane `x` (gated by
+        /// `mask` when `GATED`).
         ///
         /// # Safety
         /// The CPU must have AVX-512F.
         #[target_feature(enable = "avx512f")]
-        pub(super) unsafe fn new<const K: usize>(x: &'a [f32], g: &super::ConvGeometry, j: usize) -> Self {
+        pub(super) unsafe fn new<const K: usize>(
+            x: &'a [f32],
+            mask: Option<super::GradMask<'a>>,
+            g: &super::ConvGeometry,
+            j: usize,
+        ) -> Self {
             let ([h, w], pad) = (g.in_hw, g.p.padding);
             assert!(K <= 5 && S <= 2 && x.len() >= h * w);
+            let gate = match mask {
+                Some(m) if GATED => (m.y, m.lo, m.hi),
+                None if !GATED => (x, 0.0, 0.0),
+                _ => panic!("a gated plane needs its mask, an ungated one none"),
+            };
+            assert!(gate.0.len() == x.len() && (!GATED || S == 1), "a gate is stride 1, one y per element");
             let base = (S * j) as isize - pad.left as isize;
             let mut masks = [[[[0; 2]; 2]; 5]; 2];
             for (kw, m) in masks[1].iter_mut().enumerate().take(K) {
@@ -1156,7 +1108,7 @@ mod avx512 {
                 }
             }
             let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-            Self { x, w, h, top: pad.top, base, masks, evens }
+            Self { x, gate, w, h, top: pad.top, base, masks, evens }
         }
 
         /// Where a load starts, from `base`.
@@ -1166,27 +1118,37 @@ mod avx512 {
         }
     }
 
-    impl<const S: usize> Source for Plane<'_, S> {
-        /// Where the row's loads start counting from, and its kind (a `masks` index).
-        type Row = (*const f32, usize);
+    impl<const S: usize, const GATED: bool> Plane<'_, S, GATED> {
+        /// Where padded row `r`'s loads start counting from (an element offset into the
+        /// plane: negative in the left padding), and its kind (a `masks` index).
         #[inline(always)]
-        unsafe fn row(&self, r: usize) -> (*const f32, usize) {
-            let x = self.x.as_ptr();
+        unsafe fn row(&self, r: usize) -> (isize, usize) {
             match r.checked_sub(self.top).filter(|&i| i < self.h) {
-                Some(i) => (x.add(i * self.w).wrapping_offset(self.base), 1),
-                None => (x, 0),
+                Some(i) => ((i * self.w) as isize + self.base, 1),
+                None => (0, 0),
             }
         }
+        /// The 16 inputs that output lanes `16n ..` take at kernel column `kw` in a row
+        /// (zero outside the input).
         #[inline(always)]
-        unsafe fn load(&self, (row, kind): (*const f32, usize), kw: usize, n: usize) -> __m512 {
+        unsafe fn load(&self, (row, kind): (isize, usize), kw: usize, n: usize) -> __m512 {
             // Masked-off lanes read nothing (no fault), so a load may start before the
             // row or end past it; a padding row reads nothing at all.
             let m = &self.masks[kind][kw][n];
-            let half = |h: usize| _mm512_maskz_loadu_ps(m[h], row.wrapping_offset(Self::offset(kw, n, h)));
-            if S == 1 {
-                half(0)
+            let at = |p: &[f32], h: usize| {
+                _mm512_maskz_loadu_ps(m[h], p.as_ptr().wrapping_offset(row + Self::offset(kw, n, h)))
+            };
+            if GATED {
+                // As `phase_split_masked`: x where lo < y < hi (false for a NaN y), else 0.
+                let (y, lo, hi) = self.gate;
+                let y = at(y, 0);
+                let pass = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(y, _mm512_set1_ps(lo))
+                    & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(y, _mm512_set1_ps(hi));
+                _mm512_maskz_mov_ps(pass, at(self.x, 0))
+            } else if S == 1 {
+                at(self.x, 0)
             } else {
-                _mm512_permutex2var_ps(half(0), self.evens, half(1))
+                _mm512_permutex2var_ps(at(self.x, 0), self.evens, at(self.x, 1))
             }
         }
     }
@@ -1197,12 +1159,12 @@ mod avx512 {
     /// `o mod m`. Rows go in groups of `S·m`, so each slot index is a constant.
     ///
     /// # Safety
-    /// The CPU must have AVX-512F; `out` must hold the plane's output; `src` must read
-    /// in bounds for every row of the strip (both sources check when built).
+    /// The CPU must have AVX-512F; `out` must hold the plane's output (each store is
+    /// checked); `src`'s reads are its plane's (checked when it was built).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn slide_strip<const K: usize, const S: usize, const NV: usize>(
+    pub(super) unsafe fn slide_strip<const K: usize, const S: usize, const NV: usize, const GATED: bool>(
         s: &Slide<K>,
-        src: &impl Source,
+        src: &Plane<S, GATED>,
         out: &mut [f32],
     ) {
         let mut masks = [0; NV];
@@ -1216,7 +1178,7 @@ mod avx512 {
             macro_rules! rows {
                 ($($q:literal)*) => {$(
                     if $q < group && r0 + $q < s.rows {
-                        row::<K, S, NV, $q>(s, src, &masks, &mut acc, r0 + $q, out);
+                        row::<K, S, NV, GATED, $q>(s, src, &masks, &mut acc, r0 + $q, out);
                     }
                 )*};
             }
@@ -1235,9 +1197,9 @@ mod avx512 {
 
     /// Input row `r` (the `Q`-th of its group), as `super::slide_row`.
     #[inline(always)]
-    unsafe fn row<const K: usize, const S: usize, const NV: usize, const Q: usize>(
+    unsafe fn row<const K: usize, const S: usize, const NV: usize, const GATED: bool, const Q: usize>(
         s: &Slide<K>,
-        src: &impl Source,
+        src: &Plane<S, GATED>,
         masks: &[__mmask16; NV],
         acc: &mut [[__m512; NV]; K],
         r: usize,
