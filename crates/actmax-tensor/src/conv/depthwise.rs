@@ -992,6 +992,10 @@ fn backward_input_on(isa: Isa, dy: &[f32], w: &[f32], g: &ConvGeometry, dx: &mut
     if backward_as_forward(isa, dy, None, w, g, dx, scratch) {
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 && strided_backward_in_place(dy, w, g, dx) {
+        return;
+    }
     let plan = DwPlan::new(g);
     let (ol, kk, c) = (g.out_len(), g.k_hw[0] * g.k_hw[1], g.c_in);
     dx.par_chunks_mut(g.in_len()).enumerate().for_each_init(
@@ -1009,6 +1013,37 @@ fn backward_input_on(isa: Isa, dy: &[f32], w: &[f32], g: &ConvGeometry, dx: &mut
             );
         },
     );
+}
+
+/// The backward to the input of a stride-2 3×3 or 5×5 depthwise conv on AVX-512
+/// (`avx512::strided_backward_plane`, which needs no phase planes); `false`, with `dx`
+/// untouched, for any other geometry. One thread, against the phase gather: 96
+/// channels at 112×112 3×3 0.65 → 0.16 ms, 144 at 56×56 5×5 0.45 → 0.21 ms.
+///
+/// The CPU must have AVX-512F (callers check `isa`).
+#[cfg(target_arch = "x86_64")]
+fn strided_backward_in_place(dy: &[f32], w: &[f32], g: &ConvGeometry, dx: &mut [f32]) -> bool {
+    let k = g.k_hw[0];
+    if g.p.stride != [2, 2] || g.p.dilation != [1, 1] || g.k_hw[1] != k || !matches!(k, 3 | 5) {
+        return false;
+    }
+    let (ol, kk, c) = (g.out_len(), k * k, g.c_in);
+    let strips = g.in_hw[1].div_ceil(32);
+    dx.par_chunks_mut(g.in_len()).enumerate().for_each(|(i, plane)| {
+        let (dyp, wk) = (&dy[i * ol..(i + 1) * ol], &w[i % c * kk..(i % c + 1) * kk]);
+        // Safety: the caller runs this on AVX-512 only; the kernel checks its slices.
+        unsafe {
+            match (k, strips) {
+                (3, 1) => avx512::strided_backward_plane::<3, 1>(dyp, wk, g, plane),
+                (3, 2) => avx512::strided_backward_plane::<3, 2>(dyp, wk, g, plane),
+                (3, _) => avx512::strided_backward_plane::<3, 4>(dyp, wk, g, plane),
+                (_, 1) => avx512::strided_backward_plane::<5, 1>(dyp, wk, g, plane),
+                (_, 2) => avx512::strided_backward_plane::<5, 2>(dyp, wk, g, plane),
+                _ => avx512::strided_backward_plane::<5, 4>(dyp, wk, g, plane),
+            }
+        }
+    });
+    true
 }
 
 pub(super) fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry, dw: &mut [f32], scratch: &ScratchPool) {
@@ -1238,6 +1273,91 @@ mod avx512 {
             }
         }
     }
+
+    /// The input gradient of a stride-2 `K × K` depthwise plane (dilation 1), read and
+    /// written in place: per input row, 32 columns at a time, the even and the odd
+    /// columns each sum their taps (kernel columns of one parity, shifted `dy` rows,
+    /// masked to real outputs) in vectors of 16, then go out interleaved. `NV` strips of
+    /// 32 columns run side by side, so `2·NV` chains of FMAs are in flight. The terms
+    /// run in the order of the phase gather (`super::dw_backward_input_plane`): tap row,
+    /// then tap column, ascending; the results are its bits.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn strided_backward_plane<const K: usize, const NV: usize>(
+        dy: &[f32],
+        wk: &[f32],
+        g: &super::ConvGeometry,
+        dx: &mut [f32],
+    ) {
+        let ([h, w], [oh_n, ow_n], pad) = (g.in_hw, g.out_hw, g.p.padding);
+        assert!(g.p.stride == [2, 2] && K <= 5 && dy.len() >= oh_n * ow_n && dx.len() >= h * w && wk.len() >= K * K);
+        let pl = pad.left as isize;
+        let lo_half = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+        let hi_half = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+        let mut iw0 = 0;
+        while iw0 < w {
+            // Per strip and kernel column: the dy column lane 0 reads (negative in the
+            // padding) and its lane mask. Kernel column kw feeds input columns of
+            // parity (kw + pl) mod 2: the even ones (first vector) or the odd ones.
+            let mut at = [[(0isize, 0 as __mmask16); 5]; NV];
+            for (n, at) in at.iter_mut().enumerate() {
+                for (kw, at) in at.iter_mut().enumerate().take(K) {
+                    let odd = (kw as isize + pl).rem_euclid(2);
+                    let c = ((iw0 + 32 * n) as isize + pl + odd - kw as isize) / 2;
+                    let lo = (-c).clamp(0, 16) as u32;
+                    let hi = (ow_n as isize - c).clamp(0, 16) as u32;
+                    *at = (c, if hi > lo { (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16 } else { 0 });
+                }
+            }
+            let stores: [[__mmask16; 2]; NV] = std::array::from_fn(|n| {
+                let left = w.saturating_sub(iw0 + 32 * n);
+                [lanes(left), lanes(left.saturating_sub(16))]
+            });
+            for ih in 0..h {
+                let r = ih + pad.top;
+                let mut even = [_mm512_setzero_ps(); NV];
+                let mut odd = [_mm512_setzero_ps(); NV];
+                for kh in 0..K {
+                    // Tap row kh of output row (r − kh) / 2, where that is an output row.
+                    let Some(oh) = r.checked_sub(kh).filter(|t| t % 2 == 0).map(|t| t / 2).filter(|&o| o < oh_n) else {
+                        continue;
+                    };
+                    let row = dy.as_ptr().add(oh * ow_n);
+                    for kw in 0..K {
+                        let wv = _mm512_set1_ps(wk[kh * K + kw]);
+                        let to_odd = (kw as isize + pl).rem_euclid(2) == 1;
+                        for n in 0..NV {
+                            let (c, m) = at[n][kw];
+                            // Masked-off lanes read nothing: the load may start before
+                            // the row or end past it.
+                            let v = _mm512_maskz_loadu_ps(m, row.wrapping_offset(c));
+                            if to_odd {
+                                odd[n] = _mm512_fmadd_ps(wv, v, odd[n]);
+                            } else {
+                                even[n] = _mm512_fmadd_ps(wv, v, even[n]);
+                            }
+                        }
+                    }
+                }
+                for n in 0..NV {
+                    let o = ih * w + iw0 + 32 * n;
+                    if stores[n][0] != 0 {
+                        // In bounds: the masks stop at the row's end, and dx holds h rows.
+                        let dst = dx.as_mut_ptr().add(o);
+                        _mm512_mask_storeu_ps(dst, stores[n][0], _mm512_permutex2var_ps(even[n], lo_half, odd[n]));
+                        _mm512_mask_storeu_ps(
+                            dst.add(16),
+                            stores[n][1],
+                            _mm512_permutex2var_ps(even[n], hi_half, odd[n]),
+                        );
+                    }
+                }
+            }
+            iw0 += 32 * NV;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1258,7 +1378,7 @@ mod tests {
         /// 32, 16 and 8 lanes), tap-major for the rest, with bias and clamp; the strided
         /// backward's gather.
         #[test]
-        fn forward_on_every_isa_matches_naive(c in 1usize..=4, k in prop_oneof![Just(3usize), Just(5), Just(2)], s in 1usize..=2, pad in 0usize..=2, h in 3usize..=20, w in 3usize..=45, seed in any::<u64>()) {
+        fn forward_on_every_isa_matches_naive(c in 1usize..=4, k in prop_oneof![Just(3usize), Just(5), Just(2)], s in 1usize..=2, pad in 0usize..=2, h in 3usize..=20, w in 3usize..=99, seed in any::<u64>()) {
             let p = Conv2dParams { stride: [s, s], padding: Padding2d { top: pad, bottom: pad, left: pad, right: pad }, dilation: [1, 1], groups: c };
             let g = ConvGeometry::new("test", &[1, c, h, w], &[c, 1, k, k], p);
             prop_assume!(g.is_ok());
@@ -1268,6 +1388,8 @@ mod tests {
             let scratch = ScratchPool::new();
             let dy = values(seed ^ 3, g.out_elems());
             let want_dx = naive::conv2d_backward_input(&dy, &wk, &g);
+            // The FMA builds (AVX2, AVX-512) sum in one order: their results are the same bits.
+            let mut fma_bits: Option<(Vec<u32>, Vec<u32>)> = None;
             for isa in Isa::available() {
                 let mut y = vec![f32::NAN; g.out_elems()];
                 forward_on(isa, &x, None, &wk, Some(&b), Some((0.0, 6.0)), &g, &mut y, &scratch);
@@ -1278,6 +1400,12 @@ mod tests {
                 backward_input_on(isa, &dy, &wk, &g, &mut dx, &scratch);
                 for (i, (a, e)) in dx.iter().zip(&want_dx).enumerate() {
                     prop_assert!((a - e).abs() <= 1e-4 * (1.0 + e.abs()), "backward {isa:?} {g:?}: element {i}: {a} vs {e}");
+                }
+                if isa != Isa::Generic {
+                    let bits = (y.iter().map(|v| v.to_bits()).collect(), dx.iter().map(|v| v.to_bits()).collect());
+                    let first = fma_bits.get_or_insert_with(|| bits.clone());
+                    prop_assert!(first.0 == bits.0, "forward {isa:?} {g:?}: other bits than the other FMA build");
+                    prop_assert!(first.1 == bits.1, "backward {isa:?} {g:?}: other bits than the other FMA build");
                 }
                 // The same through a ReLU6's mask: equal, bit for bit, to masking first
                 // (the output `want` holds 0s and 6s, on the bounds, that must mask).
