@@ -734,7 +734,8 @@ fn dw_backward_input_plane<const FMA: bool>(
 
 /// [`dw_backward_input_plane`] compiled for `isa` (which the CPU must have). AVX-512
 /// runs the AVX2 build: compiled for AVX-512 the gather was no faster (one thread,
-/// 96 channels at 112×112 stride 2: 0.485 against 0.478 ms, within noise).
+/// 96 channels at 112×112 stride 2: 0.485 against 0.478 ms, within noise); where the
+/// in-place kernel takes a conv (`strided_backward_in_place`) this is not reached.
 fn dw_backward_input_plane_on(
     isa: Isa,
     dyp: &[f32],
@@ -1018,7 +1019,7 @@ fn backward_input_on(isa: Isa, dy: &[f32], w: &[f32], g: &ConvGeometry, dx: &mut
 /// The backward to the input of a stride-2 3×3 or 5×5 depthwise conv on AVX-512
 /// (`avx512::strided_backward_plane`, which needs no phase planes); `false`, with `dx`
 /// untouched, for any other geometry. One thread, against the phase gather: 96
-/// channels at 112×112 3×3 0.65 → 0.16 ms, 144 at 56×56 5×5 0.45 → 0.21 ms.
+/// channels at 112×112 3×3 0.65 → 0.27 ms, 144 at 56×56 5×5 0.45 → 0.21 ms.
 ///
 /// The CPU must have AVX-512F (callers check `isa`).
 #[cfg(target_arch = "x86_64")]
