@@ -476,18 +476,46 @@ mod x86 {
     /// Every block of a strip on [`avx512_block`].
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn avx512(first: Block, strip: &Strip) {
-        walk_strip!(first, strip, avx512_block)
+        // Whole row blocks (nearly every strip) go straight to the 12-row kernel: a
+        // choice per block slowed the short-K blocks of Lite0's expand convs (96×16×12544
+        // 95 → 79 GFLOP/s).
+        if first.rows == 12 && strip.last.0 == 12 {
+            walk_strip!(first, strip, avx512_full)
+        } else {
+            walk_strip!(first, strip, avx512_block)
+        }
     }
 
-    /// 12 × 32: two zmm columns per row; the ragged right edge is a load/store mask.
+    /// A whole 12-row block.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512_full(blk: &Block) {
+        avx512_rows::<12>(blk)
+    }
+
+    /// 12 × 32 on [`avx512_rows`], a ragged last row block on as few rows as it has
+    /// (rounded up to 4 or 8): Lite0's 16-, 32- and 40-row products (a project conv to
+    /// 16 channels, the expand convs' backward) computed 12 rows for 4 or 8.
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn avx512_block(blk: &Block) {
+        match blk.rows {
+            0..=4 => avx512_rows::<4>(blk),
+            5..=8 => avx512_rows::<8>(blk),
+            _ => avx512_rows::<12>(blk),
+        }
+    }
+
+    /// `R` rows (≤ 12) × 32 of a 12-row panel: two zmm columns per row; the ragged right
+    /// edge is a load/store mask.
+    #[inline(always)]
+    unsafe fn avx512_rows<const R: usize>(blk: &Block) {
         const MR: usize = 12;
+        debug_assert!(R <= MR && blk.rows <= R);
         let m0: __mmask16 = if blk.cols >= 16 { 0xFFFF } else { (1u32 << blk.cols) as u16 - 1 };
         let rest = blk.cols.saturating_sub(16);
         let m1: __mmask16 = if rest >= 16 { 0xFFFF } else { ((1u32 << rest) - 1) as u16 };
-        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
         let (mut a, mut b) = (blk.a, blk.b);
         for _ in 0..blk.k {
             // B's rows are a row stride apart, too far for the hardware prefetcher; ask
@@ -530,17 +558,39 @@ mod x86 {
     /// Every block of a strip on [`avx2_block`].
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn avx2(first: Block, strip: &Strip) {
-        walk_strip!(first, strip, avx2_block)
+        // As `avx512`: whole row blocks without a choice per block.
+        if first.rows == 6 && strip.last.0 == 6 {
+            walk_strip!(first, strip, avx2_full)
+        } else {
+            walk_strip!(first, strip, avx2_block)
+        }
     }
 
-    /// 6 × 16: two ymm columns per row.
+    /// A whole 6-row block.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2_full(blk: &Block) {
+        avx2_rows::<6>(blk)
+    }
+
+    /// 6 × 16 on [`avx2_rows`], a ragged last row block of up to 4 rows on 4.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2_block(blk: &Block) {
+        match blk.rows {
+            0..=4 => avx2_rows::<4>(blk),
+            _ => avx2_rows::<6>(blk),
+        }
+    }
+
+    /// `R` rows (≤ 6) × 16 of a 6-row panel: two ymm columns per row.
+    #[inline(always)]
+    unsafe fn avx2_rows<const R: usize>(blk: &Block) {
         const MR: usize = 6;
+        debug_assert!(R <= MR && blk.rows <= R);
         let (m0, m1) = (lanes(blk.cols), lanes(blk.cols.saturating_sub(8)));
         let full = blk.cols == 16;
-        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
         let (mut a, mut b) = (blk.a, blk.b);
         for _ in 0..blk.k {
             _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(PREFETCH_ROWS * blk.ldb) as *const i8);
