@@ -15,6 +15,7 @@ mod packs;
 pub mod pool;
 pub mod scratch;
 pub mod shapes;
+mod simd;
 mod smoothness;
 mod tape;
 mod tensor;

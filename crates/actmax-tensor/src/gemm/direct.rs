@@ -469,6 +469,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{Block, Strip};
+    use crate::simd::avx512::lanes as lanes16;
 
     /// How many rows of B ahead the kernels prefetch.
     const PREFETCH_ROWS: usize = 8;
@@ -512,9 +513,7 @@ mod x86 {
     unsafe fn avx512_rows<const R: usize>(blk: &Block) {
         const MR: usize = 12;
         debug_assert!(R <= MR && blk.rows <= R);
-        let m0: __mmask16 = if blk.cols >= 16 { 0xFFFF } else { (1u32 << blk.cols) as u16 - 1 };
-        let rest = blk.cols.saturating_sub(16);
-        let m1: __mmask16 = if rest >= 16 { 0xFFFF } else { ((1u32 << rest) - 1) as u16 };
+        let (m0, m1) = (lanes16(blk.cols), lanes16(blk.cols.saturating_sub(16)));
         let mut acc = [[_mm512_setzero_ps(); 2]; R];
         let (mut a, mut b) = (blk.a, blk.b);
         for _ in 0..blk.k {

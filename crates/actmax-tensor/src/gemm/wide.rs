@@ -92,6 +92,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::Block;
+    use crate::simd::avx512::{lanes as lanes16, transpose16};
 
     /// Calls `$tile::<J>` for a tile `J` columns wide.
     macro_rules! by_width {
@@ -141,14 +142,7 @@ mod x86 {
             b = b.add(p.ldb - J);
         }
         // Bias and clamp along the vector (one bias per row of C).
-        let mask = |rows: usize| -> __mmask16 {
-            if rows >= 16 {
-                0xFFFF
-            } else {
-                ((1u32 << rows) - 1) as u16
-            }
-        };
-        let (m0, m1) = (mask(p.rows), mask(p.rows.saturating_sub(16)));
+        let (m0, m1) = (lanes16(p.rows), lanes16(p.rows.saturating_sub(16)));
         let bias = if p.bias.is_null() {
             [_mm512_setzero_ps(); 2]
         } else {
@@ -158,7 +152,7 @@ mod x86 {
         let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
         // Each half of the tile (16 rows) goes out through an in-register 16 × 16
         // transpose, a row of C per vector, stored masked to the tile's columns.
-        let cols = ((1u32 << J) - 1) as __mmask16;
+        let cols = lanes16(J);
         for h in 0..2 {
             let mut v = [_mm512_setzero_ps(); 16];
             for (v, acc) in v.iter_mut().zip(&acc) {
@@ -173,39 +167,6 @@ mod x86 {
                 _mm512_mask_storeu_ps(p.c.add((16 * h + i) * p.ldc), cols, *row);
             }
         }
-    }
-
-    /// The 16 × 16 transpose of `v` (`out[i]` lane `j` is `v[j]` lane `i`): pairs, then
-    /// quads interleaved within 128-bit lanes, then the 128-bit lanes shuffled twice.
-    #[inline(always)]
-    unsafe fn transpose16(v: &[__m512; 16]) -> [__m512; 16] {
-        let mut t = [_mm512_setzero_ps(); 16];
-        for i in 0..8 {
-            t[2 * i] = _mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]);
-            t[2 * i + 1] = _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]);
-        }
-        let mut u = [_mm512_setzero_ps(); 16];
-        for i in 0..4 {
-            let (a, b) = (_mm512_castps_pd(t[4 * i]), _mm512_castps_pd(t[4 * i + 1]));
-            let (c, d) = (_mm512_castps_pd(t[4 * i + 2]), _mm512_castps_pd(t[4 * i + 3]));
-            u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-            u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-            u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
-            u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
-        }
-        let mut w = [_mm512_setzero_ps(); 16];
-        for i in 0..4 {
-            w[i] = _mm512_shuffle_f32x4(u[i], u[i + 4], 0x88);
-            w[i + 4] = _mm512_shuffle_f32x4(u[i], u[i + 4], 0xdd);
-            w[i + 8] = _mm512_shuffle_f32x4(u[i + 8], u[i + 12], 0x88);
-            w[i + 12] = _mm512_shuffle_f32x4(u[i + 8], u[i + 12], 0xdd);
-        }
-        let mut out = [_mm512_setzero_ps(); 16];
-        for i in 0..8 {
-            out[i] = _mm512_shuffle_f32x4(w[i], w[i + 8], 0x88);
-            out[i + 8] = _mm512_shuffle_f32x4(w[i], w[i + 8], 0xdd);
-        }
-        out
     }
 
     /// Lane mask for the first `n` of 8 lanes.
