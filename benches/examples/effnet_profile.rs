@@ -1,5 +1,6 @@
 //! Runs EfficientNet-Lite0 forward (and backward with `--backward`) in a loop, for a profiler;
-//! `--fold`, `--batch N`, `--in-pool`, and `--memory` (what the tape keeps) as named.
+//! `--fold`, `--batch N`, `--in-pool`, `--inference` (a constant image: no gradient, values
+//! released after their last reader) and `--memory` (what the tape keeps) as named.
 use actmax_layers::zoo;
 use actmax_tensor::{Tape, Tensor};
 
@@ -13,11 +14,12 @@ fn main() {
     let mut tape = Tape::new();
     let reps = if batch > 1 { 5 } else { 30 };
     let in_pool = std::env::args().any(|a| a == "--in-pool");
+    let inference = std::env::args().any(|a| a == "--inference");
     let t = std::time::Instant::now();
     let mut body = || {
         for _ in 0..reps {
             tape.reset();
-            let x = tape.variable(image.clone());
+            let x = if inference { tape.constant(image.clone()) } else { tape.variable(image.clone()) };
             let out = model.forward(&mut tape, x, &[last]).unwrap()[0];
             if backward {
                 let l = tape.sum_all(out).unwrap();

@@ -62,6 +62,7 @@ fn main() {
         (times[0], times[times.len() / 2])
     });
     println!("whole model forward (fused), median {:.2} ms, best of {}: {:.2} ms", whole.1, reps + 3, whole.0);
+    println!("forward FLOPs (convs and dense): {:.3} G per image", model.flops() / 1e9);
     let mut by_kind: BTreeMap<String, f64> = BTreeMap::new();
     for (k, v) in &totals {
         *by_kind.entry(k.split(' ').next().unwrap().to_string()).or_default() += v;
