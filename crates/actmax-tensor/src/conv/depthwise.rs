@@ -924,7 +924,8 @@ fn forward_on(
     let plan = DwPlan::new(g);
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 && plan.channel_blocks(g) {
-        return forward_channel_blocks(x, mask, w, bias, clamp, g, out, scratch);
+        let p = FwdPlanes { x, w, bias, clamp, first: 0, mask };
+        return forward_channel_blocks(p, g, out, scratch);
     }
     // About eight tasks per thread: enough to balance, few enough to amortize a task.
     let per_task = (g.n * g.c_in).div_ceil(8 * rayon::current_num_threads()).max(1);
@@ -939,20 +940,10 @@ fn forward_on(
     );
 }
 
-/// [`forward_on`] on AVX-512 for small 5 × 5 stride-1 planes: 16 planes a block
-/// (`avx512::channel_block`), tasks of whole blocks.
+/// [`forward_on`] on AVX-512 for small 3 × 3 and 5 × 5 stride-1 planes (`p.first` 0):
+/// 16 planes a block (`avx512::channel_block`), tasks of whole blocks.
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)] // a conv's operands, spelled out
-fn forward_channel_blocks(
-    x: &[f32],
-    mask: Option<GradMask>,
-    w: &[f32],
-    bias: Option<&[f32]>,
-    clamp: Clamp,
-    g: &ConvGeometry,
-    out: &mut [f32],
-    scratch: &ScratchPool,
-) {
+fn forward_channel_blocks(p: FwdPlanes, g: &ConvGeometry, out: &mut [f32], scratch: &ScratchPool) {
     let ol = g.out_len();
     let blocks = (g.n * g.c_in).div_ceil(16);
     let per_task = blocks.div_ceil(8 * rayon::current_num_threads()).max(1) * 16;
@@ -965,7 +956,7 @@ fn forward_channel_blocks(
         },
         |buf, (t, chunk)| {
             for (b, block) in chunk.chunks_mut(16 * ol).enumerate() {
-                let p = FwdPlanes { x, w, bias, clamp, first: t * per_task + 16 * b, mask };
+                let p = FwdPlanes { first: t * per_task + 16 * b, ..p };
                 // Safety: callers pass Isa::Avx512 only where the CPU has it.
                 unsafe {
                     if g.k_hw[0] == 5 {
