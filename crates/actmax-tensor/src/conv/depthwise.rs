@@ -932,10 +932,10 @@ fn forward_on(
     // The AVX-512 strips read their planes in place and need no phase copies.
     let in_place = isa == Isa::Avx512 && plan.avx512_slides(g);
     out.par_chunks_mut(per_task * g.out_len()).enumerate().for_each_init(
-        || if in_place { scratch.lease(0) } else { zeroed_lease(scratch, &plan, g) },
+        || (!in_place).then(|| zeroed_lease(scratch, &plan, g)),
         |buf, (t, chunk)| {
             let p = FwdPlanes { x, w, bias, clamp, first: t * per_task, mask };
-            dw_forward_planes_on(isa, p, g, &plan, chunk, buf);
+            dw_forward_planes_on(isa, p, g, &plan, chunk, buf.as_deref_mut().unwrap_or_default());
         },
     );
 }
@@ -1387,7 +1387,7 @@ mod avx512 {
                         let dst = dx.as_mut_ptr().add(o);
                         _mm512_mask_storeu_ps(dst, stores[n][0], _mm512_permutex2var_ps(even[n], lo_half, odd[n]));
                         _mm512_mask_storeu_ps(
-                            dst.add(16),
+                            dst.wrapping_add(16),
                             stores[n][1],
                             _mm512_permutex2var_ps(even[n], hi_half, odd[n]),
                         );

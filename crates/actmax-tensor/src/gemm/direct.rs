@@ -523,14 +523,14 @@ mod x86 {
             _mm_prefetch::<_MM_HINT_T0>(ahead);
             _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
             let b0 = _mm512_maskz_loadu_ps(m0, b);
-            let b1 = _mm512_maskz_loadu_ps(m1, b.add(16));
+            let b1 = _mm512_maskz_loadu_ps(m1, b.wrapping_add(16));
             for (i, row) in acc.iter_mut().enumerate() {
                 let av = _mm512_set1_ps(*a.add(i));
                 row[0] = _mm512_fmadd_ps(av, b0, row[0]);
                 row[1] = _mm512_fmadd_ps(av, b1, row[1]);
             }
             a = a.add(MR);
-            b = b.add(blk.ldb);
+            b = b.wrapping_add(blk.ldb);
         }
         let (lo, hi) = blk.clamp.unwrap_or((0.0, 0.0));
         let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
@@ -596,7 +596,7 @@ mod x86 {
             let (b0, b1) = if full {
                 (_mm256_loadu_ps(b), _mm256_loadu_ps(b.add(8)))
             } else {
-                (_mm256_maskload_ps(b, m0), _mm256_maskload_ps(b.add(8), m1))
+                (_mm256_maskload_ps(b, m0), _mm256_maskload_ps(b.wrapping_add(8), m1))
             };
             for (i, row) in acc.iter_mut().enumerate() {
                 let av = _mm256_broadcast_ss(&*a.add(i));
@@ -604,7 +604,7 @@ mod x86 {
                 row[1] = _mm256_fmadd_ps(av, b1, row[1]);
             }
             a = a.add(MR);
-            b = b.add(blk.ldb);
+            b = b.wrapping_add(blk.ldb);
         }
         let (lo, hi) = blk.clamp.unwrap_or((0.0, 0.0));
         let (lo, hi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));

@@ -139,14 +139,14 @@ mod x86 {
                 b = b.add(1);
             }
             a = a.add(32);
-            b = b.add(p.ldb - J);
+            b = b.wrapping_add(p.ldb - J);
         }
         // Bias and clamp along the vector (one bias per row of C).
         let (m0, m1) = (lanes16(p.rows), lanes16(p.rows.saturating_sub(16)));
         let bias = if p.bias.is_null() {
             [_mm512_setzero_ps(); 2]
         } else {
-            [_mm512_maskz_loadu_ps(m0, p.bias), _mm512_maskz_loadu_ps(m1, p.bias.add(16))]
+            [_mm512_maskz_loadu_ps(m0, p.bias), _mm512_maskz_loadu_ps(m1, p.bias.wrapping_add(16))]
         };
         let (lo, hi) = p.clamp.unwrap_or((0.0, 0.0));
         let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
@@ -192,13 +192,13 @@ mod x86 {
                 b = b.add(1);
             }
             a = a.add(16);
-            b = b.add(p.ldb - J);
+            b = b.wrapping_add(p.ldb - J);
         }
         let bias = if p.bias.is_null() {
             [_mm256_setzero_ps(); 2]
         } else {
             let (m0, m1) = (lanes(p.rows), lanes(p.rows.saturating_sub(8)));
-            [_mm256_maskload_ps(p.bias, m0), _mm256_maskload_ps(p.bias.add(8), m1)]
+            [_mm256_maskload_ps(p.bias, m0), _mm256_maskload_ps(p.bias.wrapping_add(8), m1)]
         };
         let (lo, hi) = p.clamp.unwrap_or((0.0, 0.0));
         let (lo, hi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
