@@ -29,6 +29,8 @@ pub struct Tape {
     pub(crate) scratch: ScratchPool,
     pub(crate) packs: Arc<PackCache>,
     epoch: u64,
+    /// The last node that requires a gradient (what [`Tape::release`] asks).
+    last_grad: Option<usize>,
 }
 
 impl Default for Tape {
@@ -39,6 +41,7 @@ impl Default for Tape {
             scratch: ScratchPool::new(),
             packs: Arc::default(),
             epoch: next_epoch(),
+            last_grad: None,
         }
     }
 }
@@ -80,6 +83,7 @@ impl Tape {
         }
         self.scratch.trim_to_demand();
         self.epoch = next_epoch();
+        self.last_grad = None;
     }
 
     /// Floats held by the values of the tape's nodes that it alone owns (what a forward
@@ -154,8 +158,7 @@ impl Tape {
 
     fn leaf(&mut self, t: Arc<Tensor>, requires_grad: bool) -> Var {
         let t = if t.is_standard_layout() { t } else { Arc::new(t.as_standard_layout().into_owned()) };
-        self.nodes.push(Node { value: t, op: Op::Leaf, requires_grad, released: false });
-        Var { index: self.nodes.len() - 1, epoch: self.epoch }
+        self.record(Node { value: t, op: Op::Leaf, requires_grad, released: false })
     }
 
     fn node(&self, v: Var) -> Result<&Node> {
@@ -174,7 +177,7 @@ impl Tape {
     /// recorded after it requires a gradient.
     pub fn release(&mut self, v: Var) -> Result<()> {
         self.node(v)?;
-        if self.nodes[v.index..].iter().any(|n| n.requires_grad) {
+        if self.last_grad.is_some_and(|i| i >= v.index) {
             return Err(crate::error::param_err(
                 "release",
                 "a gradient may need this value (it, or a node after it, requires one); keep it until reset",
@@ -213,7 +216,14 @@ impl Tape {
     pub(crate) fn push(&mut self, value: Tensor, op: Op, inputs: &[Var]) -> Var {
         let requires_grad = inputs.iter().any(|&v| self.requires_grad(v));
         let value = if value.is_standard_layout() { value } else { value.as_standard_layout().into_owned() };
-        self.nodes.push(Node { value: Arc::new(value), op, requires_grad, released: false });
+        self.record(Node { value: Arc::new(value), op, requires_grad, released: false })
+    }
+
+    fn record(&mut self, node: Node) -> Var {
+        if node.requires_grad {
+            self.last_grad = Some(self.nodes.len());
+        }
+        self.nodes.push(node);
         Var { index: self.nodes.len() - 1, epoch: self.epoch }
     }
 
