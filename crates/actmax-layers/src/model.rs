@@ -476,14 +476,14 @@ impl Model {
         }
         let mut vals: Vec<Option<Var>> = vec![None; last + 1];
         vals[0] = Some(self.input.preprocess(tape, image)?);
+        let readers = self.readers(outputs, last);
         let fusions = match bind {
-            Binding::Inference => self.activation_fusions(outputs, last),
+            Binding::Inference => self.activation_fusions(&readers, last),
             Binding::Training(_) => Vec::new(),
         };
         // An inference pass that no gradient will run through gives each value back once
         // its last reader has run: the next layer's output takes that buffer while it is
         // still in cache instead of one last touched an iteration ago.
-        let readers = self.readers(outputs, last);
         // Reads still to come per tape value (a layer may return its input's value, so
         // the count is per value, not per layer).
         let mut unread: Option<HashMap<Var, usize>> = match bind {
@@ -546,9 +546,9 @@ impl Model {
     /// norms, dropout at inference) and then a ReLU or ReLU6, where nothing but the next
     /// layer reads any value in between and none of them is an output asked for. The
     /// layer list stays as it is: names, indexes and every requested value are unchanged.
-    fn activation_fusions(&self, outputs: &[usize], last: usize) -> Vec<Option<(usize, Activation)>> {
+    /// `readers` as [`Model::readers`] gives them (a requested output counts as a read).
+    fn activation_fusions(&self, readers: &[usize], last: usize) -> Vec<Option<(usize, Activation)>> {
         // Read once, by the next layer, and not asked for.
-        let readers = self.readers(outputs, last);
         let private = |k: usize| readers[k] == 1;
         let chained = |k: usize| self.nodes[k].inputs == [k - 1];
         let mut out = vec![None; last + 1];
