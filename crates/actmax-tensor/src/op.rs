@@ -179,6 +179,4 @@ pub(crate) struct Node {
     pub(crate) value: Arc<Tensor>,
     pub(crate) op: Op,
     pub(crate) requires_grad: bool,
-    /// The value was given back early ([`crate::Tape::release`]): reading it is an error.
-    pub(crate) released: bool,
 }

@@ -31,6 +31,9 @@ pub struct Tape {
     epoch: u64,
     /// The last node that requires a gradient (what [`Tape::release`] asks).
     last_grad: Option<usize>,
+    /// The value every released node holds: one empty tensor, shared, so that a release
+    /// allocates nothing and a node is released exactly when it holds this one.
+    released: Arc<Tensor>,
 }
 
 impl Default for Tape {
@@ -42,6 +45,7 @@ impl Default for Tape {
             packs: Arc::default(),
             epoch: next_epoch(),
             last_grad: None,
+            released: Arc::new(Tensor::zeros(IxDyn(&[0]))),
         }
     }
 }
@@ -158,12 +162,14 @@ impl Tape {
 
     fn leaf(&mut self, t: Arc<Tensor>, requires_grad: bool) -> Var {
         let t = if t.is_standard_layout() { t } else { Arc::new(t.as_standard_layout().into_owned()) };
-        self.record(Node { value: t, op: Op::Leaf, requires_grad, released: false })
+        self.record(Node { value: t, op: Op::Leaf, requires_grad })
     }
 
     fn node(&self, v: Var) -> Result<&Node> {
         match self.nodes.get(v.index) {
-            Some(n) if v.epoch == self.epoch && n.released => Err(TensorError::Released(v.index)),
+            Some(n) if v.epoch == self.epoch && Arc::ptr_eq(&n.value, &self.released) => {
+                Err(TensorError::Released(v.index))
+            }
             Some(n) if v.epoch == self.epoch => Ok(n),
             _ => Err(TensorError::UnknownVar(v.index)),
         }
@@ -183,9 +189,7 @@ impl Tape {
                 "a gradient may need this value (it, or a node after it, requires one); keep it until reset",
             ));
         }
-        let node = &mut self.nodes[v.index];
-        node.released = true;
-        let value = std::mem::replace(&mut node.value, Arc::new(Tensor::zeros(IxDyn(&[0]))));
+        let value = std::mem::replace(&mut self.nodes[v.index].value, self.released.clone());
         if let Ok(t) = Arc::try_unwrap(value) {
             recycle(&self.scratch, t);
         }
@@ -216,7 +220,7 @@ impl Tape {
     pub(crate) fn push(&mut self, value: Tensor, op: Op, inputs: &[Var]) -> Var {
         let requires_grad = inputs.iter().any(|&v| self.requires_grad(v));
         let value = if value.is_standard_layout() { value } else { value.as_standard_layout().into_owned() };
-        self.record(Node { value: Arc::new(value), op, requires_grad, released: false })
+        self.record(Node { value: Arc::new(value), op, requires_grad })
     }
 
     fn record(&mut self, node: Node) -> Var {
