@@ -235,30 +235,34 @@ struct DwPlan {
     /// `(K, S)` when the kernel is `K × K` (3 or 5) with stride `S` (1 or 2) both ways
     /// and dilation 1: such planes can slide ([`dw_forward_plane`] says when they do).
     slide: Option<(usize, usize)>,
-    /// Left zero margin of a padded gradient row in the backward gather.
-    margin: usize,
-    /// Length of a padded gradient row.
-    dyw: usize,
     /// The furthest phase-layout offset any tap reads from a block's start (its bound,
     /// checked once per block, is the same for every block).
     tap_reach: usize,
+}
+
+/// What the backward gather (`dw_backward_input_plane`) computes once per call: built
+/// only where that gather runs, not for every forward (its lists are a few hundred
+/// small allocations on a 112-row plane).
+struct Gather {
+    l: PhaseLayout,
+    /// Kernel taps (weights per channel).
+    taps: usize,
+    /// Left zero margin of a padded gradient row.
+    margin: usize,
+    /// Length of a padded gradient row.
+    dyw: usize,
     /// Per padded input row: the furthest gradient-row offset its gather reads, before
     /// the block's column.
     row_reach: Vec<usize>,
     /// Per padded input row `r` and phase `p` (at `r·s + p`): the gather's terms, each a
     /// gradient-row offset (before the block's column) and a weight index.
-    gather: Vec<Vec<(usize, usize)>>,
+    terms: Vec<Vec<(usize, usize)>>,
 }
 
-/// Widest register block of output lanes.
-const BLOCK: usize = 4 * LANES;
-
-impl DwPlan {
+impl Gather {
     fn new(g: &ConvGeometry) -> Self {
         let l = PhaseLayout::new(g);
         let ([kh_n, kw_n], [dh, dw], [sh, sw]) = (g.k_hw, g.p.dilation, g.p.stride);
-        let taps: Vec<Tap> =
-            (0..kh_n * kw_n).map(|t| Tap { w: t, dr: (t / kw_n) * dh, c0: l.at(0, (t % kw_n) * dw) }).collect();
         // Per kernel column: (phase, kw, column offset within the phase).
         let cols: Vec<(usize, usize, usize)> = (0..kw_n).map(|kw| ((kw * dw) % sw, kw, (kw * dw) / sw)).collect();
         // Per padded input row: the (output row, kernel row) pairs that reach it.
@@ -274,12 +278,11 @@ impl DwPlan {
             .collect();
         let margin = (kw_n - 1) * dw / sw;
         let dyw = margin + l.pw + BLOCK;
-        let tap_reach = taps.iter().map(|t: &Tap| t.c0 + t.dr * l.pw).max().unwrap_or(0);
         let row_reach = reach
             .iter()
             .map(|r: &Vec<(usize, usize)>| r.iter().map(|&(oh, _)| oh * dyw + margin).max().unwrap_or(0))
             .collect();
-        let gather = (0..l.rows * l.s)
+        let terms = (0..l.rows * l.s)
             .map(|rp| {
                 let (r, p) = (rp / l.s, rp % l.s);
                 let cols = cols.iter().filter(|c| c.0 == p);
@@ -291,10 +294,29 @@ impl DwPlan {
                     .collect()
             })
             .collect();
+        Self { l, taps: kh_n * kw_n, margin, dyw, row_reach, terms }
+    }
+
+    /// Scratch floats one plane needs: the phase planes and a padded gradient plane.
+    fn buf_len(&self, g: &ConvGeometry) -> usize {
+        self.l.len() + g.out_hw[0].max(1) * self.dyw
+    }
+}
+
+/// Widest register block of output lanes.
+const BLOCK: usize = 4 * LANES;
+
+impl DwPlan {
+    fn new(g: &ConvGeometry) -> Self {
+        let l = PhaseLayout::new(g);
+        let ([kh_n, kw_n], [dh, dw], [sh, sw]) = (g.k_hw, g.p.dilation, g.p.stride);
+        let taps: Vec<Tap> =
+            (0..kh_n * kw_n).map(|t| Tap { w: t, dr: (t / kw_n) * dh, c0: l.at(0, (t % kw_n) * dw) }).collect();
+        let tap_reach = taps.iter().map(|t: &Tap| t.c0 + t.dr * l.pw).max().unwrap_or(0);
         let slide = (g.k_hw[0] == g.k_hw[1] && sh == sw && g.p.dilation == [1, 1])
             .then_some((kh_n, sh))
             .filter(|ks| matches!(ks, (3 | 5, 1 | 2)));
-        Self { l, taps, slide, margin, dyw, tap_reach, row_reach, gather }
+        Self { l, taps, slide, tap_reach }
     }
 
     /// Whether the AVX-512 build runs this conv as sliding strips (where no channel
@@ -321,10 +343,10 @@ impl DwPlan {
         matches!(self.slide, Some((3 | 5, 1))) && g.out_hw[1] <= LANES && g.in_hw[1] <= LANES
     }
 
-    /// Scratch floats one plane needs: the phase planes, a padded gradient plane (or row),
-    /// and per-tap accumulators.
-    fn buf_len(&self, g: &ConvGeometry) -> usize {
-        self.l.len() + g.out_hw[0].max(1) * self.dyw + self.taps.len() * LANES
+    /// Scratch floats one plane needs for the forward and the weight gradient: the
+    /// phase planes, a row, and per-tap accumulators.
+    fn buf_len(&self) -> usize {
+        self.l.len() + self.l.owp + self.taps.len() * LANES
     }
 }
 
@@ -680,15 +702,15 @@ fn bwd_input_block<const W: usize, const FMA: bool>(
     r: usize,
     p: usize,
     q: usize,
-    plan: &DwPlan,
+    gather: &Gather,
     wk: &[f32],
     dst: &mut [f32],
 ) {
     let mut acc = [0.0f32; W];
     // Bounds, once per block: every read below starts at or before `last` and spans W.
-    let last = plan.row_reach[r] + q;
-    assert!(last + W <= dypad.len() && plan.margin <= plan.dyw && wk.len() >= plan.taps.len());
-    for &(at, wi) in &plan.gather[r * plan.l.s + p] {
+    let last = gather.row_reach[r] + q;
+    assert!(last + W <= dypad.len() && gather.margin <= gather.dyw && wk.len() >= gather.taps);
+    for &(at, wi) in &gather.terms[r * gather.l.s + p] {
         // Safety: q0 <= margin, so `at + q` <= `last`, checked above; wi < taps.
         let (src, w) = unsafe { (dypad.get_unchecked(at + q..at + q + W), *wk.get_unchecked(wi)) };
         for i in 0..W {
@@ -703,7 +725,7 @@ fn dw_backward_input_plane<const FMA: bool>(
     dyp: &[f32],
     wk: &[f32],
     g: &ConvGeometry,
-    plan: &DwPlan,
+    plan: &Gather,
     dx: &mut [f32],
     buf: &mut [f32],
 ) {
@@ -752,14 +774,14 @@ fn dw_backward_input_plane_on(
     dyp: &[f32],
     wk: &[f32],
     g: &ConvGeometry,
-    plan: &DwPlan,
+    plan: &Gather,
     dx: &mut [f32],
     buf: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(dyp: &[f32], wk: &[f32], g: &ConvGeometry, plan: &DwPlan, dx: &mut [f32], buf: &mut [f32]) {
+        unsafe fn avx2(dyp: &[f32], wk: &[f32], g: &ConvGeometry, plan: &Gather, dx: &mut [f32], buf: &mut [f32]) {
             dw_backward_input_plane::<true>(dyp, wk, g, plan, dx, buf)
         }
         match isa {
@@ -889,8 +911,8 @@ fn dw_forward_planes_on(isa: Isa, p: FwdPlanes, g: &ConvGeometry, plan: &DwPlan,
 
 /// A task's scratch, its phase planes zeroed: [`phase_split`] only writes the input's
 /// positions, the same ones for every plane.
-fn zeroed_lease<'a>(scratch: &'a ScratchPool, plan: &DwPlan, g: &ConvGeometry) -> crate::scratch::Lease<'a> {
-    let mut buf = scratch.lease(plan.buf_len(g));
+fn zeroed_lease<'a>(scratch: &'a ScratchPool, plan: &DwPlan) -> crate::scratch::Lease<'a> {
+    let mut buf = scratch.lease(plan.buf_len());
     buf[..plan.l.len()].fill(0.0);
     buf
 }
@@ -932,7 +954,7 @@ fn forward_on(
     // The AVX-512 strips read their planes in place and need no phase copies.
     let in_place = isa == Isa::Avx512 && plan.avx512_slides(g);
     out.par_chunks_mut(per_task * g.out_len()).enumerate().for_each_init(
-        || (!in_place).then(|| zeroed_lease(scratch, &plan, g)),
+        || (!in_place).then(|| zeroed_lease(scratch, &plan)),
         |buf, (t, chunk)| {
             let p = FwdPlanes { x, w, bias, clamp, first: t * per_task, mask };
             dw_forward_planes_on(isa, p, g, &plan, chunk, buf.as_deref_mut().unwrap_or_default());
@@ -1029,7 +1051,11 @@ fn backward_as_forward(
 ) -> bool {
     let Some(t) = transposed_as_forward(g) else { return false };
     let kk = g.k_hw[0] * g.k_hw[1];
-    let flipped: Vec<f32> = w.chunks_exact(kk).flat_map(|k| k.iter().rev().copied()).collect();
+    // From the pool: a step runs this for every stride-1 depthwise layer.
+    let mut flipped = scratch.lease(w.len());
+    for (f, k) in flipped.chunks_exact_mut(kk).zip(w.chunks_exact(kk)) {
+        f.iter_mut().zip(k.iter().rev()).for_each(|(f, &v)| *f = v);
+    }
     forward_on(isa, dy, mask, &flipped, None, None, &t, dx, scratch);
     true
 }
@@ -1043,7 +1069,7 @@ fn backward_input_on(isa: Isa, dy: &[f32], w: &[f32], g: &ConvGeometry, dx: &mut
     if isa == Isa::Avx512 && strided_backward_in_place(dy, w, g, dx) {
         return;
     }
-    let plan = DwPlan::new(g);
+    let plan = Gather::new(g);
     let (ol, kk, c) = (g.out_len(), g.k_hw[0] * g.k_hw[1], g.c_in);
     dx.par_chunks_mut(g.in_len()).enumerate().for_each_init(
         || scratch.lease(plan.buf_len(g)),
@@ -1097,7 +1123,7 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry, dw: &mut 
     let plan = DwPlan::new(g);
     let (il, ol, kk, c) = (g.in_len(), g.out_len(), g.k_hw[0] * g.k_hw[1], g.c_in);
     dw.par_chunks_mut(kk).enumerate().for_each_init(
-        || zeroed_lease(scratch, &plan, g),
+        || zeroed_lease(scratch, &plan),
         |buf, (ch, dwk)| {
             dwk.fill(0.0);
             for n in 0..g.n {
