@@ -238,6 +238,8 @@ struct DwPlan {
     /// The furthest phase-layout offset any tap reads from a block's start (its bound,
     /// checked once per block, is the same for every block).
     tap_reach: usize,
+    /// Per strip of 32 output columns, the in-place sliding loads (where `slide` is set).
+    strips: Vec<StripLanes>,
 }
 
 /// What the backward gather (`dw_backward_input_plane`) computes once per call: built
@@ -316,7 +318,9 @@ impl DwPlan {
         let slide = (g.k_hw[0] == g.k_hw[1] && sh == sw && g.p.dilation == [1, 1])
             .then_some((kh_n, sh))
             .filter(|ks| matches!(ks, (3 | 5, 1 | 2)));
-        Self { l, taps, slide, tap_reach }
+        let strips = slide
+            .map_or(Vec::new(), |(k, s)| (0..g.out_hw[1]).step_by(32).map(|j| StripLanes::new(g, k, s, j)).collect());
+        Self { l, taps, slide, tap_reach, strips }
     }
 
     /// Whether the AVX-512 build runs this conv as sliding strips (where no channel
@@ -459,12 +463,24 @@ fn dw_forward_plane<const FMA: bool, const V: usize>(
         // Safety: V = 16 is the AVX-512 build (dw_forward_planes_on), on a CPU with it.
         unsafe {
             match (plan.slide, mask.is_some()) {
-                (Some((3, 1)), false) => return forward_sliding_in_place::<3, 1, false>(xp, mask, g, wk, store, out),
-                (Some((5, 1)), false) => return forward_sliding_in_place::<5, 1, false>(xp, mask, g, wk, store, out),
-                (Some((3, 2)), false) => return forward_sliding_in_place::<3, 2, false>(xp, mask, g, wk, store, out),
-                (Some((5, 2)), false) => return forward_sliding_in_place::<5, 2, false>(xp, mask, g, wk, store, out),
-                (Some((3, 1)), true) => return forward_sliding_in_place::<3, 1, true>(xp, mask, g, wk, store, out),
-                (Some((5, 1)), true) => return forward_sliding_in_place::<5, 1, true>(xp, mask, g, wk, store, out),
+                (Some((3, 1)), false) => {
+                    return forward_sliding_in_place::<3, 1, false>(xp, mask, g, plan, wk, store, out)
+                }
+                (Some((5, 1)), false) => {
+                    return forward_sliding_in_place::<5, 1, false>(xp, mask, g, plan, wk, store, out)
+                }
+                (Some((3, 2)), false) => {
+                    return forward_sliding_in_place::<3, 2, false>(xp, mask, g, plan, wk, store, out)
+                }
+                (Some((5, 2)), false) => {
+                    return forward_sliding_in_place::<5, 2, false>(xp, mask, g, plan, wk, store, out)
+                }
+                (Some((3, 1)), true) => {
+                    return forward_sliding_in_place::<3, 1, true>(xp, mask, g, plan, wk, store, out)
+                }
+                (Some((5, 1)), true) => {
+                    return forward_sliding_in_place::<5, 1, true>(xp, mask, g, plan, wk, store, out)
+                }
                 _ => {}
             }
         }
@@ -541,6 +557,7 @@ unsafe fn forward_sliding_in_place<const K: usize, const S: usize, const GATED: 
     xp: &[f32],
     mask: Option<GradMask>,
     g: &ConvGeometry,
+    plan: &DwPlan,
     wk: &[f32],
     store: Store,
     out: &mut [f32],
@@ -549,17 +566,55 @@ unsafe fn forward_sliding_in_place<const K: usize, const S: usize, const GATED: 
     if g.out_hw[0] == 0 {
         return;
     }
-    assert!(out.len() >= g.out_len());
-    let mut j = 0;
-    while j < ow {
+    assert!(out.len() >= g.out_len() && plan.strips.len() == ow.div_ceil(32));
+    for (lanes, j) in plan.strips.iter().zip((0..ow).step_by(32)) {
         let s = Slide::<K>::over_plane(g, wk, store, j, 32);
-        let src = avx512::Plane::<S, GATED>::new::<K>(xp, mask, g, j);
+        let src = avx512::Plane::<S, GATED>::new(xp, mask, g, lanes);
         if ow - j > 16 {
             avx512::slide_strip::<K, S, 2, GATED>(&s, &src, out);
         } else {
             avx512::slide_strip::<K, S, 1, GATED>(&s, &src, out);
         }
-        j += 32;
+    }
+}
+
+/// Where the loads of an in-place sliding strip (`avx512::Plane`) start, and their lane
+/// masks: the same for every plane of a call, so [`DwPlan`] makes them once per strip
+/// (made per plane they were 7 % of a 14×14 plane's time).
+struct StripLanes {
+    /// The input column of the strip's first lane at kernel column 0 (negative in the
+    /// left padding); every load starts [`StripLanes::offset`] from it.
+    base: isize,
+    /// Lane masks per row kind (0: a padding row, all clear; 1: an input row), kernel
+    /// column, output vector and half (stride 2 loads two vectors).
+    masks: [[[[u16; 2]; 2]; 5]; 2],
+}
+
+impl StripLanes {
+    /// The strip of 32 output columns from `j`, for a `k × k` kernel at stride `s`.
+    fn new(g: &ConvGeometry, k: usize, s: usize, j: usize) -> Self {
+        let (w, left) = (g.in_hw[1] as isize, g.p.padding.left as isize);
+        let base = (s * j) as isize - left;
+        let mut masks = [[[[0; 2]; 2]; 5]; 2];
+        for (kw, m) in masks[1].iter_mut().enumerate().take(k) {
+            for (n, m) in m.iter_mut().enumerate() {
+                for (half, m) in m.iter_mut().enumerate().take(s) {
+                    let c = base + Self::offset(s, kw, n, half);
+                    // Lanes i with 0 <= c + i < w.
+                    let lo = (-c).clamp(0, 16) as u32;
+                    let hi = (w - c).clamp(0, 16) as u32;
+                    *m = if hi > lo { (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16 } else { 0 };
+                }
+            }
+        }
+        Self { base, masks }
+    }
+
+    /// Where the load of kernel column `kw`, output vector `n` and half `half` starts,
+    /// from `base`, at stride `s`.
+    #[inline(always)]
+    fn offset(s: usize, kw: usize, n: usize, half: usize) -> isize {
+        (kw + 16 * (s * n + half)) as isize
     }
 }
 
@@ -1150,7 +1205,7 @@ mod avx512 {
 
     use crate::simd::avx512::{lanes, transpose16};
 
-    use super::Slide;
+    use super::{Slide, StripLanes};
 
     /// The input plane itself, unpadded: padding is masked-off lanes (and whole rows),
     /// and at stride 2 each tap's 16 inputs are the even lanes of 32 (one permute).
@@ -1164,57 +1219,33 @@ mod avx512 {
         w: usize,
         h: usize,
         top: usize,
-        /// The input column of the strip's first lane at kernel column 0 (negative in
-        /// the left padding); every load starts a constant distance from it.
-        base: isize,
-        /// Lane masks per row kind (0: a padding row, all clear; 1: an input row),
-        /// kernel column, output vector and half (stride 2 loads two vectors).
-        masks: [[[[__mmask16; 2]; 2]; 5]; 2],
+        /// Where the strip's loads start and their lane masks.
+        lanes: &'a StripLanes,
         evens: __m512i,
     }
 
     impl<'a, const S: usize, const GATED: bool> Plane<'a, S, GATED> {
-        /// The strip at output column `j` of a `K`-wide kernel over plane `x` (gated by
-        /// `mask` when `GATED`).
+        /// The strip `lanes` describes, over plane `x` (gated by `mask` when `GATED`).
         ///
         /// # Safety
         /// The CPU must have AVX-512F.
         #[target_feature(enable = "avx512f")]
-        pub(super) unsafe fn new<const K: usize>(
+        pub(super) unsafe fn new(
             x: &'a [f32],
             mask: Option<super::GradMask<'a>>,
             g: &super::ConvGeometry,
-            j: usize,
+            lanes: &'a StripLanes,
         ) -> Self {
             let ([h, w], pad) = (g.in_hw, g.p.padding);
-            assert!(K <= 5 && S <= 2 && x.len() >= h * w);
+            assert!(S <= 2 && g.p.stride[1] == S && x.len() >= h * w);
             let gate = match mask {
                 Some(m) if GATED => (m.y, m.lo, m.hi),
                 None if !GATED => (x, 0.0, 0.0),
                 _ => panic!("a gated plane needs its mask, an ungated one none"),
             };
             assert!(gate.0.len() == x.len() && (!GATED || S == 1), "a gate is stride 1, one y per element");
-            let base = (S * j) as isize - pad.left as isize;
-            let mut masks = [[[[0; 2]; 2]; 5]; 2];
-            for (kw, m) in masks[1].iter_mut().enumerate().take(K) {
-                for (n, m) in m.iter_mut().enumerate() {
-                    for (half, m) in m.iter_mut().enumerate().take(S) {
-                        let c = base + Self::offset(kw, n, half);
-                        // Lanes i with 0 <= c + i < w.
-                        let lo = (-c).clamp(0, 16) as u32;
-                        let hi = (w as isize - c).clamp(0, 16) as u32;
-                        *m = if hi > lo { (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16 } else { 0 };
-                    }
-                }
-            }
             let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-            Self { x, gate, w, h, top: pad.top, base, masks, evens }
-        }
-
-        /// Where a load starts, from `base`.
-        #[inline(always)]
-        fn offset(kw: usize, n: usize, half: usize) -> isize {
-            (kw + 16 * (S * n + half)) as isize
+            Self { x, gate, w, h, top: pad.top, lanes, evens }
         }
     }
 
@@ -1224,7 +1255,7 @@ mod avx512 {
         #[inline(always)]
         unsafe fn row(&self, r: usize) -> (isize, usize) {
             match r.checked_sub(self.top).filter(|&i| i < self.h) {
-                Some(i) => ((i * self.w) as isize + self.base, 1),
+                Some(i) => ((i * self.w) as isize + self.lanes.base, 1),
                 None => (0, 0),
             }
         }
@@ -1234,9 +1265,9 @@ mod avx512 {
         unsafe fn load(&self, (row, kind): (isize, usize), kw: usize, n: usize) -> __m512 {
             // Masked-off lanes read nothing (no fault), so a load may start before the
             // row or end past it; a padding row reads nothing at all.
-            let m = &self.masks[kind][kw][n];
+            let m = &self.lanes.masks[kind][kw][n];
             let at = |p: &[f32], h: usize| {
-                _mm512_maskz_loadu_ps(m[h], p.as_ptr().wrapping_offset(row + Self::offset(kw, n, h)))
+                _mm512_maskz_loadu_ps(m[h], p.as_ptr().wrapping_offset(row + StripLanes::offset(S, kw, n, h)))
             };
             if GATED {
                 // As `phase_split_masked`: x where lo < y < hi (false for a NaN y), else 0.
