@@ -214,14 +214,13 @@ impl Tape {
                     _ => None,
                 };
                 if let Some(bounds) = mask_in_kernel {
-                    let mut dx = self.scratch.take(geo.n * geo.c_in * geo.in_len());
                     let (plan, ws) = (ConvPlan::choose(geo), slice(self.val(*w)));
-                    if conv2d_backward_input_masked(plan, slice(&g), slice(y), bounds, ws, geo, &mut dx, &self.scratch)?
+                    if let Some(dx) =
+                        conv2d_backward_input_masked(plan, slice(&g), slice(y), bounds, ws, geo, &self.scratch)?
                     {
                         self.accumulate(grads, *x, from_vec(self.val(*x).shape(), dx));
                         return Ok(());
                     }
-                    self.scratch.give(dx);
                 }
                 // A fused activation first: its gradient depends on the output alone.
                 let g = match act {

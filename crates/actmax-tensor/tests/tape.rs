@@ -254,18 +254,29 @@ fn roll_with_extreme_shift() {
     assert_eq!(g.get(x).unwrap().iter().copied().collect::<Vec<_>>(), [10.0, 100.0, 1.0]);
 }
 
-/// A conv + ReLU6 net's loss and input gradient, the activation fused or as its own op.
-fn conv_relu_net(mode: &BackpropMode, fused: bool, kind: actmax_tensor::ReluKind) -> (f32, Vec<f32>) {
+/// A conv + ReLU6 net's loss and input gradient, the activation fused or as its own op;
+/// `depthwise` with `stride`, else a dense 3 → 5 channel conv.
+fn conv_relu_net(
+    mode: &BackpropMode,
+    fused: bool,
+    kind: actmax_tensor::ReluKind,
+    depthwise: Option<usize>,
+) -> (f32, Vec<f32>) {
     let mut tape = Tape::new();
     tape.set_backprop_mode(mode.clone());
     let x = tape.variable(Tensor::from_shape_fn(vec![2, 3, 9, 7], |i| {
         ((i[1] * 31 + i[2] * 7 + i[3] * 3 + i[0]) % 17) as f32 - 8.0
     }));
-    let w = tape.constant(Tensor::from_shape_fn(vec![5, 3, 3, 3], |i| {
+    let (c_out, cin_g) = if depthwise.is_some() { (3, 1) } else { (5, 3) };
+    let w = tape.constant(Tensor::from_shape_fn(vec![c_out, cin_g, 3, 3], |i| {
         ((i[0] * 5 + i[1] * 3 + i[2] + i[3] * 2) % 7) as f32 / 7.0 - 0.4
     }));
-    let b = tape.constant(Tensor::from_shape_fn(vec![5], |i| i[0] as f32 - 2.0));
+    let b = tape.constant(Tensor::from_shape_fn(vec![c_out], |i| i[0] as f32 - 2.0));
     let p = Conv2dParams::new().padding(actmax_tensor::Padding2d::uniform(1));
+    let p = match depthwise {
+        Some(stride) => p.groups(3).stride(stride),
+        None => p,
+    };
     let y = if fused {
         tape.conv2d_activated(x, w, Some(b), p, kind).unwrap()
     } else {
@@ -285,14 +296,19 @@ fn conv_relu_net(mode: &BackpropMode, fused: bool, kind: actmax_tensor::ReluKind
 #[test]
 fn fused_conv_activation_equals_the_two_ops_in_every_mode() {
     use actmax_tensor::ReluKind;
-    for mode in [BackpropMode::Plain, BackpropMode::Guided, BackpropMode::Rectified, BackpropMode::Redirected] {
+    // Depthwise at stride 1 masks the gradient inside its kernel (plain mode, ReLU6).
+    for (mode, depthwise) in
+        [BackpropMode::Plain, BackpropMode::Guided, BackpropMode::Rectified, BackpropMode::Redirected]
+            .into_iter()
+            .flat_map(|m| [None, Some(1), Some(2)].map(|d| (m.clone(), d)))
+    {
         for kind in [ReluKind::Relu, ReluKind::Relu6] {
-            let (l1, g1) = conv_relu_net(&mode, true, kind);
-            let (l2, g2) = conv_relu_net(&mode, false, kind);
-            assert!((l1 - l2).abs() <= 1e-4 * (1.0 + l2.abs()), "{mode:?} {kind:?}: loss {l1} vs {l2}");
-            assert!(g2.iter().any(|&v| v != 0.0), "{mode:?} {kind:?}: the check needs a gradient");
+            let (l1, g1) = conv_relu_net(&mode, true, kind, depthwise);
+            let (l2, g2) = conv_relu_net(&mode, false, kind, depthwise);
+            assert!((l1 - l2).abs() <= 1e-4 * (1.0 + l2.abs()), "{mode:?} {kind:?} {depthwise:?}: loss {l1} vs {l2}");
+            assert!(g2.iter().any(|&v| v != 0.0), "{mode:?} {kind:?} {depthwise:?}: the check needs a gradient");
             for (a, b) in g1.iter().zip(&g2) {
-                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{mode:?} {kind:?}: {a} vs {b}");
+                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{mode:?} {kind:?} {depthwise:?}: {a} vs {b}");
             }
         }
     }

@@ -1077,10 +1077,16 @@ pub(super) fn backward_input(dy: &[f32], w: &[f32], g: &ConvGeometry, dx: &mut [
     backward_input_on(Isa::detect(), dy, w, g, dx, scratch)
 }
 
+/// Whether [`backward_input_masked`] takes this conv: stride 1, where the transposed
+/// conv is a forward.
+pub(super) fn masks_in_kernel(g: &ConvGeometry) -> bool {
+    transposed_as_forward(g).is_some()
+}
+
 /// [`backward_input`] of a clamped depthwise conv's masked output gradient: `dy` is
-/// masked by `mask` (the conv's output and its clamp's bounds) while it is copied into
-/// the planes the transposed conv reads, instead of in a pass of its own. Stride 1 only
-/// (the transposed conv is then a forward); `false`, with `dx` untouched, elsewhere.
+/// masked by `mask` (the conv's output and its clamp's bounds) as the transposed conv
+/// reads it, instead of in a pass of its own. Stride 1 only ([`masks_in_kernel`]);
+/// `false`, with `dx` untouched, elsewhere.
 pub(super) fn backward_input_masked(
     dy: &[f32],
     mask: GradMask,

@@ -9,7 +9,8 @@
 //!   pixel `kh·kw` times to save nothing. Loads bound it, so 3×3 and 5×5 planes (stride
 //!   1 or 2) slide down the plane, each input row loaded once per kernel column for all
 //!   the output rows it feeds, where the registers hold those rows' sums (AVX2: 3×3
-//!   stride 1; AVX-512: all four, in intrinsics); other shapes run tap by tap.
+//!   stride 1; AVX-512: all four, in intrinsics, reading the plane in place, and planes
+//!   of up to 8 columns 16 channels at a time); other shapes run tap by tap.
 //! - **Pointwise** (1×1, stride 1, no padding, [`im2col`]): the input already *is* the
 //!   im2col matrix, so the conv is one GEMM per image and group, with no copy at all. The
 //!   GEMM is [`crate::gemm::direct`]: it reads the activations in place (matrixmultiply
@@ -317,9 +318,9 @@ pub fn conv2d_backward_input_with(
 /// The gradient with respect to the input of a conv whose clamped output `y` (bounds
 /// `lo < y < hi`, ReLU6 `(0, 6)`) masks its gradient `dy`, with the mask applied inside
 /// the kernel where that saves a pass: a stride-1 depthwise conv (its backward is a
-/// forward, whose plane copy masks). `Ok(false)`, with `dx` untouched, for every other
-/// conv: the caller masks and calls [`conv2d_backward_input_prepacked`].
-#[allow(clippy::too_many_arguments)] // a conv's operands, spelled out
+/// forward, which masks `dy` as it reads it). The gradient comes from `scratch`; `None`,
+/// with nothing taken, for every other conv: the caller masks and calls
+/// [`conv2d_backward_input_prepacked`].
 pub(crate) fn conv2d_backward_input_masked(
     plan: ConvPlan,
     dy: &[f32],
@@ -327,17 +328,20 @@ pub(crate) fn conv2d_backward_input_masked(
     (lo, hi): (f32, f32),
     w: &[f32],
     g: &ConvGeometry,
-    dx: &mut [f32],
     scratch: &ScratchPool,
-) -> Result<bool> {
-    check_call("conv2d_backward_input", plan.kernel, g, dx.len(), w.len(), dy.len())?;
+) -> Result<Option<Vec<f32>>> {
+    let dx_len = g.n * g.c_in * g.in_len();
+    check_call("conv2d_backward_input", plan.kernel, g, dx_len, w.len(), dy.len())?;
     if y.len() != dy.len() {
         return Err(refuse("conv2d_backward_input", format!("y holds {} floats, dy {}", y.len(), dy.len())));
     }
-    if plan.kernel != ConvKernel::Depthwise {
-        return Ok(false);
+    if plan.kernel != ConvKernel::Depthwise || !depthwise::masks_in_kernel(g) {
+        return Ok(None);
     }
-    Ok(depthwise::backward_input_masked(dy, depthwise::GradMask { y, lo, hi }, w, g, dx, scratch))
+    let mut dx = scratch.take(dx_len);
+    let masked = depthwise::backward_input_masked(dy, depthwise::GradMask { y, lo, hi }, w, g, &mut dx, scratch);
+    debug_assert!(masked, "masks_in_kernel admits stride-1 geometries only");
+    Ok(Some(dx))
 }
 
 /// [`conv2d_backward_input_with`] on weights packed by [`ConvPack::backward_input`].
