@@ -1,4 +1,21 @@
-//! AVX-512 helpers the kernels share: lane masks and a 16 × 16 transpose.
+//! SIMD helpers the kernels share: lane masks (AVX2, AVX-512) and a 16 × 16 transpose.
+
+/// AVX2 helpers (the CPU must have AVX2 wherever they run).
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// Lane mask for the first `n` of 8 lanes (AVX2 masked moves take a vector mask).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) unsafe fn lanes(n: usize) -> __m256i {
+        let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), idx)
+    }
+}
 
 /// AVX-512 helpers (the CPU must have AVX-512F wherever they run).
 #[cfg(target_arch = "x86_64")]

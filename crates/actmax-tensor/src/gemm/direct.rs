@@ -469,6 +469,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{Block, Strip};
+    use crate::simd::avx2::lanes;
     use crate::simd::avx512::lanes as lanes16;
 
     /// How many rows of B ahead the kernels prefetch.
@@ -545,13 +546,6 @@ mod x86 {
                 _mm512_mask_storeu_ps(blk.c.add(i * blk.ldc + 16 * h), mask, v);
             }
         }
-    }
-
-    /// Lane mask for the first `n` of 8 lanes (AVX2 masked moves take a vector mask).
-    #[target_feature(enable = "avx2")]
-    unsafe fn lanes(n: usize) -> __m256i {
-        let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), idx)
     }
 
     /// Every block of a strip on [`avx2_block`].

@@ -92,6 +92,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::Block;
+    use crate::simd::avx2::lanes;
     use crate::simd::avx512::{lanes as lanes16, transpose16};
 
     /// Calls `$tile::<J>` for a tile `J` columns wide.
@@ -167,14 +168,6 @@ mod x86 {
                 _mm512_mask_storeu_ps(p.c.add((16 * h + i) * p.ldc), cols, *row);
             }
         }
-    }
-
-    /// Lane mask for the first `n` of 8 lanes.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn lanes(n: usize) -> __m256i {
-        let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), idx)
     }
 
     /// `16 × J` of C, as [`avx512_tile_j`] in 8-lane vectors.
