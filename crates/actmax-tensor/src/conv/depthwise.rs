@@ -462,25 +462,11 @@ fn dw_forward_plane<const FMA: bool, const V: usize>(
     if V >= 16 {
         // Safety: V = 16 is the AVX-512 build (dw_forward_planes_on), on a CPU with it.
         unsafe {
-            match (plan.slide, mask.is_some()) {
-                (Some((3, 1)), false) => {
-                    return forward_sliding_in_place::<3, 1, false>(xp, mask, g, plan, wk, store, out)
-                }
-                (Some((5, 1)), false) => {
-                    return forward_sliding_in_place::<5, 1, false>(xp, mask, g, plan, wk, store, out)
-                }
-                (Some((3, 2)), false) => {
-                    return forward_sliding_in_place::<3, 2, false>(xp, mask, g, plan, wk, store, out)
-                }
-                (Some((5, 2)), false) => {
-                    return forward_sliding_in_place::<5, 2, false>(xp, mask, g, plan, wk, store, out)
-                }
-                (Some((3, 1)), true) => {
-                    return forward_sliding_in_place::<3, 1, true>(xp, mask, g, plan, wk, store, out)
-                }
-                (Some((5, 1)), true) => {
-                    return forward_sliding_in_place::<5, 1, true>(xp, mask, g, plan, wk, store, out)
-                }
+            match plan.slide {
+                Some((3, 1)) => return forward_sliding_in_place::<3, 1>(xp, mask, g, plan, wk, store, out),
+                Some((5, 1)) => return forward_sliding_in_place::<5, 1>(xp, mask, g, plan, wk, store, out),
+                Some((3, 2)) => return forward_sliding_in_place::<3, 2>(xp, mask, g, plan, wk, store, out),
+                Some((5, 2)) => return forward_sliding_in_place::<5, 2>(xp, mask, g, plan, wk, store, out),
                 _ => {}
             }
         }
@@ -553,7 +539,26 @@ fn forward_sliding<const K: usize, const SW: usize, const FMA: bool>(
 /// The CPU must have AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn forward_sliding_in_place<const K: usize, const S: usize, const GATED: bool>(
+unsafe fn forward_sliding_in_place<const K: usize, const S: usize>(
+    xp: &[f32],
+    mask: Option<GradMask>,
+    g: &ConvGeometry,
+    plan: &DwPlan,
+    wk: &[f32],
+    store: Store,
+    out: &mut [f32],
+) {
+    // A gated plane is a stride-1 gradient (`Plane::new` checks).
+    match mask {
+        Some(_) => strips_in_place::<K, S, true>(xp, mask, g, plan, wk, store, out),
+        None => strips_in_place::<K, S, false>(xp, mask, g, plan, wk, store, out),
+    }
+}
+
+/// [`forward_sliding_in_place`], the plane gated by `mask` or not (the same safety).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn strips_in_place<const K: usize, const S: usize, const GATED: bool>(
     xp: &[f32],
     mask: Option<GradMask>,
     g: &ConvGeometry,
