@@ -1,6 +1,6 @@
 //! Runs EfficientNet-Lite0 forward (and backward with `--backward`) in a loop, for a profiler;
 //! `--fold`, `--batch N`, `--in-pool`, `--inference` (a constant image: no gradient, values
-//! released after their last reader) and `--memory` (what the tape keeps) as named.
+//! released after their last reader), `--reps N` and `--memory` (what the tape keeps) as named.
 use actmax_layers::zoo;
 use actmax_tensor::{Tape, Tensor};
 
@@ -12,7 +12,8 @@ fn main() {
     let image = Tensor::from_shape_fn(vec![batch, 3, 224, 224], |i| ((i[1] * 7 + i[2] * 3 + i[3]) % 255) as f32);
     let last = model.len() - 1;
     let mut tape = Tape::new();
-    let reps = if batch > 1 { 5 } else { 30 };
+    let reps = std::env::args().skip_while(|a| a != "--reps").nth(1).and_then(|v| v.parse().ok());
+    let reps: usize = reps.unwrap_or(if batch > 1 { 5 } else { 30 });
     let in_pool = std::env::args().any(|a| a == "--in-pool");
     let inference = std::env::args().any(|a| a == "--inference");
     let t = std::time::Instant::now();

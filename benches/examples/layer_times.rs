@@ -2,7 +2,8 @@
 //! its own), or of VGG16's features with `vgg16`, at a batch given as the first argument
 //! (default 1), inside the rayon pool; `onnx` reads the shipped ONNX Lite0 instead of the
 //! zoo's, and the whole-model (fused) forward time is printed too; `nodes` also prints every
-//! node's time in model order.
+//! node's time in model order; `prefix` prints each node's cost inside the fused forward
+//! (the best forward stopping at it minus the best stopping just before it).
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -77,9 +78,44 @@ fn main() {
             println!("node {i:3} {:<16} {:?} {:.3} ms", node.layer.type_name(), node.inputs, per_node[i]);
         }
     }
+    if std::env::args().any(|a| a == "prefix") {
+        print_prefix_costs(&model, &image);
+    }
     let mut rows: Vec<_> = totals.into_iter().collect();
     rows.sort_by(|a, b| b.1.total_cmp(&a.1));
     for (k, v) in rows.iter().take(25) {
         println!("    {k:<40} {v:7.3} ms");
+    }
+}
+
+/// Each node's cost in the fused forward: best time of a forward to node `i` minus the best
+/// to `i - 1` (a fused activation shows up at its own index, the conv before it near zero).
+fn print_prefix_costs(model: &actmax_layers::Model, image: &Tensor) {
+    // Rounds over all prefixes (not one prefix many times): a noisy spell then spoils one
+    // sample of each prefix instead of every sample of a few.
+    let mut best = vec![f64::INFINITY; model.len() - 1];
+    rayon::scope(|_| {
+        let mut tape = Tape::new();
+        for _ in 0..30 {
+            for (i, b) in best.iter_mut().enumerate() {
+                tape.reset();
+                let x = tape.constant(image.clone());
+                let t0 = Instant::now();
+                model.forward(&mut tape, x, &[i + 1]).unwrap();
+                *b = b.min(t0.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    });
+    let mut before = 0.0;
+    for (i, (node, t)) in model.nodes().iter().skip(1).zip(&best).enumerate() {
+        println!(
+            "fused {:3} {:<16} {:?} {:+.3} ms {}",
+            i + 1,
+            node.layer.type_name(),
+            node.inputs,
+            t - before,
+            node.name
+        );
+        before = *t;
     }
 }

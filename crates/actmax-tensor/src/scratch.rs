@@ -26,14 +26,19 @@ impl ScratchPool {
     pub fn take(&self, len: usize) -> Vec<f32> {
         let reused = {
             let mut bufs = self.bufs.lock().unwrap_or_else(|e| e.into_inner());
-            // Prefer the smallest buffer that is large enough, and of those the one given
-            // back last: it is the likeliest to still be in cache.
+            // A buffer of exactly this length first: the same graph asks for the same
+            // lengths every iteration, and a buffer that kept its length is handed out
+            // without a zero-fill (growing a shortened one would write it twice). Else the
+            // smallest that fits, but never one more than twice as large: shortening a
+            // big buffer for a small request makes the next big request fill it again,
+            // every iteration; a new exact buffer instead is allocated once. Among equals,
+            // the one given back last: it is the likeliest to still be in cache.
             let best = bufs
                 .iter()
                 .enumerate()
                 .rev()
-                .filter(|(_, b)| b.capacity() >= len)
-                .min_by_key(|(_, b)| b.capacity())
+                .filter(|(_, b)| b.capacity() >= len && b.capacity() / 2 <= len)
+                .min_by_key(|(_, b)| (b.len() != len, b.len() < len, b.capacity()))
                 .map(|(i, _)| i);
             // None fits: a new buffer, not a smaller one grown (that would re-zero it,
             // and leave the next request of its size without a buffer: a cascade of
@@ -119,5 +124,54 @@ impl std::ops::DerefMut for Lease<'_> {
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
         self.pool.give(std::mem::take(&mut self.buf));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ScratchPool;
+
+    /// One iteration of a graph that asks for a big buffer, gives it back, then asks for a
+    /// small one: the buffers it got and what the big one held when handed out.
+    fn iteration(pool: &ScratchPool) -> (usize, usize, bool) {
+        let mut big = pool.take(1000);
+        let kept = big.iter().all(|&v| v == 7.0);
+        big.iter_mut().for_each(|v| *v = 7.0);
+        let big_at = big.as_ptr() as usize;
+        pool.give(big);
+        let small = pool.take(10);
+        let small_at = small.as_ptr() as usize;
+        pool.give(small);
+        pool.trim_to_demand();
+        (big_at, small_at, kept)
+    }
+
+    #[test]
+    fn the_steady_state_neither_allocates_nor_zero_fills() {
+        let pool = ScratchPool::new();
+        let (big_at, small_at, _) = iteration(&pool);
+        assert_ne!(big_at, small_at, "a 10-float request shortened the 1000-float buffer");
+        for _ in 0..3 {
+            // Same buffers, and the big one's contents survive: it was not shortened by
+            // the small request and zero-filled back to length by the next big one.
+            assert_eq!(iteration(&pool), (big_at, small_at, true));
+        }
+        assert_eq!(pool.len(), 2);
+    }
+
+    #[test]
+    fn a_buffer_at_most_twice_as_large_is_shortened_and_then_grown_back() {
+        let pool = ScratchPool::new();
+        let mut b = pool.take(100);
+        b.iter_mut().for_each(|v| *v = 1.0);
+        let at = b.as_ptr() as usize;
+        pool.give(b);
+        let short = pool.take(60);
+        assert_eq!((short.as_ptr() as usize, short.len()), (at, 60));
+        pool.give(short);
+        let long = pool.take(100);
+        assert_eq!((long.as_ptr() as usize, long.len()), (at, 100));
+        assert!(long[..60].iter().all(|&v| v == 1.0), "the kept part is handed out as it was");
+        assert!(long[60..].iter().all(|&v| v == 0.0), "the grown part is zeroed, not uninitialized");
     }
 }
