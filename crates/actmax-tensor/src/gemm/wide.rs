@@ -129,6 +129,8 @@ mod x86 {
             _mm_prefetch::<_MM_HINT_ET0>(row as *const i8);
             _mm_prefetch::<_MM_HINT_ET0>(row.add(J - 1) as *const i8);
         }
+        // K ≥ 1 (`sgemm_direct`): the accumulators need no zeroed copy on the stack.
+        std::hint::assert_unchecked(p.k >= 1);
         let mut acc = [[_mm512_setzero_ps(); 2]; J];
         let (mut a, mut b) = (p.a, p.b);
         for _ in 0..p.k {
@@ -155,7 +157,9 @@ mod x86 {
         // transpose, a row of C per vector, stored masked to the tile's columns.
         let cols = lanes16(J);
         for h in 0..2 {
-            let mut v = [_mm512_setzero_ps(); 16];
+            // Rows past J are masked out of the stores; they start as the bias, not as a
+            // zeroed array.
+            let mut v = [bias[h]; 16];
             for (v, acc) in v.iter_mut().zip(&acc) {
                 *v = _mm512_add_ps(acc[h], bias[h]);
                 if p.clamp.is_some() {
@@ -163,7 +167,7 @@ mod x86 {
                     *v = _mm512_min_ps(hi, _mm512_max_ps(lo, *v));
                 }
             }
-            let rows = transpose16(&v);
+            let rows = transpose16(v);
             for (i, row) in rows.iter().enumerate().take(p.rows.saturating_sub(16 * h)) {
                 _mm512_mask_storeu_ps(p.c.add((16 * h + i) * p.ldc), cols, *row);
             }
@@ -174,6 +178,8 @@ mod x86 {
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2_tile_j<const J: usize>(p: &Block) {
+        // K ≥ 1 (`sgemm_direct`): the accumulators need no zeroed copy on the stack.
+        std::hint::assert_unchecked(p.k >= 1);
         let mut acc = [[_mm256_setzero_ps(); 2]; J];
         let (mut a, mut b) = (p.a, p.b);
         for _ in 0..p.k {
