@@ -75,7 +75,10 @@ fn main() {
     }
     if std::env::args().any(|a| a == "nodes") {
         for (i, node) in model.nodes().iter().enumerate().skip(1) {
-            println!("node {i:3} {:<16} {:?} {:.3} ms", node.layer.type_name(), node.inputs, per_node[i]);
+            let gflops = node.layer.flops(&node.output_shape) * batch as f64 / per_node[i] * 1e-6;
+            let rate = if gflops > 0.0 { format!(" {gflops:6.1} GFLOP/s") } else { String::new() };
+            let (kind, name, shape) = (node.layer.type_name(), &node.name, &node.output_shape[1..]);
+            println!("node {i:3} {kind:<16} {:?} {:.3} ms{rate} {name} {shape:?}", node.inputs, per_node[i]);
         }
     }
     if std::env::args().any(|a| a == "prefix") {

@@ -1,7 +1,9 @@
 //! GFLOP/s of the direct GEMM against matrixmultiply on EfficientNet-Lite0's pointwise
 //! shapes (M = out channels, K = in channels, N = pixels), one sitting, same inputs; then,
 //! for every kernel family this CPU runs, the row kernel against the wide kernel on the
-//! shapes with few columns.
+//! shapes with few columns. `--cold`: instead, each kernel on the shapes with few
+//! columns with its weights streamed from memory, as in a model's forward (each call reads
+//! another copy of A, 96 MB of copies in all), against the same kernel with A in cache.
 use actmax_tensor::gemm::direct::{matmul_packed, Epilogue, Isa, PackedA};
 use actmax_tensor::gemm::matmul;
 
@@ -39,6 +41,9 @@ fn main() {
     ];
     let isa = Isa::detect();
     println!("isa {isa:?}, {} threads", rayon::current_num_threads());
+    if std::env::args().any(|a| a == "--cold") {
+        return cold_weights(&shapes);
+    }
     for (m, k, n) in shapes {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
@@ -70,6 +75,38 @@ fn main() {
                 flops / t_wide / 1e9,
                 if wide.is_wide() { "" } else { " (not taken here)" },
                 t_wide / t_rows
+            );
+        }
+    }
+}
+
+/// Hot against cold weights, per kernel family, on the shapes the wide kernel may take.
+fn cold_weights(shapes: &[(usize, usize, usize)]) {
+    for isa in Isa::available() {
+        for &(m, k, n) in shapes.iter().filter(|s| s.2 <= 256) {
+            let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+            let mut c = vec![0.0f32; m * n];
+            let flops = 2.0 * (m * k * n) as f64;
+            let copies = (96 << 20) / (4 * m * k);
+            let packs: Vec<PackedA> =
+                (0..copies).map(|_| PackedA::pack_for_columns(isa, m, k, n, &a).expect("sized")).collect();
+            let hot =
+                median(|| matmul_packed(&packs[0], n, &b, &mut c, &Epilogue::default(), false).expect("sized"), 21);
+            let mut next = 0;
+            let cold = median(
+                || {
+                    next = (next + 1) % copies;
+                    matmul_packed(&packs[next], n, &b, &mut c, &Epilogue::default(), false).expect("sized")
+                },
+                copies.min(200),
+            );
+            println!(
+                "{isa:?} {m:5} x {k:5} x {n:4} (wide {}): A in cache {:6.1} GFLOP/s, A from memory {:6.1}  ratio {:.2}",
+                packs[0].is_wide(),
+                flops / hot / 1e9,
+                flops / cold / 1e9,
+                hot / cold
             );
         }
     }

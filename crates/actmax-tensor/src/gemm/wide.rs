@@ -95,6 +95,12 @@ mod x86 {
     use crate::simd::avx2::lanes;
     use crate::simd::avx512::{lanes as lanes16, transpose16};
 
+    /// How many k steps ahead a tile prefetches its panel of A (and, near a panel's end,
+    /// the next panel's start). `pointwise_gflops --cold`, Zen 4, one thread, 49 columns,
+    /// A streamed from memory: 81–96 → 94–104 GFLOP/s (AVX2 61–76 → 79–83; in cache unchanged);
+    /// 12, 24, 32 and 48 steps within 2 % of each other.
+    const A_AHEAD: usize = 32;
+
     /// Calls `$tile::<J>` for a tile `J` columns wide.
     macro_rules! by_width {
         ($tile:ident, $p:expr, $($j:literal)*) => {
@@ -134,6 +140,9 @@ mod x86 {
         let mut acc = [[_mm512_setzero_ps(); 2]; J];
         let (mut a, mut b) = (p.a, p.b);
         for _ in 0..p.k {
+            // A's panel comes from memory on a layer's first tile: ask for it ahead.
+            _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(A_AHEAD * 32) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(A_AHEAD * 32 + 16) as *const i8);
             let (a0, a1) = (_mm512_loadu_ps(a), _mm512_loadu_ps(a.add(16)));
             for acc in acc.iter_mut() {
                 let bj = _mm512_set1_ps(*b);
@@ -183,6 +192,7 @@ mod x86 {
         let mut acc = [[_mm256_setzero_ps(); 2]; J];
         let (mut a, mut b) = (p.a, p.b);
         for _ in 0..p.k {
+            _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(A_AHEAD * 16) as *const i8);
             let (a0, a1) = (_mm256_loadu_ps(a), _mm256_loadu_ps(a.add(8)));
             for acc in acc.iter_mut() {
                 let bj = _mm256_broadcast_ss(&*b);
