@@ -1,5 +1,5 @@
 //! Runs one depthwise shape in a loop, for a profiler: `dw_profile C K S HW REPS [bwd]`
-//! (forward, or with `bwd` the backward to the input).
+//! (forward, or with `bwd` the backward to the input), on a pool thread.
 use actmax_tensor::conv;
 use actmax_tensor::{Conv2dParams, ConvGeometry, Padding2d, ScratchPool};
 fn main() {
@@ -14,13 +14,16 @@ fn main() {
     let backward = std::env::args().nth(6).is_some_and(|a| a == "bwd");
     let (dy, mut dx) = (vec![0.25f32; g.out_elems()], vec![0.0f32; g.in_elems()]);
     let t = std::time::Instant::now();
-    for _ in 0..reps {
-        if backward {
-            conv::conv2d_backward_input(&dy, &w, &g, &mut dx, &scratch).unwrap();
-        } else {
-            conv::conv2d_forward(&x, &w, None, &g, &mut y, &scratch).unwrap();
+    // On a pool thread, as in a model's forward: no wake-up of the caller per call.
+    rayon::scope(|_| {
+        for _ in 0..reps {
+            if backward {
+                conv::conv2d_backward_input(&dy, &w, &g, &mut dx, &scratch).unwrap();
+            } else {
+                conv::conv2d_forward(&x, &w, None, &g, &mut y, &scratch).unwrap();
+            }
         }
-    }
+    });
     let dt = t.elapsed().as_secs_f64() / reps as f64;
     println!("{:.3} ms, {:.1} GFLOP/s", dt * 1e3, g.flops() / dt / 1e9);
 }

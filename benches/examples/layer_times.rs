@@ -2,8 +2,8 @@
 //! its own), or of VGG16's features with `vgg16`, at a batch given as the first argument
 //! (default 1), inside the rayon pool; `onnx` reads the shipped ONNX Lite0 instead of the
 //! zoo's, and the whole-model (fused) forward time is printed too; `nodes` also prints every
-//! node's time in model order; `prefix` prints each node's cost inside the fused forward
-//! (the best forward stopping at it minus the best stopping just before it).
+//! node's time in model order; `steps` prints each step of the fused forward as the model
+//! runs it.
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -81,8 +81,8 @@ fn main() {
             println!("node {i:3} {kind:<16} {:?} {:.3} ms{rate} {name} {shape:?}", node.inputs, per_node[i]);
         }
     }
-    if std::env::args().any(|a| a == "prefix") {
-        print_prefix_costs(&model, &image);
+    if std::env::args().any(|a| a == "steps") {
+        print_steps(&model, &image);
     }
     let mut rows: Vec<_> = totals.into_iter().collect();
     rows.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -91,34 +91,35 @@ fn main() {
     }
 }
 
-/// Each node's cost in the fused forward: best time of a forward to node `i` minus the best
-/// to `i - 1` (a fused activation shows up at its own index, the conv before it near zero).
-fn print_prefix_costs(model: &actmax_layers::Model, image: &Tensor) {
-    // Rounds over all prefixes (not one prefix many times): a noisy spell then spoils one
-    // sample of each prefix instead of every sample of a few.
-    let mut best = vec![f64::INFINITY; model.len() - 1];
+/// Each step of the fused forward as the model runs it (`Model::forward_timed`), best of
+/// 30 forwards: a fused conv and its activation are one step.
+fn print_steps(model: &actmax_layers::Model, image: &Tensor) {
+    let mut best: Vec<(std::ops::Range<usize>, f64)> = Vec::new();
     rayon::scope(|_| {
         let mut tape = Tape::new();
         for _ in 0..30 {
-            for (i, b) in best.iter_mut().enumerate() {
-                tape.reset();
-                let x = tape.constant(image.clone());
-                let t0 = Instant::now();
-                model.forward(&mut tape, x, &[i + 1]).unwrap();
-                *b = b.min(t0.elapsed().as_secs_f64() * 1e3);
+            tape.reset();
+            let x = tape.constant(image.clone());
+            let (_, steps) = model.forward_timed(&mut tape, x, &[model.len() - 1]).unwrap();
+            if best.is_empty() {
+                best = steps.iter().map(|s| (s.nodes.clone(), f64::INFINITY)).collect();
+            }
+            for (b, s) in best.iter_mut().zip(&steps) {
+                b.1 = b.1.min(s.time.as_secs_f64() * 1e3);
             }
         }
     });
-    let mut before = 0.0;
-    for (i, (node, t)) in model.nodes().iter().skip(1).zip(&best).enumerate() {
+    let total: f64 = best.iter().map(|b| b.1).sum();
+    println!("steps of the fused forward, best of 30 each: {total:.3} ms in all");
+    for (nodes, ms) in best {
+        let node = &model.nodes()[nodes.start];
+        let flops = node.layer.flops(&node.output_shape) * image.shape()[0] as f64;
+        let rate = if flops > 0.0 { format!(" {:6.1} GFLOP/s", flops / ms * 1e-6) } else { String::new() };
         println!(
-            "fused {:3} {:<16} {:?} {:+.3} ms {}",
-            i + 1,
+            "step {nodes:?} {:<16} {ms:.3} ms{rate} {} {:?}",
             node.layer.type_name(),
-            node.inputs,
-            t - before,
-            node.name
+            node.name,
+            &node.output_shape[1..]
         );
-        before = *t;
     }
 }

@@ -9,5 +9,5 @@ pub mod zoo;
 
 pub use error::{LayerError, LoadError, Result};
 pub use layer::{Activation, BinaryOp, Conv, Layer, Pool, ReduceOp, UnaryOp, WindowPadding};
-pub use model::{ChannelOrder, InputSpec, LayerInfo, LayerRef, Model, ModelBuilder, Node, Prediction};
+pub use model::{ChannelOrder, InputSpec, LayerInfo, LayerRef, Model, ModelBuilder, Node, Prediction, StepTime};
 pub use train::{Adam, TrainingPass};

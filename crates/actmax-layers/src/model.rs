@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Instant;
 
 use actmax_tensor::{Tape, Tensor, Var};
 
@@ -82,6 +83,16 @@ impl InputSpec {
         let centred = tape.sub(image, mean)?;
         Ok(tape.mul(centred, inv)?)
     }
+}
+
+/// One step of [`Model::forward_timed`]: the nodes it computed (one layer, or a conv and
+/// the identities and activation fused into it) and its wall time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepTime {
+    /// Node indexes.
+    pub nodes: std::ops::Range<usize>,
+    /// Wall time.
+    pub time: std::time::Duration,
 }
 
 /// One layer of a model and where its inputs come from.
@@ -454,7 +465,15 @@ impl Model {
     /// Runs the model on an image `[N, C, H, W]` in the input spec's range, stopping at the
     /// deepest layer in `outputs`; returns those layers' values in the same order.
     pub fn forward(&self, tape: &mut Tape, image: Var, outputs: &[usize]) -> Result<Vec<Var>> {
-        self.forward_bound(tape, image, outputs, &mut Binding::Inference)
+        self.forward_bound(tape, image, outputs, &mut Binding::Inference, None)
+    }
+
+    /// [`Model::forward`], and the wall time of each step it took, in order: a profile of
+    /// the model as it really runs (a conv with its activation fused in is one step).
+    pub fn forward_timed(&self, tape: &mut Tape, image: Var, outputs: &[usize]) -> Result<(Vec<Var>, Vec<StepTime>)> {
+        let mut times = Vec::new();
+        let vals = self.forward_bound(tape, image, outputs, &mut Binding::Inference, Some(&mut times))?;
+        Ok((vals, times))
     }
 
     /// [`Model::forward`] for training: every parameter becomes a tape variable (listed in
@@ -466,10 +485,17 @@ impl Model {
         outputs: &[usize],
         pass: &mut TrainingPass,
     ) -> Result<Vec<Var>> {
-        self.forward_bound(tape, image, outputs, &mut Binding::Training(pass))
+        self.forward_bound(tape, image, outputs, &mut Binding::Training(pass), None)
     }
 
-    fn forward_bound(&self, tape: &mut Tape, image: Var, outputs: &[usize], bind: &mut Binding) -> Result<Vec<Var>> {
+    fn forward_bound(
+        &self,
+        tape: &mut Tape,
+        image: Var,
+        outputs: &[usize],
+        bind: &mut Binding,
+        mut times: Option<&mut Vec<StepTime>>,
+    ) -> Result<Vec<Var>> {
         let last = outputs.iter().copied().max().unwrap_or(0);
         if last >= self.nodes.len() {
             return Err(LayerError::IndexOutOfRange { index: last as isize, count: self.nodes.len() });
@@ -497,6 +523,7 @@ impl Model {
         while i <= last {
             let node = &self.nodes[i];
             let ins: Vec<Var> = node.inputs.iter().map(|&j| vals[j].expect("topological order")).collect();
+            let started = times.is_some().then(Instant::now);
             let next = if let (Some(Some((j, act))), Some(conv)) = (fusions.get(i), node.layer.plain_conv()) {
                 // Layers i+1 ..= j are identities and the activation: their one value is
                 // computed here, and nobody reads the values in between.
@@ -509,6 +536,9 @@ impl Model {
                 vals[i] = Some(node.layer.forward_bound(tape, &ins, bind)?);
                 i + 1
             };
+            if let (Some(times), Some(t0)) = (times.as_deref_mut(), started) {
+                times.push(StepTime { nodes: i..next, time: t0.elapsed() });
+            }
             if let Some(unread) = unread.as_mut() {
                 if let Some(v) = vals[next - 1] {
                     *unread.entry(v).or_default() += readers[next - 1];

@@ -314,3 +314,28 @@ fn inference_forward_releases_what_no_one_reads_again() {
     assert!((asked..asked + image.len() + 2000).contains(&freed_floats), "{freed_floats} floats kept, {asked} asked");
     assert!(kept_floats > 10 * freed_floats, "{kept_floats} floats with a gradient, {freed_floats} without");
 }
+
+/// `forward_timed` is `forward` with a profile: the same values, and one step per layer
+/// run, covering every node up to the deepest output once, in order (a fused conv and its
+/// activation as one step).
+#[test]
+fn a_timed_forward_accounts_for_every_node_once() {
+    let m = zoo::load("efficientnet_lite0", None).unwrap().fold_batch_norms();
+    let image = Tensor::from_shape_fn(vec![1, 3, 224, 224], |i| ((i[1] * 5 + i[2] + i[3] * 3) % 255) as f32);
+    let last = m.len() - 1;
+    let mut tape = Tape::new();
+    let x = tape.constant(image.clone());
+    let out = m.forward(&mut tape, x, &[last]).unwrap()[0];
+    let plain = tape.value(out).unwrap().clone();
+    tape.reset();
+    let x = tape.constant(image);
+    let (outs, steps) = m.forward_timed(&mut tape, x, &[last]).unwrap();
+    assert_eq!(tape.value(outs[0]).unwrap(), &plain);
+    let mut next = 1;
+    for s in &steps {
+        assert_eq!(s.nodes.start, next, "steps out of order or overlapping: {steps:?}");
+        next = s.nodes.end;
+    }
+    assert_eq!(next, last + 1, "the steps stop short of the output");
+    assert!(steps.iter().any(|s| s.nodes.len() > 1), "no conv had its activation fused");
+}

@@ -38,32 +38,33 @@ pub(crate) mod avx512 {
     /// # Safety
     /// The CPU must have AVX-512F (callers are compiled for it; this inlines into them).
     #[inline(always)]
-    pub(crate) unsafe fn transpose16(mut v: [__m512; 16]) -> [__m512; 16] {
-        // Each stage overwrites the pairs (or quads) it reads, so no array is zeroed
-        // first: a zeroed stack array became a `memset` call per tile once spilled.
+    pub(crate) unsafe fn transpose16(v: &[__m512; 16]) -> [__m512; 16] {
+        let mut t = [_mm512_setzero_ps(); 16];
         for i in 0..8 {
-            let (a, b) = (v[2 * i], v[2 * i + 1]);
-            v[2 * i] = _mm512_unpacklo_ps(a, b);
-            v[2 * i + 1] = _mm512_unpackhi_ps(a, b);
+            t[2 * i] = _mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]);
         }
+        let mut u = [_mm512_setzero_ps(); 16];
         for i in 0..4 {
-            let (a, b) = (_mm512_castps_pd(v[4 * i]), _mm512_castps_pd(v[4 * i + 1]));
-            let (c, d) = (_mm512_castps_pd(v[4 * i + 2]), _mm512_castps_pd(v[4 * i + 3]));
-            v[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-            v[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-            v[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
-            v[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+            let (a, b) = (_mm512_castps_pd(t[4 * i]), _mm512_castps_pd(t[4 * i + 1]));
+            let (c, d) = (_mm512_castps_pd(t[4 * i + 2]), _mm512_castps_pd(t[4 * i + 3]));
+            u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+            u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+            u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+            u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
         }
-        for i in (0..4).chain(8..12) {
-            let (a, b) = (v[i], v[i + 4]);
-            v[i] = _mm512_shuffle_f32x4(a, b, 0x88);
-            v[i + 4] = _mm512_shuffle_f32x4(a, b, 0xdd);
+        let mut w = [_mm512_setzero_ps(); 16];
+        for i in 0..4 {
+            w[i] = _mm512_shuffle_f32x4(u[i], u[i + 4], 0x88);
+            w[i + 4] = _mm512_shuffle_f32x4(u[i], u[i + 4], 0xdd);
+            w[i + 8] = _mm512_shuffle_f32x4(u[i + 8], u[i + 12], 0x88);
+            w[i + 12] = _mm512_shuffle_f32x4(u[i + 8], u[i + 12], 0xdd);
         }
+        let mut out = [_mm512_setzero_ps(); 16];
         for i in 0..8 {
-            let (a, b) = (v[i], v[i + 8]);
-            v[i] = _mm512_shuffle_f32x4(a, b, 0x88);
-            v[i + 8] = _mm512_shuffle_f32x4(a, b, 0xdd);
+            out[i] = _mm512_shuffle_f32x4(w[i], w[i + 8], 0x88);
+            out[i + 8] = _mm512_shuffle_f32x4(w[i], w[i + 8], 0xdd);
         }
-        v
+        out
     }
 }

@@ -1511,7 +1511,7 @@ mod avx512 {
                     *v = _mm512_maskz_mov_ps(pass, *v);
                 }
             }
-            let t = transpose16(v);
+            let t = transpose16(&v);
             for (q, t) in t.iter().enumerate().take(il - pc) {
                 let (ih, iw) = ((pc + q) / w, (pc + q) % w);
                 _mm512_storeu_ps(inb.as_mut_ptr().add(((ih + pad.top) * pw + iw + pad.left) * 16), *t);
@@ -1560,7 +1560,7 @@ mod avx512 {
             for (q, v) in v.iter_mut().enumerate().take(ol - pc) {
                 *v = _mm512_loadu_ps(outb.as_ptr().add((pc + q) * 16));
             }
-            let t = transpose16(v);
+            let t = transpose16(&v);
             for (l, t) in t.iter().enumerate().take(n) {
                 _mm512_mask_storeu_ps(out.as_mut_ptr().add(l * ol + pc), lanes(ol - pc), *t);
             }

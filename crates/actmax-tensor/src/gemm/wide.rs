@@ -176,7 +176,7 @@ mod x86 {
                     *v = _mm512_min_ps(hi, _mm512_max_ps(lo, *v));
                 }
             }
-            let rows = transpose16(v);
+            let rows = transpose16(&v);
             for (i, row) in rows.iter().enumerate().take(p.rows.saturating_sub(16 * h)) {
                 _mm512_mask_storeu_ps(p.c.add((16 * h + i) * p.ldc), cols, *row);
             }
