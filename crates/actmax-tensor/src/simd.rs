@@ -1,4 +1,21 @@
-//! SIMD helpers the kernels share: lane masks (AVX2, AVX-512) and a 16 × 16 transpose.
+//! SIMD helpers the kernels share: lane masks (AVX2, AVX-512), a 16 × 16 transpose, and
+//! the stride-2 gather of a row.
+
+use crate::gemm::direct::Isa;
+
+/// `dst[j] = src[2j]` for every `j` (`src` holds at least `2·dst.len() − 1` values): a
+/// stride-2 conv's im2col row, in vectors on `isa`.
+pub(crate) fn every_second(isa: Isa, src: &[f32], dst: &mut [f32]) {
+    assert!(src.len() + 1 >= 2 * dst.len(), "every_second: the source is too short");
+    match isa {
+        // Safety: the ISA was detected on this CPU; the lengths were checked above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { avx512::every_second(src, dst) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::every_second(src, dst) },
+        _ => dst.iter_mut().zip(src.iter().step_by(2)).for_each(|(d, s)| *d = *s),
+    }
+}
 
 /// AVX2 helpers (the CPU must have AVX2 wherever they run).
 #[cfg(target_arch = "x86_64")]
@@ -14,6 +31,24 @@ pub(crate) mod avx2 {
     pub(crate) unsafe fn lanes(n: usize) -> __m256i {
         let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), idx)
+    }
+
+    /// [`super::every_second`], 8 outputs from two masked loads and two shuffles.
+    ///
+    /// # Safety
+    /// AVX2; `src.len() + 1 >= 2 * dst.len()`.
+    #[target_feature(enable = "avx2")]
+    pub(crate) unsafe fn every_second(src: &[f32], dst: &mut [f32]) {
+        for j in (0..dst.len()).step_by(8) {
+            // Masked loads: lanes past the source's end are neither read nor needed.
+            let left = src.len() - 2 * j;
+            let a = _mm256_maskload_ps(src.as_ptr().add(2 * j), lanes(left));
+            let b = _mm256_maskload_ps(src.as_ptr().wrapping_add(2 * j + 8), lanes(left.saturating_sub(8)));
+            // [a0 a2 b0 b2 | a4 a6 b4 b6], then the middle 64-bit pairs swapped.
+            let even = _mm256_shuffle_ps::<0x88>(a, b);
+            let even = _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(even)));
+            _mm256_maskstore_ps(dst.as_mut_ptr().add(j), lanes(dst.len() - j), even);
+        }
     }
 }
 
@@ -66,5 +101,44 @@ pub(crate) mod avx512 {
             out[i + 8] = _mm512_shuffle_f32x4(w[i], w[i + 8], 0xdd);
         }
         out
+    }
+
+    /// [`super::every_second`], 16 outputs from two masked loads and one permute.
+    ///
+    /// # Safety
+    /// AVX-512F; `src.len() + 1 >= 2 * dst.len()`.
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn every_second(src: &[f32], dst: &mut [f32]) {
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        for j in (0..dst.len()).step_by(16) {
+            let left = src.len() - 2 * j;
+            let a = _mm512_maskz_loadu_ps(lanes(left), src.as_ptr().add(2 * j));
+            let b = _mm512_maskz_loadu_ps(lanes(left.saturating_sub(16)), src.as_ptr().wrapping_add(2 * j + 16));
+            let v = _mm512_permutex2var_ps(a, even, b);
+            _mm512_mask_storeu_ps(dst.as_mut_ptr().add(j), lanes(dst.len() - j), v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::every_second;
+    use crate::gemm::direct::Isa;
+
+    #[test]
+    fn every_second_matches_a_strided_copy_on_every_isa() {
+        for n in 1..70 {
+            // The shortest source allowed, and one longer: no read past its end.
+            for extra in 0..2 {
+                let src: Vec<f32> = (0..2 * n - 1 + extra).map(|i| i as f32).collect();
+                let want: Vec<f32> = (0..n).map(|j| (2 * j) as f32).collect();
+                for isa in Isa::available() {
+                    let mut dst = vec![-1.0; n + 3];
+                    every_second(isa, &src, &mut dst[..n]);
+                    assert_eq!(&dst[..n], &want[..], "{isa:?}, {n} outputs");
+                    assert!(dst[n..].iter().all(|&v| v == -1.0), "{isa:?} wrote past {n} outputs");
+                }
+            }
+        }
     }
 }
