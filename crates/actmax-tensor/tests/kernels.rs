@@ -412,3 +412,34 @@ fn pool_kernels_refuse_slices_that_do_not_fit_their_geometry() {
         assert!(msg.contains("holds") || msg.contains("outside"), "door {i}: {msg}");
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// A sum over trailing axes (a global pooling's) takes a one-pass kernel: the same
+    /// bits as ndarray's `sum_axis`, innermost axis first, which every other sum runs on
+    /// (lanes of 1 to 20, so ndarray's eight-way unrolled partial sums are crossed).
+    #[test]
+    fn sums_over_trailing_axes_keep_ndarrays_bits(
+        dims in proptest::collection::vec(1usize..=20, 1..=4), k in 1usize..=4, seed in any::<u64>(), mean in any::<bool>(),
+    ) {
+        let k = k.min(dims.len());
+        let x = actmax_tensor::Tensor::from_shape_vec(dims.clone(), values(seed, dims.iter().product())).unwrap();
+        let axes: Vec<usize> = (dims.len() - k..dims.len()).collect();
+        let mut want = x.clone();
+        for &a in axes.iter().rev() {
+            want = want.sum_axis(ndarray::Axis(a));
+        }
+        if mean {
+            let scale = 1.0 / axes.iter().map(|&a| dims[a]).product::<usize>() as f32;
+            want.mapv_inplace(|v| v * scale);
+        }
+        let mut tape = actmax_tensor::Tape::new();
+        let v = tape.constant(x);
+        let y = if mean { tape.mean(v, &axes, false) } else { tape.sum(v, &axes, false) }.unwrap();
+        let got = tape.value(y).unwrap();
+        prop_assert_eq!(got.shape(), want.shape());
+        for (g, w) in got.iter().zip(want.iter()) {
+            prop_assert_eq!(g.to_bits(), w.to_bits(), "{:?} over {:?}", dims, axes);
+        }
+    }
+}
