@@ -1,7 +1,8 @@
 //! Would fusing an expand conv with the depthwise after it pay? `fused_expand_dw CIN COUT
 //! HW K S [BLOCK]`: the 1×1 expand (ReLU6) into a full buffer and then the depthwise
 //! (ReLU6), against the same two kernels run per block of BLOCK channels, each block's
-//! expand output kept in a small buffer while it is still in cache.
+//! expand output kept in a small buffer while it is still in cache. `--cold` flushes the
+//! caches before each run.
 use actmax_tensor::conv::{self, ConvPlan};
 use actmax_tensor::gemm::direct::{matmul_packed, Epilogue, Isa, PackedA};
 use actmax_tensor::{Conv2dParams, ConvGeometry, Padding2d, ScratchPool};
@@ -9,8 +10,13 @@ use rayon::prelude::*;
 
 fn best(mut f: impl FnMut(), reps: usize) -> f64 {
     f();
+    // `--cold`: every buffer out of cache before each run, as in a model's forward where
+    // ten other layers ran since this one's buffers were last touched.
+    let cold = std::env::args().any(|a| a == "--cold");
+    let mut flush = vec![0u8; if cold { 64 << 20 } else { 0 }];
     (0..reps)
         .map(|_| {
+            flush.iter_mut().for_each(|b| *b = b.wrapping_add(1));
             let t = std::time::Instant::now();
             f();
             t.elapsed().as_secs_f64() * 1e3
@@ -19,7 +25,12 @@ fn best(mut f: impl FnMut(), reps: usize) -> f64 {
 }
 
 fn main() {
-    let a: Vec<usize> = std::env::args().skip(1).take(6).map(|a| a.parse().expect("CIN COUT HW K S [BLOCK]")).collect();
+    let a: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--cold")
+        .take(6)
+        .map(|a| a.parse().expect("CIN COUT HW K S [BLOCK]"))
+        .collect();
     let (cin, c, hw, k, s) = (a[0], a[1], a[2], a[3], a[4]);
     let block = a.get(5).copied().unwrap_or(16);
     let n = hw * hw;

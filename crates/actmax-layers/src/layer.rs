@@ -6,7 +6,9 @@ use actmax_tensor::pool::PoolGeometry;
 use actmax_tensor::shapes;
 
 use crate::train::Binding;
-use actmax_tensor::{Conv2dParams, ConvGeometry, Padding2d, Pool2dParams, ReluKind, Tape, Tensor, TensorError, Var};
+use actmax_tensor::{
+    Conv2dParams, ConvGeometry, ConvStage, Padding2d, Pool2dParams, ReluKind, Tape, Tensor, TensorError, Var,
+};
 
 /// Element-wise activations (fused into Conv/Dense, or a layer of their own).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -191,6 +193,31 @@ impl Conv {
                 act.apply(tape, y)
             }
         }
+    }
+
+    /// This conv then `act`, and `next` (which reads only its output) then `next_act`, as
+    /// one tape op ([`Tape::conv2d_pair`]: block by block where no gradient runs through
+    /// them). Both activations must be ReLU, ReLU6 or linear (they run in the stores).
+    pub(crate) fn pair_then(
+        &self,
+        tape: &mut Tape,
+        x: Var,
+        bind: &mut Binding,
+        act: Activation,
+        next: &Conv,
+        next_act: Activation,
+    ) -> Result<Var, TensorError> {
+        let shape = tape.shape(x)?.to_vec();
+        let mid = self.output_shape(&shape)?;
+        let mut stage = |c: &Conv, p: Conv2dParams, act: Activation| ConvStage {
+            w: bind.param(tape, "weight", &c.weight),
+            b: c.bias.as_ref().map(|b| bind.param(tape, "bias", b)),
+            p,
+            act: act.fusable(),
+        };
+        let first = stage(self, self.params(&shape)?, act);
+        let second = stage(next, next.params(&mid)?, next_act);
+        tape.conv2d_pair(x, first, second)
     }
 
     fn output_shape(&self, x: &[usize]) -> Result<Vec<usize>, TensorError> {

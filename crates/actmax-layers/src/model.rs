@@ -524,7 +524,19 @@ impl Model {
             let node = &self.nodes[i];
             let ins: Vec<Var> = node.inputs.iter().map(|&j| vals[j].expect("topological order")).collect();
             let started = times.is_some().then(Instant::now);
-            let next = if let (Some(Some((j, act))), Some(conv)) = (fusions.get(i), node.layer.plain_conv()) {
+            let pair = match unread {
+                Some(_) => self.conv_pair(i, &fusions, &readers, last),
+                None => None,
+            };
+            let next = if let (Some((end, next_act)), Some(conv), Some(Some((j, act)))) =
+                (pair, node.layer.plain_conv(), fusions.get(i))
+            {
+                // A conv, its activation at j, and the depthwise conv at j + 1 (with its
+                // activation, ending at `end`): one op, the value at j never made.
+                let dw = self.nodes[j + 1].layer.plain_conv().expect("conv_pair checked");
+                vals[end] = Some(conv.pair_then(tape, ins[0], bind, *act, dw, next_act)?);
+                end + 1
+            } else if let (Some(Some((j, act))), Some(conv)) = (fusions.get(i), node.layer.plain_conv()) {
                 // Layers i+1 ..= j are identities and the activation: their one value is
                 // computed here, and nobody reads the values in between.
                 vals[*j] = Some(conv.forward_then(tape, ins[0], bind, ["weight", "bias"], *act)?);
@@ -554,6 +566,31 @@ impl Model {
             i = next;
         }
         Ok(outputs.iter().map(|&i| vals[i].expect("computed")).collect())
+    }
+
+    /// Where the conv at `i` (its activation fused at `j`) feeds a depthwise conv at
+    /// `j + 1` that nothing else reads, and no one asks for the value at `j`: the last node
+    /// of the pair (the depthwise conv's fused activation, or the conv itself) and that
+    /// activation. For an inference pass with no gradient ([`Tape::conv2d_pair`] computes
+    /// such a pair a block of channels at a time; the kernel decides whether the shapes
+    /// pay, else it runs the two convs as usual).
+    fn conv_pair(
+        &self,
+        i: usize,
+        fusions: &[Option<(usize, Activation)>],
+        readers: &[usize],
+        last: usize,
+    ) -> Option<(usize, Activation)> {
+        let (j, _) = fusions.get(i).copied().flatten()?;
+        let k = j + 1;
+        let dw = self.nodes.get(k).filter(|_| k <= last && readers[j] == 1)?;
+        if dw.inputs != [j] || !matches!(dw.layer, Layer::DepthwiseConv2d(_, Activation::Linear)) {
+            return None;
+        }
+        Some(match fusions.get(k).copied().flatten() {
+            Some((end, act)) => (end, act),
+            None => (k, Activation::Linear),
+        })
     }
 
     /// How many reads of each value a forward to `last` makes, plus one for each time it is

@@ -26,7 +26,7 @@ pub use conv::{ConvKernel, ConvPlan};
 pub use error::{Result, TensorError};
 pub use geometry::{Conv2dParams, ConvGeometry, Padding2d, Pool2dParams};
 pub use op::{PadMode, Var};
-pub use ops::broadcast_shape;
+pub use ops::{broadcast_shape, ConvStage};
 pub use optim::{AdamConfig, AdamState};
 pub use scratch::ScratchPool;
 pub use tape::{Gradients, Tape};

@@ -4,6 +4,7 @@
 use ndarray::{concatenate, ArrayD, Axis, IxDyn, Slice, Zip};
 
 use crate::backprop_modes::ReluKind;
+use crate::conv::fused::{self, FusedConv};
 use crate::conv::{conv2d_forward_prepacked, ConvPlan, PackDirection};
 use crate::elementwise::{map1, map2, map_channels};
 use crate::error::{param_err, shape_err, Result, TensorError};
@@ -363,6 +364,67 @@ impl Tape {
             return self.relu_family(y, kind);
         }
         self.conv2d_op(x, w, b, p, Some(kind))
+    }
+
+    /// A conv and the conv reading its output, each followed by its activation (ReLU or
+    /// ReLU6, or none): the inverted-residual pair of a pointwise expand conv and a
+    /// depthwise conv. Where no gradient can run through them (no operand requires one)
+    /// and the pair fuses ([`crate::conv::fused`]), it runs a block of channels at a time
+    /// and the result is a constant: the first conv's output is never kept. Otherwise it
+    /// records the two convs as [`Tape::conv2d_activated`] would (giving the first one's
+    /// output back to the pool at once when no gradient runs). Same values either way.
+    pub fn conv2d_pair(&mut self, x: Var, first: ConvStage, second: ConvStage) -> Result<Var> {
+        let operands = [Some(x), Some(first.w), first.b, Some(second.w), second.b];
+        let no_grad = !operands.into_iter().flatten().any(|v| self.requires_grad(v));
+        if no_grad {
+            if let Some(y) = self.fused_pair(x, &first, &second)? {
+                return Ok(self.constant(y));
+            }
+        }
+        let mid = self.conv2d_stage(x, &first)?;
+        let y = self.conv2d_stage(mid, &second)?;
+        if no_grad {
+            // Nobody but the second conv reads the first one's output, and no gradient
+            // will: its buffer can serve the next op.
+            self.release(mid)?;
+        }
+        Ok(y)
+    }
+
+    fn conv2d_stage(&mut self, x: Var, s: &ConvStage) -> Result<Var> {
+        match s.act {
+            Some(kind) => self.conv2d_activated(x, s.w, s.b, s.p, kind),
+            None => self.conv2d(x, s.w, s.b, s.p),
+        }
+    }
+
+    /// The fused pair's output (no operand requiring a gradient), or `None` where the
+    /// shapes do not fuse.
+    fn fused_pair(&self, x: Var, first: &ConvStage, second: &ConvStage) -> Result<Option<Tensor>> {
+        let relu_only = |a: Option<ReluKind>| a.is_none_or(|k| matches!(k, ReluKind::Relu | ReluKind::Relu6));
+        if !relu_only(first.act) || !relu_only(second.act) {
+            return Ok(None);
+        }
+        let g1 = ConvGeometry::new("conv2d_pair", self.shape(x)?, self.shape(first.w)?, first.p)?;
+        let mid_shape = g1.out_shape();
+        let g2 = ConvGeometry::new("conv2d_pair", &mid_shape, self.shape(second.w)?, second.p)?;
+        let pack = self.packs.for_weight(self, first.w, &g1, PackDirection::Forward)?;
+        if !fused::fuses(&g1, &pack, &g2) {
+            return Ok(None);
+        }
+        let bias = |b: Option<Var>| b.map(|b| self.val(b).as_slice().expect("standard"));
+        let stage = |g, b, act: Option<ReluKind>| FusedConv { g, bias: bias(b), clamp: act.and_then(ReluKind::bounds) };
+        let mut y = self.scratch.take(g2.out_elems());
+        fused::pointwise_depthwise_forward(
+            self.val(x).as_slice().expect("standard"),
+            &pack,
+            stage(&g1, first.b, first.act),
+            self.val(second.w).as_slice().expect("standard"),
+            stage(&g2, second.b, second.act),
+            &mut y,
+            &self.scratch,
+        )?;
+        Ok(Some(ArrayD::from_shape_vec(IxDyn(&g2.out_shape()), y).expect("sized by geometry")))
     }
 
     fn conv2d_op(&mut self, x: Var, w: Var, b: Option<Var>, p: Conv2dParams, act: Option<ReluKind>) -> Result<Var> {
@@ -734,4 +796,17 @@ fn fold8(xs: &[f32]) -> f32 {
         acc += p[i] + p[i + 4];
     }
     chunks.remainder().iter().fold(acc, |acc, &v| acc + v)
+}
+
+/// One conv of [`Tape::conv2d_pair`]: weights, bias, parameters and the activation after it.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvStage {
+    /// Weights, OIHW.
+    pub w: Var,
+    /// Bias, one per output channel.
+    pub b: Option<Var>,
+    /// Stride, padding, dilation, groups.
+    pub p: Conv2dParams,
+    /// A ReLU or ReLU6 after it, or none.
+    pub act: Option<ReluKind>,
 }

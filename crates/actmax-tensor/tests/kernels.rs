@@ -2,7 +2,7 @@
 
 mod common;
 
-use actmax_tensor::conv::{self, naive, ConvKernel, ConvPlan};
+use actmax_tensor::conv::{self, fused, naive, ConvKernel, ConvPlan};
 use actmax_tensor::pool::{self, PoolGeometry};
 use actmax_tensor::{Conv2dParams, ConvGeometry, Padding2d, Pool2dParams, ScratchPool};
 use common::{assert_close, distinct, values};
@@ -442,4 +442,76 @@ proptest! {
             prop_assert_eq!(g.to_bits(), w.to_bits(), "{:?} over {:?}", dims, axes);
         }
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    /// A pointwise conv and the depthwise conv of its output, a block of channels at a
+    /// time, give the bits the two convs give one after the other: odd channel counts
+    /// (blocks of whole row panels, the last one short), several blocks per image (up to
+    /// 70 × 70), batches, strides, TF-SAME and uneven padding, bias or none, clamps.
+    #[test]
+    fn a_fused_pointwise_depthwise_pair_gives_the_two_convs_bits(
+        n in 1usize..=2, cin in 1usize..=24, c in 1usize..=60, h in 17usize..=70, w in 17usize..=70,
+        k in prop_oneof![Just(3usize), Just(5)], s in 1usize..=2, pads in (0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2),
+        bias in any::<bool>(), clamps in (0usize..3, 0usize..3), seed in any::<u64>(),
+    ) {
+        let clamp = |i: usize| [None, Some((0.0, 6.0)), Some((0.0, f32::INFINITY))][i];
+        let g1 = ConvGeometry::new("pw", &[n, cin, h, w], &[c, cin, 1, 1], Conv2dParams::default()).unwrap();
+        let p2 = Conv2dParams { stride: [s, s], padding: Padding2d { top: pads.0, bottom: pads.1, left: pads.2, right: pads.3 }, dilation: [1, 1], groups: c };
+        let g2 = ConvGeometry::new("dw", &[n, c, h, w], &[c, 1, k, k], p2).unwrap();
+        let (x, w1, w2) = (values(seed, g1.in_elems()), values(seed ^ 1, c * cin), values(seed ^ 2, g2.weight_elems()));
+        let (b1, b2) = (values(seed ^ 3, c), values(seed ^ 4, c));
+        let (b1, b2) = (bias.then_some(b1.as_slice()), bias.then_some(b2.as_slice()));
+        let scratch = ScratchPool::new();
+        let pack = conv::ConvPack::forward(ConvPlan::choose(&g1), &w1, &g1).unwrap();
+        let mut mid = vec![0.0; g1.out_elems()];
+        let mut want = vec![0.0; g2.out_elems()];
+        conv::conv2d_forward_prepacked(ConvPlan::choose(&g1), &x, &w1, &pack, b1, clamp(clamps.0), &g1, &mut mid, &scratch).unwrap();
+        conv::conv2d_forward_with(ConvPlan::choose(&g2), &mid, &w2, b2, clamp(clamps.1), &g2, &mut want, &scratch).unwrap();
+        prop_assert!(fused::fuses(&g1, &pack, &g2), "{h}x{w} should take the row kernel");
+        let mut got = vec![f32::NAN; g2.out_elems()];
+        let stage = |g, b, cl| fused::FusedConv { g, bias: b, clamp: cl };
+        fused::pointwise_depthwise_forward(&x, &pack, stage(&g1, b1, clamp(clamps.0)), &w2, stage(&g2, b2, clamp(clamps.1)), &mut got, &scratch).unwrap();
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            prop_assert_eq!(a.to_bits(), b.to_bits(), "at {}: {} vs {}", i, a, b);
+        }
+    }
+}
+
+/// What the fused pair cannot run is refused with a typed error, not computed wrong: a
+/// 3×3 first conv, a first conv whose output is not the second's input, a wrong length.
+#[test]
+fn a_pair_that_does_not_fuse_is_refused() {
+    let scratch = ScratchPool::new();
+    let dw = |c: usize, hw: usize| {
+        let p = Conv2dParams { groups: c, padding: Padding2d::uniform(1), ..Default::default() };
+        ConvGeometry::new("dw", &[1, c, hw, hw], &[c, 1, 3, 3], p).unwrap()
+    };
+    fn stage(g: &ConvGeometry) -> fused::FusedConv<'_> {
+        fused::FusedConv { g, bias: None, clamp: None }
+    }
+    let cases = [
+        // 3×3 first conv.
+        ConvGeometry::new(
+            "c",
+            &[1, 4, 20, 20],
+            &[8, 4, 3, 3],
+            Conv2dParams { padding: Padding2d::uniform(1), ..Default::default() },
+        ),
+        // 1×1, but 8 channels out against the depthwise conv's 6.
+        ConvGeometry::new("c", &[1, 4, 20, 20], &[8, 4, 1, 1], Conv2dParams::default()),
+    ];
+    for (g1, g2) in cases.into_iter().map(|g| g.unwrap()).zip([dw(8, 20), dw(6, 20)]) {
+        let w1 = vec![0.5; g1.weight_elems()];
+        let pack = conv::ConvPack::forward(ConvPlan::choose(&g1), &w1, &g1).unwrap();
+        let (x, w2, mut y) = (vec![1.0; g1.in_elems()], vec![0.5; g2.weight_elems()], vec![0.0; g2.out_elems()]);
+        let r = fused::pointwise_depthwise_forward(&x, &pack, stage(&g1), &w2, stage(&g2), &mut y, &scratch);
+        assert!(matches!(r, Err(actmax_tensor::TensorError::Param { .. })), "{r:?}");
+    }
+    let g1 = ConvGeometry::new("c", &[1, 4, 20, 20], &[8, 4, 1, 1], Conv2dParams::default()).unwrap();
+    let pack = conv::ConvPack::forward(ConvPlan::choose(&g1), &[0.5; 32], &g1).unwrap();
+    let (x, w2, mut y) = (vec![1.0; g1.in_elems() - 1], vec![0.5; 72], vec![0.0; 8 * 400]);
+    let r = fused::pointwise_depthwise_forward(&x, &pack, stage(&g1), &w2, stage(&dw(8, 20)), &mut y, &scratch);
+    assert!(matches!(r, Err(actmax_tensor::TensorError::Param { .. })), "a short input: {r:?}");
 }

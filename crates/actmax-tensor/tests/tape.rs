@@ -431,3 +431,48 @@ fn released_values_go_back_to_the_pool_and_cannot_be_read() {
     let g = tape.backward(l).unwrap();
     assert_eq!(g.get(v).unwrap().as_slice().unwrap(), &[1.0, -2.0]);
 }
+
+/// `conv2d_pair`: with no gradient wanted, the fused blocks (a constant result, the same
+/// bits as two `conv2d_activated`); with one, the two ops recorded, so the gradient to
+/// the input is theirs.
+#[test]
+fn a_conv_pair_fuses_only_where_no_gradient_runs() {
+    use actmax_tensor::{ConvStage, ReluKind};
+    let (cin, c, hw) = (5, 30, 24);
+    let val =
+        |n: usize, s: usize| Tensor::from_shape_fn(vec![n], |i| (((i[0] * 37 + s * 11) % 23) as f32 - 11.0) / 9.0);
+    let x = val(cin * hw * hw, 1).into_shape_with_order(vec![1, cin, hw, hw]).unwrap();
+    let w1 = val(c * cin, 2).into_shape_with_order(vec![c, cin, 1, 1]).unwrap();
+    let w2 = val(c * 9, 3).into_shape_with_order(vec![c, 1, 3, 3]).unwrap();
+    let p2 =
+        Conv2dParams { stride: [2, 2], groups: c, padding: actmax_tensor::Padding2d::uniform(1), ..Default::default() };
+    let run = |fused_pair: bool, grad: bool| {
+        let mut tape = Tape::new();
+        let xv = if grad { tape.variable(x.clone()) } else { tape.constant(x.clone()) };
+        let (a, b) = (tape.constant(w1.clone()), tape.constant(w2.clone()));
+        let relu6 = Some(ReluKind::Relu6);
+        let first = ConvStage { w: a, b: None, p: Conv2dParams::default(), act: relu6 };
+        let second = ConvStage { w: b, b: None, p: p2, act: relu6 };
+        let y = if fused_pair {
+            tape.conv2d_pair(xv, first, second).unwrap()
+        } else {
+            let m = tape.conv2d_activated(xv, a, None, first.p, ReluKind::Relu6).unwrap();
+            tape.conv2d_activated(m, b, None, p2, ReluKind::Relu6).unwrap()
+        };
+        assert_eq!(tape.requires_grad(y), grad);
+        let value = tape.value(y).unwrap().clone();
+        let dx = grad.then(|| {
+            let l = tape.sum_all(y).unwrap();
+            let g = tape.backward(l).unwrap();
+            g.get(xv).unwrap().clone()
+        });
+        (value, dx, tape.len())
+    };
+    let (two, _, two_nodes) = run(false, false);
+    let (pair, _, pair_nodes) = run(true, false);
+    assert_eq!(pair, two, "the fused pair changed a value");
+    assert_eq!(pair_nodes + 1, two_nodes, "the fused pair recorded its first conv's output");
+    let (two, two_dx, _) = run(false, true);
+    let (pair, pair_dx, _) = run(true, true);
+    assert_eq!((pair, pair_dx), (two, two_dx), "with a gradient the pair is the two convs");
+}

@@ -989,6 +989,26 @@ pub(super) fn forward(
     forward_on(Isa::detect(), x, None, w, bias, clamp, g, out, scratch)
 }
 
+/// [`forward`] on the calling thread only: for a caller that already splits its work
+/// over the pool and wants each piece to stay where its input is in cache
+/// ([`super::fused`]). The same bits as [`forward`] (every kernel on a CPU sums in one
+/// order; the channel-blocked one too).
+pub(super) fn forward_serial(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    clamp: Clamp,
+    g: &ConvGeometry,
+    out: &mut [f32],
+    scratch: &ScratchPool,
+) {
+    let (isa, plan) = (Isa::detect(), DwPlan::new(g));
+    let p = FwdPlanes { x, w, bias, clamp, first: 0, mask: None };
+    let in_place = isa == Isa::Avx512 && plan.avx512_slides(g);
+    let mut buf = (!in_place).then(|| zeroed_lease(scratch, &plan));
+    dw_forward_planes_on(isa, p, g, &plan, out, buf.as_deref_mut().unwrap_or_default());
+}
+
 /// [`forward`] on a given instruction set (tests run every one the CPU has), with `x`
 /// masked on its way in where `mask` says (a gradient).
 #[allow(clippy::too_many_arguments)] // a conv's operands, spelled out

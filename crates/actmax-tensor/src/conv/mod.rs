@@ -35,10 +35,15 @@
 //!   F(4×4)'s dearer transforms pay from 64 channels on ([`winograd::best_tile`]). Its
 //!   backward to the input is a Winograd conv of the rotated weights.
 //!
+//! - **A pointwise conv feeding a depthwise conv** ([`fused`]), at inference: both run a
+//!   block of channels at a time, so the pointwise output (the largest tensor of an
+//!   inverted-residual network) is read while still in cache instead of written out whole.
+//!
 //! Every forward kernel can apply a clamp after the bias (ReLU `(0, ∞)`, ReLU6 `(0, 6)`)
 //! in the same store, so a conv and its activation make one pass over the output.
 
 pub mod depthwise;
+pub mod fused;
 pub mod im2col;
 pub mod naive;
 pub mod winograd;

@@ -159,7 +159,7 @@ impl PackedA {
     }
 
     /// Rows of A per panel.
-    fn panel_rows(&self) -> usize {
+    pub(crate) fn panel_rows(&self) -> usize {
         if self.wide {
             super::wide::rows(self.isa)
         } else {
@@ -190,7 +190,9 @@ impl PackedA {
             a: self.data.as_ptr().add(p * self.k * mr),
             b: b.add(j),
             ldb,
-            c: c.ptr.add(i0 * c.ld + j),
+            // Wrapping: `c` may stand for a C whose first rows lie before the buffer
+            // ([`sgemm_panels`]); the block's own rows are inside it.
+            c: c.ptr.wrapping_add(i0 * c.ld + j),
             ldc: c.ld,
             rows: mr.min(self.m - i0),
             cols,
@@ -304,20 +306,51 @@ pub(crate) unsafe fn sgemm_direct(
     ep: &Epilogue,
     parallel: bool,
 ) {
-    let (m, k) = (a.m, a.k);
-    if m == 0 || n == 0 {
+    if a.m == 0 || n == 0 {
         return;
     }
     if let Some(bias) = ep.bias {
-        assert!(bias.len() >= m, "sgemm_direct: bias shorter than the rows of C");
+        assert!(bias.len() >= a.m, "sgemm_direct: bias shorter than the rows of C");
     }
-    if k == 0 {
-        return store_empty_sums(m, n, c, ep);
+    if a.k == 0 {
+        return store_empty_sums(a.m, n, c, ep);
     }
     if a.wide {
         return super::wide::sgemm(a, n, b, ldb, c, ep, parallel);
     }
+    sgemm_panels(a, 0..a.m.div_ceil(a.panel_rows()), n, b, ldb, c, ep, parallel)
+}
+
+/// [`sgemm_direct`] for A's row panels `panels` only (row-kernel packs with K ≥ 1): C
+/// holds just those rows, its row 0 the first panel's first row; `ep.bias` still covers
+/// all of A's rows. For a product consumed a few rows at a time, each block of C staying
+/// in cache for its consumer ([`crate::conv::fused`]).
+///
+/// # Safety
+/// As [`sgemm_direct`], C valid for the panels' rows.
+#[allow(clippy::too_many_arguments)] // a GEMM's operands, spelled out
+pub(crate) unsafe fn sgemm_panels(
+    a: &PackedA,
+    panels: std::ops::Range<usize>,
+    n: usize,
+    b: *const f32,
+    ldb: usize,
+    c: OutMat,
+    ep: &Epilogue,
+    parallel: bool,
+) {
     let (mr, nr) = a.isa.block();
+    assert!(!a.wide && a.k > 0 && panels.end <= a.m.div_ceil(mr), "sgemm_panels: row-kernel panels of A with K ≥ 1");
+    if let Some(bias) = ep.bias {
+        assert!(bias.len() >= a.m, "sgemm_panels: bias shorter than the rows of A");
+    }
+    if panels.is_empty() || n == 0 {
+        return;
+    }
+    let k = a.k;
+    let m = (panels.end * mr).min(a.m) - panels.start * mr;
+    // C as if it held A's rows from 0: each block adds its panel's own row offset.
+    let c = OutMat { ptr: c.ptr.wrapping_sub(panels.start * mr * c.ld), ld: c.ld };
     let threads = threads_for(parallel, m, k, n);
     // Column chunks no wider than the L2 budget, in a count that splits evenly over the
     // threads (three chunks on two threads would leave one idle a third of the time).
@@ -328,7 +361,7 @@ pub(crate) unsafe fn sgemm_direct(
     }
     let chunk = n.div_ceil(col_chunks).next_multiple_of(nr);
     let col_chunks = n.div_ceil(chunk);
-    let row_blocks = m.div_ceil(mr);
+    let row_blocks = panels.len();
     let row_parts = (2 * threads).div_ceil(col_chunks).clamp(1, row_blocks);
     let per_part = row_blocks.div_ceil(row_parts);
     let row_parts = row_blocks.div_ceil(per_part);
@@ -344,7 +377,7 @@ pub(crate) unsafe fn sgemm_direct(
     let task = |t: usize| {
         let (cc, rp) = (t / row_parts, t % row_parts);
         let (j0, j1) = (cc * chunk, ((cc + 1) * chunk).min(n));
-        let rows = rp * per_part..((rp + 1) * per_part).min(row_blocks);
+        let rows = panels.start + rp * per_part..panels.start + ((rp + 1) * per_part).min(row_blocks);
         // The first block of a strip; the strip walks from it along a row or a column.
         let first =
             |rb: usize, j: usize| a.block(rb, j, nr.min(j1 - j), bp.get(), ldb, OutMat { ptr: cp.get(), ld: c.ld }, ep);
@@ -362,7 +395,7 @@ pub(crate) unsafe fn sgemm_direct(
         } else if !rows.is_empty() {
             // Column panel outer: the panel of B (k × NR) stays in L1/L2 while every
             // row block of A passes over it.
-            let last_rows = mr.min(m - (rows.end - 1) * mr);
+            let last_rows = mr.min(a.m - (rows.end - 1) * mr);
             for j in (j0..j1).step_by(nr) {
                 let blk = first(rows.start, j);
                 let strip =
