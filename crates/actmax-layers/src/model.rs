@@ -494,6 +494,18 @@ impl Model {
         image: Var,
         outputs: &[usize],
         bind: &mut Binding,
+        times: Option<&mut Vec<StepTime>>,
+    ) -> Result<Vec<Var>> {
+        // Its parallel regions opened on a worker thread, not woken from outside each time.
+        actmax_tensor::on_worker_thread(|| self.forward_here(tape, image, outputs, bind, times))
+    }
+
+    fn forward_here(
+        &self,
+        tape: &mut Tape,
+        image: Var,
+        outputs: &[usize],
+        bind: &mut Binding,
         mut times: Option<&mut Vec<StepTime>>,
     ) -> Result<Vec<Var>> {
         let last = outputs.iter().copied().max().unwrap_or(0);

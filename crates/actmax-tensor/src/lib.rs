@@ -19,6 +19,7 @@ mod simd;
 mod smoothness;
 mod tape;
 mod tensor;
+mod threads;
 pub mod warp;
 
 pub use backprop_modes::{BackpropHook, BackpropMode, ReluGrad, ReluKind};
@@ -31,4 +32,5 @@ pub use optim::{AdamConfig, AdamState};
 pub use scratch::ScratchPool;
 pub use tape::{Gradients, Tape};
 pub use tensor::Tensor;
+pub use threads::on_worker_thread;
 pub use warp::{Affine, WarpBorder};

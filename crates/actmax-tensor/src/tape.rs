@@ -257,6 +257,11 @@ impl Tape {
     /// they become the first gradients, with no copy. `keep` as in
     /// [`Tape::backward_keeping`].
     pub fn backward_seeded(&self, seeds: Vec<(Var, Tensor)>, keep: &[Var]) -> Result<Gradients> {
+        // Its parallel regions opened on a worker thread (see `threads`).
+        crate::threads::on_worker_thread(|| self.backward_here(seeds, keep))
+    }
+
+    fn backward_here(&self, seeds: Vec<(Var, Tensor)>, keep: &[Var]) -> Result<Gradients> {
         for &v in keep {
             self.node(v)?;
         }
