@@ -1,6 +1,7 @@
 //! Runs EfficientNet-Lite0 forward (and backward with `--backward`) in a loop, for a profiler;
 //! `--fold`, `--batch N`, `--in-pool`, `--inference` (a constant image: no gradient, values
-//! released after their last reader), `--reps N` and `--memory` (what the tape keeps) as named.
+//! released after their last reader), `--reps N`, `--each` (every iteration's time, from a
+//! new tape) and `--memory` (what the tape keeps) as named.
 use actmax_layers::zoo;
 use actmax_tensor::{Tape, Tensor};
 
@@ -16,15 +17,20 @@ fn main() {
     let reps: usize = reps.unwrap_or(if batch > 1 { 5 } else { 30 });
     let in_pool = std::env::args().any(|a| a == "--in-pool");
     let inference = std::env::args().any(|a| a == "--inference");
+    let each = std::env::args().any(|a| a == "--each");
     let t = std::time::Instant::now();
     let mut body = || {
         for _ in 0..reps {
+            let t0 = std::time::Instant::now();
             tape.reset();
             let x = if inference { tape.constant(image.clone()) } else { tape.variable(image.clone()) };
             let out = model.forward(&mut tape, x, &[last]).unwrap()[0];
             if backward {
                 let l = tape.sum_all(out).unwrap();
                 tape.backward(l).unwrap();
+            }
+            if each {
+                print!("{:.2} ", t0.elapsed().as_secs_f64() * 1e3);
             }
         }
     };
