@@ -20,6 +20,13 @@ fn median(mut f: impl FnMut(), reps: usize) -> f64 {
     t[0]
 }
 
+/// A (`m × k`), B (`k × n`), C and the product's FLOPs.
+fn operands(m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>, f64) {
+    let a = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+    let b = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+    (a, b, vec![0.0; m * n], 2.0 * (m * k * n) as f64)
+}
+
 fn main() {
     let shapes = [
         (32, 32, 12544),
@@ -45,10 +52,7 @@ fn main() {
         return cold_weights(&shapes);
     }
     for (m, k, n) in shapes {
-        let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
-        let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
-        let mut c = vec![0.0f32; m * n];
-        let flops = 2.0 * (m * k * n) as f64;
+        let (a, b, mut c, flops) = operands(m, k, n);
         let pa = PackedA::pack(isa, m, k, &a).expect("sized");
         let ours = median(|| matmul_packed(&pa, n, &b, &mut c, &Epilogue::default(), true).expect("sized"), 21);
         let mm = median(|| matmul(m, k, n, &a, &b, &mut c, true).expect("sized"), 21);
@@ -61,10 +65,7 @@ fn main() {
     }
     for isa in Isa::available() {
         for &(m, k, n) in shapes.iter().filter(|s| s.2 <= 256) {
-            let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
-            let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
-            let mut c = vec![0.0f32; m * n];
-            let flops = 2.0 * (m * k * n) as f64;
+            let (a, b, mut c, flops) = operands(m, k, n);
             let rows = PackedA::pack(isa, m, k, &a).expect("sized");
             let wide = PackedA::pack_for_columns(isa, m, k, n, &a).expect("sized");
             let t_rows = median(|| matmul_packed(&rows, n, &b, &mut c, &Epilogue::default(), true).expect("sized"), 21);
@@ -84,10 +85,7 @@ fn main() {
 fn cold_weights(shapes: &[(usize, usize, usize)]) {
     for isa in Isa::available() {
         for &(m, k, n) in shapes.iter().filter(|s| s.2 <= 256) {
-            let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
-            let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
-            let mut c = vec![0.0f32; m * n];
-            let flops = 2.0 * (m * k * n) as f64;
+            let (a, b, mut c, flops) = operands(m, k, n);
             let copies = (96 << 20) / (4 * m * k);
             let packs: Vec<PackedA> =
                 (0..copies).map(|_| PackedA::pack_for_columns(isa, m, k, n, &a).expect("sized")).collect();
