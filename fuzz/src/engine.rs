@@ -95,7 +95,7 @@ thread_local! {
 }
 
 /// Replaces the panic hook with one that records the message and place for
-/// [`take_panic_message`] instead of printing it: a fuzzer panics on purpose a lot.
+/// `take_panic_message` instead of printing it: a fuzzer panics on purpose a lot.
 pub fn install_quiet_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         let msg = format!("{info}");

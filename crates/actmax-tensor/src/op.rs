@@ -10,9 +10,9 @@ use crate::geometry::ConvGeometry;
 use crate::pool::PoolGeometry;
 use crate::tensor::Tensor;
 
-/// A handle to a value on a [`Tape`]. Cheap to copy; only meaningful for the tape that
+/// A handle to a value on a [`Tape`](crate::Tape). Cheap to copy; only meaningful for the tape that
 /// made it, until that tape is reset — using it elsewhere is an
-/// [`TensorError::UnknownVar`], never a silently wrong value.
+/// [`TensorError::UnknownVar`](crate::TensorError::UnknownVar), never a silently wrong value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Var {
     pub(crate) index: usize,
@@ -51,7 +51,7 @@ pub(crate) enum Unary {
     Erf,
 }
 
-/// Padding modes of [`Tape::pad`].
+/// Padding modes of [`Tape::pad`](crate::Tape::pad).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum PadMode {
     /// Fill with a constant.

@@ -11,14 +11,14 @@
 //!   the output rows it feeds, where the registers hold those rows' sums (AVX2: 3×3
 //!   stride 1; AVX-512: all four, in intrinsics, reading the plane in place, and planes
 //!   of up to 8 columns 16 channels at a time); other shapes run tap by tap.
-//! - **Pointwise** (1×1, stride 1, no padding, [`im2col`]): the input already *is* the
+//! - **Pointwise** (1×1, stride 1, no padding, [`mod@im2col`]): the input already *is* the
 //!   im2col matrix, so the conv is one GEMM per image and group, with no copy at all. The
 //!   GEMM is [`crate::gemm::direct`]: it reads the activations in place (matrixmultiply
 //!   would copy them into panels first) and packs the weights once per run. Images of
 //!   few pixels (7×7, 14×14), whose columns the row kernel would pad, take the wide
 //!   kernel (`gemm/wide.rs`: the vector along the channels), chosen when the weights are
 //!   packed, per instruction set as measured.
-//! - **Im2col** (everything else, [`im2col`]): the output positions are cut into tiles of
+//! - **Im2col** (everything else, [`mod@im2col`]): the output positions are cut into tiles of
 //!   whole output rows; each tile's im2col block (bounded: at most [`COL_BUDGET`] floats)
 //!   feeds the same direct GEMM. Tiles are the unit of parallelism; when there are too few
 //!   of them for the pool (small images, batch 1) the GEMM itself is split instead.

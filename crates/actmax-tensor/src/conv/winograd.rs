@@ -15,7 +15,7 @@
 //! are larger, yet within 1e-4 of the output's scale against the naive conv in the
 //! tests (up to 256 channels × 9 taps per sum), far below what a visualization can see.
 //!
-//! Tiles are processed in blocks of about [`BLOCK_VALUES`] transformed values per
+//! Tiles are processed in blocks of about `BLOCK_VALUES` transformed values per
 //! channel so `V` and `M` stay in the L2/L3 caches; blocks are the unit of parallelism
 //! when there are enough of them, otherwise the GEMMs and the transforms split across
 //! the pool. The output transform applies the bias and the clamp, like every other

@@ -88,7 +88,7 @@ pub struct Epilogue<'a> {
 
 /// A packed into k-major micro-panels: panel `p` holds rows `p·MR ..` as `k × MR`,
 /// rows past `m` zero. `MR` is the microkernel's row count, or the wide kernel's panel
-/// height ([`super::wide`]).
+/// height (`gemm/wide.rs`).
 pub struct PackedA {
     pub(super) data: Vec<f32>,
     pub(super) m: usize,

@@ -9,7 +9,7 @@
 //! first, so a Dense after a Flatten sees its inputs in the order it was trained on.
 //!
 //! Keras 3 `.keras` files (a zip of `config.json` and `model.weights.h5`, see
-//! [`archive`]) go through the same converter: their config differs in how layers name
+//! `archive`) go through the same converter: their config differs in how layers name
 //! their inputs, and their weights are numbered per layer instead of named.
 
 mod archive;
