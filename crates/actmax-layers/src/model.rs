@@ -7,7 +7,7 @@ use std::time::Instant;
 use actmax_tensor::{Tape, Tensor, Var};
 
 use crate::error::{LayerError, LoadError, Result};
-use crate::layer::{Activation, Layer};
+use crate::layer::{Activation, Conv, Layer};
 use crate::train::{Binding, TrainingPass};
 
 /// Channel order of a model's input images.
@@ -536,22 +536,20 @@ impl Model {
             let node = &self.nodes[i];
             let ins: Vec<Var> = node.inputs.iter().map(|&j| vals[j].expect("topological order")).collect();
             let started = times.is_some().then(Instant::now);
-            let pair = match unread {
-                Some(_) => self.conv_pair(i, &fusions, &readers, last),
-                None => None,
-            };
-            let next = if let (Some((end, next_act)), Some(conv), Some(Some((j, act)))) =
-                (pair, node.layer.plain_conv(), fusions.get(i))
-            {
+            let fused = node.layer.plain_conv().zip(fusions.get(i).copied().flatten());
+            // Pairs only where no gradient runs (the pair never makes the value at j).
+            let pair = fused.and_then(|(_, (j, _))| {
+                unread.as_ref().and_then(|_| self.depthwise_after(j, &fusions, &readers, last))
+            });
+            let next = if let (Some((conv, (_, act))), Some((dw, end, next_act))) = (fused, pair) {
                 // A conv, its activation at j, and the depthwise conv at j + 1 (with its
-                // activation, ending at `end`): one op, the value at j never made.
-                let dw = self.nodes[j + 1].layer.plain_conv().expect("conv_pair checked");
-                vals[end] = Some(conv.pair_then(tape, ins[0], bind, *act, dw, next_act)?);
+                // activation, ending at `end`): one op.
+                vals[end] = Some(conv.pair_then(tape, ins[0], bind, act, dw, next_act)?);
                 end + 1
-            } else if let (Some(Some((j, act))), Some(conv)) = (fusions.get(i), node.layer.plain_conv()) {
+            } else if let Some((conv, (j, act))) = fused {
                 // Layers i+1 ..= j are identities and the activation: their one value is
                 // computed here, and nobody reads the values in between.
-                vals[*j] = Some(conv.forward_then(tape, ins[0], bind, ["weight", "bias"], *act)?);
+                vals[j] = Some(conv.forward_then(tape, ins[0], bind, ["weight", "bias"], act)?);
                 j + 1
             } else {
                 if let Binding::Training(pass) = bind {
@@ -580,28 +578,24 @@ impl Model {
         Ok(outputs.iter().map(|&i| vals[i].expect("computed")).collect())
     }
 
-    /// Where the conv at `i` (its activation fused at `j`) feeds a depthwise conv at
-    /// `j + 1` that nothing else reads, and no one asks for the value at `j`: the last node
-    /// of the pair (the depthwise conv's fused activation, or the conv itself) and that
-    /// activation. For an inference pass with no gradient ([`Tape::conv2d_pair`] computes
-    /// such a pair a block of channels at a time; the kernel decides whether the shapes
-    /// pay, else it runs the two convs as usual).
-    fn conv_pair(
+    /// The depthwise conv at `j + 1` when it reads the value at `j` (a conv's fused
+    /// activation) and nothing else does, nor is it asked for: that conv, the last node it
+    /// computes (its own fused activation, or itself) and that activation. For an
+    /// inference pass with no gradient ([`Tape::conv2d_pair`] computes such a pair a block
+    /// of channels at a time where the shapes pay, else the two convs as usual).
+    fn depthwise_after(
         &self,
-        i: usize,
+        j: usize,
         fusions: &[Option<(usize, Activation)>],
         readers: &[usize],
         last: usize,
-    ) -> Option<(usize, Activation)> {
-        let (j, _) = fusions.get(i).copied().flatten()?;
+    ) -> Option<(&Conv, usize, Activation)> {
         let k = j + 1;
-        let dw = self.nodes.get(k).filter(|_| k <= last && readers[j] == 1)?;
-        if dw.inputs != [j] || !matches!(dw.layer, Layer::DepthwiseConv2d(_, Activation::Linear)) {
-            return None;
-        }
+        let node = self.nodes.get(k).filter(|n| k <= last && readers[j] == 1 && n.inputs == [j])?;
+        let Layer::DepthwiseConv2d(dw, Activation::Linear) = &node.layer else { return None };
         Some(match fusions.get(k).copied().flatten() {
-            Some((end, act)) => (end, act),
-            None => (k, Activation::Linear),
+            Some((end, act)) => (dw, end, act),
+            None => (dw, k, Activation::Linear),
         })
     }
 

@@ -991,8 +991,7 @@ pub(super) fn forward(
 
 /// [`forward`] on the calling thread only: for a caller that already splits its work
 /// over the pool and wants each piece to stay where its input is in cache
-/// ([`super::fused`]). The same bits as [`forward`] (every kernel on a CPU sums in one
-/// order; the channel-blocked one too).
+/// ([`super::fused`]). The same kernels, so the same bits.
 pub(super) fn forward_serial(
     x: &[f32],
     w: &[f32],
@@ -1002,11 +1001,7 @@ pub(super) fn forward_serial(
     out: &mut [f32],
     scratch: &ScratchPool,
 ) {
-    let (isa, plan) = (Isa::detect(), DwPlan::new(g));
-    let p = FwdPlanes { x, w, bias, clamp, first: 0, mask: None };
-    let in_place = isa == Isa::Avx512 && plan.avx512_slides(g);
-    let mut buf = (!in_place).then(|| zeroed_lease(scratch, &plan));
-    dw_forward_planes_on(isa, p, g, &plan, out, buf.as_deref_mut().unwrap_or_default());
+    forward_split(Isa::detect(), x, None, w, bias, clamp, g, out, scratch, 1)
 }
 
 /// [`forward`] on a given instruction set (tests run every one the CPU has), with `x`
@@ -1023,14 +1018,31 @@ fn forward_on(
     out: &mut [f32],
     scratch: &ScratchPool,
 ) {
+    // About eight tasks per thread: enough to balance, few enough to amortize a task.
+    forward_split(isa, x, mask, w, bias, clamp, g, out, scratch, 8 * rayon::current_num_threads())
+}
+
+/// [`forward_on`] in at most `tasks` tasks (one: all on the calling thread).
+#[allow(clippy::too_many_arguments)] // a conv's operands, spelled out
+fn forward_split(
+    isa: Isa,
+    x: &[f32],
+    mask: Option<GradMask>,
+    w: &[f32],
+    bias: Option<&[f32]>,
+    clamp: Clamp,
+    g: &ConvGeometry,
+    out: &mut [f32],
+    scratch: &ScratchPool,
+    tasks: usize,
+) {
     let plan = DwPlan::new(g);
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 && plan.channel_blocks(g) {
         let p = FwdPlanes { x, w, bias, clamp, first: 0, mask };
-        return forward_channel_blocks(p, g, out, scratch);
+        return forward_channel_blocks(p, g, out, scratch, tasks);
     }
-    // About eight tasks per thread: enough to balance, few enough to amortize a task.
-    let per_task = (g.n * g.c_in).div_ceil(8 * rayon::current_num_threads()).max(1);
+    let per_task = (g.n * g.c_in).div_ceil(tasks).max(1);
     // The AVX-512 strips read their planes in place and need no phase copies.
     let in_place = isa == Isa::Avx512 && plan.avx512_slides(g);
     out.par_chunks_mut(per_task * g.out_len()).enumerate().for_each_init(
@@ -1042,13 +1054,13 @@ fn forward_on(
     );
 }
 
-/// [`forward_on`] on AVX-512 for small 3 × 3 and 5 × 5 stride-1 planes (`p.first` 0):
-/// 16 planes a block (`avx512::channel_block`), tasks of whole blocks.
+/// [`forward_split`] on AVX-512 for small 3 × 3 and 5 × 5 stride-1 planes (`p.first` 0):
+/// 16 planes a block (`avx512::channel_block`), up to `tasks` tasks of whole blocks.
 #[cfg(target_arch = "x86_64")]
-fn forward_channel_blocks(p: FwdPlanes, g: &ConvGeometry, out: &mut [f32], scratch: &ScratchPool) {
+fn forward_channel_blocks(p: FwdPlanes, g: &ConvGeometry, out: &mut [f32], scratch: &ScratchPool, tasks: usize) {
     let ol = g.out_len();
     let blocks = (g.n * g.c_in).div_ceil(16);
-    let per_task = blocks.div_ceil(8 * rayon::current_num_threads()).max(1) * 16;
+    let per_task = blocks.div_ceil(tasks).max(1) * 16;
     let len = avx512::channel_block_len(g);
     out.par_chunks_mut(per_task * ol).enumerate().for_each_init(
         || {

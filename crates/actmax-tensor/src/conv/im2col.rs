@@ -92,6 +92,7 @@ fn im2col_plane(plane: &[f32], g: &ConvGeometry, oh0: usize, oh1: usize, rows: &
     let ([h, w], [kh_n, kw_n], ow_n) = (g.in_hw, g.k_hw, g.out_hw[1]);
     let ([sh, sw], [dh, dw], pad) = (g.p.stride, g.p.dilation, g.p.padding);
     let tl = (oh1 - oh0) * ow_n;
+    let isa = Isa::detect();
     let mut rows = rows.chunks_exact_mut(tl);
     for kh in 0..kh_n {
         for kw in 0..kw_n {
@@ -116,7 +117,7 @@ fn im2col_plane(plane: &[f32], g: &ConvGeometry, oh0: usize, oh1: usize, rows: &
                     1 => dst.copy_from_slice(&src[s0..s0 + dst.len()]),
                     // Stride 2 (stem convs, a third of the stem's time in scalar copies)
                     // in vectors.
-                    2 => every_second(Isa::detect(), &src[s0..], dst),
+                    2 => every_second(isa, &src[s0..], dst),
                     _ => dst.iter_mut().zip(src[s0..].iter().step_by(sw)).for_each(|(d, s)| *d = *s),
                 }
             }
