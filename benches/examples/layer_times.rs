@@ -95,12 +95,18 @@ fn main() {
 /// 30 forwards: a fused conv and its activation are one step.
 fn print_steps(model: &actmax_layers::Model, image: &Tensor) {
     let mut best: Vec<(std::ops::Range<usize>, f64)> = Vec::new();
+    // Per forward: its whole time and the part no step accounts for (between steps).
+    let (mut whole, mut between) = (Vec::new(), Vec::new());
     rayon::scope(|_| {
         let mut tape = Tape::new();
         for _ in 0..30 {
             tape.reset();
             let x = tape.constant(image.clone());
+            let t0 = Instant::now();
             let (_, steps) = model.forward_timed(&mut tape, x, &[model.len() - 1]).unwrap();
+            let ms = t0.elapsed().as_secs_f64() * 1e3;
+            whole.push(ms);
+            between.push(ms - steps.iter().map(|s| s.time.as_secs_f64() * 1e3).sum::<f64>());
             if best.is_empty() {
                 best = steps.iter().map(|s| (s.nodes.clone(), f64::INFINITY)).collect();
             }
@@ -111,6 +117,15 @@ fn print_steps(model: &actmax_layers::Model, image: &Tensor) {
     });
     let total: f64 = best.iter().map(|b| b.1).sum();
     println!("steps of the fused forward, best of 30 each: {total:.3} ms in all");
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "whole timed forward: median {:.3} ms, of which {:.3} ms between steps (median)",
+        median(&mut whole),
+        median(&mut between)
+    );
     for (nodes, ms) in best {
         let node = &model.nodes()[nodes.start];
         let flops = node.layer.flops(&node.output_shape) * image.shape()[0] as f64;

@@ -8,7 +8,7 @@ use crate::conv::{
     conv2d_backward_bias, conv2d_backward_input_masked, conv2d_backward_input_prepacked, conv2d_backward_weight,
     ConvPlan, PackDirection,
 };
-use crate::elementwise::{map1, map2, map3, map_channels};
+use crate::elementwise::{map1, map2, map2_runs, map3, map_channels};
 use crate::error::{param_err, Result};
 use crate::op::{Node, Op, PadMode, Unary, Var};
 use crate::ops::{pad_source, roll_tensor, sum_to_shape};
@@ -74,7 +74,7 @@ impl Tape {
                     if o.shape() == g.shape() {
                         map2(&self.scratch, &g, o, |g, o| g * o)
                     } else {
-                        &*g * o
+                        map2_runs(&self.scratch, &g, o, |g, o| g * o).unwrap_or_else(|| &*g * o)
                     }
                 };
                 if needs(*a) {

@@ -122,6 +122,52 @@ pub(crate) fn map3(
     build(a.shape(), out)
 }
 
+/// `f(a, b)` where `b` broadcasts to `a`'s shape along trailing axes only (a per-channel
+/// `[1, C, 1, 1]` or `[C, 1, 1]` over `[N, C, H, W]`, as a model's input normalization):
+/// each of `b`'s values meets a contiguous run of `a`. `None` for any other broadcast
+/// (then ndarray's general one runs); the same bits either way, each element alone.
+pub(crate) fn map2_runs(
+    pool: &ScratchPool,
+    a: &Tensor,
+    b: &Tensor,
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) -> Option<Tensor> {
+    let (sa, nd) = (a.shape(), a.ndim());
+    if b.ndim() > nd || a.is_empty() {
+        return None;
+    }
+    let sb: Vec<usize> = std::iter::repeat_n(1, nd - b.ndim()).chain(b.shape().iter().copied()).collect();
+    // The trailing axes along which b repeats, and the run of a they span.
+    let k = sb.iter().rev().take_while(|&&d| d == 1).count();
+    let run: usize = sa[nd - k..].iter().product();
+    let lead = &sa[..nd - k];
+    if run < 16 || lead.iter().zip(&sb).any(|(&da, &db)| db != da && db != 1) {
+        return None;
+    }
+    // One b value per run, in a's order (b may also repeat along leading axes).
+    let b_lead = b.to_shape(IxDyn(&sb[..nd - k])).ok()?;
+    let scalars: Vec<f32> = b_lead.broadcast(IxDyn(lead))?.iter().copied().collect();
+    let xa = slice(a);
+    let mut out = pool.take(xa.len());
+    let runs = |o: &mut [f32], a: &[f32], s: &[f32]| {
+        vectorized(|| {
+            for ((o, a), &s) in o.chunks_exact_mut(run).zip(a.chunks_exact(run)).zip(s) {
+                o.iter_mut().zip(a).for_each(|(o, &a)| *o = f(a, s));
+            }
+        })
+    };
+    if xa.len() < PARALLEL_MIN {
+        runs(&mut out, xa, &scalars);
+    } else {
+        let per = (CHUNK / run).max(1);
+        out.par_chunks_mut(per * run)
+            .zip(xa.par_chunks(per * run))
+            .zip(scalars.par_chunks(per))
+            .for_each(|((o, a), s)| runs(o, a, s));
+    }
+    Some(build(sa, out))
+}
+
 /// `f(channel, x)` over an `[N, C, ...]` tensor, one `(n, c)` plane per task.
 pub(crate) fn map_channels(pool: &ScratchPool, x: &Tensor, f: impl Fn(usize, f32) -> f32 + Sync) -> Tensor {
     let (c, inner) = (x.shape()[1], x.shape()[2..].iter().product::<usize>().max(1));
@@ -141,6 +187,7 @@ pub(crate) fn map_channels(pool: &ScratchPool, x: &Tensor, f: impl Fn(usize, f32
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ndarray::Zip;
 
     /// The maps, compiled for this CPU's widest vectors, give the bits of a plain scalar
     /// loop: masks, products and sums (never fused into an FMA), and a libm call.
@@ -164,5 +211,36 @@ mod tests {
         assert_eq!(bits(&map3(&pool, &a, &b, &c, fma_like)), want);
         let want: Vec<u32> = a.iter().map(|&x| (x * 0.1).exp().to_bits()).collect();
         assert_eq!(bits(&map1(&pool, &a, |x| (x * 0.1).exp())), want);
+    }
+
+    /// A value repeated along trailing axes gives ndarray's broadcast bits, on the calling
+    /// thread and in parallel, with leading axes of b repeated too; other broadcasts (and
+    /// runs too short to pay) are left to ndarray.
+    #[test]
+    fn runs_give_ndarray_broadcast_bits() {
+        let pool = ScratchPool::new();
+        let val = |i: usize| ((i * 7919) % 2003) as f32 / 97.0 - 10.0;
+        let full = |shape: &[usize]| {
+            let n = shape.iter().product();
+            ArrayD::from_shape_vec(IxDyn(shape), (0..n).map(val).collect::<Vec<_>>()).unwrap()
+        };
+        let div = |x: f32, y: f32| x / (y + 0.5);
+        let cases: [(&[usize], &[usize]); 5] = [
+            (&[2, 3, 7, 9], &[1, 3, 1, 1]),
+            (&[2, 3, 7, 9], &[3, 1, 1]),
+            (&[2, 3, 7, 9], &[2, 1, 1, 1]),
+            (&[1, 5, 120, 121], &[1, 5, 1, 1]), // parallel
+            (&[3, 4, 5, 32], &[1, 4, 5, 1]),
+        ];
+        for (sa, sb) in cases {
+            let (a, b) = (full(sa), full(sb).mapv(|v| v * 0.3));
+            let want = Zip::from(&a).and(&b.broadcast(IxDyn(sa)).unwrap()).map_collect(|&x, &y| div(x, y));
+            let got = map2_runs(&pool, &a, &b, div).expect("runs");
+            assert_eq!(got.shape(), sa);
+            assert!(got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits()), "{sa:?} {sb:?}");
+        }
+        // b varies along the last axis, or repeats over runs shorter than 16: not runs.
+        assert!(map2_runs(&pool, &full(&[2, 3, 4, 5]), &full(&[1, 1, 1, 5]), div).is_none());
+        assert!(map2_runs(&pool, &full(&[2, 3, 2, 5]), &full(&[1, 3, 1, 1]), div).is_none());
     }
 }

@@ -6,7 +6,7 @@ use ndarray::{concatenate, ArrayD, Axis, IxDyn, Slice, Zip};
 use crate::backprop_modes::ReluKind;
 use crate::conv::fused::{self, FusedConv};
 use crate::conv::{conv2d_forward_prepacked, ConvPlan, PackDirection};
-use crate::elementwise::{map1, map2, map_channels};
+use crate::elementwise::{map1, map2, map2_runs, map_channels};
 use crate::error::{param_err, shape_err, Result, TensorError};
 use crate::geometry::{checked_elems, Conv2dParams, ConvGeometry, Pool2dParams};
 use crate::op::{Op, PadMode, Unary, Var};
@@ -57,8 +57,16 @@ impl Tape {
     ) -> Result<Var> {
         let (av, bv) = (self.value(a)?, self.value(b)?);
         let shape = broadcast_shape(op, av.shape(), bv.shape())?;
+        // A value repeated along trailing axes (per channel) in vectors; else ndarray's.
+        let runs = || match () {
+            _ if av.shape() == shape.as_slice() => map2_runs(&self.scratch, av, bv, &f),
+            _ if bv.shape() == shape.as_slice() => map2_runs(&self.scratch, bv, av, |y, x| f(x, y)),
+            _ => None,
+        };
         let out = if av.shape() == bv.shape() {
-            map2(&self.scratch, av, bv, f)
+            map2(&self.scratch, av, bv, &f)
+        } else if let Some(out) = runs() {
+            out
         } else {
             let (av, bv) =
                 (av.broadcast(IxDyn(&shape)).expect("checked"), bv.broadcast(IxDyn(&shape)).expect("checked"));
