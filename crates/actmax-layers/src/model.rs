@@ -85,8 +85,9 @@ impl InputSpec {
     }
 }
 
-/// One step of [`Model::forward_timed`]: the nodes it computed (one layer, or a conv and
-/// the identities and activation fused into it) and its wall time.
+/// One step of [`Model::forward_timed`]: the nodes it computed (the input's preprocessing
+/// at node 0, one layer, or a conv and the identities and activation fused into it) and
+/// its wall time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepTime {
     /// Node indexes.
@@ -469,7 +470,8 @@ impl Model {
     }
 
     /// [`Model::forward`], and the wall time of each step it took, in order: a profile of
-    /// the model as it really runs (a conv with its activation fused in is one step).
+    /// the model as it really runs (a conv with its activation fused in is one step; the
+    /// first step, node 0, is the input's preprocessing).
     pub fn forward_timed(&self, tape: &mut Tape, image: Var, outputs: &[usize]) -> Result<(Vec<Var>, Vec<StepTime>)> {
         let mut times = Vec::new();
         let vals = self.forward_bound(tape, image, outputs, &mut Binding::Inference, Some(&mut times))?;
@@ -513,7 +515,11 @@ impl Model {
             return Err(LayerError::IndexOutOfRange { index: last as isize, count: self.nodes.len() });
         }
         let mut vals: Vec<Option<Var>> = vec![None; last + 1];
+        let started = times.is_some().then(Instant::now);
         vals[0] = Some(self.input.preprocess(tape, image)?);
+        if let (Some(times), Some(t0)) = (times.as_deref_mut(), started) {
+            times.push(StepTime { nodes: 0..1, time: t0.elapsed() });
+        }
         let readers = self.readers(outputs, last);
         let fusions = match bind {
             Binding::Inference => self.activation_fusions(&readers, last),

@@ -316,8 +316,8 @@ fn inference_forward_releases_what_no_one_reads_again() {
 }
 
 /// `forward_timed` is `forward` with a profile: the same values, and one step per layer
-/// run, covering every node up to the deepest output once, in order (a fused conv and its
-/// activation as one step).
+/// run, covering every node up to the deepest output once, in order (the input's
+/// preprocessing first, a fused conv and its activation as one step).
 #[test]
 fn a_timed_forward_accounts_for_every_node_once() {
     let m = zoo::load("efficientnet_lite0", None).unwrap().fold_batch_norms();
@@ -331,7 +331,8 @@ fn a_timed_forward_accounts_for_every_node_once() {
     let x = tape.constant(image);
     let (outs, steps) = m.forward_timed(&mut tape, x, &[last]).unwrap();
     assert_eq!(tape.value(outs[0]).unwrap(), &plain);
-    let mut next = 1;
+    assert_eq!(steps[0].nodes, 0..1, "the input's preprocessing is not the first step");
+    let mut next = 0;
     for s in &steps {
         assert_eq!(s.nodes.start, next, "steps out of order or overlapping: {steps:?}");
         next = s.nodes.end;

@@ -2,6 +2,7 @@
 //! backward (in `backward.rs`) needs.
 
 use ndarray::{concatenate, ArrayD, Axis, IxDyn, Slice, Zip};
+use rayon::prelude::*;
 
 use crate::backprop_modes::ReluKind;
 use crate::conv::fused::{self, FusedConv};
@@ -782,7 +783,14 @@ pub(crate) fn roll_tensor(x: &Tensor, shifts: &[isize]) -> Tensor {
 /// first, each lane by [`fold8`]): the same bits as the general path, without its
 /// per-lane iterator machinery (a global average pool of 1280 7×7 planes took 60 µs).
 fn sum_trailing(x: &[f32], shape: &[usize], k: usize) -> Vec<f32> {
-    let mut sums: Vec<f32> = x.chunks_exact(shape[shape.len() - 1]).map(fold8).collect();
+    let len = shape[shape.len() - 1];
+    // A large input's innermost lanes over the pool (a global pool runs next to
+    // parallel convs); each lane is summed alone, so the bits do not change.
+    let mut sums: Vec<f32> = if x.len() >= 1 << 15 {
+        x.par_chunks_exact(len).with_min_len((4096 / len).max(1)).map(fold8).collect()
+    } else {
+        x.chunks_exact(len).map(fold8).collect()
+    };
     for &len in shape[shape.len() - k..shape.len() - 1].iter().rev() {
         sums = sums.chunks_exact(len).map(fold8).collect();
     }
@@ -792,6 +800,11 @@ fn sum_trailing(x: &[f32], shape: &[usize], k: usize) -> Vec<f32> {
 /// A sum in eight interleaved partial sums, then the tail in order: ndarray's
 /// `unrolled_fold`, which its `sum` runs on a contiguous lane.
 fn fold8(xs: &[f32]) -> f32 {
+    if xs.len() < 8 {
+        // The eight partial sums stay +0 and add +0 to the start: a plain fold from +0
+        // (a 7×7 plane's rows), without those eight dependent additions.
+        return xs.iter().fold(0.0, |acc, &v| acc + v);
+    }
     let mut p = [0.0f32; 8];
     let mut chunks = xs.chunks_exact(8);
     for c in &mut chunks {

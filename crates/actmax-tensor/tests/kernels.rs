@@ -444,6 +444,25 @@ proptest! {
     }
 }
 
+/// A global average pool large enough to sum its planes over the pool (EfficientNet's
+/// 1280 planes of 7 × 7, and 8 × 8 with a full partial-sum chunk), with negative zeros:
+/// ndarray's bits.
+#[test]
+fn a_large_global_pool_keeps_ndarrays_bits() {
+    for hw in [7, 8, 9] {
+        let mut v = values(hw as u64, 1280 * hw * hw);
+        v.iter_mut().step_by(5).for_each(|x| *x = -0.0);
+        let x = actmax_tensor::Tensor::from_shape_vec(vec![1, 1280, hw, hw], v).unwrap();
+        let want = x.sum_axis(ndarray::Axis(3)).sum_axis(ndarray::Axis(2)).mapv(|s| s * (1.0 / (hw * hw) as f32));
+        let mut tape = actmax_tensor::Tape::new();
+        let v = tape.constant(x);
+        let y = tape.global_avg_pool(v).unwrap();
+        let got = tape.value(y).unwrap();
+        assert_eq!(got.shape(), want.shape());
+        assert!(got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits()), "{hw}x{hw}");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
     /// A pointwise conv and the depthwise conv of its output, a block of channels at a
