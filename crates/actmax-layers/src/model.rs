@@ -543,10 +543,9 @@ impl Model {
             let ins: Vec<Var> = node.inputs.iter().map(|&j| vals[j].expect("topological order")).collect();
             let started = times.is_some().then(Instant::now);
             let fused = node.layer.plain_conv().zip(fusions.get(i).copied().flatten());
-            // Pairs only where no gradient runs (the pair never makes the value at j).
-            let pair = fused.and_then(|(_, (j, _))| {
-                unread.as_ref().and_then(|_| self.depthwise_after(j, &fusions, &readers, last))
-            });
+            // The value at j is the pair's own (only the depthwise conv reads it): with no
+            // gradient it is never kept, with one the tape keeps it with its ReLU6's bits.
+            let pair = fused.and_then(|(_, (j, _))| self.depthwise_after(j, &fusions, &readers, last));
             let next = if let (Some((conv, (_, act))), Some((dw, end, next_act))) = (fused, pair) {
                 // A conv, its activation at j, and the depthwise conv at j + 1 (with its
                 // activation, ending at `end`): one op.
@@ -587,8 +586,8 @@ impl Model {
     /// The depthwise conv at `j + 1` when it reads the value at `j` (a conv's fused
     /// activation) and nothing else does, nor is it asked for: that conv, the last node it
     /// computes (its own fused activation, or itself) and that activation. For an
-    /// inference pass with no gradient ([`Tape::conv2d_pair`] computes such a pair a block
-    /// of channels at a time where the shapes pay, else the two convs as usual).
+    /// inference binding ([`Tape::conv2d_pair`] computes such a pair a block of channels
+    /// at a time where the shapes pay, else the two convs as usual).
     fn depthwise_after(
         &self,
         j: usize,

@@ -7,7 +7,9 @@
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
+use crate::gemm::direct::Isa;
 use crate::scratch::ScratchPool;
+use crate::simd;
 use crate::tensor::Tensor;
 
 /// Below this many elements a map runs on the calling thread.
@@ -24,7 +26,6 @@ const CHUNK: usize = 1 << 13;
 fn vectorized(f: impl FnOnce()) {
     #[cfg(target_arch = "x86_64")]
     {
-        use crate::gemm::direct::Isa;
         #[target_feature(enable = "avx512f,avx2,fma")]
         unsafe fn avx512(f: impl FnOnce()) {
             f()
@@ -168,6 +169,47 @@ pub(crate) fn map2_runs(
     Some(build(sa, out))
 }
 
+/// Where a ReLU, ReLU6 or clip passes its gradient, as a function of its output `y`:
+/// `lo < y`, and `y < hi` where there is an upper bound (never for a NaN). The plain
+/// gradient masks of [`crate::BackpropMode`] in one place, for [`pass_bits`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PassBand {
+    /// Exclusive lower bound.
+    pub lo: f32,
+    /// Exclusive upper bound, if any (none for a ReLU: `y = ∞` passes).
+    pub hi: Option<f32>,
+}
+
+impl PassBand {
+    /// Whether the gradient passes at output `y`.
+    #[inline(always)]
+    pub fn passes(self, y: f32) -> bool {
+        y > self.lo && self.hi.is_none_or(|hi| y < hi)
+    }
+}
+
+/// One bit per element of `y`: bit `j` of `bits[w]` is `band.passes(y[16 w + j])`. A
+/// ReLU6's gradient mask kept in 1/32 of its output's memory, so the backward reads
+/// these instead of the output, long gone from the caches by then.
+///
+/// # Panics
+/// If `y.len() != 16 * bits.len()`.
+pub(crate) fn pass_bits(y: &[f32], band: PassBand, bits: &mut [u16]) {
+    simd::pass_bits(Isa::detect(), y, band.lo, band.hi, bits)
+}
+
+/// `g` set to +0 wherever `bits` ([`pass_bits`]) is clear: the plain ReLU-family
+/// gradient mask, the same bits as applying it with the output in hand.
+pub(crate) fn mask_by_bits(g: &mut [f32], bits: &[u16]) {
+    assert_eq!(g.len(), 16 * bits.len(), "mask_by_bits: 16 values per word");
+    let isa = Isa::detect();
+    if g.len() < PARALLEL_MIN {
+        simd::mask_by_bits(isa, g, bits);
+    } else {
+        g.par_chunks_mut(CHUNK).zip(bits.par_chunks(CHUNK / 16)).for_each(|(g, b)| simd::mask_by_bits(isa, g, b));
+    }
+}
+
 /// `f(channel, x)` over an `[N, C, ...]` tensor, one `(n, c)` plane per task.
 pub(crate) fn map_channels(pool: &ScratchPool, x: &Tensor, f: impl Fn(usize, f32) -> f32 + Sync) -> Tensor {
     let (c, inner) = (x.shape()[1], x.shape()[2..].iter().product::<usize>().max(1));
@@ -211,6 +253,43 @@ mod tests {
         assert_eq!(bits(&map3(&pool, &a, &b, &c, fma_like)), want);
         let want: Vec<u32> = a.iter().map(|&x| (x * 0.1).exp().to_bits()).collect();
         assert_eq!(bits(&map1(&pool, &a, |x| (x * 0.1).exp())), want);
+    }
+
+    /// Pass bits and the mask they give equal the plain masks that read the output, for a
+    /// ReLU (∞ passes), a ReLU6 and a clip, at the bounds, ±∞, NaN and −0, serial and
+    /// parallel.
+    #[test]
+    fn pass_bits_mask_as_the_output_does() {
+        let specials = [0.0, -0.0, 6.0, 5.999_999_5, 1e-30, -1e-30, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 3.0];
+        let n = 16 * (PARALLEL_MIN / 16 + 5);
+        let y: Vec<f32> = (0..n)
+            .map(|i| if i % 3 == 0 { specials[i % specials.len()] } else { ((i * 7919) % 97) as f32 / 8.0 - 2.0 })
+            .collect();
+        let g: Vec<f32> = (0..n).map(|i| (i % 13) as f32 - 6.5).collect();
+        for (band, plain) in [
+            (PassBand { lo: 0.0, hi: None }, (|y: f32| y > 0.0) as fn(f32) -> bool),
+            (PassBand { lo: 0.0, hi: Some(6.0) }, |y: f32| y > 0.0 && y < 6.0),
+            (PassBand { lo: -1.0, hi: Some(1.5) }, |y: f32| y > -1.0 && y < 1.5),
+        ] {
+            for len in [16, 48, n] {
+                let want: Vec<u32> =
+                    g[..len].iter().zip(&y[..len]).map(|(&g, &y)| if plain(y) { g } else { 0.0 }.to_bits()).collect();
+                let mut bits = vec![0u16; len / 16];
+                pass_bits(&y[..len], band, &mut bits);
+                let mut masked = g[..len].to_vec();
+                mask_by_bits(&mut masked, &bits);
+                assert_eq!(masked.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want, "{band:?}, {len}");
+                // Every kernel this CPU can run gives the same words and masks.
+                for isa in Isa::available() {
+                    let mut b = vec![0u16; len / 16];
+                    simd::pass_bits(isa, &y[..len], band.lo, band.hi, &mut b);
+                    assert_eq!(b, bits, "{isa:?} {band:?}");
+                    let mut m = g[..len].to_vec();
+                    simd::mask_by_bits(isa, &mut m, &b);
+                    assert_eq!(m.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want, "{isa:?} {band:?}");
+                }
+            }
+        }
     }
 
     /// A value repeated along trailing axes gives ndarray's broadcast bits, on the calling

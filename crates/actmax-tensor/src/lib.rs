@@ -24,6 +24,7 @@ pub mod warp;
 
 pub use backprop_modes::{BackpropHook, BackpropMode, ReluGrad, ReluKind};
 pub use conv::{ConvKernel, ConvPlan};
+pub use elementwise::PassBand;
 pub use error::{Result, TensorError};
 pub use geometry::{Conv2dParams, ConvGeometry, Padding2d, Pool2dParams};
 pub use op::{PadMode, Var};

@@ -179,4 +179,8 @@ pub(crate) struct Node {
     pub(crate) value: Arc<Tensor>,
     pub(crate) op: Op,
     pub(crate) requires_grad: bool,
+    /// For a conv with a fused ReLU or ReLU6 (a fused pair's first conv): where its
+    /// activation passes a gradient, one bit per element of `value`
+    /// ([`crate::PassBand`]); the plain backward reads these instead of the value.
+    pub(crate) pass_bits: Option<Vec<u16>>,
 }

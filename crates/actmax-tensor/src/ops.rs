@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use crate::backprop_modes::ReluKind;
 use crate::conv::fused::{self, FusedConv};
 use crate::conv::{conv2d_forward_prepacked, ConvPlan, PackDirection};
-use crate::elementwise::{map1, map2, map2_runs, map_channels};
+use crate::elementwise::{map1, map2, map2_runs, map_channels, PassBand};
 use crate::error::{param_err, shape_err, Result, TensorError};
 use crate::geometry::{checked_elems, Conv2dParams, ConvGeometry, Pool2dParams};
 use crate::op::{Op, PadMode, Unary, Var};
@@ -377,17 +377,25 @@ impl Tape {
 
     /// A conv and the conv reading its output, each followed by its activation (ReLU or
     /// ReLU6, or none): the inverted-residual pair of a pointwise expand conv and a
-    /// depthwise conv. Where no gradient can run through them (no operand requires one)
-    /// and the pair fuses ([`crate::conv::fused`]), it runs a block of channels at a time
-    /// and the result is a constant: the first conv's output is never kept. Otherwise it
-    /// records the two convs as [`Tape::conv2d_activated`] would (giving the first one's
-    /// output back to the pool at once when no gradient runs). Same values either way.
+    /// depthwise conv. Where the pair fuses ([`crate::conv::fused`]) it runs a block of
+    /// channels at a time. With no operand requiring a gradient the result is a constant
+    /// and the first conv's output is never kept; with only `x` requiring one (a
+    /// visualization) the two convs are recorded as [`Tape::conv2d_activated`] records
+    /// them, the first one's activation with its pass bits ([`crate::PassBand`]), which
+    /// the backward reads instead of its output. Otherwise it records the two convs
+    /// (giving the first one's output back to the pool at once when no gradient runs).
+    /// Same values either way.
     pub fn conv2d_pair(&mut self, x: Var, first: ConvStage, second: ConvStage) -> Result<Var> {
-        let operands = [Some(x), Some(first.w), first.b, Some(second.w), second.b];
-        let no_grad = !operands.into_iter().flatten().any(|v| self.requires_grad(v));
+        let weights = [Some(first.w), first.b, Some(second.w), second.b];
+        let weights_grad = weights.into_iter().flatten().any(|v| self.requires_grad(v));
+        let no_grad = !weights_grad && !self.requires_grad(x);
         if no_grad {
-            if let Some(y) = self.fused_pair(x, &first, &second)? {
+            if let Some(y) = self.fused_pair(x, &first, &second, None)? {
                 return Ok(self.constant(y));
+            }
+        } else if !weights_grad {
+            if let Some(y) = self.fused_pair_keeping(x, &first, &second)? {
+                return Ok(y);
             }
         }
         let mid = self.conv2d_stage(x, &first)?;
@@ -407,33 +415,73 @@ impl Tape {
         }
     }
 
-    /// The fused pair's output (no operand requiring a gradient), or `None` where the
-    /// shapes do not fuse.
-    fn fused_pair(&self, x: Var, first: &ConvStage, second: &ConvStage) -> Result<Option<Tensor>> {
+    /// The fused pair's geometries where the shapes and activations fuse.
+    fn pair_geometries(&self, x: Var, first: &ConvStage, second: &ConvStage) -> Result<Option<[ConvGeometry; 2]>> {
         let relu_only = |a: Option<ReluKind>| a.is_none_or(|k| matches!(k, ReluKind::Relu | ReluKind::Relu6));
         if !relu_only(first.act) || !relu_only(second.act) {
             return Ok(None);
         }
         let g1 = ConvGeometry::new("conv2d_pair", self.shape(x)?, self.shape(first.w)?, first.p)?;
-        let mid_shape = g1.out_shape();
-        let g2 = ConvGeometry::new("conv2d_pair", &mid_shape, self.shape(second.w)?, second.p)?;
+        let g2 = ConvGeometry::new("conv2d_pair", &g1.out_shape(), self.shape(second.w)?, second.p)?;
         let pack = self.packs.for_weight(self, first.w, &g1, PackDirection::Forward)?;
-        if !fused::fuses(&g1, &pack, &g2) {
-            return Ok(None);
-        }
+        Ok(fused::fuses(&g1, &pack, &g2).then_some([g1, g2]))
+    }
+
+    /// The fused pair's output, or `None` where it does not fuse; with `keep`, the first
+    /// conv's output and pass bits go there.
+    fn fused_pair(
+        &self,
+        x: Var,
+        first: &ConvStage,
+        second: &ConvStage,
+        keep: Option<fused::KeptMid>,
+    ) -> Result<Option<Tensor>> {
+        let Some([g1, g2]) = self.pair_geometries(x, first, second)? else { return Ok(None) };
+        let pack = self.packs.for_weight(self, first.w, &g1, PackDirection::Forward)?;
         let bias = |b: Option<Var>| b.map(|b| self.val(b).as_slice().expect("standard"));
         let stage = |g, b, act: Option<ReluKind>| FusedConv { g, bias: bias(b), clamp: act.and_then(ReluKind::bounds) };
+        let (xs, dw_w) = (self.val(x).as_slice().expect("standard"), self.val(second.w).as_slice().expect("standard"));
+        let (s1, s2) = (stage(&g1, first.b, first.act), stage(&g2, second.b, second.act));
         let mut y = self.scratch.take(g2.out_elems());
-        fused::pointwise_depthwise_forward(
-            self.val(x).as_slice().expect("standard"),
-            &pack,
-            stage(&g1, first.b, first.act),
-            self.val(second.w).as_slice().expect("standard"),
-            stage(&g2, second.b, second.act),
-            &mut y,
-            &self.scratch,
-        )?;
+        match keep {
+            None => fused::pointwise_depthwise_forward(xs, &pack, s1, dw_w, s2, &mut y, &self.scratch)?,
+            Some(k) => fused::pointwise_depthwise_forward_keeping(xs, &pack, s1, dw_w, s2, k, &mut y, &self.scratch)?,
+        }
         Ok(Some(ArrayD::from_shape_vec(IxDyn(&g2.out_shape()), y).expect("sized by geometry")))
+    }
+
+    /// The fused pair for a gradient to `x` alone: both convs on the tape as
+    /// [`Tape::conv2d_activated`] records them, the first with its pass bits where its
+    /// planes are multiples of 16 pixels. `None` where the pair does not fuse.
+    fn fused_pair_keeping(&mut self, x: Var, first: &ConvStage, second: &ConvStage) -> Result<Option<Var>> {
+        let Some([g1, g2]) = self.pair_geometries(x, first, second)? else { return Ok(None) };
+        for (s, g) in [(first, &g1), (second, &g2)] {
+            if let Some(b) = s.b {
+                let sb = self.shape(b)?;
+                if sb != [g.c_out] {
+                    return Err(shape_err("conv2d", format!("bias must have shape [{}]", g.c_out), sb));
+                }
+            }
+        }
+        let band = first.act.map(|k| match k {
+            ReluKind::Relu => PassBand { lo: 0.0, hi: None },
+            _ => PassBand { lo: 0.0, hi: Some(6.0) },
+        });
+        let band = band.filter(|_| g1.out_len() % 16 == 0);
+        let mut mid = self.scratch.take(g1.out_elems());
+        let mut bits = band.map(|_| self.take_bits(g1.out_elems() / 16));
+        let keep = fused::KeptMid { mid: &mut mid, bits: bits.as_deref_mut().zip(band) };
+        let y = self.fused_pair(x, first, second, Some(keep))?.expect("the pair fuses");
+        let mid = ArrayD::from_shape_vec(IxDyn(&g1.out_shape()), mid).expect("sized by geometry");
+        let mut inputs = vec![x, first.w];
+        inputs.extend(first.b);
+        let m = self.push(mid, Op::Conv2d { x, w: first.w, b: first.b, g: g1, act: first.act }, &inputs);
+        if let Some(bits) = bits {
+            self.set_pass_bits(m, bits);
+        }
+        let mut inputs = vec![m, second.w];
+        inputs.extend(second.b);
+        Ok(Some(self.push(y, Op::Conv2d { x: m, w: second.w, b: second.b, g: g2, act: second.act }, &inputs)))
     }
 
     fn conv2d_op(&mut self, x: Var, w: Var, b: Option<Var>, p: Conv2dParams, act: Option<ReluKind>) -> Result<Var> {

@@ -17,10 +17,87 @@ pub(crate) fn every_second(isa: Isa, src: &[f32], dst: &mut [f32]) {
     }
 }
 
+/// `bits[w]` bit `j` = `lo < y[16w + j] < hi` (no upper bound where `hi` is `None`; never
+/// for a NaN), in vectors on `isa`. `y.len() == 16 · bits.len()`.
+pub(crate) fn pass_bits(isa: Isa, y: &[f32], lo: f32, hi: Option<f32>, bits: &mut [u16]) {
+    assert_eq!(y.len(), 16 * bits.len(), "pass_bits: 16 values per word");
+    match isa {
+        // Safety: the ISA was detected on this CPU; the lengths were checked above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { avx512::pass_bits(y, lo, hi, bits) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::pass_bits(y, lo, hi, bits) },
+        _ => {
+            for (w, chunk) in bits.iter_mut().zip(y.chunks_exact(16)) {
+                let pass = |v: f32| v > lo && hi.is_none_or(|hi| v < hi);
+                *w = chunk.iter().enumerate().fold(0, |b, (j, &v)| b | (u16::from(pass(v)) << j));
+            }
+        }
+    }
+}
+
+/// `g[16w + j]` set to +0 where bit `j` of `bits[w]` is clear, in vectors on `isa`.
+pub(crate) fn mask_by_bits(isa: Isa, g: &mut [f32], bits: &[u16]) {
+    assert_eq!(g.len(), 16 * bits.len(), "mask_by_bits: 16 values per word");
+    match isa {
+        // Safety: the ISA was detected on this CPU; the lengths were checked above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { avx512::mask_by_bits(g, bits) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::mask_by_bits(g, bits) },
+        _ => {
+            for (chunk, &b) in g.chunks_exact_mut(16).zip(bits) {
+                for (j, v) in chunk.iter_mut().enumerate() {
+                    if b >> j & 1 == 0 {
+                        *v = 0.0;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// AVX2 helpers (the CPU must have AVX2 wherever they run).
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2 {
     use std::arch::x86_64::*;
+
+    /// [`super::pass_bits`]: two compares and a movemask per 8 values.
+    ///
+    /// # Safety
+    /// AVX2; `y.len() == 16 · bits.len()`.
+    #[target_feature(enable = "avx2")]
+    pub(crate) unsafe fn pass_bits(y: &[f32], lo: f32, hi: Option<f32>, bits: &mut [u16]) {
+        let (lo, hi) = (_mm256_set1_ps(lo), hi.map(|h| _mm256_set1_ps(h)));
+        for (w, b) in bits.iter_mut().enumerate() {
+            let half = |h: usize| {
+                let v = _mm256_loadu_ps(y.as_ptr().add(16 * w + 8 * h));
+                let mut m = _mm256_cmp_ps::<_CMP_GT_OQ>(v, lo);
+                if let Some(hi) = hi {
+                    m = _mm256_and_ps(m, _mm256_cmp_ps::<_CMP_LT_OQ>(v, hi));
+                }
+                _mm256_movemask_ps(m) as u16
+            };
+            *b = half(0) | half(1) << 8;
+        }
+    }
+
+    /// [`super::mask_by_bits`]: each byte of bits spread to a lane mask.
+    ///
+    /// # Safety
+    /// AVX2; `g.len() == 16 · bits.len()`.
+    #[target_feature(enable = "avx2")]
+    pub(crate) unsafe fn mask_by_bits(g: &mut [f32], bits: &[u16]) {
+        let lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+        for (w, &b) in bits.iter().enumerate() {
+            for h in 0..2 {
+                let at = g.as_mut_ptr().add(16 * w + 8 * h);
+                let set = _mm256_and_si256(_mm256_set1_epi32(i32::from(b >> (8 * h))), lane_bit);
+                let keep = _mm256_castsi256_ps(_mm256_cmpeq_epi32(set, lane_bit));
+                _mm256_storeu_ps(at, _mm256_and_ps(_mm256_loadu_ps(at), keep));
+            }
+        }
+    }
 
     /// Lane mask for the first `n` of 8 lanes (AVX2 masked moves take a vector mask).
     ///
@@ -56,6 +133,35 @@ pub(crate) mod avx2 {
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512 {
     use std::arch::x86_64::*;
+
+    /// [`super::pass_bits`]: a compare mask per 16 values is the word.
+    ///
+    /// # Safety
+    /// AVX-512F; `y.len() == 16 · bits.len()`.
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn pass_bits(y: &[f32], lo: f32, hi: Option<f32>, bits: &mut [u16]) {
+        let (lo, hi) = (_mm512_set1_ps(lo), hi.map(|h| _mm512_set1_ps(h)));
+        for (w, b) in bits.iter_mut().enumerate() {
+            let v = _mm512_loadu_ps(y.as_ptr().add(16 * w));
+            let m = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, lo);
+            *b = match hi {
+                Some(hi) => m & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, hi),
+                None => m,
+            };
+        }
+    }
+
+    /// [`super::mask_by_bits`]: the word is the zeroing mask of a move.
+    ///
+    /// # Safety
+    /// AVX-512F; `g.len() == 16 · bits.len()`.
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn mask_by_bits(g: &mut [f32], bits: &[u16]) {
+        for (w, &b) in bits.iter().enumerate() {
+            let at = g.as_mut_ptr().add(16 * w);
+            _mm512_storeu_ps(at, _mm512_maskz_mov_ps(b, _mm512_loadu_ps(at)));
+        }
+    }
 
     /// Lane mask for the first `n` of 16 lanes (all of them from 16 on).
     #[inline(always)]

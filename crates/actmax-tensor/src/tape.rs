@@ -34,6 +34,8 @@ pub struct Tape {
     /// The value every released node holds: one empty tensor, shared, so that a release
     /// allocates nothing and a node is released exactly when it holds this one.
     released: Arc<Tensor>,
+    /// Pass-bit buffers of the nodes a reset dropped, for the next iteration's.
+    spare_bits: Vec<Vec<u16>>,
 }
 
 impl Default for Tape {
@@ -46,6 +48,7 @@ impl Default for Tape {
             epoch: next_epoch(),
             last_grad: None,
             released: Arc::new(Tensor::zeros(IxDyn(&[0]))),
+            spare_bits: Vec::new(),
         }
     }
 }
@@ -84,6 +87,7 @@ impl Tape {
             if let Ok(t) = Arc::try_unwrap(node.value) {
                 recycle(&self.scratch, t);
             }
+            self.spare_bits.extend(node.pass_bits);
         }
         self.scratch.trim_to_demand();
         self.epoch = next_epoch();
@@ -162,7 +166,7 @@ impl Tape {
 
     fn leaf(&mut self, t: Arc<Tensor>, requires_grad: bool) -> Var {
         let t = if t.is_standard_layout() { t } else { Arc::new(t.as_standard_layout().into_owned()) };
-        self.record(Node { value: t, op: Op::Leaf, requires_grad })
+        self.record(Node { value: t, op: Op::Leaf, requires_grad, pass_bits: None })
     }
 
     fn node(&self, v: Var) -> Result<&Node> {
@@ -220,7 +224,21 @@ impl Tape {
     pub(crate) fn push(&mut self, value: Tensor, op: Op, inputs: &[Var]) -> Var {
         let requires_grad = inputs.iter().any(|&v| self.requires_grad(v));
         let value = if value.is_standard_layout() { value } else { value.as_standard_layout().into_owned() };
-        self.record(Node { value: Arc::new(value), op, requires_grad })
+        self.record(Node { value: Arc::new(value), op, requires_grad, pass_bits: None })
+    }
+
+    /// A pass-bit buffer of `words` words (contents unspecified): one a reset dropped,
+    /// of that length if there is one.
+    pub(crate) fn take_bits(&mut self, words: usize) -> Vec<u16> {
+        let at = self.spare_bits.iter().position(|b| b.len() == words).or((!self.spare_bits.is_empty()).then_some(0));
+        let mut bits = at.map(|i| self.spare_bits.swap_remove(i)).unwrap_or_default();
+        bits.resize(words, 0);
+        bits
+    }
+
+    /// Gives `v`'s node the pass bits of its fused activation.
+    pub(crate) fn set_pass_bits(&mut self, v: Var, bits: Vec<u16>) {
+        self.nodes[v.index].pass_bits = Some(bits);
     }
 
     fn record(&mut self, node: Node) -> Var {

@@ -495,6 +495,54 @@ proptest! {
         for (i, (a, b)) in got.iter().zip(&want).enumerate() {
             prop_assert_eq!(a.to_bits(), b.to_bits(), "at {}: {} vs {}", i, a, b);
         }
+        // Keeping the pointwise output (and its pass bits where planes are multiples of 16
+        // pixels): the same output, the kept one the pointwise conv's, the bits its ReLU's.
+        let band = actmax_tensor::PassBand { lo: 0.0, hi: (clamps.0 == 1).then_some(6.0) };
+        let with_bits = (h * w) % 16 == 0;
+        let mut kept = vec![f32::NAN; g1.out_elems()];
+        let mut bits = vec![0xA5A5u16; if with_bits { g1.out_elems() / 16 } else { 0 }];
+        let mut got = vec![f32::NAN; g2.out_elems()];
+        let keep = fused::KeptMid { mid: &mut kept, bits: with_bits.then_some((bits.as_mut_slice(), band)) };
+        fused::pointwise_depthwise_forward_keeping(&x, &pack, stage(&g1, b1, clamp(clamps.0)), &w2, stage(&g2, b2, clamp(clamps.1)), keep, &mut got, &scratch).unwrap();
+        prop_assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "keeping changed the output");
+        prop_assert!(kept.iter().zip(&mid).all(|(a, b)| a.to_bits() == b.to_bits()), "the kept output is not the pointwise conv's");
+        for (i, &y) in mid.iter().enumerate().filter(|_| with_bits) {
+            prop_assert_eq!(bits[i / 16] >> (i % 16) & 1 == 1, band.passes(y), "bit {}", i);
+        }
+    }
+}
+
+/// The fused pair refuses a kept output or pass bits of the wrong size, and bits for
+/// planes that are not multiples of 16 pixels, with typed errors.
+#[test]
+fn a_fused_pair_refuses_kept_buffers_that_do_not_fit() {
+    let (n, cin, c) = (1, 4, 8);
+    for (h, mid_len, words, refused) in [
+        (20, 8 * 400, 8 * 400 / 16, false),
+        (20, 8 * 399, 0, true),
+        (20, 8 * 400, 3, true),
+        (18, 8 * 324, 8 * 324 / 16, true),
+    ] {
+        let g1 = ConvGeometry::new("pw", &[n, cin, h, h], &[c, cin, 1, 1], Conv2dParams::default()).unwrap();
+        let p2 = Conv2dParams { padding: Padding2d::uniform(1), groups: c, ..Default::default() };
+        let g2 = ConvGeometry::new("dw", &[n, c, h, h], &[c, 1, 3, 3], p2).unwrap();
+        let (x, w1, w2) = (values(1, g1.in_elems()), values(2, c * cin), values(3, g2.weight_elems()));
+        let pack = conv::ConvPack::forward(ConvPlan::choose(&g1), &w1, &g1).unwrap();
+        let stage = |g| fused::FusedConv { g, bias: None, clamp: Some((0.0, 6.0)) };
+        let (mut mid, mut bits, mut out) = (vec![0.0; mid_len], vec![0u16; words], vec![0.0; g2.out_elems()]);
+        let band = actmax_tensor::PassBand { lo: 0.0, hi: Some(6.0) };
+        let keep = fused::KeptMid { mid: &mut mid, bits: (words > 0).then_some((bits.as_mut_slice(), band)) };
+        let r = fused::pointwise_depthwise_forward_keeping(
+            &x,
+            &pack,
+            stage(&g1),
+            &w2,
+            stage(&g2),
+            keep,
+            &mut out,
+            &ScratchPool::new(),
+        );
+        assert_eq!(r.is_err(), refused, "{h}x{h}, {mid_len} floats, {words} words: {r:?}");
     }
 }
 

@@ -433,46 +433,77 @@ fn released_values_go_back_to_the_pool_and_cannot_be_read() {
 }
 
 /// `conv2d_pair`: with no gradient wanted, the fused blocks (a constant result, the same
-/// bits as two `conv2d_activated`); with one, the two ops recorded, so the gradient to
-/// the input is theirs.
+/// bits as two `conv2d_activated`); with one to the input only, the fused blocks keeping
+/// the first conv's output (and its ReLU's pass bits where planes are multiples of 16
+/// pixels), recorded as the two convs: the same values and the same input gradient
+/// bits, under plain and guided backprop; with trainable weights, the two ops.
 #[test]
-fn a_conv_pair_fuses_only_where_no_gradient_runs() {
-    use actmax_tensor::{ConvStage, ReluKind};
-    let (cin, c, hw) = (5, 30, 24);
+fn a_conv_pair_gives_the_two_convs_values_and_gradients() {
+    use actmax_tensor::{BackpropMode, ConvStage, ReluKind};
+    let (cin, c) = (5, 30);
     let val =
         |n: usize, s: usize| Tensor::from_shape_fn(vec![n], |i| (((i[0] * 37 + s * 11) % 23) as f32 - 11.0) / 9.0);
-    let x = val(cin * hw * hw, 1).into_shape_with_order(vec![1, cin, hw, hw]).unwrap();
     let w1 = val(c * cin, 2).into_shape_with_order(vec![c, cin, 1, 1]).unwrap();
     let w2 = val(c * 9, 3).into_shape_with_order(vec![c, 1, 3, 3]).unwrap();
+    let b1 = val(c, 4).mapv(|v| v * 2.0);
     let p2 =
         Conv2dParams { stride: [2, 2], groups: c, padding: actmax_tensor::Padding2d::uniform(1), ..Default::default() };
-    let run = |fused_pair: bool, grad: bool| {
-        let mut tape = Tape::new();
-        let xv = if grad { tape.variable(x.clone()) } else { tape.constant(x.clone()) };
-        let (a, b) = (tape.constant(w1.clone()), tape.constant(w2.clone()));
-        let relu6 = Some(ReluKind::Relu6);
-        let first = ConvStage { w: a, b: None, p: Conv2dParams::default(), act: relu6 };
-        let second = ConvStage { w: b, b: None, p: p2, act: relu6 };
-        let y = if fused_pair {
-            tape.conv2d_pair(xv, first, second).unwrap()
-        } else {
-            let m = tape.conv2d_activated(xv, a, None, first.p, ReluKind::Relu6).unwrap();
-            tape.conv2d_activated(m, b, None, p2, ReluKind::Relu6).unwrap()
+    // 24² planes take pass bits, 18² (324 pixels) keep only the output.
+    for (n, hw, act, mode) in [
+        (1, 24, Some(ReluKind::Relu6), BackpropMode::Plain),
+        (2, 24, Some(ReluKind::Relu), BackpropMode::Plain),
+        (1, 24, None, BackpropMode::Plain),
+        (1, 18, Some(ReluKind::Relu6), BackpropMode::Plain),
+        (2, 24, Some(ReluKind::Relu6), BackpropMode::Guided),
+    ] {
+        let x = val(n * cin * hw * hw, 1).into_shape_with_order(vec![n, cin, hw, hw]).unwrap();
+        let run = |fused_pair: bool, grad: bool, train: bool| {
+            let mut tape = Tape::new();
+            tape.set_backprop_mode(mode.clone());
+            let xv = if grad { tape.variable(x.clone()) } else { tape.constant(x.clone()) };
+            let param =
+                |tape: &mut Tape, t: &Tensor| if train { tape.variable(t.clone()) } else { tape.constant(t.clone()) };
+            let (a, b, bias) = (param(&mut tape, &w1), param(&mut tape, &w2), param(&mut tape, &b1));
+            let first = ConvStage { w: a, b: Some(bias), p: Conv2dParams::default(), act };
+            let second = ConvStage { w: b, b: None, p: p2, act: Some(ReluKind::Relu6) };
+            let y = if fused_pair {
+                tape.conv2d_pair(xv, first, second).unwrap()
+            } else {
+                let m = match act {
+                    Some(k) => tape.conv2d_activated(xv, a, Some(bias), first.p, k).unwrap(),
+                    None => tape.conv2d(xv, a, Some(bias), first.p).unwrap(),
+                };
+                tape.conv2d_activated(m, b, None, p2, ReluKind::Relu6).unwrap()
+            };
+            assert_eq!(tape.requires_grad(y), grad || train);
+            let value = tape.value(y).unwrap().clone();
+            let grads = (grad || train).then(|| {
+                // A loss that weighs outputs unevenly, so masks matter.
+                let wts = tape.constant(value.mapv(|v| v * 0.5 - 1.0));
+                let l = tape.mul(y, wts).unwrap();
+                let l = tape.sum_all(l).unwrap();
+                let g = tape.backward(l).unwrap();
+                [g.get(xv).cloned(), g.get(a).cloned()]
+            });
+            (value, grads, tape.len())
         };
-        assert_eq!(tape.requires_grad(y), grad);
-        let value = tape.value(y).unwrap().clone();
-        let dx = grad.then(|| {
-            let l = tape.sum_all(y).unwrap();
-            let g = tape.backward(l).unwrap();
-            g.get(xv).unwrap().clone()
-        });
-        (value, dx, tape.len())
-    };
-    let (two, _, two_nodes) = run(false, false);
-    let (pair, _, pair_nodes) = run(true, false);
-    assert_eq!(pair, two, "the fused pair changed a value");
-    assert_eq!(pair_nodes + 1, two_nodes, "the fused pair recorded its first conv's output");
-    let (two, two_dx, _) = run(false, true);
-    let (pair, pair_dx, _) = run(true, true);
-    assert_eq!((pair, pair_dx), (two, two_dx), "with a gradient the pair is the two convs");
+        let bits = |t: &Tensor| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let (two, _, two_nodes) = run(false, false, false);
+        let (pair, _, pair_nodes) = run(true, false, false);
+        assert_eq!(bits(&pair), bits(&two), "the fused pair changed a value");
+        assert_eq!(pair_nodes + 1, two_nodes, "the fused pair recorded its first conv's output");
+        for train in [false, true] {
+            let (two, two_g, two_nodes) = run(false, !train, train);
+            let (pair, pair_g, pair_nodes) = run(true, !train, train);
+            let case = format!("n {n}, {hw}², {act:?}, {mode:?}, training {train}");
+            assert_eq!(pair_nodes, two_nodes, "{case}: with a gradient the pair records both convs");
+            assert_eq!(bits(&pair), bits(&two), "{case}: values");
+            let (two_g, pair_g) = (two_g.unwrap(), pair_g.unwrap());
+            for (t, p) in two_g.iter().zip(&pair_g) {
+                assert_eq!(t.as_ref().map(bits), p.as_ref().map(bits), "{case}: gradients");
+            }
+            let wanted = &pair_g[usize::from(train)];
+            assert!(wanted.as_ref().is_some_and(|g| g.iter().any(|&v| v != 0.0)), "{case}: no gradient");
+        }
+    }
 }

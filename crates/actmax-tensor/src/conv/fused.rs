@@ -10,12 +10,15 @@
 //! 3×3: 0.42 → 0.30, 5×5 stride 2: 0.48 → 0.28.
 //!
 //! Each output element is computed by the same kernels in the same order as the two
-//! convs run apart, so the result is the same bits. No gradient can run through it: the
-//! expand conv's output is never kept.
+//! convs run apart, so the result is the same bits. At inference the expand conv's
+//! output is never kept; for a gradient ([`pointwise_depthwise_forward_keeping`]) each
+//! block is written where the tape keeps it, with one bit per element of where its
+//! ReLU6 passes a gradient, and still read by the depthwise conv while in cache.
 
 use rayon::prelude::*;
 
 use super::{depthwise, refuse, Clamp, ConvKernel, ConvPack, PackDirection};
+use crate::elementwise::{pass_bits, PassBand};
 use crate::error::Result;
 use crate::gemm::direct::{sgemm_panels, Epilogue, OutMat};
 use crate::geometry::{Conv2dParams, ConvGeometry};
@@ -65,6 +68,48 @@ pub fn pointwise_depthwise_forward(
     out: &mut [f32],
     scratch: &ScratchPool,
 ) -> Result<()> {
+    pair_forward(x, pack, pw, dw_w, dw, None, out, scratch)
+}
+
+/// What a fused pair keeps for a gradient through it: the pointwise conv's whole output
+/// (the depthwise conv's backward and the activation's mask need it), and optionally
+/// one bit per element of it ([`PassBand`]), computed while each block is in cache.
+pub struct KeptMid<'a> {
+    /// The pointwise conv's output, as [`Tape::conv2d`](crate::Tape::conv2d) gives it.
+    pub mid: &'a mut [f32],
+    /// Where its activation passes a gradient: 16 elements a word, in NCHW order (the
+    /// output's planes must be multiples of 16 pixels).
+    pub bits: Option<(&'a mut [u16], PassBand)>,
+}
+
+/// [`pointwise_depthwise_forward`] that also writes what [`KeptMid`] asks for: each block
+/// of the pointwise output goes into `keep.mid` instead of a scratch buffer, and the
+/// depthwise conv reads it from there while it is in L2. The same bits as the two convs.
+#[allow(clippy::too_many_arguments)] // two convs' operands, spelled out
+pub fn pointwise_depthwise_forward_keeping(
+    x: &[f32],
+    pack: &ConvPack,
+    pw: FusedConv,
+    dw_w: &[f32],
+    dw: FusedConv,
+    keep: KeptMid,
+    out: &mut [f32],
+    scratch: &ScratchPool,
+) -> Result<()> {
+    pair_forward(x, pack, pw, dw_w, dw, Some(keep), out, scratch)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pair_forward(
+    x: &[f32],
+    pack: &ConvPack,
+    pw: FusedConv,
+    dw_w: &[f32],
+    dw: FusedConv,
+    keep: Option<KeptMid>,
+    out: &mut [f32],
+    scratch: &ScratchPool,
+) -> Result<()> {
     let op = "pointwise_depthwise_forward";
     if !fuses(pw.g, pack, dw.g) {
         return Err(refuse(op, "not a row-kernel pointwise conv feeding a depthwise conv of its output".into()));
@@ -81,6 +126,23 @@ pub fn pointwise_depthwise_forward(
     if let Some((what, got, want)) = lens.into_iter().find(|l| l.1 != l.2) {
         return Err(refuse(op, format!("the {what} holds {got} floats, the geometries need {want}")));
     }
+    if let Some(k) = &keep {
+        if k.mid.len() != g1.out_elems() {
+            return Err(refuse(op, format!("the kept output holds {} floats, not {}", k.mid.len(), g1.out_elems())));
+        }
+        if let Some((bits, _)) = &k.bits {
+            if g1.out_len() % 16 != 0 || 16 * bits.len() != g1.out_elems() {
+                return Err(refuse(
+                    op,
+                    format!(
+                        "{} pass-bit words for {} outputs (planes of a multiple of 16)",
+                        bits.len(),
+                        g1.out_elems()
+                    ),
+                ));
+            }
+        }
+    }
     let a = &pack.panels[0];
     let (c, hw, ol) = (g1.c_out, g1.out_len(), g2.out_len());
     // Blocks of whole panels of A, as many as fit the budget, evened out over the channels.
@@ -91,24 +153,58 @@ pub fn pointwise_depthwise_forward(
     let per_block = panels.div_ceil(blocks_per_image);
     let ep = Epilogue { bias: pw.bias, clamp: pw.clamp };
     let taps = g2.k_hw[0] * g2.k_hw[1];
+    // Per block: its output planes, and where it keeps the pointwise output and its bits.
+    // A block's channels are contiguous planes in NCHW, in all three.
+    let (block_out, block_mid) = (per_block * mr * ol, per_block * mr * hw);
+    let (mut mids, mut bits, band) = match keep {
+        Some(KeptMid { mid, bits: Some((bits, band)) }) => (Some(mid), Some(bits), Some(band)),
+        Some(KeptMid { mid, bits: None }) => (Some(mid), None, None),
+        None => (None, None, None),
+    };
     for (n, yn) in out.chunks_mut(c * ol).enumerate() {
         let xn = &x[n * g1.c_in * hw..][..g1.c_in * hw];
-        // A block's output is its channels' planes: contiguous in NCHW.
-        yn.par_chunks_mut(per_block * mr * ol).enumerate().with_max_len(1).for_each(|(b, y)| {
-            let (p0, p1) = (b * per_block, ((b + 1) * per_block).min(panels));
-            let (c0, c1) = (p0 * mr, (p1 * mr).min(c));
-            let mut mid = scratch.lease((c1 - c0) * hw);
-            // Safety: B is this image's `k × hw` input, C the lease of the block's rows.
-            unsafe {
-                let c_out = OutMat { ptr: mid.as_mut_ptr(), ld: hw };
-                sgemm_panels(a, p0..p1, hw, xn.as_ptr(), hw, c_out, &ep, false);
-            }
-            let gb = one_image_of_channels(g2, c1 - c0);
-            let bias = dw.bias.map(|b| &b[c0..c1]);
-            depthwise::forward_serial(&mid, &dw_w[c0 * taps..c1 * taps], bias, dw.clamp, &gb, y, scratch);
-        });
+        let mut mids_n = mids.as_deref_mut().map(|m| m[n * c * hw..][..c * hw].chunks_mut(block_mid));
+        let mut bits_n = bits.as_deref_mut().map(|b| b[n * c * hw / 16..][..c * hw / 16].chunks_mut(block_mid / 16));
+        let blocks: Vec<BlockOut> = yn
+            .chunks_mut(block_out)
+            .map(|out| BlockOut {
+                out,
+                mid: mids_n.as_mut().and_then(Iterator::next),
+                bits: bits_n.as_mut().and_then(Iterator::next),
+            })
+            .collect();
+        blocks.into_par_iter().enumerate().with_max_len(1).for_each(
+            |(b, BlockOut { out: y, mid: kept, bits: kept_bits })| {
+                let (p0, p1) = (b * per_block, ((b + 1) * per_block).min(panels));
+                let (c0, c1) = (p0 * mr, (p1 * mr).min(c));
+                let mut lease = kept.is_none().then(|| scratch.lease((c1 - c0) * hw));
+                let mid: &mut [f32] = match kept {
+                    Some(m) => m,
+                    None => lease.as_deref_mut().expect("leased"),
+                };
+                // Safety: B is this image's `k × hw` input, C the block's `(c1 − c0) × hw` rows.
+                unsafe {
+                    let c_out = OutMat { ptr: mid.as_mut_ptr(), ld: hw };
+                    sgemm_panels(a, p0..p1, hw, xn.as_ptr(), hw, c_out, &ep, false);
+                }
+                if let (Some(bits), Some(band)) = (kept_bits, band) {
+                    pass_bits(mid, band, bits);
+                }
+                let gb = one_image_of_channels(g2, c1 - c0);
+                let bias = dw.bias.map(|b| &b[c0..c1]);
+                depthwise::forward_serial(mid, &dw_w[c0 * taps..c1 * taps], bias, dw.clamp, &gb, y, scratch);
+            },
+        );
     }
     Ok(())
+}
+
+/// Where one block writes: its depthwise output planes and, for a gradient, its part of
+/// the kept pointwise output and of the pass bits.
+struct BlockOut<'a> {
+    out: &'a mut [f32],
+    mid: Option<&'a mut [f32]>,
+    bits: Option<&'a mut [u16]>,
 }
 
 /// A depthwise geometry for one image and `c` of its channels.

@@ -124,8 +124,11 @@ mod x86 {
     }
 
     /// `32 × J` of C: per k, two rows of A's panel times `J` broadcast elements of
-    /// B's row k.
-    #[inline]
+    /// B's row k. Never inlined: with its 14 widths inlined into one function, LLVM
+    /// once kept the accumulators on the stack (a store after every FMA, half the
+    /// speed) after an unrelated change elsewhere in the crate; a function per width
+    /// keeps them in registers.
+    #[inline(never)]
     #[target_feature(enable = "avx512f")]
     unsafe fn avx512_tile_j<const J: usize>(p: &Block) {
         // The tile's rows of C, fetched while it computes: written a few columns at a
@@ -137,22 +140,24 @@ mod x86 {
         }
         // K ≥ 1 (`sgemm_direct`): the accumulators need no zeroed copy on the stack.
         std::hint::assert_unchecked(p.k >= 1);
-        let mut acc = [[_mm512_setzero_ps(); 2]; J];
+        // One array per half of the tile: with the halves interleaved in one array, LLVM
+        // at times kept it on the stack as well (a store after every FMA: half the speed).
+        let (mut acc0, mut acc1) = ([_mm512_setzero_ps(); J], [_mm512_setzero_ps(); J]);
         let (mut a, mut b) = (p.a, p.b);
         for _ in 0..p.k {
             // A's panel comes from memory on a layer's first tile: ask for it ahead.
             _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(A_AHEAD * 32) as *const i8);
             _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(A_AHEAD * 32 + 16) as *const i8);
             let (a0, a1) = (_mm512_loadu_ps(a), _mm512_loadu_ps(a.add(16)));
-            for acc in acc.iter_mut() {
-                let bj = _mm512_set1_ps(*b);
-                acc[0] = _mm512_fmadd_ps(a0, bj, acc[0]);
-                acc[1] = _mm512_fmadd_ps(a1, bj, acc[1]);
-                b = b.add(1);
+            for j in 0..J {
+                let bj = _mm512_set1_ps(*b.add(j));
+                acc0[j] = _mm512_fmadd_ps(a0, bj, acc0[j]);
+                acc1[j] = _mm512_fmadd_ps(a1, bj, acc1[j]);
             }
             a = a.add(32);
-            b = b.wrapping_add(p.ldb - J);
+            b = b.wrapping_add(p.ldb);
         }
+        let acc = [acc0, acc1];
         // Bias and clamp along the vector (one bias per row of C).
         let (m0, m1) = (lanes16(p.rows), lanes16(p.rows.saturating_sub(16)));
         let bias = if p.bias.is_null() {
@@ -169,8 +174,8 @@ mod x86 {
             // Rows past J are masked out of the stores; they start as the bias, not as a
             // zeroed array.
             let mut v = [bias[h]; 16];
-            for (v, acc) in v.iter_mut().zip(&acc) {
-                *v = _mm512_add_ps(acc[h], bias[h]);
+            for (v, &acc) in v.iter_mut().zip(&acc[h]) {
+                *v = _mm512_add_ps(acc, bias[h]);
                 if p.clamp.is_some() {
                     // max/min return their second operand when one is NaN: NaN survives.
                     *v = _mm512_min_ps(hi, _mm512_max_ps(lo, *v));
@@ -183,8 +188,8 @@ mod x86 {
         }
     }
 
-    /// `16 × J` of C, as [`avx512_tile_j`] in 8-lane vectors.
-    #[inline]
+    /// `16 × J` of C, as [`avx512_tile_j`] in 8-lane vectors (not inlined either).
+    #[inline(never)]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2_tile_j<const J: usize>(p: &Block) {
         // K ≥ 1 (`sgemm_direct`): the accumulators need no zeroed copy on the stack.
