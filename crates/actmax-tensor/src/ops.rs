@@ -4,10 +4,10 @@
 use ndarray::{concatenate, ArrayD, Axis, IxDyn, Slice, Zip};
 use rayon::prelude::*;
 
-use crate::backprop_modes::ReluKind;
+use crate::backprop_modes::{BackpropMode, ReluKind};
 use crate::conv::fused::{self, FusedConv};
 use crate::conv::{conv2d_forward_prepacked, ConvPlan, PackDirection};
-use crate::elementwise::{map1, map2, map2_runs, map_channels, PassBand};
+use crate::elementwise::{map1, map2, map2_runs, map_channels, pass_bits, PassBand};
 use crate::error::{param_err, shape_err, Result, TensorError};
 use crate::geometry::{checked_elems, Conv2dParams, ConvGeometry, Pool2dParams};
 use crate::op::{Op, PadMode, Unary, Var};
@@ -501,10 +501,42 @@ impl Tape {
         let bs = b.map(|b| self.val(b).as_slice().expect("standard"));
         let clamp = act.and_then(ReluKind::bounds);
         conv2d_forward_prepacked(plan, xs, ws, &pack, bs, clamp, &g, &mut y, &self.scratch)?;
+        let bits = self.pass_bits_for(x, w, b, &g, act, &y);
         let y = ArrayD::from_shape_vec(IxDyn(&g.out_shape()), y).expect("sized by geometry");
         let mut inputs = vec![x, w];
         inputs.extend(b);
-        Ok(self.push(y, Op::Conv2d { x, w, b, g, act }, &inputs))
+        let v = self.push(y, Op::Conv2d { x, w, b, g, act }, &inputs);
+        if let Some(bits) = bits {
+            self.set_pass_bits(v, bits);
+        }
+        Ok(v)
+    }
+
+    /// Pass bits of a dense conv's fused ReLU, ReLU6 or clip (output `y`, just written and
+    /// still in cache) where a plain backward will mask a gradient to `x` alone with them:
+    /// it then reads 1/32 of the output instead of the output. Depthwise convs mask in
+    /// their own backward kernel.
+    fn pass_bits_for(
+        &mut self,
+        x: Var,
+        w: Var,
+        b: Option<Var>,
+        g: &ConvGeometry,
+        act: Option<ReluKind>,
+        y: &[f32],
+    ) -> Option<Vec<u16>> {
+        let band = match act? {
+            ReluKind::Relu => PassBand { lo: 0.0, hi: None },
+            kind => kind.bounds().map(|(lo, hi)| PassBand { lo, hi: Some(hi) })?,
+        };
+        let weights_grad = self.requires_grad(w) || b.is_some_and(|b| self.requires_grad(b));
+        let wanted = matches!(self.mode, BackpropMode::Plain) && self.requires_grad(x) && !weights_grad;
+        if !wanted || g.p.groups != 1 || !y.len().is_multiple_of(16) {
+            return None;
+        }
+        let mut bits = self.take_bits(y.len() / 16);
+        pass_bits(y, band, &mut bits);
+        Some(bits)
     }
 
     fn pool_geometry(&self, op: &'static str, x: Var, p: Pool2dParams) -> Result<PoolGeometry> {

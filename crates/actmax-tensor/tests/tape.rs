@@ -436,7 +436,9 @@ fn released_values_go_back_to_the_pool_and_cannot_be_read() {
 /// bits as two `conv2d_activated`); with one to the input only, the fused blocks keeping
 /// the first conv's output (and its ReLU's pass bits where planes are multiples of 16
 /// pixels), recorded as the two convs: the same values and the same input gradient
-/// bits, under plain and guided backprop; with trainable weights, the two ops.
+/// bits, under plain and guided backprop; with trainable weights, the two ops. The
+/// input gradient masked by pass bits (the pair's, and those a dense conv keeps after
+/// its forward) equals the one masked by the outputs (with trainable weights, no bits).
 #[test]
 fn a_conv_pair_gives_the_two_convs_values_and_gradients() {
     use actmax_tensor::{BackpropMode, ConvStage, ReluKind};
@@ -488,6 +490,9 @@ fn a_conv_pair_gives_the_two_convs_values_and_gradients() {
             (value, grads, tape.len())
         };
         let bits = |t: &Tensor| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        // Trainable weights and the input: no pass bits anywhere, the masks read outputs.
+        let (_, reference, _) = run(false, true, true);
+        let reference_dx = reference.unwrap()[0].as_ref().map(bits);
         let (two, _, two_nodes) = run(false, false, false);
         let (pair, _, pair_nodes) = run(true, false, false);
         assert_eq!(bits(&pair), bits(&two), "the fused pair changed a value");
@@ -501,6 +506,13 @@ fn a_conv_pair_gives_the_two_convs_values_and_gradients() {
             let (two_g, pair_g) = (two_g.unwrap(), pair_g.unwrap());
             for (t, p) in two_g.iter().zip(&pair_g) {
                 assert_eq!(t.as_ref().map(bits), p.as_ref().map(bits), "{case}: gradients");
+            }
+            if !train {
+                assert_eq!(
+                    pair_g[0].as_ref().map(bits),
+                    reference_dx,
+                    "{case}: the masks by bits differ from the outputs'"
+                );
             }
             let wanted = &pair_g[usize::from(train)];
             assert!(wanted.as_ref().is_some_and(|g| g.iter().any(|&v| v != 0.0)), "{case}: no gradient");
