@@ -4,7 +4,11 @@ use actmax_tensor::conv::{self, ConvPlan};
 use actmax_tensor::{Conv2dParams, ConvGeometry, Padding2d, ScratchPool};
 
 fn main() {
-    let a: Vec<usize> = std::env::args().skip(1).take(6).map(|a| a.parse().expect("CIN COUT K S HW REPS")).collect();
+    let a: Vec<usize> = std::env::args().skip(1).take(6).filter_map(|a| a.parse().ok()).collect();
+    if a.len() != 6 {
+        eprintln!("usage: conv_profile CIN COUT K S HW REPS (whole numbers)");
+        std::process::exit(2);
+    }
     let (cin, cout, k, s, hw, reps) = (a[0], a[1], a[2], a[3], a[4], a[5]);
     let p = Conv2dParams::new().stride(s).padding(Padding2d::tf_same([hw, hw], [k, k], [s, s], [1, 1]));
     let g = ConvGeometry::new("p", &[1, cin, hw, hw], &[cout, cin, k, k], p).unwrap();

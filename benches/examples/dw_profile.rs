@@ -3,7 +3,11 @@
 use actmax_tensor::conv;
 use actmax_tensor::{Conv2dParams, ConvGeometry, Padding2d, ScratchPool};
 fn main() {
-    let a: Vec<usize> = std::env::args().skip(1).take(5).map(|a| a.parse().expect("C K S HW REPS")).collect();
+    let a: Vec<usize> = std::env::args().skip(1).take(5).filter_map(|a| a.parse().ok()).collect();
+    if a.len() != 5 {
+        eprintln!("usage: dw_profile C K S HW REPS [bwd] (whole numbers)");
+        std::process::exit(2);
+    }
     let (c, k, s, hw, reps) = (a[0], a[1], a[2], a[3], a[4]);
     let p = Conv2dParams::new().stride(s).groups(c).padding(Padding2d::tf_same([hw, hw], [k, k], [s, s], [1, 1]));
     let g = ConvGeometry::new("p", &[1, c, hw, hw], &[c, 1, k, k], p).unwrap();
