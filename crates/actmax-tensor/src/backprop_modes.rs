@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use ndarray::{ArrayD, ArrayViewD};
 
-use crate::elementwise::{map1, map2, map3, zip_in_place};
+use crate::elementwise::{map1, map2, map3, mask_by_bits, zip_in_place};
 use crate::scratch::ScratchPool;
 
 /// The ReLU family: piecewise activations whose gradient a backprop modifier may reshape.
@@ -197,6 +197,52 @@ impl BackpropMode {
             Self::Redirected => redirected(pool, kind, g, x, y),
             Self::Custom(hook) => hook(&ReluGrad { kind, grad: g.view(), input: x.view(), output: y.view() }),
         }
+    }
+}
+
+impl BackpropMode {
+    /// The input gradient of a ReLU, ReLU6 or clip of output `y`, written over `g`, from
+    /// the activation's pass bits ([`crate::PassBand`], one per element of `y`): the
+    /// plain mode's mask, or the redirected mode's (per sample, the plain gradient unless
+    /// it is all zero; only then is `y` read). The same bits as [`Self::input_grad_pooled`].
+    /// False, with `g` untouched, for other modes and where the bits do not line up.
+    pub(crate) fn input_grad_by_bits(
+        &self,
+        kind: ReluKind,
+        g: &mut ArrayD<f32>,
+        bits: &[u16],
+        y: &ArrayD<f32>,
+    ) -> bool {
+        // One sample per index of axis 0 (rank ≥ 2), each a whole number of words.
+        let per = if g.ndim() < 2 { g.len() } else { g.len() / g.shape()[0].max(1) };
+        let (Some(bounds), Some(gs), Some(ys)) = (kind.bounds(), g.as_slice_mut(), y.as_slice()) else {
+            return false;
+        };
+        if gs.len() != 16 * bits.len() || ys.len() != gs.len() {
+            return false;
+        }
+        match self {
+            Self::Plain => mask_by_bits(gs, bits),
+            Self::Redirected => {
+                if per == 0 || per % 16 != 0 {
+                    return false;
+                }
+                for ((g, b), y) in gs.chunks_mut(per).zip(bits.chunks(per / 16)).zip(ys.chunks(per)) {
+                    let passes = g.iter().enumerate().any(|(i, &v)| b[i / 16] >> (i % 16) & 1 == 1 && v != 0.0);
+                    if passes {
+                        mask_by_bits(g, b);
+                    } else {
+                        let (lo, hi) = bounds;
+                        for (g, &y) in g.iter_mut().zip(y) {
+                            let deeper = (y <= lo && *g > 0.0) || (y >= hi && *g < 0.0);
+                            *g = if deeper { 0.0 } else { *g };
+                        }
+                    }
+                }
+            }
+            _ => return false,
+        }
+        true
     }
 }
 

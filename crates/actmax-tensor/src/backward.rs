@@ -8,7 +8,7 @@ use crate::conv::{
     conv2d_backward_bias, conv2d_backward_input_masked, conv2d_backward_input_prepacked, conv2d_backward_weight,
     ConvPlan, PackDirection,
 };
-use crate::elementwise::{map1, map2, map2_runs, map3, map_channels, mask_by_bits};
+use crate::elementwise::{map1, map2, map2_runs, map3, map_channels};
 use crate::error::{param_err, Result};
 use crate::op::{Node, Op, PadMode, Unary, Var};
 use crate::ops::{pad_source, roll_tensor, sum_to_shape};
@@ -227,13 +227,10 @@ impl Tape {
                 let g = match act {
                     Some(kind) => {
                         let mut gy = g.take();
-                        let by_bits = match (&self.mode, node.pass_bits.as_deref(), gy.as_slice_mut()) {
-                            (BackpropMode::Plain, Some(bits), Some(gs)) if gs.len() == 16 * bits.len() => {
-                                mask_by_bits(gs, bits);
-                                true
-                            }
-                            _ => false,
-                        };
+                        let by_bits = node
+                            .pass_bits
+                            .as_deref()
+                            .is_some_and(|b| self.mode.input_grad_by_bits(*kind, &mut gy, b, y));
                         if !by_bits && !self.mode.input_grad_in_place(*kind, &mut gy, y) {
                             let gx = self.mode.input_grad_pooled(&self.scratch, *kind, &gy, y, y);
                             recycle(&self.scratch, std::mem::replace(&mut gy, gx));

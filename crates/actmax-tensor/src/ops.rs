@@ -467,7 +467,8 @@ impl Tape {
             ReluKind::Relu => PassBand { lo: 0.0, hi: None },
             _ => PassBand { lo: 0.0, hi: Some(6.0) },
         });
-        let band = band.filter(|_| g1.out_len() % 16 == 0);
+        let reads_bits = matches!(self.mode, BackpropMode::Plain | BackpropMode::Redirected);
+        let band = band.filter(|_| reads_bits && g1.out_len().is_multiple_of(16));
         let mut mid = self.scratch.take(g1.out_elems());
         let mut bits = band.map(|_| self.take_bits(g1.out_elems() / 16));
         let keep = fused::KeptMid { mid: &mut mid, bits: bits.as_deref_mut().zip(band) };
@@ -512,10 +513,10 @@ impl Tape {
         Ok(v)
     }
 
-    /// Pass bits of a dense conv's fused ReLU, ReLU6 or clip (output `y`, just written and
-    /// still in cache) where a plain backward will mask a gradient to `x` alone with them:
-    /// it then reads 1/32 of the output instead of the output. Depthwise convs mask in
-    /// their own backward kernel.
+    /// Pass bits of a conv's fused ReLU, ReLU6 or clip (output `y`, just written and still
+    /// in cache) where a plain or redirected backward will mask a gradient to `x` alone
+    /// with them: it then reads 1/32 of the output instead of the output. A plain
+    /// depthwise backward masks in its own kernel instead.
     fn pass_bits_for(
         &mut self,
         x: Var,
@@ -529,9 +530,15 @@ impl Tape {
             ReluKind::Relu => PassBand { lo: 0.0, hi: None },
             kind => kind.bounds().map(|(lo, hi)| PassBand { lo, hi: Some(hi) })?,
         };
+        // Plain and redirected backprop mask by the band; a plain depthwise backward masks
+        // in its own kernel.
+        let mode_reads_bits = match self.mode {
+            BackpropMode::Plain => g.p.groups == 1,
+            BackpropMode::Redirected => true,
+            _ => false,
+        };
         let weights_grad = self.requires_grad(w) || b.is_some_and(|b| self.requires_grad(b));
-        let wanted = matches!(self.mode, BackpropMode::Plain) && self.requires_grad(x) && !weights_grad;
-        if !wanted || g.p.groups != 1 || !y.len().is_multiple_of(16) {
+        if !mode_reads_bits || !self.requires_grad(x) || weights_grad || !y.len().is_multiple_of(16) {
             return None;
         }
         let mut bits = self.take_bits(y.len() / 16);

@@ -450,14 +450,20 @@ fn a_conv_pair_gives_the_two_convs_values_and_gradients() {
     let b1 = val(c, 4).mapv(|v| v * 2.0);
     let p2 =
         Conv2dParams { stride: [2, 2], groups: c, padding: actmax_tensor::Padding2d::uniform(1), ..Default::default() };
-    // 24² planes take pass bits, 18² (324 pixels) keep only the output.
-    for (n, hw, act, mode) in [
-        (1, 24, Some(ReluKind::Relu6), BackpropMode::Plain),
-        (2, 24, Some(ReluKind::Relu), BackpropMode::Plain),
-        (1, 24, None, BackpropMode::Plain),
-        (1, 18, Some(ReluKind::Relu6), BackpropMode::Plain),
-        (2, 24, Some(ReluKind::Relu6), BackpropMode::Guided),
+    // 24² planes take pass bits, 18² (324 pixels) keep only the output. Redirected
+    // backprop reads the bits too, and the outputs only for a sample whose plain gradient
+    // is all zero (a bias of −100 kills every ReLU: the redirected branch).
+    for (n, hw, act, mode, shift) in [
+        (1, 24, Some(ReluKind::Relu6), BackpropMode::Plain, 0.0),
+        (2, 24, Some(ReluKind::Relu), BackpropMode::Plain, 0.0),
+        (1, 24, None, BackpropMode::Plain, 0.0),
+        (1, 18, Some(ReluKind::Relu6), BackpropMode::Plain, 0.0),
+        (2, 24, Some(ReluKind::Relu6), BackpropMode::Guided, 0.0),
+        (2, 24, Some(ReluKind::Relu6), BackpropMode::Redirected, 0.0),
+        (2, 24, Some(ReluKind::Relu6), BackpropMode::Redirected, -100.0),
+        (1, 24, Some(ReluKind::Relu), BackpropMode::Redirected, -100.0),
     ] {
+        let b1 = b1.mapv(|v| v + shift);
         let x = val(n * cin * hw * hw, 1).into_shape_with_order(vec![n, cin, hw, hw]).unwrap();
         let run = |fused_pair: bool, grad: bool, train: bool| {
             let mut tape = Tape::new();
@@ -500,7 +506,7 @@ fn a_conv_pair_gives_the_two_convs_values_and_gradients() {
         for train in [false, true] {
             let (two, two_g, two_nodes) = run(false, !train, train);
             let (pair, pair_g, pair_nodes) = run(true, !train, train);
-            let case = format!("n {n}, {hw}², {act:?}, {mode:?}, training {train}");
+            let case = format!("n {n}, {hw}², {act:?}, {mode:?}, bias shift {shift}, training {train}");
             assert_eq!(pair_nodes, two_nodes, "{case}: with a gradient the pair records both convs");
             assert_eq!(bits(&pair), bits(&two), "{case}: values");
             let (two_g, pair_g) = (two_g.unwrap(), pair_g.unwrap());
@@ -515,7 +521,8 @@ fn a_conv_pair_gives_the_two_convs_values_and_gradients() {
                 );
             }
             let wanted = &pair_g[usize::from(train)];
-            assert!(wanted.as_ref().is_some_and(|g| g.iter().any(|&v| v != 0.0)), "{case}: no gradient");
+            let live = !(shift < 0.0 && matches!(mode, BackpropMode::Plain));
+            assert!(!live || wanted.as_ref().is_some_and(|g| g.iter().any(|&v| v != 0.0)), "{case}: no gradient");
         }
     }
 }
