@@ -168,14 +168,23 @@ pub fn run(o: Options) -> Result<(), String> {
     let (mut ort, mut torch): (Result<serde_json::Value, String>, Result<serde_json::Value, String>) =
         (Err("not run".into()), Err("not run".into()));
     let mut ours: Vec<(String, f64)> = Vec::new();
-    for round in 0..o.rounds {
-        eprintln!("bench-peer: round {} of {}", round + 1, o.rounds);
+    let run_peers = |ort: &mut Result<serde_json::Value, String>, torch: &mut Result<serde_json::Value, String>| {
         if let Ok(py) = &python {
             let model = root.join("models/efficientnet_lite0.onnx").display().to_string();
             let r = run_peer(py, "ort_bench.py", &[model, threads.to_string(), o.runs.to_string(), "1,8".into()]);
-            ort = keep_best(ort, r, "batch", "ms_median");
+            *ort = keep_best(std::mem::replace(ort, Err(String::new())), r, "batch", "ms_median");
             let r = run_peer(py, "torch_bench.py", &[threads.to_string(), o.runs.to_string()]);
-            torch = keep_best(torch, r, "case", "ms");
+            *torch = keep_best(std::mem::replace(torch, Err(String::new())), r, "case", "ms");
+        }
+    };
+    for round in 0..o.rounds {
+        eprintln!("bench-peer: round {} of {}", round + 1, o.rounds);
+        // Whoever runs right after PyTorch's process exits (it frees gigabytes) can run
+        // slower for seconds on a VM: every other round actmax goes first, so each side
+        // keeps a best round in either place.
+        let peers_first = round % 2 == 0;
+        if peers_first {
+            run_peers(&mut ort, &mut torch);
         }
         // actmax inside the pool: its parallel regions start on a worker, not from outside.
         let rows = rayon::scope(|_| {
@@ -193,6 +202,9 @@ pub fn run(o: Options) -> Result<(), String> {
             }
             rows
         });
+        if !peers_first {
+            run_peers(&mut ort, &mut torch);
+        }
         if ours.is_empty() {
             ours = rows;
         } else {
