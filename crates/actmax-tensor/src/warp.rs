@@ -135,14 +135,25 @@ impl WarpTaps {
     /// The taps of `maps` from `in_hw` images into `out_hw` ones.
     pub(crate) fn new(in_hw: [usize; 2], maps: &[Affine], out_hw: [usize; 2], border: WarpBorder) -> Self {
         let ol = out_hw[0] * out_hw[1];
-        let mut taps = vec![[(0u32, 0.0f32); 4]; maps.len() * ol];
-        taps.par_chunks_mut(ol).zip(maps.par_iter()).for_each(|(t, map)| {
+        let n = maps.len() * ol;
+        if n == 0 {
+            return Self { taps: Vec::new(), per_map: ol };
+        }
+        // Written once each, straight into new memory: zero-filling 4 views' taps first
+        // (6 MB at 224²) was a third of building them.
+        let mut taps = Vec::with_capacity(n);
+        taps.spare_capacity_mut()[..n].par_chunks_mut(ol).zip(maps.par_iter()).for_each(|(t, map)| {
             let sampler = Sampler::new(in_hw, out_hw, map, border);
-            for (p, t) in t.iter_mut().enumerate() {
-                // Input indices fit u32: `Tape::affine_warp` refuses larger images.
-                *t = sampler.taps(p / out_hw[1], p % out_hw[1]).map(|(i, w)| (i as u32, w));
+            for (i, row) in t.chunks_mut(out_hw[1]).enumerate() {
+                for (j, t) in row.iter_mut().enumerate() {
+                    // Input indices fit u32: `Tape::affine_warp` refuses larger images.
+                    t.write(sampler.taps(i, j).map(|(i, w)| (i as u32, w)));
+                }
             }
         });
+        // Safety: the `maps.len()` chunks of `ol` cover the first `n` elements, and every
+        // element of every chunk was written above.
+        unsafe { taps.set_len(n) };
         Self { taps, per_map: ol }
     }
 
