@@ -11,6 +11,25 @@ use ndarray::{ArrayD, ArrayViewD};
 use crate::elementwise::{map1, map2, map3, mask_by_bits, zip_in_place};
 use crate::scratch::ScratchPool;
 
+/// Where a ReLU, ReLU6 or clip passes its gradient, as a function of its output `y`:
+/// `lo < y`, and `y < hi` where there is an upper bound (never for a NaN). The plain
+/// gradient masks of [`BackpropMode`] in one place, as the pass bits a tape keeps for them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PassBand {
+    /// Exclusive lower bound.
+    pub lo: f32,
+    /// Exclusive upper bound, if any (none for a ReLU: `y = ∞` passes).
+    pub hi: Option<f32>,
+}
+
+impl PassBand {
+    /// Whether the gradient passes at output `y`.
+    #[inline(always)]
+    pub fn passes(self, y: f32) -> bool {
+        y > self.lo && self.hi.is_none_or(|hi| y < hi)
+    }
+}
+
 /// The ReLU family: piecewise activations whose gradient a backprop modifier may reshape.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ReluKind {
@@ -69,6 +88,16 @@ impl ReluKind {
             Self::Relu6 => Some((0.0, 6.0)),
             Self::Clip { lo, hi } => Some((lo, hi)),
             Self::LeakyRelu { .. } | Self::Elu { .. } => None,
+        }
+    }
+
+    /// Where the plain gradient passes, as a function of the output: ReLU `y > 0` (∞
+    /// too), ReLU6 and clips strictly inside their bounds; `None` for the kinds with a
+    /// slope everywhere.
+    pub fn pass_band(self) -> Option<PassBand> {
+        match self {
+            Self::Relu => Some(PassBand { lo: 0.0, hi: None }),
+            kind => kind.bounds().map(|(lo, hi)| PassBand { lo, hi: Some(hi) }),
         }
     }
 
@@ -198,11 +227,9 @@ impl BackpropMode {
             Self::Custom(hook) => hook(&ReluGrad { kind, grad: g.view(), input: x.view(), output: y.view() }),
         }
     }
-}
 
-impl BackpropMode {
     /// The input gradient of a ReLU, ReLU6 or clip of output `y`, written over `g`, from
-    /// the activation's pass bits ([`crate::PassBand`], one per element of `y`): the
+    /// the activation's pass bits ([`PassBand`], one per element of `y`): the
     /// plain mode's mask, or the redirected mode's (per sample, the plain gradient unless
     /// it is all zero; only then is `y` read). The same bits as [`Self::input_grad_pooled`].
     /// False, with `g` untouched, for other modes and where the bits do not line up.
@@ -232,17 +259,26 @@ impl BackpropMode {
                     if passes {
                         mask_by_bits(g, b);
                     } else {
-                        let (lo, hi) = bounds;
-                        for (g, &y) in g.iter_mut().zip(y) {
-                            let deeper = (y <= lo && *g > 0.0) || (y >= hi && *g < 0.0);
-                            *g = if deeper { 0.0 } else { *g };
-                        }
+                        g.iter_mut().zip(y).for_each(|(g, &y)| *g = redirect(*g, y, bounds));
                     }
                 }
             }
             _ => return false,
         }
         true
+    }
+}
+
+/// lucid's redirected gradient where the plain one is all zero: `g`, unless it would push
+/// the output `y` deeper past the bound it is already at (the loss is minimized: `g > 0`
+/// pushes down, `g < 0` up).
+#[inline(always)]
+fn redirect(g: f32, y: f32, (lo, hi): (f32, f32)) -> f32 {
+    let deeper = (y <= lo && g > 0.0) || (y >= hi && g < 0.0);
+    if deeper {
+        0.0
+    } else {
+        g
     }
 }
 
@@ -257,10 +293,7 @@ fn redirected(pool: &ScratchPool, kind: ReluKind, g: &ArrayD<f32>, x: &ArrayD<f3
         if o.iter().any(|&v| v != 0.0) {
             return;
         }
-        ndarray::Zip::from(o).and(g).and(x).for_each(|o, &g, &x| {
-            let deeper = (x <= lo && g > 0.0) || (x >= hi && g < 0.0);
-            *o = if deeper { 0.0 } else { g };
-        });
+        ndarray::Zip::from(o).and(g).and(x).for_each(|o, &g, &x| *o = redirect(g, x, (lo, hi)));
     };
     // A tensor of rank < 2 has no batch axis: it is one sample.
     if out.ndim() < 2 {

@@ -7,6 +7,7 @@
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
+use crate::backprop_modes::PassBand;
 use crate::gemm::direct::Isa;
 use crate::scratch::ScratchPool;
 use crate::simd;
@@ -190,25 +191,6 @@ fn run_values(b: &Tensor, sb: &[usize], lead: &[usize]) -> Option<Vec<f32>> {
     }
 }
 
-/// Where a ReLU, ReLU6 or clip passes its gradient, as a function of its output `y`:
-/// `lo < y`, and `y < hi` where there is an upper bound (never for a NaN). The plain
-/// gradient masks of [`crate::BackpropMode`] in one place, for [`pass_bits`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PassBand {
-    /// Exclusive lower bound.
-    pub lo: f32,
-    /// Exclusive upper bound, if any (none for a ReLU: `y = ∞` passes).
-    pub hi: Option<f32>,
-}
-
-impl PassBand {
-    /// Whether the gradient passes at output `y`.
-    #[inline(always)]
-    pub fn passes(self, y: f32) -> bool {
-        y > self.lo && self.hi.is_none_or(|hi| y < hi)
-    }
-}
-
 /// One bit per element of `y`: bit `j` of `bits[w]` is `band.passes(y[16 w + j])`. A
 /// ReLU6's gradient mask kept in 1/32 of its output's memory, so the backward reads
 /// these instead of the output, long gone from the caches by then.
@@ -216,7 +198,7 @@ impl PassBand {
 /// # Panics
 /// If `y.len() != 16 * bits.len()`.
 pub(crate) fn pass_bits(y: &[f32], band: PassBand, bits: &mut [u16]) {
-    simd::pass_bits(Isa::detect(), y, band.lo, band.hi, bits)
+    simd::pass_bits(Isa::detect(), y, band, bits)
 }
 
 /// `g` set to +0 wherever `bits` ([`pass_bits`]) is clear: the plain ReLU-family
@@ -303,7 +285,7 @@ mod tests {
                 // Every kernel this CPU can run gives the same words and masks.
                 for isa in Isa::available() {
                     let mut b = vec![0u16; len / 16];
-                    simd::pass_bits(isa, &y[..len], band.lo, band.hi, &mut b);
+                    simd::pass_bits(isa, &y[..len], band, &mut b);
                     assert_eq!(b, bits, "{isa:?} {band:?}");
                     let mut m = g[..len].to_vec();
                     simd::mask_by_bits(isa, &mut m, &b);

@@ -22,9 +22,8 @@ mod tensor;
 mod threads;
 pub mod warp;
 
-pub use backprop_modes::{BackpropHook, BackpropMode, ReluGrad, ReluKind};
+pub use backprop_modes::{BackpropHook, BackpropMode, PassBand, ReluGrad, ReluKind};
 pub use conv::{ConvKernel, ConvPlan};
-pub use elementwise::PassBand;
 pub use error::{Result, TensorError};
 pub use geometry::{Conv2dParams, ConvGeometry, Padding2d, Pool2dParams};
 pub use op::{PadMode, Var};

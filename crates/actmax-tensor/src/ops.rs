@@ -4,10 +4,11 @@
 use ndarray::{concatenate, ArrayD, Axis, IxDyn, Slice, Zip};
 use rayon::prelude::*;
 
+use crate::backprop_modes::PassBand;
 use crate::backprop_modes::{BackpropMode, ReluKind};
 use crate::conv::fused::{self, FusedConv};
 use crate::conv::{conv2d_forward_prepacked, ConvPlan, PackDirection};
-use crate::elementwise::{map1, map2, map2_runs, map_channels, pass_bits, PassBand};
+use crate::elementwise::{map1, map2, map2_runs, map_channels, pass_bits};
 use crate::error::{param_err, shape_err, Result, TensorError};
 use crate::geometry::{checked_elems, Conv2dParams, ConvGeometry, Pool2dParams};
 use crate::op::{Op, PadMode, Unary, Var};
@@ -58,11 +59,16 @@ impl Tape {
     ) -> Result<Var> {
         let (av, bv) = (self.value(a)?, self.value(b)?);
         let shape = broadcast_shape(op, av.shape(), bv.shape())?;
-        // A value repeated along trailing axes (per channel) in vectors; else ndarray's.
-        let runs = || match () {
-            _ if av.shape() == shape.as_slice() => map2_runs(&self.scratch, av, bv, &f),
-            _ if bv.shape() == shape.as_slice() => map2_runs(&self.scratch, bv, av, |y, x| f(x, y)),
-            _ => None,
+        // One side broadcast to the other's shape: by runs, in vectors (`map2_runs`); both
+        // broadcast (or empty): ndarray's.
+        let runs = || {
+            if av.shape() == shape.as_slice() {
+                map2_runs(&self.scratch, av, bv, &f)
+            } else if bv.shape() == shape.as_slice() {
+                map2_runs(&self.scratch, bv, av, |y, x| f(x, y))
+            } else {
+                None
+            }
         };
         let out = if av.shape() == bv.shape() {
             map2(&self.scratch, av, bv, &f)
@@ -389,13 +395,14 @@ impl Tape {
         let weights = [Some(first.w), first.b, Some(second.w), second.b];
         let weights_grad = weights.into_iter().flatten().any(|v| self.requires_grad(v));
         let no_grad = !weights_grad && !self.requires_grad(x);
-        if no_grad {
-            if let Some(y) = self.fused_pair(x, &first, &second, None)? {
+        if !weights_grad {
+            if let Some(plan) = self.pair_plan(x, &first, &second)? {
+                if !no_grad {
+                    return self.fused_pair_keeping(x, (&first, &second), plan);
+                }
+                let y = self.fused_pair(x, (&first, &second), &plan, None)?;
+                let y = ArrayD::from_shape_vec(IxDyn(&plan.g2.out_shape()), y).expect("sized by geometry");
                 return Ok(self.constant(y));
-            }
-        } else if !weights_grad {
-            if let Some(y) = self.fused_pair_keeping(x, &first, &second)? {
-                return Ok(y);
             }
         }
         let mid = self.conv2d_stage(x, &first)?;
@@ -415,84 +422,61 @@ impl Tape {
         }
     }
 
-    /// The fused pair's geometries where the shapes and activations fuse.
-    fn pair_geometries(&self, x: Var, first: &ConvStage, second: &ConvStage) -> Result<Option<[ConvGeometry; 2]>> {
+    /// The fused pair's geometries and the first conv's forward pack, where the shapes
+    /// and activations fuse.
+    fn pair_plan(&self, x: Var, first: &ConvStage, second: &ConvStage) -> Result<Option<PairPlan>> {
         let relu_only = |a: Option<ReluKind>| a.is_none_or(|k| matches!(k, ReluKind::Relu | ReluKind::Relu6));
         if !relu_only(first.act) || !relu_only(second.act) {
             return Ok(None);
         }
         let g1 = ConvGeometry::new("conv2d_pair", self.shape(x)?, self.shape(first.w)?, first.p)?;
         let g2 = ConvGeometry::new("conv2d_pair", &g1.out_shape(), self.shape(second.w)?, second.p)?;
+        for (s, g) in [(first, &g1), (second, &g2)] {
+            self.check_conv_bias(s.b, g)?;
+        }
         let pack = self.packs.for_weight(self, first.w, &g1, PackDirection::Forward)?;
-        Ok(fused::fuses(&g1, &pack, &g2).then_some([g1, g2]))
+        Ok(fused::fuses(&g1, &pack, &g2).then_some(PairPlan { g1, g2, pack }))
     }
 
-    /// The fused pair's output, or `None` where it does not fuse; with `keep`, the first
+    /// The fused pair's output (of `plan.g2`'s output shape); with `keep`, the first
     /// conv's output and pass bits go there.
     fn fused_pair(
         &self,
         x: Var,
-        first: &ConvStage,
-        second: &ConvStage,
+        (first, second): (&ConvStage, &ConvStage),
+        plan: &PairPlan,
         keep: Option<fused::KeptMid>,
-    ) -> Result<Option<Tensor>> {
-        let Some([g1, g2]) = self.pair_geometries(x, first, second)? else { return Ok(None) };
-        let pack = self.packs.for_weight(self, first.w, &g1, PackDirection::Forward)?;
+    ) -> Result<Vec<f32>> {
+        let PairPlan { g1, g2, pack } = plan;
         let bias = |b: Option<Var>| b.map(|b| self.val(b).as_slice().expect("standard"));
         let stage = |g, b, act: Option<ReluKind>| FusedConv { g, bias: bias(b), clamp: act.and_then(ReluKind::bounds) };
         let (xs, dw_w) = (self.val(x).as_slice().expect("standard"), self.val(second.w).as_slice().expect("standard"));
-        let (s1, s2) = (stage(&g1, first.b, first.act), stage(&g2, second.b, second.act));
+        let (s1, s2) = (stage(g1, first.b, first.act), stage(g2, second.b, second.act));
         let mut y = self.scratch.take(g2.out_elems());
         match keep {
-            None => fused::pointwise_depthwise_forward(xs, &pack, s1, dw_w, s2, &mut y, &self.scratch)?,
-            Some(k) => fused::pointwise_depthwise_forward_keeping(xs, &pack, s1, dw_w, s2, k, &mut y, &self.scratch)?,
+            None => fused::pointwise_depthwise_forward(xs, pack, s1, dw_w, s2, &mut y, &self.scratch)?,
+            Some(k) => fused::pointwise_depthwise_forward_keeping(xs, pack, s1, dw_w, s2, k, &mut y, &self.scratch)?,
         }
-        Ok(Some(ArrayD::from_shape_vec(IxDyn(&g2.out_shape()), y).expect("sized by geometry")))
+        Ok(y)
     }
 
     /// The fused pair for a gradient to `x` alone: both convs on the tape as
     /// [`Tape::conv2d_activated`] records them, the first with its pass bits where its
-    /// planes are multiples of 16 pixels. `None` where the pair does not fuse.
-    fn fused_pair_keeping(&mut self, x: Var, first: &ConvStage, second: &ConvStage) -> Result<Option<Var>> {
-        let Some([g1, g2]) = self.pair_geometries(x, first, second)? else { return Ok(None) };
-        for (s, g) in [(first, &g1), (second, &g2)] {
-            if let Some(b) = s.b {
-                let sb = self.shape(b)?;
-                if sb != [g.c_out] {
-                    return Err(shape_err("conv2d", format!("bias must have shape [{}]", g.c_out), sb));
-                }
-            }
-        }
-        let band = first.act.map(|k| match k {
-            ReluKind::Relu => PassBand { lo: 0.0, hi: None },
-            _ => PassBand { lo: 0.0, hi: Some(6.0) },
-        });
-        let reads_bits = matches!(self.mode, BackpropMode::Plain | BackpropMode::Redirected);
-        let band = band.filter(|_| reads_bits && g1.out_len().is_multiple_of(16));
+    /// planes are multiples of 16 pixels.
+    fn fused_pair_keeping(&mut self, x: Var, (first, second): (&ConvStage, &ConvStage), plan: PairPlan) -> Result<Var> {
+        let g1 = plan.g1;
+        let band = self.pass_band(first.act, &g1).filter(|_| g1.out_len().is_multiple_of(16));
         let mut mid = self.scratch.take(g1.out_elems());
         let mut bits = band.map(|_| self.take_bits(g1.out_elems() / 16));
         let keep = fused::KeptMid { mid: &mut mid, bits: bits.as_deref_mut().zip(band) };
-        let y = self.fused_pair(x, first, second, Some(keep))?.expect("the pair fuses");
-        let mid = ArrayD::from_shape_vec(IxDyn(&g1.out_shape()), mid).expect("sized by geometry");
-        let mut inputs = vec![x, first.w];
-        inputs.extend(first.b);
-        let m = self.push(mid, Op::Conv2d { x, w: first.w, b: first.b, g: g1, act: first.act }, &inputs);
-        if let Some(bits) = bits {
-            self.set_pass_bits(m, bits);
-        }
-        let mut inputs = vec![m, second.w];
-        inputs.extend(second.b);
-        Ok(Some(self.push(y, Op::Conv2d { x: m, w: second.w, b: second.b, g: g2, act: second.act }, &inputs)))
+        let y = self.fused_pair(x, (first, second), &plan, Some(keep))?;
+        let m = self.push_conv(mid, x, first, g1, bits);
+        Ok(self.push_conv(y, m, second, plan.g2, None))
     }
 
     fn conv2d_op(&mut self, x: Var, w: Var, b: Option<Var>, p: Conv2dParams, act: Option<ReluKind>) -> Result<Var> {
         let g = ConvGeometry::new("conv2d", self.shape(x)?, self.shape(w)?, p)?;
-        if let Some(b) = b {
-            let sb = self.shape(b)?;
-            if sb != [g.c_out] {
-                return Err(shape_err("conv2d", format!("bias must have shape [{}]", g.c_out), sb));
-            }
-        }
+        self.check_conv_bias(b, &g)?;
         let plan = ConvPlan::choose(&g);
         // Constant weights are packed once per tape; trained ones change every step.
         let pack = self.packs.for_weight(self, w, &g, PackDirection::Forward)?;
@@ -502,48 +486,50 @@ impl Tape {
         let bs = b.map(|b| self.val(b).as_slice().expect("standard"));
         let clamp = act.and_then(ReluKind::bounds);
         conv2d_forward_prepacked(plan, xs, ws, &pack, bs, clamp, &g, &mut y, &self.scratch)?;
-        let bits = self.pass_bits_for(x, w, b, &g, act, &y);
-        let y = ArrayD::from_shape_vec(IxDyn(&g.out_shape()), y).expect("sized by geometry");
-        let mut inputs = vec![x, w];
-        inputs.extend(b);
-        let v = self.push(y, Op::Conv2d { x, w, b, g, act }, &inputs);
-        if let Some(bits) = bits {
-            self.set_pass_bits(v, bits);
-        }
-        Ok(v)
+        // Pass bits where a backward will mask a gradient to `x` alone with them, computed
+        // now, while the output is still in cache.
+        let weights_grad = self.requires_grad(w) || b.is_some_and(|b| self.requires_grad(b));
+        let band = self.pass_band(act, &g).filter(|_| self.requires_grad(x) && !weights_grad);
+        let bits = band.filter(|_| y.len().is_multiple_of(16)).map(|band| {
+            let mut bits = self.take_bits(y.len() / 16);
+            pass_bits(&y, band, &mut bits);
+            bits
+        });
+        Ok(self.push_conv(y, x, &ConvStage { w, b, p, act }, g, bits))
     }
 
-    /// Pass bits of a conv's fused ReLU, ReLU6 or clip (output `y`, just written and still
-    /// in cache) where a plain or redirected backward will mask a gradient to `x` alone
-    /// with them: it then reads 1/32 of the output instead of the output. A plain
-    /// depthwise backward masks in its own kernel instead.
-    fn pass_bits_for(
-        &mut self,
-        x: Var,
-        w: Var,
-        b: Option<Var>,
-        g: &ConvGeometry,
-        act: Option<ReluKind>,
-        y: &[f32],
-    ) -> Option<Vec<u16>> {
-        let band = match act? {
-            ReluKind::Relu => PassBand { lo: 0.0, hi: None },
-            kind => kind.bounds().map(|(lo, hi)| PassBand { lo, hi: Some(hi) })?,
-        };
-        // Plain and redirected backprop mask by the band; a plain depthwise backward masks
-        // in its own kernel.
-        let mode_reads_bits = match self.mode {
+    /// The band in which a conv's fused activation passes a gradient, where this tape's
+    /// backward will mask with pass bits (1/32 of the output to read instead of the
+    /// output): under plain and redirected backprop — except a plain depthwise conv,
+    /// whose backward kernel masks as it reads.
+    fn pass_band(&self, act: Option<ReluKind>, g: &ConvGeometry) -> Option<PassBand> {
+        let reads_bits = match self.mode {
             BackpropMode::Plain => g.p.groups == 1,
             BackpropMode::Redirected => true,
             _ => false,
         };
-        let weights_grad = self.requires_grad(w) || b.is_some_and(|b| self.requires_grad(b));
-        if !mode_reads_bits || !self.requires_grad(x) || weights_grad || !y.len().is_multiple_of(16) {
-            return None;
+        act?.pass_band().filter(|_| reads_bits)
+    }
+
+    /// A conv's bias, if any, is one value per output channel.
+    fn check_conv_bias(&self, b: Option<Var>, g: &ConvGeometry) -> Result<()> {
+        match b.map(|b| self.shape(b)).transpose()? {
+            Some(sb) if sb != [g.c_out] => Err(shape_err("conv2d", format!("bias must have shape [{}]", g.c_out), sb)),
+            _ => Ok(()),
         }
-        let mut bits = self.take_bits(y.len() / 16);
-        pass_bits(y, band, &mut bits);
-        Some(bits)
+    }
+
+    /// A conv's output `y` (of `g`'s output shape) on the tape, reading `x` and `s`'s
+    /// weight and bias, with its activation's pass bits if kept.
+    fn push_conv(&mut self, y: Vec<f32>, x: Var, s: &ConvStage, g: ConvGeometry, bits: Option<Vec<u16>>) -> Var {
+        let value = ArrayD::from_shape_vec(IxDyn(&g.out_shape()), y).expect("sized by geometry");
+        let mut inputs = vec![x, s.w];
+        inputs.extend(s.b);
+        let v = self.push(value, Op::Conv2d { x, w: s.w, b: s.b, g, act: s.act }, &inputs);
+        if let Some(bits) = bits {
+            self.set_pass_bits(v, bits);
+        }
+        v
     }
 
     fn pool_geometry(&self, op: &'static str, x: Var, p: Pool2dParams) -> Result<PoolGeometry> {
@@ -904,6 +890,14 @@ fn fold8(xs: &[f32]) -> f32 {
         acc += p[i] + p[i + 4];
     }
     chunks.remainder().iter().fold(acc, |acc, &v| acc + v)
+}
+
+/// How [`Tape::conv2d_pair`] runs a pair that fuses: both geometries and the first
+/// conv's forward pack.
+struct PairPlan {
+    g1: ConvGeometry,
+    g2: ConvGeometry,
+    pack: std::sync::Arc<crate::conv::ConvPack>,
 }
 
 /// One conv of [`Tape::conv2d_pair`]: weights, bias, parameters and the activation after it.

@@ -1,6 +1,7 @@
 //! SIMD helpers the kernels share: lane masks (AVX2, AVX-512), a 16 × 16 transpose, and
 //! the stride-2 gather of a row.
 
+use crate::backprop_modes::PassBand;
 use crate::gemm::direct::Isa;
 
 /// `dst[j] = src[2j]` for every `j` (`src` holds at least `2·dst.len() − 1` values): a
@@ -17,20 +18,19 @@ pub(crate) fn every_second(isa: Isa, src: &[f32], dst: &mut [f32]) {
     }
 }
 
-/// `bits[w]` bit `j` = `lo < y[16w + j] < hi` (no upper bound where `hi` is `None`; never
-/// for a NaN), in vectors on `isa`. `y.len() == 16 · bits.len()`.
-pub(crate) fn pass_bits(isa: Isa, y: &[f32], lo: f32, hi: Option<f32>, bits: &mut [u16]) {
+/// `bits[w]` bit `j` = `band.passes(y[16w + j])`, in vectors on `isa`.
+/// `y.len() == 16 · bits.len()`.
+pub(crate) fn pass_bits(isa: Isa, y: &[f32], band: PassBand, bits: &mut [u16]) {
     assert_eq!(y.len(), 16 * bits.len(), "pass_bits: 16 values per word");
     match isa {
         // Safety: the ISA was detected on this CPU; the lengths were checked above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { avx512::pass_bits(y, lo, hi, bits) },
+        Isa::Avx512 => unsafe { avx512::pass_bits(y, band, bits) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { avx2::pass_bits(y, lo, hi, bits) },
+        Isa::Avx2 => unsafe { avx2::pass_bits(y, band, bits) },
         _ => {
             for (w, chunk) in bits.iter_mut().zip(y.chunks_exact(16)) {
-                let pass = |v: f32| v > lo && hi.is_none_or(|hi| v < hi);
-                *w = chunk.iter().enumerate().fold(0, |b, (j, &v)| b | (u16::from(pass(v)) << j));
+                *w = chunk.iter().enumerate().fold(0, |b, (j, &v)| b | (u16::from(band.passes(v)) << j));
             }
         }
     }
@@ -62,13 +62,15 @@ pub(crate) fn mask_by_bits(isa: Isa, g: &mut [f32], bits: &[u16]) {
 pub(crate) mod avx2 {
     use std::arch::x86_64::*;
 
+    use crate::backprop_modes::PassBand;
+
     /// [`super::pass_bits`]: two compares and a movemask per 8 values.
     ///
     /// # Safety
     /// AVX2; `y.len() == 16 · bits.len()`.
     #[target_feature(enable = "avx2")]
-    pub(crate) unsafe fn pass_bits(y: &[f32], lo: f32, hi: Option<f32>, bits: &mut [u16]) {
-        let (lo, hi) = (_mm256_set1_ps(lo), hi.map(|h| _mm256_set1_ps(h)));
+    pub(crate) unsafe fn pass_bits(y: &[f32], band: PassBand, bits: &mut [u16]) {
+        let (lo, hi) = (_mm256_set1_ps(band.lo), band.hi.map(|h| _mm256_set1_ps(h)));
         for (w, b) in bits.iter_mut().enumerate() {
             let half = |h: usize| {
                 let v = _mm256_loadu_ps(y.as_ptr().add(16 * w + 8 * h));
@@ -134,13 +136,15 @@ pub(crate) mod avx2 {
 pub(crate) mod avx512 {
     use std::arch::x86_64::*;
 
+    use crate::backprop_modes::PassBand;
+
     /// [`super::pass_bits`]: a compare mask per 16 values is the word.
     ///
     /// # Safety
     /// AVX-512F; `y.len() == 16 · bits.len()`.
     #[target_feature(enable = "avx512f")]
-    pub(crate) unsafe fn pass_bits(y: &[f32], lo: f32, hi: Option<f32>, bits: &mut [u16]) {
-        let (lo, hi) = (_mm512_set1_ps(lo), hi.map(|h| _mm512_set1_ps(h)));
+    pub(crate) unsafe fn pass_bits(y: &[f32], band: PassBand, bits: &mut [u16]) {
+        let (lo, hi) = (_mm512_set1_ps(band.lo), band.hi.map(|h| _mm512_set1_ps(h)));
         for (w, b) in bits.iter_mut().enumerate() {
             let v = _mm512_loadu_ps(y.as_ptr().add(16 * w));
             let m = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, lo);

@@ -986,7 +986,7 @@ pub(super) fn forward(
     out: &mut [f32],
     scratch: &ScratchPool,
 ) {
-    forward_on(Isa::detect(), x, None, w, bias, clamp, g, out, scratch)
+    forward_on(Isa::detect(), x, None, w, bias, clamp, g, out, scratch, pool_tasks())
 }
 
 /// [`forward`] on the calling thread only: for a caller that already splits its work
@@ -1001,30 +1001,20 @@ pub(super) fn forward_serial(
     out: &mut [f32],
     scratch: &ScratchPool,
 ) {
-    forward_split(Isa::detect(), x, None, w, bias, clamp, g, out, scratch, 1)
+    forward_on(Isa::detect(), x, None, w, bias, clamp, g, out, scratch, 1)
+}
+
+/// Tasks for a pass spread over the pool: about eight per thread, enough to balance,
+/// few enough to amortize a task.
+fn pool_tasks() -> usize {
+    8 * rayon::current_num_threads()
 }
 
 /// [`forward`] on a given instruction set (tests run every one the CPU has), with `x`
-/// masked on its way in where `mask` says (a gradient).
+/// masked on its way in where `mask` says (a gradient), in at most `tasks` tasks (one:
+/// all on the calling thread).
 #[allow(clippy::too_many_arguments)] // a conv's operands, spelled out
 fn forward_on(
-    isa: Isa,
-    x: &[f32],
-    mask: Option<GradMask>,
-    w: &[f32],
-    bias: Option<&[f32]>,
-    clamp: Clamp,
-    g: &ConvGeometry,
-    out: &mut [f32],
-    scratch: &ScratchPool,
-) {
-    // About eight tasks per thread: enough to balance, few enough to amortize a task.
-    forward_split(isa, x, mask, w, bias, clamp, g, out, scratch, 8 * rayon::current_num_threads())
-}
-
-/// [`forward_on`] in at most `tasks` tasks (one: all on the calling thread).
-#[allow(clippy::too_many_arguments)] // a conv's operands, spelled out
-fn forward_split(
     isa: Isa,
     x: &[f32],
     mask: Option<GradMask>,
@@ -1054,7 +1044,7 @@ fn forward_split(
     );
 }
 
-/// [`forward_split`] on AVX-512 for small 3 × 3 and 5 × 5 stride-1 planes (`p.first` 0):
+/// [`forward_on`] on AVX-512 for small 3 × 3 and 5 × 5 stride-1 planes (`p.first` 0):
 /// 16 planes a block (`avx512::channel_block`), up to `tasks` tasks of whole blocks.
 #[cfg(target_arch = "x86_64")]
 fn forward_channel_blocks(p: FwdPlanes, g: &ConvGeometry, out: &mut [f32], scratch: &ScratchPool, tasks: usize) {
@@ -1154,7 +1144,7 @@ fn backward_as_forward(
     for (f, k) in flipped.chunks_exact_mut(kk).zip(w.chunks_exact(kk)) {
         f.iter_mut().zip(k.iter().rev()).for_each(|(f, &v)| *f = v);
     }
-    forward_on(isa, dy, mask, &flipped, None, None, &t, dx, scratch);
+    forward_on(isa, dy, mask, &flipped, None, None, &t, dx, scratch, pool_tasks());
     true
 }
 
@@ -1640,7 +1630,7 @@ mod tests {
             let scratch = ScratchPool::new();
             let run = |isa: Isa| {
                 let mut y = vec![f32::NAN; g.out_elems()];
-                forward_on(isa, &x, None, &wk, Some(&b), Some((0.0, 6.0)), &g, &mut y, &scratch);
+                forward_on(isa, &x, None, &wk, Some(&b), Some((0.0, 6.0)), &g, &mut y, &scratch, pool_tasks());
                 let mut dx = vec![f32::NAN; g.in_elems()];
                 backward_input_on(isa, &dy, &wk, &g, &mut dx, &scratch);
                 let mut masked = vec![f32::NAN; g.in_elems()];
@@ -1674,7 +1664,7 @@ mod tests {
             let mut fma_bits: Option<(Vec<u32>, Vec<u32>)> = None;
             for isa in Isa::available() {
                 let mut y = vec![f32::NAN; g.out_elems()];
-                forward_on(isa, &x, None, &wk, Some(&b), Some((0.0, 6.0)), &g, &mut y, &scratch);
+                forward_on(isa, &x, None, &wk, Some(&b), Some((0.0, 6.0)), &g, &mut y, &scratch, pool_tasks());
                 for (i, (a, e)) in y.iter().zip(&want).enumerate() {
                     prop_assert!((a - e).abs() <= 1e-4 * (1.0 + e.abs()), "{isa:?} {g:?}: element {i}: {a} vs {e}");
                 }

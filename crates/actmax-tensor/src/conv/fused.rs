@@ -18,7 +18,8 @@
 use rayon::prelude::*;
 
 use super::{depthwise, refuse, Clamp, ConvKernel, ConvPack, PackDirection};
-use crate::elementwise::{pass_bits, PassBand};
+use crate::backprop_modes::PassBand;
+use crate::elementwise::pass_bits;
 use crate::error::Result;
 use crate::gemm::direct::{sgemm_panels, Epilogue, OutMat};
 use crate::geometry::{Conv2dParams, ConvGeometry};
