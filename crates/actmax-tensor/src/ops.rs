@@ -396,13 +396,14 @@ impl Tape {
         let weights_grad = weights.into_iter().flatten().any(|v| self.requires_grad(v));
         let no_grad = !weights_grad && !self.requires_grad(x);
         if !weights_grad {
-            if let Some(plan) = self.pair_plan(x, &first, &second)? {
-                if !no_grad {
-                    return self.fused_pair_keeping(x, (&first, &second), plan);
+            match self.pair_plan(x, &first, &second)? {
+                Some(plan) if !no_grad && plan.keeps => return self.fused_pair_keeping(x, (&first, &second), plan),
+                Some(plan) if no_grad => {
+                    let y = self.fused_pair(x, (&first, &second), &plan, None)?;
+                    let y = ArrayD::from_shape_vec(IxDyn(&plan.g2.out_shape()), y).expect("sized by geometry");
+                    return Ok(self.constant(y));
                 }
-                let y = self.fused_pair(x, (&first, &second), &plan, None)?;
-                let y = ArrayD::from_shape_vec(IxDyn(&plan.g2.out_shape()), y).expect("sized by geometry");
-                return Ok(self.constant(y));
+                _ => {}
             }
         }
         let mid = self.conv2d_stage(x, &first)?;
@@ -423,7 +424,7 @@ impl Tape {
     }
 
     /// The fused pair's geometries and the first conv's forward pack, where the shapes
-    /// and activations fuse.
+    /// and activations fuse (row-kernel or pixel-major).
     fn pair_plan(&self, x: Var, first: &ConvStage, second: &ConvStage) -> Result<Option<PairPlan>> {
         let relu_only = |a: Option<ReluKind>| a.is_none_or(|k| matches!(k, ReluKind::Relu | ReluKind::Relu6));
         if !relu_only(first.act) || !relu_only(second.act) {
@@ -435,7 +436,8 @@ impl Tape {
             self.check_conv_bias(s.b, g)?;
         }
         let pack = self.packs.for_weight(self, first.w, &g1, PackDirection::Forward)?;
-        Ok(fused::fuses(&g1, &pack, &g2).then_some(PairPlan { g1, g2, pack }))
+        let keeps = fused::fuses(&g1, &pack, &g2);
+        Ok((keeps || fused::fuses_pixel_major(&g1, &pack, &g2)).then_some(PairPlan { g1, g2, pack, keeps }))
     }
 
     /// The fused pair's output (of `plan.g2`'s output shape); with `keep`, the first
@@ -447,7 +449,7 @@ impl Tape {
         plan: &PairPlan,
         keep: Option<fused::KeptMid>,
     ) -> Result<Vec<f32>> {
-        let PairPlan { g1, g2, pack } = plan;
+        let PairPlan { g1, g2, pack, .. } = plan;
         let bias = |b: Option<Var>| b.map(|b| self.val(b).as_slice().expect("standard"));
         let stage = |g, b, act: Option<ReluKind>| FusedConv { g, bias: bias(b), clamp: act.and_then(ReluKind::bounds) };
         let (xs, dw_w) = (self.val(x).as_slice().expect("standard"), self.val(second.w).as_slice().expect("standard"));
@@ -898,6 +900,9 @@ struct PairPlan {
     g1: ConvGeometry,
     g2: ConvGeometry,
     pack: std::sync::Arc<crate::conv::ConvPack>,
+    /// Whether the fused pair can keep the first conv's output for a gradient
+    /// ([`fused::fuses`]); the pixel-major pair runs at inference only.
+    keeps: bool,
 }
 
 /// One conv of [`Tape::conv2d_pair`]: weights, bias, parameters and the activation after it.

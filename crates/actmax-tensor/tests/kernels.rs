@@ -512,6 +512,53 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// On AVX-512, a pointwise conv packed for the wide kernel (images of a few hundred
+    /// pixels or fewer) and the stride-1 depthwise conv of its output run pixel-major in
+    /// between, and give the bits the two convs give one after the other: whole panels
+    /// of 32 channels (up to 160), rows of 3 to 16 pixels, 3 × 3 and 5 × 5, strides 1
+    /// and 2, uneven padding, batches, bias or none, clamps. Elsewhere (AVX2, or a shape it does not
+    /// take) the pair does not run pixel-major.
+    #[test]
+    fn a_pixel_major_pair_gives_the_two_convs_bits(
+        n in 1usize..=2, cin in 1usize..=40, panels in 1usize..=5, h in 3usize..=16, w in 3usize..=16,
+        k in prop_oneof![Just(3usize), Just(5)], s in 1usize..=2, pads in (0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2),
+        bias in any::<bool>(), clamps in (0usize..3, 0usize..3), seed in any::<u64>(),
+    ) {
+        let c = 32 * panels;
+        let clamp = |i: usize| [None, Some((0.0, 6.0)), Some((0.0, f32::INFINITY))][i];
+        let g1 = ConvGeometry::new("pw", &[n, cin, h, w], &[c, cin, 1, 1], Conv2dParams::default()).unwrap();
+        let p2 = Conv2dParams { stride: [s, s], padding: Padding2d { top: pads.0, bottom: pads.1, left: pads.2, right: pads.3 }, groups: c, ..Default::default() };
+        let g2 = ConvGeometry::new("dw", &[n, c, h, w], &[c, 1, k, k], p2);
+        prop_assume!(g2.is_ok());
+        let g2 = g2.unwrap();
+        let (x, w1, w2) = (values(seed, g1.in_elems()), values(seed ^ 1, c * cin), values(seed ^ 2, g2.weight_elems()));
+        let (b1, b2) = (values(seed ^ 3, c), values(seed ^ 4, c));
+        let (b1, b2) = (bias.then_some(b1.as_slice()), bias.then_some(b2.as_slice()));
+        let scratch = ScratchPool::new();
+        let pack = conv::ConvPack::forward(ConvPlan::choose(&g1), &w1, &g1).unwrap();
+        let avx512 = actmax_tensor::gemm::direct::Isa::detect() == actmax_tensor::gemm::direct::Isa::Avx512;
+        let wide = (h * w) % 32 != 0;
+        prop_assert_eq!(fused::fuses_pixel_major(&g1, &pack, &g2), avx512 && wide && g2.out_hw()[1] <= 16);
+        let mut mid = vec![0.0; g1.out_elems()];
+        let mut want = vec![0.0; g2.out_elems()];
+        conv::conv2d_forward_prepacked(ConvPlan::choose(&g1), &x, &w1, &pack, b1, clamp(clamps.0), &g1, &mut mid, &scratch).unwrap();
+        conv::conv2d_forward_with(ConvPlan::choose(&g2), &mid, &w2, b2, clamp(clamps.1), &g2, &mut want, &scratch).unwrap();
+        let mut got = vec![f32::NAN; g2.out_elems()];
+        let stage = |g, b, cl| fused::FusedConv { g, bias: b, clamp: cl };
+        let r = fused::pointwise_depthwise_forward(&x, &pack, stage(&g1, b1, clamp(clamps.0)), &w2, stage(&g2, b2, clamp(clamps.1)), &mut got, &scratch);
+        if !fused::fuses_pixel_major(&g1, &pack, &g2) && !fused::fuses(&g1, &pack, &g2) {
+            prop_assert!(r.is_err());
+            return Ok(());
+        }
+        r.unwrap();
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            prop_assert_eq!(a.to_bits(), b.to_bits(), "at {}: {} vs {}", i, a, b);
+        }
+    }
+}
+
 /// The fused pair refuses a kept output or pass bits of the wrong size, and bits for
 /// planes that are not multiples of 16 pixels, with typed errors.
 #[test]

@@ -1229,6 +1229,42 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry, dw: &mut 
     );
 }
 
+#[cfg(target_arch = "x86_64")]
+pub(super) use avx512::ChannelBlockLayout;
+
+/// 16 channels (`first..first + 16`) of a 3 × 3 or 5 × 5 depthwise conv (stride 1 or 2), from
+/// their pixel-major copy `inb` (laid out as `lay`, padding zero) into their planes
+/// `out` (16 · out_len floats), through `outb` (16 · out_len floats of scratch). The
+/// same bits as [`forward`].
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)] // a conv's operands, spelled out
+pub(super) unsafe fn channel_block_from_copy(
+    inb: &[f32],
+    lay: &ChannelBlockLayout,
+    w: &[f32],
+    bias: Option<&[f32]>,
+    clamp: Clamp,
+    first: usize,
+    g: &ConvGeometry,
+    outb: &mut [f32],
+    out: &mut [f32],
+) {
+    let k = g.k_hw[0];
+    assert!(g.k_hw == [k, k] && matches!(k, 3 | 5) && lay.fits(g, k) && g.p.dilation == [1, 1]);
+    let wbc = (w, bias, clamp);
+    match (k, g.p.stride[0]) {
+        (5, 1) => avx512::block_sums::<5, 1>(inb, lay, wbc, first, 16, g, outb),
+        (3, 1) => avx512::block_sums::<3, 1>(inb, lay, wbc, first, 16, g, outb),
+        (5, _) => avx512::block_sums::<5, 2>(inb, lay, wbc, first, 16, g, outb),
+        _ => avx512::block_sums::<3, 2>(inb, lay, wbc, first, 16, g, outb),
+    }
+    avx512::planes_out(outb, g.out_len(), 16, out);
+}
+
 /// The sliding strip in AVX-512 intrinsics: the generic loops, compiled for AVX-512,
 /// kept their sums on the stack (1.5× slower than AVX2), where these hold them in
 /// registers: `K × NV` sums, `NV` input vectors, one weight.
@@ -1488,13 +1524,11 @@ mod avx512 {
         }
     }
 
-    /// Up to 16 channel planes of a small stride-1 `K × K` conv (rows of at most 8) at
+    /// Up to 16 channel planes of a small stride-1 `K × K` conv (rows of at most 16) at
     /// once, one channel per lane: the planes go into a zero-padded pixel-major copy
-    /// (16 channels a pixel), every tap is then one load and one FMA for 16 outputs, 8
-    /// outputs of a row in flight, and the sums go back out to their planes. A plane
-    /// of 7 columns fills half a vector in the plane layout; here every lane works. The
-    /// taps run in the tap-major kernel's order (bias, then row by row), so the results
-    /// are its bits.
+    /// (16 channels a pixel, [`ChannelBlockLayout`]), the sums come from it
+    /// ([`block_sums`]) and go back out to their planes. A plane of 7 columns fills half a
+    /// vector in the plane layout; here every lane works.
     ///
     /// # Safety
     /// The CPU must have AVX-512F.
@@ -1505,17 +1539,14 @@ mod avx512 {
         out: &mut [f32],
         buf: &mut [f32],
     ) {
-        const ROW: usize = 8;
-        let ([h, w], [oh_n, ow_n], pad) = (g.in_hw, g.out_hw, g.p.padding);
-        let (il, ol, kk, c) = (h * w, oh_n * ow_n, K * K, g.c_in);
+        let [h, w] = g.in_hw;
+        let (il, ol) = (h * w, g.out_len());
         let n = out.len() / ol;
-        let pw = channel_block_pitch(g, K, ROW);
-        let (hp, ins) = (h + pad.top + pad.bottom, (h + pad.top + pad.bottom) * pw * 16);
-        assert!(n <= 16 && out.len() == n * ol && ow_n <= ROW && g.p.stride == [1, 1] && kk <= 25);
-        assert!(buf.len() >= ins + ol * 16 && hp >= oh_n + K - 1 && pw >= ROW + K - 1);
-        assert!(p.x.len() >= (p.first + n) * il && p.w.len() >= c * kk);
+        let lay = ChannelBlockLayout::new(g);
+        assert!(n <= 16 && out.len() == n * ol && lay.fits(g, K) && buf.len() >= lay.len() + ol * 16);
+        assert!(p.x.len() >= (p.first + n) * il);
         assert!(p.mask.is_none_or(|m| m.y.len() == p.x.len()));
-        let (inb, outb) = buf.split_at_mut(ins);
+        let (inb, outb) = buf.split_at_mut(lay.len());
         // In: 16 pixels of the 16 planes at a time, transposed into 16 pixel vectors
         // (lane l: plane l) and stored at their padded places. The padding stays zero:
         // every block writes the same pixels (the caller zeroed the buffer once).
@@ -1535,48 +1566,197 @@ mod avx512 {
             }
             let t = transpose16(&v);
             for (q, t) in t.iter().enumerate().take(il - pc) {
-                let (ih, iw) = ((pc + q) / w, (pc + q) % w);
-                _mm512_storeu_ps(inb.as_mut_ptr().add(((ih + pad.top) * pw + iw + pad.left) * 16), *t);
+                _mm512_storeu_ps(inb.as_mut_ptr().add(lay.at((pc + q) / w, (pc + q) % w)), *t);
             }
         }
-        // Per lane, its channel's weights (25 gathers) and bias; lanes past n take
-        // channel 0's (their sums are never stored).
-        let ch: [i32; 16] = std::array::from_fn(|l| if l < n { ((p.first + l) % c) as i32 } else { 0 });
-        let ch = _mm512_loadu_si512(ch.as_ptr().cast());
-        let first_tap = _mm512_mullo_epi32(ch, _mm512_set1_epi32(kk as i32));
-        let mut wv = [_mm512_setzero_ps(); 25];
-        for (t, wv) in wv.iter_mut().enumerate().take(kk) {
-            let at = _mm512_add_epi32(first_tap, _mm512_set1_epi32(t as i32));
-            *wv = _mm512_i32gather_ps::<4>(at, p.w.as_ptr().cast());
+        block_sums::<K, 1>(inb, &lay, (p.w, p.bias, p.clamp), p.first, n, g, outb);
+        planes_out(outb, ol, n, out);
+    }
+
+    /// Where [`block_sums`] reads a block of 16 channels: pixel-major (a vector of 16
+    /// channels per pixel), rows of `pitch` pixels, the conv's zero padding around the
+    /// input and room on the right for a whole register row of taps.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct ChannelBlockLayout {
+        /// Pixels per padded row.
+        pub(crate) pitch: usize,
+        /// Padded rows.
+        pub(crate) rows: usize,
+        /// The input's top-left pixel in the padded rows.
+        top: usize,
+        left: usize,
+        /// Output pixels of a row in registers at once.
+        row: usize,
+        /// The input's height and width.
+        input: [usize; 2],
+    }
+
+    impl ChannelBlockLayout {
+        /// The layout for a depthwise conv of stride 1 or 2 (any `K ≤ 5`).
+        pub(crate) fn new(g: &super::ConvGeometry) -> Self {
+            let (pad, ow) = (g.p.padding, g.out_hw[1]);
+            // Rows of 7 (7×7, 14×14 planes) waste no lane; others take 8 at a time.
+            let row = if ow.is_multiple_of(7) { 7 } else { 8 };
+            let pitch = (g.in_hw[1] + pad.left + pad.right).max(Self::reach(ow, row, g.p.stride[1], 5));
+            Self { pitch, rows: g.in_hw[0] + pad.top + pad.bottom, top: pad.top, left: pad.left, row, input: g.in_hw }
         }
-        let bias = match p.bias {
+
+        /// Floats of one block's copy.
+        pub(crate) fn len(&self) -> usize {
+            self.rows * self.pitch * 16
+        }
+
+        /// Where input pixel (`ih`, `iw`) of the block starts.
+        pub(crate) fn at(&self, ih: usize, iw: usize) -> usize {
+            ((ih + self.top) * self.pitch + iw + self.left) * 16
+        }
+
+        /// Zeroes the padding of one block's copy (`buf`, [`Self::len`] floats): every
+        /// pixel around the input's, which a copy of the input never writes.
+        pub(crate) fn zero_padding(&self, buf: &mut [f32]) {
+            let (pitch, [h, w]) = (self.pitch * 16, self.input);
+            let buf = &mut buf[..self.len()];
+            buf[..self.top * pitch].fill(0.0);
+            buf[(self.top + h) * pitch..].fill(0.0);
+            for row in buf[self.top * pitch..(self.top + h) * pitch].chunks_mut(pitch) {
+                row[..self.left * 16].fill(0.0);
+                row[(self.left + w) * 16..].fill(0.0);
+            }
+        }
+
+        /// Pixels a row of `ow` outputs reads, `row` at a time, with stride `s`: the
+        /// last register row's reach.
+        fn reach(ow: usize, row: usize, s: usize, k: usize) -> usize {
+            s * ((ow.max(1) - 1) / row * row + row - 1) + k
+        }
+
+        /// Whether a `k × k` conv of `g` (stride 1 or 2 both ways) reads inside the copy.
+        pub(crate) fn fits(&self, g: &super::ConvGeometry, k: usize) -> bool {
+            let ([oh, ow], [sh, sw]) = (g.out_hw, g.p.stride);
+            sh == sw
+                && matches!(sh, 1 | 2)
+                && k <= 5
+                && ow <= 16
+                && oh >= 1
+                && self.rows >= sh * (oh - 1) + k
+                && self.pitch >= Self::reach(ow, self.row, sw, k)
+        }
+    }
+
+    /// Up to 16 channels' `bias + Σ taps`, clamped, from a block's pixel-major copy
+    /// `inb` into `outb` (pixel-major, `ol` pixels): `ROW` outputs of a row in
+    /// registers, each input pixel loaded once per kernel row for the outputs it feeds.
+    /// The taps run in the tap-major kernel's order (bias, then row by row, left to
+    /// right), so the results are its bits. Channels `first..first + n` (modulo the
+    /// channel count: blocks may span images); the weights are gathered per lane.
+    ///
+    /// # Safety
+    /// AVX-512F; `inb` laid out as `lay` (checked by the callers with [`ChannelBlockLayout::fits`]).
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn block_sums<const K: usize, const S: usize>(
+        inb: &[f32],
+        lay: &ChannelBlockLayout,
+        (w, bias, clamp): (&[f32], Option<&[f32]>, super::Clamp),
+        first: usize,
+        n: usize,
+        g: &super::ConvGeometry,
+        outb: &mut [f32],
+    ) {
+        let (kk, c) = (K * K, g.c_in);
+        assert!(inb.len() >= lay.len() && outb.len() >= g.out_len() * 16 && w.len() >= c * kk && n <= 16);
+        assert!(g.p.stride == [S, S] && lay.fits(g, K));
+        // Per lane, its channel's weights (gathers) and bias; lanes past n take channel
+        // 0's (their sums are never stored).
+        let ch: [i32; 16] = std::array::from_fn(|l| if l < n { ((first + l) % c) as i32 } else { 0 });
+        let ch = _mm512_loadu_si512(ch.as_ptr().cast());
+        let mut wv = [_mm512_setzero_ps(); 25];
+        if first % c + n <= c {
+            // The block's weights are n rows of kk taps in a row: two transposes
+            // instead of kk gathers (which cost a quarter of a 7×7 block).
+            let rows = &w[first % c * kk..][..n * kk];
+            for t0 in (0..kk).step_by(16) {
+                let m = lanes(kk - t0);
+                let v: [__m512; 16] = std::array::from_fn(|l| {
+                    if l < n {
+                        _mm512_maskz_loadu_ps(m, rows.as_ptr().add(l * kk + t0))
+                    } else {
+                        _mm512_setzero_ps()
+                    }
+                });
+                let t = transpose16(&v);
+                wv[t0..kk.min(t0 + 16)].copy_from_slice(&t[..kk.min(t0 + 16) - t0]);
+            }
+        } else {
+            let first_tap = _mm512_mullo_epi32(ch, _mm512_set1_epi32(kk as i32));
+            for (t, wv) in wv.iter_mut().enumerate().take(kk) {
+                let at = _mm512_add_epi32(first_tap, _mm512_set1_epi32(t as i32));
+                *wv = _mm512_i32gather_ps::<4>(at, w.as_ptr().cast());
+            }
+        }
+        let bias = match bias {
             Some(b) => {
                 assert!(b.len() >= c);
                 _mm512_i32gather_ps::<4>(ch, b.as_ptr().cast())
             }
             None => _mm512_setzero_ps(),
         };
-        let base = inb.as_ptr();
-        for oh in 0..oh_n {
-            let mut acc = [bias; ROW];
-            for kh in 0..K {
-                let row = base.add((oh + kh) * pw * 16);
-                for kw in 0..K {
-                    let wt = wv[kh * K + kw];
-                    for (j, acc) in acc.iter_mut().enumerate() {
-                        *acc = _mm512_fmadd_ps(wt, _mm512_loadu_ps(row.add((j + kw) * 16)), *acc);
-                    }
-                }
-            }
-            for (j, acc) in acc.iter().enumerate().take(ow_n) {
-                let v = match p.clamp {
+        let store = |acc: &[__m512], at: usize, outb: &mut [f32]| {
+            for (j, acc) in acc.iter().enumerate() {
+                let v = match clamp {
                     Some((lo, hi)) => _mm512_min_ps(_mm512_set1_ps(hi), _mm512_max_ps(_mm512_set1_ps(lo), *acc)),
                     None => *acc,
                 };
-                _mm512_storeu_ps(outb.as_mut_ptr().add((oh * ow_n + j) * 16), v);
+                _mm512_storeu_ps(outb.as_mut_ptr().add((at + j) * 16), v);
+            }
+        };
+        let [oh_n, ow_n] = g.out_hw;
+        for oh in 0..oh_n {
+            for j0 in (0..ow_n).step_by(lay.row) {
+                let at = oh * ow_n + j0;
+                let row = inb.as_ptr().add((S * oh * lay.pitch + S * j0) * 16);
+                if lay.row == 7 {
+                    let acc = row_sums::<K, 7, S>(row, lay.pitch, wv.as_ptr(), bias);
+                    store(&acc[..7.min(ow_n - j0)], at, outb);
+                } else {
+                    let acc = row_sums::<K, 8, S>(row, lay.pitch, wv.as_ptr(), bias);
+                    store(&acc[..8.min(ow_n - j0)], at, outb);
+                }
             }
         }
-        // Out: 16 output pixels at a time, transposed back into 16 plane runs.
+    }
+
+    /// `ROW` outputs of one row from the copy at `row` (`S·(ROW − 1) + K` input pixels
+    /// a kernel row, stride `S`): each input pixel loaded once, then an FMA into every
+    /// output it feeds, for each output in kernel-column order.
+    #[inline(always)]
+    unsafe fn row_sums<const K: usize, const ROW: usize, const S: usize>(
+        row: *const f32,
+        pitch: usize,
+        wv: *const __m512,
+        bias: __m512,
+    ) -> [__m512; ROW] {
+        let mut acc = [bias; ROW];
+        for kh in 0..K {
+            let r = row.add(kh * pitch * 16);
+            let wk: [__m512; K] = std::array::from_fn(|kw| *wv.add(kh * K + kw));
+            for i in 0..S * (ROW - 1) + K {
+                let x = _mm512_loadu_ps(r.add(i * 16));
+                for (kw, &w) in wk.iter().enumerate() {
+                    let j = i.checked_sub(kw).filter(|d| d % S == 0).map(|d| d / S);
+                    if let Some(j) = j.filter(|&j| j < ROW) {
+                        acc[j] = _mm512_fmadd_ps(w, x, acc[j]);
+                    }
+                }
+            }
+        }
+        acc
+    }
+
+    /// Pixel-major sums (`ol` pixels of 16 channels) back out to `n` channel planes: 16
+    /// pixels at a time through an in-register transpose.
+    #[inline(always)]
+    pub(crate) unsafe fn planes_out(outb: &[f32], ol: usize, n: usize, out: &mut [f32]) {
+        assert!(outb.len() >= ol * 16 && out.len() >= n * ol && n <= 16);
         for pc in (0..ol).step_by(16) {
             let mut v = [_mm512_setzero_ps(); 16];
             for (q, v) in v.iter_mut().enumerate().take(ol - pc) {
@@ -1589,16 +1769,9 @@ mod avx512 {
         }
     }
 
-    /// The padded row length (in pixels) of [`channel_block`]'s copy: room for a row of
-    /// `row` outputs' taps.
-    fn channel_block_pitch(g: &super::ConvGeometry, k: usize, row: usize) -> usize {
-        (g.in_hw[1] + g.p.padding.left + g.p.padding.right).max(row + k - 1)
-    }
-
-    /// Floats [`channel_block`] needs in its buffer (any `K ≤ 5`).
+    /// Floats [`channel_block`] needs in its buffer.
     pub(super) fn channel_block_len(g: &super::ConvGeometry) -> usize {
-        let hp = g.in_hw[0] + g.p.padding.top + g.p.padding.bottom;
-        (hp * channel_block_pitch(g, 5, 8) + g.out_len()) * 16
+        ChannelBlockLayout::new(g).len() + g.out_len() * 16
     }
 }
 

@@ -21,7 +21,9 @@ use super::{depthwise, refuse, Clamp, ConvKernel, ConvPack, PackDirection};
 use crate::backprop_modes::PassBand;
 use crate::elementwise::pass_bits;
 use crate::error::Result;
-use crate::gemm::direct::{sgemm_panels, Epilogue, OutMat};
+use crate::gemm::direct::{sgemm_panels, Epilogue, Isa, OutMat};
+#[cfg(target_arch = "x86_64")]
+use crate::gemm::wide::{self, PixelMajor};
 use crate::geometry::{Conv2dParams, ConvGeometry};
 use crate::scratch::ScratchPool;
 
@@ -55,6 +57,43 @@ pub fn fuses(pw: &ConvGeometry, pack: &ConvPack, dw: &ConvGeometry) -> bool {
         && pack.panels[0].depth() > 0
 }
 
+/// Whether [`pointwise_depthwise_forward`] runs this pair pixel-major (AVX-512): a
+/// pointwise conv packed for the wide kernel (7×7 and 14×14 images) in whole panels of
+/// 32 channels, feeding a 3 × 3 or 5 × 5 depthwise conv (stride 1 or 2) with rows of at
+/// most 16 outputs.
+///
+/// Why: the wide kernel holds 32 channels of a pixel in two vectors and the depthwise
+/// kernel for such small planes computes 16 channels a vector; run apart, the first
+/// transposes its tiles into channel planes and the second transposes them back.
+/// Pixel-major in between, neither transposes on the way in.
+pub fn fuses_pixel_major(pw: &ConvGeometry, pack: &ConvPack, dw: &ConvGeometry) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let k = dw.k_hw[0];
+        pw.is_pointwise()
+            && pw.p.groups == 1
+            && dw.is_depthwise()
+            && dw.n == pw.n
+            && dw.c_in == pw.c_out
+            && dw.in_hw == pw.out_hw
+            && pw.c_out.is_multiple_of(32)
+            && dw.k_hw == [k, k]
+            && matches!(k, 3 | 5)
+            && dw.p.dilation == [1, 1]
+            && depthwise::ChannelBlockLayout::new(dw).fits(dw, k)
+            && pack.kernel == ConvKernel::Pointwise
+            && pack.panels.len() == 1
+            && pack.panels[0].is_wide()
+            && pack.panels[0].isa() == Isa::Avx512
+            && pack.panels[0].depth() > 0
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (pw, pack, dw);
+        false
+    }
+}
+
 /// `out` = depthwise(pointwise(`x`)), each conv's bias and clamp in its store, a block of
 /// channels at a time (blocks spread over the pool). `pack` is the pointwise conv's
 /// forward pack, `dw_w` the depthwise weights. An error where [`fuses`] is false or an
@@ -69,7 +108,96 @@ pub fn pointwise_depthwise_forward(
     out: &mut [f32],
     scratch: &ScratchPool,
 ) -> Result<()> {
+    #[cfg(target_arch = "x86_64")]
+    if fuses_pixel_major(pw.g, pack, dw.g) {
+        return pair_forward_pixel_major(x, pack, pw, dw_w, dw, out, scratch);
+    }
     pair_forward(x, pack, pw, dw_w, dw, None, out, scratch)
+}
+
+/// [`pointwise_depthwise_forward`] where [`fuses_pixel_major`]: per panel of 32
+/// channels (spread over the pool), the pointwise conv's tiles go pixel-major into a
+/// zero-padded copy, and the depthwise conv reads it 16 channels a vector.
+#[cfg(target_arch = "x86_64")]
+fn pair_forward_pixel_major(
+    x: &[f32],
+    pack: &ConvPack,
+    pw: FusedConv,
+    dw_w: &[f32],
+    dw: FusedConv,
+    out: &mut [f32],
+    scratch: &ScratchPool,
+) -> Result<()> {
+    let op = "pointwise_depthwise_forward";
+    pack.check(op, ConvKernel::Pointwise, pw.g, PackDirection::Forward)?;
+    let (g1, g2) = (pw.g, dw.g);
+    check_lens(op, x, dw_w, &pw, &dw, out)?;
+    let a = &pack.panels[0];
+    let (c, hw, ol) = (g1.c_out, g1.out_len(), g2.out_len());
+    let lay = depthwise::ChannelBlockLayout::new(g2);
+    let ep = Epilogue { bias: pw.bias, clamp: pw.clamp };
+    // Tasks of whole panels, about eight per thread: a panel of a 7×7 layer is a few
+    // microseconds, and each task zeroes its copies' padding once.
+    let panels = c / 32;
+    let per_task = panels.div_ceil(8 * rayon::current_num_threads()).max(1);
+    for (n, yn) in out.chunks_mut(c * ol).enumerate() {
+        let xn = &x[n * g1.c_in * hw..][..g1.c_in * hw];
+        yn.par_chunks_mut(per_task * 32 * ol).enumerate().with_max_len(1).for_each(|(t, ys)| {
+            let mut buf = scratch.lease(2 * lay.len() + 16 * ol);
+            let (copy, sums) = buf.split_at_mut(2 * lay.len());
+            for block in copy.chunks_mut(lay.len()) {
+                lay.zero_padding(block);
+            }
+            for (i, y) in ys.chunks_mut(32 * ol).enumerate() {
+                let p = t * per_task + i;
+                let to = PixelMajor {
+                    ptr: copy[lay.at(0, 0)..].as_mut_ptr(),
+                    width: g1.out_hw[1],
+                    pitch: lay.pitch,
+                    block: lay.len(),
+                };
+                // Safety: B is this image's `k × hw` input; `to` covers the panel's two
+                // blocks (`fuses_pixel_major`: AVX-512, whole panels, the layout fits).
+                unsafe { wide::panel_pixel_major(a, p, hw, xn.as_ptr(), hw, &to, &ep) };
+                for (h, y) in y.chunks_mut(16 * ol).enumerate() {
+                    let inb = &copy[h * lay.len()..][..lay.len()];
+                    // Safety: AVX-512, checked by `fuses_pixel_major`.
+                    unsafe {
+                        depthwise::channel_block_from_copy(
+                            inb,
+                            &lay,
+                            dw_w,
+                            dw.bias,
+                            dw.clamp,
+                            32 * p + 16 * h,
+                            g2,
+                            sums,
+                            y,
+                        )
+                    };
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+/// The operands' lengths against the pair's geometries.
+fn check_lens(op: &'static str, x: &[f32], dw_w: &[f32], pw: &FusedConv, dw: &FusedConv, out: &[f32]) -> Result<()> {
+    let (g1, g2) = (pw.g, dw.g);
+    let lens = [
+        ("input", x.len(), g1.in_elems()),
+        ("depthwise weight", dw_w.len(), g2.weight_elems()),
+        ("output", out.len(), g2.out_elems()),
+        ("pointwise bias", pw.bias.map_or(g1.c_out, <[f32]>::len), g1.c_out),
+        ("depthwise bias", dw.bias.map_or(g2.c_out, <[f32]>::len), g2.c_out),
+    ];
+    match lens.into_iter().find(|l| l.1 != l.2) {
+        Some((what, got, want)) => {
+            Err(refuse(op, format!("the {what} holds {got} floats, the geometries need {want}")))
+        }
+        None => Ok(()),
+    }
 }
 
 /// What a fused pair keeps for a gradient through it: the pointwise conv's whole output
@@ -117,16 +245,7 @@ fn pair_forward(
     }
     pack.check(op, ConvKernel::Pointwise, pw.g, PackDirection::Forward)?;
     let (g1, g2) = (pw.g, dw.g);
-    let lens = [
-        ("input", x.len(), g1.in_elems()),
-        ("depthwise weight", dw_w.len(), g2.weight_elems()),
-        ("output", out.len(), g2.out_elems()),
-        ("pointwise bias", pw.bias.map_or(g1.c_out, <[f32]>::len), g1.c_out),
-        ("depthwise bias", dw.bias.map_or(g2.c_out, <[f32]>::len), g2.c_out),
-    ];
-    if let Some((what, got, want)) = lens.into_iter().find(|l| l.1 != l.2) {
-        return Err(refuse(op, format!("the {what} holds {got} floats, the geometries need {want}")));
-    }
+    check_lens(op, x, dw_w, &pw, &dw, out)?;
     if let Some(k) = &keep {
         if k.mid.len() != g1.out_elems() {
             return Err(refuse(op, format!("the kept output holds {} floats, not {}", k.mid.len(), g1.out_elems())));

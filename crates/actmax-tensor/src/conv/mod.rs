@@ -38,6 +38,11 @@
 //! - **A pointwise conv feeding a depthwise conv** ([`fused`]), at inference: both run a
 //!   block of channels at a time, so the pointwise output (the largest tensor of an
 //!   inverted-residual network) is read while still in cache instead of written out whole.
+//!   On AVX-512, where the pointwise conv takes the wide kernel (7×7 and 14×14 images),
+//!   the pair runs *pixel-major* in between ([`fused::fuses_pixel_major`]): the wide
+//!   tile already holds 32 channels of a pixel in two vectors, and the depthwise conv of
+//!   such small planes computes 16 channels a vector, so the tiles go out as they are
+//!   instead of being transposed into planes and back.
 //!
 //! Every forward kernel can apply a clamp after the bias (ReLU `(0, ∞)`, ReLU6 `(0, 6)`)
 //! in the same store, so a conv and its activation make one pass over the output.

@@ -158,6 +158,11 @@ impl PackedA {
         self.wide
     }
 
+    /// The instruction set it was packed for.
+    pub(crate) fn isa(&self) -> Isa {
+        self.isa
+    }
+
     /// Rows of A per panel.
     pub(crate) fn panel_rows(&self) -> usize {
         if self.wide {

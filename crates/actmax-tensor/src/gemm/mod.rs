@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 pub mod direct;
 pub mod skinny;
-mod wide;
+pub(crate) mod wide;
 
 /// A raw pointer that may cross threads. Users promise the regions written through it by
 /// different tasks are disjoint (each use says why).

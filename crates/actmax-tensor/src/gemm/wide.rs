@@ -87,6 +87,49 @@ pub(super) unsafe fn sgemm(a: &PackedA, n: usize, b: *const f32, ldb: usize, c: 
     for_each_index(units.div_ceil(per_task), threads > 1, task);
 }
 
+/// Where [`panel_pixel_major`] writes a panel of C: pixel-major blocks of 16 rows (a
+/// vector of 16 channels per pixel), the layout a depthwise conv reads 16 channels at a
+/// time from (`conv::depthwise`'s channel blocks), rows of an image `width` pixels wide
+/// spaced `pitch` pixels apart.
+#[derive(Clone, Copy)]
+pub(crate) struct PixelMajor {
+    /// Pixel (0, 0) of the panel's first 16 rows.
+    pub(crate) ptr: *mut f32,
+    /// The image's width: column `q` of C is pixel (`q / width`, `q % width`).
+    pub(crate) width: usize,
+    /// Pixels from one image row to the next.
+    pub(crate) pitch: usize,
+    /// Floats from one block of 16 rows to the next.
+    pub(crate) block: usize,
+}
+
+/// Panel `p` of `C = A·B` (all `n` columns, on the calling thread) with the epilogue,
+/// stored pixel-major (`out`): no transpose, every lane of a tile's sums goes out as it
+/// is. AVX-512 only, whole panels of 32 rows (checked).
+///
+/// # Safety
+/// `b` as for [`super::direct::sgemm_direct`]; `out` valid for the panel's two blocks
+/// of `n` pixels at their places; the CPU must have AVX-512F.
+pub(crate) unsafe fn panel_pixel_major(
+    a: &PackedA,
+    p: usize,
+    n: usize,
+    b: *const f32,
+    ldb: usize,
+    out: &PixelMajor,
+    ep: &Epilogue,
+) {
+    assert!(a.wide && a.isa == Isa::Avx512 && a.m.is_multiple_of(32) && p < a.m / 32 && a.k > 0);
+    assert!(ep.bias.is_none_or(|b| b.len() >= a.m) && out.width > 0 && out.pitch >= out.width);
+    let nr = cols(a.isa);
+    let c = OutMat { ptr: std::ptr::null_mut(), ld: 0 };
+    for j0 in (0..n).step_by(nr) {
+        let tile = a.block(p, j0, nr.min(n - j0), b, ldb, c, ep);
+        #[cfg(target_arch = "x86_64")]
+        x86::avx512_tile_pixel_major(&tile, out, j0);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
@@ -123,20 +166,26 @@ mod x86 {
         by_width!(avx2_tile_j, p, 1 2 3 4 5 6)
     }
 
-    /// `32 × J` of C: per k, two rows of A's panel times `J` broadcast elements of
-    /// B's row k. A function per width (never inlined into one holding all 14), so each
-    /// width's registers are allocated on their own: 28 accumulators and 3 operands fill
-    /// 31 of the 32.
-    #[inline(never)]
+    /// An AVX-512 tile (≤ 14 columns) stored pixel-major, `j0` its first column.
     #[target_feature(enable = "avx512f")]
-    unsafe fn avx512_tile_j<const J: usize>(p: &Block) {
-        // The tile's rows of C, fetched while it computes: written a few columns at a
-        // time, rows a C row apart, they are no stream the hardware prefetcher follows.
-        for i in 0..p.rows {
-            let row = p.c.add(i * p.ldc);
-            _mm_prefetch::<_MM_HINT_ET0>(row as *const i8);
-            _mm_prefetch::<_MM_HINT_ET0>(row.add(J - 1) as *const i8);
+    pub(super) unsafe fn avx512_tile_pixel_major(p: &Block, o: &super::PixelMajor, j0: usize) {
+        macro_rules! widths {
+            ($($j:literal)*) => {
+                match p.cols {
+                    $($j => avx512_tile_pixel_major_j::<$j>(p, o, j0),)*
+                    _ => unreachable!("a tile is 1 to 14 columns wide"),
+                }
+            };
         }
+        widths!(1 2 3 4 5 6 7 8 9 10 11 12 13 14)
+    }
+
+    /// The sums of a `32 × J` tile: per k, two rows of A's panel times `J` broadcast
+    /// elements of B's row k. Inlined into one function per width and store (never one
+    /// holding all 14), so each width's registers are allocated on their own: 28
+    /// accumulators and 3 operands fill 31 of the 32.
+    #[inline(always)]
+    unsafe fn avx512_sums<const J: usize>(p: &Block) -> [[__m512; J]; 2] {
         // K ≥ 1 (`sgemm_direct`): the accumulators need no zeroed copy on the stack.
         std::hint::assert_unchecked(p.k >= 1);
         // One array per half of the tile: with the halves interleaved in one array, an
@@ -157,8 +206,17 @@ mod x86 {
             a = a.add(32);
             b = b.wrapping_add(p.ldb);
         }
-        let acc = [acc0, acc1];
-        // Bias and clamp along the vector (one bias per row of C).
+        [acc0, acc1]
+    }
+
+    /// The epilogue along the vector of each half of a tile (one bias per row of C):
+    /// `f(half, column, value)` for every sum.
+    #[inline(always)]
+    unsafe fn avx512_epilogue<const J: usize>(
+        p: &Block,
+        acc: &[[__m512; J]; 2],
+        mut f: impl FnMut(usize, usize, __m512),
+    ) {
         let (m0, m1) = (lanes16(p.rows), lanes16(p.rows.saturating_sub(16)));
         let bias = if p.bias.is_null() {
             [_mm512_setzero_ps(); 2]
@@ -167,25 +225,51 @@ mod x86 {
         };
         let (lo, hi) = p.clamp.unwrap_or((0.0, 0.0));
         let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
-        // Each half of the tile (16 rows) goes out through an in-register 16 × 16
-        // transpose, a row of C per vector, stored masked to the tile's columns.
-        let cols = lanes16(J);
         for h in 0..2 {
-            // Rows past J are masked out of the stores; they start as the bias, not as a
-            // zeroed array.
-            let mut v = [bias[h]; 16];
-            for (v, &acc) in v.iter_mut().zip(&acc[h]) {
-                *v = _mm512_add_ps(acc, bias[h]);
+            for (j, &acc) in acc[h].iter().enumerate() {
+                let mut v = _mm512_add_ps(acc, bias[h]);
                 if p.clamp.is_some() {
                     // max/min return their second operand when one is NaN: NaN survives.
-                    *v = _mm512_min_ps(hi, _mm512_max_ps(lo, *v));
+                    v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
                 }
+                f(h, j, v);
             }
-            let rows = transpose16(&v);
+        }
+    }
+
+    /// `32 × J` of C into its rows (the tile's columns transposed on the way out).
+    #[inline(never)]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512_tile_j<const J: usize>(p: &Block) {
+        // The tile's rows of C, fetched while it computes: written a few columns at a
+        // time, rows a C row apart, they are no stream the hardware prefetcher follows.
+        for i in 0..p.rows {
+            let row = p.c.add(i * p.ldc);
+            _mm_prefetch::<_MM_HINT_ET0>(row as *const i8);
+            _mm_prefetch::<_MM_HINT_ET0>(row.add(J - 1) as *const i8);
+        }
+        let acc = avx512_sums::<J>(p);
+        // Each half of the tile (16 rows) goes out through an in-register 16 × 16
+        // transpose, a row of C per vector, stored masked to the tile's columns. Rows
+        // past J are masked out of the stores (left as zeros, never read).
+        let mut v = [[_mm512_setzero_ps(); 16]; 2];
+        avx512_epilogue(p, &acc, |h, j, s| v[h][j] = s);
+        let cols = lanes16(J);
+        for (h, v) in v.iter().enumerate() {
+            let rows = transpose16(v);
             for (i, row) in rows.iter().enumerate().take(p.rows.saturating_sub(16 * h)) {
                 _mm512_mask_storeu_ps(p.c.add((16 * h + i) * p.ldc), cols, *row);
             }
         }
+    }
+
+    /// `32 × J` of C stored pixel-major: a vector per column and half, as computed.
+    #[inline(never)]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512_tile_pixel_major_j<const J: usize>(p: &Block, o: &super::PixelMajor, j0: usize) {
+        let acc = avx512_sums::<J>(p);
+        let at: [usize; J] = std::array::from_fn(|j| ((j0 + j) / o.width * o.pitch + (j0 + j) % o.width) * 16);
+        avx512_epilogue(p, &acc, |h, j, v| _mm512_storeu_ps(o.ptr.add(h * o.block + at[j]), v));
     }
 
     /// `16 × J` of C, as [`avx512_tile_j`] in 8-lane vectors (not inlined either).
