@@ -73,15 +73,10 @@ impl InputSpec {
         if self.mean.iter().all(|&m| m == 0.0) && self.std.iter().all(|&s| s == 1.0) {
             return Ok(image);
         }
-        let per_channel = |v: &[f32]| {
-            let c = self.shape[0];
-            let vals: Vec<f32> = (0..c).map(|i| if v.len() == 1 { v[0] } else { v[i] }).collect();
-            Tensor::from_shape_vec(vec![1, c, 1, 1], vals).expect("c values")
-        };
-        let mean = tape.constant(per_channel(&self.mean));
-        let inv = tape.constant(per_channel(&self.std).mapv(|s| 1.0 / s));
-        let centred = tape.sub(image, mean)?;
-        Ok(tape.mul(centred, inv)?)
+        let per_channel =
+            |v: &[f32]| -> Vec<f32> { (0..self.shape[0]).map(|i| if v.len() == 1 { v[0] } else { v[i] }).collect() };
+        let inv: Vec<f32> = per_channel(&self.std).iter().map(|s| 1.0 / s).collect();
+        Ok(tape.channel_affine(image, &per_channel(&self.mean), &inv)?)
     }
 }
 

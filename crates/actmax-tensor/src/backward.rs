@@ -100,6 +100,9 @@ impl Tape {
             }
             Op::AddScalar(x) => self.accumulate(grads, *x, g.take()),
             Op::MulScalar(x, c) => self.accumulate(grads, *x, map1(&self.scratch, &g, |v| v * c)),
+            Op::ChannelAffine { x, scale } => {
+                self.accumulate(grads, *x, map_channels(&self.scratch, &g, |ch, v| v * scale[ch]))
+            }
             Op::Unary(x, u) => {
                 let xv = self.val(*x);
                 let d: fn(f32, f32, f32) -> f32 = match u {

@@ -70,6 +70,11 @@ pub(crate) enum Op {
     Div(Var, Var),
     AddScalar(Var),
     MulScalar(Var, f32),
+    /// `(x − shift[c]) · scale[c]` per channel; the backward needs the scales only.
+    ChannelAffine {
+        x: Var,
+        scale: Vec<f32>,
+    },
     Unary(Var, Unary),
     Relu(Var, ReluKind),
     /// Sum over `axes`; `kept` is the output shape with the reduced axes kept as 1.

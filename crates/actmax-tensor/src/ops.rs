@@ -109,6 +109,23 @@ impl Tape {
         let y = map1(&self.scratch, self.value(x)?, |v| v * c);
         Ok(self.push(y, Op::MulScalar(x, c), &[x]))
     }
+    /// `(x − shift[c]) · scale[c]` over the channels (axis 1) of `x`: a model's input
+    /// normalization, `(image − mean) / std`, in one pass instead of a subtraction and a
+    /// multiplication, with their bits (the difference is rounded before the product,
+    /// never fused into one FMA). `shift` and `scale` hold one value per channel.
+    pub fn channel_affine(&mut self, x: Var, shift: &[f32], scale: &[f32]) -> Result<Var> {
+        let s = self.shape(x)?;
+        if s.len() < 2 || shift.len() != s[1] || scale.len() != s[1] {
+            return Err(shape_err(
+                "channel_affine",
+                format!("needs a shift and a scale per channel (axis 1), got {} and {}", shift.len(), scale.len()),
+                s,
+            ));
+        }
+        let y = map_channels(&self.scratch, self.val(x), |ch, v| (v - shift[ch]) * scale[ch]);
+        Ok(self.push(y, Op::ChannelAffine { x, scale: scale.to_vec() }, &[x]))
+    }
+
     /// `−x`.
     pub fn neg(&mut self, x: Var) -> Result<Var> {
         self.mul_scalar(x, -1.0)

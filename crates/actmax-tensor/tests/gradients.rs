@@ -216,6 +216,12 @@ proptest! {
     }
 
     #[test]
+    fn channel_affine(n in 1usize..=2, c in 1usize..=3, hw in 1usize..=3, seed in any::<u64>()) {
+        let (shift, scale) = (tensor(seed ^ 1, &[c]).into_raw_vec_and_offset().0, tensor(seed ^ 2, &[c]).into_raw_vec_and_offset().0);
+        check(vec![tensor(seed, &[n, c, hw, hw])], |t, v| t.channel_affine(v[0], &shift, &scale));
+    }
+
+    #[test]
     fn pad_and_slice(s in shape(3, 5), seed in any::<u64>(), pads in prop::collection::vec((0usize..=3, 0usize..=3), 1..=3), c in -1.0f32..1.0) {
         let x = tensor(seed, &s);
         let pads: Vec<(usize, usize)> = pads.into_iter().take(s.len()).collect();

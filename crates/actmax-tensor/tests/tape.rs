@@ -526,3 +526,41 @@ fn a_conv_pair_gives_the_two_convs_values_and_gradients() {
         }
     }
 }
+
+/// `channel_affine` is the subtraction and multiplication it replaces, to the bit, forward
+/// and backward, on an image large enough for the parallel chunks (which cut across
+/// planes); lengths that are not one per channel are typed errors.
+#[test]
+fn channel_affine_gives_the_bits_of_sub_then_mul() {
+    let shape = vec![2, 3, 97, 101];
+    let n: usize = shape.iter().product();
+    let x = Tensor::from_shape_vec(shape.clone(), (0..n).map(|i| ((i * 7919) % 2003) as f32 / 7.0 - 100.0).collect())
+        .unwrap();
+    let (mean, inv) = ([0.485f32, 0.456, 0.406], [1.0f32 / 0.229, 1.0 / 0.224, 1.0 / 0.225]);
+    let r = Tensor::from_shape_vec(shape, (0..n).map(|i| ((i * 104729) % 997) as f32 / 31.0 - 16.0).collect()).unwrap();
+    let run = |fused: bool| {
+        let mut tape = Tape::new();
+        let xv = tape.variable(x.clone());
+        let y = if fused {
+            tape.channel_affine(xv, &mean, &inv).unwrap()
+        } else {
+            let per = |v: &[f32; 3]| Tensor::from_shape_vec(vec![1, 3, 1, 1], v.to_vec()).unwrap();
+            let (m, s) = (tape.constant(per(&mean)), tape.constant(per(&inv)));
+            let c = tape.sub(xv, m).unwrap();
+            tape.mul(c, s).unwrap()
+        };
+        let rv = tape.constant(r.clone());
+        let p = tape.mul(y, rv).unwrap();
+        let l = tape.sum_all(p).unwrap();
+        let bits = |t: &Tensor| t.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+        let yv = bits(tape.value(y).unwrap());
+        (yv, bits(tape.backward(l).unwrap().get(xv).unwrap()))
+    };
+    assert!(run(true) == run(false), "channel_affine differs from sub then mul");
+    let mut tape = Tape::new();
+    let xv = tape.constant(x);
+    for (shift, scale) in [(&[0.0f32; 2][..], &[1.0f32; 3][..]), (&[0.0; 3][..], &[1.0; 4][..])] {
+        let e = tape.channel_affine(xv, shift, scale);
+        assert!(matches!(e, Err(TensorError::Shape { .. })), "{e:?}");
+    }
+}
