@@ -543,9 +543,19 @@ impl Model {
             let pair = fused.and_then(|(_, (j, _))| self.depthwise_after(j, &fusions, &readers, last));
             let next = if let (Some((conv, (_, act))), Some((dw, end, next_act))) = (fused, pair) {
                 // A conv, its activation at j, and the depthwise conv at j + 1 (with its
-                // activation, ending at `end`): one op.
-                vals[end] = Some(conv.pair_then(tape, ins[0], bind, act, dw, next_act)?);
-                end + 1
+                // activation, ending at `end`): one op; with the pointwise conv reading
+                // only the depthwise conv's value (ending at `last_of_three`), one op too.
+                match self.conv_after(end, &fusions, &readers, last) {
+                    Some((third, last_of_three, third_act)) => {
+                        let then = Some((third, third_act));
+                        vals[last_of_three] = Some(conv.pair_then(tape, ins[0], bind, act, dw, next_act, then)?);
+                        last_of_three + 1
+                    }
+                    None => {
+                        vals[end] = Some(conv.pair_then(tape, ins[0], bind, act, dw, next_act, None)?);
+                        end + 1
+                    }
+                }
             } else if let Some((conv, (j, act))) = fused {
                 // Layers i+1 ..= j are identities and the activation: their one value is
                 // computed here, and nobody reads the values in between.
@@ -596,6 +606,26 @@ impl Model {
         Some(match fusions.get(k).copied().flatten() {
             Some((end, act)) => (dw, end, act),
             None => (dw, k, Activation::Linear),
+        })
+    }
+
+    /// The (not depthwise) conv at `j + 1` when it reads the value at `j` and nothing else does, nor
+    /// is it asked for: that conv, the last node it computes (its fused activation, or
+    /// itself) and that activation ([`Tape::conv2d_triple`] runs it with the pair before
+    /// it, where the shapes fuse).
+    fn conv_after(
+        &self,
+        j: usize,
+        fusions: &[Option<(usize, Activation)>],
+        readers: &[usize],
+        last: usize,
+    ) -> Option<(&Conv, usize, Activation)> {
+        let k = j + 1;
+        let node = self.nodes.get(k).filter(|n| k <= last && readers[j] == 1 && n.inputs == [j])?;
+        let Layer::Conv2d(conv, Activation::Linear) = &node.layer else { return None };
+        Some(match fusions.get(k).copied().flatten() {
+            Some((end, act)) => (conv, end, act),
+            None => (conv, k, Activation::Linear),
         })
     }
 

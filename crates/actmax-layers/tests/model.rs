@@ -340,3 +340,25 @@ fn a_timed_forward_accounts_for_every_node_once() {
     assert_eq!(next, last + 1, "the steps stop short of the output");
     assert!(steps.iter().any(|s| s.nodes.len() > 1), "no conv had its activation fused");
 }
+
+/// At inference the pointwise → depthwise pairs (and, on AVX-512, the expand →
+/// depthwise → project triples of the 7×7 and 14×14 blocks, pixel-major between them)
+/// give the logits' bits of the convs run one by one (every value asked for: nothing
+/// fuses).
+#[test]
+fn fused_inference_gives_the_bits_of_the_layers_one_by_one() {
+    let m = zoo::load("efficientnet_lite0", None).unwrap().fold_batch_norms();
+    let image = Tensor::from_shape_fn(vec![1, 3, 224, 224], |i| ((i[1] * 7 + i[2] * 3 + i[3] * 5) % 255) as f32);
+    let last = m.len() - 1;
+    let logits = |outputs: Vec<usize>| {
+        let mut tape = Tape::new();
+        let x = tape.constant(image.clone());
+        let (ys, steps) = m.forward_timed(&mut tape, x, &outputs).unwrap();
+        let bits: Vec<u32> = tape.value(*ys.last().unwrap()).unwrap().iter().map(|v| v.to_bits()).collect();
+        (bits, steps.len())
+    };
+    let (fused, fused_steps) = logits(vec![last]);
+    let (plain, plain_steps) = logits((0..=last).collect());
+    assert!(fused_steps < plain_steps, "nothing fused: {fused_steps} steps");
+    assert!(fused == plain, "the fused forward's logits differ");
+}

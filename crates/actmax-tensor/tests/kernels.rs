@@ -559,6 +559,47 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// An expand, depthwise and project conv fused pixel-major (AVX-512) give the bits of
+    /// the three convs one after the other: whole panels on both pointwise convs, 3 × 3
+    /// and 5 × 5, strides 1 and 2, batches, bias or none, clamps. Where they do not fuse
+    /// (AVX2, 32-multiple images, which take the row kernel) the call is refused.
+    #[test]
+    fn three_convs_fused_pixel_major_give_the_three_convs_bits(
+        n in 1usize..=2, cin in 1usize..=40, panels in 1usize..=4, cout in 1usize..=3, h in 3usize..=16, w in 3usize..=16,
+        k in prop_oneof![Just(3usize), Just(5)], s in 1usize..=2, bias in any::<bool>(), clamps in (0usize..3, 0usize..3, 0usize..3),
+        seed in any::<u64>(),
+    ) {
+        let (c, c3) = (32 * panels, 32 * cout);
+        let clamp = |i: usize| [None, Some((0.0, 6.0)), Some((0.0, f32::INFINITY))][i];
+        let g1 = ConvGeometry::new("pw", &[n, cin, h, w], &[c, cin, 1, 1], Conv2dParams::default()).unwrap();
+        let p2 = Conv2dParams { stride: [s, s], padding: Padding2d::tf_same([h, w], [k, k], [s, s], [1, 1]), groups: c, ..Default::default() };
+        let g2 = ConvGeometry::new("dw", &[n, c, h, w], &[c, 1, k, k], p2).unwrap();
+        let g3 = ConvGeometry::new("pw3", &g2.out_shape(), &[c3, c, 1, 1], Conv2dParams::default()).unwrap();
+        let (x, w1, w2, w3) = (values(seed, g1.in_elems()), values(seed ^ 1, c * cin), values(seed ^ 2, g2.weight_elems()), values(seed ^ 5, c3 * c));
+        let (b1, b2, b3) = (values(seed ^ 3, c), values(seed ^ 4, c), values(seed ^ 6, c3));
+        let (b1, b2, b3) = (bias.then_some(b1.as_slice()), bias.then_some(b2.as_slice()), bias.then_some(b3.as_slice()));
+        let scratch = ScratchPool::new();
+        let pack1 = conv::ConvPack::forward(ConvPlan::choose(&g1), &w1, &g1).unwrap();
+        let pack3 = conv::ConvPack::forward(ConvPlan::choose(&g3), &w3, &g3).unwrap();
+        let (mut mid, mut mid2, mut want) = (vec![0.0; g1.out_elems()], vec![0.0; g2.out_elems()], vec![0.0; g3.out_elems()]);
+        conv::conv2d_forward_prepacked(ConvPlan::choose(&g1), &x, &w1, &pack1, b1, clamp(clamps.0), &g1, &mut mid, &scratch).unwrap();
+        conv::conv2d_forward_with(ConvPlan::choose(&g2), &mid, &w2, b2, clamp(clamps.1), &g2, &mut mid2, &scratch).unwrap();
+        conv::conv2d_forward_prepacked(ConvPlan::choose(&g3), &mid2, &w3, &pack3, b3, clamp(clamps.2), &g3, &mut want, &scratch).unwrap();
+        let stage = |g, b, cl| fused::FusedConv { g, bias: b, clamp: cl };
+        let mut got = vec![f32::NAN; g3.out_elems()];
+        let r = fused::pointwise_depthwise_pointwise_forward(&x, &pack1, stage(&g1, b1, clamp(clamps.0)), &w2, stage(&g2, b2, clamp(clamps.1)), &pack3, stage(&g3, b3, clamp(clamps.2)), &mut got, &scratch);
+        let fuses = fused::fuses_three(&g1, &pack1, &g2, &g3, &pack3);
+        prop_assert_eq!(r.is_ok(), fuses, "{:?}", r);
+        if fuses {
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                prop_assert_eq!(a.to_bits(), b.to_bits(), "at {}: {} vs {}", i, a, b);
+            }
+        }
+    }
+}
+
 /// The fused pair refuses a kept output or pass bits of the wrong size, and bits for
 /// planes that are not multiples of 16 pixels, with typed errors.
 #[test]

@@ -1233,9 +1233,9 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], g: &ConvGeometry, dw: &mut 
 pub(super) use avx512::ChannelBlockLayout;
 
 /// 16 channels (`first..first + 16`) of a 3 × 3 or 5 × 5 depthwise conv (stride 1 or 2), from
-/// their pixel-major copy `inb` (laid out as `lay`, padding zero) into their planes
-/// `out` (16 · out_len floats), through `outb` (16 · out_len floats of scratch). The
-/// same bits as [`forward`].
+/// their pixel-major copy `inb` (laid out as `lay`, padding zero) into `outb` (16 ·
+/// out_len floats, pixel-major) and, given `out`, from there into their planes (16 ·
+/// out_len floats). The same bits as [`forward`].
 ///
 /// # Safety
 /// The CPU must have AVX-512F.
@@ -1251,7 +1251,7 @@ pub(super) unsafe fn channel_block_from_copy(
     first: usize,
     g: &ConvGeometry,
     outb: &mut [f32],
-    out: &mut [f32],
+    out: Option<&mut [f32]>,
 ) {
     let k = g.k_hw[0];
     assert!(g.k_hw == [k, k] && matches!(k, 3 | 5) && lay.fits(g, k) && g.p.dilation == [1, 1]);
@@ -1262,7 +1262,9 @@ pub(super) unsafe fn channel_block_from_copy(
         (5, _) => avx512::block_sums::<5, 2>(inb, lay, wbc, first, 16, g, outb),
         _ => avx512::block_sums::<3, 2>(inb, lay, wbc, first, 16, g, outb),
     }
-    avx512::planes_out(outb, g.out_len(), 16, out);
+    if let Some(out) = out {
+        avx512::planes_out(outb, g.out_len(), 16, out);
+    }
 }
 
 /// The sliding strip in AVX-512 intrinsics: the generic loops, compiled for AVX-512,

@@ -110,15 +110,18 @@ pub fn pointwise_depthwise_forward(
 ) -> Result<()> {
     #[cfg(target_arch = "x86_64")]
     if fuses_pixel_major(pw.g, pack, dw.g) {
-        return pair_forward_pixel_major(x, pack, pw, dw_w, dw, out, scratch);
+        return pair_forward_pixel_major(x, pack, pw, dw_w, dw, out, false, scratch);
     }
     pair_forward(x, pack, pw, dw_w, dw, None, out, scratch)
 }
 
 /// [`pointwise_depthwise_forward`] where [`fuses_pixel_major`]: per panel of 32
 /// channels (spread over the pool), the pointwise conv's tiles go pixel-major into a
-/// zero-padded copy, and the depthwise conv reads it 16 channels a vector.
+/// zero-padded copy, and the depthwise conv reads it 16 channels a vector. Its output
+/// goes to `out` as channel planes, or with `pixel_major_out` as it is computed:
+/// pixel-major blocks of 16 channels (`16·out_len` floats each, in channel order).
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)] // two convs' operands, spelled out
 fn pair_forward_pixel_major(
     x: &[f32],
     pack: &ConvPack,
@@ -126,6 +129,7 @@ fn pair_forward_pixel_major(
     dw_w: &[f32],
     dw: FusedConv,
     out: &mut [f32],
+    pixel_major_out: bool,
     scratch: &ScratchPool,
 ) -> Result<()> {
     let op = "pointwise_depthwise_forward";
@@ -143,7 +147,8 @@ fn pair_forward_pixel_major(
     for (n, yn) in out.chunks_mut(c * ol).enumerate() {
         let xn = &x[n * g1.c_in * hw..][..g1.c_in * hw];
         yn.par_chunks_mut(per_task * 32 * ol).enumerate().with_max_len(1).for_each(|(t, ys)| {
-            let mut buf = scratch.lease(2 * lay.len() + 16 * ol);
+            let sums_len = if pixel_major_out { 0 } else { 16 * ol };
+            let mut buf = scratch.lease(2 * lay.len() + sums_len);
             let (copy, sums) = buf.split_at_mut(2 * lay.len());
             for block in copy.chunks_mut(lay.len()) {
                 lay.zero_padding(block);
@@ -161,23 +166,95 @@ fn pair_forward_pixel_major(
                 unsafe { wide::panel_pixel_major(a, p, hw, xn.as_ptr(), hw, &to, &ep) };
                 for (h, y) in y.chunks_mut(16 * ol).enumerate() {
                     let inb = &copy[h * lay.len()..][..lay.len()];
+                    let (first, (w, b, cl)) = (32 * p + 16 * h, (dw_w, dw.bias, dw.clamp));
                     // Safety: AVX-512, checked by `fuses_pixel_major`.
                     unsafe {
-                        depthwise::channel_block_from_copy(
-                            inb,
-                            &lay,
-                            dw_w,
-                            dw.bias,
-                            dw.clamp,
-                            32 * p + 16 * h,
-                            g2,
-                            sums,
-                            y,
-                        )
+                        if pixel_major_out {
+                            depthwise::channel_block_from_copy(inb, &lay, w, b, cl, first, g2, y, None)
+                        } else {
+                            depthwise::channel_block_from_copy(inb, &lay, w, b, cl, first, g2, sums, Some(y))
+                        }
                     };
                 }
             }
         });
+    }
+    Ok(())
+}
+
+/// Whether [`pointwise_depthwise_pointwise_forward`] runs these three convs: a pair that
+/// [`fuses_pixel_major`], then a pointwise conv of its output packed for the wide
+/// kernel (`pack3`, its forward pack).
+pub fn fuses_three(
+    pw: &ConvGeometry,
+    pack: &ConvPack,
+    dw: &ConvGeometry,
+    pw3: &ConvGeometry,
+    pack3: &ConvPack,
+) -> bool {
+    fuses_pixel_major(pw, pack, dw)
+        && pw3.is_pointwise()
+        && pw3.p.groups == 1
+        && pw3.n == dw.n
+        && pw3.c_in == dw.c_out
+        && pw3.in_hw == dw.out_hw
+        && pack3.kernel == ConvKernel::Pointwise
+        && pack3.panels.len() == 1
+        && pack3.panels[0].is_wide()
+        && pack3.panels[0].isa() == Isa::Avx512
+        && pack3.panels[0].depth() == dw.c_out
+}
+
+/// The inverted-residual block's three convs at inference: expand (pointwise), depthwise,
+/// project (pointwise), each with its bias and clamp, where [`fuses_three`]. The first
+/// two run as [`pointwise_depthwise_forward`] does pixel-major, and the depthwise output
+/// stays pixel-major: the project conv reads it so (`wide::sgemm_b_pixel_major`), and
+/// nothing is transposed between the three. The same bits as the three convs. An error
+/// where they do not fuse or an operand does not fit its geometry.
+#[allow(clippy::too_many_arguments)] // three convs' operands, spelled out
+pub fn pointwise_depthwise_pointwise_forward(
+    x: &[f32],
+    pack: &ConvPack,
+    pw: FusedConv,
+    dw_w: &[f32],
+    dw: FusedConv,
+    pack3: &ConvPack,
+    pw3: FusedConv,
+    out: &mut [f32],
+    scratch: &ScratchPool,
+) -> Result<()> {
+    let op = "pointwise_depthwise_pointwise_forward";
+    if !fuses_three(pw.g, pack, dw.g, pw3.g, pack3) {
+        return Err(refuse(op, "not a pixel-major pair feeding a wide pointwise conv".into()));
+    }
+    pack3.check(op, ConvKernel::Pointwise, pw3.g, PackDirection::Forward)?;
+    let g3 = pw3.g;
+    if out.len() != g3.out_elems() || pw3.bias.is_some_and(|b| b.len() != g3.c_out) {
+        return Err(refuse(
+            op,
+            format!("the output holds {} floats, the geometry needs {}", out.len(), g3.out_elems()),
+        ));
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let (c, ol) = (dw.g.c_out, dw.g.out_len());
+        let mut mid = scratch.lease(dw.g.out_elems());
+        pair_forward_pixel_major(x, pack, pw, dw_w, dw, &mut mid, true, scratch)?;
+        let ep = Epilogue { bias: pw3.bias, clamp: pw3.clamp };
+        for (mid, out) in mid.chunks(c * ol).zip(out.chunks_mut(g3.c_out * ol)) {
+            // Safety: `mid` is this image's pixel-major depthwise output (c · ol floats),
+            // `out` its g3.c_out rows of ol; AVX-512 (`fuses_three`).
+            unsafe {
+                wide::sgemm_b_pixel_major(
+                    &pack3.panels[0],
+                    ol,
+                    mid.as_ptr(),
+                    OutMat { ptr: out.as_mut_ptr(), ld: ol },
+                    &ep,
+                    true,
+                )
+            };
+        }
     }
     Ok(())
 }

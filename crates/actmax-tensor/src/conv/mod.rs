@@ -42,7 +42,10 @@
 //!   the pair runs *pixel-major* in between ([`fused::fuses_pixel_major`]): the wide
 //!   tile already holds 32 channels of a pixel in two vectors, and the depthwise conv of
 //!   such small planes computes 16 channels a vector, so the tiles go out as they are
-//!   instead of being transposed into planes and back.
+//!   instead of being transposed into planes and back. The project conv after them
+//!   ([`fused::pointwise_depthwise_pointwise_forward`]) reads the depthwise output
+//!   pixel-major too: its wide tile broadcasts B's elements one at a time anyway, from
+//!   rows or from channel blocks alike.
 //!
 //! Every forward kernel can apply a clamp after the bias (ReLU `(0, ∞)`, ReLU6 `(0, 6)`)
 //! in the same store, so a conv and its activation make one pass over the output.

@@ -60,28 +60,65 @@ pub(super) fn pays(isa: Isa, m: usize, n: usize) -> bool {
 /// As [`super::direct::sgemm_direct`].
 pub(super) unsafe fn sgemm(a: &PackedA, n: usize, b: *const f32, ldb: usize, c: OutMat, ep: &Epilogue, parallel: bool) {
     debug_assert!(a.wide && pays(a.isa, a.m, n));
-    let (m, k, isa) = (a.m, a.k, a.isa);
-    let (mr, nr) = (rows(isa), cols(isa));
-    let (panels, tiles) = (m.div_ceil(mr), n.div_ceil(nr));
-    let threads = threads_for(parallel, m, k, n);
-    // The (panel, tile) pairs in order, cut into one contiguous run per thread: a run
-    // reads its panels of A once (consecutive tiles share one), and the split is even to
-    // a tile — a split by whole panels would leave a thread idle on 6 panels (M = 192).
+    let isa = a.isa;
+    let bp = SendPtr(b as *mut f32);
+    for_each_unit(a, n, c, parallel, |p, j0, cols, c| {
+        let tile = a.block(p, j0, cols, bp.get(), ldb, c, ep);
+        // Safety: each unit is its own rows × columns of C; the caller checked the ISA.
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => x86::avx512_tile(&tile),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86::avx2_tile(&tile),
+            _ => unreachable!("`pays` admits vector ISAs only"),
+        }
+    });
+}
+
+/// `C = A·B` then the epilogue, for `a` packed wide, with B pixel-major
+/// ([`PixelMajor`]'s blocks, unpadded: 16 rows of B a block, `16·n` floats, column `j`
+/// of the block's rows at `16·j`) — a depthwise conv's output as its channel blocks
+/// leave it, read without being transposed into rows first. AVX-512 only, K a multiple
+/// of 16 (checked).
+///
+/// # Safety
+/// `b` valid for `k·n` floats, C for `m` rows of `n` at stride `c.ld`; the CPU must have
+/// AVX-512F.
+pub(crate) unsafe fn sgemm_b_pixel_major(
+    a: &PackedA,
+    n: usize,
+    b: *const f32,
+    c: OutMat,
+    ep: &Epilogue,
+    parallel: bool,
+) {
+    assert!(a.wide && a.isa == Isa::Avx512 && a.k > 0 && a.k.is_multiple_of(16) && n > 0);
+    assert!(ep.bias.is_none_or(|b| b.len() >= a.m));
+    let bp = SendPtr(b as *mut f32);
+    for_each_unit(a, n, c, parallel, |p, j0, cols, c| {
+        let mut tile = a.block(p, j0, cols, bp.get(), 16 * n, c, ep);
+        tile.b = bp.get().add(16 * j0);
+        // Safety: each unit is its own rows × columns of C; AVX-512 checked above.
+        #[cfg(target_arch = "x86_64")]
+        x86::avx512_tile_b_pixel_major(&tile);
+    });
+}
+
+/// Calls `f(panel, first column, columns, C)` for every tile of C: the (panel, tile)
+/// pairs in order, cut into one contiguous run per thread. A run reads its panels of A
+/// once (consecutive tiles share one), and the split is even to a tile — a split by
+/// whole panels would leave a thread idle on 6 panels (M = 192).
+fn for_each_unit(a: &PackedA, n: usize, c: OutMat, parallel: bool, f: impl Fn(usize, usize, usize, OutMat) + Sync) {
+    let (mr, nr) = (rows(a.isa), cols(a.isa));
+    let (panels, tiles) = (a.m.div_ceil(mr), n.div_ceil(nr));
+    let threads = threads_for(parallel, a.m, a.k, n);
     let units = panels * tiles;
     let per_task = units.div_ceil(threads);
-    let (bp, cp) = (SendPtr(b as *mut f32), SendPtr(c.ptr));
+    let cp = SendPtr(c.ptr);
     let task = |t: usize| {
         for u in t * per_task..((t + 1) * per_task).min(units) {
             let (p, j0) = (u / tiles, (u % tiles) * nr);
-            let tile = a.block(p, j0, nr.min(n - j0), bp.get(), ldb, OutMat { ptr: cp.get(), ld: c.ld }, ep);
-            // Safety: each unit is its own rows × columns of C; the caller checked the ISA.
-            match isa {
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => x86::avx512_tile(&tile),
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => x86::avx2_tile(&tile),
-                _ => unreachable!("`pays` admits vector ISAs only"),
-            }
+            f(p, j0, nr.min(n - j0), OutMat { ptr: cp.get(), ld: c.ld });
         }
     };
     for_each_index(units.div_ceil(per_task), threads > 1, task);
@@ -144,11 +181,17 @@ mod x86 {
     /// 12, 24, 32 and 48 steps within 2 % of each other.
     const A_AHEAD: usize = 32;
 
-    /// Calls `$tile::<J>` for a tile `J` columns wide.
+    /// Calls `$tile::<J>` (with any further const arguments) for a tile `J` columns wide.
     macro_rules! by_width {
-        ($tile:ident, $p:expr, $($j:literal)*) => {
+        ($tile:ident; $p:expr, $($j:literal)*) => {
             match $p.cols {
                 $($j => $tile::<$j>($p),)*
+                _ => unreachable!("a tile is 1 to 14 columns wide"),
+            }
+        };
+        ($tile:ident, $c:expr; $p:expr, $($j:literal)*) => {
+            match $p.cols {
+                $($j => $tile::<$j, $c>($p),)*
                 _ => unreachable!("a tile is 1 to 14 columns wide"),
             }
         };
@@ -157,13 +200,19 @@ mod x86 {
     /// An AVX-512 tile (≤ 14 columns).
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn avx512_tile(p: &Block) {
-        by_width!(avx512_tile_j, p, 1 2 3 4 5 6 7 8 9 10 11 12 13 14)
+        by_width!(avx512_tile_j, false; p, 1 2 3 4 5 6 7 8 9 10 11 12 13 14)
+    }
+
+    /// An AVX-512 tile (≤ 14 columns) whose B is pixel-major (`sgemm_b_pixel_major`).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn avx512_tile_b_pixel_major(p: &Block) {
+        by_width!(avx512_tile_j, true; p, 1 2 3 4 5 6 7 8 9 10 11 12 13 14)
     }
 
     /// An AVX2 tile (≤ 6 columns).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn avx2_tile(p: &Block) {
-        by_width!(avx2_tile_j, p, 1 2 3 4 5 6)
+        by_width!(avx2_tile_j; p, 1 2 3 4 5 6)
     }
 
     /// An AVX-512 tile (≤ 14 columns) stored pixel-major, `j0` its first column.
@@ -209,6 +258,30 @@ mod x86 {
         [acc0, acc1]
     }
 
+    /// [`avx512_sums`] for a pixel-major B: per block of 16 k, row k of B is lane k % 16
+    /// of the block's column vectors (`p.ldb` floats from block to block).
+    #[inline(always)]
+    unsafe fn avx512_sums_b_pixel_major<const J: usize>(p: &Block) -> [[__m512; J]; 2] {
+        std::hint::assert_unchecked(p.k >= 16);
+        let (mut acc0, mut acc1) = ([_mm512_setzero_ps(); J], [_mm512_setzero_ps(); J]);
+        let mut a = p.a;
+        for kb in 0..p.k / 16 {
+            let block = p.b.add(kb * p.ldb);
+            for kk in 0..16 {
+                _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(A_AHEAD * 32) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(A_AHEAD * 32 + 16) as *const i8);
+                let (a0, a1) = (_mm512_loadu_ps(a), _mm512_loadu_ps(a.add(16)));
+                for j in 0..J {
+                    let bj = _mm512_set1_ps(*block.add(16 * j + kk));
+                    acc0[j] = _mm512_fmadd_ps(a0, bj, acc0[j]);
+                    acc1[j] = _mm512_fmadd_ps(a1, bj, acc1[j]);
+                }
+                a = a.add(32);
+            }
+        }
+        [acc0, acc1]
+    }
+
     /// The epilogue along the vector of each half of a tile (one bias per row of C):
     /// `f(half, column, value)` for every sum.
     #[inline(always)]
@@ -237,10 +310,11 @@ mod x86 {
         }
     }
 
-    /// `32 × J` of C into its rows (the tile's columns transposed on the way out).
+    /// `32 × J` of C into its rows (the tile's columns transposed on the way out); B
+    /// pixel-major where `B_PIXEL_MAJOR`.
     #[inline(never)]
     #[target_feature(enable = "avx512f")]
-    unsafe fn avx512_tile_j<const J: usize>(p: &Block) {
+    unsafe fn avx512_tile_j<const J: usize, const B_PIXEL_MAJOR: bool>(p: &Block) {
         // The tile's rows of C, fetched while it computes: written a few columns at a
         // time, rows a C row apart, they are no stream the hardware prefetcher follows.
         for i in 0..p.rows {
@@ -248,7 +322,7 @@ mod x86 {
             _mm_prefetch::<_MM_HINT_ET0>(row as *const i8);
             _mm_prefetch::<_MM_HINT_ET0>(row.add(J - 1) as *const i8);
         }
-        let acc = avx512_sums::<J>(p);
+        let acc = if B_PIXEL_MAJOR { avx512_sums_b_pixel_major::<J>(p) } else { avx512_sums::<J>(p) };
         // Each half of the tile (16 rows) goes out through an in-register 16 × 16
         // transpose, a row of C per vector, stored masked to the tile's columns. Rows
         // past J are masked out of the stores (left as zeros, never read).
