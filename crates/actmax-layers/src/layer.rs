@@ -197,9 +197,9 @@ impl Conv {
 
     /// This conv then `act`, and `next` (which reads only its output) then `next_act`, as
     /// one tape op ([`Tape::conv2d_pair`]: block by block where no gradient runs through
-    /// them); with `then`, a third conv reading only `next`'s output, and its activation
-    /// ([`Tape::conv2d_triple`]). The activations must be ReLU, ReLU6 or linear (they run
-    /// in the stores).
+    /// them); with `then`, a third conv reading only `next`'s output, its activation and
+    /// a residual value added to its output ([`Tape::conv2d_triple`]). The activations
+    /// must be ReLU, ReLU6 or linear (they run in the stores).
     #[allow(clippy::too_many_arguments)] // up to three convs and their activations
     pub(crate) fn pair_then(
         &self,
@@ -209,7 +209,7 @@ impl Conv {
         act: Activation,
         next: &Conv,
         next_act: Activation,
-        then: Option<(&Conv, Activation)>,
+        then: Option<(&Conv, Activation, Option<Var>)>,
     ) -> Result<Var, TensorError> {
         let shape = tape.shape(x)?.to_vec();
         let mid = self.output_shape(&shape)?;
@@ -222,10 +222,10 @@ impl Conv {
         let first = stage(self, self.params(&shape)?, act);
         let second = stage(next, next.params(&mid)?, next_act);
         match then {
-            Some((third, third_act)) => {
+            Some((third, third_act, residual)) => {
                 let out = next.output_shape(&mid)?;
                 let third = stage(third, third.params(&out)?, third_act);
-                tape.conv2d_triple(x, first, second, third)
+                tape.conv2d_triple(x, first, second, third, residual)
             }
             None => tape.conv2d_pair(x, first, second),
         }

@@ -535,7 +535,7 @@ impl Model {
         let mut i = 1;
         while i <= last {
             let node = &self.nodes[i];
-            let ins: Vec<Var> = node.inputs.iter().map(|&j| vals[j].expect("topological order")).collect();
+            let mut ins: Vec<Var> = node.inputs.iter().map(|&j| vals[j].expect("topological order")).collect();
             let started = times.is_some().then(Instant::now);
             let fused = node.layer.plain_conv().zip(fusions.get(i).copied().flatten());
             // The value at j is the pair's own (only the depthwise conv reads it): with no
@@ -547,9 +547,14 @@ impl Model {
                 // only the depthwise conv's value (ending at `last_of_three`), one op too.
                 match self.conv_after(end, &fusions, &readers, last) {
                     Some((third, last_of_three, third_act)) => {
-                        let then = Some((third, third_act));
-                        vals[last_of_three] = Some(conv.pair_then(tape, ins[0], bind, act, dw, next_act, then)?);
-                        last_of_three + 1
+                        // And the residual connection's addition right after, if any.
+                        let sum = self.residual_after(last_of_three, &readers, last, &vals);
+                        let out = sum.map_or(last_of_three, |(at, _)| at);
+                        let then = Some((third, third_act, sum.map(|(_, r)| r)));
+                        vals[out] = Some(conv.pair_then(tape, ins[0], bind, act, dw, next_act, then)?);
+                        // The residual is read here too: counted as one of this step's inputs.
+                        ins.extend(sum.map(|(_, r)| r));
+                        out + 1
                     }
                     None => {
                         vals[end] = Some(conv.pair_then(tape, ins[0], bind, act, dw, next_act, None)?);
@@ -627,6 +632,26 @@ impl Model {
             Some((end, act)) => (conv, end, act),
             None => (conv, k, Activation::Linear),
         })
+    }
+
+    /// The two-input addition reading the value at `j` (through identities, each read
+    /// once) and a value already computed, when nothing else reads `j`'s value: the
+    /// addition's index and that other value (a residual connection).
+    fn residual_after(&self, j: usize, readers: &[usize], last: usize, vals: &[Option<Var>]) -> Option<(usize, Var)> {
+        let mut k = j + 1;
+        while k <= last
+            && readers[k - 1] == 1
+            && self.nodes[k].inputs == [k - 1]
+            && matches!(self.nodes[k].layer, Layer::Identity | Layer::Dropout(_))
+        {
+            k += 1;
+        }
+        let node = self.nodes.get(k).filter(|n| k <= last && readers[k - 1] == 1 && matches!(n.layer, Layer::Add))?;
+        match node.inputs[..] {
+            [a, b] if a == k - 1 && b != a => Some((k, vals[b]?)),
+            [a, b] if b == k - 1 && a != b => Some((k, vals[a]?)),
+            _ => None,
+        }
     }
 
     /// How many reads of each value a forward to `last` makes, plus one for each time it is

@@ -435,15 +435,24 @@ impl Tape {
 
     /// An inverted-residual block's three convs — a pointwise expand conv, the depthwise
     /// conv reading it, the pointwise project conv reading that — each followed by its
-    /// activation (ReLU, ReLU6 or none). With no operand requiring a gradient and shapes
-    /// that fuse ([`fused::fuses_three`]: AVX-512, 7×7 and 14×14 images) the three run
-    /// pixel-major between them and only the result is made; otherwise
-    /// [`Tape::conv2d_pair`], then the third conv. Same values either way.
-    pub fn conv2d_triple(&mut self, x: Var, first: ConvStage, second: ConvStage, third: ConvStage) -> Result<Var> {
-        let weights = [Some(first.w), first.b, Some(second.w), second.b, Some(third.w), third.b];
+    /// activation (ReLU, ReLU6 or none), and, given a `residual` of the output's shape
+    /// (the block's input), the sum of the two. With no operand requiring a gradient and
+    /// shapes that fuse ([`fused::fuses_three`]: AVX-512, 7×7 and 14×14 images) the three
+    /// run pixel-major between them, the residual is added in the last store, and only
+    /// the result is made; otherwise [`Tape::conv2d_pair`], the third conv, then
+    /// [`Tape::add`]. Same values either way.
+    pub fn conv2d_triple(
+        &mut self,
+        x: Var,
+        first: ConvStage,
+        second: ConvStage,
+        third: ConvStage,
+        residual: Option<Var>,
+    ) -> Result<Var> {
+        let weights = [Some(first.w), first.b, Some(second.w), second.b, Some(third.w), third.b, residual];
         let no_grad = !self.requires_grad(x) && !weights.into_iter().flatten().any(|v| self.requires_grad(v));
         if no_grad {
-            if let Some(y) = self.fused_three(x, (&first, &second, &third))? {
+            if let Some(y) = self.fused_three(x, (&first, &second, &third), residual)? {
                 return Ok(self.constant(y));
             }
         }
@@ -452,29 +461,40 @@ impl Tape {
         if no_grad {
             self.release(mid)?;
         }
-        Ok(y)
+        let Some(r) = residual else { return Ok(y) };
+        let sum = self.add(y, r)?;
+        if no_grad {
+            self.release(y)?;
+        }
+        Ok(sum)
     }
 
-    /// The three convs' output where they fuse pixel-major, else `None`.
+    /// The three convs' output (plus the residual) where they fuse pixel-major, else
+    /// `None`.
     fn fused_three(
         &self,
         x: Var,
         (first, second, third): (&ConvStage, &ConvStage, &ConvStage),
+        residual: Option<Var>,
     ) -> Result<Option<Tensor>> {
         let relu_only = third.act.is_none_or(|k| matches!(k, ReluKind::Relu | ReluKind::Relu6));
         let Some(plan) = self.pair_plan(x, first, second)?.filter(|p| !p.keeps && relu_only) else { return Ok(None) };
         let g3 = ConvGeometry::new("conv2d_triple", &plan.g2.out_shape(), self.shape(third.w)?, third.p)?;
         self.check_conv_bias(third.b, &g3)?;
         let pack3 = self.packs.for_weight(self, third.w, &g3, PackDirection::Forward)?;
-        if !fused::fuses_three(&plan.g1, &plan.pack, &plan.g2, &g3, &pack3) {
+        let res = residual.map(|r| self.val(r));
+        let fits = res.is_none_or(|r| r.shape() == g3.out_shape().as_slice());
+        if !fits || !fused::fuses_three(&plan.g1, &plan.pack, &plan.g2, &g3, &pack3) {
             return Ok(None);
         }
+        let res = res.map(|r| r.as_slice().expect("standard"));
         let bias = |b: Option<Var>| b.map(|b| self.val(b).as_slice().expect("standard"));
         let stage = |g, s: &ConvStage| FusedConv { g, bias: bias(s.b), clamp: s.act.and_then(ReluKind::bounds) };
         let (xs, dw_w) = (self.val(x).as_slice().expect("standard"), self.val(second.w).as_slice().expect("standard"));
         let mut y = self.scratch.take(g3.out_elems());
         let (s1, s2, s3) = (stage(&plan.g1, first), stage(&plan.g2, second), stage(&g3, third));
-        fused::pointwise_depthwise_pointwise_forward(xs, &plan.pack, s1, dw_w, s2, &pack3, s3, &mut y, &self.scratch)?;
+        let scratch = &self.scratch;
+        fused::pointwise_depthwise_pointwise_forward(xs, &plan.pack, s1, dw_w, s2, &pack3, s3, res, &mut y, scratch)?;
         Ok(Some(ArrayD::from_shape_vec(IxDyn(&g3.out_shape()), y).expect("sized by geometry")))
     }
 

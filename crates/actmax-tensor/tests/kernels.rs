@@ -562,14 +562,15 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
     /// An expand, depthwise and project conv fused pixel-major (AVX-512) give the bits of
-    /// the three convs one after the other: whole panels on both pointwise convs, 3 × 3
-    /// and 5 × 5, strides 1 and 2, batches, bias or none, clamps. Where they do not fuse
+    /// the three convs one after the other (and of the residual's addition after them):
+    /// whole panels on both pointwise convs, 3 × 3 and 5 × 5, strides 1 and 2, batches,
+    /// bias or none, clamps. Where they do not fuse
     /// (AVX2, 32-multiple images, which take the row kernel) the call is refused.
     #[test]
     fn three_convs_fused_pixel_major_give_the_three_convs_bits(
         n in 1usize..=2, cin in 1usize..=40, panels in 1usize..=4, cout in 1usize..=3, h in 3usize..=16, w in 3usize..=16,
         k in prop_oneof![Just(3usize), Just(5)], s in 1usize..=2, bias in any::<bool>(), clamps in (0usize..3, 0usize..3, 0usize..3),
-        seed in any::<u64>(),
+        residual in any::<bool>(), seed in any::<u64>(),
     ) {
         let (c, c3) = (32 * panels, 32 * cout);
         let clamp = |i: usize| [None, Some((0.0, 6.0)), Some((0.0, f32::INFINITY))][i];
@@ -587,9 +588,14 @@ proptest! {
         conv::conv2d_forward_prepacked(ConvPlan::choose(&g1), &x, &w1, &pack1, b1, clamp(clamps.0), &g1, &mut mid, &scratch).unwrap();
         conv::conv2d_forward_with(ConvPlan::choose(&g2), &mid, &w2, b2, clamp(clamps.1), &g2, &mut mid2, &scratch).unwrap();
         conv::conv2d_forward_prepacked(ConvPlan::choose(&g3), &mid2, &w3, &pack3, b3, clamp(clamps.2), &g3, &mut want, &scratch).unwrap();
+        // The block's residual connection, added after the third conv's clamp.
+        let res = values(seed ^ 7, g3.out_elems());
+        if residual {
+            want.iter_mut().zip(&res).for_each(|(w, r)| *w += r);
+        }
         let stage = |g, b, cl| fused::FusedConv { g, bias: b, clamp: cl };
         let mut got = vec![f32::NAN; g3.out_elems()];
-        let r = fused::pointwise_depthwise_pointwise_forward(&x, &pack1, stage(&g1, b1, clamp(clamps.0)), &w2, stage(&g2, b2, clamp(clamps.1)), &pack3, stage(&g3, b3, clamp(clamps.2)), &mut got, &scratch);
+        let r = fused::pointwise_depthwise_pointwise_forward(&x, &pack1, stage(&g1, b1, clamp(clamps.0)), &w2, stage(&g2, b2, clamp(clamps.1)), &pack3, stage(&g3, b3, clamp(clamps.2)), residual.then_some(res.as_slice()), &mut got, &scratch);
         let fuses = fused::fuses_three(&g1, &pack1, &g2, &g3, &pack3);
         prop_assert_eq!(r.is_ok(), fuses, "{:?}", r);
         if fuses {

@@ -206,11 +206,13 @@ pub fn fuses_three(
 }
 
 /// The inverted-residual block's three convs at inference: expand (pointwise), depthwise,
-/// project (pointwise), each with its bias and clamp, where [`fuses_three`]. The first
-/// two run as [`pointwise_depthwise_forward`] does pixel-major, and the depthwise output
-/// stays pixel-major: the project conv reads it so (`wide::sgemm_b_pixel_major`), and
-/// nothing is transposed between the three. The same bits as the three convs. An error
-/// where they do not fuse or an operand does not fit its geometry.
+/// project (pointwise), each with its bias and clamp, where [`fuses_three`], and the
+/// block's `residual` connection (its input, as long as the output) added to the project
+/// conv's output in its store. The first two run as [`pointwise_depthwise_forward`] does
+/// pixel-major, and the depthwise output stays pixel-major: the project conv reads it so
+/// (`wide::sgemm_b_pixel_major`), and nothing is transposed between the three. The same
+/// bits as the three convs (and the addition). An error where they do not fuse or an
+/// operand does not fit its geometry.
 #[allow(clippy::too_many_arguments)] // three convs' operands, spelled out
 pub fn pointwise_depthwise_pointwise_forward(
     x: &[f32],
@@ -220,6 +222,7 @@ pub fn pointwise_depthwise_pointwise_forward(
     dw: FusedConv,
     pack3: &ConvPack,
     pw3: FusedConv,
+    residual: Option<&[f32]>,
     out: &mut [f32],
     scratch: &ScratchPool,
 ) -> Result<()> {
@@ -229,11 +232,10 @@ pub fn pointwise_depthwise_pointwise_forward(
     }
     pack3.check(op, ConvKernel::Pointwise, pw3.g, PackDirection::Forward)?;
     let g3 = pw3.g;
-    if out.len() != g3.out_elems() || pw3.bias.is_some_and(|b| b.len() != g3.c_out) {
-        return Err(refuse(
-            op,
-            format!("the output holds {} floats, the geometry needs {}", out.len(), g3.out_elems()),
-        ));
+    let lens = [out.len(), residual.map_or(g3.out_elems(), <[f32]>::len), pw3.bias.map_or(g3.c_out, <[f32]>::len)];
+    if lens != [g3.out_elems(), g3.out_elems(), g3.c_out] {
+        let want = g3.out_elems();
+        return Err(refuse(op, format!("output, residual and bias hold {lens:?} floats, the geometry needs {want}")));
     }
     #[cfg(target_arch = "x86_64")]
     {
@@ -241,18 +243,13 @@ pub fn pointwise_depthwise_pointwise_forward(
         let mut mid = scratch.lease(dw.g.out_elems());
         pair_forward_pixel_major(x, pack, pw, dw_w, dw, &mut mid, true, scratch)?;
         let ep = Epilogue { bias: pw3.bias, clamp: pw3.clamp };
-        for (mid, out) in mid.chunks(c * ol).zip(out.chunks_mut(g3.c_out * ol)) {
+        for (i, (mid, out)) in mid.chunks(c * ol).zip(out.chunks_mut(g3.c_out * ol)).enumerate() {
+            let res = residual.map(|r| r[i * g3.c_out * ol..].as_ptr());
             // Safety: `mid` is this image's pixel-major depthwise output (c · ol floats),
-            // `out` its g3.c_out rows of ol; AVX-512 (`fuses_three`).
+            // `out` (and the residual) its g3.c_out rows of ol; AVX-512 (`fuses_three`).
             unsafe {
-                wide::sgemm_b_pixel_major(
-                    &pack3.panels[0],
-                    ol,
-                    mid.as_ptr(),
-                    OutMat { ptr: out.as_mut_ptr(), ld: ol },
-                    &ep,
-                    true,
-                )
+                let c = OutMat { ptr: out.as_mut_ptr(), ld: ol };
+                wide::sgemm_b_pixel_major(&pack3.panels[0], ol, mid.as_ptr(), c, &ep, res, true)
             };
         }
     }

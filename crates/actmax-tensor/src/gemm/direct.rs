@@ -203,6 +203,7 @@ impl PackedA {
             cols,
             bias: ep.bias.map_or(std::ptr::null(), |b| b.as_ptr().add(i0)),
             clamp: ep.clamp,
+            residual: std::ptr::null(),
         }
     }
 
@@ -427,6 +428,10 @@ pub(super) struct Block {
     /// `rows` biases, or null.
     pub(super) bias: *const f32,
     pub(super) clamp: Clamp,
+    /// A matrix laid out as C (at `ldc`) added after the clamp — a residual connection —
+    /// or null. Only the AVX-512 wide kernel's store reads it (`wide::sgemm_b_pixel_major`
+    /// is the one caller that sets it).
+    pub(super) residual: *const f32,
 }
 
 /// `count` microkernel calls from a first block, each the next one along a row of C

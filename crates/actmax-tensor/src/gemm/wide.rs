@@ -78,26 +78,32 @@ pub(super) unsafe fn sgemm(a: &PackedA, n: usize, b: *const f32, ldb: usize, c: 
 /// `C = A·B` then the epilogue, for `a` packed wide, with B pixel-major
 /// ([`PixelMajor`]'s blocks, unpadded: 16 rows of B a block, `16·n` floats, column `j`
 /// of the block's rows at `16·j`) — a depthwise conv's output as its channel blocks
-/// leave it, read without being transposed into rows first. AVX-512 only, K a multiple
-/// of 16 (checked).
+/// leave it, read without being transposed into rows first — and `residual` (laid out
+/// as C) added last. AVX-512 only, K a multiple of 16 (checked).
 ///
 /// # Safety
-/// `b` valid for `k·n` floats, C for `m` rows of `n` at stride `c.ld`; the CPU must have
-/// AVX-512F.
+/// `b` valid for `k·n` floats, C (and `residual`) for `m` rows of `n` at stride `c.ld`;
+/// the CPU must have AVX-512F.
+#[allow(clippy::too_many_arguments)] // a GEMM's operands, spelled out
 pub(crate) unsafe fn sgemm_b_pixel_major(
     a: &PackedA,
     n: usize,
     b: *const f32,
     c: OutMat,
     ep: &Epilogue,
+    residual: Option<*const f32>,
     parallel: bool,
 ) {
     assert!(a.wide && a.isa == Isa::Avx512 && a.k > 0 && a.k.is_multiple_of(16) && n > 0);
     assert!(ep.bias.is_none_or(|b| b.len() >= a.m));
-    let bp = SendPtr(b as *mut f32);
+    let (bp, rp) = (SendPtr(b as *mut f32), SendPtr(residual.unwrap_or(std::ptr::null()) as *mut f32));
+    let mr = rows(a.isa);
     for_each_unit(a, n, c, parallel, |p, j0, cols, c| {
         let mut tile = a.block(p, j0, cols, bp.get(), 16 * n, c, ep);
         tile.b = bp.get().add(16 * j0);
+        if !rp.get().is_null() {
+            tile.residual = rp.get().add(p * mr * c.ld + j0);
+        }
         // Safety: each unit is its own rows × columns of C; AVX-512 checked above.
         #[cfg(target_arch = "x86_64")]
         x86::avx512_tile_b_pixel_major(&tile);
@@ -332,7 +338,13 @@ mod x86 {
         for (h, v) in v.iter().enumerate() {
             let rows = transpose16(v);
             for (i, row) in rows.iter().enumerate().take(p.rows.saturating_sub(16 * h)) {
-                _mm512_mask_storeu_ps(p.c.add((16 * h + i) * p.ldc), cols, *row);
+                let at = (16 * h + i) * p.ldc;
+                let row = if p.residual.is_null() {
+                    *row
+                } else {
+                    _mm512_add_ps(*row, _mm512_maskz_loadu_ps(cols, p.residual.add(at)))
+                };
+                _mm512_mask_storeu_ps(p.c.add(at), cols, row);
             }
         }
     }
