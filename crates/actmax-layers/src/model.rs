@@ -540,12 +540,12 @@ impl Model {
             let fused = node.layer.plain_conv().zip(fusions.get(i).copied().flatten());
             // The value at j is the pair's own (only the depthwise conv reads it): with no
             // gradient it is never kept, with one the tape keeps it with its ReLU6's bits.
-            let pair = fused.and_then(|(_, (j, _))| self.depthwise_after(j, &fusions, &readers, last));
+            let pair = fused.and_then(|(_, (j, _))| self.conv_reading(j, &fusions, &readers, last, true));
             let next = if let (Some((conv, (_, act))), Some((dw, end, next_act))) = (fused, pair) {
                 // A conv, its activation at j, and the depthwise conv at j + 1 (with its
                 // activation, ending at `end`): one op; with the pointwise conv reading
                 // only the depthwise conv's value (ending at `last_of_three`), one op too.
-                match self.conv_after(end, &fusions, &readers, last) {
+                match self.conv_reading(end, &fusions, &readers, last, false) {
                     Some((third, last_of_three, third_act)) => {
                         // And the residual connection's addition right after, if any.
                         let sum = self.residual_after(last_of_three, &readers, last, &vals);
@@ -593,41 +593,27 @@ impl Model {
         Ok(outputs.iter().map(|&i| vals[i].expect("computed")).collect())
     }
 
-    /// The depthwise conv at `j + 1` when it reads the value at `j` (a conv's fused
-    /// activation) and nothing else does, nor is it asked for: that conv, the last node it
-    /// computes (its own fused activation, or itself) and that activation. For an
-    /// inference binding ([`Tape::conv2d_pair`] computes such a pair a block of channels
-    /// at a time where the shapes pay, else the two convs as usual).
-    fn depthwise_after(
+    /// The conv at `j + 1` — a depthwise one, or with `depthwise` false any other — when
+    /// it reads the value at `j` (a conv's fused activation, or its output) and nothing
+    /// else does, nor is it asked for: that conv, the last node it computes (its own
+    /// fused activation, or itself) and that activation. For an inference binding:
+    /// [`Tape::conv2d_pair`] computes a conv and such a depthwise conv a block of
+    /// channels at a time where the shapes pay, [`Tape::conv2d_triple`] the project conv
+    /// after them with the two.
+    fn conv_reading(
         &self,
         j: usize,
         fusions: &[Option<(usize, Activation)>],
         readers: &[usize],
         last: usize,
+        depthwise: bool,
     ) -> Option<(&Conv, usize, Activation)> {
         let k = j + 1;
         let node = self.nodes.get(k).filter(|n| k <= last && readers[j] == 1 && n.inputs == [j])?;
-        let Layer::DepthwiseConv2d(dw, Activation::Linear) = &node.layer else { return None };
-        Some(match fusions.get(k).copied().flatten() {
-            Some((end, act)) => (dw, end, act),
-            None => (dw, k, Activation::Linear),
-        })
-    }
-
-    /// The (not depthwise) conv at `j + 1` when it reads the value at `j` and nothing else does, nor
-    /// is it asked for: that conv, the last node it computes (its fused activation, or
-    /// itself) and that activation ([`Tape::conv2d_triple`] runs it with the pair before
-    /// it, where the shapes fuse).
-    fn conv_after(
-        &self,
-        j: usize,
-        fusions: &[Option<(usize, Activation)>],
-        readers: &[usize],
-        last: usize,
-    ) -> Option<(&Conv, usize, Activation)> {
-        let k = j + 1;
-        let node = self.nodes.get(k).filter(|n| k <= last && readers[j] == 1 && n.inputs == [j])?;
-        let Layer::Conv2d(conv, Activation::Linear) = &node.layer else { return None };
+        let conv = match (&node.layer, depthwise) {
+            (Layer::DepthwiseConv2d(c, Activation::Linear), true) | (Layer::Conv2d(c, Activation::Linear), false) => c,
+            _ => return None,
+        };
         Some(match fusions.get(k).copied().flatten() {
             Some((end, act)) => (conv, end, act),
             None => (conv, k, Activation::Linear),

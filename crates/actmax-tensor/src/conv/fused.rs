@@ -45,16 +45,21 @@ pub struct FusedConv<'a> {
 /// the row kernel (images of more than a few hundred pixels; the wide kernel's few
 /// columns leave nothing to gain) whose output is exactly the depthwise conv's input.
 pub fn fuses(pw: &ConvGeometry, pack: &ConvPack, dw: &ConvGeometry) -> bool {
+    one_gemm(pw, pack) && dw.is_depthwise() && reads_output(dw, pw) && !pack.panels[0].is_wide()
+}
+
+/// A pointwise conv run as one GEMM on its forward pack.
+fn one_gemm(pw: &ConvGeometry, pack: &ConvPack) -> bool {
     pw.is_pointwise()
         && pw.p.groups == 1
-        && dw.is_depthwise()
-        && dw.n == pw.n
-        && dw.c_in == pw.c_out
-        && dw.in_hw == pw.out_hw
         && pack.kernel == ConvKernel::Pointwise
         && pack.panels.len() == 1
-        && !pack.panels[0].is_wide()
         && pack.panels[0].depth() > 0
+}
+
+/// Whether `next`'s input is exactly `prev`'s output.
+fn reads_output(next: &ConvGeometry, prev: &ConvGeometry) -> bool {
+    next.n == prev.n && next.c_in == prev.c_out && next.in_hw == prev.out_hw
 }
 
 /// Whether [`pointwise_depthwise_forward`] runs this pair pixel-major (AVX-512): a
@@ -70,22 +75,16 @@ pub fn fuses_pixel_major(pw: &ConvGeometry, pack: &ConvPack, dw: &ConvGeometry) 
     #[cfg(target_arch = "x86_64")]
     {
         let k = dw.k_hw[0];
-        pw.is_pointwise()
-            && pw.p.groups == 1
+        one_gemm(pw, pack)
             && dw.is_depthwise()
-            && dw.n == pw.n
-            && dw.c_in == pw.c_out
-            && dw.in_hw == pw.out_hw
+            && reads_output(dw, pw)
             && pw.c_out.is_multiple_of(32)
             && dw.k_hw == [k, k]
             && matches!(k, 3 | 5)
             && dw.p.dilation == [1, 1]
             && depthwise::ChannelBlockLayout::new(dw).fits(dw, k)
-            && pack.kernel == ConvKernel::Pointwise
-            && pack.panels.len() == 1
             && pack.panels[0].is_wide()
             && pack.panels[0].isa() == Isa::Avx512
-            && pack.panels[0].depth() > 0
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -96,8 +95,9 @@ pub fn fuses_pixel_major(pw: &ConvGeometry, pack: &ConvPack, dw: &ConvGeometry) 
 
 /// `out` = depthwise(pointwise(`x`)), each conv's bias and clamp in its store, a block of
 /// channels at a time (blocks spread over the pool). `pack` is the pointwise conv's
-/// forward pack, `dw_w` the depthwise weights. An error where [`fuses`] is false or an
-/// operand does not fit its geometry.
+/// forward pack, `dw_w` the depthwise weights. Pixel-major between the two where
+/// [`fuses_pixel_major`]. An error where neither it nor [`fuses`] holds, or an operand
+/// does not fit its geometry.
 #[allow(clippy::too_many_arguments)] // two convs' operands, spelled out
 pub fn pointwise_depthwise_forward(
     x: &[f32],
@@ -193,16 +193,10 @@ pub fn fuses_three(
     pack3: &ConvPack,
 ) -> bool {
     fuses_pixel_major(pw, pack, dw)
-        && pw3.is_pointwise()
-        && pw3.p.groups == 1
-        && pw3.n == dw.n
-        && pw3.c_in == dw.c_out
-        && pw3.in_hw == dw.out_hw
-        && pack3.kernel == ConvKernel::Pointwise
-        && pack3.panels.len() == 1
+        && one_gemm(pw3, pack3)
+        && reads_output(pw3, dw)
         && pack3.panels[0].is_wide()
         && pack3.panels[0].isa() == Isa::Avx512
-        && pack3.panels[0].depth() == dw.c_out
 }
 
 /// The inverted-residual block's three convs at inference: expand (pointwise), depthwise,
