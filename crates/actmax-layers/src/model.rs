@@ -624,6 +624,19 @@ impl Model {
     /// once) and a value already computed, when nothing else reads `j`'s value: the
     /// addition's index and that other value (a residual connection).
     fn residual_after(&self, j: usize, readers: &[usize], last: usize, vals: &[Option<Var>]) -> Option<(usize, Var)> {
+        let k = self.past_identities(j, readers, last);
+        let node = self.nodes.get(k).filter(|n| k <= last && readers[k - 1] == 1 && matches!(n.layer, Layer::Add))?;
+        match node.inputs[..] {
+            [a, b] if a == k - 1 && b != a => Some((k, vals[b]?)),
+            [a, b] if b == k - 1 && a != b => Some((k, vals[a]?)),
+            _ => None,
+        }
+    }
+
+    /// The first node after `j` that is not one of a chain of identities (folded batch
+    /// norms, dropout at inference) each reading only the one before, whose value only it
+    /// reads and no one asks for.
+    fn past_identities(&self, j: usize, readers: &[usize], last: usize) -> usize {
         let mut k = j + 1;
         while k <= last
             && readers[k - 1] == 1
@@ -632,12 +645,7 @@ impl Model {
         {
             k += 1;
         }
-        let node = self.nodes.get(k).filter(|n| k <= last && readers[k - 1] == 1 && matches!(n.layer, Layer::Add))?;
-        match node.inputs[..] {
-            [a, b] if a == k - 1 && b != a => Some((k, vals[b]?)),
-            [a, b] if b == k - 1 && a != b => Some((k, vals[a]?)),
-            _ => None,
-        }
+        k
     }
 
     /// How many reads of each value a forward to `last` makes, plus one for each time it is
@@ -656,10 +664,11 @@ impl Model {
     }
 
     /// Convs whose activation can run in their own store: at each conv's index, the
-    /// index of the activation and its kind, for each conv with no activation of its own, followed only by identities (folded batch
-    /// norms, dropout at inference) and then a ReLU or ReLU6, where nothing but the next
-    /// layer reads any value in between and none of them is an output asked for. The
-    /// layer list stays as it is: names, indexes and every requested value are unchanged.
+    /// index of the activation and its kind, for each conv with no activation of its own,
+    /// followed only by identities ([`Model::past_identities`]) and then a ReLU or ReLU6,
+    /// where nothing but the next layer reads any value in between and none of them is an
+    /// output asked for. The layer list stays as it is: names, indexes and every
+    /// requested value are unchanged.
     /// `readers` as [`Model::readers`] gives them (a requested output counts as a read).
     fn activation_fusions(&self, readers: &[usize], last: usize) -> Vec<Option<(usize, Activation)>> {
         // Read once, by the next layer, and not asked for.
@@ -670,14 +679,7 @@ impl Model {
             if self.nodes[i].layer.plain_conv().is_none() {
                 continue;
             }
-            let mut j = i + 1;
-            while j <= last
-                && chained(j)
-                && private(j - 1)
-                && matches!(self.nodes[j].layer, Layer::Identity | Layer::Dropout(_))
-            {
-                j += 1;
-            }
+            let j = self.past_identities(i, readers, last);
             if j <= last && chained(j) && private(j - 1) {
                 if let Layer::Activation(act) = self.nodes[j].layer {
                     if act.fusable().is_some() {

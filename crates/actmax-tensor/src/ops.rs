@@ -388,7 +388,7 @@ impl Tape {
     /// (each decides from the output alone); under [`crate::BackpropMode::Custom`], whose
     /// hook may read the pre-activation, it records the two ops.
     pub fn conv2d_activated(&mut self, x: Var, w: Var, b: Option<Var>, p: Conv2dParams, kind: ReluKind) -> Result<Var> {
-        if !matches!(kind, ReluKind::Relu | ReluKind::Relu6) {
+        if !in_store(Some(kind)) {
             return Err(param_err("conv2d_activated", format!("fuses ReLU and ReLU6 only, not {kind:?}")));
         }
         if matches!(self.mode, crate::BackpropMode::Custom(_)) {
@@ -449,8 +449,8 @@ impl Tape {
         third: ConvStage,
         residual: Option<Var>,
     ) -> Result<Var> {
-        let weights = [Some(first.w), first.b, Some(second.w), second.b, Some(third.w), third.b, residual];
-        let no_grad = !self.requires_grad(x) && !weights.into_iter().flatten().any(|v| self.requires_grad(v));
+        let operands = [Some(x), Some(first.w), first.b, Some(second.w), second.b, Some(third.w), third.b, residual];
+        let no_grad = !operands.into_iter().flatten().any(|v| self.requires_grad(v));
         if no_grad {
             if let Some(y) = self.fused_three(x, (&first, &second, &third), residual)? {
                 return Ok(self.constant(y));
@@ -477,8 +477,9 @@ impl Tape {
         (first, second, third): (&ConvStage, &ConvStage, &ConvStage),
         residual: Option<Var>,
     ) -> Result<Option<Tensor>> {
-        let relu_only = third.act.is_none_or(|k| matches!(k, ReluKind::Relu | ReluKind::Relu6));
-        let Some(plan) = self.pair_plan(x, first, second)?.filter(|p| !p.keeps && relu_only) else { return Ok(None) };
+        let Some(plan) = self.pair_plan(x, first, second)?.filter(|p| !p.keeps && in_store(third.act)) else {
+            return Ok(None);
+        };
         let g3 = ConvGeometry::new("conv2d_triple", &plan.g2.out_shape(), self.shape(third.w)?, third.p)?;
         self.check_conv_bias(third.b, &g3)?;
         let pack3 = self.packs.for_weight(self, third.w, &g3, PackDirection::Forward)?;
@@ -488,11 +489,10 @@ impl Tape {
             return Ok(None);
         }
         let res = res.map(|r| r.as_slice().expect("standard"));
-        let bias = |b: Option<Var>| b.map(|b| self.val(b).as_slice().expect("standard"));
-        let stage = |g, s: &ConvStage| FusedConv { g, bias: bias(s.b), clamp: s.act.and_then(ReluKind::bounds) };
         let (xs, dw_w) = (self.val(x).as_slice().expect("standard"), self.val(second.w).as_slice().expect("standard"));
         let mut y = self.scratch.take(g3.out_elems());
-        let (s1, s2, s3) = (stage(&plan.g1, first), stage(&plan.g2, second), stage(&g3, third));
+        let (s1, s2, s3) =
+            (self.fused_conv(&plan.g1, first), self.fused_conv(&plan.g2, second), self.fused_conv(&g3, third));
         let scratch = &self.scratch;
         fused::pointwise_depthwise_pointwise_forward(xs, &plan.pack, s1, dw_w, s2, &pack3, s3, res, &mut y, scratch)?;
         Ok(Some(ArrayD::from_shape_vec(IxDyn(&g3.out_shape()), y).expect("sized by geometry")))
@@ -508,8 +508,7 @@ impl Tape {
     /// The fused pair's geometries and the first conv's forward pack, where the shapes
     /// and activations fuse (row-kernel or pixel-major).
     fn pair_plan(&self, x: Var, first: &ConvStage, second: &ConvStage) -> Result<Option<PairPlan>> {
-        let relu_only = |a: Option<ReluKind>| a.is_none_or(|k| matches!(k, ReluKind::Relu | ReluKind::Relu6));
-        if !relu_only(first.act) || !relu_only(second.act) {
+        if !in_store(first.act) || !in_store(second.act) {
             return Ok(None);
         }
         let g1 = ConvGeometry::new("conv2d_pair", self.shape(x)?, self.shape(first.w)?, first.p)?;
@@ -532,16 +531,20 @@ impl Tape {
         keep: Option<fused::KeptMid>,
     ) -> Result<Vec<f32>> {
         let PairPlan { g1, g2, pack, .. } = plan;
-        let bias = |b: Option<Var>| b.map(|b| self.val(b).as_slice().expect("standard"));
-        let stage = |g, b, act: Option<ReluKind>| FusedConv { g, bias: bias(b), clamp: act.and_then(ReluKind::bounds) };
         let (xs, dw_w) = (self.val(x).as_slice().expect("standard"), self.val(second.w).as_slice().expect("standard"));
-        let (s1, s2) = (stage(g1, first.b, first.act), stage(g2, second.b, second.act));
+        let (s1, s2) = (self.fused_conv(g1, first), self.fused_conv(g2, second));
         let mut y = self.scratch.take(g2.out_elems());
         match keep {
             None => fused::pointwise_depthwise_forward(xs, pack, s1, dw_w, s2, &mut y, &self.scratch)?,
             Some(k) => fused::pointwise_depthwise_forward_keeping(xs, pack, s1, dw_w, s2, k, &mut y, &self.scratch)?,
         }
         Ok(y)
+    }
+
+    /// A stage's bias and clamp as the fused kernels take them, for geometry `g`.
+    fn fused_conv<'a>(&'a self, g: &'a ConvGeometry, s: &ConvStage) -> FusedConv<'a> {
+        let bias = s.b.map(|b| self.val(b).as_slice().expect("standard"));
+        FusedConv { g, bias, clamp: s.act.and_then(ReluKind::bounds) }
     }
 
     /// The fused pair for a gradient to `x` alone: both convs on the tape as
@@ -974,6 +977,11 @@ fn fold8(xs: &[f32]) -> f32 {
         acc += p[i] + p[i + 4];
     }
     chunks.remainder().iter().fold(acc, |acc, &v| acc + v)
+}
+
+/// Whether a fused conv's activation runs in its kernel's store: ReLU, ReLU6 or none.
+fn in_store(act: Option<ReluKind>) -> bool {
+    act.is_none_or(|k| matches!(k, ReluKind::Relu | ReluKind::Relu6))
 }
 
 /// How [`Tape::conv2d_pair`] runs a pair that fuses: both geometries and the first

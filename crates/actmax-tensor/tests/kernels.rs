@@ -463,6 +463,77 @@ fn a_large_global_pool_keeps_ndarrays_bits() {
     }
 }
 
+/// The clamps a fused conv's store can apply: none, ReLU6, ReLU.
+const CLAMPS: [Option<(f32, f32)>; 3] = [None, Some((0.0, 6.0)), Some((0.0, f32::INFINITY))];
+
+/// A pointwise expand conv (`cin` → `c` channels) and the depthwise conv of its output,
+/// with seeded operands, their biases (or none) and clamps: the fused-pair tests' input,
+/// and with [`ExpandDepthwise::apart`] their reference.
+struct ExpandDepthwise {
+    g1: ConvGeometry,
+    g2: ConvGeometry,
+    x: Vec<f32>,
+    w1: Vec<f32>,
+    w2: Vec<f32>,
+    b1: Option<Vec<f32>>,
+    b2: Option<Vec<f32>>,
+    clamps: [Option<(f32, f32)>; 2],
+    pack: conv::ConvPack,
+}
+
+impl ExpandDepthwise {
+    /// `None` where the depthwise conv's geometry is invalid (a window past the padding).
+    #[allow(clippy::too_many_arguments)] // a test case's parameters, spelled out
+    fn new(
+        n: usize,
+        cin: usize,
+        c: usize,
+        [h, w]: [usize; 2],
+        k: usize,
+        p2: Conv2dParams,
+        bias: bool,
+        clamps: (usize, usize),
+        seed: u64,
+    ) -> Option<Self> {
+        let g1 = ConvGeometry::new("pw", &[n, cin, h, w], &[c, cin, 1, 1], Conv2dParams::default()).unwrap();
+        let g2 = ConvGeometry::new("dw", &[n, c, h, w], &[c, 1, k, k], Conv2dParams { groups: c, ..p2 }).ok()?;
+        let (x, w1, w2) = (values(seed, g1.in_elems()), values(seed ^ 1, c * cin), values(seed ^ 2, g2.weight_elems()));
+        let (b1, b2) = (bias.then(|| values(seed ^ 3, c)), bias.then(|| values(seed ^ 4, c)));
+        let pack = conv::ConvPack::forward(ConvPlan::choose(&g1), &w1, &g1).unwrap();
+        Some(Self { g1, g2, x, w1, w2, b1, b2, clamps: [CLAMPS[clamps.0], CLAMPS[clamps.1]], pack })
+    }
+
+    /// The pointwise conv's output and the depthwise conv's, each run on its own.
+    fn apart(&self, scratch: &ScratchPool) -> (Vec<f32>, Vec<f32>) {
+        let (g1, g2) = (&self.g1, &self.g2);
+        let (mut mid, mut out) = (vec![0.0; g1.out_elems()], vec![0.0; g2.out_elems()]);
+        let (b1, b2) = (self.b1.as_deref(), self.b2.as_deref());
+        conv::conv2d_forward_prepacked(
+            ConvPlan::choose(g1),
+            &self.x,
+            &self.w1,
+            &self.pack,
+            b1,
+            self.clamps[0],
+            g1,
+            &mut mid,
+            scratch,
+        )
+        .unwrap();
+        conv::conv2d_forward_with(ConvPlan::choose(g2), &mid, &self.w2, b2, self.clamps[1], g2, &mut out, scratch)
+            .unwrap();
+        (mid, out)
+    }
+
+    /// The two convs as the fused kernels take them.
+    fn stages(&self) -> (fused::FusedConv<'_>, fused::FusedConv<'_>) {
+        (
+            fused::FusedConv { g: &self.g1, bias: self.b1.as_deref(), clamp: self.clamps[0] },
+            fused::FusedConv { g: &self.g2, bias: self.b2.as_deref(), clamp: self.clamps[1] },
+        )
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
     /// A pointwise conv and the depthwise conv of its output, a block of channels at a
@@ -475,23 +546,14 @@ proptest! {
         k in prop_oneof![Just(3usize), Just(5)], s in 1usize..=2, pads in (0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2),
         bias in any::<bool>(), clamps in (0usize..3, 0usize..3), seed in any::<u64>(),
     ) {
-        let clamp = |i: usize| [None, Some((0.0, 6.0)), Some((0.0, f32::INFINITY))][i];
-        let g1 = ConvGeometry::new("pw", &[n, cin, h, w], &[c, cin, 1, 1], Conv2dParams::default()).unwrap();
-        let p2 = Conv2dParams { stride: [s, s], padding: Padding2d { top: pads.0, bottom: pads.1, left: pads.2, right: pads.3 }, dilation: [1, 1], groups: c };
-        let g2 = ConvGeometry::new("dw", &[n, c, h, w], &[c, 1, k, k], p2).unwrap();
-        let (x, w1, w2) = (values(seed, g1.in_elems()), values(seed ^ 1, c * cin), values(seed ^ 2, g2.weight_elems()));
-        let (b1, b2) = (values(seed ^ 3, c), values(seed ^ 4, c));
-        let (b1, b2) = (bias.then_some(b1.as_slice()), bias.then_some(b2.as_slice()));
+        let p2 = Conv2dParams { stride: [s, s], padding: Padding2d { top: pads.0, bottom: pads.1, left: pads.2, right: pads.3 }, ..Default::default() };
+        let e = ExpandDepthwise::new(n, cin, c, [h, w], k, p2, bias, clamps, seed).unwrap();
         let scratch = ScratchPool::new();
-        let pack = conv::ConvPack::forward(ConvPlan::choose(&g1), &w1, &g1).unwrap();
-        let mut mid = vec![0.0; g1.out_elems()];
-        let mut want = vec![0.0; g2.out_elems()];
-        conv::conv2d_forward_prepacked(ConvPlan::choose(&g1), &x, &w1, &pack, b1, clamp(clamps.0), &g1, &mut mid, &scratch).unwrap();
-        conv::conv2d_forward_with(ConvPlan::choose(&g2), &mid, &w2, b2, clamp(clamps.1), &g2, &mut want, &scratch).unwrap();
-        prop_assert!(fused::fuses(&g1, &pack, &g2), "{h}x{w} should take the row kernel");
-        let mut got = vec![f32::NAN; g2.out_elems()];
-        let stage = |g, b, cl| fused::FusedConv { g, bias: b, clamp: cl };
-        fused::pointwise_depthwise_forward(&x, &pack, stage(&g1, b1, clamp(clamps.0)), &w2, stage(&g2, b2, clamp(clamps.1)), &mut got, &scratch).unwrap();
+        let (mid, want) = e.apart(&scratch);
+        prop_assert!(fused::fuses(&e.g1, &e.pack, &e.g2), "{h}x{w} should take the row kernel");
+        let mut got = vec![f32::NAN; e.g2.out_elems()];
+        let (s1, s2) = e.stages();
+        fused::pointwise_depthwise_forward(&e.x, &e.pack, s1, &e.w2, s2, &mut got, &scratch).unwrap();
         for (i, (a, b)) in got.iter().zip(&want).enumerate() {
             prop_assert_eq!(a.to_bits(), b.to_bits(), "at {}: {} vs {}", i, a, b);
         }
@@ -499,11 +561,11 @@ proptest! {
         // pixels): the same output, the kept one the pointwise conv's, the bits its ReLU's.
         let band = actmax_tensor::PassBand { lo: 0.0, hi: (clamps.0 == 1).then_some(6.0) };
         let with_bits = (h * w) % 16 == 0;
-        let mut kept = vec![f32::NAN; g1.out_elems()];
-        let mut bits = vec![0xA5A5u16; if with_bits { g1.out_elems() / 16 } else { 0 }];
-        let mut got = vec![f32::NAN; g2.out_elems()];
+        let mut kept = vec![f32::NAN; e.g1.out_elems()];
+        let mut bits = vec![0xA5A5u16; if with_bits { e.g1.out_elems() / 16 } else { 0 }];
+        let mut got = vec![f32::NAN; e.g2.out_elems()];
         let keep = fused::KeptMid { mid: &mut kept, bits: with_bits.then_some((bits.as_mut_slice(), band)) };
-        fused::pointwise_depthwise_forward_keeping(&x, &pack, stage(&g1, b1, clamp(clamps.0)), &w2, stage(&g2, b2, clamp(clamps.1)), keep, &mut got, &scratch).unwrap();
+        fused::pointwise_depthwise_forward_keeping(&e.x, &e.pack, s1, &e.w2, s2, keep, &mut got, &scratch).unwrap();
         prop_assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "keeping changed the output");
         prop_assert!(kept.iter().zip(&mid).all(|(a, b)| a.to_bits() == b.to_bits()), "the kept output is not the pointwise conv's");
         for (i, &y) in mid.iter().enumerate().filter(|_| with_bits) {
@@ -515,40 +577,30 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     /// On AVX-512, a pointwise conv packed for the wide kernel (images of a few hundred
-    /// pixels or fewer) and the stride-1 depthwise conv of its output run pixel-major in
-    /// between, and give the bits the two convs give one after the other: whole panels
-    /// of 32 channels (up to 160), rows of 3 to 16 pixels, 3 × 3 and 5 × 5, strides 1
-    /// and 2, uneven padding, batches, bias or none, clamps. Elsewhere (AVX2, or a shape it does not
-    /// take) the pair does not run pixel-major.
+    /// pixels or fewer) and the depthwise conv of its output run pixel-major in between,
+    /// and give the bits the two convs give one after the other: whole panels of 32
+    /// channels (up to 160), rows of 3 to 16 pixels, 3 × 3 and 5 × 5, strides 1 and 2,
+    /// uneven padding, batches, bias or none, clamps. Elsewhere (AVX2, or a shape it does
+    /// not take) the pair does not run pixel-major.
     #[test]
     fn a_pixel_major_pair_gives_the_two_convs_bits(
         n in 1usize..=2, cin in 1usize..=40, panels in 1usize..=5, h in 3usize..=16, w in 3usize..=16,
         k in prop_oneof![Just(3usize), Just(5)], s in 1usize..=2, pads in (0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2),
         bias in any::<bool>(), clamps in (0usize..3, 0usize..3), seed in any::<u64>(),
     ) {
-        let c = 32 * panels;
-        let clamp = |i: usize| [None, Some((0.0, 6.0)), Some((0.0, f32::INFINITY))][i];
-        let g1 = ConvGeometry::new("pw", &[n, cin, h, w], &[c, cin, 1, 1], Conv2dParams::default()).unwrap();
-        let p2 = Conv2dParams { stride: [s, s], padding: Padding2d { top: pads.0, bottom: pads.1, left: pads.2, right: pads.3 }, groups: c, ..Default::default() };
-        let g2 = ConvGeometry::new("dw", &[n, c, h, w], &[c, 1, k, k], p2);
-        prop_assume!(g2.is_ok());
-        let g2 = g2.unwrap();
-        let (x, w1, w2) = (values(seed, g1.in_elems()), values(seed ^ 1, c * cin), values(seed ^ 2, g2.weight_elems()));
-        let (b1, b2) = (values(seed ^ 3, c), values(seed ^ 4, c));
-        let (b1, b2) = (bias.then_some(b1.as_slice()), bias.then_some(b2.as_slice()));
-        let scratch = ScratchPool::new();
-        let pack = conv::ConvPack::forward(ConvPlan::choose(&g1), &w1, &g1).unwrap();
+        let p2 = Conv2dParams { stride: [s, s], padding: Padding2d { top: pads.0, bottom: pads.1, left: pads.2, right: pads.3 }, ..Default::default() };
+        let e = ExpandDepthwise::new(n, cin, 32 * panels, [h, w], k, p2, bias, clamps, seed);
+        prop_assume!(e.is_some());
+        let e = e.unwrap();
         let avx512 = actmax_tensor::gemm::direct::Isa::detect() == actmax_tensor::gemm::direct::Isa::Avx512;
         let wide = (h * w) % 32 != 0;
-        prop_assert_eq!(fused::fuses_pixel_major(&g1, &pack, &g2), avx512 && wide && g2.out_hw()[1] <= 16);
-        let mut mid = vec![0.0; g1.out_elems()];
-        let mut want = vec![0.0; g2.out_elems()];
-        conv::conv2d_forward_prepacked(ConvPlan::choose(&g1), &x, &w1, &pack, b1, clamp(clamps.0), &g1, &mut mid, &scratch).unwrap();
-        conv::conv2d_forward_with(ConvPlan::choose(&g2), &mid, &w2, b2, clamp(clamps.1), &g2, &mut want, &scratch).unwrap();
-        let mut got = vec![f32::NAN; g2.out_elems()];
-        let stage = |g, b, cl| fused::FusedConv { g, bias: b, clamp: cl };
-        let r = fused::pointwise_depthwise_forward(&x, &pack, stage(&g1, b1, clamp(clamps.0)), &w2, stage(&g2, b2, clamp(clamps.1)), &mut got, &scratch);
-        if !fused::fuses_pixel_major(&g1, &pack, &g2) && !fused::fuses(&g1, &pack, &g2) {
+        prop_assert_eq!(fused::fuses_pixel_major(&e.g1, &e.pack, &e.g2), avx512 && wide && e.g2.out_hw()[1] <= 16);
+        let scratch = ScratchPool::new();
+        let (_, want) = e.apart(&scratch);
+        let mut got = vec![f32::NAN; e.g2.out_elems()];
+        let (s1, s2) = e.stages();
+        let r = fused::pointwise_depthwise_forward(&e.x, &e.pack, s1, &e.w2, s2, &mut got, &scratch);
+        if !fused::fuses_pixel_major(&e.g1, &e.pack, &e.g2) && !fused::fuses(&e.g1, &e.pack, &e.g2) {
             prop_assert!(r.is_err());
             return Ok(());
         }
@@ -564,8 +616,8 @@ proptest! {
     /// An expand, depthwise and project conv fused pixel-major (AVX-512) give the bits of
     /// the three convs one after the other (and of the residual's addition after them):
     /// whole panels on both pointwise convs, 3 × 3 and 5 × 5, strides 1 and 2, batches,
-    /// bias or none, clamps. Where they do not fuse
-    /// (AVX2, 32-multiple images, which take the row kernel) the call is refused.
+    /// bias or none, clamps. Where they do not fuse (AVX2, 32-multiple images, which take
+    /// the row kernel) the call is refused.
     #[test]
     fn three_convs_fused_pixel_major_give_the_three_convs_bits(
         n in 1usize..=2, cin in 1usize..=40, panels in 1usize..=4, cout in 1usize..=3, h in 3usize..=16, w in 3usize..=16,
@@ -573,30 +625,25 @@ proptest! {
         residual in any::<bool>(), seed in any::<u64>(),
     ) {
         let (c, c3) = (32 * panels, 32 * cout);
-        let clamp = |i: usize| [None, Some((0.0, 6.0)), Some((0.0, f32::INFINITY))][i];
-        let g1 = ConvGeometry::new("pw", &[n, cin, h, w], &[c, cin, 1, 1], Conv2dParams::default()).unwrap();
-        let p2 = Conv2dParams { stride: [s, s], padding: Padding2d::tf_same([h, w], [k, k], [s, s], [1, 1]), groups: c, ..Default::default() };
-        let g2 = ConvGeometry::new("dw", &[n, c, h, w], &[c, 1, k, k], p2).unwrap();
-        let g3 = ConvGeometry::new("pw3", &g2.out_shape(), &[c3, c, 1, 1], Conv2dParams::default()).unwrap();
-        let (x, w1, w2, w3) = (values(seed, g1.in_elems()), values(seed ^ 1, c * cin), values(seed ^ 2, g2.weight_elems()), values(seed ^ 5, c3 * c));
-        let (b1, b2, b3) = (values(seed ^ 3, c), values(seed ^ 4, c), values(seed ^ 6, c3));
-        let (b1, b2, b3) = (bias.then_some(b1.as_slice()), bias.then_some(b2.as_slice()), bias.then_some(b3.as_slice()));
+        let p2 = Conv2dParams { stride: [s, s], padding: Padding2d::tf_same([h, w], [k, k], [s, s], [1, 1]), ..Default::default() };
+        let e = ExpandDepthwise::new(n, cin, c, [h, w], k, p2, bias, (clamps.0, clamps.1), seed).unwrap();
+        let g3 = ConvGeometry::new("pw3", &e.g2.out_shape(), &[c3, c, 1, 1], Conv2dParams::default()).unwrap();
+        let (w3, b3) = (values(seed ^ 5, c3 * c), bias.then(|| values(seed ^ 6, c3)));
         let scratch = ScratchPool::new();
-        let pack1 = conv::ConvPack::forward(ConvPlan::choose(&g1), &w1, &g1).unwrap();
         let pack3 = conv::ConvPack::forward(ConvPlan::choose(&g3), &w3, &g3).unwrap();
-        let (mut mid, mut mid2, mut want) = (vec![0.0; g1.out_elems()], vec![0.0; g2.out_elems()], vec![0.0; g3.out_elems()]);
-        conv::conv2d_forward_prepacked(ConvPlan::choose(&g1), &x, &w1, &pack1, b1, clamp(clamps.0), &g1, &mut mid, &scratch).unwrap();
-        conv::conv2d_forward_with(ConvPlan::choose(&g2), &mid, &w2, b2, clamp(clamps.1), &g2, &mut mid2, &scratch).unwrap();
-        conv::conv2d_forward_prepacked(ConvPlan::choose(&g3), &mid2, &w3, &pack3, b3, clamp(clamps.2), &g3, &mut want, &scratch).unwrap();
+        let (_, mid2) = e.apart(&scratch);
+        let mut want = vec![0.0; g3.out_elems()];
+        conv::conv2d_forward_prepacked(ConvPlan::choose(&g3), &mid2, &w3, &pack3, b3.as_deref(), CLAMPS[clamps.2], &g3, &mut want, &scratch).unwrap();
         // The block's residual connection, added after the third conv's clamp.
         let res = values(seed ^ 7, g3.out_elems());
         if residual {
             want.iter_mut().zip(&res).for_each(|(w, r)| *w += r);
         }
-        let stage = |g, b, cl| fused::FusedConv { g, bias: b, clamp: cl };
+        let (s1, s2) = e.stages();
+        let s3 = fused::FusedConv { g: &g3, bias: b3.as_deref(), clamp: CLAMPS[clamps.2] };
         let mut got = vec![f32::NAN; g3.out_elems()];
-        let r = fused::pointwise_depthwise_pointwise_forward(&x, &pack1, stage(&g1, b1, clamp(clamps.0)), &w2, stage(&g2, b2, clamp(clamps.1)), &pack3, stage(&g3, b3, clamp(clamps.2)), residual.then_some(res.as_slice()), &mut got, &scratch);
-        let fuses = fused::fuses_three(&g1, &pack1, &g2, &g3, &pack3);
+        let r = fused::pointwise_depthwise_pointwise_forward(&e.x, &e.pack, s1, &e.w2, s2, &pack3, s3, residual.then_some(res.as_slice()), &mut got, &scratch);
+        let fuses = fused::fuses_three(&e.g1, &e.pack, &e.g2, &g3, &pack3);
         prop_assert_eq!(r.is_ok(), fuses, "{:?}", r);
         if fuses {
             for (i, (a, b)) in got.iter().zip(&want).enumerate() {

@@ -1051,11 +1051,11 @@ fn forward_channel_blocks(p: FwdPlanes, g: &ConvGeometry, out: &mut [f32], scrat
     let ol = g.out_len();
     let blocks = (g.n * g.c_in).div_ceil(16);
     let per_task = blocks.div_ceil(tasks).max(1) * 16;
-    let len = avx512::channel_block_len(g);
+    let (len, lay) = (avx512::channel_block_len(g), ChannelBlockLayout::new(g));
     out.par_chunks_mut(per_task * ol).enumerate().for_each_init(
         || {
             let mut buf = scratch.lease(len);
-            buf.fill(0.0);
+            lay.zero_padding(&mut buf);
             buf
         },
         |buf, (t, chunk)| {
@@ -1253,8 +1253,9 @@ pub(super) unsafe fn channel_block_from_copy(
     outb: &mut [f32],
     out: Option<&mut [f32]>,
 ) {
+    // `block_sums` checks the stride and that the copy fits.
     let k = g.k_hw[0];
-    assert!(g.k_hw == [k, k] && matches!(k, 3 | 5) && lay.fits(g, k) && g.p.dilation == [1, 1]);
+    assert!(g.k_hw == [k, k] && matches!(k, 3 | 5) && g.p.dilation == [1, 1]);
     let wbc = (w, bias, clamp);
     match (k, g.p.stride[0]) {
         (5, 1) => avx512::block_sums::<5, 1>(inb, lay, wbc, first, 16, g, outb),
@@ -1551,7 +1552,7 @@ mod avx512 {
         let (inb, outb) = buf.split_at_mut(lay.len());
         // In: 16 pixels of the 16 planes at a time, transposed into 16 pixel vectors
         // (lane l: plane l) and stored at their padded places. The padding stays zero:
-        // every block writes the same pixels (the caller zeroed the buffer once).
+        // every block writes the same pixels (the caller zeroed the padding once).
         for pc in (0..il).step_by(16) {
             let m = lanes(il - pc);
             let mut v = [_mm512_setzero_ps(); 16];
@@ -1650,7 +1651,7 @@ mod avx512 {
     /// registers, each input pixel loaded once per kernel row for the outputs it feeds.
     /// The taps run in the tap-major kernel's order (bias, then row by row, left to
     /// right), so the results are its bits. Channels `first..first + n` (modulo the
-    /// channel count: blocks may span images); the weights are gathered per lane.
+    /// channel count: blocks may span images, and then each lane gathers its weights).
     ///
     /// # Safety
     /// AVX-512F; `inb` laid out as `lay` (checked by the callers with [`ChannelBlockLayout::fits`]).
@@ -1717,10 +1718,10 @@ mod avx512 {
                 let at = oh * ow_n + j0;
                 let row = inb.as_ptr().add((S * oh * lay.pitch + S * j0) * 16);
                 if lay.row == 7 {
-                    let acc = row_sums::<K, 7, S>(row, lay.pitch, wv.as_ptr(), bias);
+                    let acc = row_sums::<K, 7, S>(row, lay.pitch, &wv, bias);
                     store(&acc[..7.min(ow_n - j0)], at, outb);
                 } else {
-                    let acc = row_sums::<K, 8, S>(row, lay.pitch, wv.as_ptr(), bias);
+                    let acc = row_sums::<K, 8, S>(row, lay.pitch, &wv, bias);
                     store(&acc[..8.min(ow_n - j0)], at, outb);
                 }
             }
@@ -1734,13 +1735,13 @@ mod avx512 {
     unsafe fn row_sums<const K: usize, const ROW: usize, const S: usize>(
         row: *const f32,
         pitch: usize,
-        wv: *const __m512,
+        wv: &[__m512; 25],
         bias: __m512,
     ) -> [__m512; ROW] {
         let mut acc = [bias; ROW];
         for kh in 0..K {
             let r = row.add(kh * pitch * 16);
-            let wk: [__m512; K] = std::array::from_fn(|kw| *wv.add(kh * K + kw));
+            let wk: [__m512; K] = std::array::from_fn(|kw| wv[kh * K + kw]);
             for i in 0..S * (ROW - 1) + K {
                 let x = _mm512_loadu_ps(r.add(i * 16));
                 for (kw, &w) in wk.iter().enumerate() {

@@ -31,7 +31,8 @@ use crate::scratch::ScratchPool;
 /// 1.25–2 MB on recent Intel), beside the depthwise output it writes.
 const BLOCK_BYTES: usize = 512 << 10;
 
-/// One of the two convs: its packed or plain weights, bias, clamp and geometry.
+/// One of the fused convs: its geometry, bias and clamp.
+#[derive(Debug, Clone, Copy)]
 pub struct FusedConv<'a> {
     /// The geometry.
     pub g: &'a ConvGeometry,

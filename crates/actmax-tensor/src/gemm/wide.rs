@@ -187,17 +187,15 @@ mod x86 {
     /// 12, 24, 32 and 48 steps within 2 % of each other.
     const A_AHEAD: usize = 32;
 
-    /// Calls `$tile::<J>` (with any further const arguments) for a tile `J` columns wide.
+    /// `$call` with the const `$J` set to the tile's width `$cols` (1 to 14): one
+    /// monomorphized kernel per width, chosen at run time.
     macro_rules! by_width {
-        ($tile:ident; $p:expr, $($j:literal)*) => {
-            match $p.cols {
-                $($j => $tile::<$j>($p),)*
-                _ => unreachable!("a tile is 1 to 14 columns wide"),
-            }
-        };
-        ($tile:ident, $c:expr; $p:expr, $($j:literal)*) => {
-            match $p.cols {
-                $($j => $tile::<$j, $c>($p),)*
+        ($cols:expr, $J:ident => $call:expr, $($j:literal)*) => {
+            match $cols {
+                $($j => {
+                    const $J: usize = $j;
+                    $call
+                })*
                 _ => unreachable!("a tile is 1 to 14 columns wide"),
             }
         };
@@ -206,84 +204,55 @@ mod x86 {
     /// An AVX-512 tile (≤ 14 columns).
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn avx512_tile(p: &Block) {
-        by_width!(avx512_tile_j, false; p, 1 2 3 4 5 6 7 8 9 10 11 12 13 14)
+        by_width!(p.cols, J => avx512_tile_j::<J, false>(p), 1 2 3 4 5 6 7 8 9 10 11 12 13 14)
     }
 
     /// An AVX-512 tile (≤ 14 columns) whose B is pixel-major (`sgemm_b_pixel_major`).
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn avx512_tile_b_pixel_major(p: &Block) {
-        by_width!(avx512_tile_j, true; p, 1 2 3 4 5 6 7 8 9 10 11 12 13 14)
+        by_width!(p.cols, J => avx512_tile_j::<J, true>(p), 1 2 3 4 5 6 7 8 9 10 11 12 13 14)
     }
 
     /// An AVX2 tile (≤ 6 columns).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn avx2_tile(p: &Block) {
-        by_width!(avx2_tile_j; p, 1 2 3 4 5 6)
+        by_width!(p.cols, J => avx2_tile_j::<J>(p), 1 2 3 4 5 6)
     }
 
     /// An AVX-512 tile (≤ 14 columns) stored pixel-major, `j0` its first column.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn avx512_tile_pixel_major(p: &Block, o: &super::PixelMajor, j0: usize) {
-        macro_rules! widths {
-            ($($j:literal)*) => {
-                match p.cols {
-                    $($j => avx512_tile_pixel_major_j::<$j>(p, o, j0),)*
-                    _ => unreachable!("a tile is 1 to 14 columns wide"),
-                }
-            };
-        }
-        widths!(1 2 3 4 5 6 7 8 9 10 11 12 13 14)
+        by_width!(p.cols, J => avx512_tile_pixel_major_j::<J>(p, o, j0), 1 2 3 4 5 6 7 8 9 10 11 12 13 14)
     }
 
     /// The sums of a `32 × J` tile: per k, two rows of A's panel times `J` broadcast
-    /// elements of B's row k. Inlined into one function per width and store (never one
+    /// elements of B's row k — a row of C's columns (`p.ldb` apart), or with
+    /// `B_PIXEL_MAJOR` lane k % 16 of a block's column vectors (16 floats apart, `p.ldb`
+    /// from block to block). Inlined into one function per width and store (never one
     /// holding all 14), so each width's registers are allocated on their own: 28
     /// accumulators and 3 operands fill 31 of the 32.
     #[inline(always)]
-    unsafe fn avx512_sums<const J: usize>(p: &Block) -> [[__m512; J]; 2] {
+    unsafe fn avx512_sums<const J: usize, const B_PIXEL_MAJOR: bool>(p: &Block) -> [[__m512; J]; 2] {
         // K ≥ 1 (`sgemm_direct`): the accumulators need no zeroed copy on the stack.
         std::hint::assert_unchecked(p.k >= 1);
         // One array per half of the tile: with the halves interleaved in one array, an
         // unrelated change elsewhere in the crate once made LLVM keep it on the stack as
         // well (a store after every FMA: every 14×14 and 7×7 layer at half speed).
         let (mut acc0, mut acc1) = ([_mm512_setzero_ps(); J], [_mm512_setzero_ps(); J]);
-        let (mut a, mut b) = (p.a, p.b);
-        for _ in 0..p.k {
+        let col = if B_PIXEL_MAJOR { 16 } else { 1 };
+        let mut a = p.a;
+        for k in 0..p.k {
             // A's panel comes from memory on a layer's first tile: ask for it ahead.
             _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(A_AHEAD * 32) as *const i8);
             _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(A_AHEAD * 32 + 16) as *const i8);
             let (a0, a1) = (_mm512_loadu_ps(a), _mm512_loadu_ps(a.add(16)));
+            let b = if B_PIXEL_MAJOR { p.b.add(k / 16 * p.ldb + k % 16) } else { p.b.add(k * p.ldb) };
             for j in 0..J {
-                let bj = _mm512_set1_ps(*b.add(j));
+                let bj = _mm512_set1_ps(*b.add(col * j));
                 acc0[j] = _mm512_fmadd_ps(a0, bj, acc0[j]);
                 acc1[j] = _mm512_fmadd_ps(a1, bj, acc1[j]);
             }
             a = a.add(32);
-            b = b.wrapping_add(p.ldb);
-        }
-        [acc0, acc1]
-    }
-
-    /// [`avx512_sums`] for a pixel-major B: per block of 16 k, row k of B is lane k % 16
-    /// of the block's column vectors (`p.ldb` floats from block to block).
-    #[inline(always)]
-    unsafe fn avx512_sums_b_pixel_major<const J: usize>(p: &Block) -> [[__m512; J]; 2] {
-        std::hint::assert_unchecked(p.k >= 16);
-        let (mut acc0, mut acc1) = ([_mm512_setzero_ps(); J], [_mm512_setzero_ps(); J]);
-        let mut a = p.a;
-        for kb in 0..p.k / 16 {
-            let block = p.b.add(kb * p.ldb);
-            for kk in 0..16 {
-                _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(A_AHEAD * 32) as *const i8);
-                _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(A_AHEAD * 32 + 16) as *const i8);
-                let (a0, a1) = (_mm512_loadu_ps(a), _mm512_loadu_ps(a.add(16)));
-                for j in 0..J {
-                    let bj = _mm512_set1_ps(*block.add(16 * j + kk));
-                    acc0[j] = _mm512_fmadd_ps(a0, bj, acc0[j]);
-                    acc1[j] = _mm512_fmadd_ps(a1, bj, acc1[j]);
-                }
-                a = a.add(32);
-            }
         }
         [acc0, acc1]
     }
@@ -328,7 +297,7 @@ mod x86 {
             _mm_prefetch::<_MM_HINT_ET0>(row as *const i8);
             _mm_prefetch::<_MM_HINT_ET0>(row.add(J - 1) as *const i8);
         }
-        let acc = if B_PIXEL_MAJOR { avx512_sums_b_pixel_major::<J>(p) } else { avx512_sums::<J>(p) };
+        let acc = avx512_sums::<J, B_PIXEL_MAJOR>(p);
         // Each half of the tile (16 rows) goes out through an in-register 16 × 16
         // transpose, a row of C per vector, stored masked to the tile's columns. Rows
         // past J are masked out of the stores (left as zeros, never read).
@@ -353,7 +322,7 @@ mod x86 {
     #[inline(never)]
     #[target_feature(enable = "avx512f")]
     unsafe fn avx512_tile_pixel_major_j<const J: usize>(p: &Block, o: &super::PixelMajor, j0: usize) {
-        let acc = avx512_sums::<J>(p);
+        let acc = avx512_sums::<J, false>(p);
         let at: [usize; J] = std::array::from_fn(|j| ((j0 + j) / o.width * o.pitch + (j0 + j) % o.width) * 16);
         avx512_epilogue(p, &acc, |h, j, v| _mm512_storeu_ps(o.ptr.add(h * o.block + at[j]), v));
     }
