@@ -71,6 +71,11 @@ pub struct RecipeArgs {
     /// Print every named loss each step.
     #[arg(long)]
     pub verbose: bool,
+    /// MB of per-image model graphs a step keeps from forward to backward (the preset's:
+    /// 160 for keras-vis, 320 for the others; EfficientNet-Lite0 takes about 30 an image). Images past it run their forward twice:
+    /// the same image, slower; 0 keeps none, for the least memory.
+    #[arg(long, value_name = "MB")]
+    pub graph_memory: Option<usize>,
 }
 
 /// The preset the CLI and the main job use when none is named: the one that measured best
@@ -159,5 +164,8 @@ pub fn options(a: &RecipeArgs) -> crate::error::Result<Options> {
         o.backprop_modifier = backprop_mode(name)?;
     }
     o.verbose = a.verbose;
+    if let Some(mb) = a.graph_memory {
+        o.graph_memory = mb.checked_mul(1 << 20).ok_or("--graph-memory is more MB than this machine can address")?;
+    }
     Ok(o)
 }

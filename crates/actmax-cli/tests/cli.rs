@@ -150,6 +150,7 @@ fn visualize_refuses_bad_requests_before_running() {
         (vec!["visualize", "--filter", "1", "--lr", "NaN", "-o", o], "--lr must be a finite number > 0"),
         (vec!["visualize", "--filter", "1", "--diversity", "NaN", "-o", o], "--diversity must be a finite number"),
         (vec!["visualize", "--filter", "1", "--size", "0", "-o", o], "--size must be at least 1"),
+        (vec!["visualize", "--filter", "1", "--graph-memory", "18446744073709551615", "-o", o], "--graph-memory"),
         (vec!["visualize", "--filter", "1", "--preset", "lucid", "--jitter", "4", "-o", o], "--transforms lucid"),
         (vec!["visualize", "--filter", "1", "--accentuate", "-o", o], "give --seed-image"),
         (vec!["visualize", "--filter", "1", "--accent-layer", "_blocks.3._project_conv", "-o", o], "add --accentuate"),

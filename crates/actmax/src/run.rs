@@ -131,7 +131,7 @@ pub(crate) fn run(model: &Model, losses: &WeightedLosses, batch: usize, mut opts
             // The model runs image by image on the split's tapes (see `split`); here the
             // losses read its outputs, and the image, as leaves.
             let seen_value = tape.value_shared(seen)?;
-            let split = split.get_or_insert_with(|| SplitModel::new(&tape));
+            let split = split.get_or_insert_with(|| SplitModel::new(&tape, opts.graph_memory));
             let outs = split.forward(&net, &seen_value, &idx)?;
             let out_vars: Vec<Var> = outs.into_iter().map(|t| tape.variable(t)).collect();
             let acts: HashMap<String, Var> = names.iter().cloned().zip(out_vars.iter().copied()).collect();

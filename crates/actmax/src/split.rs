@@ -15,12 +15,15 @@
 //! is a batch-1 graph whatever the batch and the thread count, so the bits of a result
 //! depend on neither.
 //!
-//! Memory: a graph keeps every layer's output for the backward, ≈ 60 MB per image for
-//! EfficientNet-Lite0 at 224. Up to [`KEEP_GRAPHS_UP_TO`] images the workers keep every
-//! image's graph from the forward to the backward; past it, a worker keeps none, and the
-//! backward runs each image's forward again right before its backward (gradient
-//! checkpointing at the model's edges): one more forward per image, and memory bounded by
-//! one graph per thread however large the batch. The bits are the same either way.
+//! Memory: a graph keeps every layer's output for the backward, ≈ 30 MB per image for
+//! EfficientNet-Lite0 at 224 with its batch norms folded. A step keeps the graphs of as
+//! many images as [`Options::graph_memory`](crate::Options::graph_memory) holds, shared
+//! out over the workers; each worker measures its first image's graph and keeps that many
+//! of its images. The rest run their forward without a graph (an inference pass, which
+//! gives each value back once read) and run it again with one right before their backward
+//! (gradient checkpointing at the model's edges): one more forward per such image, and
+//! their memory bounded by one graph per thread however large the batch. The bits are
+//! the same either way.
 
 use actmax_layers::Model;
 use actmax_tensor::{Tape, Tensor, Var};
@@ -29,20 +32,21 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 
-/// The largest number of model inputs (images × views) a step keeps the graphs of;
-/// larger steps recompute each image's forward in the backward.
-pub(crate) const KEEP_GRAPHS_UP_TO: usize = 8;
-
-/// Worker tapes, one per pool thread; how many images a step has decides the rest
-/// (which worker takes which, whether graphs are kept).
+/// Worker tapes, one per pool thread; how many images a step has decides which worker
+/// takes which, and the memory budget how many graphs each keeps.
 pub(crate) struct SplitModel {
     workers: Vec<Worker>,
+    /// Bytes of kept graphs each worker may hold.
+    budget: usize,
 }
 
-/// One worker's tape; per image it ran, the model's outputs, and (when graphs are kept)
-/// the image's leaf and output nodes on that tape.
+/// One worker's tapes and, per image it ran, the model's outputs.
 struct Worker {
+    /// The graphs of the images it keeps: the first `runs.len()` of its rows.
     tape: Tape,
+    /// Where the other images run, one at a time.
+    spare: Tape,
+    /// Per kept image, its leaf and output nodes on `tape`.
     runs: Vec<(Var, Vec<Var>)>,
     outputs: Vec<Vec<Tensor>>,
 }
@@ -54,21 +58,17 @@ fn block(w: usize, n: usize, rows: usize) -> std::ops::Range<usize> {
 
 impl SplitModel {
     /// One worker per pool thread, on tapes that share `main`'s packed weights and
-    /// backprop mode.
-    pub(crate) fn new(main: &Tape) -> Self {
+    /// backprop mode, keeping up to `graph_memory` bytes of graphs between them.
+    pub(crate) fn new(main: &Tape, graph_memory: usize) -> Self {
         let count = rayon::current_num_threads().max(1);
-        Self {
-            workers: (0..count)
-                .map(|_| Worker { tape: main.sibling(), runs: Vec::new(), outputs: Vec::new() })
-                .collect(),
-        }
+        let worker = || Worker { tape: main.sibling(), spare: main.sibling(), runs: Vec::new(), outputs: Vec::new() };
+        Self { workers: (0..count).map(|_| worker()).collect(), budget: graph_memory / count }
     }
 
     /// Runs `net` on every image of `seen` (`[rows, C, H, W]`) up to the layers `idx`;
     /// per layer, the outputs of all images stacked in order.
     pub(crate) fn forward(&mut self, net: &Model, seen: &Tensor, idx: &[usize]) -> Result<Vec<Tensor>> {
-        let (rows, n) = (seen.shape()[0], self.workers.len());
-        let keep = rows <= KEEP_GRAPHS_UP_TO;
+        let (rows, n, budget) = (seen.shape()[0], self.workers.len(), self.budget);
         self.workers.par_iter_mut().enumerate().try_for_each(|(w, worker)| -> Result<()> {
             worker.tape.reset();
             worker.runs.clear();
@@ -76,18 +76,18 @@ impl SplitModel {
             if idx.is_empty() {
                 return Ok(());
             }
+            // The first image's graph tells how many fit (the images share one shape).
+            let mut graph_bytes = None;
             for r in block(w, n, rows) {
-                if !keep {
-                    worker.tape.reset();
-                    worker.runs.clear();
-                }
-                let outs = worker.run_image(net, seen, r, idx)?;
-                let values = outs.iter().map(|&o| Ok(worker.tape.value(o)?.clone())).collect::<Result<_>>()?;
+                let keep = budget > 0 && graph_bytes.is_none_or(|b| (worker.runs.len() + 1) * b <= budget);
+                let values = if keep && worker.runs.len() == worker.outputs.len() {
+                    let outs = worker.run_image(net, seen, r, idx)?;
+                    graph_bytes.get_or_insert(4 * worker.tape.value_floats());
+                    outs.iter().map(|&o| Ok(worker.tape.value(o)?.clone())).collect::<Result<_>>()?
+                } else {
+                    worker.outputs_alone(net, seen, r, idx)?
+                };
                 worker.outputs.push(values);
-            }
-            if !keep {
-                worker.tape.reset();
-                worker.runs.clear();
             }
             Ok(())
         })?;
@@ -113,7 +113,6 @@ impl SplitModel {
             return Ok(None);
         }
         let (rows, n) = (seen.shape()[0], self.workers.len());
-        let keep = rows <= KEEP_GRAPHS_UP_TO;
         let mut one = seen.shape().to_vec();
         one[0] = 1;
         let per_worker: Result<Vec<Vec<Tensor>>> = self
@@ -122,19 +121,12 @@ impl SplitModel {
             .enumerate()
             .map(|(w, worker)| {
                 let rows = block(w, n, rows);
-                if keep {
-                    let seeds = worker.runs.iter().zip(rows).flat_map(|((_, outs), r)| seeds_of(outs, grads, r));
-                    return worker.input_grads(seeds.collect(), &one);
+                let kept = rows.start..rows.start + worker.runs.len();
+                let seeds = worker.runs.iter().zip(kept.clone()).flat_map(|((_, outs), r)| seeds_of(outs, grads, r));
+                let mut out = if kept.is_empty() { Vec::new() } else { worker.input_grads(seeds.collect(), &one)? };
+                for r in kept.end..rows.end {
+                    out.push(worker.input_grad_again(net, seen, r, idx, grads, &one)?);
                 }
-                let mut out = Vec::with_capacity(rows.len());
-                for r in rows {
-                    worker.tape.reset();
-                    worker.runs.clear();
-                    let outs = worker.run_image(net, seen, r, idx)?;
-                    out.extend(worker.input_grads(seeds_of(&outs, grads, r), &one)?);
-                }
-                worker.tape.reset();
-                worker.runs.clear();
                 Ok(out)
             })
             .collect();
@@ -155,24 +147,63 @@ impl Worker {
     /// tape's pool, so a step loop does not allocate it), run up to `idx`; returns the
     /// output nodes and records the run.
     fn run_image(&mut self, net: &Model, seen: &Tensor, r: usize, idx: &[usize]) -> Result<Vec<Var>> {
-        let mut shape = seen.shape().to_vec();
-        let len: usize = shape[1..].iter().product();
-        shape[0] = 1;
-        let src = &seen.as_slice().expect("tape values are in standard layout")[r * len..][..len];
-        let mut buf = self.tape.scratch().take(len);
-        buf.copy_from_slice(src);
-        let image = Tensor::from_shape_vec(shape, buf).expect("one image's length");
-        let x = self.tape.variable(image);
+        let x = image_on(&mut self.tape, seen, r, true);
         let outs = net.forward(&mut self.tape, x, idx)?;
         self.runs.push((x, outs.clone()));
         Ok(outs)
     }
 
     /// Reverse mode from `seeds` over the worker's tape: the gradient of each image it
-    /// holds (zeros where the loss does not reach it), in order.
+    /// keeps (zeros where the loss does not reach it), in order.
     fn input_grads(&self, seeds: Vec<(Var, Tensor)>, one: &[usize]) -> Result<Vec<Tensor>> {
         let mut got = self.tape.backward_seeded(seeds, &[])?;
         Ok(self.runs.iter().map(|(x, _)| got.take(*x).unwrap_or_else(|| Tensor::zeros(one.to_vec()))).collect())
+    }
+
+    /// Image `r`'s outputs from a forward on the spare tape that keeps no graph.
+    fn outputs_alone(&mut self, net: &Model, seen: &Tensor, r: usize, idx: &[usize]) -> Result<Vec<Tensor>> {
+        self.spare.reset();
+        let x = image_on(&mut self.spare, seen, r, false);
+        let outs = net.forward(&mut self.spare, x, idx)?;
+        let values = outs.iter().map(|&o| Ok(self.spare.value(o)?.clone())).collect();
+        self.spare.reset();
+        values
+    }
+
+    /// Image `r`'s gradient from its forward run again, with a graph, on the spare tape.
+    fn input_grad_again(
+        &mut self,
+        net: &Model,
+        seen: &Tensor,
+        r: usize,
+        idx: &[usize],
+        grads: &[Option<Tensor>],
+        one: &[usize],
+    ) -> Result<Tensor> {
+        self.spare.reset();
+        let x = image_on(&mut self.spare, seen, r, true);
+        let outs = net.forward(&mut self.spare, x, idx)?;
+        let mut got = self.spare.backward_seeded(seeds_of(&outs, grads, r), &[])?;
+        let grad = got.take(x).unwrap_or_else(|| Tensor::zeros(one.to_vec()));
+        self.spare.reset();
+        Ok(grad)
+    }
+}
+
+/// Image `r` of `seen` as a batch of one on `tape`, a variable or (no gradient will be
+/// asked) a constant, in a buffer from the tape's pool so a step loop does not allocate it.
+fn image_on(tape: &mut Tape, seen: &Tensor, r: usize, variable: bool) -> Var {
+    let mut shape = seen.shape().to_vec();
+    let len: usize = shape[1..].iter().product();
+    shape[0] = 1;
+    let src = &seen.as_slice().expect("tape values are in standard layout")[r * len..][..len];
+    let mut buf = tape.scratch().take(len);
+    buf.copy_from_slice(src);
+    let image = Tensor::from_shape_vec(shape, buf).expect("one image's length");
+    if variable {
+        tape.variable(image)
+    } else {
+        tape.constant(image)
     }
 }
 

@@ -199,17 +199,20 @@ fn quality_preset_digits_are_read_by_a_classifier_that_never_saw_them() {
 #[test]
 fn an_image_does_not_depend_on_its_batch_or_the_thread_count() {
     let model = zoo::load("efficientnet_lite0", None).unwrap();
-    let run = |layer: &str, targets: Vec<usize>, threads: usize| {
+    let run_within = |layer: &str, targets: Vec<usize>, threads: usize, graph_memory: usize| {
         let seeds: Vec<u64> = targets.iter().map(|&t| 1000 + t as u64).collect();
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         let targets = targets.into_iter().map(|t| vec![t]).collect();
         let vis = pool.install(|| {
-            let opts = Options { max_iter: 3, image_seeds: Some(seeds), ..Options::actmax() };
+            let opts = Options { max_iter: 3, image_seeds: Some(seeds), graph_memory, ..Options::actmax() };
             assert!(opts.images_independent());
             actmax::visualize_batch(&model, layer, targets, opts).map_err(|e| e.to_string())
         });
         let vis = vis.unwrap();
         (0..vis.images.shape()[0]).map(|b| vis.images.index_axis(ndarray::Axis(0), b).to_owned()).collect::<Vec<_>>()
+    };
+    let run = |layer: &str, targets: Vec<usize>, threads: usize| {
+        run_within(layer, targets, threads, Options::actmax().graph_memory)
     };
     for layer in ["_blocks.5.expand_relu6", "_fc"] {
         let alone = run(layer, vec![7], 2);
@@ -219,11 +222,16 @@ fn an_image_does_not_depend_on_its_batch_or_the_thread_count() {
         }
         assert_eq!(run(layer, vec![7], 1)[0], alone[0], "{layer}: alone on 1 thread");
     }
-    // Past KEEP_GRAPHS_UP_TO model inputs the backward recomputes each image's forward
-    // instead of keeping its graph: the same bits.
+    // Images whose graphs do not fit the memory budget run their forward without a graph
+    // (an inference pass) and again with one before their backward: the same bits with
+    // every graph kept (22 model inputs, ≈ 30 MB each), some, or none.
     let alone = run("_fc", vec![7], 2);
-    let many = run("_fc", (3..14).collect(), 2);
-    assert_eq!(many[4], alone[0], "_fc: filter 7 in a batch of 11, graphs recomputed");
+    let all = run_within("_fc", (3..14).collect(), 2, 1 << 30);
+    assert_eq!(all[4], alone[0], "_fc: filter 7 in a batch of 11, every graph kept");
+    for mb in [0, 100, 320] {
+        let some = run_within("_fc", (3..14).collect(), 2, mb << 20);
+        assert!(some == all, "_fc: a batch of 11 with {mb} MB of graphs kept differs from all kept");
+    }
 }
 
 /// Same seed, same bytes on 1, 2 or 8 threads in the default mode too (one random stream
