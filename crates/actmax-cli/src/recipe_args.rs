@@ -71,8 +71,8 @@ pub struct RecipeArgs {
     /// Print every named loss each step.
     #[arg(long)]
     pub verbose: bool,
-    /// MB of per-image model graphs a step keeps from forward to backward (the preset's:
-    /// 160 for keras-vis, 320 for the others; EfficientNet-Lite0 takes about 30 an image). Images past it run their forward twice:
+    /// MB of per-image model graphs a step keeps from forward to backward (default 320;
+    /// EfficientNet-Lite0 takes about 3 an image, 30 under guided backprop). Images past it run their forward twice:
     /// the same image, slower; 0 keeps none, for the least memory.
     #[arg(long, value_name = "MB")]
     pub graph_memory: Option<usize>,

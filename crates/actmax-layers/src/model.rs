@@ -520,13 +520,15 @@ impl Model {
             Binding::Inference => self.activation_fusions(&readers, last),
             Binding::Training(_) => Vec::new(),
         };
-        // An inference pass that no gradient will run through gives each value back once
-        // its last reader has run: the next layer's output takes that buffer while it is
-        // still in cache instead of one last touched an iteration ago.
+        // An inference pass gives each value back once its last reader has run, unless a
+        // gradient will read it (with frozen weights, few are: `Tape::release_unneeded`):
+        // the next layer's output takes that buffer while it is still in cache instead of
+        // one last touched an iteration ago, and a graph for the image's gradient keeps a
+        // fraction of its values.
         // Reads still to come per tape value (a layer may return its input's value, so
         // the count is per value, not per layer).
         let mut unread: Option<HashMap<Var, usize>> = match bind {
-            Binding::Inference if !tape.requires_grad(image) => Some(HashMap::new()),
+            Binding::Inference => Some(HashMap::new()),
             _ => None,
         };
         if let (Some(unread), Some(v)) = (unread.as_mut(), vals[0]) {
@@ -584,7 +586,7 @@ impl Model {
                     let left = unread.get_mut(&v).expect("counted when computed");
                     *left -= 1;
                     if *left == 0 && v != image {
-                        tape.release(v)?;
+                        tape.release_unneeded(v)?;
                     }
                 }
             }

@@ -210,13 +210,19 @@ fn layers_from_files_are_checked_when_added() {
     assert!(InputSpec::raw([3, 8, 8], ChannelOrder::Rgb).validate().is_ok());
 }
 
-/// Logits and the input gradient of one logit; asking for every layer's value keeps the
-/// conv → activation fusion off (each intermediate is an output).
-fn logit_and_grad(m: &Model, image: &Tensor, every_layer: bool) -> (Vec<f32>, Vec<f32>, usize) {
+/// Logits and the input gradient of one logit under `mode`; asking for every layer's
+/// value keeps the conv → activation fusion off (each intermediate is an output) and every
+/// value on the tape.
+fn logit_and_grad(
+    m: &Model,
+    image: &Tensor,
+    every_layer: bool,
+    mode: actmax_tensor::BackpropMode,
+) -> (Vec<f32>, Vec<f32>, usize) {
     let last = m.len() - 1;
     let outputs: Vec<usize> = if every_layer { (0..=last).collect() } else { vec![last] };
     let mut tape = Tape::new();
-    tape.set_backprop_mode(actmax_tensor::BackpropMode::Redirected);
+    tape.set_backprop_mode(mode);
     let x = tape.variable(image.clone());
     let out = *m.forward(&mut tape, x, &outputs).unwrap().last().unwrap();
     let logits: Vec<f32> = tape.value(out).unwrap().iter().copied().collect();
@@ -226,22 +232,28 @@ fn logit_and_grad(m: &Model, image: &Tensor, every_layer: bool) -> (Vec<f32>, Ve
     (logits, g.get(x).unwrap().iter().copied().collect(), tape.len())
 }
 
+/// Fused activations, fused blocks and the values a forward gives back because no
+/// backward reads them change no logit or input gradient of Lite0, in every backprop mode
+/// (each reads different values: bits, outputs, or both).
 #[test]
 fn fused_activations_change_no_value_or_gradient_of_a_real_model() {
+    use actmax_tensor::BackpropMode;
     let m = zoo::load("efficientnet_lite0", None).unwrap().fold_batch_norms();
     let image = Tensor::from_shape_fn(vec![1, 3, 224, 224], |i| ((i[1] * 7 + i[2] * 3 + i[3] * 5) % 255) as f32);
-    let (fused, gf, fused_ops) = logit_and_grad(&m, &image, false);
-    let (plain, gp, plain_ops) = logit_and_grad(&m, &image, true);
-    // Lite0 has 33 conv → ReLU6 pairs: each fused one records one op fewer.
-    assert_eq!(plain_ops - fused_ops, 33, "the fusion did not run");
-    let scale = plain.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-    for (a, b) in fused.iter().zip(&plain) {
-        assert!((a - b).abs() <= 1e-5 * scale, "logit {a} vs {b}");
-    }
-    let gscale = gp.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-    assert!(gscale > 0.0);
-    for (a, b) in gf.iter().zip(&gp) {
-        assert!((a - b).abs() <= 1e-5 * gscale, "gradient {a} vs {b}");
+    for mode in [BackpropMode::Redirected, BackpropMode::Plain, BackpropMode::Guided, BackpropMode::Rectified] {
+        let (fused, gf, fused_ops) = logit_and_grad(&m, &image, false, mode.clone());
+        let (plain, gp, plain_ops) = logit_and_grad(&m, &image, true, mode.clone());
+        // Lite0 has 33 conv → ReLU6 pairs: each fused one records one op fewer.
+        assert_eq!(plain_ops - fused_ops, 33, "{mode:?}: the fusion did not run");
+        let scale = plain.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        for (a, b) in fused.iter().zip(&plain) {
+            assert!((a - b).abs() <= 1e-5 * scale, "{mode:?}: logit {a} vs {b}");
+        }
+        let gscale = gp.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        assert!(gscale > 0.0, "{mode:?}: no gradient");
+        for (a, b) in gf.iter().zip(&gp) {
+            assert!((a - b).abs() <= 1e-5 * gscale, "{mode:?}: gradient {a} vs {b}");
+        }
     }
 }
 
@@ -290,29 +302,45 @@ fn aliases_address_layers_and_share_their_names_namespace() {
 
 /// An inference forward (a constant image) gives each value back after its last reader:
 /// the same outputs, bit for bit, as a forward a gradient runs through, holding only
-/// what was asked for; and any layer can still be asked for.
+/// what was asked for; and any layer can still be asked for. With a gradient to the
+/// image, it gives back what reverse mode will not read: under plain and redirected
+/// backprop every conv's output, whose activation's gradient reads bits instead (where
+/// the gradient passes, and for lucid's redirect which side of a ReLU6 each element is
+/// on).
 #[test]
 fn inference_forward_releases_what_no_one_reads_again() {
+    use actmax_tensor::BackpropMode;
     let m = zoo::load("efficientnet_lite0", None).unwrap().fold_batch_norms();
     let image = Tensor::from_shape_fn(vec![1, 3, 224, 224], |i| ((i[1] * 7 + i[2] * 3 + i[3] * 5) % 255) as f32);
     let last = m.len() - 1;
     let mid = last / 2;
-    let run = |variable: bool| {
+    let run = |variable: bool, outputs: &[usize], mode: BackpropMode| {
         let mut tape = Tape::new();
+        tape.set_backprop_mode(mode);
         let x = if variable { tape.variable(image.clone()) } else { tape.constant(image.clone()) };
-        let outs = m.forward(&mut tape, x, &[mid, last]).unwrap();
+        let outs = m.forward(&mut tape, x, outputs).unwrap();
         let vals: Vec<Vec<f32>> = outs.iter().map(|&o| tape.value(o).unwrap().iter().copied().collect()).collect();
         assert_eq!(tape.value(x).unwrap(), &image, "the caller's image was released");
         (vals, tape.value_floats())
     };
-    let (kept, kept_floats) = run(true);
-    let (freed, freed_floats) = run(false);
+    let (kept, kept_floats) = run(true, &[mid, last], BackpropMode::Plain);
+    let (freed, freed_floats) = run(false, &[mid, last], BackpropMode::Plain);
     assert_eq!(kept, freed, "releasing changed a value");
     // Left: the image, the outputs, and what a layer makes inside itself (preprocessing's
     // first step, a dense layer's product before its bias), under one image more.
     let asked = image.len() + kept.iter().map(Vec::len).sum::<usize>();
     assert!((asked..asked + image.len() + 2000).contains(&freed_floats), "{freed_floats} floats kept, {asked} asked");
-    assert!(kept_floats > 10 * freed_floats, "{kept_floats} floats with a gradient, {freed_floats} without");
+    let every: Vec<usize> = (0..=last).collect();
+    let (_, all_floats) = run(true, &every, BackpropMode::Plain);
+    let (_, redirected_floats) = run(true, &[mid, last], BackpropMode::Redirected);
+    let (_, guided_floats) = run(true, &[mid, last], BackpropMode::Guided);
+    // Plain and redirected backprop mask with bits: the graph keeps hardly more than an
+    // inference pass does. Guided backprop reads the activations' outputs.
+    for (mode, floats) in [("plain", kept_floats), ("redirected", redirected_floats)] {
+        assert!(floats < freed_floats + image.len(), "{floats} floats kept for {mode} backprop");
+    }
+    assert!(guided_floats > 10 * kept_floats, "{guided_floats} floats kept for guided backprop");
+    assert!(all_floats > guided_floats, "{all_floats} floats in all, {guided_floats} kept for guided backprop");
 }
 
 /// `forward_timed` is `forward` with a profile: the same values, and one step per layer

@@ -228,11 +228,39 @@ impl BackpropMode {
         }
     }
 
+    /// How pass bits of `words` words serve the input gradient of an activation of
+    /// `kind` whose output has `shape` ([`Self::input_grad_by_bits`]); `None` where they
+    /// cannot (other modes and kinds, bits that do not line up).
+    pub(crate) fn by_bits(&self, kind: ReluKind, shape: &[usize], words: usize) -> Option<ByBits> {
+        let (_, hi) = kind.bounds()?;
+        let len: usize = shape.iter().product();
+        if !len.is_multiple_of(16) {
+            return None;
+        }
+        let side = match words {
+            w if w == len / 16 => false,
+            w if w == len / 8 => true,
+            _ => return None,
+        };
+        let per = per_sample(shape);
+        match self {
+            Self::Plain => Some(ByBits::Mask),
+            Self::Redirected if per > 0 && per.is_multiple_of(16) => {
+                // Without an upper kink, passing and being above the lower one are the same.
+                Some(if side || hi == f32::INFINITY { ByBits::Redirect } else { ByBits::RedirectReadingOutput })
+            }
+            _ => None,
+        }
+    }
+
     /// The input gradient of a ReLU, ReLU6 or clip of output `y`, written over `g`, from
-    /// the activation's pass bits ([`PassBand`], one per element of `y`): the
-    /// plain mode's mask, or the redirected mode's (per sample, the plain gradient unless
-    /// it is all zero; only then is `y` read). The same bits as [`Self::input_grad_pooled`].
-    /// False, with `g` untouched, for other modes and where the bits do not line up.
+    /// the activation's pass bits ([`PassBand`], one per element of `y`, and for the
+    /// redirected mode optionally a second plane after them: where `y` is above the
+    /// lower bound): the plain mode's mask, or the redirected mode's (per sample, the
+    /// plain gradient unless it is all zero; only then is the side of each flat element
+    /// needed, from the second plane, or else from `y`). The same bits as
+    /// [`Self::input_grad_pooled`]. False, with `g` untouched, where
+    /// [`Self::by_bits`] says the bits do not serve.
     pub(crate) fn input_grad_by_bits(
         &self,
         kind: ReluKind,
@@ -240,32 +268,75 @@ impl BackpropMode {
         bits: &[u16],
         y: &ArrayD<f32>,
     ) -> bool {
-        // One sample per index of axis 0 (rank ≥ 2), each a whole number of words.
-        let per = if g.ndim() < 2 { g.len() } else { g.len() / g.shape()[0].max(1) };
-        let (Some(bounds), Some(gs), Some(ys)) = (kind.bounds(), g.as_slice_mut(), y.as_slice()) else {
+        let (Some(plan), Some(bounds)) = (self.by_bits(kind, g.shape(), bits.len()), kind.bounds()) else {
             return false;
         };
-        if gs.len() != 16 * bits.len() || ys.len() != gs.len() {
-            return false;
-        }
-        match self {
-            Self::Plain => mask_by_bits(gs, bits),
-            Self::Redirected => {
-                if per == 0 || per % 16 != 0 {
-                    return false;
+        let per = per_sample(g.shape());
+        let Some(gs) = g.as_slice_mut() else { return false };
+        let (pass, side) = bits.split_at(gs.len() / 16);
+        match plan {
+            ByBits::Mask => mask_by_bits(gs, pass),
+            ByBits::Redirect => {
+                let side = (!side.is_empty()).then_some(side);
+                for (s, (g, b)) in gs.chunks_mut(per).zip(pass.chunks(per / 16)).enumerate() {
+                    if passes_any(g, b) {
+                        mask_by_bits(g, b);
+                    } else {
+                        let above = side.map_or(b, |a| &a[s * per / 16..][..per / 16]);
+                        redirect_by_bits(g, b, above);
+                    }
                 }
-                for ((g, b), y) in gs.chunks_mut(per).zip(bits.chunks(per / 16)).zip(ys.chunks(per)) {
-                    let passes = g.iter().enumerate().any(|(i, &v)| b[i / 16] >> (i % 16) & 1 == 1 && v != 0.0);
-                    if passes {
+            }
+            ByBits::RedirectReadingOutput => {
+                let Some(ys) = y.as_slice().filter(|ys| ys.len() == gs.len()) else { return false };
+                for ((g, b), y) in gs.chunks_mut(per).zip(pass.chunks(per / 16)).zip(ys.chunks(per)) {
+                    if passes_any(g, b) {
                         mask_by_bits(g, b);
                     } else {
                         g.iter_mut().zip(y).for_each(|(g, &y)| *g = redirect(*g, y, bounds));
                     }
                 }
             }
-            _ => return false,
         }
         true
+    }
+}
+
+/// How [`BackpropMode::input_grad_by_bits`] uses an activation's pass bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ByBits {
+    /// The plain mask.
+    Mask,
+    /// Redirected, the side of each flat element from the bits alone.
+    Redirect,
+    /// Redirected, reading the output for a sample whose plain gradient is all zero.
+    RedirectReadingOutput,
+}
+
+/// Elements per sample: along axis 0 of a rank ≥ 2 tensor, else the whole.
+fn per_sample(shape: &[usize]) -> usize {
+    let len: usize = shape.iter().product();
+    if shape.len() < 2 {
+        len
+    } else {
+        len / shape[0].max(1)
+    }
+}
+
+/// Whether a plain gradient `g` masked by `bits` has a nonzero element.
+fn passes_any(g: &[f32], bits: &[u16]) -> bool {
+    g.iter().enumerate().any(|(i, &v)| bits[i / 16] >> (i % 16) & 1 == 1 && v != 0.0)
+}
+
+/// [`redirect`] over a sample from its bits: `pass` (inside the bounds) and `above`
+/// (above the lower bound): below it is `!above`, at or above the upper `above && !pass`.
+fn redirect_by_bits(g: &mut [f32], pass: &[u16], above: &[u16]) {
+    for (i, g) in g.iter_mut().enumerate() {
+        let (p, a) = (pass[i / 16] >> (i % 16) & 1 == 1, above[i / 16] >> (i % 16) & 1 == 1);
+        let deeper = (!a && *g > 0.0) || (a && !p && *g < 0.0);
+        if deeper {
+            *g = 0.0;
+        }
     }
 }
 
@@ -274,7 +345,9 @@ impl BackpropMode {
 /// pushes down, `g < 0` up).
 #[inline(always)]
 fn redirect(g: f32, y: f32, (lo, hi): (f32, f32)) -> f32 {
-    let deeper = (y <= lo && g > 0.0) || (y >= hi && g < 0.0);
+    // "Below" is "not above", so that a NaN output counts as below here as in the bits.
+    let above = y > lo;
+    let deeper = (!above && g > 0.0) || (y >= hi && g < 0.0);
     if deeper {
         0.0
     } else {

@@ -3,7 +3,7 @@
 
 use ndarray::{ArrayD, Axis, IxDyn, Slice, Zip};
 
-use crate::backprop_modes::{BackpropMode, ReluKind};
+use crate::backprop_modes::{BackpropMode, ByBits, ReluKind};
 use crate::conv::{
     conv2d_backward_bias, conv2d_backward_input_masked, conv2d_backward_input_prepacked, conv2d_backward_weight,
     ConvPlan, PackDirection,
@@ -58,15 +58,15 @@ impl Tape {
             Op::Leaf => {}
             Op::Add(a, b) => {
                 if needs(*b) {
-                    self.accumulate(grads, *b, sum_to_shape(g.clone(), self.val(*b).shape()));
+                    self.accumulate(grads, *b, sum_to_shape(g.clone(), self.dims(*b)));
                 }
-                self.accumulate(grads, *a, sum_to_shape(g.take(), self.val(*a).shape()));
+                self.accumulate(grads, *a, sum_to_shape(g.take(), self.dims(*a)));
             }
             Op::Sub(a, b) => {
                 if needs(*b) {
-                    self.accumulate(grads, *b, sum_to_shape(-&*g, self.val(*b).shape()));
+                    self.accumulate(grads, *b, sum_to_shape(-&*g, self.dims(*b)));
                 }
-                self.accumulate(grads, *a, sum_to_shape(g.take(), self.val(*a).shape()));
+                self.accumulate(grads, *a, sum_to_shape(g.take(), self.dims(*a)));
             }
             Op::Mul(a, b) => {
                 let (av, bv) = (self.val(*a), self.val(*b));
@@ -146,9 +146,9 @@ impl Tape {
             }
             Op::Sum { x, kept, scale } => {
                 let gk = g.take().into_shape_with_order(IxDyn(kept)).expect("kept shape has the output's size");
-                let xv = self.val(*x);
-                let gx = spread_sum_grad(self.scratch.take(xv.len()), &gk, xv.shape(), *scale);
-                self.accumulate(grads, *x, from_vec(xv.shape(), gx));
+                let xs = self.dims(*x);
+                let gx = spread_sum_grad(self.scratch.take(xs.iter().product()), &gk, xs, *scale);
+                self.accumulate(grads, *x, from_vec(xs, gx));
             }
             Op::Softmax { x, axis } => {
                 // dx = y · (g − Σ g·y)
@@ -203,30 +203,18 @@ impl Tape {
                 }
             }
             Op::Conv2d { x, w, b, g: geo, act } => {
-                // Only the input's gradient through a ReLU6 or clip (a visualization's
-                // depthwise convs): the kernel can mask as it reads.
-                let mask_in_kernel = match act {
-                    Some(kind @ (ReluKind::Relu6 | ReluKind::Clip { .. }))
-                        if matches!(self.mode, BackpropMode::Plain)
-                            && needs(*x)
-                            && !needs(*w)
-                            && !b.is_some_and(needs) =>
-                    {
-                        kind.bounds()
-                    }
-                    _ => None,
-                };
-                if let Some(bounds) = mask_in_kernel {
+                if let Some(bounds) = self.masks_in_kernel(node) {
                     let (plan, ws) = (ConvPlan::choose(geo), slice(self.val(*w)));
                     if let Some(dx) =
                         conv2d_backward_input_masked(plan, slice(&g), slice(y), bounds, ws, geo, &self.scratch)?
                     {
-                        self.accumulate(grads, *x, from_vec(self.val(*x).shape(), dx));
+                        self.accumulate(grads, *x, from_vec(self.dims(*x), dx));
                         return Ok(());
                     }
                 }
                 // A fused activation first: its gradient depends on the output alone (on its
-                // pass bits where the forward kept them: the output is cold by now).
+                // pass bits where the forward kept them: the output is cold by now, or
+                // given back).
                 let g = match act {
                     Some(kind) => {
                         let mut gy = g.take();
@@ -234,6 +222,13 @@ impl Tape {
                             .pass_bits
                             .as_deref()
                             .is_some_and(|b| self.mode.input_grad_by_bits(*kind, &mut gy, b, y));
+                        if !by_bits && node.released_dim.is_some() {
+                            // `backward_reads` said the bits would do: a bug, reported.
+                            return Err(param_err(
+                                "backward",
+                                "a conv's output was given back but its gradient reads it",
+                            ));
+                        }
                         if !by_bits && !self.mode.input_grad_in_place(*kind, &mut gy, y) {
                             let gx = self.mode.input_grad_pooled(&self.scratch, *kind, &gy, y, y);
                             recycle(&self.scratch, std::mem::replace(&mut gy, gx));
@@ -250,7 +245,7 @@ impl Tape {
                     // Fully overwritten by the kernel.
                     let mut dx = self.scratch.take(geo.n * geo.c_in * geo.in_len());
                     conv2d_backward_input_prepacked(plan, gs, ws, &pack, geo, &mut dx, &self.scratch)?;
-                    self.accumulate(grads, *x, from_vec(self.val(*x).shape(), dx));
+                    self.accumulate(grads, *x, from_vec(self.dims(*x), dx));
                 }
                 if needs(*w) {
                     let mut dw = vec![0.0; geo.c_out * geo.k_col()];
@@ -265,11 +260,11 @@ impl Tape {
             }
             Op::MaxPool2d { x, g: geo, arg } => {
                 let dx = max_pool2d_backward(slice(&g), arg, geo)?;
-                self.accumulate(grads, *x, from_vec(self.val(*x).shape(), dx));
+                self.accumulate(grads, *x, from_vec(self.dims(*x), dx));
             }
             Op::AvgPool2d { x, g: geo } => {
                 let dx = avg_pool2d_backward(slice(&g), geo)?;
-                self.accumulate(grads, *x, from_vec(self.val(*x).shape(), dx));
+                self.accumulate(grads, *x, from_vec(self.dims(*x), dx));
             }
             Op::BatchNorm { x, gamma, beta, mean, var, eps } => {
                 self.batch_norm_backward(&g, [*x, *gamma, *beta, *mean, *var], *eps, grads)
@@ -284,19 +279,19 @@ impl Tape {
                 self.accumulate(grads, *x, gx);
             }
             Op::Slice { x, ranges } => {
-                let mut gx = Tensor::zeros(self.val(*x).raw_dim());
+                let mut gx = Tensor::zeros(IxDyn(self.dims(*x)));
                 gx.slice_each_axis_mut(|ax| Slice::from(ranges[ax.axis.index()].0..ranges[ax.axis.index()].1))
                     .assign(&g);
                 self.accumulate(grads, *x, gx);
             }
             Op::Reshape(x) => {
-                let gx = g.take().into_shape_with_order(self.val(*x).raw_dim()).expect("same size");
+                let gx = g.take().into_shape_with_order(IxDyn(self.dims(*x))).expect("same size");
                 self.accumulate(grads, *x, gx);
             }
             Op::Concat { xs, axis } => {
                 let mut start = 0;
                 for &v in xs {
-                    let len = self.val(v).shape()[*axis];
+                    let len = self.dims(v)[*axis];
                     if needs(v) {
                         let part = g.slice_axis(Axis(*axis), Slice::from(start..start + len)).to_owned();
                         self.accumulate(grads, v, part);
@@ -332,12 +327,12 @@ impl Tape {
                 self.accumulate(grads, *x, from_vec(xv.shape(), gx));
             }
             Op::AffineWarp { x, taps } => {
-                let dx = crate::warp::warp_backward(slice(&g), self.val(*x).shape(), taps);
-                self.accumulate(grads, *x, from_vec(self.val(*x).shape(), dx));
+                let dx = crate::warp::warp_backward(slice(&g), self.dims(*x), taps);
+                self.accumulate(grads, *x, from_vec(self.dims(*x), dx));
             }
             Op::Rfft2 { x, w } => {
                 // rfft2ᵀ(G) = irfft2(D⁻¹ ⊙ G) (see fft.rs).
-                let xs = self.val(*x).shape();
+                let xs = self.dims(*x);
                 let (r, h) = (xs.len(), xs[xs.len() - 2]);
                 let mut gz = slice(&g).to_vec();
                 crate::fft::scale_pair_columns(&mut gz, *w, 0.5);
@@ -347,7 +342,7 @@ impl Tape {
             }
             Op::Irfft2 { z, w } => {
                 // irfft2ᵀ(g) = D ⊙ rfft2(g).
-                let zs = self.val(*z).shape();
+                let zs = self.dims(*z);
                 let (r, h) = (zs.len(), zs[zs.len() - 3]);
                 let planes = zs[..r - 3].iter().product();
                 let mut dz = crate::fft::rfft2(slice(&g), planes, h, *w);
@@ -360,6 +355,74 @@ impl Tape {
             }
         }
         Ok(())
+    }
+
+    /// Whether the backward of node `at` reads the value of node `v` — one of its
+    /// operands, or itself (`v == at`) — rather than at most its shape. Kept beside
+    /// `backward_op`, whose arms it mirrors: a value it calls unread may be given back
+    /// before the backward ([`Tape::release_unneeded`]). A node needing no gradient runs
+    /// no backward.
+    pub(crate) fn backward_reads(&self, at: usize, v: usize) -> bool {
+        let node = &self.nodes[at];
+        if !node.requires_grad {
+            return false;
+        }
+        if at == v {
+            return match &node.op {
+                Op::Div(..) | Op::Unary(..) | Op::Relu(..) | Op::Softmax { .. } | Op::LogSoftmax { .. } => true,
+                Op::Conv2d { .. } => self.conv_reads_output(node),
+                _ => false,
+            };
+        }
+        if !node.op.has_input(v) {
+            return false;
+        }
+        match &node.op {
+            Op::Mul(..)
+            | Op::Div(..)
+            | Op::Unary(..)
+            | Op::Relu(..)
+            | Op::MatMul { .. }
+            | Op::BatchNorm { .. }
+            | Op::TotalVariation { .. }
+            | Op::LpNorm { .. } => true,
+            // The input only for the weights' gradient; the weights themselves.
+            Op::Conv2d { x, w, .. } => x.index != v || self.nodes[w.index].requires_grad,
+            // Shapes only.
+            _ => false,
+        }
+    }
+
+    /// The clamp bounds where a conv's backward masks the input gradient of its ReLU6 or
+    /// clip as the kernel reads the output (a plain-mode stride-1 depthwise conv with only
+    /// its input needing a gradient), else `None`.
+    fn masks_in_kernel(&self, node: &Node) -> Option<(f32, f32)> {
+        let Op::Conv2d { x, w, b, g, act } = &node.op else { return None };
+        let needs = |v: &Var| self.nodes[v.index].requires_grad;
+        match act {
+            Some(kind @ (ReluKind::Relu6 | ReluKind::Clip { .. }))
+                if matches!(self.mode, BackpropMode::Plain)
+                    && node.pass_bits.is_none()
+                    && needs(x)
+                    && !needs(w)
+                    && !b.as_ref().is_some_and(needs)
+                    && crate::conv::masks_in_kernel(ConvPlan::choose(g), g) =>
+            {
+                kind.bounds()
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether a conv's backward reads its own output: for its fused activation's
+    /// gradient, unless its pass bits serve alone.
+    fn conv_reads_output(&self, node: &Node) -> bool {
+        let Op::Conv2d { act: Some(kind), .. } = &node.op else { return false };
+        if self.masks_in_kernel(node).is_some() {
+            return true;
+        }
+        let by_bits = node.pass_bits.as_ref().and_then(|b| self.mode.by_bits(*kind, node.dims(), b.len()));
+        !by_bits.is_some_and(|p| p != ByBits::RedirectReadingOutput)
     }
 
     fn batch_norm_backward(&self, g: &Tensor, vars: [Var; 5], eps: f32, grads: &mut [Option<Tensor>]) {

@@ -201,6 +201,17 @@ pub(crate) fn pass_bits(y: &[f32], band: PassBand, bits: &mut [u16]) {
     simd::pass_bits(Isa::detect(), y, band, bits)
 }
 
+/// An activation's bits over `y`: [`pass_bits`] and, where `bits` holds a second plane
+/// after them, where `y` is above the band's lower bound (the redirected backward's
+/// question for the elements that do not pass).
+pub(crate) fn activation_bits(y: &[f32], band: PassBand, bits: &mut [u16]) {
+    let (pass, above) = bits.split_at_mut(y.len() / 16);
+    pass_bits(y, band, pass);
+    if !above.is_empty() {
+        pass_bits(y, PassBand { lo: band.lo, hi: None }, above);
+    }
+}
+
 /// `g` set to +0 wherever `bits` ([`pass_bits`]) is clear: the plain ReLU-family
 /// gradient mask, the same bits as applying it with the output in hand.
 pub(crate) fn mask_by_bits(g: &mut [f32], bits: &[u16]) {
@@ -270,6 +281,43 @@ mod tests {
         assert_eq!(bits(&map3(&pool, &a, &b, &c, fma_like)), want);
         let want: Vec<u32> = a.iter().map(|&x| (x * 0.1).exp().to_bits()).collect();
         assert_eq!(bits(&map1(&pool, &a, |x| (x * 0.1).exp())), want);
+    }
+
+    /// lucid's redirected gradient from an activation's two planes of bits (no output at
+    /// hand) is the one that reads the output: per sample, live or dead (every element
+    /// below the band, above it, or a mix, with the bounds, ±∞ and NaN among them), for a
+    /// ReLU6, a clip and a ReLU (whose pass bit says its side: one plane).
+    #[test]
+    fn redirected_gradients_from_bits_read_no_output() {
+        use crate::backprop_modes::{BackpropMode, ReluKind};
+        let per = 48;
+        let edge = [0.0, -0.0, 6.0, 7.5, -3.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -1.0, 1.5];
+        // Samples: mixed values (live), all flat on either side or at the bounds (dead).
+        let samples: [fn(usize) -> f32; 4] = [
+            |i| ((i * 7919) % 97) as f32 / 8.0 - 4.0,
+            |i| if i % 2 == 0 { -5.0 } else { 8.0 },
+            |i| [0.0, 6.0, -1.0, 1.5, f32::NAN][i % 5],
+            |i| -2.0 - i as f32,
+        ];
+        let y: Vec<f32> = samples
+            .iter()
+            .flat_map(|f| (0..per).map(move |i| if i % 11 == 5 { edge[i % edge.len()] } else { f(i) }))
+            .collect();
+        let g: Vec<f32> = (0..y.len()).map(|i| (i % 7) as f32 - 3.0).collect();
+        let (y, g) = (build(&[4, per], y), build(&[4, per], g));
+        let pool = ScratchPool::new();
+        for kind in [ReluKind::Relu6, ReluKind::Clip { lo: -1.0, hi: 1.5 }, ReluKind::Relu] {
+            let band = kind.pass_band().unwrap();
+            let want = BackpropMode::Redirected.input_grad_pooled(&pool, kind, &g, &y, &y);
+            let planes = if band.hi.is_some() { 2 } else { 1 };
+            let mut bits = vec![0u16; planes * y.len() / 16];
+            activation_bits(y.as_slice().unwrap(), band, &mut bits);
+            let mut got = g.clone();
+            let released = build(&[0], vec![]);
+            assert!(BackpropMode::Redirected.input_grad_by_bits(kind, &mut got, &bits, &released), "{kind:?}");
+            let bits_of = |t: &Tensor| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits_of(&got), bits_of(&want), "{kind:?}");
+        }
     }
 
     /// Pass bits and the mask they give equal the plain masks that read the output, for a

@@ -179,6 +179,49 @@ pub(crate) enum Op {
     },
 }
 
+impl Op {
+    /// Whether node `v` is one of this op's operands.
+    pub(crate) fn has_input(&self, v: usize) -> bool {
+        let is = |x: &Var| x.index == v;
+        match self {
+            Op::Leaf => false,
+            Op::Add(a, b) | Op::Sub(a, b) | Op::Mul(a, b) | Op::Div(a, b) | Op::MatMul { a, b, .. } => is(a) || is(b),
+            Op::AddScalar(x)
+            | Op::MulScalar(x, _)
+            | Op::ChannelAffine { x, .. }
+            | Op::Unary(x, _)
+            | Op::Relu(x, _)
+            | Op::Sum { x, .. }
+            | Op::Softmax { x, .. }
+            | Op::LogSoftmax { x, .. }
+            | Op::CrossEntropy { logits: x, .. }
+            | Op::MaxPool2d { x, .. }
+            | Op::AvgPool2d { x, .. }
+            | Op::Pad { x, .. }
+            | Op::Slice { x, .. }
+            | Op::Reshape(x)
+            | Op::Permute { x, .. }
+            | Op::Roll { x, .. }
+            | Op::Rfft2 { x, .. }
+            | Op::Irfft2 { z: x, .. }
+            | Op::TotalVariation { x, .. }
+            | Op::LpNorm { x, .. }
+            | Op::AffineWarp { x, .. } => is(x),
+            Op::Conv2d { x, w, b, .. } => is(x) || is(w) || b.as_ref().is_some_and(is),
+            Op::BatchNorm { x, gamma, beta, mean, var, .. } => [x, gamma, beta, mean, var].into_iter().any(is),
+            Op::Concat { xs, .. } => xs.iter().any(is),
+        }
+    }
+}
+
+impl Node {
+    /// The shape of its value, also once given back.
+    pub(crate) fn dims(&self) -> &[usize] {
+        use ndarray::Dimension;
+        self.released_dim.as_ref().map_or(self.value.shape(), |d| d.slice())
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Node {
     pub(crate) value: Arc<Tensor>,
@@ -188,4 +231,9 @@ pub(crate) struct Node {
     /// activation passes a gradient, one bit per element of `value`
     /// ([`crate::PassBand`]); the plain backward reads these instead of the value.
     pub(crate) pass_bits: Option<Vec<u16>>,
+    /// The shape of a value given back before the backward ([`Tape::release_unneeded`]):
+    /// the backward still needs the shapes of the values it does not read.
+    ///
+    /// [`Tape::release_unneeded`]: crate::Tape::release_unneeded
+    pub(crate) released_dim: Option<ndarray::IxDyn>,
 }

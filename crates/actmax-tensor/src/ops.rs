@@ -8,7 +8,7 @@ use crate::backprop_modes::PassBand;
 use crate::backprop_modes::{BackpropMode, ReluKind};
 use crate::conv::fused::{self, FusedConv};
 use crate::conv::{conv2d_forward_prepacked, ConvPlan, PackDirection};
-use crate::elementwise::{map1, map2, map2_runs, map_channels, pass_bits};
+use crate::elementwise::{activation_bits, map1, map2, map2_runs, map_channels};
 use crate::error::{param_err, shape_err, Result, TensorError};
 use crate::geometry::{checked_elems, Conv2dParams, ConvGeometry, Pool2dParams};
 use crate::op::{Op, PadMode, Unary, Var};
@@ -425,11 +425,9 @@ impl Tape {
         }
         let mid = self.conv2d_stage(x, &first)?;
         let y = self.conv2d_stage(mid, &second)?;
-        if no_grad {
-            // Nobody but the second conv reads the first one's output, and no gradient
-            // will: its buffer can serve the next op.
-            self.release(mid)?;
-        }
+        // Nobody but the second conv reads the first one's output: unless a gradient
+        // will, its buffer can serve the next op.
+        self.release_unneeded(mid)?;
         Ok(y)
     }
 
@@ -458,14 +456,10 @@ impl Tape {
         }
         let mid = self.conv2d_pair(x, first, second)?;
         let y = self.conv2d_stage(mid, &third)?;
-        if no_grad {
-            self.release(mid)?;
-        }
+        self.release_unneeded(mid)?;
         let Some(r) = residual else { return Ok(y) };
         let sum = self.add(y, r)?;
-        if no_grad {
-            self.release(y)?;
-        }
+        self.release_unneeded(y)?;
         Ok(sum)
     }
 
@@ -552,13 +546,34 @@ impl Tape {
     /// planes are multiples of 16 pixels.
     fn fused_pair_keeping(&mut self, x: Var, (first, second): (&ConvStage, &ConvStage), plan: PairPlan) -> Result<Var> {
         let g1 = plan.g1;
-        let band = self.pass_band(first.act, &g1).filter(|_| g1.out_len().is_multiple_of(16));
+        let band = self.pass_band(first.act).filter(|_| g1.out_len().is_multiple_of(16));
         let mut mid = self.scratch.take(g1.out_elems());
-        let mut bits = band.map(|_| self.take_bits(g1.out_elems() / 16));
+        let mut bits = band.map(|band| self.take_bits(self.bit_words(band, g1.out_elems())));
         let keep = fused::KeptMid { mid: &mut mid, bits: bits.as_deref_mut().zip(band) };
         let y = self.fused_pair(x, (first, second), &plan, Some(keep))?;
+        let y_bits = self.activation_bits_of(&y, second.act);
         let m = self.push_conv(mid, x, first, g1, bits);
-        Ok(self.push_conv(y, m, second, plan.g2, None))
+        let y = self.push_conv(y, m, second, plan.g2, y_bits);
+        // Only the depthwise conv read the first conv's output.
+        self.release_unneeded(m)?;
+        Ok(y)
+    }
+
+    /// Words of pass bits for `len` outputs in `band`: one plane, or two where the
+    /// redirected backward asks which side of the band a flat element is on (a band with
+    /// an upper bound; a ReLU's pass bit says it).
+    fn bit_words(&self, band: PassBand, len: usize) -> usize {
+        let planes = if matches!(self.mode, BackpropMode::Redirected) && band.hi.is_some() { 2 } else { 1 };
+        planes * len / 16
+    }
+
+    /// The pass bits of a conv's output `y` where its backward will
+    /// read them ([`Tape::pass_band`]) and they line up, computed now while `y` is in cache.
+    fn activation_bits_of(&mut self, y: &[f32], act: Option<ReluKind>) -> Option<Vec<u16>> {
+        let band = self.pass_band(act).filter(|_| y.len().is_multiple_of(16))?;
+        let mut bits = self.take_bits(self.bit_words(band, y.len()));
+        activation_bits(y, band, &mut bits);
+        Some(bits)
     }
 
     fn conv2d_op(&mut self, x: Var, w: Var, b: Option<Var>, p: Conv2dParams, act: Option<ReluKind>) -> Result<Var> {
@@ -573,28 +588,17 @@ impl Tape {
         let bs = b.map(|b| self.val(b).as_slice().expect("standard"));
         let clamp = act.and_then(ReluKind::bounds);
         conv2d_forward_prepacked(plan, xs, ws, &pack, bs, clamp, &g, &mut y, &self.scratch)?;
-        // Pass bits where a backward will mask a gradient to `x` alone with them, computed
-        // now, while the output is still in cache.
+        // Pass bits where a backward will mask a gradient to `x` alone with them.
         let weights_grad = self.requires_grad(w) || b.is_some_and(|b| self.requires_grad(b));
-        let band = self.pass_band(act, &g).filter(|_| self.requires_grad(x) && !weights_grad);
-        let bits = band.filter(|_| y.len().is_multiple_of(16)).map(|band| {
-            let mut bits = self.take_bits(y.len() / 16);
-            pass_bits(&y, band, &mut bits);
-            bits
-        });
+        let bits = if self.requires_grad(x) && !weights_grad { self.activation_bits_of(&y, act) } else { None };
         Ok(self.push_conv(y, x, &ConvStage { w, b, p, act }, g, bits))
     }
 
     /// The band in which a conv's fused activation passes a gradient, where this tape's
     /// backward will mask with pass bits (1/32 of the output to read instead of the
-    /// output): under plain and redirected backprop — except a plain depthwise conv,
-    /// whose backward kernel masks as it reads.
-    fn pass_band(&self, act: Option<ReluKind>, g: &ConvGeometry) -> Option<PassBand> {
-        let reads_bits = match self.mode {
-            BackpropMode::Plain => g.p.groups == 1,
-            BackpropMode::Redirected => true,
-            _ => false,
-        };
+    /// output, which can then be given back): under plain and redirected backprop.
+    fn pass_band(&self, act: Option<ReluKind>) -> Option<PassBand> {
+        let reads_bits = matches!(self.mode, BackpropMode::Plain | BackpropMode::Redirected);
         act?.pass_band().filter(|_| reads_bits)
     }
 

@@ -100,6 +100,13 @@ impl Tape {
         self.nodes.iter().filter(|n| Arc::strong_count(&n.value) == 1).map(|n| n.value.len()).sum()
     }
 
+    /// Bytes a forward keeps for the backward: [`Tape::value_floats`]' values and the
+    /// activations' pass bits.
+    pub fn graph_bytes(&self) -> usize {
+        let bits: usize = self.nodes.iter().filter_map(|n| n.pass_bits.as_ref()).map(Vec::len).sum();
+        4 * self.value_floats() + 2 * bits
+    }
+
     /// Number of conv weights the tape holds packed for its GEMMs (kept across
     /// [`Tape::reset`] for constant weights).
     pub fn packed_weights(&self) -> usize {
@@ -166,7 +173,7 @@ impl Tape {
 
     fn leaf(&mut self, t: Arc<Tensor>, requires_grad: bool) -> Var {
         let t = if t.is_standard_layout() { t } else { Arc::new(t.as_standard_layout().into_owned()) };
-        self.record(Node { value: t, op: Op::Leaf, requires_grad, pass_bits: None })
+        self.record(Node { value: t, op: Op::Leaf, requires_grad, pass_bits: None, released_dim: None })
     }
 
     fn node(&self, v: Var) -> Result<&Node> {
@@ -193,11 +200,33 @@ impl Tape {
                 "a gradient may need this value (it, or a node after it, requires one); keep it until reset",
             ));
         }
-        let value = std::mem::replace(&mut self.nodes[v.index].value, self.released.clone());
+        self.give_back(v.index);
+        Ok(())
+    }
+
+    /// Gives the value of `v` back to the tape's pool, as [`Tape::release`] does, unless
+    /// a backward will read it: true when released. For a value no forward op will read
+    /// any more (the caller knows; the tape does not). Reverse mode reads few values —
+    /// a conv's input only for its weights' gradient, a ReLU6's output not at all where
+    /// its pass bits say where it passes — so a graph for a gradient to the image alone
+    /// keeps a fraction of its values (each op's needs: `Tape::backward_reads`).
+    pub fn release_unneeded(&mut self, v: Var) -> Result<bool> {
+        self.node(v)?;
+        if (v.index..self.nodes.len()).any(|at| self.backward_reads(at, v.index)) {
+            return Ok(false);
+        }
+        self.give_back(v.index);
+        Ok(true)
+    }
+
+    /// Swaps node `i`'s value for the shared released one, keeping its shape, and
+    /// recycles the buffer if nobody else holds it.
+    fn give_back(&mut self, i: usize) {
+        let value = std::mem::replace(&mut self.nodes[i].value, self.released.clone());
+        self.nodes[i].released_dim = Some(value.raw_dim());
         if let Ok(t) = Arc::try_unwrap(value) {
             recycle(&self.scratch, t);
         }
-        Ok(())
     }
 
     /// The value of `v`.
@@ -224,7 +253,7 @@ impl Tape {
     pub(crate) fn push(&mut self, value: Tensor, op: Op, inputs: &[Var]) -> Var {
         let requires_grad = inputs.iter().any(|&v| self.requires_grad(v));
         let value = if value.is_standard_layout() { value } else { value.as_standard_layout().into_owned() };
-        self.record(Node { value: Arc::new(value), op, requires_grad, pass_bits: None })
+        self.record(Node { value: Arc::new(value), op, requires_grad, pass_bits: None, released_dim: None })
     }
 
     /// A pass-bit buffer of `words` words (contents unspecified): one a reset dropped,
@@ -334,5 +363,11 @@ impl Tape {
 
     pub(crate) fn val(&self, v: Var) -> &Tensor {
         &self.nodes[v.index].value
+    }
+
+    /// The shape of `v`'s value, also once released (what a backward that does not read
+    /// the value asks).
+    pub(crate) fn dims(&self, v: Var) -> &[usize] {
+        self.nodes[v.index].dims()
     }
 }

@@ -451,8 +451,9 @@ fn a_conv_pair_gives_the_two_convs_values_and_gradients() {
     let p2 =
         Conv2dParams { stride: [2, 2], groups: c, padding: actmax_tensor::Padding2d::uniform(1), ..Default::default() };
     // 24² planes take pass bits, 18² (324 pixels) keep only the output. Redirected
-    // backprop reads the bits too, and the outputs only for a sample whose plain gradient
-    // is all zero (a bias of −100 kills every ReLU: the redirected branch).
+    // backprop reads the bits too, and for a sample whose plain gradient is all zero
+    // which side of the band each element is on, from a second plane of bits (a bias of
+    // −100 holds every ReLU below, +100 every ReLU6 at 6: the redirected branch).
     for (n, hw, act, mode, shift) in [
         (1, 24, Some(ReluKind::Relu6), BackpropMode::Plain, 0.0),
         (2, 24, Some(ReluKind::Relu), BackpropMode::Plain, 0.0),
@@ -461,6 +462,7 @@ fn a_conv_pair_gives_the_two_convs_values_and_gradients() {
         (2, 24, Some(ReluKind::Relu6), BackpropMode::Guided, 0.0),
         (2, 24, Some(ReluKind::Relu6), BackpropMode::Redirected, 0.0),
         (2, 24, Some(ReluKind::Relu6), BackpropMode::Redirected, -100.0),
+        (2, 24, Some(ReluKind::Relu6), BackpropMode::Redirected, 100.0),
         (1, 24, Some(ReluKind::Relu), BackpropMode::Redirected, -100.0),
     ] {
         let b1 = b1.mapv(|v| v + shift);

@@ -109,13 +109,13 @@ pub struct Options {
     /// Feature accentuation: keep the image close to `seed_input` in the activations of a
     /// layer while the objective moves it ([`Accentuation`]). Needs a seed input.
     pub accent: Option<Accentuation>,
-    /// Bytes of per-image model graphs a step may keep from its forward to its backward
-    /// (all threads together; EfficientNet-Lite0 at 224 takes ≈ 30 MB an image). An image
-    /// whose graph does not fit runs its forward again right before its backward: the same
-    /// bits, one more forward. 0 keeps none: the least memory, one graph per thread.
-    /// keras-vis's preset keeps 160 MiB (its batches are many filters of one view each: a
-    /// batch of 20 stays under 0.5 GB in all), lucid's, MaCo's and actmax's 320 MiB (few
-    /// images of several views: the actmax preset's five images × two crops keep all ten).
+    /// Bytes of per-image model graphs a step may keep from its forward to its backward,
+    /// all threads together (320 MiB by default). A graph holds what reverse mode reads:
+    /// with frozen weights and plain or redirected backprop little more than a bit per
+    /// activation (EfficientNet-Lite0 at 224: ≈ 3 MB an image; guided backprop and custom
+    /// hooks read the activations' outputs: ≈ 30 MB). An image whose graph does not fit
+    /// runs its forward again right before its backward: the same bits, one more forward.
+    /// 0 keeps none: the least memory, one graph per thread.
     pub graph_memory: usize,
 }
 
@@ -146,7 +146,7 @@ impl Default for Options {
             image_seeds: None,
             swap_softmax: true,
             accent: None,
-            graph_memory: 160 << 20,
+            graph_memory: 320 << 20,
         }
     }
 }
@@ -170,7 +170,6 @@ impl Options {
             lp_norm_weight: 0.0,
             tv_weight: 0.0,
             keep: Keep::Last,
-            graph_memory: 320 << 20,
             ..Self::default()
         }
     }
@@ -189,7 +188,6 @@ impl Options {
             lp_norm_weight: 0.0,
             tv_weight: 0.0,
             keep: Keep::Last,
-            graph_memory: 320 << 20,
             ..Self::default()
         }
     }

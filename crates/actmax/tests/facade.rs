@@ -224,13 +224,14 @@ fn an_image_does_not_depend_on_its_batch_or_the_thread_count() {
     }
     // Images whose graphs do not fit the memory budget run their forward without a graph
     // (an inference pass) and again with one before their backward: the same bits with
-    // every graph kept (22 model inputs, ≈ 30 MB each), some, or none.
+    // every graph kept (22 model inputs, ≈ 2 MB each), some (1 or 3 of each thread's 11),
+    // or none.
     let alone = run("_fc", vec![7], 2);
     let all = run_within("_fc", (3..14).collect(), 2, 1 << 30);
     assert_eq!(all[4], alone[0], "_fc: filter 7 in a batch of 11, every graph kept");
-    for mb in [0, 100, 320] {
-        let some = run_within("_fc", (3..14).collect(), 2, mb << 20);
-        assert!(some == all, "_fc: a batch of 11 with {mb} MB of graphs kept differs from all kept");
+    for kb in [0, 2048, 16384] {
+        let some = run_within("_fc", (3..14).collect(), 2, kb << 10);
+        assert!(some == all, "_fc: a batch of 11 with {kb} KB of graphs kept differs from all kept");
     }
 }
 

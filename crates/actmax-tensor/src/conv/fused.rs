@@ -276,7 +276,9 @@ pub struct KeptMid<'a> {
     /// The pointwise conv's output, as [`Tape::conv2d`](crate::Tape::conv2d) gives it.
     pub mid: &'a mut [f32],
     /// Where its activation passes a gradient: 16 elements a word, in NCHW order (the
-    /// output's planes must be multiples of 16 pixels).
+    /// output's planes must be multiples of 16 pixels); twice as many words for a second
+    /// plane after the first, where the output is above the band's lower bound (what the
+    /// redirected backward asks of the elements that do not pass).
     pub bits: Option<(&'a mut [u16], PassBand)>,
 }
 
@@ -320,7 +322,7 @@ fn pair_forward(
             return Err(refuse(op, format!("the kept output holds {} floats, not {}", k.mid.len(), g1.out_elems())));
         }
         if let Some((bits, _)) = &k.bits {
-            if g1.out_len() % 16 != 0 || 16 * bits.len() != g1.out_elems() {
+            if g1.out_len() % 16 != 0 || (16 * bits.len() != g1.out_elems() && 8 * bits.len() != g1.out_elems()) {
                 return Err(refuse(
                     op,
                     format!(
@@ -345,25 +347,31 @@ fn pair_forward(
     // Per block: its output planes, and where it keeps the pointwise output and its bits.
     // A block's channels are contiguous planes in NCHW, in all three.
     let (block_out, block_mid) = (per_block * mr * ol, per_block * mr * hw);
-    let (mut mids, mut bits, band) = match keep {
+    let (mut mids, bits, band) = match keep {
         Some(KeptMid { mid, bits: Some((bits, band)) }) => (Some(mid), Some(bits), Some(band)),
         Some(KeptMid { mid, bits: None }) => (Some(mid), None, None),
         None => (None, None, None),
+    };
+    let (mut bits, mut above) = match bits.map(|b| b.split_at_mut(g1.out_elems() / 16)) {
+        Some((pass, above)) => (Some(pass), (!above.is_empty()).then_some(above)),
+        None => (None, None),
     };
     for (n, yn) in out.chunks_mut(c * ol).enumerate() {
         let xn = &x[n * g1.c_in * hw..][..g1.c_in * hw];
         let mut mids_n = mids.as_deref_mut().map(|m| m[n * c * hw..][..c * hw].chunks_mut(block_mid));
         let mut bits_n = bits.as_deref_mut().map(|b| b[n * c * hw / 16..][..c * hw / 16].chunks_mut(block_mid / 16));
+        let mut above_n = above.as_deref_mut().map(|b| b[n * c * hw / 16..][..c * hw / 16].chunks_mut(block_mid / 16));
         let blocks: Vec<BlockOut> = yn
             .chunks_mut(block_out)
             .map(|out| BlockOut {
                 out,
                 mid: mids_n.as_mut().and_then(Iterator::next),
                 bits: bits_n.as_mut().and_then(Iterator::next),
+                above: above_n.as_mut().and_then(Iterator::next),
             })
             .collect();
         blocks.into_par_iter().enumerate().with_max_len(1).for_each(
-            |(b, BlockOut { out: y, mid: kept, bits: kept_bits })| {
+            |(b, BlockOut { out: y, mid: kept, bits: kept_bits, above: kept_above })| {
                 let (p0, p1) = (b * per_block, ((b + 1) * per_block).min(panels));
                 let (c0, c1) = (p0 * mr, (p1 * mr).min(c));
                 let mut lease = kept.is_none().then(|| scratch.lease((c1 - c0) * hw));
@@ -378,6 +386,9 @@ fn pair_forward(
                 }
                 if let (Some(bits), Some(band)) = (kept_bits, band) {
                     pass_bits(mid, band, bits);
+                    if let Some(above) = kept_above {
+                        pass_bits(mid, PassBand { lo: band.lo, hi: None }, above);
+                    }
                 }
                 let gb = one_image_of_channels(g2, c1 - c0);
                 let bias = dw.bias.map(|b| &b[c0..c1]);
@@ -394,6 +405,7 @@ struct BlockOut<'a> {
     out: &'a mut [f32],
     mid: Option<&'a mut [f32]>,
     bits: Option<&'a mut [u16]>,
+    above: Option<&'a mut [u16]>,
 }
 
 /// A depthwise geometry for one image and `c` of its channels.

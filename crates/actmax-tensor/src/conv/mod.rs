@@ -348,13 +348,19 @@ pub(crate) fn conv2d_backward_input_masked(
     if y.len() != dy.len() {
         return Err(refuse("conv2d_backward_input", format!("y holds {} floats, dy {}", y.len(), dy.len())));
     }
-    if plan.kernel != ConvKernel::Depthwise || !depthwise::masks_in_kernel(g) {
+    if !masks_in_kernel(plan, g) {
         return Ok(None);
     }
     let mut dx = scratch.take(dx_len);
     let masked = depthwise::backward_input_masked(dy, depthwise::GradMask { y, lo, hi }, w, g, &mut dx, scratch);
     debug_assert!(masked, "masks_in_kernel admits stride-1 geometries only");
     Ok(Some(dx))
+}
+
+/// Whether [`conv2d_backward_input_masked`] masks inside the kernel for this conv (and
+/// so reads its output `y`).
+pub(crate) fn masks_in_kernel(plan: ConvPlan, g: &ConvGeometry) -> bool {
+    plan.kernel == ConvKernel::Depthwise && depthwise::masks_in_kernel(g)
 }
 
 /// [`conv2d_backward_input_with`] on weights packed by [`ConvPack::backward_input`].
