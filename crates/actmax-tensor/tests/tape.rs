@@ -432,6 +432,56 @@ fn released_values_go_back_to_the_pool_and_cannot_be_read() {
     assert_eq!(g.get(v).unwrap().as_slice().unwrap(), &[1.0, -2.0]);
 }
 
+/// `release_unneeded` gives back what no backward reads — a conv's output whose ReLU6
+/// masks by pass bits, the conv's input with constant weights — and keeps what one does
+/// (a product's factor, the input with trainable weights, the output under guided
+/// backprop): the gradients are those of a tape that released nothing.
+#[test]
+fn values_no_backward_reads_go_back_and_the_gradients_stay() {
+    use actmax_tensor::{BackpropMode, ReluKind};
+    let x0 = Tensor::from_shape_fn(vec![1, 3, 8, 8], |i| ((i[1] * 5 + i[2] * 3 + i[3]) % 11) as f32 - 4.0);
+    let w0 = Tensor::from_shape_fn(vec![4, 3, 3, 3], |i| ((i[0] + 2 * i[1] + i[2] * i[3]) % 5) as f32 * 0.3 - 0.5);
+    let run = |mode: BackpropMode, train: bool, release: bool| {
+        let mut tape = Tape::new();
+        tape.set_backprop_mode(mode);
+        let x = tape.variable(x0.clone());
+        let w = if train { tape.variable(w0.clone()) } else { tape.constant(w0.clone()) };
+        let p = Conv2dParams { padding: actmax_tensor::Padding2d::uniform(1), ..Default::default() };
+        let pre = tape.mul_scalar(x, 1.5).unwrap();
+        let y = tape.conv2d_activated(pre, w, None, p, ReluKind::Relu6).unwrap();
+        let c = tape.constant(tape.value(y).unwrap().mapv(|v| v - 1.0));
+        let scaled = tape.mul(y, c).unwrap();
+        let l = tape.sum_all(scaled).unwrap();
+        let released = if release { [pre, y, c].map(|v| tape.release_unneeded(v).unwrap()) } else { [false; 3] };
+        let g = tape.backward(l).unwrap();
+        (released, g.get(x).unwrap().clone())
+    };
+    for (mode, train, want) in [
+        (BackpropMode::Plain, false, [true, false, false]),
+        (BackpropMode::Redirected, false, [true, false, false]),
+        (BackpropMode::Plain, true, [false, false, false]),
+        (BackpropMode::Guided, false, [true, false, false]),
+    ] {
+        let (released, got) = run(mode.clone(), train, true);
+        assert_eq!(released, want, "{mode:?}, trainable weights {train}");
+        assert_eq!(got, run(mode.clone(), train, false).1, "{mode:?}: the gradient changed");
+    }
+    // The conv's own output, once nothing but a shape-only op reads it: given back under
+    // plain backprop (its bits), kept under guided (it reads the output).
+    for (mode, want) in [(BackpropMode::Plain, true), (BackpropMode::Guided, false)] {
+        let mut tape = Tape::new();
+        tape.set_backprop_mode(mode.clone());
+        let x = tape.variable(x0.clone());
+        let w = tape.constant(w0.clone());
+        let p = Conv2dParams { padding: actmax_tensor::Padding2d::uniform(1), ..Default::default() };
+        let y = tape.conv2d_activated(x, w, None, p, ReluKind::Relu6).unwrap();
+        let l = tape.sum_all(y).unwrap();
+        let before = tape.backward(l).unwrap().get(x).unwrap().clone();
+        assert_eq!(tape.release_unneeded(y).unwrap(), want, "{mode:?}");
+        assert_eq!(tape.backward(l).unwrap().get(x).unwrap(), &before, "{mode:?}: the gradient changed");
+    }
+}
+
 /// `conv2d_pair`: with no gradient wanted, the fused blocks (a constant result, the same
 /// bits as two `conv2d_activated`); with one to the input only, the fused blocks keeping
 /// the first conv's output (and its ReLU's pass bits where planes are multiples of 16
