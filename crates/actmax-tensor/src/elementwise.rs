@@ -193,23 +193,21 @@ fn run_values(b: &Tensor, sb: &[usize], lead: &[usize]) -> Option<Vec<f32>> {
 
 /// One bit per element of `y`: bit `j` of `bits[w]` is `band.passes(y[16 w + j])`. A
 /// ReLU6's gradient mask kept in 1/32 of its output's memory, so the backward reads
-/// these instead of the output, long gone from the caches by then.
+/// these instead of the output, long gone from the caches by then. Where `above` is not
+/// empty, in the same pass, its bits say `y > band.lo`: which side of the band an element
+/// that does not pass is on (what the redirected backward asks of a dead sample).
 ///
 /// # Panics
-/// If `y.len() != 16 * bits.len()`.
-pub(crate) fn pass_bits(y: &[f32], band: PassBand, bits: &mut [u16]) {
-    simd::pass_bits(Isa::detect(), y, band, bits)
+/// If `y.len() != 16 * bits.len()`, or `above` is neither empty nor as long as `bits`.
+pub(crate) fn pass_bits(y: &[f32], band: PassBand, bits: &mut [u16], above: &mut [u16]) {
+    simd::pass_bits(Isa::detect(), y, band, bits, above)
 }
 
-/// An activation's bits over `y`: [`pass_bits`] and, where `bits` holds a second plane
-/// after them, where `y` is above the band's lower bound (the redirected backward's
-/// question for the elements that do not pass).
+/// An activation's bits over `y`: [`pass_bits`], with the `above` plane where `bits`
+/// holds a second plane after the first.
 pub(crate) fn activation_bits(y: &[f32], band: PassBand, bits: &mut [u16]) {
     let (pass, above) = bits.split_at_mut(y.len() / 16);
-    pass_bits(y, band, pass);
-    if !above.is_empty() {
-        pass_bits(y, PassBand { lo: band.lo, hi: None }, above);
-    }
+    pass_bits(y, band, pass, above)
 }
 
 /// `g` set to +0 wherever `bits` ([`pass_bits`]) is clear: the plain ReLU-family
@@ -320,9 +318,9 @@ mod tests {
         }
     }
 
-    /// Pass bits and the mask they give equal the plain masks that read the output, for a
-    /// ReLU (∞ passes), a ReLU6 and a clip, at the bounds, ±∞, NaN and −0, serial and
-    /// parallel.
+    /// Pass bits (and the plane of `y > lo` beside them) and the mask they give equal the
+    /// plain masks that read the output, for a ReLU (∞ passes), a ReLU6 and a clip, at the
+    /// bounds, ±∞, NaN and −0, serial and parallel.
     #[test]
     fn pass_bits_mask_as_the_output_does() {
         let specials = [0.0, -0.0, 6.0, 5.999_999_5, 1e-30, -1e-30, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 3.0];
@@ -340,15 +338,23 @@ mod tests {
                 let want: Vec<u32> =
                     g[..len].iter().zip(&y[..len]).map(|(&g, &y)| if plain(y) { g } else { 0.0 }.to_bits()).collect();
                 let mut bits = vec![0u16; len / 16];
-                pass_bits(&y[..len], band, &mut bits);
+                pass_bits(&y[..len], band, &mut bits, &mut []);
                 let mut masked = g[..len].to_vec();
                 mask_by_bits(&mut masked, &bits);
                 assert_eq!(masked.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want, "{band:?}, {len}");
                 // Every kernel this CPU can run gives the same words and masks.
                 for isa in Isa::available() {
                     let mut b = vec![0u16; len / 16];
-                    simd::pass_bits(isa, &y[..len], band, &mut b);
+                    simd::pass_bits(isa, &y[..len], band, &mut b, &mut []);
                     assert_eq!(b, bits, "{isa:?} {band:?}");
+                    // With the plane of `y > lo` beside, in the same pass.
+                    let (mut b2, mut above) = (vec![0u16; len / 16], vec![0u16; len / 16]);
+                    simd::pass_bits(isa, &y[..len], band, &mut b2, &mut above);
+                    let want_above: Vec<u16> = y[..len]
+                        .chunks(16)
+                        .map(|c| c.iter().enumerate().fold(0, |w, (j, &v)| w | (u16::from(v > band.lo) << j)))
+                        .collect();
+                    assert_eq!((b2, above), (bits.clone(), want_above), "{isa:?} {band:?}: with the above plane");
                     let mut m = g[..len].to_vec();
                     simd::mask_by_bits(isa, &mut m, &b);
                     assert_eq!(m.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want, "{isa:?} {band:?}");

@@ -18,19 +18,27 @@ pub(crate) fn every_second(isa: Isa, src: &[f32], dst: &mut [f32]) {
     }
 }
 
-/// `bits[w]` bit `j` = `band.passes(y[16w + j])`, in vectors on `isa`.
-/// `y.len() == 16 · bits.len()`.
-pub(crate) fn pass_bits(isa: Isa, y: &[f32], band: PassBand, bits: &mut [u16]) {
+/// `bits[w]` bit `j` = `band.passes(y[16w + j])`, and where `above` is not empty
+/// `above[w]` bit `j` = `y[16w + j] > band.lo` (the first compare of the two), in vectors
+/// on `isa`. `y.len() == 16 · bits.len()`, `above` as long or empty.
+pub(crate) fn pass_bits(isa: Isa, y: &[f32], band: PassBand, bits: &mut [u16], above: &mut [u16]) {
     assert_eq!(y.len(), 16 * bits.len(), "pass_bits: 16 values per word");
+    assert!(above.is_empty() || above.len() == bits.len(), "pass_bits: one above word per pass word");
     match isa {
         // Safety: the ISA was detected on this CPU; the lengths were checked above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { avx512::pass_bits(y, band, bits) },
+        Isa::Avx512 => unsafe { avx512::pass_bits(y, band, bits, above) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { avx2::pass_bits(y, band, bits) },
+        Isa::Avx2 => unsafe { avx2::pass_bits(y, band, bits, above) },
         _ => {
+            let word = |chunk: &[f32], f: &dyn Fn(f32) -> bool| {
+                chunk.iter().enumerate().fold(0, |b, (j, &v)| b | (u16::from(f(v)) << j))
+            };
             for (w, chunk) in bits.iter_mut().zip(y.chunks_exact(16)) {
-                *w = chunk.iter().enumerate().fold(0, |b, (j, &v)| b | (u16::from(band.passes(v)) << j));
+                *w = word(chunk, &|v| band.passes(v));
+            }
+            for (a, chunk) in above.iter_mut().zip(y.chunks_exact(16)) {
+                *a = word(chunk, &|v| v > band.lo);
             }
         }
     }
@@ -67,20 +75,26 @@ pub(crate) mod avx2 {
     /// [`super::pass_bits`]: two compares and a movemask per 8 values.
     ///
     /// # Safety
-    /// AVX2; `y.len() == 16 · bits.len()`.
+    /// AVX2; `y.len() == 16 · bits.len()`, `above` as long or empty.
     #[target_feature(enable = "avx2")]
-    pub(crate) unsafe fn pass_bits(y: &[f32], band: PassBand, bits: &mut [u16]) {
+    pub(crate) unsafe fn pass_bits(y: &[f32], band: PassBand, bits: &mut [u16], above: &mut [u16]) {
         let (lo, hi) = (_mm256_set1_ps(band.lo), band.hi.map(|h| _mm256_set1_ps(h)));
         for (w, b) in bits.iter_mut().enumerate() {
+            // The (pass, above) masks of 8 values.
             let half = |h: usize| {
                 let v = _mm256_loadu_ps(y.as_ptr().add(16 * w + 8 * h));
-                let mut m = _mm256_cmp_ps::<_CMP_GT_OQ>(v, lo);
-                if let Some(hi) = hi {
-                    m = _mm256_and_ps(m, _mm256_cmp_ps::<_CMP_LT_OQ>(v, hi));
-                }
-                _mm256_movemask_ps(m) as u16
+                let up = _mm256_cmp_ps::<_CMP_GT_OQ>(v, lo);
+                let m = match hi {
+                    Some(hi) => _mm256_and_ps(up, _mm256_cmp_ps::<_CMP_LT_OQ>(v, hi)),
+                    None => up,
+                };
+                (_mm256_movemask_ps(m) as u16, _mm256_movemask_ps(up) as u16)
             };
-            *b = half(0) | half(1) << 8;
+            let ((p0, a0), (p1, a1)) = (half(0), half(1));
+            *b = p0 | p1 << 8;
+            if let Some(a) = above.get_mut(w) {
+                *a = a0 | a1 << 8;
+            }
         }
     }
 
@@ -141,9 +155,9 @@ pub(crate) mod avx512 {
     /// [`super::pass_bits`]: a compare mask per 16 values is the word.
     ///
     /// # Safety
-    /// AVX-512F; `y.len() == 16 · bits.len()`.
+    /// AVX-512F; `y.len() == 16 · bits.len()`, `above` as long or empty.
     #[target_feature(enable = "avx512f")]
-    pub(crate) unsafe fn pass_bits(y: &[f32], band: PassBand, bits: &mut [u16]) {
+    pub(crate) unsafe fn pass_bits(y: &[f32], band: PassBand, bits: &mut [u16], above: &mut [u16]) {
         let (lo, hi) = (_mm512_set1_ps(band.lo), band.hi.map(|h| _mm512_set1_ps(h)));
         for (w, b) in bits.iter_mut().enumerate() {
             let v = _mm512_loadu_ps(y.as_ptr().add(16 * w));
@@ -152,6 +166,9 @@ pub(crate) mod avx512 {
                 Some(hi) => m & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, hi),
                 None => m,
             };
+            if let Some(a) = above.get_mut(w) {
+                *a = m;
+            }
         }
     }
 

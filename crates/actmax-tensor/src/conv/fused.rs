@@ -385,10 +385,7 @@ fn pair_forward(
                     sgemm_panels(a, p0..p1, hw, xn.as_ptr(), hw, c_out, &ep, false);
                 }
                 if let (Some(bits), Some(band)) = (kept_bits, band) {
-                    pass_bits(mid, band, bits);
-                    if let Some(above) = kept_above {
-                        pass_bits(mid, PassBand { lo: band.lo, hi: None }, above);
-                    }
+                    pass_bits(mid, band, bits, kept_above.unwrap_or_default());
                 }
                 let gb = one_image_of_channels(g2, c1 - c0);
                 let bias = dw.bias.map(|b| &b[c0..c1]);
