@@ -246,7 +246,8 @@ impl Tape {
 
     /// Whether `backward` will compute a gradient flowing through `v`.
     pub fn requires_grad(&self, v: Var) -> bool {
-        self.node(v).is_ok_and(|n| n.requires_grad)
+        // A value given back still carries its gradient (its node stays).
+        v.epoch == self.epoch && self.nodes.get(v.index).is_some_and(|n| n.requires_grad)
     }
 
     /// Records a new node; it requires a gradient when any input does.

@@ -453,6 +453,7 @@ fn values_no_backward_reads_go_back_and_the_gradients_stay() {
         let scaled = tape.mul(y, c).unwrap();
         let l = tape.sum_all(scaled).unwrap();
         let released = if release { [pre, y, c].map(|v| tape.release_unneeded(v).unwrap()) } else { [false; 3] };
+        assert!(tape.requires_grad(pre), "a value given back still carries its gradient");
         let g = tape.backward(l).unwrap();
         (released, g.get(x).unwrap().clone())
     };
