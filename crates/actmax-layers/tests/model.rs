@@ -257,6 +257,46 @@ fn fused_activations_change_no_value_or_gradient_of_a_real_model() {
     }
 }
 
+/// The values a forward gives back change no input gradient of other architectures
+/// either — VGG16's convs and max pools, the MNIST CNN, the apple counter (He-uniform
+/// weights) — under every backprop mode: the gradient of the last layer's first unit with
+/// the model's values given back equals the one with every layer kept (asked for).
+#[test]
+fn given_back_values_change_no_gradient_of_other_architectures() {
+    use actmax_tensor::BackpropMode;
+    let models = [
+        ("vgg16", zoo::vgg16_features(64).unwrap()),
+        ("mnist_cnn", zoo::mnist_cnn()),
+        ("apple_counter", zoo::apple_counter()),
+    ];
+    for (seed, (name, mut m)) in models.into_iter().enumerate() {
+        zoo::init_he_uniform(&mut m, seed as u64 + 3);
+        let spec = m.input_spec().clone();
+        let image = Tensor::from_shape_fn(vec![2, spec.shape[0], spec.shape[1], spec.shape[2]], |i| {
+            ((i[0] * 13 + i[1] * 7 + i[2] * 3 + i[3] * 5) % 17) as f32 / 17.0 * (spec.range.1 - spec.range.0)
+                + spec.range.0
+        });
+        let last = m.len() - 1;
+        for mode in [BackpropMode::Plain, BackpropMode::Redirected, BackpropMode::Guided, BackpropMode::Rectified] {
+            let grad = |outputs: &[usize]| {
+                let mut tape = Tape::new();
+                tape.set_backprop_mode(mode.clone());
+                let x = tape.variable(image.clone());
+                let out = *m.forward(&mut tape, x, outputs).unwrap().last().unwrap();
+                let first = vec![(0, 1); tape.shape(out).unwrap().len()];
+                let one = tape.slice(out, &first).unwrap();
+                let l = tape.sum_all(one).unwrap();
+                (tape.backward(l).unwrap().get(x).unwrap().clone(), tape.value_floats())
+            };
+            let (given_back, kept) = grad(&[last]);
+            let (every, all) = grad(&(0..=last).collect::<Vec<_>>());
+            assert!(every.iter().any(|&v| v != 0.0), "{name} {mode:?}: no gradient");
+            assert_eq!(given_back, every, "{name} {mode:?}: the gradient changed");
+            assert!(kept < all, "{name} {mode:?}: nothing given back ({kept} of {all} floats)");
+        }
+    }
+}
+
 /// A layer called with the wrong number of inputs says so instead of indexing past them.
 #[test]
 fn layers_refuse_the_wrong_number_of_inputs() {
