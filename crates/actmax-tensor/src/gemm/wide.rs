@@ -180,6 +180,7 @@ mod x86 {
     use super::Block;
     use crate::simd::avx2::lanes;
     use crate::simd::avx512::{lanes as lanes16, transpose16};
+    use std::mem::MaybeUninit;
 
     /// How many k steps ahead a tile prefetches its panel of A (and, near a panel's end,
     /// the next panel's start). `pointwise_gflops --cold`, Zen 4, one thread, 49 columns,
@@ -300,9 +301,15 @@ mod x86 {
         let acc = avx512_sums::<J, B_PIXEL_MAJOR>(p);
         // Each half of the tile (16 rows) goes out through an in-register 16 × 16
         // transpose, a row of C per vector, stored masked to the tile's columns. Rows
-        // past J are masked out of the stores (left as zeros, never read).
-        let mut v = [[_mm512_setzero_ps(); 16]; 2];
-        avx512_epilogue(p, &acc, |h, j, s| v[h][j] = s);
+        // past J are masked out of the stores (zeros, never read). Only those are zeroed
+        // first: zeroing all 32 vectors was a 2 KB memset per tile.
+        let mut v = [[MaybeUninit::<__m512>::uninit(); 16]; 2];
+        for half in v.iter_mut() {
+            half[J..].fill(MaybeUninit::new(_mm512_setzero_ps()));
+        }
+        avx512_epilogue(p, &acc, |h, j, s| v[h][j] = MaybeUninit::new(s));
+        // Safety: the epilogue wrote every column below J of both halves, the rest is zero.
+        let v = std::mem::transmute::<[[MaybeUninit<__m512>; 16]; 2], [[__m512; 16]; 2]>(v);
         let cols = lanes16(J);
         for (h, v) in v.iter().enumerate() {
             let rows = transpose16(v);
