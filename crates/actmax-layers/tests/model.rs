@@ -343,10 +343,10 @@ fn aliases_address_layers_and_share_their_names_namespace() {
 /// An inference forward (a constant image) gives each value back after its last reader:
 /// the same outputs, bit for bit, as a forward a gradient runs through, holding only
 /// what was asked for; and any layer can still be asked for. With a gradient to the
-/// image, it gives back what reverse mode will not read: under plain and redirected
-/// backprop every conv's output, whose activation's gradient reads bits instead (where
-/// the gradient passes, and for lucid's redirect which side of a ReLU6 each element is
-/// on).
+/// image, it gives back what reverse mode will not read: under plain, redirected, guided
+/// and rectified backprop every conv's output, whose activation's gradient reads bits
+/// instead (where the gradient passes, and for lucid's redirect and guided backprop
+/// whether an element is above 0) or nothing.
 #[test]
 fn inference_forward_releases_what_no_one_reads_again() {
     use actmax_tensor::BackpropMode;
@@ -374,13 +374,22 @@ fn inference_forward_releases_what_no_one_reads_again() {
     let (_, all_floats) = run(true, &every, BackpropMode::Plain);
     let (_, redirected_floats) = run(true, &[mid, last], BackpropMode::Redirected);
     let (_, guided_floats) = run(true, &[mid, last], BackpropMode::Guided);
-    // Plain and redirected backprop mask with bits: the graph keeps hardly more than an
-    // inference pass does. Guided backprop reads the activations' outputs.
-    for (mode, floats) in [("plain", kept_floats), ("redirected", redirected_floats)] {
+    let (_, rectified_floats) = run(true, &[mid, last], BackpropMode::Rectified);
+    let hook: actmax_tensor::BackpropHook = std::sync::Arc::new(|r: &actmax_tensor::ReluGrad<'_>| r.grad.to_owned());
+    let (_, custom_floats) = run(true, &[mid, last], BackpropMode::Custom(hook));
+    // Plain, redirected and guided backprop mask with bits, rectification with nothing of
+    // the forward: the graph keeps hardly more than an inference pass does. A custom
+    // hook is handed the activations' inputs and outputs.
+    for (mode, floats) in [
+        ("plain", kept_floats),
+        ("redirected", redirected_floats),
+        ("guided", guided_floats),
+        ("rectified", rectified_floats),
+    ] {
         assert!(floats < freed_floats + image.len(), "{floats} floats kept for {mode} backprop");
     }
-    assert!(guided_floats > 10 * kept_floats, "{guided_floats} floats kept for guided backprop");
-    assert!(all_floats > guided_floats, "{all_floats} floats in all, {guided_floats} kept for guided backprop");
+    assert!(custom_floats > 10 * kept_floats, "{custom_floats} floats kept for a custom hook");
+    assert!(all_floats > custom_floats / 2, "{all_floats} floats in all, {custom_floats} kept for a custom hook");
 }
 
 /// `forward_timed` is `forward` with a profile: the same values, and one step per layer

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use ndarray::{ArrayD, ArrayViewD};
 
-use crate::elementwise::{map1, map2, map3, mask_by_bits, zip_in_place};
+use crate::elementwise::{map1, map2, map3, mask_by_bits, rectify, zip_in_place};
 use crate::scratch::ScratchPool;
 
 /// Where a ReLU, ReLU6 or clip passes its gradient, as a function of its output `y`:
@@ -228,54 +228,66 @@ impl BackpropMode {
         }
     }
 
-    /// How pass bits of `words` words serve the input gradient of an activation of
-    /// `kind` whose output has `shape` ([`Self::input_grad_by_bits`]); `None` where they
-    /// cannot (other modes and kinds, bits that do not line up).
-    pub(crate) fn by_bits(&self, kind: ReluKind, shape: &[usize], words: usize) -> Option<ByBits> {
-        let (_, hi) = kind.bounds()?;
+    /// How the input gradient of an activation of `kind` whose output has `shape` is
+    /// computed without its output, from its pass bits of `words` words (if kept):
+    /// [`Self::input_grad_by_bits`]; `None` where the output is needed (other modes and
+    /// kinds, bits that do not line up or are missing).
+    pub(crate) fn by_bits(&self, kind: ReluKind, shape: &[usize], words: Option<usize>) -> Option<ByBits> {
+        if matches!(self, Self::Rectified) {
+            // `g·[g > 0]`: nothing of the forward.
+            return Some(ByBits::Rectify);
+        }
+        let (lo, hi) = kind.bounds()?;
         let len: usize = shape.iter().product();
         if !len.is_multiple_of(16) {
             return None;
         }
-        let side = match words {
+        let side = match words? {
             w if w == len / 16 => false,
             w if w == len / 8 => true,
             _ => return None,
         };
+        // Without an upper kink, passing is being above the lower one.
+        let above_known = side || hi == f32::INFINITY;
         let per = per_sample(shape);
         match self {
             Self::Plain => Some(ByBits::Mask),
             Self::Redirected if per > 0 && per.is_multiple_of(16) => {
-                // Without an upper kink, passing and being above the lower one are the same.
-                Some(if side || hi == f32::INFINITY { ByBits::Redirect } else { ByBits::RedirectReadingOutput })
+                Some(if above_known { ByBits::Redirect } else { ByBits::RedirectReadingOutput })
             }
+            // `g·[g > 0]·[y > 0]`: the plane above a lower bound of 0.
+            Self::Guided if lo == 0.0 && above_known => Some(ByBits::Guide),
             _ => None,
         }
     }
 
     /// The input gradient of a ReLU, ReLU6 or clip of output `y`, written over `g`, from
     /// the activation's pass bits ([`PassBand`], one per element of `y`, and for the
-    /// redirected mode optionally a second plane after them: where `y` is above the
-    /// lower bound): the plain mode's mask, or the redirected mode's (per sample, the
-    /// plain gradient unless it is all zero; only then is the side of each flat element
-    /// needed, from the second plane, or else from `y`). The same bits as
-    /// [`Self::input_grad_pooled`]. False, with `g` untouched, where
-    /// [`Self::by_bits`] says the bits do not serve.
+    /// redirected and guided modes optionally a second plane after them: where `y` is
+    /// above the lower bound): the plain mode's mask; the redirected mode's (per sample,
+    /// the plain gradient unless it is all zero; only then is the side of each flat
+    /// element needed, from the second plane, or else from `y`); guided backprop's
+    /// (`y > 0` from the bits); rectification's (no bits). The same bits as
+    /// [`Self::input_grad_pooled`]. False, with `g` untouched, where [`Self::by_bits`]
+    /// says the bits do not serve.
     pub(crate) fn input_grad_by_bits(
         &self,
         kind: ReluKind,
         g: &mut ArrayD<f32>,
-        bits: &[u16],
+        bits: Option<&[u16]>,
         y: &ArrayD<f32>,
     ) -> bool {
-        let (Some(plan), Some(bounds)) = (self.by_bits(kind, g.shape(), bits.len()), kind.bounds()) else {
-            return false;
-        };
+        let Some(plan) = self.by_bits(kind, g.shape(), bits.map(<[u16]>::len)) else { return false };
         let per = per_sample(g.shape());
         let Some(gs) = g.as_slice_mut() else { return false };
-        let (pass, side) = bits.split_at(gs.len() / 16);
+        // The planes: where the gradient passes, and (when kept) where the output is above
+        // the lower bound. `by_bits` asked for them wherever the plan reads them.
+        let (pass, side) = bits.map_or((&[][..], &[][..]), |b| b.split_at((gs.len() / 16).min(b.len())));
+        let bounds = kind.bounds().unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
         match plan {
+            ByBits::Rectify => rectify(gs, None),
             ByBits::Mask => mask_by_bits(gs, pass),
+            ByBits::Guide => rectify(gs, Some(if side.is_empty() { pass } else { side })),
             ByBits::Redirect => {
                 let side = (!side.is_empty()).then_some(side);
                 for (s, (g, b)) in gs.chunks_mut(per).zip(pass.chunks(per / 16)).enumerate() {
@@ -311,6 +323,10 @@ pub(crate) enum ByBits {
     Redirect,
     /// Redirected, reading the output for a sample whose plain gradient is all zero.
     RedirectReadingOutput,
+    /// Guided: the gradient where it is positive and the output above 0.
+    Guide,
+    /// Rectified: the gradient where it is positive; no bits.
+    Rectify,
 }
 
 /// Elements per sample: along axis 0 of a rank ≥ 2 tensor, else the whole.

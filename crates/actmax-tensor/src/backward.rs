@@ -218,10 +218,7 @@ impl Tape {
                 let g = match act {
                     Some(kind) => {
                         let mut gy = g.take();
-                        let by_bits = node
-                            .pass_bits
-                            .as_deref()
-                            .is_some_and(|b| self.mode.input_grad_by_bits(*kind, &mut gy, b, y));
+                        let by_bits = self.mode.input_grad_by_bits(*kind, &mut gy, node.pass_bits.as_deref(), y);
                         if !by_bits && node.released_dim.is_some() {
                             // `backward_reads` said the bits would do: a bug, reported.
                             return Err(param_err(
@@ -421,8 +418,8 @@ impl Tape {
         if self.masks_in_kernel(node).is_some() {
             return true;
         }
-        let by_bits = node.pass_bits.as_ref().and_then(|b| self.mode.by_bits(*kind, node.dims(), b.len()));
-        !by_bits.is_some_and(|p| p != ByBits::RedirectReadingOutput)
+        let by_bits = self.mode.by_bits(*kind, node.dims(), node.pass_bits.as_ref().map(Vec::len));
+        by_bits.is_none_or(|p| p == ByBits::RedirectReadingOutput)
     }
 
     fn batch_norm_backward(&self, g: &Tensor, vars: [Var; 5], eps: f32, grads: &mut [Option<Tensor>]) {

@@ -222,6 +222,27 @@ pub(crate) fn mask_by_bits(g: &mut [f32], bits: &[u16]) {
     }
 }
 
+/// `g` kept where it is positive — and, given `bits`, where they are set — else +0:
+/// rectification's gradient, and guided backprop's from a plane of `y > 0`; the bits of
+/// `if g > 0 && up { g } else { 0 }`.
+pub(crate) fn rectify(g: &mut [f32], bits: Option<&[u16]>) {
+    if let Some(b) = bits {
+        assert_eq!(g.len(), 16 * b.len(), "rectify: 16 values per word");
+    }
+    let isa = Isa::detect();
+    let run = |g: &mut [f32], b: Option<&[u16]>| {
+        if let Some(b) = b {
+            simd::mask_by_bits(isa, g, b);
+        }
+        g.iter_mut().for_each(|v| *v = if *v > 0.0 { *v } else { 0.0 });
+    };
+    match bits {
+        _ if g.len() < PARALLEL_MIN => run(g, bits),
+        Some(b) => g.par_chunks_mut(CHUNK).zip(b.par_chunks(CHUNK / 16)).for_each(|(g, b)| run(g, Some(b))),
+        None => g.par_chunks_mut(CHUNK).for_each(|g| run(g, None)),
+    }
+}
+
 /// `f(channel, x)` over an `[N, C, ...]` tensor, in chunks that cut across its `(n, c)`
 /// planes: an image's three 224² planes, one per task, left one of two threads idle
 /// half the time.
@@ -281,10 +302,11 @@ mod tests {
         assert_eq!(bits(&map1(&pool, &a, |x| (x * 0.1).exp())), want);
     }
 
-    /// lucid's redirected gradient from an activation's two planes of bits (no output at
-    /// hand) is the one that reads the output: per sample, live or dead (every element
-    /// below the band, above it, or a mix, with the bounds, ±∞ and NaN among them), for a
-    /// ReLU6, a clip and a ReLU (whose pass bit says its side: one plane).
+    /// lucid's redirected gradient and guided backprop's from an activation's two planes
+    /// of bits (no output at hand), and rectification's from none, are the ones that
+    /// read the output: per sample, live or dead (every element below the band, above it,
+    /// or a mix, with the bounds, ±∞ and NaN among them), for a ReLU6, a clip and a ReLU
+    /// (whose pass bit says its side: one plane).
     #[test]
     fn redirected_gradients_from_bits_read_no_output() {
         use crate::backprop_modes::{BackpropMode, ReluKind};
@@ -304,17 +326,27 @@ mod tests {
         let g: Vec<f32> = (0..y.len()).map(|i| (i % 7) as f32 - 3.0).collect();
         let (y, g) = (build(&[4, per], y), build(&[4, per], g));
         let pool = ScratchPool::new();
-        for kind in [ReluKind::Relu6, ReluKind::Clip { lo: -1.0, hi: 1.5 }, ReluKind::Relu] {
+        // Guided backprop asks `y > 0`, from the same planes where the band starts at 0;
+        // rectification asks nothing.
+        let modes = [BackpropMode::Redirected, BackpropMode::Guided, BackpropMode::Rectified];
+        for (mode, kind) in modes.iter().flat_map(|m| {
+            [ReluKind::Relu6, ReluKind::Clip { lo: -1.0, hi: 1.5 }, ReluKind::Relu].map(|k| (m.clone(), k))
+        }) {
             let band = kind.pass_band().unwrap();
-            let want = BackpropMode::Redirected.input_grad_pooled(&pool, kind, &g, &y, &y);
+            let want = mode.input_grad_pooled(&pool, kind, &g, &y, &y);
             let planes = if band.hi.is_some() { 2 } else { 1 };
             let mut bits = vec![0u16; planes * y.len() / 16];
             activation_bits(y.as_slice().unwrap(), band, &mut bits);
             let mut got = g.clone();
             let released = build(&[0], vec![]);
-            assert!(BackpropMode::Redirected.input_grad_by_bits(kind, &mut got, &bits, &released), "{kind:?}");
-            let bits_of = |t: &Tensor| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits_of(&got), bits_of(&want), "{kind:?}");
+            let served = mode.input_grad_by_bits(kind, &mut got, Some(&bits), &released);
+            // A clip from −1 has no plane of `y > 0`: guided backprop needs the output.
+            let guided_clip = matches!(mode, BackpropMode::Guided) && band.lo != 0.0;
+            assert_eq!(served, !guided_clip, "{mode:?} {kind:?}");
+            if served {
+                let bits_of = |t: &Tensor| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits_of(&got), bits_of(&want), "{mode:?} {kind:?}");
+            }
         }
     }
 

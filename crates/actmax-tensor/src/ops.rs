@@ -560,10 +560,11 @@ impl Tape {
     }
 
     /// Words of pass bits for `len` outputs in `band`: one plane, or two where the
-    /// redirected backward asks which side of the band a flat element is on (a band with
-    /// an upper bound; a ReLU's pass bit says it).
+    /// redirected or guided backward asks whether an element is above the lower bound (a
+    /// band with an upper bound; a ReLU's pass bit says it).
     fn bit_words(&self, band: PassBand, len: usize) -> usize {
-        let planes = if matches!(self.mode, BackpropMode::Redirected) && band.hi.is_some() { 2 } else { 1 };
+        let side = matches!(self.mode, BackpropMode::Redirected | BackpropMode::Guided) && band.hi.is_some();
+        let planes = if side { 2 } else { 1 };
         planes * len / 16
     }
 
@@ -596,10 +597,14 @@ impl Tape {
 
     /// The band in which a conv's fused activation passes a gradient, where this tape's
     /// backward will mask with pass bits (1/32 of the output to read instead of the
-    /// output, which can then be given back): under plain and redirected backprop.
+    /// output, which can then be given back): under plain and redirected backprop, and
+    /// guided backprop where the band starts at 0 (it asks `y > 0`).
     fn pass_band(&self, act: Option<ReluKind>) -> Option<PassBand> {
-        let reads_bits = matches!(self.mode, BackpropMode::Plain | BackpropMode::Redirected);
-        act?.pass_band().filter(|_| reads_bits)
+        act?.pass_band().filter(|band| match self.mode {
+            BackpropMode::Plain | BackpropMode::Redirected => true,
+            BackpropMode::Guided => band.lo == 0.0,
+            _ => false,
+        })
     }
 
     /// A conv's bias, if any, is one value per output channel.

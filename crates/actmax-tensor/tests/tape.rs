@@ -434,8 +434,8 @@ fn released_values_go_back_to_the_pool_and_cannot_be_read() {
 
 /// `release_unneeded` gives back what no backward reads — a conv's output whose ReLU6
 /// masks by pass bits, the conv's input with constant weights — and keeps what one does
-/// (a product's factor, the input with trainable weights, the output under guided
-/// backprop): the gradients are those of a tape that released nothing.
+/// (a product's factor, the input with trainable weights, the output a custom hook is
+/// handed): the gradients are those of a tape that released nothing.
 #[test]
 fn values_no_backward_reads_go_back_and_the_gradients_stay() {
     use actmax_tensor::{BackpropMode, ReluKind};
@@ -468,8 +468,15 @@ fn values_no_backward_reads_go_back_and_the_gradients_stay() {
         assert_eq!(got, run(mode.clone(), train, false).1, "{mode:?}: the gradient changed");
     }
     // The conv's own output, once nothing but a shape-only op reads it: given back under
-    // plain backprop (its bits), kept under guided (it reads the output).
-    for (mode, want) in [(BackpropMode::Plain, true), (BackpropMode::Guided, false)] {
+    // plain, guided and rectified backprop (bits, or nothing), kept for a custom hook
+    // (handed the activation's output).
+    let hook: actmax_tensor::BackpropHook = std::sync::Arc::new(|r: &actmax_tensor::ReluGrad<'_>| r.grad.to_owned());
+    for (mode, want) in [
+        (BackpropMode::Plain, true),
+        (BackpropMode::Guided, true),
+        (BackpropMode::Rectified, true),
+        (BackpropMode::Custom(hook), false),
+    ] {
         let mut tape = Tape::new();
         tape.set_backprop_mode(mode.clone());
         let x = tape.variable(x0.clone());
