@@ -111,9 +111,9 @@ pub struct Options {
     pub accent: Option<Accentuation>,
     /// Bytes of per-image model graphs a step may keep from its forward to its backward,
     /// all threads together (320 MiB by default). A graph holds what reverse mode reads:
-    /// with frozen weights and plain or redirected backprop little more than a bit per
-    /// activation (EfficientNet-Lite0 at 224: ≈ 2 MB an image; guided backprop and custom
-    /// hooks read the activations' outputs: ≈ 30 MB). An image whose graph does not fit
+    /// with frozen weights and the built-in backprop modes little more than a bit or two
+    /// per activation (EfficientNet-Lite0 at 224: ≈ 2 MB an image; a custom hook is handed
+    /// the activations' outputs: ≈ 30 MB). An image whose graph does not fit
     /// runs its forward again right before its backward: the same bits, one more forward.
     /// 0 keeps none: the least memory, one graph per thread.
     pub graph_memory: usize,

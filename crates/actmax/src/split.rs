@@ -15,12 +15,13 @@
 //! is a batch-1 graph whatever the batch and the thread count, so the bits of a result
 //! depend on neither.
 //!
-//! Memory: a graph keeps what the backward will read — with frozen weights and plain or
-//! redirected backprop about a bit per activation (≈ 2 MB an image for EfficientNet-Lite0
-//! at 224), under guided backprop every activation (≈ 30 MB). A step keeps the graphs of
-//! as many images as [`Options::graph_memory`](crate::Options::graph_memory) holds,
-//! shared out over the workers; each worker measures its first image's graph and keeps
-//! that many of its images. The rest run their forward without a graph (an inference
+//! Memory: a graph keeps what the backward will read — with frozen weights and the
+//! built-in backprop modes a bit or two per activation (≈ 2 MB an image for
+//! EfficientNet-Lite0 at 224), with a custom hook every activation (≈ 30 MB). A step
+//! keeps the graphs of as many images as
+//! [`Options::graph_memory`](crate::Options::graph_memory) holds, shared out over the
+//! workers; each worker measures its first image's graph and keeps that many of its
+//! images. The rest run their forward without a graph (an inference
 //! pass) and run it again with one right before their backward (gradient checkpointing at
 //! the model's edges): one more forward per such image, and their memory bounded by one
 //! graph per thread however large the batch. The bits are the same either way.
