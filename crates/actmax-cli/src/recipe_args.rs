@@ -72,7 +72,7 @@ pub struct RecipeArgs {
     #[arg(long)]
     pub verbose: bool,
     /// MB of per-image model graphs a step keeps from forward to backward (default 320;
-    /// EfficientNet-Lite0 takes about 2 an image, 30 with a custom backprop hook). Images past
+    /// EfficientNet-Lite0 takes about 2 an image). Images past
     /// it run their forward twice: the same image, slower; 0 keeps none, for the least
     /// memory.
     #[arg(long, value_name = "MB")]

@@ -17,7 +17,7 @@
 //!
 //! Memory: a graph keeps what the backward will read — with frozen weights and the
 //! built-in backprop modes a bit or two per activation (≈ 2 MB an image for
-//! EfficientNet-Lite0 at 224), with a custom hook every activation (≈ 30 MB). A step
+//! EfficientNet-Lite0 at 224), with a custom hook every activation (tens of MB). A step
 //! keeps the graphs of as many images as
 //! [`Options::graph_memory`](crate::Options::graph_memory) holds, shared out over the
 //! workers; each worker measures its first image's graph and keeps that many of its
