@@ -114,9 +114,8 @@ pub struct Options {
     /// with frozen weights and the built-in backprop modes little more than a bit or two
     /// per activation (EfficientNet-Lite0 at 224: ≈ 2 MB an image; a custom hook is handed
     /// the activations' inputs and outputs, which stay: tens of MB). An image whose graph
-    /// does not fit
-    /// runs its forward again right before its backward: the same bits, one more forward.
-    /// 0 keeps none: the least memory, one graph per thread.
+    /// does not fit runs its forward again right before its backward: the same bits, one
+    /// more forward. 0 keeps none: the least memory, one graph per thread.
     pub graph_memory: usize,
 }
 
