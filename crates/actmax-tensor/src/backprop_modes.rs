@@ -228,6 +228,22 @@ impl BackpropMode {
         }
     }
 
+    /// How many planes of bits this mode's backward reads for an activation of `kind`
+    /// instead of its output: the pass plane, and where a flat element's side matters
+    /// (redirected, guided) and the band has an upper bound, the plane of `y > lo` (a
+    /// ReLU's pass plane says it). `None` where bits do not serve: guided backprop from a
+    /// lower bound other than 0, a custom hook, rectification (it needs nothing).
+    pub(crate) fn bit_planes(&self, kind: ReluKind) -> Option<usize> {
+        let (lo, hi) = kind.bounds()?;
+        let sides = if hi == f32::INFINITY { 1 } else { 2 };
+        match self {
+            Self::Plain => Some(1),
+            Self::Redirected => Some(sides),
+            Self::Guided if lo == 0.0 => Some(sides),
+            _ => None,
+        }
+    }
+
     /// How the input gradient of an activation of `kind` whose output has `shape` is
     /// computed without its output, from its pass bits of `words` words (if kept):
     /// [`Self::input_grad_by_bits`]; `None` where the output is needed (other modes and
@@ -252,38 +268,28 @@ impl BackpropMode {
         let per = per_sample(shape);
         match self {
             Self::Plain => Some(ByBits::Mask),
-            Self::Redirected if per > 0 && per.is_multiple_of(16) => {
-                Some(if above_known { ByBits::Redirect } else { ByBits::RedirectReadingOutput })
-            }
+            Self::Redirected if above_known && per > 0 && per.is_multiple_of(16) => Some(ByBits::Redirect),
             // `g·[g > 0]·[y > 0]`: the plane above a lower bound of 0.
             Self::Guided if lo == 0.0 && above_known => Some(ByBits::Guide),
             _ => None,
         }
     }
 
-    /// The input gradient of a ReLU, ReLU6 or clip of output `y`, written over `g`, from
-    /// the activation's pass bits ([`PassBand`], one per element of `y`, and for the
-    /// redirected and guided modes optionally a second plane after them: where `y` is
-    /// above the lower bound): the plain mode's mask; the redirected mode's (per sample,
-    /// the plain gradient unless it is all zero; only then is the side of each flat
-    /// element needed, from the second plane, or else from `y`); guided backprop's
-    /// (`y > 0` from the bits); rectification's (no bits). The same bits as
-    /// [`Self::input_grad_pooled`]. False, with `g` untouched, where [`Self::by_bits`]
-    /// says the bits do not serve.
-    pub(crate) fn input_grad_by_bits(
-        &self,
-        kind: ReluKind,
-        g: &mut ArrayD<f32>,
-        bits: Option<&[u16]>,
-        y: &ArrayD<f32>,
-    ) -> bool {
+    /// The input gradient of a ReLU, ReLU6 or clip, written over `g`, from the
+    /// activation's pass bits ([`PassBand`], one per element of its output, and for the
+    /// redirected and guided modes a second plane after them where the band has an upper
+    /// bound: where the output is above the lower bound), never from the output: the
+    /// plain mode's mask; the redirected mode's (per sample, the plain gradient unless it
+    /// is all zero, then the side of each flat element); guided backprop's (`y > 0`);
+    /// rectification's (no bits). The same bits as [`Self::input_grad_pooled`]. False,
+    /// with `g` untouched, where [`Self::by_bits`] says the bits do not serve.
+    pub(crate) fn input_grad_by_bits(&self, kind: ReluKind, g: &mut ArrayD<f32>, bits: Option<&[u16]>) -> bool {
         let Some(plan) = self.by_bits(kind, g.shape(), bits.map(<[u16]>::len)) else { return false };
         let per = per_sample(g.shape());
         let Some(gs) = g.as_slice_mut() else { return false };
         // The planes: where the gradient passes, and (when kept) where the output is above
         // the lower bound. `by_bits` asked for them wherever the plan reads them.
         let (pass, side) = bits.map_or((&[][..], &[][..]), |b| b.split_at((gs.len() / 16).min(b.len())));
-        let bounds = kind.bounds().unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
         match plan {
             ByBits::Rectify => rectify(gs, None),
             ByBits::Mask => mask_by_bits(gs, pass),
@@ -299,16 +305,6 @@ impl BackpropMode {
                     }
                 }
             }
-            ByBits::RedirectReadingOutput => {
-                let Some(ys) = y.as_slice().filter(|ys| ys.len() == gs.len()) else { return false };
-                for ((g, b), y) in gs.chunks_mut(per).zip(pass.chunks(per / 16)).zip(ys.chunks(per)) {
-                    if passes_any(g, b) {
-                        mask_by_bits(g, b);
-                    } else {
-                        g.iter_mut().zip(y).for_each(|(g, &y)| *g = redirect(*g, y, bounds));
-                    }
-                }
-            }
         }
         true
     }
@@ -319,10 +315,8 @@ impl BackpropMode {
 pub(crate) enum ByBits {
     /// The plain mask.
     Mask,
-    /// Redirected, the side of each flat element from the bits alone.
+    /// Redirected, the side of each flat element from the bits.
     Redirect,
-    /// Redirected, reading the output for a sample whose plain gradient is all zero.
-    RedirectReadingOutput,
     /// Guided: the gradient where it is positive and the output above 0.
     Guide,
     /// Rectified: the gradient where it is positive; no bits.

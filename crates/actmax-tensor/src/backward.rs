@@ -3,7 +3,7 @@
 
 use ndarray::{ArrayD, Axis, IxDyn, Slice, Zip};
 
-use crate::backprop_modes::{BackpropMode, ByBits, ReluKind};
+use crate::backprop_modes::{BackpropMode, ReluKind};
 use crate::conv::{
     conv2d_backward_bias, conv2d_backward_input_masked, conv2d_backward_input_prepacked, conv2d_backward_weight,
     ConvPlan, PackDirection,
@@ -218,7 +218,7 @@ impl Tape {
                 let g = match act {
                     Some(kind) => {
                         let mut gy = g.take();
-                        let by_bits = self.mode.input_grad_by_bits(*kind, &mut gy, node.pass_bits.as_deref(), y);
+                        let by_bits = self.mode.input_grad_by_bits(*kind, &mut gy, node.pass_bits.as_deref());
                         if !by_bits && node.released_dim.is_some() {
                             // `backward_reads` said the bits would do: a bug, reported.
                             return Err(param_err(
@@ -418,8 +418,7 @@ impl Tape {
         if self.masks_in_kernel(node).is_some() {
             return true;
         }
-        let by_bits = self.mode.by_bits(*kind, node.dims(), node.pass_bits.as_ref().map(Vec::len));
-        by_bits.is_none_or(|p| p == ByBits::RedirectReadingOutput)
+        self.mode.by_bits(*kind, node.dims(), node.pass_bits.as_ref().map(Vec::len)).is_none()
     }
 
     fn batch_norm_backward(&self, g: &Tensor, vars: [Var; 5], eps: f32, grads: &mut [Option<Tensor>]) {

@@ -213,29 +213,32 @@ pub(crate) fn activation_bits(y: &[f32], band: PassBand, bits: &mut [u16]) {
 /// `g` set to +0 wherever `bits` ([`pass_bits`]) is clear: the plain ReLU-family
 /// gradient mask, the same bits as applying it with the output in hand.
 pub(crate) fn mask_by_bits(g: &mut [f32], bits: &[u16]) {
-    assert_eq!(g.len(), 16 * bits.len(), "mask_by_bits: 16 values per word");
     let isa = Isa::detect();
-    if g.len() < PARALLEL_MIN {
-        simd::mask_by_bits(isa, g, bits);
-    } else {
-        g.par_chunks_mut(CHUNK).zip(bits.par_chunks(CHUNK / 16)).for_each(|(g, b)| simd::mask_by_bits(isa, g, b));
-    }
+    by_chunks(g, Some(bits), |g, b| simd::mask_by_bits(isa, g, b.unwrap_or_default()));
 }
 
 /// `g` kept where it is positive — and, given `bits`, where they are set — else +0:
 /// rectification's gradient, and guided backprop's from a plane of `y > 0`; the bits of
 /// `if g > 0 && up { g } else { 0 }`.
 pub(crate) fn rectify(g: &mut [f32], bits: Option<&[u16]>) {
-    if let Some(b) = bits {
-        assert_eq!(g.len(), 16 * b.len(), "rectify: 16 values per word");
-    }
     let isa = Isa::detect();
-    let run = |g: &mut [f32], b: Option<&[u16]>| {
+    by_chunks(g, bits, |g, b| {
         if let Some(b) = b {
             simd::mask_by_bits(isa, g, b);
         }
         g.iter_mut().for_each(|v| *v = if *v > 0.0 { *v } else { 0.0 });
-    };
+    });
+}
+
+/// `run` over `g` and its bits (16 values a word), on this thread or, past
+/// `PARALLEL_MIN`, in chunks over the pool.
+///
+/// # Panics
+/// If `bits` does not hold one word per 16 values of `g`.
+fn by_chunks(g: &mut [f32], bits: Option<&[u16]>, run: impl Fn(&mut [f32], Option<&[u16]>) + Sync) {
+    if let Some(b) = bits {
+        assert_eq!(g.len(), 16 * b.len(), "16 values per word of bits");
+    }
     match bits {
         _ if g.len() < PARALLEL_MIN => run(g, bits),
         Some(b) => g.par_chunks_mut(CHUNK).zip(b.par_chunks(CHUNK / 16)).for_each(|(g, b)| run(g, Some(b))),
@@ -338,8 +341,7 @@ mod tests {
             let mut bits = vec![0u16; planes * y.len() / 16];
             activation_bits(y.as_slice().unwrap(), band, &mut bits);
             let mut got = g.clone();
-            let released = build(&[0], vec![]);
-            let served = mode.input_grad_by_bits(kind, &mut got, Some(&bits), &released);
+            let served = mode.input_grad_by_bits(kind, &mut got, Some(&bits));
             // A clip from −1 has no plane of `y > 0`: guided backprop needs the output.
             let guided_clip = matches!(mode, BackpropMode::Guided) && band.lo != 0.0;
             assert_eq!(served, !guided_clip, "{mode:?} {kind:?}");

@@ -231,8 +231,8 @@ pub(crate) struct Node {
     /// activation passes a gradient, one bit per element of `value`
     /// ([`crate::PassBand`]); the plain backward reads these instead of the value.
     pub(crate) pass_bits: Option<Vec<u16>>,
-    /// The shape of a value given back before the backward ([`Tape::release_unneeded`]):
-    /// the backward still needs the shapes of the values it does not read.
+    /// Set when the value was given back ([`Tape::release_unneeded`], `Tape::release`):
+    /// its shape, which the backward still needs of the values it does not read.
     ///
     /// [`Tape::release_unneeded`]: crate::Tape::release_unneeded
     pub(crate) released_dim: Option<ndarray::IxDyn>,

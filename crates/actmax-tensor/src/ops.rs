@@ -5,7 +5,7 @@ use ndarray::{concatenate, ArrayD, Axis, IxDyn, Slice, Zip};
 use rayon::prelude::*;
 
 use crate::backprop_modes::PassBand;
-use crate::backprop_modes::{BackpropMode, ReluKind};
+use crate::backprop_modes::ReluKind;
 use crate::conv::fused::{self, FusedConv};
 use crate::conv::{conv2d_forward_prepacked, ConvPlan, PackDirection};
 use crate::elementwise::{activation_bits, map1, map2, map2_runs, map_channels};
@@ -546,10 +546,11 @@ impl Tape {
     /// planes are multiples of 16 pixels.
     fn fused_pair_keeping(&mut self, x: Var, (first, second): (&ConvStage, &ConvStage), plan: PairPlan) -> Result<Var> {
         let g1 = plan.g1;
-        let band = self.pass_band(first.act).filter(|_| g1.out_len().is_multiple_of(16));
+        // The kernel fills the bits a block of planes at a time: planes of whole words.
+        let bit_plan = self.bit_plan(first.act, g1.out_elems()).filter(|_| g1.out_len().is_multiple_of(16));
         let mut mid = self.scratch.take(g1.out_elems());
-        let mut bits = band.map(|band| self.take_bits(self.bit_words(band, g1.out_elems())));
-        let keep = fused::KeptMid { mid: &mut mid, bits: bits.as_deref_mut().zip(band) };
+        let mut bits = bit_plan.map(|(_, words)| self.take_bits(words));
+        let keep = fused::KeptMid { mid: &mut mid, bits: bits.as_deref_mut().zip(bit_plan.map(|(band, _)| band)) };
         let y = self.fused_pair(x, (first, second), &plan, Some(keep))?;
         let y_bits = self.activation_bits_of(&y, second.act);
         let m = self.push_conv(mid, x, first, g1, bits);
@@ -559,20 +560,21 @@ impl Tape {
         Ok(y)
     }
 
-    /// Words of pass bits for `len` outputs in `band`: one plane, or two where the
-    /// redirected or guided backward asks whether an element is above the lower bound (a
-    /// band with an upper bound; a ReLU's pass bit says it).
-    fn bit_words(&self, band: PassBand, len: usize) -> usize {
-        let side = matches!(self.mode, BackpropMode::Redirected | BackpropMode::Guided) && band.hi.is_some();
-        let planes = if side { 2 } else { 1 };
-        planes * len / 16
+    /// The band and the words of the pass bits a conv's fused activation keeps for `len`
+    /// outputs, where this tape's backward reads them instead of the output (which can then
+    /// be given back): as many planes as [`crate::BackpropMode::bit_planes`] says, 16 outputs a
+    /// word.
+    fn bit_plan(&self, act: Option<ReluKind>, len: usize) -> Option<(PassBand, usize)> {
+        let kind = act?;
+        let planes = self.mode.bit_planes(kind)?;
+        Some((kind.pass_band()?, planes * len / 16)).filter(|_| len.is_multiple_of(16))
     }
 
-    /// The pass bits of a conv's output `y` where its backward will
-    /// read them ([`Tape::pass_band`]) and they line up, computed now while `y` is in cache.
+    /// The pass bits of a conv's output `y` where its backward will read them
+    /// ([`Tape::bit_plan`]), computed now while `y` is in cache.
     fn activation_bits_of(&mut self, y: &[f32], act: Option<ReluKind>) -> Option<Vec<u16>> {
-        let band = self.pass_band(act).filter(|_| y.len().is_multiple_of(16))?;
-        let mut bits = self.take_bits(self.bit_words(band, y.len()));
+        let (band, words) = self.bit_plan(act, y.len())?;
+        let mut bits = self.take_bits(words);
         activation_bits(y, band, &mut bits);
         Some(bits)
     }
@@ -593,18 +595,6 @@ impl Tape {
         let weights_grad = self.requires_grad(w) || b.is_some_and(|b| self.requires_grad(b));
         let bits = if self.requires_grad(x) && !weights_grad { self.activation_bits_of(&y, act) } else { None };
         Ok(self.push_conv(y, x, &ConvStage { w, b, p, act }, g, bits))
-    }
-
-    /// The band in which a conv's fused activation passes a gradient, where this tape's
-    /// backward will mask with pass bits (1/32 of the output to read instead of the
-    /// output, which can then be given back): under plain and redirected backprop, and
-    /// guided backprop where the band starts at 0 (it asks `y > 0`).
-    fn pass_band(&self, act: Option<ReluKind>) -> Option<PassBand> {
-        act?.pass_band().filter(|band| match self.mode {
-            BackpropMode::Plain | BackpropMode::Redirected => true,
-            BackpropMode::Guided => band.lo == 0.0,
-            _ => false,
-        })
     }
 
     /// A conv's bias, if any, is one value per output channel.

@@ -31,8 +31,8 @@ pub struct Tape {
     epoch: u64,
     /// The last node that requires a gradient (what [`Tape::release`] asks).
     last_grad: Option<usize>,
-    /// The value every released node holds: one empty tensor, shared, so that a release
-    /// allocates nothing and a node is released exactly when it holds this one.
+    /// The value every released node holds in place of its own: one empty tensor, shared,
+    /// so that a release allocates nothing (a node's `released_dim` says it is released).
     released: Arc<Tensor>,
     /// Pass-bit buffers of the nodes a reset dropped, for the next iteration's.
     spare_bits: Vec<Vec<u16>>,
@@ -135,7 +135,11 @@ impl Tape {
         self.nodes.is_empty()
     }
 
-    /// Sets how ReLU-family ops pass gradients backwards (see [`BackpropMode`]).
+    /// Sets how ReLU-family ops pass gradients backwards (see [`BackpropMode`]). Set it
+    /// before recording a graph: a forward keeps what this mode's backward reads (its
+    /// activations' bits, or their outputs) and may give back the rest, so a graph
+    /// differentiated under another mode can miss a value (a typed error, not a wrong
+    /// gradient).
     pub fn set_backprop_mode(&mut self, mode: BackpropMode) {
         self.mode = mode;
     }
@@ -178,9 +182,7 @@ impl Tape {
 
     fn node(&self, v: Var) -> Result<&Node> {
         match self.nodes.get(v.index) {
-            Some(n) if v.epoch == self.epoch && Arc::ptr_eq(&n.value, &self.released) => {
-                Err(TensorError::Released(v.index))
-            }
+            Some(n) if v.epoch == self.epoch && n.released_dim.is_some() => Err(TensorError::Released(v.index)),
             Some(n) if v.epoch == self.epoch => Ok(n),
             _ => Err(TensorError::UnknownVar(v.index)),
         }

@@ -84,7 +84,7 @@ impl SplitModel {
                 let values = if keep && worker.runs.len() == worker.outputs.len() {
                     let outs = worker.run_image(net, seen, r, idx)?;
                     graph_bytes.get_or_insert(worker.tape.graph_bytes());
-                    outs.iter().map(|&o| Ok(worker.tape.value(o)?.clone())).collect::<Result<_>>()?
+                    values_of(&worker.tape, &outs)?
                 } else {
                     worker.outputs_alone(net, seen, r, idx)?
                 };
@@ -166,9 +166,7 @@ impl Worker {
         self.spare.reset();
         let x = image_on(&mut self.spare, seen, r, false);
         let outs = net.forward(&mut self.spare, x, idx)?;
-        let values = outs.iter().map(|&o| Ok(self.spare.value(o)?.clone())).collect();
-        self.spare.reset();
-        values
+        values_of(&self.spare, &outs)
     }
 
     /// Image `r`'s gradient from its forward run again, with a graph, on the spare tape.
@@ -185,10 +183,13 @@ impl Worker {
         let x = image_on(&mut self.spare, seen, r, true);
         let outs = net.forward(&mut self.spare, x, idx)?;
         let mut got = self.spare.backward_seeded(seeds_of(&outs, grads, r), &[])?;
-        let grad = got.take(x).unwrap_or_else(|| Tensor::zeros(one.to_vec()));
-        self.spare.reset();
-        Ok(grad)
+        Ok(got.take(x).unwrap_or_else(|| Tensor::zeros(one.to_vec())))
     }
+}
+
+/// The values of `outs` on `tape`, copied out of it.
+fn values_of(tape: &Tape, outs: &[Var]) -> Result<Vec<Tensor>> {
+    outs.iter().map(|&o| Ok(tape.value(o)?.clone())).collect()
 }
 
 /// Image `r` of `seen` as a batch of one on `tape`, a variable or (no gradient will be

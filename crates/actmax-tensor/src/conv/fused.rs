@@ -359,8 +359,9 @@ fn pair_forward(
     for (n, yn) in out.chunks_mut(c * ol).enumerate() {
         let xn = &x[n * g1.c_in * hw..][..g1.c_in * hw];
         let mut mids_n = mids.as_deref_mut().map(|m| m[n * c * hw..][..c * hw].chunks_mut(block_mid));
-        let mut bits_n = bits.as_deref_mut().map(|b| b[n * c * hw / 16..][..c * hw / 16].chunks_mut(block_mid / 16));
-        let mut above_n = above.as_deref_mut().map(|b| b[n * c * hw / 16..][..c * hw / 16].chunks_mut(block_mid / 16));
+        let (image_words, block_words) = (n * c * hw / 16..(n + 1) * c * hw / 16, block_mid / 16);
+        let mut bits_n = bits.as_deref_mut().map(|b| b[image_words.clone()].chunks_mut(block_words));
+        let mut above_n = above.as_deref_mut().map(|b| b[image_words.clone()].chunks_mut(block_words));
         let blocks: Vec<BlockOut> = yn
             .chunks_mut(block_out)
             .map(|out| BlockOut {
