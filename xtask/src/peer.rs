@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use actmax_layers::loaders::onnx;
 use actmax_layers::{zoo, Model};
+use actmax_tensor::gemm::direct::{Isa, MAX_ISA_VAR};
 use actmax_tensor::{AdamConfig, AdamState, Tape, Tensor};
 
 use crate::workspace_root;
@@ -103,10 +104,11 @@ pub(crate) fn peer_python() -> Result<PathBuf, String> {
     crate::reference::pinned_venv("peer-venv", PEER_PACKAGES)
 }
 
-fn run_peer(python: &Path, script: &str, args: &[String]) -> Result<serde_json::Value, String> {
+fn run_peer(python: &Path, script: &str, args: &[String], env: &[(&str, &str)]) -> Result<serde_json::Value, String> {
     let out = Command::new(python)
         .arg(workspace_root().join("xtask/python").join(script))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .map_err(|e| format!("{}: {e}", python.display()))?;
     if !out.status.success() {
@@ -155,6 +157,14 @@ pub fn run(o: Options) -> Result<(), String> {
     }
     let root = workspace_root();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // A cap on actmax's kernels (to measure the CPU as one without AVX-512) caps
+    // PyTorch's alike; onnxruntime's MLAS has no run-time switch and keeps its widest.
+    let cap = Isa::cap_from_env()?.filter(|c| *c != Isa::hardware());
+    let torch_cap: Vec<(&str, &str)> = match cap {
+        Some(Isa::Avx2) => vec![("ATEN_CPU_CAPABILITY", "avx2"), ("ONEDNN_MAX_CPU_ISA", "AVX2")],
+        Some(_) => vec![("ATEN_CPU_CAPABILITY", "default"), ("ONEDNN_MAX_CPU_ISA", "SSE41")],
+        None => Vec::new(),
+    };
     let model = onnx::load(&root.join("models/efficientnet_lite0.onnx")).map_err(|e| e.to_string())?.fold_batch_norms();
     let lite0 = Case { name: "lite0", layer: model.len() - 1, model, size: 224 };
     let mut vgg = zoo::vgg16_features(224).map_err(|e| e.to_string())?;
@@ -171,9 +181,9 @@ pub fn run(o: Options) -> Result<(), String> {
     let run_peers = |ort: &mut Result<serde_json::Value, String>, torch: &mut Result<serde_json::Value, String>| {
         if let Ok(py) = &python {
             let model = root.join("models/efficientnet_lite0.onnx").display().to_string();
-            let r = run_peer(py, "ort_bench.py", &[model, threads.to_string(), o.runs.to_string(), "1,8".into()]);
+            let r = run_peer(py, "ort_bench.py", &[model, threads.to_string(), o.runs.to_string(), "1,8".into()], &[]);
             *ort = keep_best(std::mem::replace(ort, Err(String::new())), r, "batch", "ms_median");
-            let r = run_peer(py, "torch_bench.py", &[threads.to_string(), o.runs.to_string()]);
+            let r = run_peer(py, "torch_bench.py", &[threads.to_string(), o.runs.to_string()], &torch_cap);
             *torch = keep_best(std::mem::replace(torch, Err(String::new())), r, "case", "ms");
         }
     };
@@ -235,6 +245,14 @@ pub fn run(o: Options) -> Result<(), String> {
         "actmax vs peers, {threads} threads, CPU features {features}; per case the best of {} rounds' medians",
         o.rounds
     );
+    if let Some(c) = cap {
+        println!(
+            "  capped by {MAX_ISA_VAR}={}: actmax's kernels and PyTorch's (ATEN_CPU_CAPABILITY, \
+             ONEDNN_MAX_CPU_ISA) at {}; onnxruntime cannot be capped and runs its widest",
+            c.name(),
+            c.name()
+        );
+    }
     if let Ok(t) = &torch {
         println!(
             "  pytorch {} (cpu capability {}), best of NCHW / channels-last, weights frozen",

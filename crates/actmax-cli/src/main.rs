@@ -232,6 +232,11 @@ fn main_job() -> crate::error::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A cap the kernels would silently ignore is refused here, before any work.
+    if let Err(e) = actmax_tensor::gemm::direct::Isa::cap_from_env() {
+        eprintln!("actmax: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         None => main_job(),
         Some(Command::Visualize(args)) => visualize::run(*args).and_then(|t| emit(&t)),

@@ -331,3 +331,42 @@ fn visualize_makes_several_different_images_of_one_class_with_diversity() {
     assert!(terms.keys().any(|k| k.starts_with("diversity(")), "no diversity term in {terms:?}");
     assert!(tmp("div_0.png").exists() && tmp("div_1.png").exists());
 }
+
+/// `predict --json` on a test photo with `ACTMAX_MAX_ISA` set to `cap`.
+fn predict_capped(cap: &str) -> (bool, String, String) {
+    let img = repo().join("testdata/coffee.png");
+    let out = Command::new(env!("CARGO_BIN_EXE_actmax"))
+        .args(["predict", "--model", "efficientnet_lite0", "--image", img.to_str().unwrap(), "--top", "3", "--json"])
+        .env("ACTMAX_MAX_ISA", cap)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn capped_kernels_predict_the_same_and_a_bad_cap_is_refused() {
+    let probabilities = |json: &str| -> Vec<(u64, f64)> {
+        let v: Value = serde_json::from_str(json).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["class"].as_u64().unwrap(), r["probability"].as_f64().unwrap()))
+            .collect()
+    };
+    let (ok, widest, err) = predict_capped("avx512");
+    assert!(ok, "{err}");
+    let widest = probabilities(&widest);
+    for cap in ["avx2", "generic"] {
+        let (ok, out, err) = predict_capped(cap);
+        assert!(ok, "{cap}: {err}");
+        for ((c, p), (wc, wp)) in probabilities(&out).into_iter().zip(&widest) {
+            assert_eq!(c, *wc, "{cap}: another class");
+            assert!((p - wp).abs() < 1e-4, "{cap}: p {p} against {wp}");
+        }
+    }
+    let (ok, out, err) = predict_capped("sse9");
+    assert!(!ok && out.is_empty(), "a bad cap ran: {out}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("ACTMAX_MAX_ISA") && err.contains("avx2"), "{err}");
+}

@@ -208,8 +208,8 @@ macro_rules! simd_dispatch {
             {
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2($($arg: $ty),*) { $inner::<true>($($arg),*) }
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                    // Safety: the features were just detected.
+                if crate::gemm::direct::Isa::detect() != crate::gemm::direct::Isa::Generic {
+                    // Safety: detect() found AVX2 and FMA (or more).
                     return unsafe { avx2($($arg),*) };
                 }
             }

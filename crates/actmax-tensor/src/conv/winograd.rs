@@ -321,8 +321,8 @@ macro_rules! avx2_dispatch {
                 unsafe fn avx2<T: Tile<A, M>, const A: usize, const M: usize>($($arg: $ty),*) {
                     $inner::<T, A, M>($($arg),*)
                 }
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                    // Safety: the features were just detected.
+                if crate::gemm::direct::Isa::detect() != crate::gemm::direct::Isa::Generic {
+                    // Safety: detect() found AVX2 and FMA (or more).
                     return unsafe { avx2::<T, A, M>($($arg),*) };
                 }
             }

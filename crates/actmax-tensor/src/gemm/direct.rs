@@ -26,32 +26,81 @@ pub enum Isa {
     Generic,
 }
 
+/// The environment variable that caps the kernels' instruction set, as oneDNN's
+/// `ONEDNN_MAX_CPU_ISA` does: `avx2` runs this CPU as one without AVX-512 would (to
+/// measure it, or to compare with peers capped alike), `generic` runs the portable
+/// kernels, `avx512` (or unset) the widest the CPU has. Read once, at the first kernel
+/// choice; a value not in that list is ignored (the CLI refuses it up front,
+/// [`Isa::cap_from_env`]).
+pub const MAX_ISA_VAR: &str = "ACTMAX_MAX_ISA";
+
 impl Isa {
-    /// The widest kernel this CPU runs.
+    /// The widest kernel this CPU runs, within the cap of [`MAX_ISA_VAR`].
     pub fn detect() -> Self {
+        static CAP: std::sync::OnceLock<Option<Isa>> = std::sync::OnceLock::new();
+        let hardware = Self::hardware();
+        match *CAP.get_or_init(|| Self::cap_from_env().unwrap_or(None)) {
+            Some(cap) if cap.rank() < hardware.rank() => cap,
+            _ => hardware,
+        }
+    }
+
+    /// The widest kernel this CPU runs, whatever the cap.
+    pub fn hardware() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
-            if is_x86_feature_detected!("avx512f") {
-                return Self::Avx512;
-            }
+            // Every AVX-512 kernel family also runs AVX2 + FMA code (its edges, the
+            // depthwise and Winograd transforms), so AVX-512 counts only with them.
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return Self::Avx2;
+                return if is_x86_feature_detected!("avx512f") { Self::Avx512 } else { Self::Avx2 };
             }
         }
         Self::Generic
     }
 
-    /// Every kernel this CPU can run (for tests: each is checked against the reference).
+    /// The cap [`MAX_ISA_VAR`] sets: none when unset, an error naming the accepted values
+    /// when it says something else.
+    pub fn cap_from_env() -> std::result::Result<Option<Self>, String> {
+        match std::env::var(MAX_ISA_VAR) {
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Ok(v) => Self::parse_cap(&v).map(Some),
+            Err(e) => Err(format!("{MAX_ISA_VAR}: {e}")),
+        }
+    }
+
+    /// `avx512`, `avx2` or `generic` (any case) as a kernel family.
+    pub fn parse_cap(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "avx512" | "avx512f" => Ok(Self::Avx512),
+            "avx2" => Ok(Self::Avx2),
+            "generic" | "none" => Ok(Self::Generic),
+            _ => Err(format!("{MAX_ISA_VAR}={s:?}: expected avx512, avx2 or generic")),
+        }
+    }
+
+    /// Wider kernels rank higher.
+    fn rank(self) -> u8 {
+        match self {
+            Self::Generic => 0,
+            Self::Avx2 => 1,
+            Self::Avx512 => 2,
+        }
+    }
+
+    /// The name [`Isa::parse_cap`] reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Avx512 => "avx512",
+            Self::Avx2 => "avx2",
+            Self::Generic => "generic",
+        }
+    }
+
+    /// Every kernel this CPU can run within the cap (for tests: each is checked against
+    /// the reference).
     pub fn available() -> Vec<Self> {
-        let best = Self::detect();
-        [Self::Avx512, Self::Avx2, Self::Generic]
-            .into_iter()
-            .filter(|&i| match best {
-                Self::Avx512 => true,
-                Self::Avx2 => i != Self::Avx512,
-                Self::Generic => i == Self::Generic,
-            })
-            .collect()
+        let best = Self::detect().rank();
+        [Self::Avx512, Self::Avx2, Self::Generic].into_iter().filter(|i| i.rank() <= best).collect()
     }
 
     /// Rows and columns of C one microkernel call computes.
