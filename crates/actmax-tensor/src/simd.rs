@@ -126,6 +126,35 @@ pub(crate) mod avx2 {
         _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), idx)
     }
 
+    /// The 8 × 8 transpose of `v` (`out[i]` lane `j` is `v[j]` lane `i`): pairs, then
+    /// quads interleaved within 128-bit lanes, then the 128-bit lanes swapped across.
+    ///
+    /// # Safety
+    /// The CPU must have AVX (callers are compiled for AVX2; this inlines into them).
+    #[inline(always)]
+    pub(crate) unsafe fn transpose8(v: &[__m256; 8]) -> [__m256; 8] {
+        let mut t = [_mm256_setzero_ps(); 8];
+        for i in 0..4 {
+            t[2 * i] = _mm256_unpacklo_ps(v[2 * i], v[2 * i + 1]);
+            t[2 * i + 1] = _mm256_unpackhi_ps(v[2 * i], v[2 * i + 1]);
+        }
+        let mut u = [_mm256_setzero_ps(); 8];
+        for i in 0..2 {
+            let (a, b) = (_mm256_castps_pd(t[4 * i]), _mm256_castps_pd(t[4 * i + 1]));
+            let (c, d) = (_mm256_castps_pd(t[4 * i + 2]), _mm256_castps_pd(t[4 * i + 3]));
+            u[4 * i] = _mm256_castpd_ps(_mm256_unpacklo_pd(a, c));
+            u[4 * i + 1] = _mm256_castpd_ps(_mm256_unpackhi_pd(a, c));
+            u[4 * i + 2] = _mm256_castpd_ps(_mm256_unpacklo_pd(b, d));
+            u[4 * i + 3] = _mm256_castpd_ps(_mm256_unpackhi_pd(b, d));
+        }
+        let mut out = [_mm256_setzero_ps(); 8];
+        for i in 0..4 {
+            out[i] = _mm256_permute2f128_ps::<0x20>(u[i], u[i + 4]);
+            out[i + 4] = _mm256_permute2f128_ps::<0x31>(u[i], u[i + 4]);
+        }
+        out
+    }
+
     /// [`super::every_second`], 8 outputs from two masked loads and two shuffles.
     ///
     /// # Safety
@@ -251,6 +280,49 @@ pub(crate) mod avx512 {
 mod tests {
     use super::every_second;
     use crate::gemm::direct::Isa;
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn the_in_register_transposes_transpose() {
+        use std::arch::x86_64::*;
+        let isas = Isa::available();
+        if isas.contains(&Isa::Avx2) {
+            let m: Vec<f32> = (0..64).map(|i| i as f32).collect();
+            // Safety: AVX2 is available; loads and stores stay inside `m` and `out`.
+            let out = unsafe {
+                let v: [__m256; 8] = std::array::from_fn(|r| _mm256_loadu_ps(m.as_ptr().add(8 * r)));
+                let t = super::avx2::transpose8(&v);
+                let mut out = [0.0f32; 64];
+                for (r, t) in t.iter().enumerate() {
+                    _mm256_storeu_ps(out.as_mut_ptr().add(8 * r), *t);
+                }
+                out
+            };
+            for r in 0..8 {
+                for c in 0..8 {
+                    assert_eq!(out[8 * r + c], m[8 * c + r], "row {r}, column {c}");
+                }
+            }
+        }
+        if isas.contains(&Isa::Avx512) {
+            let m: Vec<f32> = (0..256).map(|i| i as f32).collect();
+            // Safety: AVX-512F is available; as above.
+            let out = unsafe {
+                let v: [__m512; 16] = std::array::from_fn(|r| _mm512_loadu_ps(m.as_ptr().add(16 * r)));
+                let t = super::avx512::transpose16(&v);
+                let mut out = [0.0f32; 256];
+                for (r, t) in t.iter().enumerate() {
+                    _mm512_storeu_ps(out.as_mut_ptr().add(16 * r), *t);
+                }
+                out
+            };
+            for r in 0..16 {
+                for c in 0..16 {
+                    assert_eq!(out[16 * r + c], m[16 * c + r], "row {r}, column {c}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn every_second_matches_a_strided_copy_on_every_isa() {

@@ -6,10 +6,9 @@
 //! in 64 lanes and 196 in 224: a quarter and an eighth of its work is padding. Their
 //! channel counts (192, 320, 480, 672, 1152, 1280) are multiples of 32, and the last
 //! tile of a row is only as wide as the pixels left, so nothing is padded. The price is
-//! the store: a tile's registers hold columns of C, which go out through a transpose (in
-//! registers with AVX-512, on the stack with AVX2) — at K ≥ 80 (every such layer) a few
-//! percent of the tile's time. Where it pays is measured per instruction set
-//! ([`max_cols`]).
+//! the store: a tile's registers hold columns of C, which go out through an in-register
+//! transpose — at K ≥ 80 (every such layer) a few percent of the tile's time. Where it
+//! pays is measured per instruction set ([`max_cols`]).
 //!
 //! AVX-512: tiles of 32 rows × 14 columns (28 of the 32 registers accumulate; 49 = 14 +
 //! 14 + 14 + 7). AVX2 + FMA: 16 rows × 6 columns (12 of 16). The portable kernel keeps
@@ -178,7 +177,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::Block;
-    use crate::simd::avx2::lanes;
+    use crate::simd::avx2::{lanes, transpose8};
     use crate::simd::avx512::{lanes as lanes16, transpose16};
     use std::mem::MaybeUninit;
 
@@ -325,6 +324,28 @@ mod x86 {
         }
     }
 
+    /// The first `J` (≤ 6) lanes of `v` to `at`, in plain 4-, 2- and 1-lane stores: a
+    /// masked store (`vmaskmovps`) is microcoded on AMD's cores and made this tile's
+    /// store slower than a scalar one (`pointwise_gflops`, Zen 4, AVX2, one thread:
+    /// 480 × 80 × 196 at 79 GFLOP/s against 104).
+    #[inline(always)]
+    unsafe fn store_first<const J: usize>(at: *mut f32, v: __m256) {
+        let low = _mm256_castps256_ps128(v);
+        let (rest, at_rest) = if J >= 4 {
+            _mm_storeu_ps(at, low);
+            (_mm256_extractf128_ps::<1>(v), at.add(4))
+        } else {
+            (low, at)
+        };
+        if J % 4 >= 2 {
+            _mm_store_sd(at_rest.cast(), _mm_castps_pd(rest));
+        }
+        if J % 2 == 1 {
+            let last = if J % 4 >= 2 { _mm_movehl_ps(rest, rest) } else { rest };
+            _mm_store_ss(at_rest.add(J % 4 - 1), last);
+        }
+    }
+
     /// `32 × J` of C stored pixel-major: a vector per column and half, as computed.
     #[inline(never)]
     #[target_feature(enable = "avx512f")]
@@ -362,26 +383,20 @@ mod x86 {
         };
         let (lo, hi) = p.clamp.unwrap_or((0.0, 0.0));
         let (lo, hi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
-        let mut t = [[0.0f32; 16]; J];
-        for (col, acc) in t.iter_mut().zip(&acc) {
-            for h in 0..2 {
-                let mut v = _mm256_add_ps(acc[h], bias[h]);
+        // Each half of the tile (8 rows) goes out through an in-register 8 × 8
+        // transpose, a row of C per vector, its first J lanes stored (the columns past
+        // J are zeros, never stored).
+        for h in 0..2 {
+            let mut v = [_mm256_setzero_ps(); 8];
+            for (v, acc) in v.iter_mut().zip(&acc) {
+                *v = _mm256_add_ps(acc[h], bias[h]);
                 if p.clamp.is_some() {
-                    v = _mm256_min_ps(hi, _mm256_max_ps(lo, v));
+                    // max/min return their second operand when one is NaN: NaN survives.
+                    *v = _mm256_min_ps(hi, _mm256_max_ps(lo, *v));
                 }
-                _mm256_storeu_ps(col.as_mut_ptr().add(8 * h), v);
             }
-        }
-        store_transposed(p, &t);
-    }
-
-    /// The tile's columns `t[j]` into rows of C.
-    #[inline(always)]
-    unsafe fn store_transposed<const R: usize, const J: usize>(p: &Block, t: &[[f32; R]; J]) {
-        for i in 0..p.rows {
-            let row = p.c.add(i * p.ldc);
-            for (j, col) in t.iter().enumerate() {
-                *row.add(j) = col[i];
+            for (i, row) in transpose8(&v).iter().enumerate().take(p.rows.saturating_sub(8 * h)) {
+                store_first::<J>(p.c.add((8 * h + i) * p.ldc), *row);
             }
         }
     }
