@@ -2,7 +2,10 @@
 //! CPU, in one sitting — onnxruntime (inference only: forward passes) and PyTorch
 //! (forward, and a step: forward + backward to the input + Adam on the image, weights
 //! frozen as a visualization has them), on EfficientNet-Lite0 at batch 1 and 8 and on
-//! VGG16 up to block5_conv3.
+//! VGG16 up to block5_conv3. All three run the same network on the same tensor: actmax's
+//! Lite0 without the input normalization its file's metadata adds (no peer graph has it).
+//! `ACTMAX_MAX_ISA=avx2` measures the CPU as one without AVX-512: PyTorch is capped alike,
+//! onnxruntime cannot be.
 //!
 //! The peers run from `.cache/peer-venv`, which this task makes with pip when it is
 //! missing (PyPI's torch wheel is large: its CUDA libraries come along, unused). A peer
@@ -13,7 +16,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use actmax_layers::loaders::onnx;
-use actmax_layers::{zoo, Model};
+use actmax_layers::{zoo, InputSpec, Model};
 use actmax_tensor::gemm::direct::{Isa, MAX_ISA_VAR};
 use actmax_tensor::{AdamConfig, AdamState, Tape, Tensor};
 
@@ -165,7 +168,12 @@ pub fn run(o: Options) -> Result<(), String> {
         Some(_) => vec![("ATEN_CPU_CAPABILITY", "default"), ("ONEDNN_MAX_CPU_ISA", "SSE41")],
         None => Vec::new(),
     };
-    let model = onnx::load(&root.join("models/efficientnet_lite0.onnx")).map_err(|e| e.to_string())?.fold_batch_norms();
+    let mut model =
+        onnx::load(&root.join("models/efficientnet_lite0.onnx")).map_err(|e| e.to_string())?.fold_batch_norms();
+    // The same network on the same tensor as the peers: the file's input normalization
+    // (metadata actmax reads, a pass over the image) is in neither peer's graph.
+    let network_only = InputSpec { mean: vec![0.0], std: vec![1.0], ..model.input_spec().clone() };
+    model.set_input_spec(network_only).map_err(|e| e.to_string())?;
     let lite0 = Case { name: "lite0", layer: model.len() - 1, model, size: 224 };
     let mut vgg = zoo::vgg16_features(224).map_err(|e| e.to_string())?;
     zoo::init_he_uniform(&mut vgg, 1);
@@ -262,7 +270,8 @@ pub fn run(o: Options) -> Result<(), String> {
     }
     if let Ok(v) = &ort {
         println!(
-            "  onnxruntime {} (all graph optimizations; the ONNX file is batch 1, so b8 = 8 runs)",
+            "  onnxruntime {} (all graph optimizations; the ONNX file is batch 1, so b8 = 8 runs); \
+             every side runs the network alone, actmax's input normalization off",
             v["onnxruntime"].as_str().unwrap_or("?")
         );
     }
