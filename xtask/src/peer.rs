@@ -162,11 +162,13 @@ pub fn run(o: Options) -> Result<(), String> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     // A cap on actmax's kernels (to measure the CPU as one without AVX-512) caps
     // PyTorch's alike; onnxruntime's MLAS has no run-time switch and keeps its widest.
-    let cap = Isa::cap_from_env()?.filter(|c| *c != Isa::hardware());
+    // (A cap at or above what the CPU has changes nothing, for either.)
+    Isa::cap_from_env()?;
+    let cap = Some(Isa::detect()).filter(|&c| c != Isa::hardware());
     let torch_cap: Vec<(&str, &str)> = match cap {
         Some(Isa::Avx2) => vec![("ATEN_CPU_CAPABILITY", "avx2"), ("ONEDNN_MAX_CPU_ISA", "AVX2")],
-        Some(_) => vec![("ATEN_CPU_CAPABILITY", "default"), ("ONEDNN_MAX_CPU_ISA", "SSE41")],
-        None => Vec::new(),
+        Some(Isa::Generic) => vec![("ATEN_CPU_CAPABILITY", "default"), ("ONEDNN_MAX_CPU_ISA", "SSE41")],
+        _ => Vec::new(),
     };
     let mut model =
         onnx::load(&root.join("models/efficientnet_lite0.onnx")).map_err(|e| e.to_string())?.fold_batch_norms();
