@@ -550,9 +550,17 @@ proptest! {
         let e = ExpandDepthwise::new(n, cin, c, [h, w], k, p2, bias, clamps, seed).unwrap();
         let scratch = ScratchPool::new();
         let (mid, want) = e.apart(&scratch);
-        prop_assert!(fused::fuses(&e.g1, &e.pack, &e.g2), "{h}x{w} should take the row kernel");
         let mut got = vec![f32::NAN; e.g2.out_elems()];
         let (s1, s2) = e.stages();
+        // A 1 → 1 channel 1×1 conv is also depthwise and runs on that kernel: no GEMM, no
+        // pair to fuse, and the fused call refuses it (a typed error, nothing computed).
+        let fuses = fused::fuses(&e.g1, &e.pack, &e.g2);
+        prop_assert_eq!(fuses, !e.g1.is_depthwise(), "{}x{} should take the row kernel", h, w);
+        if !fuses {
+            let r = fused::pointwise_depthwise_forward(&e.x, &e.pack, s1, &e.w2, s2, &mut got, &scratch);
+            prop_assert!(r.is_err(), "a pair that does not fuse was computed");
+            return Ok(());
+        }
         fused::pointwise_depthwise_forward(&e.x, &e.pack, s1, &e.w2, s2, &mut got, &scratch).unwrap();
         for (i, (a, b)) in got.iter().zip(&want).enumerate() {
             prop_assert_eq!(a.to_bits(), b.to_bits(), "at {}: {} vs {}", i, a, b);
