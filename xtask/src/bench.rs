@@ -192,7 +192,8 @@ fn rayon_threads() -> String {
 }
 
 /// The SIMD features this CPU has, detected at run time (quoted next to every figure: the
-/// machines change between sessions).
+/// machines change between sessions), and, where `ACTMAX_MAX_ISA` holds the kernels below
+/// them, the family they run (`kernels=avx2`): a figure measured under a cap says so.
 pub fn cpu_features() -> Vec<&'static str> {
     let mut f = Vec::new();
     #[cfg(target_arch = "x86_64")]
@@ -206,6 +207,12 @@ pub fn cpu_features() -> Vec<&'static str> {
         if std::arch::is_x86_feature_detected!("avx512f") {
             f.push("avx512f");
         }
+    }
+    use actmax_tensor::gemm::direct::Isa;
+    match Isa::detect() {
+        isa if isa == Isa::hardware() => {}
+        Isa::Avx2 => f.push("kernels=avx2"),
+        _ => f.push("kernels=generic"),
     }
     f
 }

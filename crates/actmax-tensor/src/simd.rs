@@ -285,42 +285,36 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     fn the_in_register_transposes_transpose() {
         use std::arch::x86_64::*;
+        // `out` (n rows of n) against the transpose of the rows 0, 1, 2, … of `n` lanes.
+        let check = |out: &[f32], n: usize| {
+            for (i, &v) in out.iter().enumerate() {
+                assert_eq!(v, ((i % n) * n + i / n) as f32, "{n}×{n}: row {}, column {}", i / n, i % n);
+            }
+        };
         let isas = Isa::available();
         if isas.contains(&Isa::Avx2) {
             let m: Vec<f32> = (0..64).map(|i| i as f32).collect();
+            let mut out = [0.0f32; 64];
             // Safety: AVX2 is available; loads and stores stay inside `m` and `out`.
-            let out = unsafe {
+            unsafe {
                 let v: [__m256; 8] = std::array::from_fn(|r| _mm256_loadu_ps(m.as_ptr().add(8 * r)));
-                let t = super::avx2::transpose8(&v);
-                let mut out = [0.0f32; 64];
-                for (r, t) in t.iter().enumerate() {
+                for (r, t) in super::avx2::transpose8(&v).iter().enumerate() {
                     _mm256_storeu_ps(out.as_mut_ptr().add(8 * r), *t);
                 }
-                out
-            };
-            for r in 0..8 {
-                for c in 0..8 {
-                    assert_eq!(out[8 * r + c], m[8 * c + r], "row {r}, column {c}");
-                }
             }
+            check(&out, 8);
         }
         if isas.contains(&Isa::Avx512) {
             let m: Vec<f32> = (0..256).map(|i| i as f32).collect();
+            let mut out = [0.0f32; 256];
             // Safety: AVX-512F is available; as above.
-            let out = unsafe {
+            unsafe {
                 let v: [__m512; 16] = std::array::from_fn(|r| _mm512_loadu_ps(m.as_ptr().add(16 * r)));
-                let t = super::avx512::transpose16(&v);
-                let mut out = [0.0f32; 256];
-                for (r, t) in t.iter().enumerate() {
+                for (r, t) in super::avx512::transpose16(&v).iter().enumerate() {
                     _mm512_storeu_ps(out.as_mut_ptr().add(16 * r), *t);
                 }
-                out
-            };
-            for r in 0..16 {
-                for c in 0..16 {
-                    assert_eq!(out[16 * r + c], m[16 * c + r], "row {r}, column {c}");
-                }
             }
+            check(&out, 16);
         }
     }
 

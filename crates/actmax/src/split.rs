@@ -77,11 +77,12 @@ impl SplitModel {
             if idx.is_empty() {
                 return Ok(());
             }
-            // The first image's graph tells how many fit (the images share one shape).
+            // The first image's graph tells how many fit (the images share one shape), so
+            // the kept images are the first of the block, as `backward` reads them.
             let mut graph_bytes = None;
             for r in block(w, n, rows) {
                 let keep = budget > 0 && graph_bytes.is_none_or(|b| (worker.runs.len() + 1) * b <= budget);
-                let values = if keep && worker.runs.len() == worker.outputs.len() {
+                let values = if keep {
                     let outs = worker.run_image(net, seen, r, idx)?;
                     graph_bytes.get_or_insert(worker.tape.graph_bytes());
                     values_of(&worker.tape, &outs)?

@@ -37,12 +37,14 @@ pub const MAX_ISA_VAR: &str = "ACTMAX_MAX_ISA";
 impl Isa {
     /// The widest kernel this CPU runs, within the cap of [`MAX_ISA_VAR`].
     pub fn detect() -> Self {
-        static CAP: std::sync::OnceLock<Option<Isa>> = std::sync::OnceLock::new();
-        let hardware = Self::hardware();
-        match *CAP.get_or_init(|| Self::cap_from_env().unwrap_or(None)) {
-            Some(cap) if cap.rank() < hardware.rank() => cap,
-            _ => hardware,
-        }
+        static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *ISA.get_or_init(|| {
+            let hardware = Self::hardware();
+            match Self::cap_from_env() {
+                Ok(Some(cap)) if cap.rank() < hardware.rank() => cap,
+                _ => hardware,
+            }
+        })
     }
 
     /// The widest kernel this CPU runs, whatever the cap.
